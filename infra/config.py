@@ -1,0 +1,151 @@
+"""Per-environment settings, read from the `environments` object of the cdk.json context.
+
+Each environment (`dev`, `staging`, `prod`) is validated into a frozen `EnvironmentConfig`; a bad
+value fails synthesis with a message that names the exact key, e.g.
+`cdk.json context environments.dev.batch_size: Input should be greater than or equal to 1`.
+
+This module imports no CDK code, so it is cheap to test on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+
+from petrel import resources
+
+CONTEXT_KEY = "environments"
+
+# The retention periods CloudWatch Logs accepts (days).
+LOG_RETENTION_DAYS: tuple[int, ...] = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+# An SQS event source without a batching window takes at most 10 records per batch.
+_MAX_BATCH_WITHOUT_WINDOW = 10
+
+
+class ConfigError(ValueError):
+    """The cdk.json context does not describe a valid environment."""
+
+
+class EnvironmentConfig(BaseModel):
+    """Everything that differs between `dev`, `staging` and `prod`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+    log_retention_days: int
+    message_retention_days: int = Field(ge=1, le=3650)
+    body_retention_days: int = Field(ge=1, le=3650)
+    batch_size: int = Field(ge=1, le=10_000)
+    max_batching_window_seconds: int = Field(ge=0, le=300)
+    max_concurrency: dict[str, int]
+    dlq_max_receive_count: int = Field(ge=1, le=1000)
+    alarm_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    worker_timeout_seconds: int = Field(ge=10, le=900)
+    worker_memory_mb: int = Field(ge=128, le=10_240)
+    api_memory_mb: int = Field(ge=128, le=10_240)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    tracing: StrictBool
+    removal_policy: Literal["destroy", "retain"]
+    # Optional tuning, with defaults that suit every environment.
+    smtp_timeout_seconds: int = Field(default=30, ge=1, le=300)
+    api_timeout_seconds: int = Field(default=29, ge=1, le=29)
+    authorizer_memory_mb: int = Field(default=256, ge=128, le=10_240)
+    authorizer_timeout_seconds: int = Field(default=10, ge=1, le=30)
+    account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _known_retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            allowed = ", ".join(str(days) for days in LOG_RETENTION_DAYS)
+            raise ValueError(f"CloudWatch Logs accepts only these retention periods (days): {allowed}")
+        return value
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _one_per_send_queue(cls, value: dict[str, int]) -> dict[str, int]:
+        expected = {spec.name for spec in resources.SEND_QUEUES}
+        if set(value) != expected:
+            raise ValueError(f"needs exactly one entry per send queue: {sorted(expected)}, got {sorted(value)}")
+        for queue, concurrency in value.items():
+            if not 2 <= concurrency <= 1000:
+                raise ValueError(f"{queue}: maximum concurrency must be between 2 and 1000, got {concurrency}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnvironmentConfig:
+        if self.batch_size > _MAX_BATCH_WITHOUT_WINDOW and self.max_batching_window_seconds == 0:
+            raise ValueError(
+                f"batch_size {self.batch_size} > {_MAX_BATCH_WITHOUT_WINDOW} needs max_batching_window_seconds >= 1"
+            )
+        if self.smtp_timeout_seconds >= self.worker_timeout_seconds:
+            raise ValueError("smtp_timeout_seconds must be shorter than worker_timeout_seconds")
+        if (self.account is None) != (self.region is None):
+            raise ValueError("account and region must be given together (or both left out)")
+        return self
+
+    @property
+    def destroy_on_delete(self) -> bool:
+        return self.removal_policy == "destroy"
+
+    @property
+    def secrets_prefix(self) -> str:
+        return resources.secrets_prefix(self.name_prefix)
+
+    def physical_name(self, name: str) -> str:
+        return resources.physical_name(self.name_prefix, name)
+
+    def queue_visibility_seconds(self, queue: resources.QueueSpec) -> int:
+        return queue.visibility_factor * self.worker_timeout_seconds
+
+
+def _describe(error: ValidationError, where: str) -> str:
+    lines = []
+    for problem in error.errors():
+        location = ".".join([where, *(str(part) for part in problem["loc"])])
+        message = re.sub(r"^Value error, ", "", problem["msg"])
+        lines.append(f"cdk.json context {location}: {message}")
+    return "\n".join(lines)
+
+
+def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
+    """Validate one entry of the `environments` context object."""
+    where = f"{CONTEXT_KEY}.{name}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"cdk.json context {where}: expected an object, got {type(raw).__name__}")
+    if "name" in raw:
+        raise ConfigError(f"cdk.json context {where}.name: not allowed, the environment is named by its key")
+    try:
+        return EnvironmentConfig.model_validate({"name": name, **raw})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, where)) from None
+
+
+def parse_environments(raw: Any) -> dict[str, EnvironmentConfig]:
+    """Validate the whole `environments` context object, in the order it is written."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"cdk.json context {CONTEXT_KEY}: expected a non-empty object of environments")
+    configs = {name: parse_environment(name, value) for name, value in raw.items()}
+    prefixes = [config.name_prefix for config in configs.values()]
+    duplicates = sorted({prefix for prefix in prefixes if prefixes.count(prefix) > 1})
+    if duplicates:
+        raise ConfigError(f"cdk.json context {CONTEXT_KEY}: name_prefix must be unique, repeated: {duplicates}")
+    return configs
+
+
+def select_environments(raw: Any, env_name: str | None) -> list[EnvironmentConfig]:
+    """The environment named by `-c env=<name>`, or every environment when none is named."""
+    configs = parse_environments(raw)
+    if env_name is None:
+        return list(configs.values())
+    if env_name not in configs:
+        raise ConfigError(f"cdk.json context env={env_name!r} is not one of {sorted(configs)}")
+    return [configs[env_name]]

@@ -1,0 +1,1 @@
+"""One construct per concern; `infra.stacks.petrel_stack` assembles them."""

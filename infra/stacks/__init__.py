@@ -1,0 +1,1 @@
+"""Stacks: they assemble constructs and define no resources of their own."""

@@ -1,0 +1,430 @@
+"""DynamoDB adapters for the tenant, message and idempotency stores (keys from petrel.resources)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import BaseModel
+
+from petrel import resources
+from petrel.errors import InvalidRequest
+from petrel.models.records import (
+    LEASABLE_STATUSES,
+    ApiKey,
+    EmailRecord,
+    MessageRecord,
+    MessageStatus,
+    SendingDomain,
+    SmtpServer,
+    Tenant,
+)
+from petrel.ports import IdempotencyRecord, Page, Transition
+
+_SER = TypeSerializer()
+_DESER = TypeDeserializer()
+Item = dict[str, Any]
+
+
+def _encode(values: Mapping[str, Any]) -> Item:
+    return {k: _SER.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _decode(item: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: _DESER.deserialize(v) for k, v in item.items()}
+    for k, v in out.items():
+        if isinstance(v, Binary):
+            out[k] = bytes(v)  # type: ignore[call-overload]
+    return _plain(out)  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    """Decimals from DynamoDB back to int (Petrel stores no fractional numbers)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if type(value).__name__ == "Decimal":
+        return int(value)
+    return value
+
+
+def _dump(model: BaseModel, **extra: Any) -> dict[str, Any]:
+    data = model.model_dump(mode="json", exclude_none=True, exclude={"body_inline"})
+    data.update(extra)
+    return data
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in (
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    )
+
+
+class DynamoTenantStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    def _put(self, pk: str, sk: str, model: BaseModel) -> None:
+        self._db.put_item(TableName=self._table, Item=_encode(_dump(model, pk=pk, sk=sk)))
+
+    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": _encode({":pk": pk, ":p": prefix}),
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            items.extend(_decode(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        found = self._db.get_item(TableName=self._table, Key=_encode({"pk": pk, "sk": sk})).get("Item")
+        return _decode(found) if found else None
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        self._put(tenant.tenant_id, "TENANT", tenant)
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        item = self._get(tenant_id, "TENANT")
+        return Tenant.model_validate(item) if item else None
+
+    def list_tenants(self) -> list[Tenant]:
+        items: list[Tenant] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "sk = :t",
+            "ExpressionAttributeValues": _encode({":t": "TENANT"}),
+        }
+        while True:
+            page = self._db.scan(**kwargs)
+            items.extend(Tenant.model_validate(_decode(i)) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return sorted(items, key=lambda t: t.created_at)
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def put_api_key(self, key: ApiKey) -> None:
+        self._put(key.tenant_id, f"APIKEY#{key.key_id}", key)
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        page = self._db.query(
+            TableName=self._table,
+            IndexName="by_key_hash",
+            KeyConditionExpression="key_hash = :h",
+            ExpressionAttributeValues=_encode({":h": key_hash}),
+            Limit=2,
+        )
+        items = page.get("Items", [])
+        return ApiKey.model_validate(_decode(items[0])) if len(items) == 1 else None
+
+    def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        return [ApiKey.model_validate(i) for i in self._query(tenant_id, "APIKEY#")]
+
+    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> bool:
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_encode({"pk": tenant_id, "sk": f"APIKEY#{key_id}"}),
+                UpdateExpression="SET revoked_at = :at",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(revoked_at)",
+                ExpressionAttributeValues=_encode({":at": at.isoformat()}),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def put_domain(self, domain: SendingDomain) -> None:
+        self._put(domain.tenant_id, f"DOMAIN#{domain.domain}", domain)
+
+    def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None:
+        item = self._get(tenant_id, f"DOMAIN#{domain}")
+        return SendingDomain.model_validate(item) if item else None
+
+    def list_domains(self, tenant_id: str) -> list[SendingDomain]:
+        return [SendingDomain.model_validate(i) for i in self._query(tenant_id, "DOMAIN#")]
+
+    def put_server(self, server: SmtpServer) -> None:
+        self._put(server.tenant_id, f"SERVER#{server.server_id}", server)
+
+    def list_servers(self, tenant_id: str) -> list[SmtpServer]:
+        return [SmtpServer.model_validate(i) for i in self._query(tenant_id, "SERVER#")]
+
+    def delete_server(self, tenant_id: str, server_id: str) -> bool:
+        out = self._db.delete_item(
+            TableName=self._table, Key=_encode({"pk": tenant_id, "sk": f"SERVER#{server_id}"}), ReturnValues="ALL_OLD"
+        )
+        return "Attributes" in out
+
+
+def _email_pk(tenant_id: str, email_id: str) -> str:
+    return f"{tenant_id}#{email_id}"
+
+
+def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict[str, Any]:
+    return _dump(
+        message,
+        pk=_email_pk(message.tenant_id, message.email_id),
+        sk=f"MSG#{message.message_id}",
+        created_key=f"{message.created_at.isoformat()}#{message.message_id}",
+        tenant_status=f"{message.tenant_id}#{message.status}",
+        expires_at=expires_at,
+    )
+
+
+class DynamoMessageStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
+        email_item = _dump(email, pk=_email_pk(email.tenant_id, email.email_id), sk="EMAIL", expires_at=expires_at)
+        if email.body_inline is not None:
+            email_item["body_inline"] = email.body_inline
+        puts = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _encode(email_item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+        puts += [{"Put": {"TableName": self._table, "Item": _encode(_message_item(m, expires_at))}} for m in messages]
+        self._db.transact_write_items(TransactItems=puts)
+
+    def _items(self, tenant_id: str, email_id: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": _encode({":pk": _email_pk(tenant_id, email_id)}),
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._db.query(**kwargs)
+            items.extend(_decode(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None:
+        items = self._items(tenant_id, email_id)
+        emails = [EmailRecord.model_validate(i) for i in items if i["sk"] == "EMAIL"]
+        if not emails:
+            return None
+        return emails[0], [MessageRecord.model_validate(i) for i in items if i["sk"].startswith("MSG#")]
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        found = self._db.get_item(TableName=self._table, Key=_encode({"pk": pk, "sk": sk}), ConsistentRead=True)
+        return _decode(found["Item"]) if "Item" in found else None
+
+    def get_email_record(self, tenant_id: str, email_id: str) -> EmailRecord | None:
+        item = self._get(_email_pk(tenant_id, email_id), "EMAIL")
+        return EmailRecord.model_validate(item) if item else None
+
+    def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None:
+        item = self._get(_email_pk(tenant_id, email_id), f"MSG#{message_id}")
+        return MessageRecord.model_validate(item) if item else None
+
+    def lease(
+        self, tenant_id: str, email_id: str, message_id: str, *, now: int, lease_until: int
+    ) -> MessageRecord | None:
+        leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
+        try:
+            out = self._db.update_item(
+                TableName=self._table,
+                Key=_encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"}),
+                UpdateExpression=(
+                    "SET #s = :sending, tenant_status = :ts, lease_until = :until, "
+                    "attempt = if_not_exists(attempt, :zero) + :one"
+                ),
+                ConditionExpression=(
+                    f"attribute_exists(pk) AND (#s IN ({', '.join(leasable)}) "
+                    "OR (#s = :sending AND lease_until < :now))"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=_encode(
+                    {
+                        ":sending": MessageStatus.SENDING.value,
+                        ":ts": f"{tenant_id}#{MessageStatus.SENDING.value}",
+                        ":until": lease_until,
+                        ":now": now,
+                        ":zero": 0,
+                        ":one": 1,
+                        **leasable,
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return MessageRecord.model_validate(_decode(out["Attributes"]))
+
+    def transition(
+        self,
+        tenant_id: str,
+        email_id: str,
+        message_id: str,
+        *,
+        expected: Sequence[MessageStatus],
+        attempt: int | None,
+        change: Transition,
+        now: datetime,
+    ) -> bool:
+        sets = ["#s = :status", "tenant_status = :ts", "updated_at = :now"]
+        values: dict[str, Any] = {
+            ":status": change.status.value,
+            ":ts": f"{tenant_id}#{change.status.value}",
+            ":now": now.isoformat(),
+            ":empty": [],
+        }
+        if change.events:
+            sets.append("events = list_append(if_not_exists(events, :empty), :events)")
+            values[":events"] = [e.model_dump(mode="json", exclude_none=True) for e in change.events]
+        if change.attempt is not None:
+            sets.append("attempts = list_append(if_not_exists(attempts, :empty), :attempts)")
+            values[":attempts"] = [change.attempt.model_dump(mode="json", exclude_none=True)]
+        for name, value in (
+            ("last_reply", change.reply.model_dump(mode="json", exclude_none=True) if change.reply else None),
+            ("bounce_class", change.bounce_class),
+            ("failure_reason", change.failure_reason),
+        ):
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = value
+        expected_names = {f":e{i}": s.value for i, s in enumerate(expected)}
+        values.update(expected_names)
+        condition = f"#s IN ({', '.join(expected_names)})"
+        if attempt is not None:
+            condition += " AND attempt = :attempt"
+            values[":attempt"] = attempt
+        if ":events" not in values and ":attempts" not in values:
+            del values[":empty"]
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"}),
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE lease_until",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=_encode(values),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
+        if status is None:
+            index, key_name, key_value = "by_tenant", "tenant_id", tenant_id
+        else:
+            index, key_name, key_value = "by_tenant_status", "tenant_status", f"{tenant_id}#{status.value}"
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": f"{key_name} = :k",
+            "ExpressionAttributeValues": _encode({":k": key_value}),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, key_name, key_value)
+        page = self._db.query(**kwargs)
+        messages = [MessageRecord.model_validate(_decode(i)) for i in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return Page(messages=messages, cursor=_encode_cursor(last) if last and len(messages) == limit else None)
+
+
+def _encode_cursor(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(_decode(key), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not valid") from exc
+    if not isinstance(raw, dict) or raw.get(key_name) != key_value or not all(isinstance(v, str) for v in raw.values()):
+        raise InvalidRequest("cursor does not belong to this listing")
+    return _encode(raw)
+
+
+class DynamoIdempotencyStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    def begin(
+        self, key: str, request_hash: str, *, now: int, expires_at: int, in_flight_until: int
+    ) -> IdempotencyRecord:
+        claim = {
+            "pk": key,
+            "state": "in_progress",
+            "request_hash": request_hash,
+            "in_flight_until": in_flight_until,
+            resources.IDEMPOTENCY.ttl_attribute: expires_at,
+        }
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_encode(claim),
+                ConditionExpression="attribute_not_exists(pk) OR #exp < :now",
+                ExpressionAttributeNames={"#exp": resources.IDEMPOTENCY.ttl_attribute},
+                ExpressionAttributeValues=_encode({":now": now}),
+            )
+            return IdempotencyRecord(state="new")
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+        found = self._db.get_item(TableName=self._table, Key=_encode({"pk": key}), ConsistentRead=True).get("Item")
+        if found is None:  # expired and removed between the two calls
+            return self.begin(key, request_hash, now=now, expires_at=expires_at, in_flight_until=in_flight_until)
+        item = _decode(found)
+        if item.get("request_hash") != request_hash:
+            return IdempotencyRecord(state="mismatch")
+        if item["state"] == "completed":
+            return IdempotencyRecord(state="completed", status_code=item.get("status_code"), body=item.get("body"))
+        if item.get("in_flight_until", 0) >= now:
+            return IdempotencyRecord(state="in_progress")
+        try:  # the first request died mid-way: take its claim over
+            self._db.put_item(
+                TableName=self._table,
+                Item=_encode(claim),
+                ConditionExpression="in_flight_until = :old AND #st = :ip",
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues=_encode({":old": item.get("in_flight_until", 0), ":ip": "in_progress"}),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return IdempotencyRecord(state="in_progress")
+            raise
+        return IdempotencyRecord(state="new")
+
+    def complete(self, key: str, status_code: int, body: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=_encode({"pk": key}),
+            UpdateExpression="SET #st = :c, status_code = :code, body = :body REMOVE in_flight_until",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues=_encode({":c": "completed", ":code": status_code, ":body": body}),
+        )
+
+    def release(self, key: str) -> None:
+        self._db.delete_item(TableName=self._table, Key=_encode({"pk": key}))

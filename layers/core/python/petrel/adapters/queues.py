@@ -1,0 +1,28 @@
+"""SQS: the send queues, one per pool."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from petrel.models.jobs import SendJob
+from petrel.models.records import Pool
+
+
+class SqsJobQueue:
+    def __init__(self, client: Any, queue_urls: dict[str, str]) -> None:
+        self._sqs = client
+        self._urls = queue_urls
+
+    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob]) -> list[SendJob]:
+        failed: list[SendJob] = []
+        for start in range(0, len(jobs), 10):
+            chunk = list(jobs[start : start + 10])
+            entries = [{"Id": str(i), "MessageBody": job.model_dump_json()} for i, job in enumerate(chunk)]
+            try:
+                out = self._sqs.send_message_batch(QueueUrl=self._urls[pool], Entries=entries)
+            except Exception:
+                failed.extend(chunk)
+                continue
+            failed.extend(chunk[int(entry["Id"])] for entry in out.get("Failed", []))
+        return failed

@@ -1,0 +1,1 @@
+"""The public HTTP API: routes, problem details, the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""Pure mail protocol code: addresses, MIME, SMTP replies. No sockets, no AWS."""

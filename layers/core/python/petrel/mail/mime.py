@@ -1,0 +1,71 @@
+"""Build an email's MIME bytes once: the same headers for every recipient and every attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from petrel.mail.addresses import Mailbox, parse_mailbox
+
+_SMTP_POLICY = policy.SMTP.clone(max_line_length=78)
+
+
+@dataclass(frozen=True)
+class AttachmentPart:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MessageContent:
+    from_: str
+    subject: str
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    attachments: list[AttachmentPart] = field(default_factory=list)
+
+
+def header_message_id(email_id: str, from_domain: str) -> str:
+    return f"<{email_id.lower()}@{from_domain}>"
+
+
+def _address(mailbox: Mailbox) -> Address:
+    return Address(display_name=mailbox.name, addr_spec=mailbox.address)
+
+
+def build_mime(content: MessageContent, *, message_id: str, date: datetime, email_id: str) -> bytes:
+    """RFC 5322 bytes with CRLF line ends, 7-bit clean (quoted-printable or base64 bodies)."""
+    msg = EmailMessage(policy=_SMTP_POLICY)
+    msg["From"] = _address(parse_mailbox(content.from_))
+    if content.to:
+        msg["To"] = [_address(parse_mailbox(item)) for item in content.to]
+    if content.cc:
+        msg["Cc"] = [_address(parse_mailbox(item)) for item in content.cc]
+    if content.reply_to:
+        msg["Reply-To"] = [_address(parse_mailbox(item)) for item in content.reply_to]
+    msg["Subject"] = content.subject
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = message_id
+    msg["X-Petrel-Email-Id"] = email_id
+    for name, value in content.headers.items():
+        msg[name] = value
+
+    if content.text is not None:
+        msg.set_content(content.text)
+        if content.html is not None:
+            msg.add_alternative(content.html, subtype="html")
+    elif content.html is not None:
+        msg.set_content(content.html, subtype="html")
+    for part in content.attachments:
+        maintype, _, subtype = part.content_type.partition("/")
+        msg.add_attachment(part.data, maintype=maintype, subtype=subtype, filename=part.filename)
+    return msg.as_bytes(policy=_SMTP_POLICY)

@@ -1,0 +1,278 @@
+"""Request and response bodies of the public API. The OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from petrel.mail.addresses import AddressError, parse_mailbox
+from petrel.models.records import MessageStatus, Pool, RecipientKind, Reply
+
+MAX_RECIPIENTS = 50
+MAX_BATCH = 100
+_FIELD_NAME_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, a sane length
+_TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
+
+# Headers Petrel writes itself; a request may not set them through `headers`.
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "reply-to",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "return-path",
+        "sender",
+        "received",
+        "dkim-signature",
+        "x-petrel-email-id",
+    }
+)
+
+
+def _no_newlines(value: str, what: str) -> str:
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"{what} must not contain CR, LF or NUL")
+    return value
+
+
+def _mailbox(value: str) -> str:
+    try:
+        mailbox = parse_mailbox(value)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from exc
+    return f"{mailbox.name} <{mailbox.address}>" if mailbox.name else mailbox.address
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
+
+
+class Attachment(ApiModel):
+    filename: Annotated[str, Field(min_length=1, max_length=255)]
+    content_type: str = Field(default="application/octet-stream", description="MIME type, e.g. application/pdf")
+    content: str = Field(description="The file, base64-encoded")
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str) -> str:
+        _no_newlines(value, "filename")
+        if "/" in value or "\\" in value:
+            raise ValueError("filename must not contain a path separator")
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        if not _CONTENT_TYPE_RE.match(value):
+            raise ValueError("content_type must look like type/subtype")
+        return value.lower()
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("content is not valid base64") from exc
+        return value
+
+    def decoded(self) -> bytes:
+        return base64.b64decode(self.content)
+
+
+def _address_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class SendEmailRequest(ApiModel):
+    """One email. Each recipient (To, Cc and Bcc) becomes its own message with its own status."""
+
+    from_: str = Field(alias="from", description='Sender: "address" or "Name <address>"')
+    to: list[str] = Field(default_factory=list, description="Recipients (a string or a list)")
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list, description="Blind copies: never shown in headers")
+    reply_to: list[str] = Field(default_factory=list)
+    subject: Annotated[str, Field(min_length=1, max_length=998)]
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; Petrel's own are refused")
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=20)
+    pool: Pool = "transactional"
+
+    _lists = field_validator("to", "cc", "bcc", "reply_to", mode="before")(_address_list)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _mailbox(value)
+
+    @field_validator("to", "cc", "bcc", "reply_to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [_mailbox(item) for item in value]
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return _no_newlines(value, "subject")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not _FIELD_NAME_RE.match(name):
+                raise ValueError(f"header name {name!r} is not a valid field name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by Petrel and cannot be overridden")
+            _no_newlines(header_value, f"header {name!r}")
+            if len(header_value) > 998:
+                raise ValueError(f"header {name!r} is longer than 998 characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if not _TAG_KEY_RE.match(key):
+                raise ValueError(f"tag name {key!r} must be 1-64 of A-Z a-z 0-9 _ . : -")
+            if len(tag) > 256:
+                raise ValueError(f"tag {key!r} is longer than 256 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _whole(self) -> SendEmailRequest:
+        count = len(self.recipients())
+        if count == 0:
+            raise ValueError("at least one recipient is required in to, cc or bcc")
+        if count > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients are allowed, got {count}")
+        if self.text is None and self.html is None:
+            raise ValueError("text or html (or both) is required")
+        return self
+
+    def recipients(self) -> list[tuple[str, RecipientKind]]:
+        """Distinct envelope recipients in order: To, then Cc, then Bcc."""
+        seen: set[str] = set()
+        result: list[tuple[str, RecipientKind]] = []
+        kinds: tuple[tuple[RecipientKind, list[str]], ...] = (("to", self.to), ("cc", self.cc), ("bcc", self.bcc))
+        for kind, items in kinds:
+            for item in items:
+                address = parse_mailbox(item).address
+                if address.lower() not in seen:
+                    seen.add(address.lower())
+                    result.append((address, kind))
+        return result
+
+
+class BatchSendRequest(ApiModel):
+    emails: list[SendEmailRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RecipientStatus(ApiModel):
+    id: str = Field(description="The message id of this recipient's copy")
+    email: str
+    status: MessageStatus
+
+
+class SendEmailResponse(ApiModel):
+    id: str = Field(description="The email id")
+    recipients: list[RecipientStatus]
+
+
+class Problem(ApiModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class BatchItemResult(ApiModel):
+    index: int
+    status: int = Field(description="202 when accepted, otherwise the problem's status")
+    email: SendEmailResponse | None = None
+    error: Problem | None = None
+
+
+class BatchSendResponse(ApiModel):
+    results: list[BatchItemResult]
+
+
+class AttemptView(ApiModel):
+    number: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    reply: Reply | None = None
+
+
+class EventView(ApiModel):
+    type: str
+    at: datetime
+    message_id: str
+    recipient: str
+    reply: Reply | None = None
+    detail: str | None = None
+
+
+class MessageView(ApiModel):
+    id: str
+    email: str
+    kind: RecipientKind
+    status: MessageStatus
+    attempts: int
+    bounce_class: str | None = None
+    failure_reason: str | None = None
+    last_reply: Reply | None = None
+    attempt_log: list[AttemptView]
+    updated_at: datetime
+
+
+class EmailView(ApiModel):
+    id: str
+    from_: str = Field(alias="from")
+    subject: str
+    message_id_header: str
+    pool: Pool
+    tags: dict[str, str]
+    size: int
+    created_at: datetime
+    recipients: list[MessageView]
+    events: list[EventView]
+
+
+class MessageSummary(ApiModel):
+    id: str
+    email_id: str
+    email: str
+    status: MessageStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageList(ApiModel):
+    data: list[MessageSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page")
+
+
+ListStatusFilter = Literal[
+    "queued", "scheduled", "sending", "relayed", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled"
+]

@@ -1,0 +1,169 @@
+"""What Petrel stores: tenants and their configuration, emails, per-recipient messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Pool = Literal["transactional", "bulk"]
+POOLS: tuple[Pool, ...] = ("transactional", "bulk")
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Tenant(Record):
+    tenant_id: str
+    name: str
+    created_at: datetime
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_age_hours: int = 24
+
+
+class ApiKey(Record):
+    tenant_id: str
+    key_id: str
+    name: str = ""
+    key_hash: str
+    prefix: str
+    scopes: tuple[str, ...] = ("emails:send", "emails:read")
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class SendingDomain(Record):
+    tenant_id: str
+    domain: str
+    return_path_domain: str
+    created_at: datetime
+
+
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class SmtpServer(Record):
+    """A tenant's MailU submission endpoint. The password is in Secrets Manager at `secret_name`."""
+
+    tenant_id: str
+    server_id: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str
+    secret_name: str
+    ca_bundle: str | None = None
+    pool: Pool = "transactional"
+    weight: int = Field(default=1, ge=1, le=1000)
+    enabled: bool = True
+    created_at: datetime
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    RELAYED = "relayed"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+
+
+# A job for a message in one of these states has nothing left to do.
+FINAL_STATUSES = frozenset(
+    {
+        MessageStatus.RELAYED,
+        MessageStatus.DELIVERED,
+        MessageStatus.BOUNCED,
+        MessageStatus.FAILED,
+        MessageStatus.SUPPRESSED,
+        MessageStatus.CANCELLED,
+    }
+)
+# States a worker may take a lease from (besides `sending` whose lease has expired).
+LEASABLE_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+
+RecipientKind = Literal["to", "cc", "bcc"]
+
+
+class Recipient(Record):
+    message_id: str
+    email: str
+    kind: RecipientKind
+
+
+class Reply(Record):
+    """An SMTP reply as stored and shown (code 0: no reply, a network failure)."""
+
+    code: int
+    enhanced: str | None = None
+    text: str
+    stage: str
+
+
+class Attempt(Record):
+    number: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    server_id: str | None = None
+    outcome: str | None = None
+    reply: Reply | None = None
+
+
+class Event(Record):
+    type: str
+    at: datetime
+    message_id: str
+    recipient: str
+    reply: Reply | None = None
+    detail: str | None = None
+
+
+class EmailRecord(Record):
+    """One API request's email. The MIME body is built once at submission (same bytes every attempt)."""
+
+    tenant_id: str
+    email_id: str
+    from_address: str
+    subject: str
+    header_message_id: str
+    pool: Pool
+    tags: dict[str, str] = Field(default_factory=dict)
+    recipients: tuple[Recipient, ...]
+    size: int
+    body_inline: bytes | None = None
+    body_key: str | None = None
+    created_at: datetime
+
+
+class MessageRecord(Record):
+    """One recipient's copy of an email: the unit of status, retries and events."""
+
+    tenant_id: str
+    email_id: str
+    message_id: str
+    recipient: str
+    kind: RecipientKind
+    pool: Pool
+    status: MessageStatus
+    attempt: int = 0
+    lease_until: int | None = None
+    bounce_class: str | None = None
+    failure_reason: str | None = None
+    last_reply: Reply | None = None
+    attempts: tuple[Attempt, ...] = ()
+    events: tuple[Event, ...] = ()
+    created_at: datetime
+    updated_at: datetime

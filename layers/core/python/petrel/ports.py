@@ -1,0 +1,159 @@
+"""The interfaces the services depend on. Adapters implement them; tests/fakes has one double each.
+
+Every fake is held to the same contract tests as its real adapter (tests/integration/contracts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from petrel.mail.smtp_reply import SmtpReply
+from petrel.models.jobs import SendJob
+from petrel.models.records import (
+    ApiKey,
+    Attempt,
+    EmailRecord,
+    Event,
+    MessageRecord,
+    MessageStatus,
+    Pool,
+    Reply,
+    SendingDomain,
+    SmtpServer,
+    Tenant,
+)
+
+
+class TenantStore(Protocol):
+    def put_tenant(self, tenant: Tenant) -> None: ...
+    def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+    def list_tenants(self) -> list[Tenant]: ...
+    def put_api_key(self, key: ApiKey) -> None: ...
+    def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    def list_api_keys(self, tenant_id: str) -> list[ApiKey]: ...
+    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> bool: ...
+    def put_domain(self, domain: SendingDomain) -> None: ...
+    def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None: ...
+    def list_domains(self, tenant_id: str) -> list[SendingDomain]: ...
+    def put_server(self, server: SmtpServer) -> None: ...
+    def list_servers(self, tenant_id: str) -> list[SmtpServer]: ...
+    def delete_server(self, tenant_id: str, server_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[MessageRecord]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change written only if the message is still in `expected` at `attempt`."""
+
+    status: MessageStatus
+    events: Sequence[Event] = ()
+    attempt: Attempt | None = None
+    reply: Reply | None = None
+    bounce_class: str | None = None
+    failure_reason: str | None = None
+
+
+class MessageStore(Protocol):
+    def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
+        """Store an email and all its messages at once (all or nothing)."""
+        ...
+
+    def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None: ...
+    def get_email_record(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
+    def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None: ...
+
+    def lease(
+        self, tenant_id: str, email_id: str, message_id: str, *, now: int, lease_until: int
+    ) -> MessageRecord | None:
+        """Move a queued/deferred message (or one whose lease expired) to `sending` with attempt+1.
+
+        Returns the leased message, or None when it is not leasable (finished, or leased by another).
+        """
+        ...
+
+    def transition(
+        self,
+        tenant_id: str,
+        email_id: str,
+        message_id: str,
+        *,
+        expected: Sequence[MessageStatus],
+        attempt: int | None,
+        change: Transition,
+        now: datetime,
+    ) -> bool:
+        """Apply `change` if the message's status is in `expected` (and at `attempt`, when given)."""
+        ...
+
+    def list_messages(
+        self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None
+    ) -> Page: ...
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+
+
+class JobQueue(Protocol):
+    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob]) -> list[SendJob]:
+        """Enqueue jobs on the pool's send queue; returns the jobs that could NOT be enqueued."""
+        ...
+
+
+class SecretStore(Protocol):
+    def get_secret(self, name: str) -> str: ...
+    def put_secret(self, name: str, value: str) -> None: ...
+    def delete_secret(self, name: str) -> None: ...
+
+
+IdempotencyState = Literal["new", "in_progress", "completed", "mismatch"]
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    state: IdempotencyState
+    status_code: int | None = None
+    body: str | None = None
+
+
+class IdempotencyStore(Protocol):
+    def begin(
+        self, key: str, request_hash: str, *, now: int, expires_at: int, in_flight_until: int
+    ) -> IdempotencyRecord:
+        """Claim `key` (state `new`), or report the earlier request's state under that key."""
+        ...
+
+    def complete(self, key: str, status_code: int, body: str) -> None: ...
+    def release(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipient: str
+    envid: str
+
+
+class SmtpRelay(Protocol):
+    """Relays one envelope through a tenant's server; keeps sessions open across calls."""
+
+    def relay(self, server: SmtpServer, password: str, envelope: Envelope, data: bytes) -> SmtpReply:
+        """The reply that ended the transaction (2xx on success; code 0 for a network failure)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...

@@ -1,0 +1,1 @@
+"""Use cases as named steps. They import ports and models, never adapters."""

@@ -1,0 +1,64 @@
+"""API keys: minted once, stored only as a hash, resolved to a tenant by the authorizer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from petrel.errors import Unauthorized
+from petrel.ids import new_id
+from petrel.models.records import ApiKey
+from petrel.ports import Clock, TenantStore
+
+KEY_PREFIX = "ptl_"
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class MintedKey:
+    key: ApiKey
+    secret: str  # shown once, never stored
+
+
+def mint_api_key(
+    tenants: TenantStore, clock: Clock, tenant_id: str, name: str = "", scopes: tuple[str, ...] | None = None
+) -> MintedKey:
+    key_id = new_id("key")
+    raw = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    record = ApiKey(
+        tenant_id=tenant_id,
+        key_id=key_id,
+        name=name,
+        key_hash=hash_key(raw),
+        prefix=raw[:10],
+        created_at=clock.now(),
+        **({"scopes": scopes} if scopes else {}),
+    )
+    tenants.put_api_key(record)
+    return MintedKey(key=record, secret=raw)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("send the API key as `Authorization: Bearer <key>`")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the API key as `Authorization: Bearer <key>`")
+    return token.strip()
+
+
+def authenticate(tenants: TenantStore, authorization: str | None) -> ApiKey:
+    """The active key behind an Authorization header, or Unauthorized (never says which part failed)."""
+    token = bearer_token(authorization)
+    if not token.startswith(KEY_PREFIX) or len(token) > 200:
+        raise Unauthorized("the API key is not valid")
+    digest = hash_key(token)
+    key = tenants.find_api_key(digest)
+    if key is None or not key.active or not hmac.compare_digest(key.key_hash, digest):
+        raise Unauthorized("the API key is not valid")
+    return key

@@ -1,0 +1,1 @@
+"""Local development stand-ins for Petrel (mail server, cloud services)."""
