@@ -220,6 +220,7 @@ class AttemptView(ApiModel):
     number: int
     started_at: datetime
     finished_at: datetime | None = None
+    server_id: str | None = None
     outcome: str | None = None
     reply: Reply | None = None
 

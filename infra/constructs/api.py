@@ -1,0 +1,160 @@
+"""The public HTTPS API: an API Gateway REST API (v1) in front of the api function.
+
+* stage `api`; every route starts with `/v1`;
+* `ANY /v1/{proxy+}` goes to the api function through a Lambda REQUEST authorizer that reads the
+  `Authorization` header (results cached 60 s);
+* `GET /v1/openapi.json` is public (no authorizer);
+* errors produced by API Gateway itself (no or bad key, unknown route, throttling, integration
+  failure) are `application/problem+json` bodies shaped like RFC 9457, as the api function's own are.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from constructs import Construct
+
+from infra.constructs.common import acknowledge, log_group
+from infra.constructs.functions import API, AUTHORIZER, FunctionDependencies, PetrelFunction
+
+STAGE_NAME = "api"
+API_VERSION_PATH = "v1"
+AUTHORIZATION_HEADER = "Authorization"
+AUTHORIZER_CACHE_SECONDS = 60
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# (response type, HTTP status or None to keep API Gateway's, problem title)
+_GATEWAY_PROBLEMS: tuple[tuple[apigw.ResponseType, str | None, str], ...] = (
+    (apigw.ResponseType.UNAUTHORIZED, "401", "Unauthorized"),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "Forbidden"),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "Request rejected"),
+    (apigw.ResponseType.DEFAULT_5_XX, None, "Gateway error"),
+)
+
+_ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integrationLatency",
+    "tenantId": "$context.authorizer.principalId",
+    "authorizerError": "$context.authorizer.error",
+    "errorType": "$context.error.responseType",
+    "errorMessage": "$context.error.message",
+}
+
+
+def problem_template(title: str, status: str | None) -> str:
+    """A gateway response body in RFC 9457 shape; `detail` is API Gateway's own message."""
+    status_member = f'"status":{status},' if status else ""
+    return (
+        '{"type":"about:blank",'
+        f'"title":{json.dumps(title)},'
+        f"{status_member}"
+        '"detail":$context.error.messageString,'
+        '"request_id":"$context.requestId"}'
+    )
+
+
+class PetrelApi(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, deps: FunctionDependencies) -> None:
+        super().__init__(scope, construct_id)
+        config = deps.config
+        self.handler = PetrelFunction(self, "Handler", definition=API, deps=deps)
+        self.authorizer_function = PetrelFunction(self, "AuthorizerFunction", definition=AUTHORIZER, deps=deps)
+
+        api_name = config.physical_name("api")
+        access_logs = log_group(self, "AccessLogs", config, f"/aws/apigateway/{api_name}/access")
+        self.rest_api = apigw.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=api_name,
+            description="Petrel: send and track email (tenants authenticate with an API key)",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            # Execution logging needs the account-wide API Gateway CloudWatch role; it is kept
+            # when the stack goes, so the account setting never points at a deleted role.
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FIELDS)),
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # never log request or response bodies
+                metrics_enabled=True,
+                tracing_enabled=config.tracing,
+            ),
+        )
+        acknowledge(
+            self.rest_api,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The account-level role API Gateway uses for execution logging; this AWS-managed policy "
+            "is the one AWS documents for it and only lets API Gateway write its own log groups.",
+        )
+        acknowledge(
+            self.rest_api,
+            "AwsSolutions-COG4",
+            "Tenants are machines holding API keys, not Cognito users: every tenant route is "
+            "protected by the Lambda REQUEST authorizer instead of a Cognito user pool authorizer.",
+        )
+
+        for response_type, status, title in _GATEWAY_PROBLEMS:
+            self.rest_api.add_gateway_response(
+                f"Problem{response_type.response_type}",
+                type=response_type,
+                status_code=status,
+                response_headers={"Content-Type": f"'{PROBLEM_CONTENT_TYPE}'"},
+                templates={"application/json": problem_template(title, status)},
+            )
+
+        self.authorizer = apigw.RequestAuthorizer(
+            self,
+            "TenantAuthorizer",
+            authorizer_name=config.physical_name("tenant-key"),
+            handler=self.authorizer_function.function,
+            identity_sources=[apigw.IdentitySource.header(AUTHORIZATION_HEADER)],
+            results_cache_ttl=Duration.seconds(AUTHORIZER_CACHE_SECONDS),
+        )
+        # Checks that the Authorization header is there before the authorizer runs. Bodies have no
+        # API Gateway model (the api function validates them with its pydantic models), so the body
+        # half of this validator applies only to methods that declare a model.
+        validator = self.rest_api.add_request_validator(
+            "RequestValidator",
+            request_validator_name=config.physical_name("api-requests"),
+            validate_request_body=True,
+            validate_request_parameters=True,
+        )
+
+        integration = apigw.LambdaIntegration(self.handler.function, proxy=True, allow_test_invoke=False)
+        version = self.rest_api.root.add_resource(API_VERSION_PATH)
+        self.openapi_method = version.add_resource("openapi.json").add_method(
+            "GET", integration, authorization_type=apigw.AuthorizationType.NONE
+        )
+        acknowledge(
+            self.openapi_method,
+            "AwsSolutions-APIG4",
+            "The OpenAPI document is public on purpose (DESIGN.md section 4): it describes the API "
+            "and holds no tenant data.",
+        )
+        self.proxy_method = version.add_resource("{proxy+}").add_method(
+            "ANY",
+            integration,
+            authorizer=self.authorizer,
+            authorization_type=apigw.AuthorizationType.CUSTOM,
+            request_validator=validator,
+            request_parameters={f"method.request.header.{AUTHORIZATION_HEADER}": True},
+        )
+
+    @property
+    def url(self) -> str:
+        return self.rest_api.url

@@ -1,0 +1,287 @@
+"""Petrel's Lambda functions: the two shared layers, one table of function definitions, and the
+`PetrelFunction` construct that turns a definition into a function with its log group, role,
+environment and least-privilege grants.
+
+Environment variable names come from the `petrel` layer (`resources.py` and the settings models
+in `settings.py`), never from string literals here, so the code that reads a variable and the
+infrastructure that sets it cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+from pydantic_settings import BaseSettings
+
+from infra import REPO_ROOT
+from infra.config import EnvironmentConfig
+from infra.constructs.bodies_bucket import BodiesBucket
+from infra.constructs.common import acknowledge, log_group
+from infra.constructs.queues import PetrelQueues
+from infra.constructs.tables import PetrelTables, TableAccess
+from infra.layers import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, deps_layer_code, petrel_layer_code
+from petrel import resources, settings
+
+FUNCTIONS_ROOT = REPO_ROOT / "functions"
+HANDLER = "handler.lambda_handler"
+METRICS_NAMESPACE = "Petrel"
+_ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests"]
+
+
+def env_var(model: type[BaseSettings], field_name: str) -> str:
+    """The environment variable a settings field is read from (its validation alias)."""
+    alias = model.model_fields[field_name].validation_alias
+    if not isinstance(alias, str):
+        raise TypeError(f"{model.__name__}.{field_name} has no single environment variable name")
+    return alias
+
+
+@dataclass(frozen=True)
+class FunctionDefinition:
+    """What one function is: its code directory, settings model, sizing, and what it may touch."""
+
+    name: str  # the directory under functions/
+    settings: type[BaseSettings]
+    memory_mb: Callable[[EnvironmentConfig], int]
+    timeout_seconds: Callable[[EnvironmentConfig], int]
+    tables: Mapping[str, TableAccess] = field(default_factory=dict)  # TableSpec.name -> access
+    bodies: Literal["read", "read_write"] | None = None
+    send_queues: tuple[resources.QueueSpec, ...] = ()
+    # "env": only PETREL_SECRETS_PREFIX is set; "read": it may also read the tenants' secrets.
+    secrets: Literal["env", "read"] | None = None
+    extra_environment: Callable[[EnvironmentConfig], dict[str, str]] = lambda _config: {}
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace("_", "-")
+
+    @property
+    def service_name(self) -> str:
+        return f"petrel-{self.slug}"
+
+
+def _retention_environment(model: type[BaseSettings]) -> Callable[[EnvironmentConfig], dict[str, str]]:
+    def environment(config: EnvironmentConfig) -> dict[str, str]:
+        return {env_var(model, "message_retention_days"): str(config.message_retention_days)}
+
+    return environment
+
+
+def _send_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
+    model = settings.SendWorkerSettings
+    return {
+        env_var(model, "message_retention_days"): str(config.message_retention_days),
+        # The lease on a message lasts as long as the invocation that holds it can run.
+        env_var(model, "lease_seconds"): str(config.worker_timeout_seconds),
+        env_var(model, "smtp_timeout_seconds"): str(config.smtp_timeout_seconds),
+    }
+
+
+AUTHORIZER = FunctionDefinition(
+    name="authorizer",
+    settings=settings.AuthorizerSettings,
+    memory_mb=lambda config: config.authorizer_memory_mb,
+    timeout_seconds=lambda config: config.authorizer_timeout_seconds,
+    tables={resources.TENANTS.name: "read"},
+)
+
+API = FunctionDefinition(
+    name="api",
+    settings=settings.ApiSettings,
+    memory_mb=lambda config: config.api_memory_mb,
+    timeout_seconds=lambda config: config.api_timeout_seconds,
+    tables={
+        resources.TENANTS.name: "read",
+        resources.MESSAGES.name: "read_write",
+        resources.IDEMPOTENCY.name: "read_write",
+    },
+    bodies="read_write",
+    send_queues=resources.SEND_QUEUES,
+    secrets="env",
+    extra_environment=_retention_environment(settings.ApiSettings),
+)
+
+SEND_WORKER = FunctionDefinition(
+    name="send_worker",
+    settings=settings.SendWorkerSettings,
+    memory_mb=lambda config: config.worker_memory_mb,
+    timeout_seconds=lambda config: config.worker_timeout_seconds,
+    tables={resources.TENANTS.name: "read", resources.MESSAGES.name: "read_write"},
+    bodies="read",
+    secrets="read",
+    extra_environment=_send_worker_environment,
+)
+
+FUNCTIONS: tuple[FunctionDefinition, ...] = (AUTHORIZER, API, SEND_WORKER)
+
+
+class PetrelLayers(Construct):
+    """The dependency layer and the `petrel` layer, shared by every function of the stack."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig) -> None:
+        super().__init__(scope, construct_id)
+        common = {
+            "compatible_runtimes": [LAMBDA_RUNTIME],
+            "compatible_architectures": [LAMBDA_ARCHITECTURE],
+        }
+        self.deps = lambda_.LayerVersion(
+            self,
+            "Deps",
+            code=deps_layer_code(),
+            layer_version_name=config.physical_name("deps"),
+            description="Third-party packages of layers/deps/requirements.txt (cp313, arm64, .pyc)",
+            **common,
+        )
+        self.petrel = lambda_.LayerVersion(
+            self,
+            "Petrel",
+            code=petrel_layer_code(),
+            layer_version_name=config.physical_name("petrel"),
+            description="The petrel package (without its cli), with .pyc",
+            **common,
+        )
+
+    @property
+    def all(self) -> list[lambda_.ILayerVersion]:
+        return [self.deps, self.petrel]
+
+
+@dataclass(frozen=True)
+class FunctionDependencies:
+    """Everything a function may be wired to; built once by the stack."""
+
+    config: EnvironmentConfig
+    layers: PetrelLayers
+    tables: PetrelTables
+    queues: PetrelQueues
+    bodies: BodiesBucket
+
+
+class PetrelFunction(Construct):
+    """One Lambda function from a `FunctionDefinition`.
+
+    Python 3.13 on arm64 with both layers; an explicit log group (retention from the config) and a
+    role of its own that may write to that log group and do exactly what the definition lists.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, definition: FunctionDefinition, deps: FunctionDependencies
+    ) -> None:
+        super().__init__(scope, construct_id)
+        config = deps.config
+        self.definition = definition
+        function_name = config.physical_name(definition.slug)
+
+        self.log_group = log_group(self, "Logs", config, f"/aws/lambda/{function_name}")
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of {function_name}",
+        )
+        # Instead of AWSLambdaBasicExecutionRole: write to this function's own log group only.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=function_name,
+            description=f"Petrel {definition.slug}",
+            runtime=LAMBDA_RUNTIME,
+            architecture=LAMBDA_ARCHITECTURE,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(FUNCTIONS_ROOT / definition.name), exclude=_ASSET_EXCLUDES),
+            layers=deps.layers.all,
+            memory_size=definition.memory_mb(config),
+            timeout=Duration.seconds(definition.timeout_seconds(config)),
+            environment=self._environment(deps),
+            role=self.role,
+            log_group=self.log_group,
+            tracing=lambda_.Tracing.ACTIVE if config.tracing else lambda_.Tracing.DISABLED,
+        )
+        self._grant(deps)
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Pinned to Python 3.13 on purpose (DESIGN.md section 5): both layers are built and "
+            "byte-compiled for cp313, and the code is tested on 3.13.",
+        )
+        if config.tracing:
+            acknowledge(
+                self.role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "Active X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
+                "resource-level permissions, so CDK grants them on '*'.",
+            )
+
+    def _environment(self, deps: FunctionDependencies) -> dict[str, str]:
+        config, definition = deps.config, self.definition
+        environment = {
+            "POWERTOOLS_SERVICE_NAME": definition.service_name,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "POWERTOOLS_LOG_LEVEL": config.log_level,
+        }
+        for spec in resources.TABLES:
+            if spec.name in definition.tables:
+                environment[spec.env_var] = deps.tables.table(spec).table_name
+        if definition.bodies:
+            environment[resources.BODIES_BUCKET_ENV] = deps.bodies.bucket.bucket_name
+        for queue in definition.send_queues:
+            environment[queue.env_var] = deps.queues.queue(queue).queue_url
+        if definition.secrets:
+            environment[resources.SECRETS_PREFIX_ENV] = config.secrets_prefix
+        environment.update(definition.extra_environment(config))
+        return environment
+
+    def _grant(self, deps: FunctionDependencies) -> None:
+        definition = self.definition
+        for spec in resources.TABLES:
+            access = definition.tables.get(spec.name)
+            if access:
+                deps.tables.grant(self.function, spec, access)
+        if definition.bodies:
+            deps.bodies.grant(self.function, write=definition.bodies == "read_write")
+            acknowledge(
+                self.role,
+                f"AwsSolutions-IAM5[Resource::<{_logical_ref(deps.bodies.bucket)}.Arn>/*]",
+                "Object keys of the bodies bucket are message ids minted at run time; the grant is "
+                "limited to GetObject/PutObject on the objects of this one bucket.",
+            )
+        for queue in definition.send_queues:
+            deps.queues.grant_send(self.function, queue)
+        if definition.secrets == "read":
+            prefix = deps.config.secrets_prefix
+            secrets_arn = Stack.of(self).format_arn(
+                service="secretsmanager",
+                resource="secret",
+                resource_name=f"{prefix}*",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            self.role.add_to_policy(
+                iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets_arn])
+            )
+            acknowledge(
+                self.role,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
+                f"<AWS::AccountId>:secret:{prefix}*]",
+                "Tenant secrets are created at run time under this environment's prefix, and Secrets "
+                "Manager appends a random suffix to every ARN: a prefix wildcard is the narrowest grant.",
+            )
+
+
+def _logical_ref(construct: Construct) -> str:
+    """The logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
+    child = construct.node.default_child
+    assert child is not None
+    return Stack.of(construct).get_logical_id(child)  # type: ignore[arg-type]

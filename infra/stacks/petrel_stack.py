@@ -1,0 +1,76 @@
+"""One Petrel environment: the constructs put together, and the values operators need as outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.config import EnvironmentConfig
+from infra.constructs.alarms import PetrelAlarms
+from infra.constructs.api import PetrelApi
+from infra.constructs.bodies_bucket import BodiesBucket
+from infra.constructs.functions import FunctionDependencies, PetrelLayers
+from infra.constructs.queues import PetrelQueues
+from infra.constructs.tables import PetrelTables
+from infra.constructs.workers import SendWorkers
+from petrel import resources
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
+
+class PetrelStack(Stack):
+    """Assembles the constructs; defines no resources of its own."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.tables = PetrelTables(self, "Tables", config=config)
+        self.queues = PetrelQueues(self, "Queues", config=config)
+        self.bodies = BodiesBucket(self, "Bodies", config=config)
+        self.layers = PetrelLayers(self, "Layers", config=config)
+        deps = FunctionDependencies(
+            config=config, layers=self.layers, tables=self.tables, queues=self.queues, bodies=self.bodies
+        )
+        self.api = PetrelApi(self, "Api", deps=deps)
+        self.workers = SendWorkers(self, "Workers", deps=deps)
+        self.alarms = PetrelAlarms(self, "Alarms", config=config, queues=self.queues)
+        self._outputs()
+
+    def _outputs(self) -> None:
+        CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the API stage; routes start with v1/")
+        for spec in resources.TABLES:
+            CfnOutput(
+                self,
+                f"{_pascal(spec.name)}TableName",
+                value=self.tables.table(spec).table_name,
+                description=f"Set as {spec.env_var}",
+            )
+        for queue in resources.SEND_QUEUES:
+            CfnOutput(
+                self,
+                f"{_pascal(queue.name)}QueueUrl",
+                value=self.queues.queue(queue).queue_url,
+                description=f"Set as {queue.env_var}",
+            )
+            CfnOutput(
+                self,
+                f"{_pascal(queue.name)}DlqUrl",
+                value=self.queues.dead_letter_queue(queue).queue_url,
+                description=f"Dead-letter queue of {queue.name}",
+            )
+        CfnOutput(
+            self,
+            "BodiesBucketName",
+            value=self.bodies.bucket.bucket_name,
+            description=f"Set as {resources.BODIES_BUCKET_ENV}",
+        )
+        CfnOutput(
+            self,
+            "SecretsPrefix",
+            value=self.config.secrets_prefix,
+            description=f"Set as {resources.SECRETS_PREFIX_ENV}; tenant secrets are named under it",
+        )
