@@ -40,15 +40,16 @@ def cdk_json_context() -> dict[str, Any]:
     return context
 
 
-def new_app(context: dict[str, Any] | None = None) -> cdk.App:
+def new_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> cdk.App:
     """An App with cdk.json's context as defaults (the CLI's and `context`'s values win).
 
-    Outside the cdk CLI (no CDK_OUTDIR), the cloud assembly goes to `cdk.out` next to this file.
+    Outside the cdk CLI (no CDK_OUTDIR) and without `outdir`, the cloud assembly goes to
+    `cdk.out` next to this file.
     """
     merged = {**cdk_json_context(), **(context or {})}
-    if "CDK_OUTDIR" in os.environ:
-        return cdk.App(context=merged)
-    return cdk.App(context=merged, outdir=str(ROOT / "cdk.out"))
+    if outdir is None and "CDK_OUTDIR" not in os.environ:
+        outdir = str(ROOT / "cdk.out")
+    return cdk.App(context=merged, outdir=outdir)
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:

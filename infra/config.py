@@ -56,6 +56,8 @@ class EnvironmentConfig(BaseModel):
     # Optional tuning, with defaults that suit every environment.
     smtp_timeout_seconds: int = Field(default=30, ge=1, le=300)
     api_timeout_seconds: int = Field(default=29, ge=1, le=29)
+    api_throttle_rate_limit: int = Field(default=50, ge=1, le=10_000)  # requests/s for the whole stage
+    api_throttle_burst_limit: int = Field(default=100, ge=1, le=5_000)
     authorizer_memory_mb: int = Field(default=256, ge=128, le=10_240)
     authorizer_timeout_seconds: int = Field(default=10, ge=1, le=30)
     account: str | None = Field(default=None, pattern=r"^\d{12}$")

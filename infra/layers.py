@@ -39,7 +39,7 @@ from aws_cdk import aws_lambda as lambda_
 from infra import PETREL_LAYER_SOURCE, REPO_ROOT
 
 # Bump to invalidate every cached build when the build steps below change.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 LAMBDA_PYTHON = (3, 13)
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
@@ -182,7 +182,9 @@ def build_deps_layer(out_dir: Path, requirements: Path = DEPS_REQUIREMENTS) -> N
             str(requirements),
         ]
         _run(install, what="pip install of the deps layer")
-    shutil.rmtree(python_dir / "bin", ignore_errors=True)  # console scripts: not importable, not needed
+    # Console scripts and man pages: not importable, not needed at run time.
+    for unused in ("bin", "share"):
+        shutil.rmtree(python_dir / unused, ignore_errors=True)
     compile_bytecode(python_dir)
 
 
@@ -268,6 +270,18 @@ def cached_build(name: str, digest: str, build: Callable[[Path], None]) -> tuple
     return target, False
 
 
+def _link_or_copy_tree(source: Path, target: Path) -> None:
+    """Hard-link the cached files into the asset directory (cheap), copying where links fail."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy, dirs_exist_ok=True)
+
+
 @jsii.implements(ILocalBundling)
 class _LocalLayerBuild:
     """CDK calls `try_bundle` instead of running Docker; the layer is built (or reused) here."""
@@ -280,7 +294,7 @@ class _LocalLayerBuild:
     def try_bundle(self, output_dir: str, options: Any = None) -> bool:
         started = time.monotonic()
         built, was_cached = cached_build(self._name, self._digest, self._build)
-        shutil.copytree(built / "python", Path(output_dir) / "python", dirs_exist_ok=True)
+        _link_or_copy_tree(built / "python", Path(output_dir) / "python")
         origin = "from cache" if was_cached else "built"
         _log(f"{self._name} layer {origin} in {time.monotonic() - started:.1f} s ({self._digest[:12]})")
         return True

@@ -38,7 +38,7 @@ class ApiFront:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
         self._authorizer = authorizer
@@ -70,7 +70,9 @@ class ApiFront:
         if split.path not in PUBLIC_PATHS:
             auth_event = {
                 "type": "REQUEST",
-                "methodArn": f"arn:aws:execute-api:us-east-1:000000000000:local/{self._stage}/{request.command}{split.path}",
+                "methodArn": (
+                    f"arn:aws:execute-api:us-east-1:000000000000:local/{self._stage}/{request.command}{split.path}"
+                ),
                 "resource": "/v1/{proxy+}",
                 "path": split.path,
                 "httpMethod": request.command,

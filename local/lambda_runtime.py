@@ -47,7 +47,7 @@ class QueuePump(threading.Thread):
     """
 
     def __init__(
-        self, sqs: Any, queue_url: str, queue_arn: str, handler: Handler, function_name: str, batch_size: int = 10
+        self, sqs: Any, queue_url: str, queue_arn: str, handler: Handler, *, function_name: str, batch_size: int = 10
     ) -> None:
         super().__init__(name=f"pump-{queue_url.rsplit('/', 1)[-1]}", daemon=True)
         self._sqs = sqs
@@ -91,7 +91,9 @@ class QueuePump(threading.Thread):
             return len(messages)
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
+            ]
             self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
         return len(messages)
 

@@ -278,10 +278,15 @@ def _ssha512(password: str) -> str:
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
 
 
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+def _atomic_write(path: Path, text: str, mode: int = 0o644, backdate: bool = False) -> None:
+    """Write a file by rename. ``backdate`` sets its mtime a few seconds back: Postfix waits
+    (5 x 300 ms) for a configuration file modified within the current second to settle."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
+    if backdate:
+        past = time.time() - 5
+        os.utime(tmp, (past, past))
     os.replace(tmp, path)
 
 
@@ -676,13 +681,14 @@ class MailuStandIn:
 
     def _write_postfix_tables(self) -> None:
         conf = self.postfix_config_dir
-        _atomic_write(conf / "virtual_domains", "".join(f"{d}\tOK\n" for d in self.domains))
+        _atomic_write(conf / "virtual_domains", "".join(f"{d}\tOK\n" for d in self.domains), backdate=True)
         mailboxes = []
         for address in sorted(self._users):
             local, domain = address.rsplit("@", 1)
             mailboxes.append(f"{address}\t{domain}/{local}/Maildir/\n")
-        _atomic_write(conf / "virtual_mailboxes", "".join(mailboxes))
-        _atomic_write(conf / "recipient_rules", "".join(f"{k}\t{v}\n" for k, v in self._rules.items()))
+        _atomic_write(conf / "virtual_mailboxes", "".join(mailboxes), backdate=True)
+        rules = "".join(f"{k}\t{v}\n" for k, v in self._rules.items())
+        _atomic_write(conf / "recipient_rules", rules, backdate=True)
 
     def _update_postfix_tables(self) -> None:
         if not self._prepared:
@@ -696,7 +702,7 @@ class MailuStandIn:
         if self.ca_file.exists() and key_file.exists() and chain_file.exists():
             return
         self.tls_dir.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         not_before = now - datetime.timedelta(hours=1)
         not_after = now + datetime.timedelta(days=825)
 
@@ -890,8 +896,8 @@ smtpd_recipient_restrictions =
             "  -o smtpd_sasl_auth_enable=yes",
         ]
         master_cf += [" ".join(service) for service in services]
-        _atomic_write(conf / "main.cf", main_cf)
-        _atomic_write(conf / "master.cf", "\n".join(master_cf) + "\n")
+        _atomic_write(conf / "main.cf", main_cf, backdate=True)
+        _atomic_write(conf / "master.cf", "\n".join(master_cf) + "\n", backdate=True)
 
     def _write_dovecot_config(self) -> None:
         mail = pwd.getpwnam("mail")
@@ -1054,14 +1060,15 @@ service auth {{
             for pid, start in _descendants(master)
             if (_proc_stat(pid) or ("",))[0] in _TABLE_READERS
         }
-        os.kill(master, signal.SIGHUP)  # what `postfix reload` sends
+        # What `postfix reload` sends. Idle daemons then exit at once (a daemon busy with a
+        # session finishes it first); any daemon the master starts from now on reads the new
+        # tables, so once the old ones are gone every new session sees the change.
+        os.kill(master, signal.SIGHUP)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             if not any(_same_process_alive(pid, start) for pid, start in old):
                 break
             time.sleep(0.01)
-        # The master handles SIGHUP asynchronously; new listeners may lag a little behind.
-        time.sleep(0.05)
 
     # ---------------------------------------------------------------- dovecot
 

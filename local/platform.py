@@ -57,6 +57,7 @@ class LocalPlatform:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)  # Postfix and Dovecot run as their own users below it
         missing = ensure_installed()
         if missing:
             log.warning("installing the MailU stand-in (missing: %s)", ", ".join(missing))
@@ -102,7 +103,7 @@ class LocalPlatform:
             {
                 "AWS_ENDPOINT_URL": f"http://{self.config.host}:{port}",
                 "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",  # noqa: S105 - moto accepts any credentials
+                "AWS_SECRET_ACCESS_KEY": "local",
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "POWERTOOLS_METRICS_NAMESPACE": "Petrel",
@@ -129,8 +130,8 @@ class LocalPlatform:
 
     def _start_handlers(self) -> None:
         from local.front import ApiFront
-        from local.lambda_runtime import QueuePump
         from local.handlers import api_handler, authorizer_handler, worker_handler
+        from local.lambda_runtime import QueuePump
         from petrel.adapters.aws import client
 
         assert self.resources is not None
@@ -139,7 +140,9 @@ class LocalPlatform:
         sqs = client("sqs")
         for name, url in self.resources.queue_urls.items():
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            pump = QueuePump(sqs, url, arn, worker_handler(), f"send-worker-{name}", self.config.batch_size)
+            pump = QueuePump(
+                sqs, url, arn, worker_handler(), function_name=f"send-worker-{name}", batch_size=self.config.batch_size
+            )
             pump.start()
             self._pumps.append(pump)
 

@@ -49,7 +49,11 @@ def _table_args(spec: r.TableSpec, name: str) -> dict[str, Any]:
     }
     if spec.indexes:
         args["GlobalSecondaryIndexes"] = [
-            {"IndexName": i.name, "KeySchema": schema(i.partition_key, i.sort_key), "Projection": {"ProjectionType": "ALL"}}
+            {
+                "IndexName": i.name,
+                "KeySchema": schema(i.partition_key, i.sort_key),
+                "Projection": {"ProjectionType": "ALL"},
+            }
             for i in spec.indexes
         ]
     return args

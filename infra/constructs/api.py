@@ -92,6 +92,8 @@ class PetrelApi(Construct):
                 data_trace_enabled=False,  # never log request or response bodies
                 metrics_enabled=True,
                 tracing_enabled=config.tracing,
+                throttling_rate_limit=config.api_throttle_rate_limit,
+                throttling_burst_limit=config.api_throttle_burst_limit,
             ),
         )
         acknowledge(
@@ -100,6 +102,13 @@ class PetrelApi(Construct):
             "AmazonAPIGatewayPushToCloudWatchLogs]",
             "The account-level role API Gateway uses for execution logging; this AWS-managed policy "
             "is the one AWS documents for it and only lets API Gateway write its own log groups.",
+        )
+        acknowledge(
+            self.rest_api.deployment_stage,
+            "AwsSolutions-APIG3",
+            "No WAFv2 web ACL for now: every tenant route needs a valid API key (Lambda authorizer, "
+            "cached) and the stage is throttled (api_throttle_* in cdk.json). A web ACL costs per "
+            "environment and is an operator's decision; attach one to the stage when it is made.",
         )
         acknowledge(
             self.rest_api,

@@ -11,7 +11,7 @@ from email.utils import format_datetime
 
 from petrel.mail.addresses import Mailbox, parse_mailbox
 
-_SMTP_POLICY = policy.SMTP.clone(max_line_length=78)
+_SMTP_POLICY = policy.SMTP.clone(max_line_length=78, cte_type="7bit")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The `petrel` command (operators' tool; not shipped in the Lambda layer)."""
