@@ -18,6 +18,7 @@ asset hash. Tests skip bundling altogether with the context `aws:cdk:bundling-st
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -83,10 +84,9 @@ def _candidate_interpreters() -> Iterator[str]:
         yield found  # may be a pyenv shim that refuses to run; it is checked below
     roots = [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]
     if shutil.which("pyenv"):
-        try:
-            roots.append(subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip())
-        except (OSError, subprocess.SubprocessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            pyenv = subprocess.run(["pyenv", "root"], check=False, capture_output=True, text=True, timeout=10)
+            roots.append(pyenv.stdout.strip())
     for root in dict.fromkeys(r for r in roots if r):
         versions = Path(root) / "versions"
         for version in sorted(versions.glob("{}.{}*".format(*LAMBDA_PYTHON)), reverse=True):
@@ -96,7 +96,7 @@ def _candidate_interpreters() -> Iterator[str]:
 def _reports_lambda_version(interpreter: str) -> bool:
     probe = "import sys; print('%d.%d' % sys.version_info[:2])"
     try:
-        result = subprocess.run([interpreter, "-c", probe], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([interpreter, "-c", probe], check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return False
     return result.returncode == 0 and result.stdout.strip() == "{}.{}".format(*LAMBDA_PYTHON)
@@ -128,7 +128,7 @@ def compile_bytecode(python_dir: Path) -> bool:
 def _run(command: list[str], *, what: str) -> None:
     env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "PYTHONHOME"}}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()[-4000:]
         raise LayerBuildError(f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{output}")
@@ -291,7 +291,7 @@ class _LocalLayerBuild:
         self._digest = digest
         self._build = build
 
-    def try_bundle(self, output_dir: str, options: Any = None) -> bool:
+    def try_bundle(self, output_dir: str, *, image: DockerImage, **options: Any) -> bool:
         started = time.monotonic()
         built, was_cached = cached_build(self._name, self._digest, self._build)
         _link_or_copy_tree(built / "python", Path(output_dir) / "python")

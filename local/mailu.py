@@ -28,6 +28,7 @@ by other users (pytest's ``tmp_path`` lives under a 0700 directory: use
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import functools
 import grp
@@ -35,6 +36,7 @@ import hashlib
 import imaplib
 import ipaddress
 import json
+import math
 import os
 import pwd
 import re
@@ -244,9 +246,7 @@ def find_processes(workdir: Path) -> list[int]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             environ = b""
-        in_env = any(
-            item.startswith(b"MAIL_CONFIG=") and needle in item for item in environ.split(b"\0")
-        )
+        in_env = any(item.startswith(b"MAIL_CONFIG=") and needle in item for item in environ.split(b"\0"))
         if needle in cmdline or cwd == root or cwd.startswith(root + "/") or in_env:
             found.append(pid)
     return found
@@ -316,6 +316,7 @@ class MailuStandIn:
         self,
         workdir: Path,
         domain: str = "petrel.test",
+        *,
         submission_port: int | None = None,
         smtps_port: int | None = None,
         imap_port: int | None = None,
@@ -347,6 +348,7 @@ class MailuStandIn:
         self._users: dict[str, str] = {}  # address -> Dovecot password field
         self._rules: dict[str, str] = {}  # access(5) key -> action
         self._prepared = False  # work dir laid out and config written
+        self._users_mtime = 0
 
         self.postfix_config_dir = self.workdir / "postfix" / "etc"
         self.postfix_queue_dir = self.workdir / "postfix" / "spool"
@@ -399,11 +401,17 @@ class MailuStandIn:
 
     def start(self) -> None:
         """Start Dovecot and Postfix (no-op when both run). Raises RuntimeError on failure."""
-        if self.is_running():
+        if self._prepared and self.is_running():
             return
         missing = ensure_installed()
         if missing:
             raise RuntimeError(f"missing binaries {missing}: {_INSTALL_HINT} (or call install_packages())")
+        if os.geteuid() != 0:
+            raise RuntimeError("the MailU stand-in runs Postfix and Dovecot as root: run as root")
+        if not self._prepared:
+            # Daemons left running in this work dir by an earlier stand-in would hold other
+            # ports and an older configuration.
+            self.stop()
         self._prepare()
         # Postfix first: `postfix start` creates its queue directories, and Dovecot puts its
         # auth socket for Postfix into the queue's private/ directory.
@@ -433,8 +441,9 @@ class MailuStandIn:
 
     def start_smtp(self) -> None:
         """Start Postfix again after ``stop_smtp``."""
-        if not self._postfix_alive():
+        if not self._prepared:
             self._prepare()
+        if not self._postfix_alive():
             self._start_postfix()
 
     # ------------------------------------------------------------------ users and domains
@@ -500,7 +509,7 @@ class MailuStandIn:
 
     def mailq(self) -> list[dict[str, Any]]:
         """The messages in Postfix's queue, as ``postqueue -j`` reports them (one dict each)."""
-        result = self._run([self._postfix_bin("postqueue"), "-c", str(self.postfix_config_dir), "-j"])
+        result = self._run([self._bin("postqueue"), "-c", str(self.postfix_config_dir), "-j"])
         if result.returncode != 0:
             raise RuntimeError(f"postqueue -j failed: {result.stdout}{result.stderr}")
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -521,14 +530,16 @@ class MailuStandIn:
 
     def clear_queue(self) -> None:
         """Delete every queued message (``postsuper -d ALL``)."""
-        self._run([self._postfix_bin("postsuper"), "-c", str(self.postfix_config_dir), "-d", "ALL"])
+        self._run([self._bin("postsuper"), "-c", str(self.postfix_config_dir), "-d", "ALL"])
 
     # ------------------------------------------------------------------ reading mail
 
     def fetch_all(self, address: str, password: str, mailbox: str = "INBOX") -> list[bytes]:
         """Log in over IMAPS (verifying the CA) and return every message of ``mailbox`` raw."""
         messages: list[bytes] = []
-        with imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=15) as imap:
+        with imaplib.IMAP4_SSL(
+            self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=15
+        ) as imap:
             imap.login(address, password)
             status, _ = imap.select(mailbox, readonly=True)
             if status != "OK":
@@ -579,8 +590,7 @@ class MailuStandIn:
     def _run(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             stdin=subprocess.DEVNULL,
             text=True,
             env=_command_env(),
@@ -607,7 +617,7 @@ class MailuStandIn:
             out.seek(0)
             return result.returncode, out.read()
 
-    def _postfix_bin(self, name: str) -> str:
+    def _bin(self, name: str) -> str:
         found = _which(name)
         if found is None:
             raise RuntimeError(f"{name} not found: {_INSTALL_HINT}")
@@ -674,6 +684,16 @@ class MailuStandIn:
     def _write_users_file(self) -> None:
         lines = [f"{address}:{secret}::::::\n" for address, secret in sorted(self._users.items())]
         _atomic_write(self.dovecot_users_file, "".join(lines), 0o640)
+        # Dovecot re-reads a passwd-file when its mtime (whole seconds) or size changes; a
+        # password change within the same second keeps the size, so move the mtime on.
+        written = time.time()
+        stamp = max(int(written), self._users_mtime + 1)
+        os.utime(self.dovecot_users_file, (stamp, stamp))
+        self._users_mtime = stamp
+        if self._dovecot_alive():
+            # Dovecot's auth process stats the file at most once per second of its clock: wait
+            # for the next second so that the next login is checked against the new file.
+            time.sleep(max(0.0, math.floor(written) + 1.0 - time.time()) + 0.01)
         try:
             os.chown(self.dovecot_users_file, 0, grp.getgrnam("dovecot").gr_gid)
         except KeyError:
@@ -776,9 +796,7 @@ class MailuStandIn:
                 ),
                 critical=False,
             )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False
-            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
             )
@@ -789,9 +807,7 @@ class MailuStandIn:
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         _atomic_write(key_file, server_key_pem.decode(), 0o600)
-        _atomic_write(
-            chain_file, (server_cert.public_bytes(pem) + ca_cert.public_bytes(pem)).decode(), 0o644
-        )
+        _atomic_write(chain_file, (server_cert.public_bytes(pem) + ca_cert.public_bytes(pem)).decode(), 0o644)
         _atomic_write(self.ca_file, ca_cert.public_bytes(pem).decode(), 0o644)
 
     def _write_postfix_config(self) -> None:
@@ -918,6 +934,9 @@ first_valid_gid = {mail.pw_gid}
 mail_location = maildir:~/Maildir
 auth_mechanisms = plain login
 auth_username_format = %Lu
+# No slow-down after failed logins (MailU has one; tests want wrong passwords to fail fast):
+# no per-failure delay, and no anvil "auth penalty" for the client's IP.
+auth_failure_delay = 0
 # Loopback connections count as secure, so plaintext LOGIN works on the IMAP port.
 disable_plaintext_auth = yes
 ssl = yes
@@ -941,6 +960,11 @@ service imap-login {{
     address = {HOST}
     port = {self.imaps_port}
     ssl = yes
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
   }}
 }}
 service auth {{
@@ -968,7 +992,7 @@ service auth {{
         return self._postfix_master_pid() is not None
 
     def _postfix_check_output(self) -> str:
-        command = f"{shlex.quote(self._postfix_bin('postfix'))} -c {shlex.quote(str(self.postfix_config_dir))}"
+        command = f"{shlex.quote(self._bin('postfix'))} -c {shlex.quote(str(self.postfix_config_dir))}"
         script = _which("script")
         if script is None:
             result = self._run(["sh", "-c", f"{command} check"], timeout=60)
@@ -978,7 +1002,7 @@ service auth {{
         return (result.stdout + result.stderr).strip()
 
     def _start_postfix(self) -> None:
-        argv = [self._postfix_bin("postfix"), "-c", str(self.postfix_config_dir), "start"]
+        argv = [self._bin("postfix"), "-c", str(self.postfix_config_dir), "start"]
         quick_start = self.postfix_queue_dir / "quick-start"
         # `postfix start` on a fresh queue spends ~2 s in its integrity checks (create the
         # queue directories, scan system directories). Create the directories as
@@ -1044,10 +1068,8 @@ service auth {{
         if master is None:
             return set()
         processes = _descendants(master) | {(master, _start_time(master))}
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(master, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         return processes
 
     def _reload_postfix(self) -> None:
@@ -1086,7 +1108,7 @@ service auth {{
 
     def _start_dovecot(self) -> None:
         rc, output = self._run_starter(
-            [self._postfix_bin("dovecot"), "-c", str(self.dovecot_config)], "dovecot-start"
+            [self._bin("dovecot"), "-c", str(self.dovecot_config)], "dovecot-start"
         )
         auth_socket = self.postfix_queue_dir / "private" / "auth"
         ok = rc == 0 and self._wait_listening([self.imap_port, self.imaps_port])
@@ -1123,10 +1145,8 @@ service auth {{
             time.sleep(0.02)
         for pid, start in processes:
             if _same_process_alive(pid, start):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def _kill_leftovers(self) -> None:
         """SIGKILL any Postfix/Dovecot process still tied to this work dir (normally none)."""
@@ -1137,10 +1157,8 @@ service auth {{
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.05)
 
 

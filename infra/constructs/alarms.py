@@ -20,9 +20,7 @@ from petrel import resources
 class PetrelAlarms(Construct):
     """An encrypted, TLS-only SNS topic mailed to `alarm_email`, and one alarm per dead-letter queue."""
 
-    def __init__(
-        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, queues: PetrelQueues
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, queues: PetrelQueues) -> None:
         super().__init__(scope, construct_id)
         # CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key, hence a key
         # of our own that CloudWatch may use.

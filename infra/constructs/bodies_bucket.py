@@ -55,6 +55,4 @@ class BodiesBucket(Construct):
     def grant(self, grantee: iam.IGrantable, *, write: bool) -> None:
         """`s3:GetObject` (and `s3:PutObject` when `write`) on the objects of the bodies bucket."""
         actions = ["s3:GetObject", "s3:PutObject"] if write else ["s3:GetObject"]
-        iam.Grant.add_to_principal(
-            grantee=grantee, actions=actions, resource_arns=[self.bucket.arn_for_objects("*")]
-        )
+        iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=[self.bucket.arn_for_objects("*")])

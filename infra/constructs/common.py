@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Acknowledgment, RemovalPolicy, Validations
 from aws_cdk import aws_logs as logs
-from constructs import IConstruct
+from constructs import Construct, IConstruct
 
 from infra.config import EnvironmentConfig
 
@@ -42,7 +42,7 @@ def log_retention(config: EnvironmentConfig) -> logs.RetentionDays:
     return _RETENTION[config.log_retention_days]
 
 
-def log_group(scope: IConstruct, construct_id: str, config: EnvironmentConfig, name: str) -> logs.LogGroup:
+def log_group(scope: Construct, construct_id: str, config: EnvironmentConfig, name: str) -> logs.LogGroup:
     """A log group with the environment's retention and removal policy."""
     return logs.LogGroup(
         scope,

@@ -17,7 +17,7 @@ from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
-from pydantic_settings import BaseSettings
+from pydantic import BaseModel
 
 from infra import REPO_ROOT
 from infra.config import EnvironmentConfig
@@ -34,7 +34,7 @@ METRICS_NAMESPACE = "Petrel"
 _ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests"]
 
 
-def env_var(model: type[BaseSettings], field_name: str) -> str:
+def env_var(model: type[BaseModel], field_name: str) -> str:
     """The environment variable a settings field is read from (its validation alias)."""
     alias = model.model_fields[field_name].validation_alias
     if not isinstance(alias, str):
@@ -47,7 +47,7 @@ class FunctionDefinition:
     """What one function is: its code directory, settings model, sizing, and what it may touch."""
 
     name: str  # the directory under functions/
-    settings: type[BaseSettings]
+    settings: type[BaseModel]
     memory_mb: Callable[[EnvironmentConfig], int]
     timeout_seconds: Callable[[EnvironmentConfig], int]
     tables: Mapping[str, TableAccess] = field(default_factory=dict)  # TableSpec.name -> access
@@ -66,7 +66,7 @@ class FunctionDefinition:
         return f"petrel-{self.slug}"
 
 
-def _retention_environment(model: type[BaseSettings]) -> Callable[[EnvironmentConfig], dict[str, str]]:
+def _retention_environment(model: type[BaseModel]) -> Callable[[EnvironmentConfig], dict[str, str]]:
     def environment(config: EnvironmentConfig) -> dict[str, str]:
         return {env_var(model, "message_retention_days"): str(config.message_retention_days)}
 
@@ -126,17 +126,14 @@ class PetrelLayers(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig) -> None:
         super().__init__(scope, construct_id)
-        common = {
-            "compatible_runtimes": [LAMBDA_RUNTIME],
-            "compatible_architectures": [LAMBDA_ARCHITECTURE],
-        }
         self.deps = lambda_.LayerVersion(
             self,
             "Deps",
             code=deps_layer_code(),
             layer_version_name=config.physical_name("deps"),
             description="Third-party packages of layers/deps/requirements.txt (cp313, arm64, .pyc)",
-            **common,
+            compatible_runtimes=[LAMBDA_RUNTIME],
+            compatible_architectures=[LAMBDA_ARCHITECTURE],
         )
         self.petrel = lambda_.LayerVersion(
             self,
@@ -144,7 +141,8 @@ class PetrelLayers(Construct):
             code=petrel_layer_code(),
             layer_version_name=config.physical_name("petrel"),
             description="The petrel package (without its cli), with .pyc",
-            **common,
+            compatible_runtimes=[LAMBDA_RUNTIME],
+            compatible_architectures=[LAMBDA_ARCHITECTURE],
         )
 
     @property
@@ -171,7 +169,12 @@ class PetrelFunction(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, definition: FunctionDefinition, deps: FunctionDependencies
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        definition: FunctionDefinition,
+        deps: FunctionDependencies,
     ) -> None:
         super().__init__(scope, construct_id)
         config = deps.config

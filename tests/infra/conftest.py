@@ -14,9 +14,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-import app as petrel_app  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
+import app as petrel_app  # noqa: E402
 from infra.config import CONTEXT_KEY, EnvironmentConfig, parse_environments  # noqa: E402
 
 ENV_NAME = "dev"
@@ -34,6 +34,12 @@ def synthesize(outdir: Path, env_name: str | None) -> Any:
 
 
 @pytest.fixture(scope="session")
+def synthesizer() -> Any:
+    """`synthesizer(outdir, env_name)`; for tests that need a synthesis of their own."""
+    return synthesize
+
+
+@pytest.fixture(scope="session")
 def environments() -> dict[str, EnvironmentConfig]:
     return parse_environments(petrel_app.cdk_json_context()[CONTEXT_KEY])
 
@@ -46,7 +52,7 @@ def config(environments: dict[str, EnvironmentConfig]) -> EnvironmentConfig:
 @pytest.fixture(scope="session")
 def template_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assembly = synthesize(tmp_path_factory.mktemp("cdk-dev"), ENV_NAME)
-    stack = assembly.get_stack_by_name(petrel_app.stack_id(ENV_NAME))
+    stack = assembly.get_stack_artifact(petrel_app.stack_id(ENV_NAME))
     template: dict[str, Any] = stack.template
     return template
 

@@ -1,20 +1,37 @@
-"""Wires adapters into services, lazily: nothing is built until a handler first asks for it."""
+"""Wires adapters into services, lazily: nothing is built, or even imported, until a handler first
+asks for it, so each function pays at cold start only for what it uses."""
 
 from __future__ import annotations
 
 from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
-from petrel.adapters.aws import client
-from petrel.adapters.blobs import S3BlobStore
-from petrel.adapters.clock import SystemClock
-from petrel.adapters.dynamodb import DynamoIdempotencyStore, DynamoMessageStore, DynamoTenantStore
-from petrel.adapters.queues import SqsJobQueue
-from petrel.adapters.secrets import SecretsManagerStore
-from petrel.adapters.smtp import SmtplibRelay
-from petrel.services.deliver import DeliverDeps
-from petrel.services.submit import SubmitDeps
-from petrel.services.tenants import AdminDeps
 from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings
+
+if TYPE_CHECKING:
+    from petrel.adapters.clock import SystemClock
+    from petrel.adapters.dynamodb import DynamoIdempotencyStore, DynamoMessageStore, DynamoTenantStore
+    from petrel.services.deliver import DeliverDeps
+    from petrel.services.submit import SubmitDeps
+    from petrel.services.tenants import AdminDeps
+
+
+def _client(service: str) -> object:
+    from petrel.adapters.aws import client
+
+    return client(service)
+
+
+def _tenant_store(table: str) -> DynamoTenantStore:
+    from petrel.adapters.dynamodb import DynamoTenantStore
+
+    return DynamoTenantStore(_client("dynamodb"), table)
+
+
+def _message_store(table: str) -> DynamoMessageStore:
+    from petrel.adapters.dynamodb import DynamoMessageStore
+
+    return DynamoMessageStore(_client("dynamodb"), table)
 
 
 class AuthorizerContainer:
@@ -23,33 +40,44 @@ class AuthorizerContainer:
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:
-        return DynamoTenantStore(client("dynamodb"), self.settings.tenants_table)
+        return _tenant_store(self.settings.tenants_table)
 
 
 class ApiContainer:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
-        self.clock = SystemClock()
+
+    @cached_property
+    def clock(self) -> SystemClock:
+        from petrel.adapters.clock import SystemClock
+
+        return SystemClock()
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:
-        return DynamoTenantStore(client("dynamodb"), self.settings.tenants_table)
+        return _tenant_store(self.settings.tenants_table)
 
     @cached_property
     def messages(self) -> DynamoMessageStore:
-        return DynamoMessageStore(client("dynamodb"), self.settings.messages_table)
+        return _message_store(self.settings.messages_table)
 
     @cached_property
     def idempotency(self) -> DynamoIdempotencyStore:
-        return DynamoIdempotencyStore(client("dynamodb"), self.settings.idempotency_table)
+        from petrel.adapters.dynamodb import DynamoIdempotencyStore
+
+        return DynamoIdempotencyStore(_client("dynamodb"), self.settings.idempotency_table)
 
     @cached_property
     def submit(self) -> SubmitDeps:
+        from petrel.adapters.blobs import S3BlobStore
+        from petrel.adapters.queues import SqsJobQueue
+        from petrel.services.submit import SubmitDeps
+
         return SubmitDeps(
             tenants=self.tenants,
             messages=self.messages,
-            blobs=S3BlobStore(client("s3"), self.settings.bodies_bucket),
-            queue=SqsJobQueue(client("sqs"), self.settings.queue_urls()),
+            blobs=S3BlobStore(_client("s3"), self.settings.bodies_bucket),
+            queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
             clock=self.clock,
             retention_days=self.settings.message_retention_days,
             inline_body_limit=self.settings.inline_body_limit,
@@ -62,11 +90,17 @@ class WorkerContainer:
 
     @cached_property
     def deliver(self) -> DeliverDeps:
+        from petrel.adapters.blobs import S3BlobStore
+        from petrel.adapters.clock import SystemClock
+        from petrel.adapters.secrets import SecretsManagerStore
+        from petrel.adapters.smtp import SmtplibRelay
+        from petrel.services.deliver import DeliverDeps
+
         return DeliverDeps(
-            tenants=DynamoTenantStore(client("dynamodb"), self.settings.tenants_table),
-            messages=DynamoMessageStore(client("dynamodb"), self.settings.messages_table),
-            blobs=S3BlobStore(client("s3"), self.settings.bodies_bucket),
-            secrets=SecretsManagerStore(client("secretsmanager")),
+            tenants=_tenant_store(self.settings.tenants_table),
+            messages=_message_store(self.settings.messages_table),
+            blobs=S3BlobStore(_client("s3"), self.settings.bodies_bucket),
+            secrets=SecretsManagerStore(_client("secretsmanager")),
             relay=SmtplibRelay(timeout=self.settings.smtp_timeout_seconds),
             clock=SystemClock(),
             lease_seconds=self.settings.lease_seconds,
@@ -75,9 +109,13 @@ class WorkerContainer:
 
 
 def admin_deps(tenants_table: str, secrets_prefix: str) -> AdminDeps:
+    from petrel.adapters.clock import SystemClock
+    from petrel.adapters.secrets import SecretsManagerStore
+    from petrel.services.tenants import AdminDeps
+
     return AdminDeps(
-        tenants=DynamoTenantStore(client("dynamodb"), tenants_table),
-        secrets=SecretsManagerStore(client("secretsmanager")),
+        tenants=_tenant_store(tenants_table),
+        secrets=SecretsManagerStore(_client("secretsmanager")),
         clock=SystemClock(),
         secrets_prefix=secrets_prefix,
     )
@@ -85,21 +123,23 @@ def admin_deps(tenants_table: str, secrets_prefix: str) -> AdminDeps:
 
 @cache
 def authorizer() -> AuthorizerContainer:
-    return AuthorizerContainer(AuthorizerSettings())
+    return AuthorizerContainer(AuthorizerSettings.from_env())
 
 
 @cache
 def api() -> ApiContainer:
-    return ApiContainer(ApiSettings())
+    return ApiContainer(ApiSettings.from_env())
 
 
 @cache
 def worker() -> WorkerContainer:
-    return WorkerContainer(SendWorkerSettings())
+    return WorkerContainer(SendWorkerSettings.from_env())
 
 
 def reset() -> None:
-    """Forget built containers (tests and the local stack change the environment)."""
+    """Forget built containers and clients (tests and the local stack change the environment)."""
+    from petrel.adapters.aws import client
+
     for factory in (authorizer, api, worker):
         factory.cache_clear()
     client.cache_clear()

@@ -361,7 +361,12 @@ def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
         raise InvalidRequest("cursor is not valid") from exc
-    if not isinstance(raw, dict) or raw.get(key_name) != key_value or not all(isinstance(v, str) for v in raw.values()):
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != {"pk", "sk", "created_key", key_name}  # exactly the index's start key, nothing missing
+        or raw.get(key_name) != key_value
+        or not all(isinstance(v, str) for v in raw.values())
+    ):
         raise InvalidRequest("cursor does not belong to this listing")
     return _encode(raw)
 

@@ -24,7 +24,7 @@ def xtext(value: str) -> str:
 @dataclass
 class _Session:
     conn: smtplib.SMTP
-    fingerprint: str
+    fingerprint: tuple[object, ...]
     dsn: bool
     size: bool
     used: int = 0
@@ -48,9 +48,9 @@ class SmtplibRelay:
         return self._contexts[key]
 
     @staticmethod
-    def _fingerprint(server: SmtpServer, password: str) -> str:
-        material = f"{server.host}|{server.port}|{server.security}|{server.username}|{password}|{server.ca_bundle}"
-        return hashlib.sha256(material.encode()).hexdigest()
+    def _fingerprint(server: SmtpServer, password: str) -> tuple[object, ...]:
+        """What a session was opened with; a change (a rotated password) means a new session."""
+        return (server.host, server.port, server.security, server.username, password, server.ca_bundle)
 
     def _open(self, server: SmtpServer, password: str) -> _Session | SmtpReply:
         context = self._context(server.ca_bundle)

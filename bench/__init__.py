@@ -1,0 +1,1 @@
+"""Benchmarks: each figure printed with a baseline measured in the same run."""

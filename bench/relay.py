@@ -1,0 +1,181 @@
+"""`make bench`: Petrel's relay against bare smtplib, the worker's cold import, CPU per message.
+
+Figures are ratios to baselines measured in this same run, so they hold across machines:
+- relay: 1,000 messages of 5 KB on one reused STARTTLS+AUTH session; Petrel's SmtplibRelay vs
+  bare `smtplib.sendmail` to the same local server. Target: >= 0.8x bare smtplib's throughput.
+- cold import of the send worker (fresh interpreter, median of 5) vs a bare interpreter start;
+  target <= 600 ms.
+- CPU per message of the whole worker path (lease, body, relay, record) under moto vs bare
+  smtplib's CPU per message.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.sink import PASSWORD, USER, Sink
+
+REPO = Path(__file__).resolve().parents[1]
+MESSAGES = 1000
+SIZE = 5 * 1024
+ROUNDS = 3
+
+
+def _message(i: int) -> bytes:
+    head = f"From: a@petrel.test\r\nTo: b@petrel.test\r\nSubject: bench {i}\r\nMessage-ID: <{i}@petrel.test>\r\n\r\n"
+    line = b"x" * 76 + b"\r\n"
+    body = line * ((SIZE - len(head)) // len(line))
+    return head.encode() + body
+
+
+def bare_smtplib(sink: Sink, messages: list[bytes]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    with smtplib.SMTP("127.0.0.1", sink.port) as conn:
+        conn.starttls(context=sink.client_context())
+        conn.login(USER, PASSWORD)
+        for data in messages:
+            conn.sendmail("bounces@petrel.test", ["b@petrel.test"], data)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def petrel_relay(sink: Sink, messages: list[bytes]) -> tuple[float, float]:
+    from petrel.adapters.smtp import SmtplibRelay
+    from petrel.models.records import SmtpServer
+    from petrel.ports import Envelope
+
+    server = SmtpServer(
+        tenant_id="tn_bench",
+        server_id="srv_bench",
+        host="127.0.0.1",
+        port=sink.port,
+        username=USER,
+        secret_name="unused",
+        ca_bundle=sink.ca_pem,
+        created_at=datetime.now(UTC),
+    )
+    relay = SmtplibRelay(timeout=10)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i, data in enumerate(messages):
+        reply = relay.relay(server, PASSWORD, Envelope(f"bounces+m{i}@petrel.test", "b@petrel.test", f"m{i}"), data)
+        assert reply.code == 250, reply
+    relay.close()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def cold_import(statement: str, runs: int = 5) -> float:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "layers/core/python"), str(REPO)])}
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], check=True, env=env, cwd=REPO)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def worker_path_cpu(sink: Sink, count: int = 300) -> float:
+    """CPU seconds per message through the send worker handler, queue to record, under moto."""
+    from moto import mock_aws
+
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_LOG_LEVEL": "ERROR",
+            "POWERTOOLS_METRICS_NAMESPACE": "Petrel",
+            "POWERTOOLS_SERVICE_NAME": "bench",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+    )
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    with mock_aws():
+        from local.handlers import worker_handler
+        from local.lambda_runtime import QueuePump
+        from local.provision import provision
+        from petrel import container
+        from petrel.adapters.aws import client
+        from petrel.models.api import SendEmailRequest
+        from petrel.services import tenants as admin
+        from petrel.services.submit import submit_email
+
+        container.reset()
+        res = provision(
+            client("dynamodb"), client("sqs"), client("s3"), prefix="bench", visibility_timeout=30, max_receive_count=5
+        )
+        os.environ.update(res.environment())
+        deps = container.admin_deps(res.tables["tenants"], res.secrets_prefix)
+        tenant = admin.create_tenant(deps, "bench")
+        admin.add_domain(deps, tenant.tenant_id, "petrel.test")
+        admin.add_smtp_server(
+            deps,
+            tenant.tenant_id,
+            host="127.0.0.1",
+            port=sink.port,
+            security="starttls",
+            username=USER,
+            password=PASSWORD,
+            ca_bundle=sink.ca_pem,
+        )
+        body = "x" * (SIZE - 600)
+        for i in range(count):
+            submit_email(
+                container.api().submit,
+                tenant,
+                SendEmailRequest.model_validate(
+                    {"from": "a@petrel.test", "to": f"r{i}@example.com", "subject": "b", "text": body}
+                ),
+            )
+        sqs = client("sqs")
+        url = res.queue_urls["send-transactional"]
+        pump = QueuePump(sqs, url, "arn:aws:sqs:us-east-1:000000000000:bench", worker_handler(), function_name="bench")
+        handled, cpu = 0, time.process_time()
+        while handled < count:
+            got = pump.poll_once()
+            if not got:
+                break
+            handled += got
+        spent = time.process_time() - cpu
+        assert handled == count, f"only {handled} of {count} messages were delivered"
+        return spent / count
+
+
+def main() -> int:
+    messages = [_message(i) for i in range(MESSAGES)]
+    with Sink() as sink:
+        bare_smtplib(sink, messages[:50])  # warm up both paths
+        petrel_relay(sink, messages[:50])
+        bare_runs, ours_runs = [], []
+        for _ in range(ROUNDS):  # interleaved, so drift in the sink hits both alike
+            bare_runs.append(bare_smtplib(sink, messages))
+            ours_runs.append(petrel_relay(sink, messages))
+        per_message_cpu = worker_path_cpu(sink)
+    bare_wall = statistics.median(w for w, _ in bare_runs)
+    bare_cpu = statistics.median(c for _, c in bare_runs)
+    ours_wall = statistics.median(w for w, _ in ours_runs)
+    bare_rate, ours_rate = MESSAGES / bare_wall, MESSAGES / ours_wall
+    interpreter = cold_import("pass")
+    worker = cold_import("import functions.send_worker.handler")
+    bare_cpu_per_message = bare_cpu / MESSAGES
+    print(
+        f"relay          petrel {ours_rate:7.0f} msg/s   bare smtplib {bare_rate:7.0f} msg/s   ratio {ours_rate / bare_rate:.2f}x  (target >= 0.80x)"
+    )
+    print(
+        f"cold import    worker {worker * 1000:7.0f} ms      bare interpreter {interpreter * 1000:5.0f} ms   ratio {worker / interpreter:.1f}x  (target <= 600 ms)"
+    )
+    print(
+        f"worker path    {per_message_cpu * 1000:7.2f} ms CPU/msg   bare smtplib {bare_cpu_per_message * 1000:.2f} ms CPU/msg   ratio {per_message_cpu / bare_cpu_per_message:.1f}x"
+    )
+    ok = ours_rate / bare_rate >= 0.8 and worker <= 0.6
+    print("targets met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""In-memory IdempotencyStore with the DynamoDB adapter's claim / take-over rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from petrel.ports import IdempotencyRecord
+
+
+@dataclass
+class StoredClaim:
+    state: str
+    request_hash: str
+    expires_at: int
+    in_flight_until: int | None = None
+    status_code: int | None = None
+    body: str | None = None
+
+
+class FakeIdempotencyStore:
+    def __init__(self) -> None:
+        self.items: dict[str, StoredClaim] = {}
+
+    def begin(
+        self, key: str, request_hash: str, *, now: int, expires_at: int, in_flight_until: int
+    ) -> IdempotencyRecord:
+        claim = StoredClaim("in_progress", request_hash, expires_at, in_flight_until)
+        found = self.items.get(key)
+        if found is None or found.expires_at < now:
+            self.items[key] = claim
+            return IdempotencyRecord(state="new")
+        if found.request_hash != request_hash:
+            return IdempotencyRecord(state="mismatch")
+        if found.state == "completed":
+            return IdempotencyRecord(state="completed", status_code=found.status_code, body=found.body)
+        if (found.in_flight_until or 0) >= now:
+            return IdempotencyRecord(state="in_progress")
+        self.items[key] = claim  # the first request died mid-way: take its claim over
+        return IdempotencyRecord(state="new")
+
+    def complete(self, key: str, status_code: int, body: str) -> None:
+        found = self.items.get(key) or StoredClaim("in_progress", "", 0)
+        found.state, found.status_code, found.body, found.in_flight_until = "completed", status_code, body, None
+        self.items[key] = found
+
+    def release(self, key: str) -> None:
+        self.items.pop(key, None)

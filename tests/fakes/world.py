@@ -1,0 +1,75 @@
+"""All the fakes together, wired into the services' dependency bundles."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from petrel.models.records import SendingDomain, SmtpServer, Tenant
+from petrel.services.deliver import DeliverDeps
+from petrel.services.submit import SubmitDeps
+from petrel.services.tenants import AdminDeps
+from tests.fakes import records
+from tests.fakes.clock import FixedClock
+from tests.fakes.idempotency import FakeIdempotencyStore
+from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeSecretStore
+from tests.fakes.messages import FakeMessageStore
+from tests.fakes.smtp import FakeSmtpRelay
+from tests.fakes.tenants import FakeTenantStore
+
+
+@dataclass
+class Seeded:
+    tenant: Tenant
+    domain: SendingDomain
+    server: SmtpServer
+
+
+@dataclass
+class FakeWorld:
+    tenants: FakeTenantStore = field(default_factory=FakeTenantStore)
+    messages: FakeMessageStore = field(default_factory=FakeMessageStore)
+    idempotency: FakeIdempotencyStore = field(default_factory=FakeIdempotencyStore)
+    blobs: FakeBlobStore = field(default_factory=FakeBlobStore)
+    queue: FakeJobQueue = field(default_factory=FakeJobQueue)
+    secrets: FakeSecretStore = field(default_factory=FakeSecretStore)
+    relay: FakeSmtpRelay = field(default_factory=FakeSmtpRelay)
+    clock: FixedClock = field(default_factory=FixedClock)
+
+    def submit_deps(self, *, inline_body_limit: int = 96 * 1024, retention_days: int = 30) -> SubmitDeps:
+        return SubmitDeps(
+            tenants=self.tenants,
+            messages=self.messages,
+            blobs=self.blobs,
+            queue=self.queue,
+            clock=self.clock,
+            retention_days=retention_days,
+            inline_body_limit=inline_body_limit,
+        )
+
+    def deliver_deps(self, *, lease_seconds: int = 120, cache_seconds: float = 0, seed: int = 7) -> DeliverDeps:
+        return DeliverDeps(
+            tenants=self.tenants,
+            messages=self.messages,
+            blobs=self.blobs,
+            secrets=self.secrets,
+            relay=self.relay,
+            clock=self.clock,
+            lease_seconds=lease_seconds,
+            cache_seconds=cache_seconds,
+            rng=random.Random(seed),
+        )
+
+    def admin_deps(self, secrets_prefix: str = "petrel-test/tenants/") -> AdminDeps:
+        return AdminDeps(tenants=self.tenants, secrets=self.secrets, clock=self.clock, secrets_prefix=secrets_prefix)
+
+    def seed(self, *, domain: str = "example.com", return_path: str | None = None, password: str = "s3cret") -> Seeded:
+        """A tenant with one sending domain and one enabled transactional server (its password stored)."""
+        tenant = records.tenant()
+        sending = records.domain(tenant.tenant_id, domain, return_path=return_path)
+        server = records.server(tenant.tenant_id)
+        self.tenants.put_tenant(tenant)
+        self.tenants.put_domain(sending)
+        self.tenants.put_server(server)
+        self.secrets.put_secret(server.secret_name, password)
+        return Seeded(tenant, sending, server)

@@ -1,0 +1,81 @@
+"""infra.config: cdk.json environments are validated, and a bad one is named precisely."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+
+import app as petrel_app
+from infra.config import CONTEXT_KEY, ConfigError, parse_environments, select_environments
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture
+def raw() -> dict[str, Any]:
+    return copy.deepcopy(petrel_app.cdk_json_context()[CONTEXT_KEY])
+
+
+def test_cdk_json_has_the_three_environments(raw: dict[str, Any]) -> None:
+    configs = parse_environments(raw)
+    assert list(configs) == ["dev", "staging", "prod"]
+    assert [c.name_prefix for c in configs.values()] == ["petrel-dev", "petrel-staging", "petrel-prod"]
+    assert configs["dev"].removal_policy == "destroy"
+    assert {configs["staging"].removal_policy, configs["prod"].removal_policy} == {"retain"}
+
+
+def test_select_one_or_all(raw: dict[str, Any]) -> None:
+    assert [c.name for c in select_environments(raw, None)] == ["dev", "staging", "prod"]
+    assert [c.name for c in select_environments(raw, "prod")] == ["prod"]
+    with pytest.raises(ConfigError, match=re.escape("env='qa' is not one of ['dev', 'prod', 'staging']")):
+        select_environments(raw, "qa")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("batch_size", 0, "environments.dev.batch_size: Input should be greater than or equal to 1"),
+        ("batch_size", "10", "environments.dev.batch_size: Input should be a valid integer"),
+        ("log_retention_days", 10, "environments.dev.log_retention_days: CloudWatch Logs accepts only"),
+        ("removal_policy", "keep", "environments.dev.removal_policy: Input should be 'destroy' or 'retain'"),
+        ("tracing", "yes", "environments.dev.tracing: Input should be a valid boolean"),
+        ("alarm_email", "nobody", "environments.dev.alarm_email: String should match pattern"),
+        (
+            "max_concurrency",
+            {"send-transactional": 1, "send-bulk": 2},
+            "maximum concurrency must be between 2",
+        ),
+        (
+            "max_concurrency",
+            {"send-transactional": 2},
+            "environments.dev.max_concurrency: needs exactly one entry",
+        ),
+        ("colour", "blue", "environments.dev.colour: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_value_is_rejected_with_its_key(raw: dict[str, Any], key: str, value: Any, message: str) -> None:
+    raw["dev"][key] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_environments(raw)
+
+
+def test_missing_key_is_named(raw: dict[str, Any]) -> None:
+    del raw["staging"]["worker_timeout_seconds"]
+    with pytest.raises(ConfigError, match=re.escape("environments.staging.worker_timeout_seconds: Field required")):
+        parse_environments(raw)
+
+
+def test_cross_field_rules(raw: dict[str, Any]) -> None:
+    raw["dev"]["batch_size"] = 50
+    raw["dev"]["max_batching_window_seconds"] = 0
+    with pytest.raises(ConfigError, match="needs max_batching_window_seconds >= 1"):
+        parse_environments(raw)
+
+
+def test_configs_are_frozen(raw: dict[str, Any]) -> None:
+    config = parse_environments(raw)["dev"]
+    with pytest.raises(Exception, match="frozen"):
+        config.batch_size = 3  # type: ignore[misc]

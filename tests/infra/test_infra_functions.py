@@ -1,0 +1,187 @@
+"""Lambda functions: runtime, layers, environment (against the settings models), logging, IAM."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from infra.config import EnvironmentConfig
+from infra.constructs.functions import FUNCTIONS, FunctionDefinition
+from petrel import resources, settings
+
+pytestmark = pytest.mark.infra
+
+
+def _function(resources_of: Any, config: EnvironmentConfig, definition: FunctionDefinition) -> tuple[str, Any]:
+    name = resources.physical_name(config.name_prefix, definition.slug)
+    matches = [
+        (lid, f) for lid, f in resources_of("AWS::Lambda::Function").items() if f["Properties"]["FunctionName"] == name
+    ]
+    assert len(matches) == 1, f"expected one function named {name}"
+    return matches[0]
+
+
+def _statements(resources_of: Any, role_id: str) -> list[dict[str, Any]]:
+    statements = []
+    for policy in resources_of("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return statements
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _role_id(function: dict[str, Any]) -> str:
+    role_id: str = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role_id
+
+
+def _required_env(model: type[BaseModel]) -> set[str]:
+    return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}
+
+
+def test_three_functions(resources_of: Any) -> None:
+    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 3
+
+
+@pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
+def test_runtime_architecture_layers(
+    resources_of: Any, config: EnvironmentConfig, definition: FunctionDefinition
+) -> None:
+    _, function = _function(resources_of, config, definition)
+    props = function["Properties"]
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == "handler.lambda_handler"
+    layers = resources_of("AWS::Lambda::LayerVersion")
+    assert len(props["Layers"]) == 2
+    assert {ref["Ref"] for ref in props["Layers"]} == set(layers)
+    assert props.get("TracingConfig", {"Mode": "PassThrough"}) == {"Mode": "PassThrough"}  # tracing off in dev
+
+
+@pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
+def test_environment_satisfies_the_settings_model(
+    resources_of: Any, config: EnvironmentConfig, definition: FunctionDefinition
+) -> None:
+    _, function = _function(resources_of, config, definition)
+    env = function["Properties"]["Environment"]["Variables"]
+    assert _required_env(definition.settings) <= set(env)
+    assert env["POWERTOOLS_SERVICE_NAME"] == f"petrel-{definition.slug}"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Petrel"
+    assert env["POWERTOOLS_LOG_LEVEL"] == config.log_level
+
+
+def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> None:
+    by_name = {d.name: _function(resources_of, config, d)[1]["Properties"] for d in FUNCTIONS}
+    api = by_name["api"]["Environment"]["Variables"]
+    worker = by_name["send_worker"]["Environment"]["Variables"]
+    authorizer = by_name["authorizer"]["Environment"]["Variables"]
+
+    assert set(authorizer) == {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+        resources.TENANTS.env_var,
+    }
+    for env in (api, worker):
+        assert env[resources.SECRETS_PREFIX_ENV] == resources.secrets_prefix(config.name_prefix)
+        assert env["PETREL_MESSAGE_RETENTION_DAYS"] == str(config.message_retention_days)
+    for queue in resources.SEND_QUEUES:
+        assert queue.env_var in api and queue.env_var not in worker
+    assert worker["PETREL_LEASE_SECONDS"] == str(config.worker_timeout_seconds)
+    assert worker["PETREL_SMTP_TIMEOUT_SECONDS"] == str(config.smtp_timeout_seconds)
+    assert resources.IDEMPOTENCY.env_var in api and resources.IDEMPOTENCY.env_var not in worker
+
+    assert by_name["send_worker"]["Timeout"] == config.worker_timeout_seconds
+    assert by_name["send_worker"]["MemorySize"] == config.worker_memory_mb
+    assert by_name["api"]["MemorySize"] == config.api_memory_mb
+
+
+@pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
+def test_explicit_log_group_with_retention(
+    resources_of: Any, config: EnvironmentConfig, definition: FunctionDefinition
+) -> None:
+    _, function = _function(resources_of, config, definition)
+    log_group_id = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = resources_of("AWS::Logs::LogGroup")[log_group_id]["Properties"]
+    assert log_group["RetentionInDays"] == config.log_retention_days
+    assert log_group["LogGroupName"] == f"/aws/lambda/{function['Properties']['FunctionName']}"
+
+
+@pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
+def test_no_managed_policies_and_no_broad_grants(
+    resources_of: Any, config: EnvironmentConfig, definition: FunctionDefinition
+) -> None:
+    _, function = _function(resources_of, config, definition)
+    role_id = _role_id(function)
+    assert "ManagedPolicyArns" not in resources_of("AWS::IAM::Role")[role_id]["Properties"]
+    for statement in _statements(resources_of, role_id):
+        actions = _as_list(statement["Action"])
+        for action in actions:
+            assert not action.endswith(":*"), action
+            assert action != "*"
+        if any(a.split(":")[0] in {"dynamodb", "sqs", "s3", "secretsmanager"} for a in actions):
+            assert "*" not in _as_list(statement["Resource"]), statement
+
+
+def _actions(statements: list[dict[str, Any]], service: str) -> set[str]:
+    return {a for s in statements for a in _as_list(s["Action"]) if a.startswith(f"{service}:")}
+
+
+def test_authorizer_is_read_only(resources_of: Any, config: EnvironmentConfig) -> None:
+    definition = next(d for d in FUNCTIONS if d.name == "authorizer")
+    _, function = _function(resources_of, config, definition)
+    statements = _statements(resources_of, _role_id(function))
+    services = {a.split(":")[0] for s in statements for a in _as_list(s["Action"])}
+    assert services == {"logs", "dynamodb"}
+    assert _actions(statements, "dynamodb") == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
+
+
+def test_api_permissions(resources_of: Any, config: EnvironmentConfig) -> None:
+    definition = next(d for d in FUNCTIONS if d.name == "api")
+    _, function = _function(resources_of, config, definition)
+    statements = _statements(resources_of, _role_id(function))
+    assert _actions(statements, "sqs") == {"sqs:SendMessage"}
+    assert _actions(statements, "s3") == {"s3:GetObject", "s3:PutObject"}
+    assert _actions(statements, "secretsmanager") == set()
+    tenants_write = [
+        s for s in statements if "dynamodb:PutItem" in _as_list(s["Action"]) and "Tenants" in json.dumps(s["Resource"])
+    ]
+    assert tenants_write == []
+
+
+def test_worker_permissions_and_secrets_prefix(resources_of: Any, config: EnvironmentConfig) -> None:
+    definition = next(d for d in FUNCTIONS if d.name == "send_worker")
+    _, function = _function(resources_of, config, definition)
+    statements = _statements(resources_of, _role_id(function))
+    assert _actions(statements, "s3") == {"s3:GetObject"}
+    assert "sqs:SendMessage" not in _actions(statements, "sqs")
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= _actions(statements, "sqs")
+
+    [secrets] = [s for s in statements if "secretsmanager:GetSecretValue" in _as_list(s["Action"])]
+    assert _as_list(secrets["Action"]) == ["secretsmanager:GetSecretValue"]
+    parts = secrets["Resource"]["Fn::Join"][1]
+    assert parts[-1].endswith(":secret:" + resources.secrets_prefix(config.name_prefix) + "*")
+    assert {"Ref": "AWS::Partition"} in parts and {"Ref": "AWS::AccountId"} in parts
+
+
+def test_index_grants_name_each_index(resources_of: Any) -> None:
+    text = json.dumps([p["Properties"]["PolicyDocument"] for p in resources_of("AWS::IAM::Policy").values()])
+    assert "/index/*" not in text
+    for spec in resources.TABLES:
+        for index in spec.indexes:
+            assert f"/index/{index.name}" in text
+
+
+def test_settings_models_are_the_ones_used() -> None:
+    models = {d.name: d.settings for d in FUNCTIONS}
+    assert models == {
+        "authorizer": settings.AuthorizerSettings,
+        "api": settings.ApiSettings,
+        "send_worker": settings.SendWorkerSettings,
+    }

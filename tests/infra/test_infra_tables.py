@@ -1,0 +1,59 @@
+"""DynamoDB tables, asserted against petrel.resources.TABLES (the one definition of keys and indexes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.config import EnvironmentConfig
+from petrel import resources
+
+pytestmark = pytest.mark.infra
+
+
+def _key_schema(partition: resources.Key, sort: resources.Key | None) -> list[dict[str, str]]:
+    schema = [{"AttributeName": partition.name, "KeyType": "HASH"}]
+    if sort:
+        schema.append({"AttributeName": sort.name, "KeyType": "RANGE"})
+    return schema
+
+
+@pytest.mark.parametrize("spec", resources.TABLES, ids=lambda spec: spec.name)
+def test_table_matches_its_spec(resources_of: Any, config: EnvironmentConfig, spec: resources.TableSpec) -> None:
+    name = resources.physical_name(config.name_prefix, spec.name)
+    [table] = [t for t in resources_of("AWS::DynamoDB::Table").values() if t["Properties"]["TableName"] == name]
+    props = table["Properties"]
+
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["TimeToLiveSpecification"] == {"AttributeName": spec.ttl_attribute, "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert "KMSMasterKeyId" not in props["SSESpecification"]  # the AWS-managed key
+    assert props["KeySchema"] == _key_schema(spec.partition_key, spec.sort_key)
+
+    expected_attributes = {spec.partition_key.name: spec.partition_key.type}
+    if spec.sort_key:
+        expected_attributes[spec.sort_key.name] = spec.sort_key.type
+    for index in spec.indexes:
+        expected_attributes[index.partition_key.name] = index.partition_key.type
+        if index.sort_key:
+            expected_attributes[index.sort_key.name] = index.sort_key.type
+    attributes = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert attributes == expected_attributes
+
+    indexes = {gsi["IndexName"]: gsi for gsi in props.get("GlobalSecondaryIndexes", [])}
+    assert set(indexes) == {index.name for index in spec.indexes}
+    for index in spec.indexes:
+        assert indexes[index.name]["KeySchema"] == _key_schema(index.partition_key, index.sort_key)
+        assert indexes[index.name]["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_one_table_per_spec(resources_of: Any) -> None:
+    assert len(resources_of("AWS::DynamoDB::Table")) == len(resources.TABLES)
+
+
+def test_dev_tables_are_destroyed_with_the_stack(resources_of: Any, config: EnvironmentConfig) -> None:
+    assert config.removal_policy == "destroy"
+    for table in resources_of("AWS::DynamoDB::Table").values():
+        assert table["DeletionPolicy"] == "Delete"

@@ -1,0 +1,69 @@
+"""BlobStore, JobQueue and SecretStore contracts."""
+
+from __future__ import annotations
+
+import pytest
+
+from petrel.models.jobs import SendJob
+
+from tests.integration.contracts.backends import Backend
+
+
+def test_blob_round_trip(backend: Backend) -> None:
+    data = bytes(range(256)) * 1000 + b"\r\n.\r\n"
+    backend.blobs.put("bodies/tn_a/em_1.eml", data)
+    backend.blobs.put("bodies/tn_a/em_2.eml", b"other")
+
+    assert backend.blobs.get("bodies/tn_a/em_1.eml") == data
+    assert backend.blobs.get("bodies/tn_a/em_2.eml") == b"other"
+
+
+def test_blob_overwrite_and_missing(backend: Backend) -> None:
+    backend.blobs.put("k", b"one")
+    backend.blobs.put("k", b"two")
+    assert backend.blobs.get("k") == b"two"
+
+    with pytest.raises(Exception):
+        backend.blobs.get("missing")
+
+
+def _jobs(n: int, email_id: str = "em_1") -> list[SendJob]:
+    return [SendJob(tenant_id="tn_a", email_id=email_id, message_id=f"msg_{i}") for i in range(n)]
+
+
+def test_jobs_arrive_on_their_pools_queue(backend: Backend) -> None:
+    transactional = _jobs(3, "em_t")
+    bulk = _jobs(12, "em_b")  # more than one SQS batch
+
+    assert backend.queue.send_jobs("transactional", transactional) == []
+    assert backend.queue.send_jobs("bulk", bulk) == []
+
+    arrived_t = backend.arrived("transactional")
+    arrived_b = backend.arrived("bulk")
+    assert sorted(arrived_t, key=lambda j: j.message_id) == sorted(transactional, key=lambda j: j.message_id)
+    assert sorted(arrived_b, key=lambda j: j.message_id) == sorted(bulk, key=lambda j: j.message_id)
+    assert backend.arrived("transactional") == []
+
+
+def test_no_jobs_is_nothing_sent(backend: Backend) -> None:
+    assert backend.queue.send_jobs("bulk", []) == []
+    assert backend.arrived("bulk") == []
+
+
+def test_secret_put_get_overwrite_delete(backend: Backend) -> None:
+    name = "petrel-test/tenants/tn_a/smtp/srv_1"
+    backend.secrets.put_secret(name, "first")
+    assert backend.secrets.get_secret(name) == "first"
+
+    backend.secrets.put_secret(name, "second")
+    assert backend.secrets.get_secret(name) == "second"
+
+    backend.secrets.delete_secret(name)
+    with pytest.raises(Exception):
+        backend.secrets.get_secret(name)
+    backend.secrets.delete_secret("petrel-test/tenants/tn_a/smtp/never")  # deleting nothing is fine
+
+
+def test_missing_secret_raises(backend: Backend) -> None:
+    with pytest.raises(Exception):
+        backend.secrets.get_secret("petrel-test/tenants/tn_a/smtp/missing")

@@ -1,0 +1,368 @@
+"""MessageStore contract: all-or-nothing create, conditional lease and transition, paged listing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+
+from petrel.errors import InvalidRequest
+from petrel.models.records import Attempt, Event, MessageRecord, MessageStatus, Reply
+from petrel.ports import Transition
+
+from tests.fakes import records
+from tests.fakes.clock import DEFAULT_START
+from tests.integration.contracts.backends import Backend
+
+T0 = int(DEFAULT_START.timestamp())
+EXPIRES = T0 + 30 * 86400
+SENT = Reply(code=250, enhanced="2.0.0", text="2.0.0 Ok: queued", stage="data")
+
+
+def _stored(backend: Backend, tenant_id: str = "tn_a", **kwargs: object) -> tuple[str, list[MessageRecord]]:
+    email, messages = records.email(tenant_id, **kwargs)  # type: ignore[arg-type]
+    backend.messages.create_email(email, messages, EXPIRES)
+    return email.email_id, messages
+
+
+def _relayed(message: MessageRecord, attempt: int) -> Transition:
+    at = DEFAULT_START + timedelta(seconds=5)
+    return Transition(
+        MessageStatus.RELAYED,
+        events=(
+            Event(type="email.sent", at=at, message_id=message.message_id, recipient=message.recipient, reply=SENT),
+        ),
+        attempt=Attempt(number=attempt, started_at=DEFAULT_START, finished_at=at, server_id="srv_x", outcome="relayed"),
+        reply=SENT,
+    )
+
+
+def test_create_and_read_back(backend: Backend) -> None:
+    email, messages = records.email("tn_a", ["a@example.org", ("b@example.org", "cc"), ("c@example.org", "bcc")])
+    backend.messages.create_email(email, messages, EXPIRES)
+
+    found = backend.messages.get_email("tn_a", email.email_id)
+    assert found is not None
+    stored_email, stored_messages = found
+    assert stored_email == email
+    assert stored_email.body_inline == b"Subject: hi\r\n\r\nhello\r\n"
+    assert sorted(stored_messages, key=lambda m: m.message_id) == sorted(messages, key=lambda m: m.message_id)
+    assert backend.messages.get_email_record("tn_a", email.email_id) == email
+    assert backend.messages.get_message("tn_a", email.email_id, messages[1].message_id) == messages[1]
+
+
+def test_email_with_body_in_blob_store_keeps_only_the_key(backend: Backend) -> None:
+    email_id, _ = _stored(backend, body_key="bodies/tn_a/x.eml")
+
+    found = backend.messages.get_email_record("tn_a", email_id)
+    assert found is not None and found.body_inline is None and found.body_key == "bodies/tn_a/x.eml"
+
+
+def test_missing_email_and_message(backend: Backend) -> None:
+    email_id, messages = _stored(backend)
+
+    assert backend.messages.get_email("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
+    assert backend.messages.get_email_record("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
+    assert backend.messages.get_message("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
+
+
+def test_creating_the_same_email_twice_fails(backend: Backend) -> None:
+    email, messages = records.email("tn_a")
+    backend.messages.create_email(email, messages, EXPIRES)
+
+    with pytest.raises(Exception):
+        backend.messages.create_email(email, messages, EXPIRES)
+
+
+def test_another_tenants_email_is_invisible(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend, "tn_a")
+
+    assert backend.messages.get_email("tn_b", email_id) is None
+    assert backend.messages.get_email_record("tn_b", email_id) is None
+    assert backend.messages.get_message("tn_b", email_id, message.message_id) is None
+    assert backend.messages.lease("tn_b", email_id, message.message_id, now=T0, lease_until=T0 + 60) is None
+    changed = backend.messages.transition(
+        "tn_b",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.QUEUED],
+        attempt=None,
+        change=Transition(MessageStatus.CANCELLED),
+        now=DEFAULT_START,
+    )
+    assert changed is False
+    assert backend.messages.list_messages("tn_b", status=None, limit=10, cursor=None).messages == []
+    assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
+
+
+def test_lease_a_queued_message(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+
+    leased = backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+
+    assert leased is not None
+    assert leased.status == MessageStatus.SENDING and leased.attempt == 1 and leased.lease_until == T0 + 120
+    assert backend.messages.get_message("tn_a", email_id, message.message_id) == leased
+
+
+def test_a_live_lease_is_not_taken(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+
+    assert backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 60, lease_until=T0 + 180) is None
+    # a lease is live up to and including its last second
+    assert backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 120, lease_until=T0 + 240) is None
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert current is not None and current.attempt == 1 and current.lease_until == T0 + 120
+
+
+def test_an_expired_lease_is_taken_over_with_the_next_attempt(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+
+    again = backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 121, lease_until=T0 + 241)
+
+    assert again is not None and again.status == MessageStatus.SENDING
+    assert again.attempt == 2 and again.lease_until == T0 + 241
+
+
+def test_a_deferred_message_is_leasable(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend, status=MessageStatus.DEFERRED)
+
+    leased = backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+
+    assert leased is not None and leased.attempt == 1
+
+
+@pytest.mark.parametrize(
+    "status",
+    [MessageStatus.RELAYED, MessageStatus.BOUNCED, MessageStatus.FAILED, MessageStatus.CANCELLED],
+)
+def test_a_finished_message_is_not_leasable(backend: Backend, status: MessageStatus) -> None:
+    email_id, (message,) = _stored(backend, status=status)
+
+    assert backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120) is None
+    assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
+
+
+def test_an_unknown_message_is_not_leasable(backend: Backend) -> None:
+    email_id, _ = _stored(backend)
+
+    assert backend.messages.lease("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA", now=T0, lease_until=T0) is None
+
+
+def test_transition_records_outcome_events_and_attempt(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    change = _relayed(message, attempt=1)
+    later = DEFAULT_START + timedelta(seconds=5)
+
+    ok = backend.messages.transition(
+        "tn_a", email_id, message.message_id, expected=[MessageStatus.SENDING], attempt=1, change=change, now=later
+    )
+
+    assert ok is True
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert current is not None
+    assert current.status == MessageStatus.RELAYED
+    assert current.attempt == 1 and current.lease_until is None
+    assert current.updated_at == later
+    assert current.last_reply == SENT
+    assert [e.type for e in current.events] == ["email.queued", "email.sent"]
+    assert current.events[1] == change.events[0]
+    assert current.attempts == (change.attempt,)
+
+
+def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    soft = Reply(code=451, enhanced="4.3.0", text="4.3.0 try later", stage="rcpt")
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    first = Transition(
+        MessageStatus.DEFERRED,
+        events=(
+            Event(type="email.deferred", at=DEFAULT_START, message_id=message.message_id, recipient="x", reply=soft),
+        ),
+        attempt=Attempt(number=1, started_at=DEFAULT_START, outcome="softfail", reply=soft),
+        reply=soft,
+    )
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=1,
+        change=first,
+        now=DEFAULT_START,
+    )
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 60, lease_until=T0 + 180)
+    bounced = Transition(
+        MessageStatus.BOUNCED,
+        events=(Event(type="email.bounced", at=DEFAULT_START, message_id=message.message_id, recipient="x"),),
+        attempt=Attempt(number=2, started_at=DEFAULT_START, outcome="hardfail"),
+        bounce_class="hard",
+    )
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=2,
+        change=bounced,
+        now=DEFAULT_START,
+    )
+
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert current is not None
+    assert [e.type for e in current.events] == ["email.queued", "email.deferred", "email.bounced"]
+    assert [a.number for a in current.attempts] == [1, 2]
+    assert current.bounce_class == "hard"
+    assert current.last_reply == soft  # a transition without a reply keeps the last one
+
+
+def test_transition_with_the_wrong_attempt_is_refused(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 121, lease_until=T0 + 241)  # attempt 2
+
+    stale = backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=1,
+        change=_relayed(message, 1),
+        now=DEFAULT_START,
+    )
+
+    assert stale is False
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert current is not None and current.status == MessageStatus.SENDING and current.attempt == 2
+    assert [e.type for e in current.events] == ["email.queued"] and current.attempts == ()
+
+
+def test_transition_from_an_unexpected_status_is_refused(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend, status=MessageStatus.RELAYED)
+
+    refused = backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.QUEUED, MessageStatus.DEFERRED],
+        attempt=None,
+        change=Transition(MessageStatus.CANCELLED),
+        now=DEFAULT_START,
+    )
+
+    assert refused is False
+    assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
+
+
+def test_transition_without_attempt_check(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    failed = Transition(
+        MessageStatus.FAILED,
+        events=(Event(type="email.failed", at=DEFAULT_START, message_id=message.message_id, recipient="x"),),
+        failure_reason="enqueue-failed",
+    )
+
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.QUEUED],
+        attempt=None,
+        change=failed,
+        now=DEFAULT_START,
+    )
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert current is not None
+    assert current.status == MessageStatus.FAILED and current.failure_reason == "enqueue-failed"
+    assert current.attempts == () and current.last_reply is None
+
+
+def _three_emails(backend: Backend, tenant_id: str = "tn_a") -> list[MessageRecord]:
+    """Five messages over three emails a minute apart, returned newest first (the listing order)."""
+    made: list[MessageRecord] = []
+    for minute, recipients in ((0, ["a@x.org", "b@x.org"]), (1, ["c@x.org"]), (2, ["d@x.org", "e@x.org"])):
+        _, messages = _stored(backend, tenant_id, recipients=recipients, at=DEFAULT_START + timedelta(minutes=minute))
+        made += messages
+    return sorted(made, key=lambda m: (m.created_at, m.message_id), reverse=True)
+
+
+def _all_pages(backend: Backend, tenant_id: str, status: MessageStatus | None, limit: int) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        page = backend.messages.list_messages(tenant_id, status=status, limit=limit, cursor=cursor)
+        pages.append([m.message_id for m in page.messages])
+        if page.cursor is None:
+            return pages
+        cursor = page.cursor
+        assert len(pages) < 10, "paging does not end"
+
+
+def test_list_newest_first_in_pages(backend: Backend) -> None:
+    expected = [m.message_id for m in _three_emails(backend)]
+    _three_emails(backend, "tn_b")  # another tenant's mail never shows
+
+    pages = _all_pages(backend, "tn_a", None, limit=2)
+
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [m for page in pages for m in page] == expected
+
+
+def test_list_by_status(backend: Backend) -> None:
+    newest_first = _three_emails(backend)
+    relayed = [newest_first[0], newest_first[2], newest_first[4]]
+    for message in relayed:
+        backend.messages.lease("tn_a", message.email_id, message.message_id, now=T0, lease_until=T0 + 60)
+        assert backend.messages.transition(
+            "tn_a",
+            message.email_id,
+            message.message_id,
+            expected=[MessageStatus.SENDING],
+            attempt=1,
+            change=_relayed(message, 1),
+            now=DEFAULT_START,
+        )
+
+    pages = _all_pages(backend, "tn_a", MessageStatus.RELAYED, limit=2)
+    assert [m for page in pages for m in page] == [m.message_id for m in relayed]
+    first = backend.messages.list_messages("tn_a", status=MessageStatus.RELAYED, limit=10, cursor=None)
+    assert all(m.status == MessageStatus.RELAYED for m in first.messages)
+    assert first.cursor is None
+
+    queued = backend.messages.list_messages("tn_a", status=MessageStatus.QUEUED, limit=10, cursor=None)
+    assert [m.message_id for m in queued.messages] == [newest_first[1].message_id, newest_first[3].message_id]
+    assert backend.messages.list_messages("tn_a", status=MessageStatus.BOUNCED, limit=10, cursor=None).messages == []
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not a cursor!",
+        "%%%",
+        base64.urlsafe_b64encode(b"[1, 2]").decode(),
+        base64.urlsafe_b64encode(json.dumps({"tenant_id": "tn_a"}).encode()).decode(),
+    ],
+)
+def test_a_garbled_cursor_is_rejected(backend: Backend, cursor: str) -> None:
+    _three_emails(backend)
+
+    with pytest.raises(InvalidRequest):
+        backend.messages.list_messages("tn_a", status=None, limit=2, cursor=cursor)
+
+
+def test_a_cursor_from_another_listing_is_rejected(backend: Backend) -> None:
+    _three_emails(backend)
+    _three_emails(backend, "tn_b")
+    foreign = backend.messages.list_messages("tn_b", status=None, limit=2, cursor=None).cursor
+    queued = backend.messages.list_messages("tn_a", status=MessageStatus.QUEUED, limit=2, cursor=None).cursor
+    assert foreign is not None and queued is not None
+
+    with pytest.raises(InvalidRequest):
+        backend.messages.list_messages("tn_a", status=None, limit=2, cursor=foreign)
+    with pytest.raises(InvalidRequest):
+        backend.messages.list_messages("tn_a", status=None, limit=2, cursor=queued)

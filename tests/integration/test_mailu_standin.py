@@ -1,0 +1,248 @@
+"""Integration tests of the local MailU stand-in (real Postfix + Dovecot, see local/mailu.py)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+import smtplib
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage, Message
+from pathlib import Path
+
+import pytest
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from local.mailu import (  # noqa: E402
+    MailuStandIn,
+    ensure_installed,
+    find_processes,
+    install_packages,
+)
+
+pytestmark = pytest.mark.integration
+
+INBOX = "inbox@petrel.test"
+INBOX_PASSWORD = "inbox-secret-1"
+RELAY = "relay@petrel.test"
+RELAY_PASSWORD = "relay-secret-2"
+
+
+def _make_workdir(prefix: str) -> Path:
+    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(workdir, 0o755)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def mailu() -> Iterator[MailuStandIn]:
+    if ensure_installed():
+        install_packages()
+    workdir = _make_workdir("petrel-mailu-test-")
+    standin = MailuStandIn(workdir)
+    standin.add_user(INBOX, INBOX_PASSWORD)
+    standin.add_user(RELAY, RELAY_PASSWORD)
+    try:
+        standin.start()
+        yield standin
+    finally:
+        standin.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _message(subject: str, to: str = INBOX, sender: str = RELAY) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@petrel.test>"
+    msg.set_content("Hello from the Petrel stand-in tests.\n")
+    return msg
+
+
+def _parse(raw: bytes) -> Message:
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def _find(messages: list[bytes], subject: str) -> Message:
+    for raw in messages:
+        parsed = _parse(raw)
+        if parsed["Subject"] == subject:
+            return parsed
+    raise AssertionError(f"no message with subject {subject!r} among {len(messages)}")
+
+
+def _submission(mailu: MailuStandIn) -> smtplib.SMTP:
+    client = smtplib.SMTP(mailu.host, mailu.submission_port, timeout=20)
+    client.ehlo("client.petrel.test")
+    client.starttls(context=mailu.ssl_context())
+    client.ehlo("client.petrel.test")
+    return client
+
+
+def test_submission_starttls_auth_dsn_and_imaps_readback(mailu: MailuStandIn) -> None:
+    subject = f"starttls {uuid.uuid4().hex}"
+    inbox_before = len(mailu.fetch_all(INBOX, INBOX_PASSWORD))
+    relay_before = len(mailu.fetch_all(RELAY, RELAY_PASSWORD))
+    with _submission(mailu) as client:
+        assert client.has_extn("dsn")
+        assert client.has_extn("auth")
+        client.login(RELAY, RELAY_PASSWORD)
+        refused = client.sendmail(
+            RELAY,
+            [INBOX],
+            _message(subject).as_bytes(),
+            mail_options=["RET=HDRS", "ENVID=abc"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE,DELAY"],
+        )
+        assert refused == {}
+
+    delivered = _find(mailu.wait_for_messages(INBOX, INBOX_PASSWORD, inbox_before + 1), subject)
+    assert delivered["Return-Path"] == f"<{RELAY}>"
+
+    # NOTIFY=SUCCESS: Postfix sends a real delivery report back to the envelope sender.
+    reports = mailu.wait_for_messages(RELAY, RELAY_PASSWORD, relay_before + 1)
+    report = _parse(reports[-1])
+    assert report.get_content_type() == "multipart/report"
+    text = reports[-1].decode(errors="replace")
+    assert "Original-Envelope-Id: abc" in text
+    assert "Action: delivered" in text
+
+
+def test_implicit_tls_submission(mailu: MailuStandIn) -> None:
+    subject = f"smtps {uuid.uuid4().hex}"
+    before = len(mailu.fetch_all(INBOX, INBOX_PASSWORD))
+    with smtplib.SMTP_SSL(mailu.host, mailu.smtps_port, context=mailu.ssl_context(), timeout=20) as client:
+        client.ehlo("client.petrel.test")
+        assert client.has_extn("dsn")
+        client.login(RELAY, RELAY_PASSWORD)
+        client.send_message(_message(subject), from_addr=RELAY, to_addrs=[INBOX])
+    delivered = _find(mailu.wait_for_messages(INBOX, INBOX_PASSWORD, before + 1), subject)
+    assert delivered["Return-Path"] == f"<{RELAY}>"
+
+
+def test_auth_is_not_offered_before_starttls(mailu: MailuStandIn) -> None:
+    with smtplib.SMTP(mailu.host, mailu.submission_port, timeout=20) as client:
+        client.ehlo("client.petrel.test")
+        assert client.has_extn("starttls")
+        assert not client.has_extn("auth")
+
+
+def test_wrong_password_is_535(mailu: MailuStandIn) -> None:
+    with _submission(mailu) as client, pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+        client.login(RELAY, "not-the-password")
+    assert caught.value.smtp_code == 535
+
+
+def test_plus_address_is_delivered_to_the_base_mailbox(mailu: MailuStandIn) -> None:
+    subject = f"plus {uuid.uuid4().hex}"
+    before = len(mailu.fetch_all(INBOX, INBOX_PASSWORD))
+    with _submission(mailu) as client:
+        client.login(RELAY, RELAY_PASSWORD)
+        client.sendmail(RELAY, ["inbox+tag@petrel.test"], _message(subject, to="inbox+tag@petrel.test").as_bytes())
+    _find(mailu.wait_for_messages(INBOX, INBOX_PASSWORD, before + 1), subject)
+
+
+def test_recipient_rules_give_real_replies(mailu: MailuStandIn) -> None:
+    target = "inbox+rules@petrel.test"
+    try:
+        mailu.set_recipient_rule(target, f"550 5.1.1 <{target}>: Recipient address rejected: User unknown")
+        with _submission(mailu) as client:
+            client.login(RELAY, RELAY_PASSWORD)
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+                client.sendmail(RELAY, [target], _message("rejected", to=target).as_bytes())
+        code, text = refused.value.recipients[target]
+        assert code == 550
+        assert b"5.1.1" in text
+
+        mailu.set_recipient_rule(target, "451 4.3.0 Try again later")
+        with _submission(mailu) as client:
+            client.login(RELAY, RELAY_PASSWORD)
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as deferred:
+                client.sendmail(RELAY, [target], _message("deferred", to=target).as_bytes())
+        code, text = deferred.value.recipients[target]
+        assert code == 451
+        assert b"4.3.0" in text
+
+        mailu.clear_recipient_rule(target)
+        with _submission(mailu) as client:
+            client.login(RELAY, RELAY_PASSWORD)
+            assert client.sendmail(RELAY, [target], _message("accepted", to=target).as_bytes()) == {}
+    finally:
+        mailu.clear_rules()
+
+
+def test_non_local_recipient_is_accepted_and_stays_queued(mailu: MailuStandIn) -> None:
+    recipient = f"someone-{uuid.uuid4().hex[:8]}@example.com"
+    with _submission(mailu) as client:
+        client.login(RELAY, RELAY_PASSWORD)
+        assert client.sendmail(RELAY, [recipient], _message("outbound", to=recipient).as_bytes()) == {}
+    entries = mailu.wait_for_queue(1)
+    queued = [entry for entry in entries if any(r["address"] == recipient for r in entry["recipients"])]
+    assert len(queued) == 1
+    assert queued[0]["queue_id"] in mailu.queue_ids()
+    assert queued[0]["sender"] == RELAY
+    mailu.clear_queue()
+
+
+def test_plain_imap_login_on_loopback(mailu: MailuStandIn) -> None:
+    import imaplib
+
+    with imaplib.IMAP4(mailu.host, mailu.imap_port, timeout=20) as imap:
+        status, _ = imap.login(INBOX, INBOX_PASSWORD)
+        assert status == "OK"
+
+
+def test_second_instance_runs_alongside_and_stop_leaves_nothing(mailu: MailuStandIn) -> None:
+    workdir = _make_workdir("petrel-mailu-test2-")
+    other = MailuStandIn(workdir, domain="other.test")
+    try:
+        other.add_user("x@other.test", "pw")
+        other.start()
+        assert other.is_running() and mailu.is_running()
+        pids = find_processes(workdir)
+        assert pids, "the running stand-in should own some processes"
+        assert other.fetch_all("x@other.test", "pw") == []
+        other.stop()
+        other.stop()  # idempotent
+        assert not other.is_running()
+        assert find_processes(workdir) == []
+        for pid in pids:
+            assert not _alive_non_zombie(pid), f"process {pid} survived stop()"
+        assert not _processes_mentioning(workdir)
+        assert mailu.is_running(), "stopping one instance must not touch another"
+    finally:
+        other.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _alive_non_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def _processes_mentioning(workdir: Path) -> list[str]:
+    needle = str(workdir).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        words = cmdline.replace(b"\0", b" ")
+        if needle in cmdline and (b"postfix" in words or b"dovecot" in words or b"master" in words):
+            found.append(f"{entry}: {words.decode(errors='replace')}")
+    return found

@@ -1,0 +1,99 @@
+"""services.auth: minted keys authenticate, everything else is Unauthorized; only hashes are stored."""
+
+from __future__ import annotations
+
+import pytest
+
+from petrel.errors import Unauthorized
+from petrel.services.auth import KEY_PREFIX, authenticate, bearer_token, hash_key, mint_api_key
+
+from tests.fakes import FakeWorld
+
+
+def test_a_minted_key_authenticates(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a", "ci")
+
+    key = authenticate(world.tenants, f"Bearer {minted.secret}")
+
+    assert key.tenant_id == "tn_a" and key.key_id == minted.key.key_id
+    assert key.scopes == ("emails:send", "emails:read")
+    assert minted.secret.startswith(KEY_PREFIX) and key.prefix == minted.secret[:10]
+    assert key.created_at == world.clock.now()
+
+
+def test_scheme_is_case_insensitive_and_spaces_are_tolerated(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a")
+    assert authenticate(world.tenants, f"  bearer   {minted.secret}  ").key_id == minted.key.key_id
+
+
+def test_custom_scopes(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=("emails:read",))
+    assert authenticate(world.tenants, f"Bearer {minted.secret}").scopes == ("emails:read",)
+
+
+def test_only_the_hash_is_stored(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a")
+
+    [stored] = world.tenants.list_api_keys("tn_a")
+    assert stored.key_hash == hash_key(minted.secret) != minted.secret
+    assert minted.secret not in stored.model_dump_json()
+    assert minted.secret[len(KEY_PREFIX) :] not in stored.model_dump_json()
+
+
+def test_keys_are_random(world: FakeWorld) -> None:
+    secrets = {mint_api_key(world.tenants, world.clock, "tn_a").secret for _ in range(20)}
+    assert len(secrets) == 20 and all(len(s) > 40 for s in secrets)
+
+
+def test_a_wrong_key_is_refused(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a")
+    with pytest.raises(Unauthorized):
+        authenticate(world.tenants, f"Bearer {minted.secret[:-1]}x")
+    with pytest.raises(Unauthorized):
+        authenticate(world.tenants, f"Bearer {KEY_PREFIX}{'a' * 43}")
+
+
+def test_a_revoked_key_is_refused(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a")
+    assert world.tenants.revoke_api_key("tn_a", minted.key.key_id, world.clock.now())
+
+    with pytest.raises(Unauthorized):
+        authenticate(world.tenants, f"Bearer {minted.secret}")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Token ptl_abc",
+        "ptl_abcdef",  # no scheme
+        "Bearer not-a-petrel-key",
+        "Bearer ptl_" + "a" * 300,  # too long to bother hashing
+    ],
+)
+def test_malformed_headers_are_refused(world: FakeWorld, header: str | None) -> None:
+    mint_api_key(world.tenants, world.clock, "tn_a")
+    with pytest.raises(Unauthorized) as caught:
+        authenticate(world.tenants, header)
+    assert caught.value.status == 401
+
+
+def test_refusals_do_not_say_which_part_failed(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a")
+    world.tenants.revoke_api_key("tn_a", minted.key.key_id, world.clock.now())
+    details = set()
+    for header in (f"Bearer {minted.secret}", f"Bearer {KEY_PREFIX}unknown", "Bearer nope"):
+        with pytest.raises(Unauthorized) as caught:
+            authenticate(world.tenants, header)
+        details.add(caught.value.detail)
+    assert details == {"the API key is not valid"}
+
+
+def test_bearer_token() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    with pytest.raises(Unauthorized):
+        bearer_token("Bearer")

@@ -1,0 +1,203 @@
+"""petrel.models.api.SendEmailRequest: every validation rule, with the pointer it reports."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from petrel.models.api import MAX_RECIPIENTS, BatchSendRequest, SendEmailRequest
+
+
+def _request(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"from": "Jane <jane@example.com>", "to": ["bob@example.org"], "subject": "Hi", "text": "x"}
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _errors(body: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationError) as caught:
+        SendEmailRequest.model_validate(body)
+    return [("/".join(str(p) for p in e["loc"]), e["msg"]) for e in caught.value.errors()]
+
+
+def test_a_minimal_request() -> None:
+    request = SendEmailRequest.model_validate(_request())
+    assert request.from_ == "Jane <jane@example.com>"
+    assert request.to == ["bob@example.org"]
+    assert request.pool == "transactional"
+    assert request.recipients() == [("bob@example.org", "to")]
+
+
+def test_to_accepts_a_single_string() -> None:
+    request = SendEmailRequest.model_validate(_request(to="bob@example.org", cc="Carol <carol@example.org>"))
+    assert request.to == ["bob@example.org"]
+    assert request.cc == ["Carol <carol@example.org>"]
+
+
+def test_addresses_are_normalized() -> None:
+    request = SendEmailRequest.model_validate(
+        _request(**{"from": '"Jane" <jane@EXAMPLE.com>', "to": ["Bob <bob@bücher.example>"]})
+    )
+    assert request.from_ == "Jane <jane@example.com>"
+    assert request.to == ["Bob <bob@xn--bcher-kva.example>"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("from", "not-an-address"),
+        ("from", "jane@localhost"),
+        ("to", ["bob@example.org", "bad@@example.org"]),
+        ("cc", ["nope"]),
+        ("bcc", ["x@-bad.com"]),
+        ("reply_to", ["<broken"]),
+        ("to", ["bob@example.org\r\nBcc: eve@example.org"]),
+    ],
+)
+def test_address_syntax(field: str, value: Any) -> None:
+    [(where, message)] = _errors(_request(**{field: value}))
+    assert where == field  # the whole list is checked at once: the pointer names the field
+    assert message.startswith("Value error, ")
+
+
+def test_at_least_one_recipient() -> None:
+    [(_, message)] = _errors(_request(to=[]))
+    assert "at least one recipient" in message
+    SendEmailRequest.model_validate(_request(to=[], bcc=["hidden@example.org"]))  # bcc alone is enough
+
+
+def test_at_most_fifty_recipients_across_to_cc_and_bcc() -> None:
+    to = [f"to{i}@example.org" for i in range(20)]
+    cc = [f"cc{i}@example.org" for i in range(20)]
+    bcc = [f"bcc{i}@example.org" for i in range(MAX_RECIPIENTS - 40)]
+    assert len(SendEmailRequest.model_validate(_request(to=to, cc=cc, bcc=bcc)).recipients()) == 50
+
+    [(_, message)] = _errors(_request(to=to, cc=cc, bcc=[*bcc, "one-more@example.org"]))
+    assert "at most 50 recipients" in message
+
+
+def test_duplicates_are_collapsed_before_counting() -> None:
+    to = [f"user{i}@example.org" for i in range(50)]
+    request = SendEmailRequest.model_validate(
+        _request(to=to, cc=["USER1@example.org", "Named <user2@EXAMPLE.org>"], bcc=to[:10])
+    )
+    recipients = request.recipients()
+    assert len(recipients) == 50
+    assert recipients[1] == ("user1@example.org", "to")  # the first kind wins
+    assert all(kind == "to" for _, kind in recipients)
+
+
+def test_recipients_keep_order_to_then_cc_then_bcc() -> None:
+    request = SendEmailRequest.model_validate(
+        _request(to=["a@x.org"], cc=["b@x.org", "a@x.org"], bcc=["c@x.org", "b@x.org"])
+    )
+    assert request.recipients() == [("a@x.org", "to"), ("b@x.org", "cc"), ("c@x.org", "bcc")]
+
+
+@pytest.mark.parametrize("subject", ["Hi\r\nBcc: eve@example.org", "line\nbreak", "carriage\rreturn", "nul\0"])
+def test_subject_without_newlines(subject: str) -> None:
+    assert [where for where, _ in _errors(_request(subject=subject))] == ["subject"]
+
+
+def test_subject_required_and_bounded() -> None:
+    assert "subject" in [w for w, _ in _errors(_request(subject=""))]
+    assert "subject" in [w for w, _ in _errors(_request(subject="x" * 999))]
+    body = _request()
+    del body["subject"]
+    assert "subject" in [w for w, _ in _errors(body)]
+
+
+@pytest.mark.parametrize("value", ["a\r\nBcc: eve@example.org", "a\nb", "a\rb"])
+def test_header_values_without_newlines(value: str) -> None:
+    assert [where for where, _ in _errors(_request(headers={"X-Tag": value}))] == ["headers"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Message-ID", "message-id", "MESSAGE-ID", "From", "bcc", "Bcc", "To", "Subject", "DKIM-Signature", "Return-Path"],
+)
+def test_reserved_headers_refused_in_any_case(name: str) -> None:
+    [(where, message)] = _errors(_request(headers={name: "value"}))
+    assert where == "headers" and "cannot be overridden" in message
+
+
+@pytest.mark.parametrize("name", ["X Space", "X:Colon", "", "Ünicode", "x" * 77])
+def test_header_names_must_be_field_names(name: str) -> None:
+    assert [where for where, _ in _errors(_request(headers={name: "v"}))] == ["headers"]
+
+
+def test_custom_headers_allowed() -> None:
+    request = SendEmailRequest.model_validate(_request(headers={"X-Campaign": "spring", "List-Id": "<a.example.com>"}))
+    assert request.headers == {"X-Campaign": "spring", "List-Id": "<a.example.com>"}
+
+
+def test_header_value_length() -> None:
+    assert [where for where, _ in _errors(_request(headers={"X-Long": "v" * 999}))] == ["headers"]
+
+
+def test_text_or_html_required() -> None:
+    [(_, message)] = _errors(_request(text=None))
+    assert "text or html" in message
+    assert SendEmailRequest.model_validate(_request(text=None, html="<p>x</p>")).html == "<p>x</p>"
+
+
+def _attachment(**fields: Any) -> dict[str, Any]:
+    attachment = {"filename": "a.pdf", "content_type": "application/pdf", "content": base64.b64encode(b"%PDF").decode()}
+    attachment.update(fields)
+    return attachment
+
+
+def test_attachment_decodes() -> None:
+    request = SendEmailRequest.model_validate(_request(attachments=[_attachment(content_type="Application/PDF")]))
+    assert request.attachments[0].decoded() == b"%PDF"
+    assert request.attachments[0].content_type == "application/pdf"
+
+
+@pytest.mark.parametrize("content", ["not base64!", "abc", "YWJj\n?"])
+def test_bad_base64_refused(content: str) -> None:
+    errors = _errors(_request(attachments=[_attachment(content=content)]))
+    assert errors[0][0] == "attachments/0/content" and "base64" in errors[0][1]
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"filename": "../etc/passwd"}, "attachments/0/filename"),
+        ({"filename": "a\r\nb.pdf"}, "attachments/0/filename"),
+        ({"filename": ""}, "attachments/0/filename"),
+        ({"content_type": "pdf"}, "attachments/0/content_type"),
+        ({"content_type": "text/plain; charset=utf-8"}, "attachments/0/content_type"),
+        ({"extra": 1}, "attachments/0/extra"),
+    ],
+)
+def test_attachment_rules(fields: dict[str, Any], loc: str) -> None:
+    assert loc in [where for where, _ in _errors(_request(attachments=[_attachment(**fields)]))]
+
+
+@pytest.mark.parametrize("field", ["sender", "From", "send_at_later", "body"])
+def test_unknown_fields_rejected(field: str) -> None:
+    errors = _errors(_request(**{field: "x"}))
+    assert (field, "Extra inputs are not permitted") in errors
+
+
+def test_tags_rules() -> None:
+    SendEmailRequest.model_validate(_request(tags={"campaign": "spring", "a.b:c-d_e": "1"}))
+    assert [w for w, _ in _errors(_request(tags={"bad key": "x"}))] == ["tags"]
+    assert [w for w, _ in _errors(_request(tags={"k": "v" * 257}))] == ["tags"]
+    assert "tags" in [w for w, _ in _errors(_request(tags={f"k{i}": "v" for i in range(21)}))]
+
+
+def test_pool() -> None:
+    assert SendEmailRequest.model_validate(_request(pool="bulk")).pool == "bulk"
+    assert [w for w, _ in _errors(_request(pool="marketing"))] == ["pool"]
+
+
+def test_batch_bounds() -> None:
+    with pytest.raises(ValidationError):
+        BatchSendRequest.model_validate({"emails": []})
+    with pytest.raises(ValidationError):
+        BatchSendRequest.model_validate({"emails": [_request()] * 101})
+    assert len(BatchSendRequest.model_validate({"emails": [_request()] * 100}).emails) == 100
