@@ -102,3 +102,9 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A Petrel API key"}},
         },
     }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(document(), indent=2, sort_keys=True))
