@@ -263,8 +263,9 @@ def cached_build(name: str, digest: str, build: Callable[[Path], None]) -> tuple
         build(staging)
         manifest = {"layer": name, "builder": BUILDER_VERSION, "pyc": find_lambda_python() is not None}
         (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        if not (target / _MANIFEST).is_file():  # another synthesis may have finished the same build
+            shutil.rmtree(target, ignore_errors=True)  # an interrupted build, if any
+            staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, False

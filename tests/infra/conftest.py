@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,24 @@ ENV_NAME = "dev"
 SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
 
 
-def synthesize(outdir: Path, env_name: str | None) -> Any:
-    """Synthesize the app (one environment, or all when `env_name` is None); cdk-nag runs too."""
+def synthesize(
+    outdir: Path,
+    env_name: str | None,
+    environments: dict[str, Any] | None = None,
+    extend: Callable[[Any], None] | None = None,
+) -> Any:
+    """Synthesize the app (one environment, or all when `env_name` is None); cdk-nag runs too.
+
+    `environments` replaces cdk.json's environments; `extend(app)` may add to the app before synthesis.
+    """
     context: dict[str, Any] = dict(SKIP_BUNDLING)
     if env_name is not None:
         context["env"] = env_name
+    if environments is not None:
+        context[CONTEXT_KEY] = environments
     cdk_app = petrel_app.build_app(petrel_app.new_app(context, outdir=str(outdir)))
+    if extend is not None:
+        extend(cdk_app)
     return cdk_app.synth()
 
 
@@ -37,6 +50,14 @@ def synthesize(outdir: Path, env_name: str | None) -> Any:
 def synthesizer() -> Any:
     """`synthesizer(outdir, env_name)`; for tests that need a synthesis of their own."""
     return synthesize
+
+
+@pytest.fixture(scope="session")
+def all_environments(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(outdir, cloud assembly) of every environment of cdk.json, synthesized once."""
+    outdir = tmp_path_factory.mktemp("cdk-all")
+    # Raises (jsii RuntimeError "Validation failed") on any unacknowledged cdk-nag finding.
+    return outdir, synthesize(outdir, None)
 
 
 @pytest.fixture(scope="session")

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
 from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 
-from infra.config import EnvironmentConfig
+import app as petrel_app
+from infra.config import CONTEXT_KEY, EnvironmentConfig
 from petrel import resources
 
 pytestmark = pytest.mark.infra
-
-
-@pytest.fixture(scope="module")
-def all_environments(tmp_path_factory: pytest.TempPathFactory, synthesizer: Any) -> tuple[Path, Any]:
-    outdir = tmp_path_factory.mktemp("cdk-all")
-    # Raises (jsii RuntimeError "Validation failed") on any unacknowledged cdk-nag finding.
-    return outdir, synthesizer(outdir, None)
 
 
 def test_every_environment_synthesizes_without_cdk_nag_findings(
@@ -34,6 +30,55 @@ def test_every_environment_synthesizes_without_cdk_nag_findings(
         report = json.loads(report_path.read_text())
         violations = [v for plugin in report.get("pluginReports", []) for v in plugin.get("violations", [])]
         assert violations == []
+
+
+def test_an_unacknowledged_finding_fails_synthesis(tmp_path: Path, synthesizer: Any) -> None:
+    def add_wildcard_policy(cdk_app: Any) -> None:
+        stack = cdk_app.node.find_child(petrel_app.stack_id("dev"))
+        iam.Policy(
+            stack,
+            "TooBroad",
+            statements=[iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=["*"])],
+            roles=[stack.workers.worker.role],
+        )
+
+    with pytest.raises(Exception, match=r"AwsSolutions-IAM5\[Resource::\*\]"):
+        synthesizer(tmp_path, "dev", extend=add_wildcard_policy)
+
+
+def test_environments_differ_as_configured(
+    all_environments: tuple[Path, Any], environments: dict[str, EnvironmentConfig]
+) -> None:
+    _, assembly = all_environments
+    for name, config in environments.items():
+        stack = assembly.get_stack_artifact(petrel_app.stack_id(name))
+        found = stack.template["Resources"].values()
+        assert stack.termination_protection is (config.removal_policy == "retain")
+        tables = [r for r in found if r["Type"] == "AWS::DynamoDB::Table"]
+        assert {t["DeletionPolicy"] for t in tables} == {"Delete" if config.destroy_on_delete else "Retain"}
+        for mapping in (r["Properties"] for r in found if r["Type"] == "AWS::Lambda::EventSourceMapping"):
+            assert mapping.get("MaximumBatchingWindowInSeconds", 0) == config.max_batching_window_seconds
+            assert mapping["BatchSize"] == config.batch_size
+        for queue in (r["Properties"] for r in found if r["Type"] == "AWS::SQS::Queue"):
+            if "RedrivePolicy" in queue:
+                assert queue["VisibilityTimeout"] == 6 * config.worker_timeout_seconds
+                assert queue["RedrivePolicy"]["maxReceiveCount"] == config.dlq_max_receive_count
+        assert all(
+            r["Properties"]["QueueName"].startswith(config.name_prefix + "-")
+            for r in found
+            if r["Type"] == "AWS::SQS::Queue"
+        )
+
+
+def test_tracing_is_switched_on_by_config(tmp_path: Path, synthesizer: Any) -> None:
+    raw = copy.deepcopy(petrel_app.cdk_json_context()[CONTEXT_KEY])
+    raw["dev"]["tracing"] = True
+    assembly = synthesizer(tmp_path, "dev", environments=raw)  # cdk-nag must still pass
+    found = assembly.get_stack_artifact(petrel_app.stack_id("dev")).template["Resources"].values()
+    functions = [r["Properties"] for r in found if r["Type"] == "AWS::Lambda::Function"]
+    assert [f["TracingConfig"] for f in functions] == [{"Mode": "Active"}] * 3
+    [stage] = [r["Properties"] for r in found if r["Type"] == "AWS::ApiGateway::Stage"]
+    assert stage["TracingEnabled"] is True
 
 
 def test_cfn_lint_finds_nothing(all_environments: tuple[Path, Any], tmp_path: Path) -> None:
