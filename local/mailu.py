@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import functools
 import grp
 import hashlib
 import imaplib
@@ -48,7 +47,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -141,24 +140,22 @@ def _command_env() -> dict[str, str]:
     return env
 
 
-@functools.cache
-def _postconf_default(name: str) -> str | None:
-    """A compiled-in Postfix default, e.g. ``meta_directory`` (None when unavailable)."""
-    postconf = _which("postconf")
-    if postconf is None:
-        return None
-    result = subprocess.run(
-        [postconf, "-dh", name], capture_output=True, text=True, env=_command_env(), check=False
-    )
-    value = result.stdout.strip()
-    return value if result.returncode == 0 and value else None
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _port_busy(port: int) -> bool:
+    """Whether something else holds ``port`` on 127.0.0.1 (a listener or a connection)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+        return False
 
 
 def _read_pid(path: Path) -> int | None:
@@ -271,6 +268,16 @@ def _listening(ports: Iterable[int]) -> set[int]:
     return found
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float = 15.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
 def _ssha512(password: str) -> str:
     """A salted SHA-512 hash in Dovecot's ``{SSHA512}`` scheme."""
     salt = secrets.token_bytes(16)
@@ -336,6 +343,13 @@ class MailuStandIn:
         self.smtps_port = smtps_port or _free_port()
         self.imap_port = imap_port or _free_port()
         self.imaps_port = imaps_port or _free_port()
+        chosen = {
+            "submission_port": submission_port,
+            "smtps_port": smtps_port,
+            "imap_port": imap_port,
+            "imaps_port": imaps_port,
+        }
+        self._auto_ports = [name for name, given in chosen.items() if not given]
         ports = [self.submission_port, self.smtps_port, self.imap_port, self.imaps_port]
         if len(set(ports)) != len(ports) or min(ports) <= 1024:
             raise ValueError(f"ports must be distinct and above 1024: {ports}")
@@ -413,6 +427,20 @@ class MailuStandIn:
             # ports and an older configuration.
             self.stop()
         self._prepare()
+        try:
+            self._start_daemons()
+        except RuntimeError:
+            # An automatically chosen port may have been taken since construction (an outgoing
+            # connection can get any ephemeral port): choose new ones and try once more.
+            busy = [name for name in self._auto_ports if _port_busy(getattr(self, name))]
+            if not busy:
+                raise
+            for name in busy:
+                setattr(self, name, _free_port())
+            self._prepare()
+            self._start_daemons()
+
+    def _start_daemons(self) -> None:
         # Postfix first: `postfix start` creates its queue directories, and Dovecot puts its
         # auth socket for Postfix into the queue's private/ directory.
         if not self._postfix_alive():
@@ -456,17 +484,29 @@ class MailuStandIn:
             self._update_postfix_tables()
 
     def add_user(self, address: str, password: str) -> None:
-        """Create a mailbox user (SMTP AUTH + IMAP login); effective immediately when running."""
-        address = _check_address(address)
-        domain = address.rsplit("@", 1)[1]
-        if domain not in self.domains:
-            self.domains.append(domain)
-        new = address not in self._users
-        self._users[address] = _ssha512(password)
-        if self._prepared:
-            self._make_maildir(address)
+        """Create a mailbox user (SMTP AUTH + IMAP login); effective when this returns.
+
+        While running this takes up to a second: Dovecot re-reads its passwd-file at most
+        once per second. Add users before ``start()`` or in one ``add_users`` call when
+        there are several.
+        """
+        self.add_users({address: password})
+
+    def add_users(self, users: Mapping[str, str]) -> None:
+        """``add_user`` for several ``{address: password}`` at once (one reload, one wait)."""
+        added = False
+        for raw_address, password in users.items():
+            address = _check_address(raw_address)
+            domain = address.rsplit("@", 1)[1]
+            if domain not in self.domains:
+                self.domains.append(domain)
+            added = added or address not in self._users
+            self._users[address] = _ssha512(password)
+            if self._prepared:
+                self._make_maildir(address)
+        if self._prepared and users:
             self._write_users_file()
-        if new:
+        if added:
             self._update_postfix_tables()
 
     def set_password(self, address: str, password: str) -> None:
@@ -1002,58 +1042,19 @@ service auth {{
         return (result.stdout + result.stderr).strip()
 
     def _start_postfix(self) -> None:
+        # `postfix start` runs its integrity checks first (they also create the queue
+        # directories): about 0.4 s, once main.cf is not "just modified" (see _atomic_write).
         argv = [self._bin("postfix"), "-c", str(self.postfix_config_dir), "start"]
-        quick_start = self.postfix_queue_dir / "quick-start"
-        # `postfix start` on a fresh queue spends ~2 s in its integrity checks (create the
-        # queue directories, scan system directories). Create the directories as
-        # postfix-files says and ask for a quick start; fall back to a full start on failure.
-        quick = self._create_postfix_dirs()
-        if quick:
-            quick_start.touch()
         rc, output = self._run_starter(argv, "postfix-start")
-        ok = rc == 0 and self._wait_listening([self.submission_port, self.smtps_port])
-        if not ok and quick:
-            self._stop_postfix()
-            quick_start.unlink(missing_ok=True)
-            rc, output = self._run_starter(argv, "postfix-start")
-            ok = rc == 0 and self._wait_listening([self.submission_port, self.smtps_port])
-        if not ok:
-            detail = self._postfix_check_output()
-            self._stop_postfix()
-            raise RuntimeError(
-                f"postfix failed to start (rc={rc}) for {self.workdir}\n"
-                f"--- postfix start output ---\n{output}\n"
-                f"--- postfix check ---\n{detail}\n--- logs ---\n{self.log_text(tail=40)}"
-            )
-
-    def _create_postfix_dirs(self) -> bool:
-        """Create the queue and data directories listed in Postfix's ``postfix-files``."""
-        meta = _postconf_default("meta_directory")
-        if meta is None:
-            return False
-        try:
-            lines = (Path(meta) / "postfix-files").read_text().splitlines()
-            owners = {"$mail_owner": "postfix", "root": "root"}
-            places = {"$queue_directory": self.postfix_queue_dir, "$data_directory": self.postfix_data_dir}
-            created = 0
-            for line in lines:
-                fields = line.split(":")
-                if len(fields) < 5 or fields[1] != "d":
-                    continue
-                top, _, rest = fields[0].partition("/")
-                if top not in places or fields[2] not in owners:
-                    continue
-                path = places[top] / rest if rest else places[top]
-                path.mkdir(parents=True, exist_ok=True)
-                gid = -1
-                if fields[3] == "$setgid_group":
-                    gid = grp.getgrnam("postdrop").gr_gid
-                os.chown(path, pwd.getpwnam(owners[fields[2]]).pw_uid, gid)
-                os.chmod(path, int(fields[4], 8))
-                created += 1
-        except (OSError, KeyError, ValueError):
-            return False
-        return created > 2
+        if rc == 0 and self._postfix_ready():
+            return
+        detail = self._postfix_check_output()
+        self._stop_postfix()
+        raise RuntimeError(
+            f"postfix failed to start (rc={rc}) for {self.workdir}\n"
+            f"--- postfix start output ---\n{output}\n"
+            f"--- postfix check ---\n{detail}\n--- logs ---\n{self.log_text(tail=40)}"
+        )
 
     def _stop_postfix(self) -> None:
         self._wait_gone(self._signal_stop(self._postfix_master_pid()), timeout=10.0)
@@ -1111,12 +1112,11 @@ service auth {{
             [self._bin("dovecot"), "-c", str(self.dovecot_config)], "dovecot-start"
         )
         auth_socket = self.postfix_queue_dir / "private" / "auth"
-        ok = rc == 0 and self._wait_listening([self.imap_port, self.imaps_port])
-        if ok:
-            deadline = time.monotonic() + 10.0
-            while not auth_socket.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            ok = auth_socket.exists()
+        # Dovecot opens its listeners before it daemonizes and writes master.pid: wait for all.
+        ports = [self.imap_port, self.imaps_port]
+        ok = rc == 0 and _wait_until(
+            lambda: _listening(ports) == set(ports) and auth_socket.exists() and self._dovecot_alive()
+        )
         if not ok:
             self._stop_dovecot()
             raise RuntimeError(
@@ -1129,13 +1129,9 @@ service auth {{
 
     # ---------------------------------------------------------------- processes
 
-    def _wait_listening(self, ports: list[int], timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _listening(ports) == set(ports):
-                return True
-            time.sleep(0.02)
-        return False
+    def _postfix_ready(self) -> bool:
+        ports = [self.submission_port, self.smtps_port]
+        return _wait_until(lambda: _listening(ports) == set(ports) and self._postfix_alive())
 
     def _wait_gone(self, processes: set[tuple[int, int]], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -156,9 +156,9 @@ class LocalPlatform:
         relay_user = f"relay@{domain}"
         inbox = f"inbox@{domain}"
         inbox_password = secrets.token_urlsafe(18)
-        self.mailu.add_user(relay_user, self.relay_password)
-        self.mailu.add_user(inbox, inbox_password)
-        self.mailu.add_user(f"bounces@{domain}", secrets.token_urlsafe(18))
+        self.mailu.add_users(
+            {relay_user: self.relay_password, inbox: inbox_password, f"bounces@{domain}": secrets.token_urlsafe(18)}
+        )
         deps = container.admin_deps(self.resources.tables["tenants"], self.resources.secrets_prefix)
         tenant = admin.create_tenant(deps, "Demo")
         admin.add_domain(deps, tenant.tenant_id, domain)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import imaplib
 import os
 import shutil
 import smtplib
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,16 +16,7 @@ from pathlib import Path
 
 import pytest
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
-
-from local.mailu import (  # noqa: E402
-    MailuStandIn,
-    ensure_installed,
-    find_processes,
-    install_packages,
-)
+from local.mailu import MailuStandIn, ensure_installed, find_processes, install_packages
 
 pytestmark = pytest.mark.integration
 
@@ -193,9 +184,21 @@ def test_non_local_recipient_is_accepted_and_stays_queued(mailu: MailuStandIn) -
     mailu.clear_queue()
 
 
-def test_plain_imap_login_on_loopback(mailu: MailuStandIn) -> None:
-    import imaplib
+def test_users_added_and_changed_while_running_take_effect_at_once(mailu: MailuStandIn) -> None:
+    late = f"late-{uuid.uuid4().hex[:8]}@petrel.test"
+    mailu.add_user(late, "first-password")
+    with _submission(mailu) as client:
+        client.login(late, "first-password")
+        assert client.sendmail(late, [late], _message("to myself", to=late, sender=late).as_bytes()) == {}
+    assert len(mailu.wait_for_messages(late, "first-password", 1)) == 1
 
+    mailu.set_password(late, "second-password")
+    assert len(mailu.fetch_all(late, "second-password")) == 1
+    with pytest.raises(imaplib.IMAP4.error):
+        mailu.fetch_all(late, "first-password")
+
+
+def test_plain_imap_login_on_loopback(mailu: MailuStandIn) -> None:
     with imaplib.IMAP4(mailu.host, mailu.imap_port, timeout=20) as imap:
         status, _ = imap.login(INBOX, INBOX_PASSWORD)
         assert status == "OK"
