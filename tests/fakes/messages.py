@@ -26,7 +26,6 @@ class FakeMessageStore:
         self.emails: dict[tuple[str, str], EmailRecord] = {}
         self.messages: dict[tuple[str, str, str], MessageRecord] = {}
         self.expires_at: dict[tuple[str, str], int] = {}
-        self.transitions: list[tuple[str, MessageStatus]] = []  # (message_id, new status) in order
 
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
         key = (email.tenant_id, email.email_id)
@@ -100,7 +99,6 @@ class FakeMessageStore:
         if change.failure_reason is not None:
             update["failure_reason"] = change.failure_reason
         self.messages[key] = current.model_copy(update=update)
-        self.transitions.append((message_id, change.status))
         return True
 
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:

@@ -60,7 +60,9 @@ def test_unknown_path_is_a_404_problem() -> None:
     assert "/v1/nothing-here" in body["detail"]
 
 
-@pytest.mark.parametrize(("method", "path"), [("DELETE", "/v1/emails"), ("PUT", "/v1/emails/batch"), ("POST", "/v1/openapi.json")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("DELETE", "/v1/emails"), ("PUT", "/v1/emails/batch"), ("POST", "/v1/openapi.json")]
+)
 def test_wrong_method_is_a_405_problem(method: str, path: str) -> None:
     body = _problem(routes.dispatch(_event(method, path)), 405)
     assert body["type"] == "urn:petrel:problem:method-not-allowed"

@@ -6,7 +6,6 @@ import pytest
 
 from petrel.errors import Unauthorized
 from petrel.services.auth import KEY_PREFIX, authenticate, bearer_token, hash_key, mint_api_key
-
 from tests.fakes import FakeWorld
 
 

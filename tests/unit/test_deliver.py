@@ -11,7 +11,6 @@ from petrel.models.jobs import SendJob
 from petrel.models.records import EmailRecord, MessageRecord, MessageStatus
 from petrel.ports import Envelope
 from petrel.services.deliver import DeliverDeps, JobResult, choose_server, deliver_message
-
 from tests.fakes import FakeWorld, Seeded, records
 from tests.fakes.smtp import reply
 
@@ -28,7 +27,11 @@ def _store(
 ) -> tuple[EmailRecord, MessageRecord, SendJob]:
     email, (message,) = records.email(seeded.tenant.tenant_id, [recipient], body=BODY, **kwargs)  # type: ignore[arg-type]
     world.messages.create_email(email, [message], 0)
-    return email, message, SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id)
+    return (
+        email,
+        message,
+        SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id),
+    )
 
 
 def _current(world: FakeWorld, message: MessageRecord) -> MessageRecord:
@@ -82,13 +85,21 @@ def test_return_path_falls_back_to_the_from_domain(world: FakeWorld, seeded: See
     assert world.relay.calls[0].envelope.sender == f"bounces+{message.message_id}@unregistered.example"
 
 
-def test_body_from_the_blob_store(world: FakeWorld, seeded: Seeded) -> None:
+def test_body_from_the_blob_store_read_once_per_email(world: FakeWorld, seeded: Seeded) -> None:
     world.blobs.put("bodies/x.eml", b"big body\r\n")
-    _, _, job = _store(world, seeded, body_key="bodies/x.eml")
+    email, messages = records.email(
+        seeded.tenant.tenant_id, ["a@example.org", "b@example.org"], body_key="bodies/x.eml"
+    )
+    world.messages.create_email(email, messages, 0)
+    deps = _deps(world)
 
-    deliver_message(_deps(world), job)
+    for message in messages:
+        deliver_message(
+            deps, SendJob(tenant_id=email.tenant_id, email_id=email.email_id, message_id=message.message_id)
+        )
 
-    assert world.relay.calls[0].data == b"big body\r\n"
+    assert [c.data for c in world.relay.calls] == [b"big body\r\n"] * 2
+    assert world.blobs.gets == 1  # the worker keeps a body for the batch's other recipients
 
 
 def test_unknown_mailbox_bounces_hard(world: FakeWorld, seeded: Seeded) -> None:
@@ -224,7 +235,9 @@ def test_a_lease_lost_during_the_relay_is_not_overwritten(world: FakeWorld, seed
 
     def slow_relay(*args: object) -> SmtpReply:
         later = world.clock.timestamp() + 500  # the lease expired and another worker took the message
-        world.messages.lease(message.tenant_id, message.email_id, message.message_id, now=later, lease_until=later + 120)
+        world.messages.lease(
+            message.tenant_id, message.email_id, message.message_id, now=later, lease_until=later + 120
+        )
         return relay(*args)  # type: ignore[arg-type]
 
     world.relay.relay = slow_relay  # type: ignore[method-assign]
@@ -252,7 +265,7 @@ def test_no_server_in_the_pool_defers(world: FakeWorld, seeded: Seeded) -> None:
 
 def test_disabled_servers_are_not_used(world: FakeWorld, seeded: Seeded) -> None:
     world.tenants.put_server(seeded.server.model_copy(update={"enabled": False}))
-    _, message, job = _store(world, seeded)
+    _, _, job = _store(world, seeded)
 
     delivery = deliver_message(_deps(world), job)
 
@@ -292,6 +305,7 @@ def test_a_refused_password_is_read_again_on_the_next_attempt(world: FakeWorld, 
     deliver_message(deps, job)
 
     assert [c.password for c in world.relay.calls] == ["pw-1", "pw-2"]
+    assert world.secrets.reads == 2  # the cache forgot the refused password
     assert _current(world, message).status == MessageStatus.RELAYED
 
 

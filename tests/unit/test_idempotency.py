@@ -6,7 +6,6 @@ import pytest
 
 from petrel.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest
 from petrel.services.idempotency import IN_FLIGHT_SECONDS, StoredResponse, request_hash, run_idempotent
-
 from tests.fakes import FakeWorld
 
 BODY = b'{"to": "bob@example.org"}'
@@ -26,7 +25,9 @@ class Call:
         return self.response
 
 
-def _run(world: FakeWorld, call: Call, *, key: str = "order-42", body: bytes = BODY, tenant: str = "tn_a") -> StoredResponse:
+def _run(
+    world: FakeWorld, call: Call, *, key: str = "order-42", body: bytes = BODY, tenant: str = "tn_a"
+) -> StoredResponse:
     return run_idempotent(
         world.idempotency,
         world.clock,
@@ -78,7 +79,9 @@ def test_an_abandoned_claim_is_taken_over(world: FakeWorld) -> None:
     scoped = "tn_a#order-42"
     now = world.clock.timestamp()
     fingerprint = request_hash("POST", "/v1/emails", BODY)
-    world.idempotency.begin(scoped, fingerprint, now=now, expires_at=now + 86400, in_flight_until=now + IN_FLIGHT_SECONDS)
+    world.idempotency.begin(
+        scoped, fingerprint, now=now, expires_at=now + 86400, in_flight_until=now + IN_FLIGHT_SECONDS
+    )
     world.clock.advance(IN_FLIGHT_SECONDS + 1)  # that request died without releasing
 
     call = Call(StoredResponse(202, '{"id": "em_9"}'))

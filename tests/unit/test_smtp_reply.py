@@ -107,7 +107,12 @@ def test_552_at_data_without_enhanced_code_is_the_message() -> None:
 
 @pytest.mark.parametrize(
     ("code", "text"),
-    [(550, "5.2.2 mailbox full"), (550, "Mailbox unavailable"), (553, "mailbox name not allowed"), (552, "5.2.2 quota")],
+    [
+        (550, "5.2.2 mailbox full"),
+        (550, "Mailbox unavailable"),
+        (553, "mailbox name not allowed"),
+        (552, "5.2.2 quota"),
+    ],
 )
 def test_other_permanent_replies_bounce_hard_without_suppression(code: int, text: str) -> None:
     outcome = classify(_reply(code, text, Stage.RCPT))
@@ -127,7 +132,9 @@ def test_refusals_before_the_transaction_soft_fail(stage: Stage, code: int) -> N
     assert isinstance(outcome, SoftFail) and outcome.reason == f"{stage}-refused"
 
 
-@pytest.mark.parametrize(("code", "text"), [(550, "5.7.1 sender rejected"), (553, "5.1.8 bad sender domain"), (501, "x")])
+@pytest.mark.parametrize(
+    ("code", "text"), [(550, "5.7.1 sender rejected"), (553, "5.1.8 bad sender domain"), (501, "x")]
+)
 def test_sender_refused_at_mail_is_a_permanent_failure(code: int, text: str) -> None:
     outcome = classify(_reply(code, text, Stage.MAIL))
     assert isinstance(outcome, PermanentFail)

@@ -13,16 +13,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.integration.aws_env import clean_aws_environment
 from tests.integration.contracts.backends import Backend, fake_backend, moto_backend
-
-REGION = "us-east-1"
 
 
 @pytest.fixture(scope="session")
-def aws_clients() -> dict[str, Any]:
+def aws_clients(boto_session: boto3.session.Session) -> dict[str, Any]:
     """Clients built once: moto intercepts them whenever a mock is active (building them is the slow part)."""
-    session = boto3.session.Session(region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
-    return {name: session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager")}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_aws_environment(monkeypatch)
+        return {name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager")}
 
 
 @pytest.fixture(params=["fake", pytest.param("moto", marks=pytest.mark.integration)])
@@ -31,5 +31,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         yield fake_backend()
         return
     clients = request.getfixturevalue("aws_clients")
+    clean_aws_environment(request.getfixturevalue("monkeypatch"))  # moto reads the profile too
     with mock_aws():
         yield moto_backend(clients)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from moto import mock_aws
 
+from petrel.adapters.queues import SqsJobQueue
 from petrel.models.jobs import SendJob
-
+from tests.integration.aws_env import clean_aws_environment
 from tests.integration.contracts.backends import Backend
 
 
@@ -43,6 +47,20 @@ def test_jobs_arrive_on_their_pools_queue(backend: Backend) -> None:
     assert sorted(arrived_t, key=lambda j: j.message_id) == sorted(transactional, key=lambda j: j.message_id)
     assert sorted(arrived_b, key=lambda j: j.message_id) == sorted(bulk, key=lambda j: j.message_id)
     assert backend.arrived("transactional") == []
+
+
+@pytest.mark.integration
+def test_sqs_returns_the_jobs_it_could_not_enqueue(
+    aws_clients: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `submit` relies on to mark a message failed rather than leave it queued forever."""
+    clean_aws_environment(monkeypatch)
+    jobs = _jobs(12)
+    with mock_aws():
+        queue = SqsJobQueue(
+            aws_clients["sqs"], {"transactional": "https://sqs.us-east-1.amazonaws.com/123456789012/gone"}
+        )
+        assert queue.send_jobs("transactional", jobs) == jobs
 
 
 def test_no_jobs_is_nothing_sent(backend: Backend) -> None:

@@ -11,7 +11,6 @@ import pytest
 from petrel.errors import InvalidRequest
 from petrel.models.records import Attempt, Event, MessageRecord, MessageStatus, Reply
 from petrel.ports import Transition
-
 from tests.fakes import records
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.contracts.backends import Backend
@@ -61,7 +60,7 @@ def test_email_with_body_in_blob_store_keeps_only_the_key(backend: Backend) -> N
 
 
 def test_missing_email_and_message(backend: Backend) -> None:
-    email_id, messages = _stored(backend)
+    email_id, _ = _stored(backend)
 
     assert backend.messages.get_email("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
     assert backend.messages.get_email_record("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA") is None

@@ -59,6 +59,13 @@ def test_api_key_found_by_hash_only(backend: Backend) -> None:
     assert backend.tenants.list_api_keys("tn_b") == []
 
 
+def test_an_ambiguous_hash_finds_nothing(backend: Backend) -> None:
+    backend.tenants.put_api_key(_key("tn_a", "e" * 64))
+    backend.tenants.put_api_key(_key("tn_b", "e" * 64))
+
+    assert backend.tenants.find_api_key("e" * 64) is None
+
+
 def test_revoke_api_key_once(backend: Backend) -> None:
     key = _key("tn_a", "c" * 64)
     backend.tenants.put_api_key(key)

@@ -1,0 +1,249 @@
+"""A scripted submission server on 127.0.0.1 (aiosmtpd): STARTTLS or implicit TLS, AUTH, optional DSN.
+
+Replies are scripted per recipient (at RCPT or at DATA); everything the server saw is recorded:
+EHLOs, logins, connections, and each accepted message with its envelope and options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+USERNAME = "relay@example.com"
+PASSWORD = "correct horse battery staple"
+DSN_PARAMS = frozenset({"RET", "ENVID", "NOTIFY", "ORCPT"})
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A private CA and a server certificate it signed for 127.0.0.1 only (not for `localhost`)."""
+
+    ca_pem: str
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Petrel test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return TlsFiles(ca.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file)
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    mail_options: tuple[str, ...]
+    rcpt_to: tuple[str, ...]
+    rcpt_options: tuple[str, ...]
+    data: bytes
+
+
+@dataclass
+class ScriptedHandler:
+    """`script[recipient] = ("rcpt" | "data", "451 4.3.0 ...")`; other recipients get 250."""
+
+    dsn: bool = False
+    password: str = PASSWORD
+    script: dict[str, tuple[str, str]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    ehlos: int = 0
+    logins: list[tuple[str, bool]] = field(default_factory=list)
+    protocols: list[SMTP] = field(default_factory=list)  # one per connection that said EHLO
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login.decode() == USERNAME
+            and data.password.decode() == self.password
+        )
+        self.logins.append((mechanism, ok))
+        return AuthResult(success=ok, handled=False)
+
+    @property
+    def connections(self) -> int:
+        return len(self.protocols)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ):
+        session.host_name = hostname
+        self.ehlos += 1
+        if not any(p is server for p in self.protocols):
+            self.protocols.append(server)
+        if self.dsn:
+            responses.insert(len(responses) - 1, "250-DSN")
+        return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
+        stage, reply = self.script.get(address.lower(), ("", ""))
+        if stage == "rcpt":
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope):
+        for recipient in envelope.rcpt_tos:
+            stage, reply = self.script.get(recipient.lower(), ("", ""))
+            if stage == "data":
+                return reply
+        self.received.append(
+            Received(
+                mail_from=str(envelope.mail_from),
+                mail_options=tuple(envelope.mail_options),
+                rcpt_to=tuple(envelope.rcpt_tos),
+                rcpt_options=tuple(envelope.rcpt_options),
+                data=bytes(envelope.original_content or b""),
+            )
+        )
+        return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+
+class _Smtp(SMTP):
+    """aiosmtpd refuses every RCPT parameter and MAIL parameters it does not know; accept DSN's."""
+
+    def __init__(self, handler: ScriptedHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._dsn = handler.dsn
+        self.closed = threading.Event()
+
+    def _getparams(self, params: Any) -> Any:
+        result = super()._getparams(params)
+        if result is not None and self._dsn:
+            result = {k: v for k, v in result.items() if k not in DSN_PARAMS}
+        return result
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.closed.set()
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _Smtp(self.handler, **self.SMTP_kwargs)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    controller: Controller
+    handler: ScriptedHandler
+    port: int
+    security: str  # "starttls" or "tls"
+    host: str = "127.0.0.1"
+
+    def drop_connections(self, timeout: float = 5.0) -> None:
+        """Drop every open session from the server side (a restart, an idle timeout), and wait for it."""
+        live = [p for p in self.handler.protocols if p.transport is not None]
+        for protocol in live:
+            self.controller.loop.call_soon_threadsafe(protocol.transport.abort)  # type: ignore[union-attr]
+        for protocol in live:
+            assert protocol.closed.wait(timeout), "the server did not close the session"  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def start_server(tls: TlsFiles, *, security: str = "starttls", dsn: bool = False) -> RunningServer:
+    handler = ScriptedHandler(dsn=dsn)
+    port = free_port()
+    common: dict[str, Any] = {
+        "hostname": "127.0.0.1",
+        "port": port,
+        "server_hostname": "mail.test",
+        "authenticator": handler.authenticate,
+        "auth_required": True,
+    }
+    if security == "starttls":
+        controller = _Controller(
+            handler, tls_context=tls.server_context(), require_starttls=True, auth_require_tls=True, **common
+        )
+    else:  # implicit TLS: the whole connection is TLS, so AUTH needs no STARTTLS first
+        controller = _Controller(handler, ssl_context=tls.server_context(), auth_require_tls=False, **common)
+    controller.start()
+    return RunningServer(controller, handler, port, security)

@@ -1,0 +1,443 @@
+"""The deployed handlers (api, authorizer, send_worker) in-process against moto and a real SMTP server.
+
+Events are built the way API Gateway (REST proxy, REQUEST authorizer) and the SQS event source
+build them (see local/front.py and local/lambda_runtime.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.handlers import load
+from local.lambda_runtime import LocalContext, QueuePump
+from local.provision import LocalResources, provision
+from petrel import container, resources
+from petrel.adapters import aws as petrel_aws
+from petrel.models.jobs import SendJob
+from petrel.models.records import SmtpServer, Tenant
+from petrel.services import tenants
+from petrel.services.tenants import AdminDeps
+from tests.integration.aws_env import REGION, clean_aws_environment
+from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer, TlsFiles
+
+pytestmark = pytest.mark.integration
+
+STAGE_ARN = "arn:aws:execute-api:us-east-1:000000000000:api123/test"
+
+
+def _email(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "from": "Jane <jane@example.com>",
+        "to": "bob@example.org",
+        "subject": "Hi",
+        "text": "Hello",
+    }
+    body.update(fields)
+    return body
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    raw: str
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.raw)
+
+
+@dataclass
+class Stack:
+    aws: dict[str, Any]
+    made: LocalResources
+    admin: AdminDeps
+    tenant: Tenant
+    server: SmtpServer
+    key: str
+    smtp: RunningServer
+    monkeypatch: pytest.MonkeyPatch
+
+    def authorize(self, authorization: str | None, method: str = "GET", path: str = "/v1/emails") -> dict[str, Any]:
+        headers = {"Authorization": authorization} if authorization is not None else {}
+        event = {
+            "type": "REQUEST",
+            "methodArn": f"{STAGE_ARN}/{method}{path}",
+            "resource": "/v1/{proxy+}",
+            "path": path,
+            "httpMethod": method,
+            "headers": headers,
+        }
+        result: dict[str, Any] = load("authorizer").lambda_handler(event, LocalContext("authorizer"))
+        return result
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> Response:
+        all_headers = {"Authorization": f"Bearer {key or self.key}", "Content-Type": "application/json"}
+        all_headers.update(headers or {})
+        policy = self.authorize(all_headers["Authorization"], method, path)
+        assert policy["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+        event = {
+            "resource": "/v1/{proxy+}",
+            "path": path,
+            "httpMethod": method,
+            "headers": all_headers,
+            "queryStringParameters": query,
+            "pathParameters": {"proxy": path.removeprefix("/v1/")},
+            "body": body if body is None or isinstance(body, str) else json.dumps(body),
+            "isBase64Encoded": False,
+            "requestContext": {
+                "requestId": "req-test",
+                "stage": "test",
+                "httpMethod": method,
+                "authorizer": {**policy["context"], "principalId": policy["principalId"]},
+            },
+        }
+        result = load("api").lambda_handler(event, LocalContext("api"))
+        return Response(result["statusCode"], result["headers"], result["body"])
+
+    def send(self, **fields: Any) -> dict[str, Any]:
+        response = self.call("POST", "/v1/emails", _email(**fields))
+        assert response.status == 202, response.raw
+        sent: dict[str, Any] = response.body
+        return sent
+
+    def get(self, email_id: str) -> dict[str, Any]:
+        response = self.call("GET", f"/v1/emails/{email_id}")
+        assert response.status == 200, response.raw
+        view: dict[str, Any] = response.body
+        return view
+
+    def queue_url(self, pool: str = "transactional") -> str:
+        return self.made.queue_urls[f"send-{pool}"]
+
+    def pump(self, pool: str = "transactional") -> int:
+        """Run the send worker over what is on the queue, as Lambda's SQS event source would."""
+        url = self.queue_url(pool)
+        arn = self.aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        handled = 0
+        while count := QueuePump(
+            self.aws["sqs"], url, arn, load("send_worker").lambda_handler, function_name="send_worker"
+        ).poll_once():
+            handled += count
+        return handled
+
+    def receive_records(self, expected: int, pool: str = "transactional") -> list[dict[str, Any]]:
+        """Take `expected` messages off the queue as SQS event records (without running the worker)."""
+        records: list[dict[str, Any]] = []
+        for _ in range(10):
+            out = self.aws["sqs"].receive_message(QueueUrl=self.queue_url(pool), MaxNumberOfMessages=10)
+            for m in out.get("Messages", []):
+                records.append(
+                    {
+                        "messageId": m["MessageId"],
+                        "receiptHandle": m["ReceiptHandle"],
+                        "body": m["Body"],
+                        "attributes": {},
+                        "messageAttributes": {},
+                        "md5OfBody": hashlib.md5(m["Body"].encode(), usedforsecurity=False).hexdigest(),
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:send",
+                        "awsRegion": REGION,
+                    }
+                )
+            if len(records) >= expected:
+                break
+        assert len(records) == expected
+        return records
+
+    def enqueue_again(self, job: SendJob, pool: str = "transactional") -> None:
+        """What the retry schedule does when it fires: the same job back on the send queue."""
+        self.aws["sqs"].send_message(QueueUrl=self.queue_url(pool), MessageBody=job.model_dump_json())
+
+    def setenv(self, name: str, value: str) -> None:
+        """Change a function setting; containers are rebuilt on next use, like a new deployment."""
+        self.monkeypatch.setenv(name, value)
+        container.reset()
+
+
+@pytest.fixture
+def stack(
+    monkeypatch: pytest.MonkeyPatch,
+    boto_session: boto3.session.Session,
+    submission_server: RunningServer,
+    tls_files: TlsFiles,
+) -> Iterator[Stack]:
+    clean_aws_environment(monkeypatch)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_METRICS_NAMESPACE": "PetrelTest",
+        "POWERTOOLS_SERVICE_NAME": "petrel-test",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # Petrel's client factory, with its own config, but built from the module's warm session (speed only).
+    shared = functools.cache(lambda service: boto_session.client(service, config=petrel_aws._CONFIG))
+    monkeypatch.setattr(petrel_aws, "client", shared)
+    with mock_aws():
+        container.reset()
+        aws = {name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager")}
+        made = provision(
+            aws["dynamodb"], aws["sqs"], aws["s3"], prefix="petrel-test", visibility_timeout=30, max_receive_count=3
+        )
+        for name, value in made.environment().items():
+            monkeypatch.setenv(name, value)
+        admin = container.admin_deps(made.tables[resources.TENANTS.name], made.secrets_prefix)
+        tenant = tenants.create_tenant(admin, "Acme")
+        tenants.add_domain(admin, tenant.tenant_id, "example.com", "bounce.example.com")
+        server = tenants.add_smtp_server(
+            admin,
+            tenant.tenant_id,
+            host="127.0.0.1",
+            port=submission_server.port,
+            security="starttls",
+            username=USERNAME,
+            password=PASSWORD,
+            ca_bundle=tls_files.ca_pem,
+        )
+        key = tenants.create_api_key(admin, tenant.tenant_id, "tests").secret
+        yield Stack(aws, made, admin, tenant, server, key, submission_server, monkeypatch)
+        container.reset()
+
+
+def test_send_relay_and_read_back(stack: Stack) -> None:
+    sent = stack.send(to=["Bob <bob@example.org>"])
+    [recipient] = sent["recipients"]
+    assert recipient["email"] == "bob@example.org" and recipient["status"] == "queued"
+
+    assert stack.pump() == 1
+
+    view = stack.get(sent["id"])
+    [message] = view["recipients"]
+    assert message["id"] == recipient["id"] and message["status"] == "relayed"
+    assert message["attempts"] == 1
+    assert message["last_reply"]["code"] == 250 and message["last_reply"]["stage"] == "data"
+    [attempt] = message["attempt_log"]
+    assert attempt["number"] == 1 and attempt["outcome"] == "relayed" and attempt["server_id"] == stack.server.server_id
+    assert attempt["reply"]["code"] == 250
+    assert [e["type"] for e in view["events"]] == ["email.queued", "email.sent"]
+    assert view["from"] == "Jane <jane@example.com>" and view["message_id_header"].endswith("@example.com>")
+    [received] = stack.smtp.handler.received
+    assert received.mail_from == f"bounces+{recipient['id']}@bounce.example.com"
+    assert received.rcpt_to == ("bob@example.org",)
+    assert f"Message-ID: {view['message_id_header']}".encode() in received.data
+
+
+def test_worker_reports_only_the_deferred_record(stack: Stack) -> None:
+    stack.smtp.handler.script["soft@example.org"] = ("rcpt", "451 4.3.0 Temporary lookup failure")
+    stack.smtp.handler.script["gone@example.org"] = ("rcpt", "550 5.1.1 <gone@example.org>: user unknown")
+    sent = stack.send(to=["ok@example.org", "soft@example.org", "gone@example.org"])
+    ids = {r["email"]: r["id"] for r in sent["recipients"]}
+    records = stack.receive_records(3)
+    record_of = {SendJob.model_validate_json(r["body"]).message_id: r["messageId"] for r in records}
+
+    result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker"))
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": record_of[ids["soft@example.org"]]}]}
+    status = {m["email"]: m for m in stack.get(sent["id"])["recipients"]}
+    assert status["ok@example.org"]["status"] == "relayed"
+    assert status["soft@example.org"]["status"] == "deferred"
+    assert status["soft@example.org"]["last_reply"]["enhanced"] == "4.3.0"
+    assert status["gone@example.org"]["status"] == "bounced"
+    assert status["gone@example.org"]["bounce_class"] == "hard"
+    assert status["gone@example.org"]["last_reply"]["code"] == 550
+
+
+def test_a_bounce_alone_is_not_a_batch_failure(stack: Stack) -> None:
+    stack.smtp.handler.script["gone@example.org"] = ("rcpt", "550 5.1.1 user unknown")
+    stack.send(to="gone@example.org")
+
+    result = load("send_worker").lambda_handler({"Records": stack.receive_records(1)}, LocalContext("send_worker"))
+
+    assert result == {"batchItemFailures": []}
+
+
+def test_idempotency_over_the_handler(stack: Stack) -> None:
+    body = json.dumps(_email(subject="Invoice 42"))
+    first = stack.call("POST", "/v1/emails", body, headers={"Idempotency-Key": "invoice-42"})
+    again = stack.call("POST", "/v1/emails", body, headers={"Idempotency-Key": "invoice-42"})
+    other = stack.call(
+        "POST", "/v1/emails", json.dumps(_email(subject="Invoice 43")), headers={"Idempotency-Key": "invoice-42"}
+    )
+
+    assert first.status == again.status == 202
+    assert again.raw == first.raw
+    assert again.headers["Idempotency-Key"] == "invoice-42"
+    assert other.status == 409
+    assert other.headers["Content-Type"] == "application/problem+json"
+    assert other.body["type"] == "urn:petrel:problem:idempotency-key-reused"
+    listing = stack.call("GET", "/v1/emails").body
+    assert [m["email_id"] for m in listing["data"]] == [first.body["id"]]
+    assert stack.pump() == 1
+    assert len(stack.smtp.handler.received) == 1
+
+
+def test_another_tenants_key_cannot_see_the_email(stack: Stack) -> None:
+    sent = stack.send()
+    other = tenants.create_tenant(stack.admin, "Other")
+    other_key = tenants.create_api_key(stack.admin, other.tenant_id).secret
+
+    response = stack.call("GET", f"/v1/emails/{sent['id']}", key=other_key)
+
+    assert response.status == 404
+    assert response.body["type"] == "urn:petrel:problem:not-found"
+    assert stack.call("GET", "/v1/emails", key=other_key).body["data"] == []
+    assert stack.call("GET", f"/v1/emails/{sent['id']}").status == 200
+
+
+def test_batch_with_one_valid_and_one_invalid_email(stack: Stack) -> None:
+    response = stack.call("POST", "/v1/emails/batch", {"emails": [_email(), _email(to="not-an-address")]})
+
+    assert response.status == 202
+    first, second = response.body["results"]
+    assert (first["index"], first["status"], first["error"]) == (0, 202, None)
+    assert first["email"]["recipients"][0]["status"] == "queued"
+    assert (second["index"], second["status"], second["email"]) == (1, 422, None)
+    assert second["error"]["type"] == "urn:petrel:problem:invalid-request"
+    assert [e["pointer"] for e in second["error"]["errors"]] == ["/to"]
+    assert stack.pump() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        (_email(to=[]), "/"),
+        (_email(subject="a\r\nBcc: eve@example.org"), "/subject"),
+        (_email(headers={"Message-Id": "<x@y>"}), "/headers"),
+        (_email(attachments=[{"filename": "a.txt", "content": "%%%"}]), "/attachments/0/content"),
+        (_email(surprise=True), "/surprise"),
+        (_email(text=None), "/"),
+    ],
+)
+def test_validation_failures_are_422_problems(stack: Stack, body: dict[str, Any], pointer: str) -> None:
+    response = stack.call("POST", "/v1/emails", {k: v for k, v in body.items() if v is not None})
+
+    assert response.status == 422
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.body
+    assert problem["type"] == "urn:petrel:problem:invalid-request" and problem["status"] == 422
+    assert problem["instance"] == "/v1/emails" and problem["title"] and problem["detail"]
+    assert pointer in [e["pointer"] for e in problem["errors"]]
+
+
+def test_a_sender_domain_the_tenant_does_not_own(stack: Stack) -> None:
+    response = stack.call("POST", "/v1/emails", _email(**{"from": "x@elsewhere.example"}))
+
+    assert response.status == 422
+    assert response.body["errors"][0]["pointer"] == "/from"
+
+
+def test_malformed_json_is_400(stack: Stack) -> None:
+    response = stack.call("POST", "/v1/emails", '{"from": "jane@example.com", ')
+
+    assert response.status == 400
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.body["type"] == "urn:petrel:problem:malformed-body"
+
+
+def test_list_relayed_in_pages_of_one(stack: Stack) -> None:
+    sent = [stack.send(subject=f"n{i}", to=f"user{i}@example.org") for i in range(3)]
+    stack.pump()
+
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(5):
+        query = {"status": "relayed", "limit": "1", **({"cursor": cursor} if cursor else {})}
+        page = stack.call("GET", "/v1/emails", query=query)
+        assert page.status == 200, page.raw
+        seen += [m["id"] for m in page.body["data"]]
+        assert all(m["status"] == "relayed" for m in page.body["data"])
+        cursor = page.body["next_cursor"]
+        if cursor is None:
+            break
+
+    assert seen == [s["recipients"][0]["id"] for s in reversed(sent)]  # newest first
+    assert stack.call("GET", "/v1/emails", query={"status": "queued"}).body["data"] == []
+    garbled = stack.call("GET", "/v1/emails", query={"status": "relayed", "cursor": "garbage"})
+    assert garbled.status == 422
+    bad_limit = stack.call("GET", "/v1/emails", query={"limit": "many"})
+    assert bad_limit.status == 422
+
+
+def test_authorizer_allows_a_valid_key(stack: Stack) -> None:
+    policy = stack.authorize(f"Bearer {stack.key}", "POST", "/v1/emails")
+
+    [statement] = policy["policyDocument"]["Statement"]
+    assert statement == {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": f"{STAGE_ARN}/*"}
+    assert policy["context"]["tenant_id"] == stack.tenant.tenant_id
+    assert set(policy["context"]["scopes"].split()) == {"emails:send", "emails:read"}
+    assert policy["principalId"].startswith("key_")
+    assert stack.key not in json.dumps(policy)
+
+
+def test_authorizer_refuses_revoked_unknown_and_missing_keys(stack: Stack) -> None:
+    minted = tenants.create_api_key(stack.admin, stack.tenant.tenant_id, "to revoke")
+    tenants.revoke_api_key(stack.admin, stack.tenant.tenant_id, minted.key.key_id)
+
+    for header in (f"Bearer {minted.secret}", "Bearer ptl_unknown0000000000000000000000", "Basic eDp5", None):
+        with pytest.raises(Exception, match=r"^Unauthorized$"):
+            stack.authorize(header)
+
+
+def test_a_large_body_goes_through_s3_intact(stack: Stack) -> None:
+    stack.setenv("PETREL_INLINE_BODY_LIMIT", "2048")
+    text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(400))
+
+    sent = stack.send(text=text)
+    stack.pump()
+
+    key = f"bodies/{stack.tenant.tenant_id}/{sent['id']}.eml"
+    stored = stack.aws["s3"].get_object(Bucket=stack.made.bucket, Key=key)["Body"].read()
+    assert len(stored) > 2048
+    item = stack.aws["dynamodb"].get_item(
+        TableName=stack.made.tables[resources.MESSAGES.name],
+        Key={"pk": {"S": f"{stack.tenant.tenant_id}#{sent['id']}"}, "sk": {"S": "EMAIL"}},
+    )["Item"]
+    assert "body_inline" not in item and item["body_key"]["S"] == key
+    [received] = stack.smtp.handler.received
+    assert received.data.rstrip(b"\r\n") == stored.rstrip(b"\r\n")
+    assert stack.get(sent["id"])["recipients"][0]["status"] == "relayed"
+
+
+def test_a_wrong_smtp_password_keeps_the_message_until_it_is_fixed(stack: Stack) -> None:
+    stack.setenv("PETREL_CONFIG_CACHE_SECONDS", "0")
+    stack.smtp.handler.password = "rotated-on-mailu"  # the operator changed it on the server only
+    sent = stack.send()
+    [recipient] = sent["recipients"]
+
+    stack.pump()
+
+    [deferred] = stack.get(sent["id"])["recipients"]
+    assert deferred["status"] == "deferred"
+    assert deferred["last_reply"]["code"] == 535 and deferred["last_reply"]["stage"] == "auth"
+    assert stack.smtp.handler.received == []
+
+    tenants.set_smtp_password(stack.admin, stack.tenant.tenant_id, stack.server.server_id, "rotated-on-mailu")
+    stack.enqueue_again(SendJob(tenant_id=stack.tenant.tenant_id, email_id=sent["id"], message_id=recipient["id"]))
+    stack.pump()
+
+    view = stack.get(sent["id"])
+    [relayed] = view["recipients"]
+    assert relayed["status"] == "relayed" and relayed["attempts"] == 2
+    assert [a["outcome"] for a in relayed["attempt_log"]] == ["softfail", "relayed"]
+    assert [e["type"] for e in view["events"]] == ["email.queued", "email.deferred", "email.sent"]
+    assert len(stack.smtp.handler.received) == 1
