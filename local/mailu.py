@@ -123,8 +123,7 @@ def install_packages() -> None:
     if result.returncode != 0 or missing:
         tail = "\n".join(result.stdout.splitlines()[-30:])
         raise RuntimeError(
-            f"{script.name} failed (rc={result.returncode}, still missing: {missing}): "
-            f"{_INSTALL_HINT}\n{tail}"
+            f"{script.name} failed (rc={result.returncode}, still missing: {missing}): {_INSTALL_HINT}\n{tail}"
         )
 
 
@@ -577,9 +576,7 @@ class MailuStandIn:
     def fetch_all(self, address: str, password: str, mailbox: str = "INBOX") -> list[bytes]:
         """Log in over IMAPS (verifying the CA) and return every message of ``mailbox`` raw."""
         messages: list[bytes] = []
-        with imaplib.IMAP4_SSL(
-            self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=15
-        ) as imap:
+        with imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=15) as imap:
             imap.login(address, password)
             status, _ = imap.select(mailbox, readonly=True)
             if status != "OK":
@@ -593,9 +590,7 @@ class MailuStandIn:
                         messages.append(bytes(part[1]))
         return messages
 
-    def wait_for_messages(
-        self, address: str, password: str, count: int, timeout: float = 20.0
-    ) -> list[bytes]:
+    def wait_for_messages(self, address: str, password: str, count: int, timeout: float = 20.0) -> list[bytes]:
         """Poll ``fetch_all`` until the mailbox holds at least ``count`` messages."""
         deadline = time.monotonic() + timeout
         while True:
@@ -837,15 +832,11 @@ class MailuStandIn:
                 critical=False,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         pem = serialization.Encoding.PEM
-        server_key_pem = server_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        server_key_pem = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         _atomic_write(key_file, server_key_pem.decode(), 0o600)
         _atomic_write(chain_file, (server_cert.public_bytes(pem) + ca_cert.public_bytes(pem)).decode(), 0o644)
         _atomic_write(self.ca_file, ca_cert.public_bytes(pem).decode(), 0o644)
@@ -1078,11 +1069,7 @@ service auth {{
         master = self._postfix_master_pid()
         if master is None:
             return
-        old = {
-            (pid, start)
-            for pid, start in _descendants(master)
-            if (_proc_stat(pid) or ("",))[0] in _TABLE_READERS
-        }
+        old = {(pid, start) for pid, start in _descendants(master) if (_proc_stat(pid) or ("",))[0] in _TABLE_READERS}
         # What `postfix reload` sends. Idle daemons then exit at once (a daemon busy with a
         # session finishes it first); any daemon the master starts from now on reads the new
         # tables, so once the old ones are gone every new session sees the change.
@@ -1108,9 +1095,7 @@ service auth {{
         return self._dovecot_master_pid() is not None
 
     def _start_dovecot(self) -> None:
-        rc, output = self._run_starter(
-            [self._bin("dovecot"), "-c", str(self.dovecot_config)], "dovecot-start"
-        )
+        rc, output = self._run_starter([self._bin("dovecot"), "-c", str(self.dovecot_config)], "dovecot-start")
         auth_socket = self.postfix_queue_dir / "private" / "auth"
         # Dovecot opens its listeners before it daemonizes and writes master.pid: wait for all.
         ports = [self.imap_port, self.imaps_port]

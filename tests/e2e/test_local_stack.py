@@ -78,14 +78,16 @@ def test_run_serves_delivers_and_stops_cleanly_twice(workdir: Path) -> None:
             api = Api(info["api_url"], info["api_key"])
             subject = f"make run {uuid.uuid4().hex[:8]}"
             status, sent = api.call(
-                "POST", "/v1/emails", {"from": info["from_address"], "to": box["address"], "subject": subject, "text": "hi"}
+                "POST",
+                "/v1/emails",
+                {"from": info["from_address"], "to": box["address"], "subject": subject, "text": "hi"},
             )
             assert status == 202, sent
             assert len(read_mailbox(box, subject=subject)) == 1
             view = api.wait_for(sent["id"], lambda v: v["recipients"][0]["status"] == "relayed")
             assert view["recipients"][0]["last_reply"]["code"] == 250
 
-            cli = subprocess.run(
+            cli = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
                 [sys.executable, "-m", "petrel.cli.main", "--workdir", str(workdir), "--json", "tenant", "list"],
                 cwd=REPO,
                 capture_output=True,
