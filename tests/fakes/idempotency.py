@@ -39,7 +39,9 @@ class FakeIdempotencyStore:
         return IdempotencyRecord(state="new")
 
     def complete(self, key: str, status_code: int, body: str) -> None:
-        found = self.items.get(key) or StoredClaim("in_progress", "", 0)
+        found = self.items.get(key)
+        if found is None:  # released meanwhile: like the real store, do not resurrect it
+            return
         found.state, found.status_code, found.body, found.in_flight_until = "completed", status_code, body, None
         self.items[key] = found
 

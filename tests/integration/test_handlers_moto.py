@@ -313,7 +313,7 @@ def test_batch_with_one_valid_and_one_invalid_email(stack: Stack) -> None:
     assert first["email"]["recipients"][0]["status"] == "queued"
     assert (second["index"], second["status"], second["email"]) == (1, 422, None)
     assert second["error"]["type"] == "urn:petrel:problem:invalid-request"
-    assert [e["pointer"] for e in second["error"]["errors"]] == ["/to"]
+    assert [e["pointer"] for e in second["error"]["errors"]] == ["/to/0"]
     assert stack.pump() == 1
 
 

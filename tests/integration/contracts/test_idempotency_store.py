@@ -61,3 +61,11 @@ def test_an_expired_record_is_forgotten(backend: Backend) -> None:
     backend.idempotency.complete("tn_a#k1", 202, "{}")
 
     assert _begin(backend, "tn_a#k1", "h2", NOW + DAY + 1) == "new"
+
+
+def test_completing_a_released_key_does_not_resurrect_it(backend: Backend) -> None:
+    _begin(backend, "tn_a#k9", "h1")
+    backend.idempotency.release("tn_a#k9")
+    backend.idempotency.complete("tn_a#k9", 202, "{}")
+
+    assert _begin(backend, "tn_a#k9", "h2") == "new"

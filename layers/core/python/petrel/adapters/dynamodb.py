@@ -423,13 +423,18 @@ class DynamoIdempotencyStore:
         return IdempotencyRecord(state="new")
 
     def complete(self, key: str, status_code: int, body: str) -> None:
-        self._db.update_item(
-            TableName=self._table,
-            Key=_encode({"pk": key}),
-            UpdateExpression="SET #st = :c, status_code = :code, body = :body REMOVE in_flight_until",
-            ExpressionAttributeNames={"#st": "state"},
-            ExpressionAttributeValues=_encode({":c": "completed", ":code": status_code, ":body": body}),
-        )
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_encode({"pk": key}),
+                UpdateExpression="SET #st = :c, status_code = :code, body = :body REMOVE in_flight_until",
+                ConditionExpression="attribute_exists(pk)",  # never resurrect a released claim half-made
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues=_encode({":c": "completed", ":code": status_code, ":body": body}),
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     def release(self, key: str) -> None:
         self._db.delete_item(TableName=self._table, Key=_encode({"pk": key}))

@@ -147,6 +147,8 @@ class SmtplibRelay:
             return SmtpReply.network(Stage.MAIL, _describe(exc))
         session.used += 1
         try:
+            if code == ReplyCode.SERVICE_NOT_AVAILABLE and session.used > 1:
+                return None  # the server is closing an idle session: reconnect once
             if code != ReplyCode.OK:
                 _reset(conn)
                 return SmtpReply.parse(code, message, Stage.MAIL)

@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from petrel.mail.addresses import AddressError, parse_mailbox
 from petrel.models.records import MessageStatus, Pool, RecipientKind, Reply
@@ -98,14 +98,18 @@ def _address_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+# Validated item by item, so an error points at `/to/1`, not at the whole list.
+MailboxStr = Annotated[str, AfterValidator(_mailbox)]
+
+
 class SendEmailRequest(ApiModel):
     """One email. Each recipient (To, Cc and Bcc) becomes its own message with its own status."""
 
     from_: str = Field(alias="from", description='Sender: "address" or "Name <address>"')
-    to: list[str] = Field(default_factory=list, description="Recipients (a string or a list)")
-    cc: list[str] = Field(default_factory=list)
-    bcc: list[str] = Field(default_factory=list, description="Blind copies: never shown in headers")
-    reply_to: list[str] = Field(default_factory=list)
+    to: list[MailboxStr] = Field(default_factory=list, description="Recipients (a string or a list)")
+    cc: list[MailboxStr] = Field(default_factory=list)
+    bcc: list[MailboxStr] = Field(default_factory=list, description="Blind copies: never shown in headers")
+    reply_to: list[MailboxStr] = Field(default_factory=list)
     subject: Annotated[str, Field(min_length=1, max_length=998)]
     text: str | None = None
     html: str | None = None
@@ -120,11 +124,6 @@ class SendEmailRequest(ApiModel):
     @classmethod
     def _from(cls, value: str) -> str:
         return _mailbox(value)
-
-    @field_validator("to", "cc", "bcc", "reply_to")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        return [_mailbox(item) for item in value]
 
     @field_validator("subject")
     @classmethod
