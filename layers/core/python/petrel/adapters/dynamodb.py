@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,17 @@ def _dump(model: BaseModel, **extra: Any) -> dict[str, Any]:
     return data
 
 
+def _read_all(operation: Callable[..., Any], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a Query or Scan, following LastEvaluatedKey."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = operation(**kwargs)
+        items.extend(_decode(i) for i in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in (
         "ConditionalCheckFailedException",
@@ -77,18 +88,12 @@ class DynamoTenantStore:
         self._db.put_item(TableName=self._table, Item=_encode(_dump(model, pk=pk, sk=sk)))
 
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
             "ExpressionAttributeValues": _encode({":pk": pk, ":p": prefix}),
         }
-        while True:
-            page = self._db.query(**kwargs)
-            items.extend(_decode(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return _read_all(self._db.query, kwargs)
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         found = self._db.get_item(TableName=self._table, Key=_encode({"pk": pk, "sk": sk})).get("Item")
@@ -102,18 +107,13 @@ class DynamoTenantStore:
         return Tenant.model_validate(item) if item else None
 
     def list_tenants(self) -> list[Tenant]:
-        items: list[Tenant] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "sk = :t",
             "ExpressionAttributeValues": _encode({":t": "TENANT"}),
         }
-        while True:
-            page = self._db.scan(**kwargs)
-            items.extend(Tenant.model_validate(_decode(i)) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return sorted(items, key=lambda t: t.created_at)
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        tenants = [Tenant.model_validate(i) for i in _read_all(self._db.scan, kwargs)]
+        return sorted(tenants, key=lambda t: t.created_at)
 
     def put_api_key(self, key: ApiKey) -> None:
         self._put(key.tenant_id, f"APIKEY#{key.key_id}", key)
@@ -213,13 +213,7 @@ class DynamoMessageStore:
             "ExpressionAttributeValues": _encode({":pk": _email_pk(tenant_id, email_id)}),
             "ConsistentRead": True,
         }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._db.query(**kwargs)
-            items.extend(_decode(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return _read_all(self._db.query, kwargs)
 
     def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None:
         items = self._items(tenant_id, email_id)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from petrel.mail.addresses import AddressError, parse_mailbox
-from petrel.models.records import MessageStatus, Pool, RecipientKind, Reply
+from petrel.models.records import Attempt, Event, MessageStatus, Pool, RecipientKind, Reply
 
 MAX_RECIPIENTS = 50
 MAX_BATCH = 100
@@ -215,24 +215,6 @@ class BatchSendResponse(ApiModel):
     results: list[BatchItemResult]
 
 
-class AttemptView(ApiModel):
-    number: int
-    started_at: datetime
-    finished_at: datetime | None = None
-    server_id: str | None = None
-    outcome: str | None = None
-    reply: Reply | None = None
-
-
-class EventView(ApiModel):
-    type: str
-    at: datetime
-    message_id: str
-    recipient: str
-    reply: Reply | None = None
-    detail: str | None = None
-
-
 class MessageView(ApiModel):
     id: str
     email: str
@@ -242,7 +224,7 @@ class MessageView(ApiModel):
     bounce_class: str | None = None
     failure_reason: str | None = None
     last_reply: Reply | None = None
-    attempt_log: list[AttemptView]
+    attempt_log: list[Attempt]
     updated_at: datetime
 
 
@@ -256,7 +238,7 @@ class EmailView(ApiModel):
     size: int
     created_at: datetime
     recipients: list[MessageView]
-    events: list[EventView]
+    events: list[Event]
 
 
 class MessageSummary(ApiModel):

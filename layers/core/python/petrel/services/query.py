@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from petrel.errors import InvalidRequest, NotFound
 from petrel.ids import is_id
-from petrel.models.api import AttemptView, EmailView, EventView, MessageList, MessageSummary, MessageView
+from petrel.models.api import EmailView, MessageList, MessageSummary, MessageView
 from petrel.models.records import MessageRecord, MessageStatus
 from petrel.ports import MessageStore
 
@@ -21,7 +21,7 @@ def _message_view(message: MessageRecord) -> MessageView:
         bounce_class=message.bounce_class,
         failure_reason=message.failure_reason,
         last_reply=message.last_reply,
-        attempt_log=[AttemptView.model_validate(a.model_dump()) for a in message.attempts],
+        attempt_log=list(message.attempts),
         updated_at=message.updated_at,
     )
 
@@ -45,7 +45,7 @@ def get_email(store: MessageStore, tenant_id: str, email_id: str) -> EmailView:
         size=email.size,
         created_at=email.created_at,
         recipients=[_message_view(m) for m in messages],
-        events=[EventView.model_validate(e.model_dump()) for e in events],
+        events=events,
     )
 
 
