@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 import boto3
 import pytest
 
+from local.tls import TlsFiles, make_tls_files
 from tests.integration.aws_env import REGION, clean_aws_environment
-from tests.integration.smtp_server import RunningServer, TlsFiles, make_tls_files, start_server
+from tests.integration.smtp_server import RunningServer, start_server
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from local.tls import TlsFiles
 from petrel.adapters.smtp import SmtplibRelay, xtext
 from petrel.mail.smtp_reply import SmtpReply, Stage
 from petrel.models.records import SmtpSecurity, SmtpServer
 from petrel.ports import Envelope
-from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer, TlsFiles, free_port
+from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer, free_port
 
 pytestmark = [
     pytest.mark.integration,
