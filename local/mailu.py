@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import grp
 import hashlib
 import imaplib
-import ipaddress
 import json
 import math
 import os
@@ -52,10 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from local.tls import issue_server_certificate
 
 __all__ = [
     "REQUIRED_BINARIES",
@@ -757,89 +752,14 @@ class MailuStandIn:
         if self.ca_file.exists() and key_file.exists() and chain_file.exists():
             return
         self.tls_dir.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        not_before = now - datetime.timedelta(hours=1)
-        not_after = now + datetime.timedelta(days=825)
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Petrel local MailU stand-in"),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"Petrel stand-in CA {self.instance_name}"),
-            ]
+        issued = issue_server_certificate(
+            ca_common_name=f"Petrel stand-in CA {self.instance_name}",
+            dns_names=("localhost", f"mx.{self.domain}"),
+            valid_days=825,
         )
-        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ca_ski, critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-
-        server_key = ec.generate_private_key(ec.SECP256R1())
-        server_cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(server_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.IPAddress(ipaddress.IPv4Address(HOST)),
-                        x509.DNSName("localhost"),
-                        x509.DNSName(f"mx.{self.domain}"),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        pem = serialization.Encoding.PEM
-        server_key_pem = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        _atomic_write(key_file, server_key_pem.decode(), 0o600)
-        _atomic_write(chain_file, (server_cert.public_bytes(pem) + ca_cert.public_bytes(pem)).decode(), 0o644)
-        _atomic_write(self.ca_file, ca_cert.public_bytes(pem).decode(), 0o644)
+        _atomic_write(key_file, issued.key_pem, 0o600)
+        _atomic_write(chain_file, issued.cert_pem + issued.ca_pem, 0o644)
+        _atomic_write(self.ca_file, issued.ca_pem, 0o644)
 
     def _write_postfix_config(self) -> None:
         mail = pwd.getpwnam("mail")
