@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from petrel.models.api import (
     SendEmailRequest,
     SendEmailResponse,
 )
+from petrel.models.records import Tenant
 from petrel.observability import logger
 from petrel.services import idempotency, query, submit
 
@@ -42,17 +43,17 @@ READ = "emails:read"
 router = Router()
 
 
-def _tenant(tenant_id: str) -> Any:
+def _tenant(tenant_id: str) -> Tenant:
     tenant = container.api().tenants.get_tenant(tenant_id)
     if tenant is None:
         raise NotFound("the tenant of this API key no longer exists")
     return tenant
 
 
-def _with_idempotency(request: Request, tenant_id: str, call: Any) -> Response:
+def _with_idempotency(request: Request, tenant_id: str, call: Callable[[], Response]) -> Response:
     key = request.header("idempotency-key")
     if key is None:
-        return call()  # type: ignore[no-any-return]
+        return call()
     c = container.api()
 
     def run() -> idempotency.StoredResponse:

@@ -55,6 +55,8 @@ class TtlCache(Generic[K, V]):
         if hit is not None and hit[0] > now:
             return hit[1]
         value = load()
+        # Drop what has expired, so a warm container does not keep every body it ever read.
+        self._items = {k: item for k, item in self._items.items() if item[0] > now}
         self._items[key] = (now + self._ttl, value)
         return value
 
