@@ -15,7 +15,11 @@ from petrel.services.deliver import JobResult, deliver_message
 
 
 class RetryLater(Exception):
-    """Reported as a batch item failure: SQS brings the job back after its visibility timeout."""
+    """Reported as a batch item failure: SQS brings the job back after its visibility timeout.
+
+    Only for a job whose message another worker is sending right now. A deferred message is not
+    retried this way: its next attempt is a schedule (petrel.services.retry), a new queue message.
+    """
 
 
 def handle_record(record: SQSRecord) -> None:
@@ -37,4 +41,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     try:
         return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
     finally:
-        container.worker().deliver.relay.close()
+        container.worker().deliver.end_batch()

@@ -50,16 +50,20 @@ class FakeMessageStore:
         return self.messages.get((tenant_id, email_id, message_id))
 
     def lease(
-        self, tenant_id: str, email_id: str, message_id: str, *, now: int, lease_until: int
+        self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
     ) -> MessageRecord | None:
         key = (tenant_id, email_id, message_id)
         current = self.messages.get(key)
         if current is None:
             return None
         expired = (
-            current.status == MessageStatus.SENDING and current.lease_until is not None and current.lease_until < now
+            current.status == MessageStatus.SENDING
+            and current.lease_until is not None
+            and current.lease_until < now
+            and current.attempt == after_attempt + 1
         )
-        if current.status not in LEASABLE_STATUSES and not expired:
+        waiting = current.status in LEASABLE_STATUSES and current.attempt == after_attempt
+        if not waiting and not expired:
             return None
         leased = current.model_copy(
             update={"status": MessageStatus.SENDING, "lease_until": lease_until, "attempt": current.attempt + 1}
@@ -98,6 +102,7 @@ class FakeMessageStore:
             update["bounce_class"] = change.bounce_class
         if change.failure_reason is not None:
             update["failure_reason"] = change.failure_reason
+        update["next_attempt_at"] = change.next_attempt_at
         self.messages[key] = current.model_copy(update=update)
         return True
 

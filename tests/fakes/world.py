@@ -6,15 +6,18 @@ import random
 from dataclasses import dataclass, field
 
 from petrel.models.records import SendingDomain, SmtpServer, Tenant
+from petrel.services.cancel import CancelDeps
 from petrel.services.deliver import DeliverDeps
+from petrel.services.retry import RetryLadder
 from petrel.services.submit import SubmitDeps
 from petrel.services.tenants import AdminDeps
 from tests.fakes import records
 from tests.fakes.clock import FixedClock
 from tests.fakes.idempotency import FakeIdempotencyStore
-from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeSecretStore
+from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeRetryScheduler, FakeSecretStore
 from tests.fakes.messages import FakeMessageStore
 from tests.fakes.smtp import FakeSmtpRelay
+from tests.fakes.suppressions import FakeSuppressionStore
 from tests.fakes.tenants import FakeTenantStore
 
 
@@ -35,6 +38,8 @@ class FakeWorld:
     secrets: FakeSecretStore = field(default_factory=FakeSecretStore)
     relay: FakeSmtpRelay = field(default_factory=FakeSmtpRelay)
     clock: FixedClock = field(default_factory=FixedClock)
+    suppressions: FakeSuppressionStore = field(default_factory=FakeSuppressionStore)
+    scheduler: FakeRetryScheduler = field(default_factory=FakeRetryScheduler)
 
     def submit_deps(self, *, inline_body_limit: int = 96 * 1024, retention_days: int = 30) -> SubmitDeps:
         return SubmitDeps(
@@ -42,12 +47,15 @@ class FakeWorld:
             messages=self.messages,
             blobs=self.blobs,
             queue=self.queue,
+            scheduler=self.scheduler,
             clock=self.clock,
             retention_days=retention_days,
             inline_body_limit=inline_body_limit,
         )
 
-    def deliver_deps(self, *, lease_seconds: int = 120, cache_seconds: float = 0, seed: int = 7) -> DeliverDeps:
+    def deliver_deps(
+        self, *, lease_seconds: int = 120, cache_seconds: float = 0, seed: int = 7, ladder: RetryLadder | None = None
+    ) -> DeliverDeps:
         return DeliverDeps(
             tenants=self.tenants,
             messages=self.messages,
@@ -55,10 +63,16 @@ class FakeWorld:
             secrets=self.secrets,
             relay=self.relay,
             clock=self.clock,
+            suppressions=self.suppressions,
+            scheduler=self.scheduler,
             lease_seconds=lease_seconds,
             cache_seconds=cache_seconds,
+            ladder=ladder or RetryLadder(),
             rng=random.Random(seed),
         )
+
+    def cancel_deps(self) -> CancelDeps:
+        return CancelDeps(messages=self.messages, scheduler=self.scheduler, clock=self.clock)
 
     def admin_deps(self, secrets_prefix: str = "petrel-test/tenants/") -> AdminDeps:
         return AdminDeps(tenants=self.tenants, secrets=self.secrets, clock=self.clock, secrets_prefix=secrets_prefix)

@@ -140,14 +140,20 @@ def test_temporary_failure_defers_then_a_later_delivery_relays(world: FakeWorld,
 
     first = deliver_message(deps, job)
 
-    assert first.result is JobResult.RETRY and isinstance(first.outcome, SoftFail)
+    # Acknowledged: the next attempt is a schedule, not an SQS redelivery.
+    assert first.result is JobResult.DONE and isinstance(first.outcome, SoftFail)
     deferred = _current(world, message)
     assert deferred.status == MessageStatus.DEFERRED and deferred.attempt == 1 and deferred.lease_until is None
     assert deferred.last_reply is not None and deferred.last_reply.code == 451
     assert deferred.events[-1].type == "email.deferred" and deferred.events[-1].detail == "temporary-failure"
+    [schedule] = world.scheduler.schedules.values()
+    assert schedule.name == f"{message.message_id}-1" and schedule.at == deferred.next_attempt_at
+    assert schedule.job == job.model_copy(update={"attempt": 1})
 
-    world.clock.advance(minutes=1)
-    second = deliver_message(deps, job)
+    assert deliver_message(deps, job).note == "attempt 0 is done already"  # SQS redelivered the first job
+    world.clock.advance(minutes=2)
+    [retry] = world.scheduler.fire_due(world.clock.now(), world.queue)
+    second = deliver_message(deps, retry)
 
     assert second.result is JobResult.DONE and isinstance(second.outcome, Relayed)
     current = _current(world, message)
@@ -189,7 +195,9 @@ def test_a_job_for_an_unknown_message_is_acknowledged(world: FakeWorld, seeded: 
 def test_a_message_leased_by_another_worker_is_retried_later(world: FakeWorld, seeded: Seeded) -> None:
     _, message, job = _store(world, seeded)
     now = world.clock.timestamp()
-    world.messages.lease(message.tenant_id, message.email_id, message.message_id, now=now, lease_until=now + 120)
+    world.messages.lease(
+        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+    )
     world.clock.advance(60)
 
     delivery = deliver_message(_deps(world), job)
@@ -203,7 +211,9 @@ def test_a_message_leased_by_another_worker_is_retried_later(world: FakeWorld, s
 def test_an_expired_lease_is_taken_over(world: FakeWorld, seeded: Seeded) -> None:
     _, message, job = _store(world, seeded)
     now = world.clock.timestamp()
-    world.messages.lease(message.tenant_id, message.email_id, message.message_id, now=now, lease_until=now + 120)
+    world.messages.lease(
+        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+    )
     world.clock.advance(121)  # that worker died
 
     delivery = deliver_message(_deps(world), job)
@@ -236,7 +246,7 @@ def test_a_lease_lost_during_the_relay_is_not_overwritten(world: FakeWorld, seed
     def slow_relay(*args: object) -> SmtpReply:
         later = world.clock.timestamp() + 500  # the lease expired and another worker took the message
         world.messages.lease(
-            message.tenant_id, message.email_id, message.message_id, now=later, lease_until=later + 120
+            message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=later, lease_until=later + 120
         )
         return relay(*args)  # type: ignore[arg-type]
 
@@ -253,7 +263,7 @@ def test_no_server_in_the_pool_defers(world: FakeWorld, seeded: Seeded) -> None:
 
     delivery = deliver_message(_deps(world), job)
 
-    assert delivery.result is JobResult.RETRY
+    assert delivery.result is JobResult.DONE
     assert isinstance(delivery.outcome, SoftFail) and delivery.outcome.reason == "no-server"
     assert world.relay.calls == []
     current = _current(world, message)
@@ -279,7 +289,7 @@ def test_secret_store_failure_defers(world: FakeWorld, seeded: Seeded) -> None:
 
     delivery = deliver_message(_deps(world), job)
 
-    assert delivery.result is JobResult.RETRY
+    assert delivery.result is JobResult.DONE
     assert isinstance(delivery.outcome, SoftFail) and delivery.outcome.reason == "secret-unavailable"
     assert world.relay.calls == []
     current = _current(world, message)
@@ -302,7 +312,8 @@ def test_a_refused_password_is_read_again_on_the_next_attempt(world: FakeWorld, 
     assert _current(world, message).status == MessageStatus.DEFERRED
 
     world.secrets.put_secret(seeded.server.secret_name, "pw-2")  # the operator fixed the password
-    deliver_message(deps, job)
+    deps.end_batch()
+    deliver_message(deps, job.model_copy(update={"attempt": 1}))
 
     assert [c.password for c in world.relay.calls] == ["pw-1", "pw-2"]
     assert world.secrets.reads == 2  # the cache forgot the refused password

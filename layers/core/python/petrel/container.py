@@ -6,11 +6,18 @@ from __future__ import annotations
 from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
-from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings
+from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings, StoreSettings
 
 if TYPE_CHECKING:
     from petrel.adapters.clock import SystemClock
-    from petrel.adapters.dynamodb import DynamoIdempotencyStore, DynamoMessageStore, DynamoTenantStore
+    from petrel.adapters.dynamodb import (
+        DynamoIdempotencyStore,
+        DynamoMessageStore,
+        DynamoSuppressionStore,
+        DynamoTenantStore,
+    )
+    from petrel.adapters.scheduler import EventBridgeRetryScheduler
+    from petrel.services.cancel import CancelDeps
     from petrel.services.deliver import DeliverDeps
     from petrel.services.submit import SubmitDeps
     from petrel.services.tenants import AdminDeps
@@ -32,6 +39,24 @@ def _message_store(table: str) -> DynamoMessageStore:
     from petrel.adapters.dynamodb import DynamoMessageStore
 
     return DynamoMessageStore(_client("dynamodb"), table)
+
+
+def _suppression_store(table: str) -> DynamoSuppressionStore:
+    from petrel.adapters.dynamodb import DynamoSuppressionStore
+
+    return DynamoSuppressionStore(_client("dynamodb"), table)
+
+
+def _retry_scheduler(settings: StoreSettings) -> EventBridgeRetryScheduler:
+    from petrel.adapters.scheduler import EventBridgeRetryScheduler
+
+    return EventBridgeRetryScheduler(
+        _client("scheduler"),
+        group=settings.schedule_group,
+        role_arn=settings.scheduler_role_arn,
+        dead_letter_arn=settings.scheduler_dlq_arn,
+        queue_arns=settings.queue_arns(),
+    )
 
 
 class AuthorizerContainer:
@@ -62,10 +87,24 @@ class ApiContainer:
         return _message_store(self.settings.messages_table)
 
     @cached_property
+    def suppressions(self) -> DynamoSuppressionStore:
+        return _suppression_store(self.settings.suppressions_table)
+
+    @cached_property
+    def scheduler(self) -> EventBridgeRetryScheduler:
+        return _retry_scheduler(self.settings)
+
+    @cached_property
     def idempotency(self) -> DynamoIdempotencyStore:
         from petrel.adapters.dynamodb import DynamoIdempotencyStore
 
         return DynamoIdempotencyStore(_client("dynamodb"), self.settings.idempotency_table)
+
+    @cached_property
+    def cancel(self) -> CancelDeps:
+        from petrel.services.cancel import CancelDeps
+
+        return CancelDeps(messages=self.messages, scheduler=self.scheduler, clock=self.clock)
 
     @cached_property
     def submit(self) -> SubmitDeps:
@@ -78,6 +117,7 @@ class ApiContainer:
             messages=self.messages,
             blobs=S3BlobStore(_client("s3"), self.settings.bodies_bucket),
             queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
+            scheduler=self.scheduler,
             clock=self.clock,
             retention_days=self.settings.message_retention_days,
             inline_body_limit=self.settings.inline_body_limit,
@@ -103,8 +143,11 @@ class WorkerContainer:
             secrets=SecretsManagerStore(_client("secretsmanager")),
             relay=SmtplibRelay(timeout=self.settings.smtp_timeout_seconds),
             clock=SystemClock(),
+            suppressions=_suppression_store(self.settings.suppressions_table),
+            scheduler=_retry_scheduler(self.settings),
             lease_seconds=self.settings.lease_seconds,
             cache_seconds=self.settings.config_cache_seconds,
+            ladder=self.settings.ladder(),
         )
 
 

@@ -23,6 +23,7 @@ from petrel.models.records import (
     Reply,
     SendingDomain,
     SmtpServer,
+    Suppression,
     Tenant,
 )
 
@@ -59,6 +60,7 @@ class Transition:
     reply: Reply | None = None
     bounce_class: str | None = None
     failure_reason: str | None = None
+    next_attempt_at: datetime | None = None  # set on the message when given; removed otherwise
 
 
 class MessageStore(Protocol):
@@ -71,11 +73,14 @@ class MessageStore(Protocol):
     def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None: ...
 
     def lease(
-        self, tenant_id: str, email_id: str, message_id: str, *, now: int, lease_until: int
+        self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
     ) -> MessageRecord | None:
-        """Move a queued/deferred message (or one whose lease expired) to `sending` with attempt+1.
+        """Move the message to `sending` with attempt+1, if the job that asks still applies:
 
-        Returns the leased message, or None when it is not leasable (finished, or leased by another).
+        - queued, deferred or scheduled at attempt `after_attempt` (the job's own attempt), or
+        - `sending` at attempt `after_attempt + 1` whose lease expired (a worker died mid-attempt).
+
+        Returns the leased message, or None (finished, leased by another, or a stale job).
         """
         ...
 
@@ -104,9 +109,38 @@ class BlobStore(Protocol):
 
 
 class JobQueue(Protocol):
-    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob]) -> list[SendJob]:
-        """Enqueue jobs on the pool's send queue; returns the jobs that could NOT be enqueued."""
+    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob], delay_seconds: int = 0) -> list[SendJob]:
+        """Enqueue jobs on the pool's send queue (visible after `delay_seconds`, at most 900);
+        returns the jobs that could NOT be enqueued."""
         ...
+
+
+class RetryScheduler(Protocol):
+    """One-time schedules that put a job on its pool's send queue at a given time, then vanish."""
+
+    def schedule(self, name: str, at: datetime, job: SendJob) -> bool:
+        """Create schedule `name`; False when one by that name exists already (nothing changes)."""
+        ...
+
+    def cancel(self, name: str) -> bool:
+        """Delete schedule `name`; False when there is none (fired already, or never made)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SuppressionPage:
+    suppressions: list[Suppression]
+    cursor: str | None
+
+
+class SuppressionStore(Protocol):
+    def add(self, suppression: Suppression) -> bool:
+        """Add an address; False when it is on the list already (the first entry is kept)."""
+        ...
+
+    def get(self, tenant_id: str, email: str) -> Suppression | None: ...
+    def remove(self, tenant_id: str, email: str) -> bool: ...
+    def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionPage: ...
 
 
 class SecretStore(Protocol):

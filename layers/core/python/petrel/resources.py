@@ -48,6 +48,7 @@ class QueueSpec:
     name: str
     env_var: str
     pool: str | None = None
+    arn_env_var: str | None = None
     visibility_factor: int = 6
     dlq_retention_days: int = 14
     tags: dict[str, str] = field(default_factory=dict)
@@ -78,14 +79,64 @@ IDEMPOTENCY = TableSpec(
     partition_key=Key("pk"),
 )
 
-TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY)
+# One item per (tenant, lower-cased address); no TTL is ever set on it.
+SUPPRESSIONS = TableSpec(
+    name="suppressions",
+    env_var="PETREL_SUPPRESSIONS_TABLE",
+    partition_key=Key("tenant_id"),
+    sort_key=Key("email"),
+)
+
+TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY, SUPPRESSIONS)
 
 SEND_TRANSACTIONAL = QueueSpec(
-    name="send-transactional", env_var="PETREL_SEND_TRANSACTIONAL_QUEUE_URL", pool="transactional"
+    name="send-transactional",
+    env_var="PETREL_SEND_TRANSACTIONAL_QUEUE_URL",
+    pool="transactional",
+    arn_env_var="PETREL_SEND_TRANSACTIONAL_QUEUE_ARN",
 )
-SEND_BULK = QueueSpec(name="send-bulk", env_var="PETREL_SEND_BULK_QUEUE_URL", pool="bulk")
+SEND_BULK = QueueSpec(
+    name="send-bulk",
+    env_var="PETREL_SEND_BULK_QUEUE_URL",
+    pool="bulk",
+    arn_env_var="PETREL_SEND_BULK_QUEUE_ARN",
+)
 
 SEND_QUEUES: tuple[QueueSpec, ...] = (SEND_TRANSACTIONAL, SEND_BULK)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """EventBridge Scheduler: one-time schedules that put a SendJob on its pool's send queue.
+
+    Each schedule is `at(...)`, flexible window off, deleted after it fires; what Scheduler cannot
+    deliver goes to `dlq` (a plain queue, no DLQ of its own). The role lets Scheduler send to the
+    send queues and to `dlq`.
+    """
+
+    group: str
+    group_env_var: str
+    role_env_var: str
+    dlq: str
+    dlq_arn_env_var: str
+    dlq_retention_days: int = 14
+    # Scheduler's own retry policy when SQS refuses the message (not Petrel's ladder).
+    max_retry_attempts: int = 10
+    max_event_age_seconds: int = 86_400
+
+
+SCHEDULES = ScheduleSpec(
+    group="schedules",
+    group_env_var="PETREL_SCHEDULE_GROUP",
+    role_env_var="PETREL_SCHEDULER_ROLE_ARN",
+    dlq="schedules-dlq",
+    dlq_arn_env_var="PETREL_SCHEDULER_DLQ_ARN",
+)
+
+# Petrel's retry ladder (DESIGN §1): seconds after each failed attempt; the last repeats.
+# Overridden per environment with PETREL_RETRY_DELAYS ("60,300,...") and PETREL_RETRY_JITTER.
+RETRY_DELAYS_ENV = "PETREL_RETRY_DELAYS"
+RETRY_JITTER_ENV = "PETREL_RETRY_JITTER"
 
 BODIES_BUCKET_ENV = "PETREL_BODIES_BUCKET"
 SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from petrel import resources as r
+from petrel.services.retry import DEFAULT_DELAYS, DEFAULT_JITTER, RetryLadder, parse_delays
 
 
 class _Settings(BaseModel):
@@ -29,12 +30,22 @@ class AuthorizerSettings(_Settings):
 
 
 class StoreSettings(_Settings):
-    """What every function that reads or writes messages needs."""
+    """What every function that reads or writes messages needs: the stores, and the schedules of
+    deferred and scheduled messages (the API creates and cancels them, the worker creates them)."""
 
     tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
     messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
+    suppressions_table: str = Field(validation_alias=r.SUPPRESSIONS.env_var)
     bodies_bucket: str = Field(validation_alias=r.BODIES_BUCKET_ENV)
     message_retention_days: int = Field(default=30, ge=1, validation_alias="PETREL_MESSAGE_RETENTION_DAYS")
+    schedule_group: str = Field(validation_alias=r.SCHEDULES.group_env_var)
+    scheduler_role_arn: str = Field(validation_alias=r.SCHEDULES.role_env_var)
+    scheduler_dlq_arn: str = Field(validation_alias=r.SCHEDULES.dlq_arn_env_var)
+    send_transactional_queue_arn: str = Field(validation_alias=r.SEND_TRANSACTIONAL.arn_env_var)
+    send_bulk_queue_arn: str = Field(validation_alias=r.SEND_BULK.arn_env_var)
+
+    def queue_arns(self) -> dict[str, str]:
+        return {"transactional": self.send_transactional_queue_arn, "bulk": self.send_bulk_queue_arn}
 
 
 class ApiSettings(StoreSettings):
@@ -50,6 +61,16 @@ class ApiSettings(StoreSettings):
 
 class SendWorkerSettings(StoreSettings):
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
+    retry_delays: tuple[int, ...] = Field(default=DEFAULT_DELAYS, validation_alias=r.RETRY_DELAYS_ENV)
+    retry_jitter: float = Field(default=DEFAULT_JITTER, ge=0, lt=1, validation_alias=r.RETRY_JITTER_ENV)
     lease_seconds: int = Field(default=120, ge=5, validation_alias="PETREL_LEASE_SECONDS")
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PETREL_SMTP_TIMEOUT_SECONDS")
     config_cache_seconds: float = Field(default=60.0, ge=0, validation_alias="PETREL_CONFIG_CACHE_SECONDS")
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _delays(cls, value: object) -> object:
+        return parse_delays(value) if isinstance(value, str) else value
+
+    def ladder(self) -> RetryLadder:
+        return RetryLadder(delays=self.retry_delays, jitter=self.retry_jitter)

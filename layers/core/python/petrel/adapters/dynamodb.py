@@ -1,4 +1,4 @@
-"""DynamoDB adapters for the tenant, message and idempotency stores (keys from petrel.resources)."""
+"""DynamoDB adapters for the tenant, message, suppression and idempotency stores (keys from petrel.resources)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from petrel.models.records import (
     MessageStatus,
     SendingDomain,
     SmtpServer,
+    Suppression,
     Tenant,
 )
-from petrel.ports import IdempotencyRecord, Page, Transition
+from petrel.ports import IdempotencyRecord, Page, SuppressionPage, Transition
 
 _SER = TypeSerializer()
 _DESER = TypeDeserializer()
@@ -235,7 +236,7 @@ class DynamoMessageStore:
         return MessageRecord.model_validate(item) if item else None
 
     def lease(
-        self, tenant_id: str, email_id: str, message_id: str, *, now: int, lease_until: int
+        self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
     ) -> MessageRecord | None:
         leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
         try:
@@ -247,8 +248,8 @@ class DynamoMessageStore:
                     "attempt = if_not_exists(attempt, :zero) + :one"
                 ),
                 ConditionExpression=(
-                    f"attribute_exists(pk) AND (#s IN ({', '.join(leasable)}) "
-                    "OR (#s = :sending AND lease_until < :now))"
+                    f"attribute_exists(pk) AND ((#s IN ({', '.join(leasable)}) AND attempt = :job) "
+                    "OR (#s = :sending AND lease_until < :now AND attempt = :next))"
                 ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=_encode(
@@ -259,6 +260,8 @@ class DynamoMessageStore:
                         ":now": now,
                         ":zero": 0,
                         ":one": 1,
+                        ":job": after_attempt,
+                        ":next": after_attempt + 1,
                         **leasable,
                     }
                 ),
@@ -298,6 +301,7 @@ class DynamoMessageStore:
             ("last_reply", change.reply.model_dump(mode="json", exclude_none=True) if change.reply else None),
             ("bounce_class", change.bounce_class),
             ("failure_reason", change.failure_reason),
+            ("next_attempt_at", change.next_attempt_at.isoformat() if change.next_attempt_at else None),
         ):
             if value is not None:
                 sets.append(f"{name} = :{name}")
@@ -310,11 +314,12 @@ class DynamoMessageStore:
             values[":attempt"] = attempt
         if ":events" not in values and ":attempts" not in values:
             del values[":empty"]
+        removes = ["lease_until"] + ([] if change.next_attempt_at else ["next_attempt_at"])
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=_encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"}),
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE lease_until",
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=_encode(values),
@@ -363,6 +368,66 @@ def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
     ):
         raise InvalidRequest("cursor does not belong to this listing")
     return _encode(raw)
+
+
+class DynamoSuppressionStore:
+    """One item per (tenant_id, email); `email` is stored lower-cased, so lookups are case-blind."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    @staticmethod
+    def _key(tenant_id: str, email: str) -> Item:
+        return _encode({"tenant_id": tenant_id, "email": email.lower()})
+
+    def add(self, suppression: Suppression) -> bool:
+        item = _dump(suppression, email=suppression.email.lower())
+        try:
+            self._db.put_item(
+                TableName=self._table, Item=_encode(item), ConditionExpression="attribute_not_exists(email)"
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def get(self, tenant_id: str, email: str) -> Suppression | None:
+        found = self._db.get_item(TableName=self._table, Key=self._key(tenant_id, email))
+        return Suppression.model_validate(_decode(found["Item"])) if "Item" in found else None
+
+    def remove(self, tenant_id: str, email: str) -> bool:
+        out = self._db.delete_item(TableName=self._table, Key=self._key(tenant_id, email), ReturnValues="ALL_OLD")
+        return "Attributes" in out
+
+    def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionPage:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "tenant_id = :t",
+            "ExpressionAttributeValues": _encode({":t": tenant_id}),
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = self._key(tenant_id, _decode_email_cursor(cursor))
+        page = self._db.query(**kwargs)
+        found = [Suppression.model_validate(_decode(i)) for i in page.get("Items", [])]
+        more = "LastEvaluatedKey" in page and len(found) == limit
+        return SuppressionPage(suppressions=found, cursor=_encode_email_cursor(found[-1].email) if more else None)
+
+
+def _encode_email_cursor(email: str) -> str:
+    return base64.urlsafe_b64encode(email.encode()).decode().rstrip("=")
+
+
+def _decode_email_cursor(cursor: str) -> str:
+    try:
+        email = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not valid") from exc
+    if "@" not in email:
+        raise InvalidRequest("cursor is not valid")
+    return email
 
 
 class DynamoIdempotencyStore:

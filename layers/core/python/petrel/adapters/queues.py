@@ -8,17 +8,23 @@ from typing import Any
 from petrel.models.jobs import SendJob
 from petrel.models.records import Pool
 
+MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
+
 
 class SqsJobQueue:
     def __init__(self, client: Any, queue_urls: dict[str, str]) -> None:
         self._sqs = client
         self._urls = queue_urls
 
-    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob]) -> list[SendJob]:
+    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob], delay_seconds: int = 0) -> list[SendJob]:
         failed: list[SendJob] = []
+        delay = max(0, min(delay_seconds, MAX_DELAY_SECONDS))
         for start in range(0, len(jobs), 10):
             chunk = list(jobs[start : start + 10])
-            entries = [{"Id": str(i), "MessageBody": job.model_dump_json()} for i, job in enumerate(chunk)]
+            entries = [
+                {"Id": str(i), "MessageBody": job.model_dump_json(), "DelaySeconds": delay}
+                for i, job in enumerate(chunk)
+            ]
             try:
                 out = self._sqs.send_message_batch(QueueUrl=self._urls[pool], Entries=entries)
             except Exception:

@@ -27,15 +27,19 @@ from petrel.models.api import (
     BatchItemResult,
     BatchSendRequest,
     BatchSendResponse,
+    CancelResponse,
     EmailView,
     MessageList,
     Problem,
     SendEmailRequest,
     SendEmailResponse,
+    SuppressionList,
+    SuppressionRequest,
+    SuppressionView,
 )
 from petrel.models.records import Tenant
 from petrel.observability import logger
-from petrel.services import idempotency, query, submit
+from petrel.services import cancel, idempotency, query, submit, suppressions
 
 SEND = "emails:send"
 READ = "emails:read"
@@ -117,20 +121,57 @@ def get_email(request: Request) -> Response:
     return Response.of(200, query.get_email(container.api().messages, tenant_id, request.params["id"]))
 
 
+def cancel_email(request: Request) -> Response:
+    tenant_id = request.require_tenant(SEND)
+    return Response.of(200, cancel.cancel_email(container.api().cancel, tenant_id, request.params["id"]))
+
+
+def _limit(request: Request) -> int:
+    try:
+        return int(request.query.get("limit", "20"))
+    except ValueError:
+        return 0  # reported by the service as out of range
+
+
 def list_emails(request: Request) -> Response:
     tenant_id = request.require_tenant(READ)
-    try:
-        limit = int(request.query.get("limit", "20"))
-    except ValueError:
-        limit = 0
     page = query.list_messages(
         container.api().messages,
         tenant_id,
         status=request.query.get("status"),
-        limit=limit,
+        limit=_limit(request),
         cursor=request.query.get("cursor"),
     )
     return Response.of(200, page)
+
+
+def list_suppressions(request: Request) -> Response:
+    tenant_id = request.require_tenant(READ)
+    page = suppressions.list_page(
+        container.api().suppressions, tenant_id, limit=_limit(request), cursor=request.query.get("cursor")
+    )
+    return Response.of(200, page)
+
+
+def add_suppression(request: Request) -> Response:
+    tenant_id = request.require_tenant(SEND)
+    try:
+        body = SuppressionRequest.model_validate(request.json())
+    except ValidationError as exc:
+        raise validation_problem(exc) from exc
+    c = container.api()
+    return Response.of(201, suppressions.add(c.suppressions, c.clock, tenant_id, body))
+
+
+def get_suppression(request: Request) -> Response:
+    tenant_id = request.require_tenant(READ)
+    return Response.of(200, suppressions.get(container.api().suppressions, tenant_id, request.params["email"]))
+
+
+def remove_suppression(request: Request) -> Response:
+    tenant_id = request.require_tenant(SEND)
+    suppressions.remove(container.api().suppressions, tenant_id, request.params["email"])
+    return Response(204, "")
 
 
 def openapi_document(request: Request) -> Response:
@@ -174,6 +215,29 @@ for route in (
         ),
     ),
     Route("GET", "/v1/emails/{id}", get_email, "An email: status per recipient, attempts, events", 200, EmailView),
+    Route(
+        "DELETE",
+        "/v1/emails/{id}",
+        cancel_email,
+        "Cancel the recipients not yet sent (scheduled, queued or deferred)",
+        200,
+        CancelResponse,
+    ),
+    Route(
+        "GET",
+        "/v1/suppressions",
+        list_suppressions,
+        "List suppressed addresses",
+        200,
+        SuppressionList,
+        query=(
+            ("limit", "integer", "Page size, 1-100 (default 20)"),
+            ("cursor", "string", "`next_cursor` of the previous page"),
+        ),
+    ),
+    Route("POST", "/v1/suppressions", add_suppression, "Suppress an address", 201, SuppressionView, SuppressionRequest),
+    Route("GET", "/v1/suppressions/{email}", get_suppression, "One suppressed address", 200, SuppressionView),
+    Route("DELETE", "/v1/suppressions/{email}", remove_suppression, "Stop suppressing an address", 204, None),
     Route("GET", "/v1/openapi.json", openapi_document, "This document", 200, None, authenticated=False),
 ):
     router.add(route)

@@ -8,13 +8,14 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from petrel.mail.addresses import AddressError, parse_mailbox
 from petrel.models.records import Attempt, Event, MessageStatus, Pool, RecipientKind, Reply
 
 MAX_RECIPIENTS = 50
 MAX_BATCH = 100
+MAX_SCHEDULE_DAYS = 30  # how far ahead `send_at` may be
 _FIELD_NAME_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, a sane length
 _TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
@@ -117,6 +118,11 @@ class SendEmailRequest(ApiModel):
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     tags: dict[str, str] = Field(default_factory=dict, max_length=20)
     pool: Pool = "transactional"
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description=f"Send at this time (ISO 8601 with an offset), up to {MAX_SCHEDULE_DAYS} days ahead; "
+        "a time already past sends now",
+    )
 
     _lists = field_validator("to", "cc", "bcc", "reply_to", mode="before")(_address_list)
 
@@ -224,6 +230,9 @@ class MessageView(ApiModel):
     bounce_class: str | None = None
     failure_reason: str | None = None
     last_reply: Reply | None = None
+    next_attempt_at: datetime | None = Field(
+        default=None, description="deferred: when the next attempt is due; scheduled: when it will be sent"
+    )
     attempt_log: list[Attempt]
     updated_at: datetime
 
@@ -258,3 +267,36 @@ class MessageList(ApiModel):
 ListStatusFilter = Literal[
     "queued", "scheduled", "sending", "relayed", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled"
 ]
+
+
+class CancelledRecipient(ApiModel):
+    id: str
+    email: str
+    status: MessageStatus = Field(description="`cancelled`, or the status it had already reached")
+
+
+class CancelResponse(ApiModel):
+    id: str
+    cancelled: list[CancelledRecipient] = Field(description="Recipients whose message will not be sent")
+    not_cancelled: list[CancelledRecipient] = Field(
+        description="Recipients already sending or finished, with their status"
+    )
+
+
+class SuppressionRequest(ApiModel):
+    email: MailboxStr
+    reason: str = Field(default="manual", pattern=r"^[a-z0-9-]{1,40}$")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class SuppressionView(ApiModel):
+    email: str
+    reason: str = Field(description="`hard-bounce` (added by Petrel), `manual`, or the reason given")
+    detail: str | None = Field(default=None, description="The bounce's SMTP reply, or the note given")
+    message_id: str | None = Field(default=None, description="The message whose bounce added it")
+    created_at: datetime
+
+
+class SuppressionList(ApiModel):
+    data: list[SuppressionView]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page")

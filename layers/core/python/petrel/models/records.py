@@ -93,7 +93,9 @@ FINAL_STATUSES = frozenset(
     }
 )
 # States a worker may take a lease from (besides `sending` whose lease has expired).
-LEASABLE_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+LEASABLE_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED, MessageStatus.SCHEDULED)
+# States `DELETE /v1/emails/{id}` cancels: nothing has been relayed, nothing is in flight.
+CANCELLABLE_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.QUEUED, MessageStatus.DEFERRED)
 
 RecipientKind = Literal["to", "cc", "bcc"]
 
@@ -163,7 +165,19 @@ class MessageRecord(Record):
     bounce_class: str | None = None
     failure_reason: str | None = None
     last_reply: Reply | None = None
+    next_attempt_at: datetime | None = None  # deferred: the retry's time; scheduled: send_at
     attempts: tuple[Attempt, ...] = ()
     events: tuple[Event, ...] = ()
     created_at: datetime
     updated_at: datetime
+
+
+class Suppression(Record):
+    """An address a tenant no longer sends to: added on a mailbox-class hard bounce, or by hand."""
+
+    tenant_id: str
+    email: str  # lower-cased
+    reason: str  # "hard-bounce", "manual", ...
+    detail: str | None = None  # the bounce's SMTP reply, or the caller's note
+    message_id: str | None = None  # the message whose bounce added it
+    created_at: datetime

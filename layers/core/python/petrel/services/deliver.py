@@ -1,7 +1,8 @@
 """Delivering one recipient's message: a pipeline of named steps (DESIGN §1, §2).
 
-lease → load body → choose server → relay → classify → record. Outcomes are values; only an
-unexpected exception escapes (and SQS redelivers the job).
+lease → check age → check suppression → load body → choose server → relay → classify →
+(suppress | schedule the retry) → record. Outcomes are values; only an unexpected exception
+escapes (and SQS redelivers the job, then moves it to the DLQ).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from petrel.mail.smtp_reply import (
     HardFail,
     PermanentFail,
     Relayed,
+    ReplyCode,
     SmtpReply,
     SoftFail,
     Stage,
@@ -27,6 +29,7 @@ from petrel.mail.smtp_reply import (
 )
 from petrel.models.jobs import SendJob
 from petrel.models.records import (
+    FINAL_STATUSES,
     Attempt,
     EmailRecord,
     Event,
@@ -34,8 +37,22 @@ from petrel.models.records import (
     MessageStatus,
     Reply,
     SmtpServer,
+    Suppression,
+    Tenant,
 )
-from petrel.ports import BlobStore, Clock, Envelope, MessageStore, SecretStore, SmtpRelay, TenantStore, Transition
+from petrel.ports import (
+    BlobStore,
+    Clock,
+    Envelope,
+    MessageStore,
+    RetryScheduler,
+    SecretStore,
+    SmtpRelay,
+    SuppressionStore,
+    TenantStore,
+    Transition,
+)
+from petrel.services.retry import RetryLadder, schedule_name
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -65,8 +82,8 @@ class TtlCache(Generic[K, V]):
 
 
 class JobResult(StrEnum):
-    DONE = "done"  # finished (relayed, bounced, failed) or nothing to do: acknowledge the job
-    RETRY = "retry"  # deferred or busy elsewhere: let the queue bring the job back
+    DONE = "done"  # recorded (a deferral is a schedule, not a redelivery) or nothing to do: acknowledge
+    RETRY = "retry"  # another worker holds the lease: let the queue bring the job back
 
 
 @dataclass
@@ -77,19 +94,32 @@ class DeliverDeps:
     secrets: SecretStore
     relay: SmtpRelay
     clock: Clock
+    suppressions: SuppressionStore
+    scheduler: RetryScheduler
     lease_seconds: int
     cache_seconds: float
+    ladder: RetryLadder = field(default_factory=RetryLadder)
     rng: random.Random = field(default_factory=random.Random)
+    _tenants: TtlCache[str, Tenant | None] = field(init=False)
     _servers: TtlCache[str, list[SmtpServer]] = field(init=False)
     _passwords: TtlCache[str, str] = field(init=False)
     _return_paths: TtlCache[tuple[str, str], str] = field(init=False)
     _bodies: TtlCache[str, bytes] = field(init=False)
+    # Servers that failed as a whole (refused, dropped, 421, timed out) during the current batch:
+    # the batch's other messages for them are deferred without another try (see `end_batch`).
+    _unavailable: dict[str, SmtpReply] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._tenants = TtlCache(self.cache_seconds)
         self._servers = TtlCache(self.cache_seconds)
         self._passwords = TtlCache(self.cache_seconds)
         self._return_paths = TtlCache(self.cache_seconds)
         self._bodies = TtlCache(60.0)
+
+    def end_batch(self) -> None:
+        """Close the batch's SMTP sessions and forget which servers failed in it."""
+        self._unavailable.clear()
+        self.relay.close()
 
 
 @dataclass(frozen=True)
@@ -105,6 +135,7 @@ def lease_message(deps: DeliverDeps, job: SendJob, now: datetime) -> MessageReco
         job.tenant_id,
         job.email_id,
         job.message_id,
+        after_attempt=job.attempt,
         now=int(now.timestamp()),
         lease_until=int((now + timedelta(seconds=deps.lease_seconds)).timestamp()),
     )
@@ -113,9 +144,11 @@ def lease_message(deps: DeliverDeps, job: SendJob, now: datetime) -> MessageReco
     current = deps.messages.get_message(job.tenant_id, job.email_id, job.message_id)
     if current is None:
         return Delivery(JobResult.DONE, note="no such message")
-    if current.status == MessageStatus.SENDING:
+    if current.status == MessageStatus.SENDING and current.attempt == job.attempt + 1:
         return Delivery(JobResult.RETRY, message=current, note="leased by another worker")
-    return Delivery(JobResult.DONE, message=current, note=f"already {current.status}")
+    if current.status in FINAL_STATUSES or current.attempt == job.attempt:
+        return Delivery(JobResult.DONE, message=current, note=f"already {current.status}")
+    return Delivery(JobResult.DONE, message=current, note=f"attempt {job.attempt} is done already")
 
 
 def load_body(deps: DeliverDeps, email: EmailRecord) -> bytes:
@@ -125,12 +158,43 @@ def load_body(deps: DeliverDeps, email: EmailRecord) -> bytes:
     return deps._bodies.get(key, lambda: deps.blobs.get(key))
 
 
-def choose_server(deps: DeliverDeps, tenant_id: str, pool: str) -> SmtpServer | None:
+def tenant_of(deps: DeliverDeps, tenant_id: str) -> Tenant | None:
+    return deps._tenants.get(tenant_id, lambda: deps.tenants.get_tenant(tenant_id))
+
+
+def expiry(tenant: Tenant | None, message: MessageRecord) -> datetime:
+    """The moment the message has been tried for as long as its tenant allows (24 h by default)."""
+    hours = tenant.max_age_hours if tenant else Tenant.model_fields["max_age_hours"].default
+    return message.created_at + timedelta(hours=hours)
+
+
+def check_suppression(deps: DeliverDeps, message: MessageRecord) -> Suppression | None:
+    return deps.suppressions.get(message.tenant_id, message.recipient)
+
+
+def choose_server(deps: DeliverDeps, tenant_id: str, pool: str) -> SmtpServer | SmtpReply | None:
+    """A weighted pick among the pool's enabled servers that have not failed in this batch.
+
+    None: the pool has no server. A reply: every server failed earlier in this batch (the last reply).
+    """
     servers = deps._servers.get(tenant_id, lambda: deps.tenants.list_servers(tenant_id))
     candidates = [s for s in servers if s.enabled and s.pool == pool]
     if not candidates:
         return None
-    return deps.rng.choices(candidates, weights=[s.weight for s in candidates])[0]
+    healthy = [s for s in candidates if s.server_id not in deps._unavailable]
+    if not healthy:
+        return deps._unavailable[candidates[-1].server_id]
+    return deps.rng.choices(healthy, weights=[s.weight for s in healthy])[0]
+
+
+def server_failed(reply: SmtpReply) -> bool:
+    """The reply says the server (not this recipient) cannot take mail now: no reply at all (refused,
+    reset, timed out, dropped), a refusal before MAIL (greeting, TLS, AUTH), or 421 closing."""
+    return (
+        reply.code == 0
+        or reply.stage in (Stage.CONNECT, Stage.TLS, Stage.AUTH)
+        or reply.code == ReplyCode.SERVICE_NOT_AVAILABLE
+    )
 
 
 def return_path(deps: DeliverDeps, email: EmailRecord, message_id: str) -> str:
@@ -148,6 +212,8 @@ def relay_message(deps: DeliverDeps, message: MessageRecord, email: EmailRecord)
     if server is None:
         reply = SmtpReply.network(Stage.CONNECT, f"no enabled SMTP server in pool {message.pool!r}")
         return SoftFail(reply, reason="no-server"), None
+    if isinstance(server, SmtpReply):  # not tried again in this batch: the server just failed
+        return SoftFail(server, reason="server-unavailable", retry_after=server.retry_after_seconds()), None
     try:
         password = deps._passwords.get(server.secret_name, lambda: deps.secrets.get_secret(server.secret_name))
     except Exception as exc:  # the secret store is down or the secret is gone: keep the message
@@ -158,8 +224,10 @@ def relay_message(deps: DeliverDeps, message: MessageRecord, email: EmailRecord)
     )
     reply = deps.relay.relay(server, password, envelope, load_body(deps, email))
     outcome = classify(reply)
-    if isinstance(outcome, SoftFail) and reply.stage is Stage.AUTH:
-        deps._passwords.forget(server.secret_name)  # a rotated password is picked up on the next try
+    if isinstance(outcome, SoftFail) and server_failed(reply):
+        deps._unavailable[server.server_id] = reply
+        if reply.stage is Stage.AUTH:
+            deps._passwords.forget(server.secret_name)  # a rotated password is picked up on the next try
     return outcome, server.server_id
 
 
@@ -167,36 +235,89 @@ def _stored_reply(reply: SmtpReply) -> Reply:
     return Reply(code=reply.code, enhanced=reply.enhanced, text=reply.text, stage=str(reply.stage))
 
 
-def outcome_transition(message: MessageRecord, outcome: DeliveryOutcome, attempt: Attempt, now: datetime) -> Transition:
-    reply = _stored_reply(outcome.reply)
-
-    def event(kind: str, detail: str | None = None) -> tuple[Event, ...]:
-        return (
-            Event(
-                type=kind,
-                at=now,
-                message_id=message.message_id,
-                recipient=message.recipient,
-                reply=reply,
-                detail=detail,
-            ),
-        )
-
-    if isinstance(outcome, Relayed):
-        return Transition(MessageStatus.RELAYED, event("email.sent"), attempt, reply)
-    if isinstance(outcome, SoftFail):
-        return Transition(MessageStatus.DEFERRED, event("email.deferred", outcome.reason), attempt, reply)
-    if isinstance(outcome, HardFail):
-        return Transition(
-            MessageStatus.BOUNCED,
-            event("email.bounced", outcome.bounce_class),
-            attempt,
-            reply,
-            bounce_class=outcome.bounce_class,
-        )
-    return Transition(
-        MessageStatus.FAILED, event("email.failed", outcome.reason), attempt, reply, failure_reason=outcome.reason
+def _event(message: MessageRecord, kind: str, now: datetime, reply: Reply | None, detail: str | None) -> Event:
+    return Event(
+        type=kind, at=now, message_id=message.message_id, recipient=message.recipient, reply=reply, detail=detail
     )
+
+
+def outcome_transition(
+    message: MessageRecord, outcome: DeliveryOutcome, attempt: Attempt, now: datetime, next_attempt: datetime | None
+) -> Transition:
+    """The record of one attempt. A soft failure is `deferred` when `next_attempt` is set, else it
+    has run out of time: `failed`, reason `expired`."""
+    reply = _stored_reply(outcome.reply)
+    if isinstance(outcome, Relayed):
+        return Transition(MessageStatus.RELAYED, (_event(message, "email.sent", now, reply, None),), attempt, reply)
+    if isinstance(outcome, SoftFail) and next_attempt is not None:
+        event = _event(message, "email.deferred", now, reply, outcome.reason)
+        return Transition(MessageStatus.DEFERRED, (event,), attempt, reply, next_attempt_at=next_attempt)
+    if isinstance(outcome, SoftFail):
+        event = _event(message, "email.failed", now, reply, "expired")
+        return Transition(MessageStatus.FAILED, (event,), attempt, reply, failure_reason="expired")
+    if isinstance(outcome, HardFail):
+        event = _event(message, "email.bounced", now, reply, outcome.bounce_class)
+        return Transition(MessageStatus.BOUNCED, (event,), attempt, reply, bounce_class=outcome.bounce_class)
+    event = _event(message, "email.failed", now, reply, outcome.reason)
+    return Transition(MessageStatus.FAILED, (event,), attempt, reply, failure_reason=outcome.reason)
+
+
+def schedule_retry(
+    deps: DeliverDeps, message: MessageRecord, outcome: SoftFail, tenant: Tenant | None, now: datetime
+) -> datetime | None:
+    """Create the one-time schedule of the next attempt (named `<message id>-<attempt>`, so a second
+    create for the same attempt collides); None when the ladder runs past the message's maximum age."""
+    due = deps.ladder.next_attempt(
+        failures=message.attempt,
+        retry_after=outcome.retry_after,
+        now=now,
+        expires=expiry(tenant, message),
+        rng=deps.rng,
+    )
+    if due is not None:
+        retry = SendJob(
+            tenant_id=message.tenant_id,
+            email_id=message.email_id,
+            message_id=message.message_id,
+            attempt=message.attempt,
+            pool=message.pool,
+        )
+        deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, retry)
+    return due
+
+
+def suppress_recipient(deps: DeliverDeps, message: MessageRecord, outcome: HardFail, now: datetime) -> None:
+    deps.suppressions.add(
+        Suppression(
+            tenant_id=message.tenant_id,
+            email=message.recipient.lower(),
+            reason="hard-bounce",
+            detail=str(outcome.reply),
+            message_id=message.message_id,
+            created_at=now,
+        )
+    )
+
+
+def finish_without_sending(
+    deps: DeliverDeps, message: MessageRecord, status: MessageStatus, now: datetime, *, event: str, detail: str
+) -> Delivery:
+    """Record an end reached before any SMTP: expired, or the recipient is suppressed."""
+    change = Transition(
+        status,
+        (_event(message, event, now, None, detail),),
+        failure_reason=detail if status is MessageStatus.FAILED else None,
+    )
+    recorded = deps.messages.transition(
+        message.tenant_id,
+        message.email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=message.attempt,
+        change=change,
+        now=now,
+    )
+    return Delivery(JobResult.DONE, None, message, note=detail if recorded else "lease lost before recording")
 
 
 def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
@@ -204,6 +325,16 @@ def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
     leased = lease_message(deps, job, started)
     if isinstance(leased, Delivery):
         return leased
+    tenant = tenant_of(deps, job.tenant_id)
+    if started >= expiry(tenant, leased):
+        return finish_without_sending(
+            deps, leased, MessageStatus.FAILED, started, event="email.failed", detail="expired"
+        )
+    suppressed = check_suppression(deps, leased)
+    if suppressed is not None:
+        return finish_without_sending(
+            deps, leased, MessageStatus.SUPPRESSED, started, event="email.suppressed", detail=suppressed.reason
+        )
     email = deps.messages.get_email_record(job.tenant_id, job.email_id)
     if email is None:  # cannot happen while retention outlives the queue; finish rather than loop
         outcome: DeliveryOutcome = PermanentFail(
@@ -221,7 +352,12 @@ def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
         outcome=type(outcome).__name__.lower(),
         reply=_stored_reply(outcome.reply),
     )
-    change = outcome_transition(leased, outcome, attempt, finished)
+    next_attempt = None
+    if isinstance(outcome, SoftFail):
+        next_attempt = schedule_retry(deps, leased, outcome, tenant, finished)
+    elif isinstance(outcome, HardFail) and outcome.suppress:
+        suppress_recipient(deps, leased, outcome, finished)
+    change = outcome_transition(leased, outcome, attempt, finished, next_attempt)
     recorded = deps.messages.transition(
         job.tenant_id,
         job.email_id,
@@ -233,5 +369,4 @@ def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
     )
     if not recorded:
         return Delivery(JobResult.DONE, outcome, leased, note="lease lost before the outcome was recorded")
-    result = JobResult.RETRY if isinstance(outcome, SoftFail) else JobResult.DONE
-    return Delivery(result, outcome, leased)
+    return Delivery(JobResult.DONE, outcome, leased)

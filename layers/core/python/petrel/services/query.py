@@ -21,6 +21,7 @@ def _message_view(message: MessageRecord) -> MessageView:
         bounce_class=message.bounce_class,
         failure_reason=message.failure_reason,
         last_reply=message.last_reply,
+        next_attempt_at=message.next_attempt_at,
         attempt_log=list(message.attempts),
         updated_at=message.updated_at,
     )

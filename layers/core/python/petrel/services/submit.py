@@ -1,10 +1,12 @@
-"""Accepting an email: check the sender's domain, build the MIME once, store, enqueue.
+"""Accepting an email: check the sender's domain and send time, build the MIME once, store,
+then enqueue (or schedule, for `send_at`).
 
 Each step is a named function so that the pipeline reads top to bottom in `submit_email`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,10 +14,15 @@ from petrel.errors import InvalidRequest, PayloadTooLarge
 from petrel.ids import new_id
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.mime import AttachmentPart, MessageContent, build_mime, header_message_id
-from petrel.models.api import RecipientStatus, SendEmailRequest, SendEmailResponse
+from petrel.models.api import MAX_SCHEDULE_DAYS, RecipientStatus, SendEmailRequest, SendEmailResponse
 from petrel.models.jobs import SendJob
 from petrel.models.records import EmailRecord, Event, MessageRecord, MessageStatus, Recipient, Tenant
-from petrel.ports import BlobStore, Clock, JobQueue, MessageStore, TenantStore, Transition
+from petrel.ports import BlobStore, Clock, JobQueue, MessageStore, RetryScheduler, TenantStore, Transition
+from petrel.services.retry import schedule_name
+
+# Up to this far ahead a scheduled message waits in its queue (SQS DelaySeconds, at most 900 s);
+# further ahead it waits in EventBridge Scheduler.
+QUEUE_DELAY_LIMIT = 900
 
 
 @dataclass(frozen=True)
@@ -24,9 +31,22 @@ class SubmitDeps:
     messages: MessageStore
     blobs: BlobStore
     queue: JobQueue
+    scheduler: RetryScheduler
     clock: Clock
     retention_days: int
     inline_body_limit: int
+
+
+def check_send_at(request: SendEmailRequest, now: datetime) -> datetime | None:
+    """The time to release the email, or None to send now (no `send_at`, or one already past)."""
+    if request.send_at is None or request.send_at <= now:
+        return None
+    if request.send_at > now + timedelta(days=MAX_SCHEDULE_DAYS):
+        raise InvalidRequest(
+            f"send_at may be at most {MAX_SCHEDULE_DAYS} days ahead",
+            errors=[{"pointer": "/send_at", "detail": f"at most {MAX_SCHEDULE_DAYS} days ahead"}],
+        )
+    return request.send_at
 
 
 def check_sender_domain(deps: SubmitDeps, tenant: Tenant, from_: str) -> str:
@@ -70,6 +90,7 @@ def store_email(
     from_domain: str,
     body: bytes,
     now: datetime,
+    send_at: datetime | None,
 ) -> tuple[EmailRecord, list[MessageRecord]]:
     body_key = None
     inline: bytes | None = body
@@ -94,6 +115,7 @@ def store_email(
         body_key=body_key,
         created_at=now,
     )
+    status = MessageStatus.QUEUED if send_at is None else MessageStatus.SCHEDULED
     messages = [
         MessageRecord(
             tenant_id=tenant.tenant_id,
@@ -102,8 +124,9 @@ def store_email(
             recipient=r.email,
             kind=r.kind,
             pool=request.pool,
-            status=MessageStatus.QUEUED,
-            events=(Event(type="email.queued", at=now, message_id=r.message_id, recipient=r.email),),
+            status=status,
+            next_attempt_at=send_at,
+            events=(Event(type=f"email.{status}", at=now, message_id=r.message_id, recipient=r.email),),
             created_at=now,
             updated_at=now,
         )
@@ -114,21 +137,41 @@ def store_email(
     return email, messages
 
 
-def enqueue(deps: SubmitDeps, email: EmailRecord, messages: list[MessageRecord]) -> dict[str, MessageStatus]:
-    """Queue a job per message. A message whose job cannot be queued is marked failed, never left queued."""
-    jobs = [SendJob(tenant_id=m.tenant_id, email_id=m.email_id, message_id=m.message_id) for m in messages]
-    not_queued = {job.message_id for job in deps.queue.send_jobs(email.pool, jobs)}
-    statuses: dict[str, MessageStatus] = {}
+def _job(message: MessageRecord) -> SendJob:
+    return SendJob(
+        tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id, pool=message.pool
+    )
+
+
+def enqueue(
+    deps: SubmitDeps, email: EmailRecord, messages: list[MessageRecord], send_at: datetime | None
+) -> dict[str, MessageStatus]:
+    """Queue a job per message, or schedule its release. A message whose job could not be queued or
+    scheduled is marked failed, never left waiting for a job that does not exist."""
     now = deps.clock.now()
+    delay = 0 if send_at is None else math.ceil((send_at - now).total_seconds())
+    waiting = MessageStatus.QUEUED if send_at is None else MessageStatus.SCHEDULED
+    if delay <= QUEUE_DELAY_LIMIT:
+        refused = deps.queue.send_jobs(email.pool, [_job(m) for m in messages], delay_seconds=max(delay, 0))
+        not_queued = {job.message_id for job in refused}
+    else:
+        assert send_at is not None  # a positive delay means a send time
+        not_queued = set()
+        for message in messages:
+            try:
+                deps.scheduler.schedule(schedule_name(message.message_id, 0), send_at, _job(message))
+            except Exception:
+                not_queued.add(message.message_id)
+    statuses: dict[str, MessageStatus] = {}
     for message in messages:
         if message.message_id not in not_queued:
-            statuses[message.message_id] = MessageStatus.QUEUED
+            statuses[message.message_id] = waiting
             continue
         deps.messages.transition(
             message.tenant_id,
             message.email_id,
             message.message_id,
-            expected=[MessageStatus.QUEUED],
+            expected=[waiting],
             attempt=None,
             change=Transition(
                 status=MessageStatus.FAILED,
@@ -139,7 +182,7 @@ def enqueue(deps: SubmitDeps, email: EmailRecord, messages: list[MessageRecord])
                         at=now,
                         message_id=message.message_id,
                         recipient=message.recipient,
-                        detail="the send queue did not accept the job",
+                        detail="the send queue (or the scheduler) did not accept the job",
                     ),
                 ),
             ),
@@ -153,10 +196,13 @@ def submit_email(deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest) ->
     now = deps.clock.now()
     email_id = new_id("em", int(now.timestamp() * 1000))
     from_domain = check_sender_domain(deps, tenant, request.from_)
+    send_at = check_send_at(request, now)
     body = build_body(request, email_id=email_id, from_domain=from_domain, now=now)
     check_size(tenant, body)
-    email, messages = store_email(deps, tenant, request, email_id=email_id, from_domain=from_domain, body=body, now=now)
-    statuses = enqueue(deps, email, messages)
+    email, messages = store_email(
+        deps, tenant, request, email_id=email_id, from_domain=from_domain, body=body, now=now, send_at=send_at
+    )
+    statuses = enqueue(deps, email, messages, send_at)
     return SendEmailResponse(
         id=email_id,
         recipients=[

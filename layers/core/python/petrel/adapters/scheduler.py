@@ -1,0 +1,70 @@
+"""EventBridge Scheduler: one-time `at(...)` schedules that put a SendJob on its pool's send queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from petrel import resources
+from petrel.models.jobs import SendJob
+
+
+def at_expression(at: datetime) -> str:
+    """`at(2026-11-23T18:53:02)` in UTC (Scheduler's one-time expression; seconds are rounded up)."""
+    moment = at.astimezone(UTC)
+    if moment.microsecond:  # never earlier than asked
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return f"at({moment.strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
+class EventBridgeRetryScheduler:
+    """Schedules are named by the caller (`<message id>-<attempt>`): a second create of the same name
+    collides (ConflictException) and changes nothing. Each is deleted after it fires; what Scheduler
+    cannot put on the queue goes to the schedules' dead-letter queue."""
+
+    def __init__(
+        self, client: Any, *, group: str, role_arn: str, dead_letter_arn: str, queue_arns: dict[str, str]
+    ) -> None:
+        self._scheduler = client
+        self._group = group
+        self._role = role_arn
+        self._dlq = dead_letter_arn
+        self._queues = queue_arns
+
+    def schedule(self, name: str, at: datetime, job: SendJob) -> bool:
+        try:
+            self._scheduler.create_schedule(
+                Name=name,
+                GroupName=self._group,
+                ScheduleExpression=at_expression(at),
+                ScheduleExpressionTimezone="UTC",
+                FlexibleTimeWindow={"Mode": "OFF"},
+                ActionAfterCompletion="DELETE",
+                State="ENABLED",
+                Target={
+                    "Arn": self._queues[job.pool],
+                    "RoleArn": self._role,
+                    "Input": job.model_dump_json(),
+                    "DeadLetterConfig": {"Arn": self._dlq},
+                    "RetryPolicy": {
+                        "MaximumRetryAttempts": resources.SCHEDULES.max_retry_attempts,
+                        "MaximumEventAgeInSeconds": resources.SCHEDULES.max_event_age_seconds,
+                    },
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConflictException":
+                return False
+            raise
+        return True
+
+    def cancel(self, name: str) -> bool:
+        try:
+            self._scheduler.delete_schedule(Name=name, GroupName=self._group)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return False
+            raise
+        return True

@@ -1,0 +1,69 @@
+"""Cancelling an email: every recipient not yet sent (scheduled, queued or deferred) is cancelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from petrel.errors import NotFound
+from petrel.ids import is_id
+from petrel.models.api import CancelledRecipient, CancelResponse
+from petrel.models.records import CANCELLABLE_STATUSES, Event, MessageRecord, MessageStatus
+from petrel.ports import Clock, MessageStore, RetryScheduler, Transition
+from petrel.services.retry import schedule_name
+
+
+@dataclass(frozen=True)
+class CancelDeps:
+    messages: MessageStore
+    scheduler: RetryScheduler
+    clock: Clock
+
+
+def pending_schedule(message: MessageRecord) -> str | None:
+    """The schedule that would release this message: its send time, or its next retry."""
+    if message.status in (MessageStatus.SCHEDULED, MessageStatus.DEFERRED):
+        return schedule_name(message.message_id, message.attempt)
+    return None
+
+
+def cancel_message(deps: CancelDeps, message: MessageRecord) -> MessageStatus:
+    """Cancel one message if it is still waiting; returns the status it has afterwards.
+
+    The write is conditional on (status, attempt), so it cannot overtake a worker that leased the
+    message meanwhile. A queued message's job stays in its queue and finds nothing to do; a
+    schedule is deleted after the write (if that fails, the schedule fires a job that does nothing).
+    """
+    if message.status not in CANCELLABLE_STATUSES:
+        return message.status
+    now = deps.clock.now()
+    event = Event(type="email.cancelled", at=now, message_id=message.message_id, recipient=message.recipient)
+    done = deps.messages.transition(
+        message.tenant_id,
+        message.email_id,
+        message.message_id,
+        expected=[message.status],
+        attempt=message.attempt,
+        change=Transition(MessageStatus.CANCELLED, (event,)),
+        now=now,
+    )
+    if not done:
+        current = deps.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+        return current.status if current else message.status
+    name = pending_schedule(message)
+    if name is not None:
+        deps.scheduler.cancel(name)
+    return MessageStatus.CANCELLED
+
+
+def cancel_email(deps: CancelDeps, tenant_id: str, email_id: str) -> CancelResponse:
+    found = deps.messages.get_email(tenant_id, email_id) if is_id(email_id, "em") else None
+    if found is None:
+        raise NotFound(f"no email {email_id!r}")
+    _, messages = found
+    cancelled: list[CancelledRecipient] = []
+    kept: list[CancelledRecipient] = []
+    for message in messages:
+        status = cancel_message(deps, message)
+        item = CancelledRecipient(id=message.message_id, email=message.recipient, status=status)
+        (cancelled if status is MessageStatus.CANCELLED else kept).append(item)
+    return CancelResponse(id=email_id, cancelled=cancelled, not_cancelled=kept)
