@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from local.provision import provision
 from petrel import resources
 from petrel.adapters.blobs import S3BlobStore
-from petrel.adapters.dynamodb import DynamoIdempotencyStore, DynamoMessageStore, DynamoTenantStore
+from petrel.adapters.dynamodb import (
+    DynamoIdempotencyStore,
+    DynamoMessageStore,
+    DynamoSuppressionStore,
+    DynamoTenantStore,
+)
 from petrel.adapters.queues import SqsJobQueue
+from petrel.adapters.scheduler import EventBridgeRetryScheduler
 from petrel.adapters.secrets import SecretsManagerStore
 from petrel.models.jobs import SendJob
 from petrel.models.records import Pool
-from petrel.ports import BlobStore, IdempotencyStore, JobQueue, MessageStore, SecretStore, TenantStore
+from petrel.ports import (
+    BlobStore,
+    IdempotencyStore,
+    JobQueue,
+    MessageStore,
+    RetryScheduler,
+    SecretStore,
+    SuppressionStore,
+    TenantStore,
+)
 from tests.fakes import FakeWorld
+
+SCHEDULE_GROUP = "petrel-test-schedules"
 
 
 @dataclass
@@ -28,6 +47,9 @@ class Backend:
     queue: JobQueue
     secrets: SecretStore
     arrived: Callable[[Pool], list[SendJob]]  # the jobs waiting on a pool's send queue (taken off it)
+    suppressions: SuppressionStore
+    scheduler: RetryScheduler
+    scheduled: Callable[[str], tuple[datetime, SendJob] | None]  # a pending schedule's time and job
 
 
 def fake_backend() -> Backend:
@@ -41,6 +63,9 @@ def fake_backend() -> Backend:
         world.queue,
         world.secrets,
         world.queue.drain,
+        world.suppressions,
+        world.scheduler,
+        lambda name: (s.at, s.job) if (s := world.scheduler.schedules.get(name)) else None,
     )
 
 
@@ -69,6 +94,25 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
             )
 
+    scheduler = clients["scheduler"]
+    scheduler.create_schedule_group(Name=SCHEDULE_GROUP)
+    dlq = sqs.create_queue(QueueName="petrel-test-schedules-dlq")["QueueUrl"]
+
+    def arn(url: str) -> str:
+        return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+    def scheduled(name: str) -> tuple[datetime, SendJob] | None:
+        try:
+            found = scheduler.get_schedule(Name=name, GroupName=SCHEDULE_GROUP)
+        except scheduler.exceptions.ResourceNotFoundException:
+            return None
+        at = datetime.strptime(found["ScheduleExpression"], "at(%Y-%m-%dT%H:%M:%S)").replace(tzinfo=UTC)
+        target = found["Target"]
+        assert found["ActionAfterCompletion"] == "DELETE" and found["FlexibleTimeWindow"] == {"Mode": "OFF"}
+        assert target["Arn"] == arn(urls[json.loads(target["Input"])["pool"]])
+        assert target["DeadLetterConfig"]["Arn"] == arn(dlq)
+        return at, SendJob.model_validate_json(target["Input"])
+
     db = clients["dynamodb"]
     return Backend(
         "moto",
@@ -79,4 +123,13 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
         SqsJobQueue(sqs, urls),
         SecretsManagerStore(clients["secretsmanager"]),
         arrived,
+        DynamoSuppressionStore(db, made.tables[resources.SUPPRESSIONS.name]),
+        EventBridgeRetryScheduler(
+            scheduler,
+            group=SCHEDULE_GROUP,
+            role_arn="arn:aws:iam::123456789012:role/petrel-test-scheduler",
+            dead_letter_arn=arn(dlq),
+            queue_arns={pool: arn(url) for pool, url in urls.items()},
+        ),
+        scheduled,
     )

@@ -22,7 +22,7 @@ def aws_clients(boto_session: boto3.session.Session) -> dict[str, Any]:
     """Clients built once: moto intercepts them whenever a mock is active (building them is the slow part)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         clean_aws_environment(monkeypatch)
-        return {name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager")}
+        return {name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager", "scheduler")}
 
 
 @pytest.fixture(params=["fake", pytest.param("moto", marks=pytest.mark.integration)])

@@ -81,7 +81,10 @@ def test_another_tenants_email_is_invisible(backend: Backend) -> None:
     assert backend.messages.get_email("tn_b", email_id) is None
     assert backend.messages.get_email_record("tn_b", email_id) is None
     assert backend.messages.get_message("tn_b", email_id, message.message_id) is None
-    assert backend.messages.lease("tn_b", email_id, message.message_id, now=T0, lease_until=T0 + 60) is None
+    assert (
+        backend.messages.lease("tn_b", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60)
+        is None
+    )
     changed = backend.messages.transition(
         "tn_b",
         email_id,
@@ -99,7 +102,7 @@ def test_another_tenants_email_is_invisible(backend: Backend) -> None:
 def test_lease_a_queued_message(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
 
-    leased = backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
 
     assert leased is not None
     assert leased.status == MessageStatus.SENDING and leased.attempt == 1 and leased.lease_until == T0 + 120
@@ -108,20 +111,30 @@ def test_lease_a_queued_message(backend: Backend) -> None:
 
 def test_a_live_lease_is_not_taken(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    assert backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 60, lease_until=T0 + 180) is None
+    assert (
+        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 60, lease_until=T0 + 180)
+        is None
+    )
     # a lease is live up to and including its last second
-    assert backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 120, lease_until=T0 + 240) is None
+    assert (
+        backend.messages.lease(
+            "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 120, lease_until=T0 + 240
+        )
+        is None
+    )
     current = backend.messages.get_message("tn_a", email_id, message.message_id)
     assert current is not None and current.attempt == 1 and current.lease_until == T0 + 120
 
 
 def test_an_expired_lease_is_taken_over_with_the_next_attempt(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    again = backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 121, lease_until=T0 + 241)
+    again = backend.messages.lease(
+        "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241
+    )
 
     assert again is not None and again.status == MessageStatus.SENDING
     assert again.attempt == 2 and again.lease_until == T0 + 241
@@ -130,7 +143,7 @@ def test_an_expired_lease_is_taken_over_with_the_next_attempt(backend: Backend) 
 def test_a_deferred_message_is_leasable(backend: Backend) -> None:
     email_id, (message,) = _stored(backend, status=MessageStatus.DEFERRED)
 
-    leased = backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
 
     assert leased is not None and leased.attempt == 1
 
@@ -142,19 +155,27 @@ def test_a_deferred_message_is_leasable(backend: Backend) -> None:
 def test_a_finished_message_is_not_leasable(backend: Backend, status: MessageStatus) -> None:
     email_id, (message,) = _stored(backend, status=status)
 
-    assert backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120) is None
+    assert (
+        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+        is None
+    )
     assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
 
 
 def test_an_unknown_message_is_not_leasable(backend: Backend) -> None:
     email_id, _ = _stored(backend)
 
-    assert backend.messages.lease("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA", now=T0, lease_until=T0) is None
+    assert (
+        backend.messages.lease(
+            "tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA", after_attempt=0, now=T0, lease_until=T0
+        )
+        is None
+    )
 
 
 def test_transition_records_outcome_events_and_attempt(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
     change = _relayed(message, attempt=1)
     later = DEFAULT_START + timedelta(seconds=5)
 
@@ -177,7 +198,7 @@ def test_transition_records_outcome_events_and_attempt(backend: Backend) -> None
 def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
     soft = Reply(code=451, enhanced="4.3.0", text="4.3.0 try later", stage="rcpt")
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
     first = Transition(
         MessageStatus.DEFERRED,
         events=(
@@ -195,7 +216,7 @@ def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> 
         change=first,
         now=DEFAULT_START,
     )
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 60, lease_until=T0 + 180)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 60, lease_until=T0 + 180)
     bounced = Transition(
         MessageStatus.BOUNCED,
         events=(Event(type="email.bounced", at=DEFAULT_START, message_id=message.message_id, recipient="x"),),
@@ -222,8 +243,10 @@ def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> 
 
 def test_transition_with_the_wrong_attempt_is_refused(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0, lease_until=T0 + 120)
-    backend.messages.lease("tn_a", email_id, message.message_id, now=T0 + 121, lease_until=T0 + 241)  # attempt 2
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    backend.messages.lease(
+        "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241
+    )  # attempt 2
 
     stale = backend.messages.transition(
         "tn_a",
@@ -316,7 +339,9 @@ def test_list_by_status(backend: Backend) -> None:
     newest_first = _three_emails(backend)
     relayed = [newest_first[0], newest_first[2], newest_first[4]]
     for message in relayed:
-        backend.messages.lease("tn_a", message.email_id, message.message_id, now=T0, lease_until=T0 + 60)
+        backend.messages.lease(
+            "tn_a", message.email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60
+        )
         assert backend.messages.transition(
             "tn_a",
             message.email_id,
@@ -365,3 +390,75 @@ def test_a_cursor_from_another_listing_is_rejected(backend: Backend) -> None:
         backend.messages.list_messages("tn_a", status=None, limit=2, cursor=foreign)
     with pytest.raises(InvalidRequest):
         backend.messages.list_messages("tn_a", status=None, limit=2, cursor=queued)
+
+
+def _defer(backend: Backend, email_id: str, message: MessageRecord, attempt: int, due: int) -> None:
+    when = DEFAULT_START + timedelta(seconds=due - T0)
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=attempt,
+        change=Transition(MessageStatus.DEFERRED, next_attempt_at=when),
+        now=DEFAULT_START,
+    )
+
+
+def test_a_lease_is_only_for_the_job_of_the_current_attempt(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _defer(backend, email_id, message, 1, T0 + 60)
+
+    deferred = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert deferred is not None and deferred.next_attempt_at == DEFAULT_START + timedelta(seconds=60)
+    # The first job, redelivered, does not take the message ahead of its retry.
+    assert (
+        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 9)
+        is None
+    )
+    # Nor does a job from the future.
+    assert (
+        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=2, now=T0, lease_until=T0 + 9)
+        is None
+    )
+    leased = backend.messages.lease(
+        "tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 60, lease_until=T0 + 180
+    )
+    assert leased is not None and leased.attempt == 2 and leased.status == MessageStatus.SENDING
+
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=2,
+        change=_relayed(message, 2),
+        now=DEFAULT_START,
+    )
+    done = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert done is not None and done.next_attempt_at is None  # cleared by a transition without one
+
+
+def test_an_expired_lease_is_taken_only_by_the_job_of_that_attempt(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+
+    assert (
+        backend.messages.lease(
+            "tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 500, lease_until=T0 + 600
+        )
+        is None
+    )
+    again = backend.messages.lease(
+        "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 500, lease_until=T0 + 600
+    )
+    assert again is not None and again.attempt == 2
+
+
+def test_a_scheduled_message_is_leasable_by_its_release_job(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend, status=MessageStatus.SCHEDULED)
+
+    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60)
+
+    assert leased is not None and leased.attempt == 1

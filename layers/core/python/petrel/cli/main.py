@@ -1,4 +1,4 @@
-"""`petrel`: administer tenants, API keys, sending domains and SMTP servers.
+"""`petrel`: administer tenants, API keys, sending domains and SMTP servers; list and redrive dead letters.
 
 Works against the local stack (`--env local`, reads .petrel/local.json) or a deployed environment
 (`--env dev|staging|prod`, resource names from cdk.json and the usual AWS credentials).
@@ -11,10 +11,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from petrel import resources
+from petrel.adapters.dead_letters import DeadLetter, dead_letter_queues
 from petrel.errors import ConfigurationError
 
 
@@ -22,25 +24,42 @@ class CliError(Exception):
     """Printed as one line, exit status 2."""
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str]:
-    """(tenants table, secrets prefix) of the chosen environment; sets the AWS endpoint for local."""
-    if args.env == "local":
-        state = Path(args.workdir) / "local.json"
-        if not state.exists():
-            raise CliError(f"{state} not found: start the local stack with `make run` first")
-        aws = json.loads(state.read_text())["aws"]
-        os.environ.setdefault("AWS_ENDPOINT_URL", aws["endpoint_url"])
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        os.environ.setdefault("AWS_DEFAULT_REGION", aws["region"])
-        return aws["tables"]["tenants"], aws["secrets_prefix"]
-    prefix = f"petrel-{args.env}"
+def _local_aws(args: argparse.Namespace) -> dict[str, Any]:
+    """The `aws` section of the local stack's local.json; points boto3 at its endpoint."""
+    state = Path(args.workdir) / "local.json"
+    if not state.exists():
+        raise CliError(f"{state} not found: start the local stack with `make run` first")
+    aws: dict[str, Any] = json.loads(state.read_text())["aws"]
+    os.environ.setdefault("AWS_ENDPOINT_URL", aws["endpoint_url"])
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    os.environ.setdefault("AWS_DEFAULT_REGION", aws["region"])
+    return aws
+
+
+def _deployed_prefix(env: str) -> str:
+    """The name prefix of a deployed environment (cdk.json context), e.g. `petrel-dev`."""
+    prefix = f"petrel-{env}"
     cdk_json = Path("cdk.json")
     if cdk_json.exists():
         envs = json.loads(cdk_json.read_text()).get("context", {}).get("environments", {})
-        if args.env not in envs:
-            raise CliError(f"environment {args.env!r} is not in cdk.json (known: {', '.join(envs)})")
-        prefix = envs[args.env].get("name_prefix", prefix)
+        if env not in envs:
+            raise CliError(f"environment {env!r} is not in cdk.json (known: {', '.join(envs)})")
+        prefix = envs[env].get("name_prefix", prefix)
+    return prefix
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    """The resource name prefix of the chosen environment; sets the AWS endpoint for local."""
+    return str(_local_aws(args)["prefix"]) if args.env == "local" else _deployed_prefix(args.env)
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str]:
+    """(tenants table, secrets prefix) of the chosen environment; sets the AWS endpoint for local."""
+    if args.env == "local":
+        aws = _local_aws(args)
+        return aws["tables"]["tenants"], aws["secrets_prefix"]
+    prefix = _deployed_prefix(args.env)
     return resources.physical_name(prefix, resources.TENANTS.name), resources.secrets_prefix(prefix)
 
 
@@ -66,10 +85,101 @@ def _print(args: argparse.Namespace, rows: Sequence[dict[str, Any]], columns: Se
         print("  ".join(f"{row.get(c, '')}" for c in columns))
 
 
+def _duration(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
+def _letter_line(letter: DeadLetter, now: datetime) -> str:
+    age = letter.age(now)
+    parts = [
+        letter.message_id,
+        f"received {letter.receive_count}x",
+        f"sent {_time(letter.sent_at)}",
+        f"first received {_time(letter.first_received_at)}",
+        f"age {_duration(age) if age is not None else '-'}",
+    ]
+    job = letter.job
+    if job is not None:
+        parts.append(f"tenant={job.tenant_id} email={job.email_id} message={job.message_id}")
+        parts.append(f"attempt={job.attempt} pool={job.pool}")
+    else:
+        parts.append(f"unparseable body: {letter.body[:80]!r}")
+    line = "  ".join(parts)
+    if error := letter.scheduler_error:
+        shown = {k: v for k, v in error.items() if k in ("ERROR_CODE", "ERROR_MESSAGE", "RETRY_ATTEMPTS")} or error
+        line += "\n    scheduler error: " + "  ".join(f"{k}={v}" for k, v in shown.items())
+    return line
+
+
+def run_dlq(args: argparse.Namespace) -> None:
+    """`petrel dlq list|redrive QUEUE`: what failed, and putting it back (petrel.adapters.dead_letters)."""
+    from petrel.adapters import aws
+    from petrel.adapters.dead_letters import SqsDeadLetters
+
+    prefix = _prefix(args)
+    letters = SqsDeadLetters(aws.client("sqs"), prefix)
+    dlq_name = resources.physical_name(prefix, letters.queue(args.queue).dlq)
+    now = datetime.now(UTC)
+    if args.action == "list":
+        depth = letters.depth(args.queue)
+        shown = letters.peek(args.queue, args.limit)
+        if args.json:
+            out = {
+                "queue": dlq_name,
+                "approximate_depth": {"visible": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed},
+                "messages": [letter.summary(now) for letter in shown],
+            }
+            print(json.dumps(out, indent=2))
+            return
+        print(
+            f"{dlq_name}: about {depth.total} message(s) ({depth.visible} visible, {depth.in_flight} in flight, "
+            f"{depth.delayed} delayed); showing {len(shown)}"
+        )
+        for letter in shown:
+            print(_letter_line(letter, now))
+    elif args.action == "redrive":
+        report = letters.redrive(args.queue, args.limit)
+        if args.json:
+            out = {
+                "queue": dlq_name,
+                "moved": [
+                    {"sqs_message_id": m.letter.message_id, "queue": m.queue, "new_sqs_message_id": m.new_message_id}
+                    for m in report.moved
+                ],
+                "left": [{"sqs_message_id": left.letter.message_id, "reason": left.reason} for left in report.left],
+            }
+            print(json.dumps(out, indent=2))
+            return
+        per_queue: dict[str, int] = {}
+        for moved in report.moved:
+            per_queue[moved.queue] = per_queue.get(moved.queue, 0) + 1
+        where = ", ".join(f"{count} to {queue}" for queue, count in sorted(per_queue.items()))
+        print(
+            f"{dlq_name}: moved {len(report.moved)}" + (f" ({where})" if where else "") + f", left {len(report.left)}"
+        )
+        for left in report.left:
+            print(f"  left {left.letter.message_id}: {left.reason}")
+
+
 def run(args: argparse.Namespace) -> None:
     from petrel import container
     from petrel.services import tenants as admin
 
+    if args.group == "dlq":
+        run_dlq(args)
+        return
     table, secrets_prefix = _target(args)
     deps = container.admin_deps(table, secrets_prefix)
     store = deps.tenants
@@ -169,7 +279,36 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     server.add_parser("list", help="list SMTP servers").add_argument("tenant")
     _with_server_id(server.add_parser("remove", help="remove a server and its secret"))
+
+    names = list(dead_letter_queues())
+    dlq = groups.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)
+    dl = dlq.add_parser(
+        "list",
+        help="show what a dead-letter queue holds (the messages stay, visible)",
+        description="Print the DLQ's approximate depth, then one line per message. Messages are received "
+        "briefly and made visible again at once, so a redrive right after sees them.",
+    )
+    dl.add_argument("queue", choices=names, help="whose dead-letter queue")
+    dl.add_argument("--limit", type=_positive, default=50, help="show at most N messages (default 50)")
+    dr = dlq.add_parser(
+        "redrive",
+        help="move dead letters back to their send queue",
+        description="Send each dead letter back (a send DLQ to its send queue, the schedules DLQ to the send "
+        "queue of the job's pool), then delete it from the DLQ. Safe to repeat: a job whose attempt is done "
+        "does nothing. What cannot be placed (an unparseable schedules-DLQ body) is left and reported.",
+    )
+    dr.add_argument("queue", choices=names, help="whose dead-letter queue")
+    dr.add_argument("--limit", type=_positive, default=None, help="move at most N messages (default: all)")
+    for sub in (dl, dr):
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return p
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
 
 
 def _with_server_id(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:

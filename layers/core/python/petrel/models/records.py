@@ -166,6 +166,7 @@ class MessageRecord(Record):
     failure_reason: str | None = None
     last_reply: Reply | None = None
     next_attempt_at: datetime | None = None  # deferred: the retry's time; scheduled: send_at
+    send_at: datetime | None = None  # asked for at submission; the maximum age counts from here
     attempts: tuple[Attempt, ...] = ()
     events: tuple[Event, ...] = ()
     created_at: datetime

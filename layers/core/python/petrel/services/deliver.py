@@ -163,9 +163,10 @@ def tenant_of(deps: DeliverDeps, tenant_id: str) -> Tenant | None:
 
 
 def expiry(tenant: Tenant | None, message: MessageRecord) -> datetime:
-    """The moment the message has been tried for as long as its tenant allows (24 h by default)."""
+    """The moment the message has been tried for as long as its tenant allows (24 h by default),
+    counted from its first due time: its `send_at`, else its creation."""
     hours = tenant.max_age_hours if tenant else Tenant.model_fields["max_age_hours"].default
-    return message.created_at + timedelta(hours=hours)
+    return (message.send_at or message.created_at) + timedelta(hours=hours)
 
 
 def check_suppression(deps: DeliverDeps, message: MessageRecord) -> Suppression | None:

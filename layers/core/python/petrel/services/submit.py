@@ -126,6 +126,7 @@ def store_email(
             pool=request.pool,
             status=status,
             next_attempt_at=send_at,
+            send_at=send_at,
             events=(Event(type=f"email.{status}", at=now, message_id=r.message_id, recipient=r.email),),
             created_at=now,
             updated_at=now,

@@ -1,0 +1,429 @@
+"""SQS dead-letter queues: look at what failed, and put it back on the queue it came from.
+
+Three queues hold dead letters (petrel.resources): the DLQ of each send queue (a job that failed
+`maxReceiveCount` times) and the schedules' DLQ (a retry that EventBridge Scheduler could not put
+on its send queue). Their messages have the same body, a `SendJob`; a Scheduler dead letter also
+carries Scheduler's error attributes (`ERROR_CODE`, `ERROR_MESSAGE`, ...).
+
+SQS's own redrive (`start_message_move_task`) is not used: it can only send a dead letter back to
+the queue that dead-lettered it, which the schedules' DLQ does not have (the source is the job's
+pool), and moto does not implement it. Messages are moved by hand, one receive at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from petrel import resources
+from petrel.errors import ConfigurationError
+from petrel.models.jobs import SendJob
+
+if TYPE_CHECKING:
+    from types_boto3_sqs.client import SQSClient
+    from types_boto3_sqs.type_defs import (
+        MessageAttributeValueOutputTypeDef,
+        MessageAttributeValueTypeDef,
+        MessageSystemAttributeValueTypeDef,
+        MessageTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
+
+# What EventBridge Scheduler adds to a dead letter; dropped when the job goes back to a send queue.
+SCHEDULER_ERROR_ATTRIBUTES = frozenset(
+    {
+        "ERROR_CODE",
+        "ERROR_MESSAGE",
+        "EXECUTION_ID",
+        "EXHAUSTED_RETRY_CONDITION",
+        "IS_PAYLOAD_TRUNCATED",
+        "RETRY_ATTEMPTS",
+        "SCHEDULED_TIME",
+        "SCHEDULE_ARN",
+        "TARGET_ARN",
+    }
+)
+
+_BATCH = 10  # SQS's limit for receive, send, delete and visibility batches
+_NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+@dataclass(frozen=True)
+class DeadLetterQueue:
+    """A dead-letter queue Petrel can redrive. `name` is what an operator types (`petrel dlq list NAME`).
+
+    `source` is the send queue its dead letters go back to; None for the schedules' DLQ, whose
+    letters go to the send queue of their job's pool.
+    """
+
+    name: str
+    dlq: str
+    source: str | None
+
+
+def dead_letter_queues() -> dict[str, DeadLetterQueue]:
+    """Every redrivable DLQ by operator-facing name: each send queue's, and the schedule group's."""
+    queues = {
+        spec.name: DeadLetterQueue(spec.name, resources.dlq_name(spec), spec.name) for spec in resources.SEND_QUEUES
+    }
+    queues[resources.SCHEDULES.group] = DeadLetterQueue(resources.SCHEDULES.group, resources.SCHEDULES.dlq, None)
+    return queues
+
+
+def send_queue_of_pool(pool: str) -> str | None:
+    return next((spec.name for spec in resources.SEND_QUEUES if spec.pool == pool), None)
+
+
+def _timestamp(attributes: Mapping[Any, str], name: str) -> datetime | None:
+    value = attributes.get(name)
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC) if value and value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message of a dead-letter queue, as received (the body exactly as SQS holds it)."""
+
+    message_id: str
+    body: str
+    receive_count: int
+    sent_at: datetime | None
+    first_received_at: datetime | None
+    attributes: Mapping[str, MessageAttributeValueOutputTypeDef]
+    trace_header: str | None = None
+    receipt_handle: str = field(default="", repr=False, compare=False)
+
+    @classmethod
+    def from_sqs(cls, message: MessageTypeDef) -> DeadLetter:
+        system = message.get("Attributes", {})
+        count = system.get("ApproximateReceiveCount", "0")
+        return cls(
+            message_id=message["MessageId"],
+            body=message.get("Body", ""),
+            receive_count=int(count) if count.isdigit() else 0,
+            sent_at=_timestamp(system, "SentTimestamp"),
+            first_received_at=_timestamp(system, "ApproximateFirstReceiveTimestamp"),
+            attributes=message.get("MessageAttributes", {}),
+            trace_header=system.get("AWSTraceHeader"),
+            receipt_handle=message["ReceiptHandle"],
+        )
+
+    @property
+    def job(self) -> SendJob | None:
+        """The SendJob in the body, or None when the body is not one."""
+        try:
+            return SendJob.model_validate_json(self.body)
+        except ValidationError:
+            return None
+
+    @property
+    def scheduler_error(self) -> dict[str, str]:
+        """Scheduler's error attributes (`ERROR_CODE`, `ERROR_MESSAGE`, ...), if it dead-lettered this."""
+        return {
+            name: value["StringValue"]
+            for name, value in sorted(self.attributes.items())
+            if name in SCHEDULER_ERROR_ATTRIBUTES and "StringValue" in value
+        }
+
+    @property
+    def truncated(self) -> bool:
+        """Scheduler cut the body to fit SQS: it is not the job any more."""
+        return self.scheduler_error.get("IS_PAYLOAD_TRUNCATED", "").lower() == "true"
+
+    def age(self, now: datetime) -> timedelta | None:
+        return now - self.sent_at if self.sent_at else None
+
+    def resent_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
+        """The message attributes to send again: all but Scheduler's error ones, in SendMessage's shape."""
+        kept: dict[str, MessageAttributeValueTypeDef] = {}
+        for name, value in self.attributes.items():
+            if name in SCHEDULER_ERROR_ATTRIBUTES:
+                continue
+            out: MessageAttributeValueTypeDef = {"DataType": value["DataType"]}
+            if "StringValue" in value:
+                out["StringValue"] = value["StringValue"]
+            if "BinaryValue" in value:
+                out["BinaryValue"] = value["BinaryValue"]
+            kept[name] = out
+        return kept
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        """A JSON-ready view: ids and times, the job's ids (never the body of a parsed job)."""
+        age = self.age(now)
+        row: dict[str, Any] = {
+            "sqs_message_id": self.message_id,
+            "receive_count": self.receive_count,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "first_received_at": self.first_received_at.isoformat() if self.first_received_at else None,
+            "age_seconds": int(age.total_seconds()) if age is not None else None,
+        }
+        job = self.job
+        if job is not None:
+            row["job"] = job.model_dump(mode="json")
+        else:
+            row["unparseable_body"] = self.body[:80]
+        if self.scheduler_error:
+            row["scheduler_error"] = self.scheduler_error
+        return row
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """SQS's approximate counts: waiting, received by someone and not yet deleted, delayed."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+@dataclass(frozen=True)
+class Moved:
+    letter: DeadLetter
+    queue: str
+    new_message_id: str
+
+
+@dataclass(frozen=True)
+class Left:
+    letter: DeadLetter
+    reason: str
+
+
+@dataclass
+class RedriveReport:
+    moved: list[Moved] = field(default_factory=list)
+    left: list[Left] = field(default_factory=list)
+
+
+class SqsDeadLetters:
+    """Lists and redrives Petrel's dead-letter queues (`<prefix>-<dlq name>`).
+
+    Listing does not hide messages for long: they are received with a short visibility timeout,
+    de-duplicated by SQS MessageId, then made visible again at once, so a redrive right after
+    sees them all.
+    """
+
+    def __init__(
+        self,
+        client: SQSClient,
+        prefix: str,
+        *,
+        list_visibility_seconds: int = 20,
+        redrive_visibility_seconds: int = 60,
+        wait_seconds: int = 2,
+    ) -> None:
+        self._sqs = client
+        self._prefix = prefix
+        self._list_visibility = list_visibility_seconds
+        self._redrive_visibility = redrive_visibility_seconds
+        self._wait = wait_seconds
+        self._urls: dict[str, str] = {}
+        self._queues = dead_letter_queues()
+
+    def queue(self, name: str) -> DeadLetterQueue:
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise ConfigurationError(f"no dead-letter queue {name!r} (known: {', '.join(self._queues)})") from None
+
+    def url(self, queue_name: str) -> str:
+        """The URL of a queue by its logical name (`send-bulk`, `schedules-dlq`)."""
+        if queue_name not in self._urls:
+            physical = resources.physical_name(self._prefix, queue_name)
+            try:
+                self._urls[queue_name] = self._sqs.get_queue_url(QueueName=physical)["QueueUrl"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _NO_SUCH_QUEUE:
+                    raise ConfigurationError(f"queue {physical} does not exist") from None
+                raise
+        return self._urls[queue_name]
+
+    def depth(self, name: str) -> QueueDepth:
+        url = self.url(self.queue(name).dlq)
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        ).get("Attributes", {})
+        return QueueDepth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+
+    def peek(self, name: str, limit: int = 50) -> list[DeadLetter]:
+        """Up to `limit` dead letters, oldest receipt first as SQS hands them out, left in the queue."""
+        url = self.url(self.queue(name).dlq)
+        letters: dict[str, DeadLetter] = {}
+        try:
+            for batch in self._batches(url, limit, self._list_visibility, letters):
+                for letter in batch:
+                    letters[letter.message_id] = letter
+        finally:
+            self._release(url, letters.values())
+        return list(letters.values())
+
+    def redrive(self, name: str, limit: int | None = None) -> RedriveReport:
+        """Move up to `limit` dead letters (all, by default) back to their send queue.
+
+        A send DLQ's letters go back to its send queue; a schedules-DLQ letter goes to the send queue
+        of its job's pool, without Scheduler's error attributes. The body is sent byte for byte as
+        received. A letter whose destination cannot be told (a schedules-DLQ body that is no SendJob,
+        or one Scheduler truncated) is left where it is, visible again, and reported.
+
+        Each letter is first sent to its queue, then deleted from the DLQ. A crash (or a failed
+        delete) in between can only leave a copy in both: the job then runs twice, and that is
+        harmless, because the send worker acknowledges a job whose attempt is already done and does
+        nothing. That is what makes redrive idempotent: run it again and it moves only what is still
+        in the DLQ. A letter that comes back to the DLQ while this redrive runs (the job failed
+        again) is recognised by its SQS MessageId and left for the next run, not looped.
+        """
+        dlq = self.queue(name)
+        url = self.url(dlq.dlq)
+        report = RedriveReport()
+        sent_ids: set[str] = set()
+        held: dict[str, DeadLetter] = {}
+        seen: dict[str, DeadLetter] = {}
+        try:
+            for batch in self._batches(url, limit, self._redrive_visibility, seen):
+                by_queue: dict[str, list[DeadLetter]] = {}
+                for letter in batch:
+                    seen[letter.message_id] = letter
+                    if letter.message_id in sent_ids:  # what this run put back failed again: next run
+                        held[letter.message_id] = letter
+                        continue
+                    target, reason = self._destination(dlq, letter)
+                    if target is None:
+                        report.left.append(Left(letter, reason))
+                        held[letter.message_id] = letter
+                    else:
+                        by_queue.setdefault(target, []).append(letter)
+                for target, letters in by_queue.items():
+                    self._move(url, target, letters, report=report, sent_ids=sent_ids, held=held)
+        finally:
+            self._release(url, held.values())
+        return report
+
+    def _destination(self, dlq: DeadLetterQueue, letter: DeadLetter) -> tuple[str | None, str]:
+        if dlq.source is not None:
+            return dlq.source, ""
+        if letter.truncated:
+            return None, "Scheduler truncated the body"
+        job = letter.job
+        if job is None:
+            return None, f"unparseable body: {letter.body[:80]!r}"
+        target = send_queue_of_pool(job.pool)
+        if target is None:
+            return None, f"no send queue for pool {job.pool!r}"
+        return target, ""
+
+    def _move(
+        self,
+        dlq_url: str,
+        target: str,
+        letters: Sequence[DeadLetter],
+        *,
+        report: RedriveReport,
+        sent_ids: set[str],
+        held: dict[str, DeadLetter],
+    ) -> None:
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        for i, letter in enumerate(letters):
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": letter.body}
+            if attributes := letter.resent_attributes():
+                entry["MessageAttributes"] = attributes
+            if letter.trace_header:
+                trace: MessageSystemAttributeValueTypeDef = {"DataType": "String", "StringValue": letter.trace_header}
+                entry["MessageSystemAttributes"] = {"AWSTraceHeader": trace}
+            entries.append(entry)
+        out = self._sqs.send_message_batch(QueueUrl=self.url(target), Entries=entries)
+        for failure in out.get("Failed", []):
+            letter = letters[int(failure["Id"])]
+            report.left.append(Left(letter, f"send to {target} failed: {failure.get('Code', '')}"))
+            held[letter.message_id] = letter
+        sent = {int(ok["Id"]): ok["MessageId"] for ok in out.get("Successful", [])}
+        if not sent:
+            return
+        sent_ids.update(sent.values())
+        deleted = self._sqs.delete_message_batch(
+            QueueUrl=dlq_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": letters[i].receipt_handle} for i in sent],
+        )
+        not_deleted = {int(failure["Id"]): failure.get("Code", "") for failure in deleted.get("Failed", [])}
+        for i, new_id in sent.items():
+            letter = letters[i]
+            if i in not_deleted:
+                reason = f"copied to {target} but not deleted from the DLQ ({not_deleted[i]}): it may run twice"
+                report.left.append(Left(letter, reason))
+                held[letter.message_id] = letter
+            else:
+                report.moved.append(Moved(letter, target, new_id))
+
+    def _batches(
+        self, url: str, limit: int | None, visibility: int, seen: Mapping[str, DeadLetter]
+    ) -> Iterable[list[DeadLetter]]:
+        """Receive until `limit` distinct messages were handed out or the queue has none left to give.
+
+        Yields only messages not in `seen` (which the caller fills); a second delivery of a message
+        already seen refreshes nothing and is skipped. An empty short poll is confirmed by the
+        queue's visible count and one long poll, since a short poll samples only some SQS servers.
+        """
+        count = 0
+        while limit is None or count < limit:
+            want = _BATCH if limit is None else min(_BATCH, limit - count)
+            fresh = self._receive(url, want, visibility, 0, seen)
+            if not fresh and self._visible(url):
+                fresh = self._receive(url, want, visibility, self._wait, seen)
+            if not fresh:
+                return
+            count += len(fresh)
+            yield fresh
+
+    def _receive(
+        self, url: str, count: int, visibility: int, wait: int, seen: Mapping[str, DeadLetter]
+    ) -> list[DeadLetter]:
+        out = self._sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=count,
+            VisibilityTimeout=visibility,
+            WaitTimeSeconds=wait,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        fresh: dict[str, DeadLetter] = {}
+        for message in out.get("Messages", []):
+            letter = DeadLetter.from_sqs(message)
+            if letter.message_id not in seen:
+                fresh[letter.message_id] = letter
+        return list(fresh.values())
+
+    def _visible(self, url: str) -> bool:
+        attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes.get("Attributes", {}).get("ApproximateNumberOfMessages", 0)) > 0
+
+    def _release(self, url: str, letters: Iterable[DeadLetter]) -> None:
+        """Make received messages visible again now (best effort: else they reappear after the timeout)."""
+        pending = list(letters)
+        for start in range(0, len(pending), _BATCH):
+            chunk = pending[start : start + _BATCH]
+            try:
+                self._sqs.change_message_visibility_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": letter.receipt_handle, "VisibilityTimeout": 0}
+                        for i, letter in enumerate(chunk)
+                    ],
+                )
+            except ClientError:
+                continue

@@ -1,0 +1,91 @@
+"""RetryScheduler and SuppressionStore contracts (the fakes and the adapters under moto)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from petrel.models.jobs import SendJob
+from petrel.models.records import Suppression
+from tests.fakes.clock import DEFAULT_START
+from tests.integration.contracts.backends import Backend
+
+JOB = SendJob(tenant_id="tn_a", email_id="em_1", message_id="msg_1", attempt=2, pool="bulk")
+AT = DEFAULT_START + timedelta(minutes=5)
+
+
+def test_a_schedule_holds_its_time_and_job(backend: Backend) -> None:
+    assert backend.scheduler.schedule("msg_1-2", AT, JOB)
+
+    assert backend.scheduled("msg_1-2") == (AT, JOB)
+
+
+def test_a_second_create_of_the_same_name_collides_and_changes_nothing(backend: Backend) -> None:
+    backend.scheduler.schedule("msg_1-2", AT, JOB)
+
+    assert not backend.scheduler.schedule("msg_1-2", AT + timedelta(hours=1), JOB.model_copy(update={"attempt": 9}))
+    assert backend.scheduled("msg_1-2") == (AT, JOB)
+
+
+def test_sub_second_times_round_up_never_early(backend: Backend) -> None:
+    backend.scheduler.schedule("msg_1-3", AT + timedelta(milliseconds=10), JOB)
+
+    found = backend.scheduled("msg_1-3")
+    assert found is not None and AT < found[0] <= AT + timedelta(seconds=1)
+
+
+def test_cancel(backend: Backend) -> None:
+    backend.scheduler.schedule("msg_1-2", AT, JOB)
+
+    assert backend.scheduler.cancel("msg_1-2")
+    assert backend.scheduled("msg_1-2") is None
+    assert not backend.scheduler.cancel("msg_1-2")
+    assert not backend.scheduler.cancel("never-made-0")
+
+
+def _suppression(email: str, tenant_id: str = "tn_a", reason: str = "hard-bounce") -> Suppression:
+    return Suppression(
+        tenant_id=tenant_id,
+        email=email,
+        reason=reason,
+        detail="550 5.1.1 no such user",
+        message_id="msg_1",
+        created_at=DEFAULT_START,
+    )
+
+
+def test_suppressions_add_get_remove_case_blind(backend: Backend) -> None:
+    assert backend.suppressions.add(_suppression("Bob@Example.org"))
+
+    found = backend.suppressions.get("tn_a", "bob@EXAMPLE.org")
+    assert found == _suppression("bob@example.org")
+    assert backend.suppressions.get("tn_b", "bob@example.org") is None
+    assert backend.suppressions.remove("tn_a", "BOB@example.org")
+    assert backend.suppressions.get("tn_a", "bob@example.org") is None
+    assert not backend.suppressions.remove("tn_a", "bob@example.org")
+
+
+def test_the_first_suppression_is_kept(backend: Backend) -> None:
+    backend.suppressions.add(_suppression("bob@example.org", reason="manual"))
+
+    assert not backend.suppressions.add(_suppression("bob@example.org"))
+    found = backend.suppressions.get("tn_a", "bob@example.org")
+    assert found is not None and found.reason == "manual"
+
+
+def test_suppressions_list_per_tenant_in_pages(backend: Backend) -> None:
+    for i in range(7):
+        backend.suppressions.add(_suppression(f"user{i}@example.org"))
+    backend.suppressions.add(_suppression("other@example.org", tenant_id="tn_b"))
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = backend.suppressions.list("tn_a", limit=3, cursor=cursor)
+        seen += [s.email for s in page.suppressions]
+        pages += 1
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+
+    assert seen == [f"user{i}@example.org" for i in range(7)] and pages == 3
