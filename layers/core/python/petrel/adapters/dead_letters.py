@@ -86,7 +86,10 @@ def _timestamp(attributes: Mapping[Any, str], name: str) -> datetime | None:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One message of a dead-letter queue, as received (the body exactly as SQS holds it)."""
+    """One message of a dead-letter queue, as received (the body exactly as SQS holds it).
+
+    `receive_count` is SQS's: the receives on the source queue, plus one per listing of the DLQ.
+    """
 
     message_id: str
     body: str
@@ -263,7 +266,7 @@ class SqsDeadLetters:
         )
 
     def peek(self, name: str, limit: int = 50) -> list[DeadLetter]:
-        """Up to `limit` dead letters, oldest receipt first as SQS hands them out, left in the queue."""
+        """Up to `limit` dead letters, in the order SQS hands them out (none is promised), left in the queue."""
         url = self.url(self.queue(name).dlq)
         letters: dict[str, DeadLetter] = {}
         try:

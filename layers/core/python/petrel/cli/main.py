@@ -298,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
         "does nothing. What cannot be placed (an unparseable schedules-DLQ body) is left and reported.",
     )
     dr.add_argument("queue", choices=names, help="whose dead-letter queue")
-    dr.add_argument("--limit", type=_positive, default=None, help="move at most N messages (default: all)")
+    dr.add_argument("--limit", type=_positive, default=None, help="take at most N messages off the DLQ (default: all)")
     for sub in (dl, dr):
         sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return p

@@ -1,0 +1,401 @@
+"""Dead-letter queues under moto: listing leaves the messages visible, redrive puts them back byte for byte.
+
+The queues come from local/provision.py (the same specs as the CDK constructs); the schedules' DLQ
+is created here when provision does not make it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from local.provision import LocalResources, provision
+from petrel import resources
+from petrel.adapters import aws as petrel_aws
+from petrel.adapters.dead_letters import SCHEDULER_ERROR_ATTRIBUTES, SqsDeadLetters, dead_letter_queues
+from petrel.adapters.queues import SqsJobQueue
+from petrel.cli.main import main
+from petrel.errors import ConfigurationError
+from petrel.models.jobs import SendJob
+from petrel.models.records import Pool
+from tests.integration.aws_env import REGION, clean_aws_environment
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "petrel-dlqtest"
+MAX_RECEIVE_COUNT = 2
+TRANSACTIONAL = resources.SEND_TRANSACTIONAL.name
+BULK = resources.SEND_BULK.name
+SCHEDULES = resources.SCHEDULES.group
+
+
+def _job(n: int, pool: Pool = "transactional", attempt: int = 0) -> str:
+    job = SendJob(tenant_id="t_1", email_id=f"e_{n}", message_id=f"m_{n}", attempt=attempt, pool=pool)
+    return job.model_dump_json()
+
+
+def _scheduler_attributes(code: str = "AWS.Scheduler.InternalServerError", truncated: bool = False) -> dict[str, Any]:
+    """What EventBridge Scheduler puts on a dead letter."""
+    values = {
+        "ERROR_CODE": code,
+        "ERROR_MESSAGE": "Failed to deliver the message to the target",
+        "EXECUTION_ID": "exec-1",
+        "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts",
+        "IS_PAYLOAD_TRUNCATED": "true" if truncated else "false",
+        "RETRY_ATTEMPTS": "10",
+        "SCHEDULED_TIME": "2026-11-23T18:53:02Z",
+        "SCHEDULE_ARN": "arn:aws:scheduler:us-east-1:123456789012:schedule/schedules/m_1-1",
+        "TARGET_ARN": f"arn:aws:sqs:us-east-1:123456789012:{PREFIX}-{TRANSACTIONAL}",
+    }
+    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
+@dataclass
+class Queues:
+    sqs: Any
+    made: LocalResources
+    dlq: SqsDeadLetters
+
+    def url(self, name: str) -> str:
+        """A queue's URL by logical name: `send-bulk`, `send-bulk-dlq`, `schedules-dlq`."""
+        return str(self.sqs.get_queue_url(QueueName=resources.physical_name(PREFIX, name))["QueueUrl"])
+
+    def dlq_url(self, name: str) -> str:
+        return self.url(dead_letter_queues()[name].dlq)
+
+    def put(self, queue_url: str, body: str, attributes: dict[str, Any] | None = None) -> str:
+        out = self.sqs.send_message(QueueUrl=queue_url, MessageBody=body, MessageAttributes=attributes or {})
+        return str(out["MessageId"])
+
+    def visible(self, queue_url: str) -> int:
+        attributes = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+    def drain(self, queue_url: str) -> list[dict[str, Any]]:
+        """Every message of a queue (received and deleted)."""
+        messages: list[dict[str, Any]] = []
+        while batch := self.sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+        ).get("Messages", []):
+            messages += batch
+            self.sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
+        return messages
+
+
+def _provision(sqs: Any, dynamodb: Any, s3: Any) -> LocalResources:
+    made = provision(dynamodb, sqs, s3, prefix=PREFIX, visibility_timeout=30, max_receive_count=MAX_RECEIVE_COUNT)
+    schedules_dlq = resources.physical_name(PREFIX, resources.SCHEDULES.dlq)
+    try:
+        sqs.get_queue_url(QueueName=schedules_dlq)
+    except ClientError:  # an older provision that does not make the schedules' DLQ
+        sqs.create_queue(QueueName=schedules_dlq)
+    return made
+
+
+@pytest.fixture
+def queues(monkeypatch: pytest.MonkeyPatch, boto_session: boto3.session.Session) -> Iterator[Queues]:
+    clean_aws_environment(monkeypatch)
+    with mock_aws():
+        clients: dict[str, Any] = {name: boto_session.client(name) for name in ("sqs", "dynamodb", "s3")}
+        made = _provision(clients["sqs"], clients["dynamodb"], clients["s3"])
+        yield Queues(clients["sqs"], made, SqsDeadLetters(clients["sqs"], PREFIX, wait_seconds=0))
+
+
+def test_the_queue_names_come_from_resources() -> None:
+    assert list(dead_letter_queues()) == [*(spec.name for spec in resources.SEND_QUEUES), resources.SCHEDULES.group]
+    assert dead_letter_queues()[SCHEDULES].dlq == resources.SCHEDULES.dlq
+    assert dead_letter_queues()[BULK].source == BULK
+
+
+def test_list_shows_the_messages_and_leaves_them_visible_for_a_redrive(queues: Queues) -> None:
+    dlq = queues.dlq_url(TRANSACTIONAL)
+    ids = [queues.put(dlq, _job(n, attempt=n)) for n in range(12)]  # more than one receive batch
+    garbage = queues.put(dlq, "not json at all " * 10)
+
+    depth = queues.dlq.depth(TRANSACTIONAL)
+    letters = queues.dlq.peek(TRANSACTIONAL, limit=50)
+
+    assert depth.visible == 13 and depth.total == 13
+    assert sorted(letter.message_id for letter in letters) == sorted([*ids, garbage])
+    by_id = {letter.message_id: letter for letter in letters}
+    first = by_id[ids[3]]
+    assert first.job is not None and (first.job.email_id, first.job.attempt) == ("e_3", 3)
+    assert first.receive_count == 1 and first.sent_at is not None and first.first_received_at is not None
+    summary = by_id[garbage].summary(first.sent_at)
+    assert summary["unparseable_body"] == ("not json at all " * 10)[:80] and "job" not in summary
+    assert queues.visible(dlq) == 13  # made visible again at once, not after the visibility timeout
+
+    report = queues.dlq.redrive(TRANSACTIONAL)
+
+    assert len(report.moved) == 13 and report.left == []  # a send DLQ's letters all have a known source
+    assert queues.visible(dlq) == 0
+
+
+def test_list_respects_the_limit(queues: Queues) -> None:
+    dlq = queues.dlq_url(BULK)
+    for n in range(5):
+        queues.put(dlq, _job(n, pool="bulk"))
+
+    assert len(queues.dlq.peek(BULK, limit=3)) == 3
+    assert queues.visible(dlq) == 5
+
+
+def test_redrive_puts_the_body_back_byte_for_byte_with_its_attributes(queues: Queues) -> None:
+    dlq = queues.dlq_url(BULK)
+    # Not how pydantic would write it: odd spacing, key order, an unknown field, non-ASCII text.
+    body = (
+        '{ "pool":"bulk",  "message_id": "m_9", "tenant_id":"t_1","email_id":"e_9",\n'
+        ' "attempt": 2, "note": "düsseldorf ✉" }'
+    )
+    attributes = {
+        "origin": {"DataType": "String", "StringValue": "api"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        "ERROR_CODE": {"DataType": "String", "StringValue": "kept only when Scheduler is not the source"},
+    }
+    queues.sqs.send_message(
+        QueueUrl=dlq,
+        MessageBody=body,
+        MessageAttributes=attributes,
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3f"}},
+    )
+
+    sent: list[dict[str, Any]] = []
+    queues.sqs.meta.events.register(
+        "provide-client-params.sqs.SendMessageBatch", lambda params, **_: sent.append(params)
+    )
+
+    report = queues.dlq.redrive(BULK)
+
+    assert [m.queue for m in report.moved] == [BULK] and report.left == []
+    [message] = queues.drain(queues.url(BULK))
+    assert message["Body"] == body
+    assert message["MessageId"] == report.moved[0].new_message_id
+    assert message["MessageAttributes"]["origin"]["StringValue"] == "api"
+    assert message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01"
+    # The X-Ray trace header goes on too (moto's SendMessageBatch drops it, so look at the request).
+    [entry] = sent[0]["Entries"]
+    assert entry["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] == "Root=1-5759e988-bd862e3f"
+    assert queues.visible(dlq) == 0
+
+
+def test_redrive_twice_moves_nothing_the_second_time(queues: Queues) -> None:
+    dlq = queues.dlq_url(TRANSACTIONAL)
+    for n in range(3):
+        queues.put(dlq, _job(n))
+
+    first = queues.dlq.redrive(TRANSACTIONAL)
+    second = queues.dlq.redrive(TRANSACTIONAL)
+
+    assert len(first.moved) == 3
+    assert second.moved == [] and second.left == []
+    assert len(queues.drain(queues.url(TRANSACTIONAL))) == 3
+
+
+def test_redrive_respects_the_limit(queues: Queues) -> None:
+    dlq = queues.dlq_url(TRANSACTIONAL)
+    for n in range(4):
+        queues.put(dlq, _job(n))
+
+    assert len(queues.dlq.redrive(TRANSACTIONAL, limit=3).moved) == 3
+    assert queues.visible(dlq) == 1
+
+
+def test_schedules_dlq_letters_go_to_the_queue_of_their_pool(queues: Queues) -> None:
+    dlq = queues.dlq_url(SCHEDULES)
+    custom = {"trace": {"DataType": "String", "StringValue": "abc"}}
+    transactional = queues.put(dlq, _job(1, "transactional", attempt=1), _scheduler_attributes() | custom)
+    bulk = queues.put(dlq, _job(2, "bulk", attempt=3), _scheduler_attributes())
+    garbage = queues.put(dlq, "{truncated", _scheduler_attributes())
+    cut = queues.put(dlq, _job(3, "bulk"), _scheduler_attributes(truncated=True))
+
+    letters = {letter.message_id: letter for letter in queues.dlq.peek(SCHEDULES)}
+    assert letters[bulk].scheduler_error["ERROR_CODE"] == "AWS.Scheduler.InternalServerError"
+    assert letters[bulk].scheduler_error.keys() == SCHEDULER_ERROR_ATTRIBUTES
+
+    report = queues.dlq.redrive(SCHEDULES)
+
+    assert {m.letter.message_id: m.queue for m in report.moved} == {transactional: TRANSACTIONAL, bulk: BULK}
+    left = {entry.letter.message_id: entry.reason for entry in report.left}
+    assert left.keys() == {garbage, cut}
+    assert left[garbage].startswith("unparseable body") and "truncated" in left[cut]
+    assert queues.visible(dlq) == 2  # left where they were, and visible again
+
+    [on_transactional] = queues.drain(queues.url(TRANSACTIONAL))
+    assert on_transactional["Body"] == _job(1, "transactional", attempt=1)
+    assert on_transactional["MessageAttributes"] == {"trace": {"DataType": "String", "StringValue": "abc"}}
+    [on_bulk] = queues.drain(queues.url(BULK))
+    assert on_bulk["Body"] == _job(2, "bulk", attempt=3) and "MessageAttributes" not in on_bulk
+
+    again = queues.dlq.redrive(SCHEDULES)
+    assert again.moved == [] and {entry.letter.message_id for entry in again.left} == {garbage, cut}
+
+
+def _pump(queues: Queues, queue_url: str, handler: Any, rounds: int = 10) -> int:
+    """Lambda's SQS event source in miniature, without the visibility wait: a failed record is received again."""
+    handled = 0
+    for _ in range(rounds):
+        batch = queues.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        for message in batch:
+            handled += 1
+            try:
+                handler(SendJob.model_validate_json(message["Body"]))
+            except RuntimeError:
+                continue
+            queues.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return handled
+
+
+def test_a_poison_job_ends_in_the_dlq_and_redrive_puts_it_back(queues: Queues) -> None:
+    job = SendJob(tenant_id="t_1", email_id="e_1", message_id="m_poison")
+    by_pool = {str(spec.pool): queues.made.queue_urls[spec.name] for spec in resources.SEND_QUEUES}
+    assert SqsJobQueue(queues.sqs, by_pool).send_jobs("transactional", [job]) == []
+    source = queues.url(TRANSACTIONAL)
+
+    def poison(_: SendJob) -> None:
+        raise RuntimeError("always")
+
+    assert _pump(queues, source, poison) == MAX_RECEIVE_COUNT
+    [letter] = queues.dlq.peek(TRANSACTIONAL)
+    assert letter.job == job and letter.receive_count >= MAX_RECEIVE_COUNT
+
+    report = queues.dlq.redrive(TRANSACTIONAL)
+
+    assert [m.letter.message_id for m in report.moved] == [letter.message_id]
+    seen: list[SendJob] = []
+    assert _pump(queues, source, seen.append) == 1  # the fixed worker now takes it
+    assert seen == [job]
+    assert queues.dlq.peek(TRANSACTIONAL) == []
+
+
+class _FailsAgainAtOnce:
+    """An SQS client whose send queue dead-letters every redriven message at once (a job still poisoned)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        out = self._sqs.send_message_batch(**kwargs)
+        for _ in range(MAX_RECEIVE_COUNT + 1):
+            self._sqs.receive_message(QueueUrl=kwargs["QueueUrl"], MaxNumberOfMessages=10, VisibilityTimeout=0)
+        return out
+
+
+def test_a_letter_that_fails_again_during_the_redrive_is_not_looped(queues: Queues) -> None:
+    dlq = queues.dlq_url(TRANSACTIONAL)
+    queues.put(dlq, _job(1))
+    letters = SqsDeadLetters(_FailsAgainAtOnce(queues.sqs), PREFIX, wait_seconds=0)  # type: ignore[arg-type]
+
+    report = letters.redrive(TRANSACTIONAL)
+
+    assert len(report.moved) == 1 and report.left == []
+    [back] = queues.dlq.peek(TRANSACTIONAL)  # the copy sent by this run, dead-lettered again, kept for the next
+    assert back.message_id == report.moved[0].new_message_id
+
+
+def test_a_missing_queue_is_a_one_line_error(queues: Queues) -> None:
+    with pytest.raises(ConfigurationError, match=r"queue petrel-nope-send-bulk-dlq does not exist"):
+        SqsDeadLetters(queues.sqs, "petrel-nope").peek(BULK)
+    with pytest.raises(ConfigurationError, match="no dead-letter queue 'ingest'"):
+        queues.dlq.peek("ingest")
+
+
+# The CLI, end to end against a moto server, the way `make run` leaves it (.petrel/local.json).
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def local_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Path, Queues]]:
+    from moto.server import ThreadedMotoServer
+
+    clean_aws_environment(monkeypatch)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # What the CLI sets with os.environ.setdefault, set here first so that the test undoes it.
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(petrel_aws, "client", functools.cache(petrel_aws.client.__wrapped__))
+    try:
+        session = boto3.session.Session(region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local")
+        clients: dict[str, Any] = {
+            name: session.client(name, endpoint_url=endpoint) for name in ("sqs", "dynamodb", "s3")
+        }
+        made = _provision(clients["sqs"], clients["dynamodb"], clients["s3"])
+        state = {"aws": {"endpoint_url": endpoint, "region": REGION, "prefix": PREFIX, "tables": made.tables}}
+        (tmp_path / "local.json").write_text(json.dumps(state))
+        yield tmp_path, Queues(clients["sqs"], made, SqsDeadLetters(clients["sqs"], PREFIX, wait_seconds=0))
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+        server.stop()
+
+
+def test_cli_lists_and_redrives(local_stack: tuple[Path, Queues], capsys: pytest.CaptureFixture[str]) -> None:
+    workdir, queues = local_stack
+    dlq = queues.dlq_url(SCHEDULES)
+    moved = queues.put(dlq, _job(7, "bulk", attempt=2), _scheduler_attributes("AWS.Scheduler.ThrottlingException"))
+    garbage = queues.put(dlq, "<html>oops</html>", _scheduler_attributes())
+    cli = ["--workdir", str(workdir), "dlq"]
+
+    assert main([*cli, "list", SCHEDULES]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith(f"{PREFIX}-schedules-dlq: about 2 message(s) (2 visible")
+    line = next(row for row in text if row.startswith(moved))
+    assert "received 1x" in line and "tenant=t_1 email=e_7 message=m_7" in line and "attempt=2 pool=bulk" in line
+    assert any("ERROR_CODE=AWS.Scheduler.ThrottlingException" in row for row in text)
+    assert any(row.startswith(garbage) and "unparseable body: '<html>oops</html>'" in row for row in text)
+
+    assert main([*cli, "list", SCHEDULES, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["approximate_depth"]["visible"] == 2  # the text listing left them visible
+    assert {m["sqs_message_id"] for m in listed["messages"]} == {moved, garbage}
+
+    assert main([*cli, "redrive", SCHEDULES]) == 0
+    out = capsys.readouterr().out
+    assert f"{PREFIX}-schedules-dlq: moved 1 (1 to {BULK}), left 1" in out
+    assert f"left {garbage}: unparseable body" in out
+    [back] = queues.drain(queues.url(BULK))
+    assert back["Body"] == _job(7, "bulk", attempt=2)
+
+    assert main(["--json", *cli, "redrive", SCHEDULES]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["moved"] == [] and [m["sqs_message_id"] for m in again["left"]] == [garbage]
+
+
+def test_cli_reports_a_missing_state_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--workdir", str(tmp_path), "dlq", "list", BULK]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"petrel: {tmp_path / 'local.json'} not found: start the local stack with `make run` first"
+    )
