@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from petrel import resources
+from petrel.services.retry import parse_delays
 
 CONTEXT_KEY = "environments"
 
@@ -68,6 +69,12 @@ class EnvironmentConfig(BaseModel):
     api_throttle_burst_limit: int = Field(default=100, ge=1, le=5_000)
     authorizer_memory_mb: int = Field(default=256, ge=128, le=10_240)
     authorizer_timeout_seconds: int = Field(default=10, ge=1, le=30)
+    # Age of the oldest message in a send queue that raises an alarm. A deferred or scheduled
+    # message waits in EventBridge Scheduler, not in the queue: age there means the workers lag.
+    oldest_message_alarm_seconds: int = Field(default=900, ge=60, le=1_209_600)
+    # The send worker's retry ladder (seconds after each failed attempt, the last repeats);
+    # absent: PETREL_RETRY_DELAYS is not set and the code's default ladder (DESIGN.md section 1) applies.
+    retry_delays: tuple[int, ...] | None = None
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 
@@ -77,6 +84,24 @@ class EnvironmentConfig(BaseModel):
         if value not in LOG_RETENTION_DAYS:
             allowed = ", ".join(str(days) for days in LOG_RETENTION_DAYS)
             raise ValueError(f"CloudWatch Logs accepts only these retention periods (days): {allowed}")
+        return value
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _delays_from_json(cls, value: Any) -> Any:
+        # cdk.json gives a JSON array; strict mode accepts only a tuple.
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays_the_worker_accepts(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return value
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("needs at least one delay, each a positive number of seconds")
+        # The parser the worker applies to PETREL_RETRY_DELAYS must read back the same ladder.
+        if parse_delays(",".join(str(delay) for delay in value)) != value:
+            raise ValueError(f"the worker would not read {list(value)} back unchanged")
         return value
 
     @field_validator("max_concurrency")
@@ -112,6 +137,11 @@ class EnvironmentConfig(BaseModel):
 
     def physical_name(self, name: str) -> str:
         return resources.physical_name(self.name_prefix, name)
+
+    @property
+    def retry_delays_env(self) -> str | None:
+        """The value of PETREL_RETRY_DELAYS ("60,300,..."), or None to keep the code's default ladder."""
+        return None if self.retry_delays is None else ",".join(str(delay) for delay in self.retry_delays)
 
     def queue_visibility_seconds(self, queue: resources.QueueSpec) -> int:
         return queue.visibility_factor * self.worker_timeout_seconds

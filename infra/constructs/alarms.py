@@ -1,26 +1,77 @@
-"""Alarms that need a human: anything in a dead-letter queue is mail that was not sent."""
+"""Alarms that need a human, all mailed through one topic.
+
+* each send queue's dead-letter queue, and Scheduler's: anything there is mail that was not sent;
+* the age of the oldest message of each send queue: a deferred or scheduled message waits in
+  EventBridge Scheduler, not in the queue, so age in the queue means the workers are not keeping up;
+* the send worker's `Errors` (an invocation that failed as a whole) and `Throttles`;
+* Scheduler failing to put a message into its own dead-letter queue: that message is lost.
+
+Every alarm treats missing data as not breaching (an idle queue or function publishes nothing).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
+from infra.constructs.functions import SEND_WORKER
 from infra.constructs.queues import PetrelQueues
+from infra.constructs.schedules import PetrelSchedules
 from petrel import resources
+
+PERIOD = Duration.minutes(5)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm: `name` becomes `<prefix>-<name>` and, unless `id` is given, its construct id
+    (PascalCase). A deployed alarm keeps its construct id: a new logical id with the same alarm
+    name would make CloudFormation delete the alarm it has just replaced."""
+
+    name: str
+    description: str
+    metric: cloudwatch.IMetric
+    threshold: float
+    comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+    id: str | None = None
+
+    @property
+    def construct_id(self) -> str:
+        return self.id or _pascal(self.name)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))
+
+
+def _not_empty(name: str) -> str:
+    return f"{name}-not-empty"
 
 
 class PetrelAlarms(Construct):
-    """An encrypted, TLS-only SNS topic mailed to `alarm_email`, and one alarm per dead-letter queue."""
+    """An encrypted, TLS-only SNS topic mailed to `alarm_email`, and the alarms of `alarm_specs`."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, queues: PetrelQueues) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        queues: PetrelQueues,
+        schedules: PetrelSchedules,
+        send_worker: lambda_.IFunction,
+    ) -> None:
         super().__init__(scope, construct_id)
         # CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key, hence a key
         # of our own that CloudWatch may use.
@@ -51,22 +102,96 @@ class PetrelAlarms(Construct):
         self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         notify = actions.SnsAction(self.topic)
 
-        for spec in resources.SEND_QUEUES:
-            dlq = queues.dead_letter_queue(spec)
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        for spec in alarm_specs(config, queues, schedules, send_worker):
             alarm = cloudwatch.Alarm(
                 self,
-                "".join(part.capitalize() for part in resources.dlq_name(spec).split("-")),
-                alarm_name=config.physical_name(f"{resources.dlq_name(spec)}-not-empty"),
-                alarm_description=(
-                    f"Messages of {config.physical_name(spec.name)} failed {config.dlq_max_receive_count} "
-                    "times and wait in its dead-letter queue."
-                ),
-                metric=dlq.metric_approximate_number_of_messages_visible(
-                    period=Duration.minutes(5), statistic="Maximum"
-                ),
-                threshold=1,
+                spec.construct_id,
+                alarm_name=config.physical_name(spec.name),
+                alarm_description=spec.description,
+                metric=spec.metric,
+                threshold=spec.threshold,
                 evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                comparison_operator=spec.comparison,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
             alarm.add_alarm_action(notify)
+            self.alarms[spec.name] = alarm
+
+
+def alarm_specs(
+    config: EnvironmentConfig, queues: PetrelQueues, schedules: PetrelSchedules, send_worker: lambda_.IFunction
+) -> list[AlarmSpec]:
+    at_least_one = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+    specs: list[AlarmSpec] = []
+    for queue in resources.SEND_QUEUES:
+        dlq = resources.dlq_name(queue)
+        specs.append(
+            AlarmSpec(
+                name=_not_empty(dlq),
+                id=_pascal(dlq),  # as first deployed
+                description=(
+                    f"Messages of {config.physical_name(queue.name)} failed {config.dlq_max_receive_count} "
+                    "times and wait in its dead-letter queue."
+                ),
+                metric=queues.dead_letter_queue(queue).metric_approximate_number_of_messages_visible(
+                    period=PERIOD, statistic="Maximum"
+                ),
+                threshold=1,
+                comparison=at_least_one,
+            )
+        )
+    specs.append(
+        AlarmSpec(
+            name=_not_empty(schedules.spec.dlq),
+            description=(
+                f"EventBridge Scheduler could not put a deferred or scheduled message on its send queue; "
+                f"the message waits in {config.physical_name(schedules.spec.dlq)}."
+            ),
+            metric=schedules.dlq.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
+            threshold=1,
+            comparison=at_least_one,
+        )
+    )
+    specs.append(
+        AlarmSpec(
+            name=f"{schedules.spec.group}-dead-letter-failed",
+            description=(
+                f"EventBridge Scheduler could put neither on the send queue nor into "
+                f"{config.physical_name(schedules.spec.dlq)}: a deferred or scheduled message is lost."
+            ),
+            metric=schedules.group.metric_failed_to_be_sent_to_dlq(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        )
+    )
+    for queue in resources.SEND_QUEUES:
+        specs.append(
+            AlarmSpec(
+                name=f"{queue.name}-oldest-message",
+                description=(
+                    f"A message has waited in {config.physical_name(queue.name)} for more than "
+                    f"{config.oldest_message_alarm_seconds} s: the send workers are not keeping up (deferred "
+                    "and scheduled messages wait in EventBridge Scheduler, not in the queue)."
+                ),
+                metric=queues.queue(queue).metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum"),
+                threshold=config.oldest_message_alarm_seconds,
+            )
+        )
+    worker = config.physical_name(SEND_WORKER.slug)
+    specs.append(
+        AlarmSpec(
+            name=f"{SEND_WORKER.slug}-errors",
+            description=f"Invocations of {worker} failed as a whole (the batch goes back to its queue).",
+            metric=send_worker.metric_errors(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        )
+    )
+    specs.append(
+        AlarmSpec(
+            name=f"{SEND_WORKER.slug}-throttles",
+            description=f"Invocations of {worker} were throttled (account or reserved concurrency).",
+            metric=send_worker.metric_throttles(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        )
+    )
+    return specs

@@ -2,7 +2,12 @@
 
 * stage `api`; every route starts with `/v1`;
 * `ANY /v1/{proxy+}` goes to the api function through a Lambda REQUEST authorizer that reads the
-  `Authorization` header (results cached 60 s);
+  `Authorization` header (results cached 60 s). The routes themselves are the api function's own
+  table (`petrel.api.routes`, published as openapi.json): every tenant route, e.g.
+  `DELETE /v1/emails/{id}` or `GET|POST /v1/suppressions`, reaches it through this one method, so
+  a new route needs no change here. No route gets a resource of its own: API Gateway picks the
+  most specific resource first and does not fall back to `{proxy+}` for a method that resource
+  lacks, so a partial copy of the table here would turn the missing methods into 403s;
 * `GET /v1/openapi.json` is public (no authorizer);
 * errors produced by API Gateway itself (no or bad key, unknown route, throttling, integration
   failure) are `application/problem+json` bodies shaped like RFC 9457, as the api function's own are.

@@ -24,6 +24,7 @@ from infra.config import EnvironmentConfig
 from infra.constructs.bodies_bucket import BodiesBucket
 from infra.constructs.common import acknowledge, log_group
 from infra.constructs.queues import PetrelQueues
+from infra.constructs.schedules import PetrelSchedules
 from infra.constructs.tables import PetrelTables, TableAccess
 from infra.layers import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, deps_layer_code, petrel_layer_code
 from petrel import resources, settings
@@ -53,6 +54,8 @@ class FunctionDefinition:
     tables: Mapping[str, TableAccess] = field(default_factory=dict)  # TableSpec.name -> access
     bodies: Literal["read", "read_write"] | None = None
     send_queues: tuple[resources.QueueSpec, ...] = ()
+    # Creates, reads and deletes EventBridge Scheduler schedules (deferred and scheduled messages).
+    schedules: bool = False
     # "env": only PETREL_SECRETS_PREFIX is set; "read": it may also read the tenants' secrets.
     secrets: Literal["env", "read"] | None = None
     extra_environment: Callable[[EnvironmentConfig], dict[str, str]] = lambda _config: {}
@@ -75,12 +78,15 @@ def _retention_environment(model: type[BaseModel]) -> Callable[[EnvironmentConfi
 
 def _send_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
     model = settings.SendWorkerSettings
-    return {
+    environment = {
         env_var(model, "message_retention_days"): str(config.message_retention_days),
         # The lease on a message lasts as long as the invocation that holds it can run.
         env_var(model, "lease_seconds"): str(config.worker_timeout_seconds),
         env_var(model, "smtp_timeout_seconds"): str(config.smtp_timeout_seconds),
     }
+    if config.retry_delays_env is not None:  # otherwise the code's default ladder applies
+        environment[env_var(model, "retry_delays")] = config.retry_delays_env
+    return environment
 
 
 AUTHORIZER = FunctionDefinition(
@@ -100,9 +106,11 @@ API = FunctionDefinition(
         resources.TENANTS.name: "read",
         resources.MESSAGES.name: "read_write",
         resources.IDEMPOTENCY.name: "read_write",
+        resources.SUPPRESSIONS.name: "read_write",  # list, add, remove
     },
     bodies="read_write",
     send_queues=resources.SEND_QUEUES,
+    schedules=True,  # send_at, and cancelling what is scheduled or deferred
     secrets="env",
     extra_environment=_retention_environment(settings.ApiSettings),
 )
@@ -112,9 +120,14 @@ SEND_WORKER = FunctionDefinition(
     settings=settings.SendWorkerSettings,
     memory_mb=lambda config: config.worker_memory_mb,
     timeout_seconds=lambda config: config.worker_timeout_seconds,
-    tables={resources.TENANTS.name: "read", resources.MESSAGES.name: "read_write"},
+    tables={
+        resources.TENANTS.name: "read",
+        resources.MESSAGES.name: "read_write",
+        resources.SUPPRESSIONS.name: "read_write",  # checked before each send; a hard bounce adds
+    },
     bodies="read",
     secrets="read",
+    schedules=True,  # the next attempt of a deferred message
     extra_environment=_send_worker_environment,
 )
 
@@ -159,6 +172,7 @@ class FunctionDependencies:
     tables: PetrelTables
     queues: PetrelQueues
     bodies: BodiesBucket
+    schedules: PetrelSchedules
 
 
 class PetrelFunction(Construct):
@@ -244,6 +258,8 @@ class PetrelFunction(Construct):
             environment[queue.env_var] = deps.queues.queue(queue).queue_url
         if definition.secrets:
             environment[resources.SECRETS_PREFIX_ENV] = config.secrets_prefix
+        if definition.schedules:
+            environment.update(deps.schedules.environment())
         environment.update(definition.extra_environment(config))
         return environment
 
@@ -263,6 +279,8 @@ class PetrelFunction(Construct):
             )
         for queue in definition.send_queues:
             deps.queues.grant_send(self.function, queue)
+        if definition.schedules:
+            deps.schedules.grant_manage(self.role)
         if definition.secrets == "read":
             prefix = deps.config.secrets_prefix
             secrets_arn = Stack.of(self).format_arn(

@@ -13,6 +13,7 @@ from infra.constructs.api import PetrelApi
 from infra.constructs.bodies_bucket import BodiesBucket
 from infra.constructs.functions import FunctionDependencies, PetrelLayers
 from infra.constructs.queues import PetrelQueues
+from infra.constructs.schedules import PetrelSchedules
 from infra.constructs.tables import PetrelTables
 from infra.constructs.workers import SendWorkers
 from petrel import resources
@@ -31,13 +32,26 @@ class PetrelStack(Stack):
         self.tables = PetrelTables(self, "Tables", config=config)
         self.queues = PetrelQueues(self, "Queues", config=config)
         self.bodies = BodiesBucket(self, "Bodies", config=config)
+        self.schedules = PetrelSchedules(self, "Schedules", config=config, queues=self.queues)
         self.layers = PetrelLayers(self, "Layers", config=config)
         deps = FunctionDependencies(
-            config=config, layers=self.layers, tables=self.tables, queues=self.queues, bodies=self.bodies
+            config=config,
+            layers=self.layers,
+            tables=self.tables,
+            queues=self.queues,
+            bodies=self.bodies,
+            schedules=self.schedules,
         )
         self.api = PetrelApi(self, "Api", deps=deps)
         self.workers = SendWorkers(self, "Workers", deps=deps)
-        self.alarms = PetrelAlarms(self, "Alarms", config=config, queues=self.queues)
+        self.alarms = PetrelAlarms(
+            self,
+            "Alarms",
+            config=config,
+            queues=self.queues,
+            schedules=self.schedules,
+            send_worker=self.workers.worker.function,
+        )
         self._outputs()
 
     def _outputs(self) -> None:
@@ -62,6 +76,25 @@ class PetrelStack(Stack):
                 value=self.queues.dead_letter_queue(queue).queue_url,
                 description=f"Dead-letter queue of {queue.name}",
             )
+        schedules = resources.SCHEDULES
+        CfnOutput(
+            self,
+            "ScheduleGroupName",
+            value=self.schedules.group.schedule_group_name,
+            description=f"Set as {schedules.group_env_var}",
+        )
+        CfnOutput(
+            self,
+            "SchedulerRoleArn",
+            value=self.schedules.role.role_arn,
+            description=f"Set as {schedules.role_env_var}",
+        )
+        CfnOutput(
+            self,
+            "SchedulesDlqUrl",
+            value=self.schedules.dlq.queue_url,
+            description=f"Dead-letter queue of the schedules; its ARN is set as {schedules.dlq_arn_env_var}",
+        )
         CfnOutput(
             self,
             "BodiesBucketName",

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
 
 pytestmark = pytest.mark.infra
+
+OPENAPI_DOCUMENT = Path(__file__).resolve().parents[2] / "openapi.json"
+
+# Tenant routes the api function serves (DESIGN.md section 4), each behind the tenant authorizer.
+TENANT_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/emails"),
+    ("POST", "/v1/emails/batch"),
+    ("GET", "/v1/emails"),
+    ("GET", "/v1/emails/{id}"),
+    ("DELETE", "/v1/emails/{id}"),
+    ("GET", "/v1/suppressions"),
+    ("POST", "/v1/suppressions"),
+    ("GET", "/v1/suppressions/{email}"),
+    ("DELETE", "/v1/suppressions/{email}"),
+)
+_SAMPLE_PARAMETERS = {"id": "01JD0000000000000000000000", "email": "someone@example.com"}
 
 
 def _resource_id(resources_of: Any, path_part: str) -> str:
@@ -110,3 +128,88 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
 
 def test_api_url_output(template: Template) -> None:
     template.has_output("ApiUrl", {"Value": Match.any_value()})
+
+
+def _route(resources_of: Any, method: str, path: str) -> dict[str, Any] | None:
+    """The method API Gateway runs for `method path`, or None (it answers 403 itself).
+
+    API Gateway's matching: at each level a literal path part beats a `{parameter}`, which beats a
+    greedy `{name+}` (which takes the rest of the path); then the resource's own method or its `ANY`.
+    A resource that matches but lacks the method does not fall back to a less specific one.
+    """
+    resources = resources_of("AWS::ApiGateway::Resource")
+    children: dict[str | None, list[str]] = {}
+    for lid, resource in resources.items():
+        parent = resource["Properties"]["ParentId"]
+        children.setdefault(parent.get("Ref"), []).append(lid)  # the root is a GetAtt, not a Ref
+
+    def part(lid: str) -> str:
+        value: str = resources[lid]["Properties"]["PathPart"]
+        return value
+
+    def match(node: str | None, segments: list[str]) -> str | None:
+        if not segments:
+            return node
+        kids = children.get(node, [])
+        literal = [k for k in kids if part(k) == segments[0]]
+        single = [k for k in kids if part(k).startswith("{") and not part(k).endswith("+}")]
+        for kid in literal + single:
+            found = match(kid, segments[1:])
+            if found is not None:
+                return found
+        greedy = [k for k in kids if part(k).endswith("+}")]
+        return greedy[0] if greedy else None
+
+    concrete = re.sub(r"\{(\w+)\}", lambda m: _SAMPLE_PARAMETERS[m.group(1)], path)
+    resource_id = match(None, concrete.strip("/").split("/"))
+    if resource_id is None:
+        return None
+    methods = {
+        m["Properties"]["HttpMethod"]: m["Properties"]
+        for m in resources_of("AWS::ApiGateway::Method").values()
+        if m["Properties"]["ResourceId"] == {"Ref": resource_id}
+    }
+    return methods.get(method, methods.get("ANY"))
+
+
+def _api_function_id(resources_of: Any) -> str:
+    [function_id] = [
+        lid
+        for lid, f in resources_of("AWS::Lambda::Function").items()
+        if f["Properties"]["FunctionName"] == "petrel-dev-api"
+    ]
+    return function_id
+
+
+def _assert_serves(resources_of: Any, method: str, path: str, *, authenticated: bool) -> None:
+    found = _route(resources_of, method, path)
+    assert found is not None, f"API Gateway has no method for {method} {path}"
+    assert found["Integration"]["Type"] == "AWS_PROXY"
+    assert {"Fn::GetAtt": [_api_function_id(resources_of), "Arn"]} in found["Integration"]["Uri"]["Fn::Join"][1], (
+        f"{method} {path} does not reach the api function"
+    )
+    if authenticated:
+        [authorizer_id] = resources_of("AWS::ApiGateway::Authorizer")
+        assert found["AuthorizationType"] == "CUSTOM", f"{method} {path}"
+        assert found["AuthorizerId"] == {"Ref": authorizer_id}, f"{method} {path}"
+    else:
+        assert found["AuthorizationType"] == "NONE", f"{method} {path}"
+
+
+@pytest.mark.parametrize(("method", "path"), TENANT_ROUTES)
+def test_tenant_route_reaches_the_api_function_through_the_authorizer(
+    resources_of: Any, method: str, path: str
+) -> None:
+    _assert_serves(resources_of, method, path, authenticated=True)
+
+
+def test_every_documented_operation_is_served_with_its_security(resources_of: Any) -> None:
+    """openapi.json is generated from the api function's route table (tests/unit/test_openapi.py)."""
+    document = json.loads(OPENAPI_DOCUMENT.read_text())
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            _assert_serves(resources_of, method.upper(), path, authenticated=bool(operation.get("security")))
+
+
+def test_an_unknown_path_outside_v1_is_not_routed(resources_of: Any) -> None:
+    assert _route(resources_of, "GET", "/v2/emails") is None

@@ -95,7 +95,8 @@ def test_outputs(template: Template) -> None:
     outputs = template.to_json()["Outputs"]
     assert "ApiUrl" in outputs
     assert outputs["SecretsPrefix"]["Value"] == resources.secrets_prefix("petrel-dev")
-    assert {"TenantsTableName", "MessagesTableName", "IdempotencyTableName"} <= set(outputs)
+    assert {f"{spec.name.capitalize()}TableName" for spec in resources.TABLES} <= set(outputs)
+    assert "SuppressionsTableName" in outputs
     assert {"SendTransactionalQueueUrl", "SendBulkQueueUrl", "BodiesBucketName"} <= set(outputs)
 
 

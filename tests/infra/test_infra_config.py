@@ -10,6 +10,8 @@ import pytest
 
 import app as petrel_app
 from infra.config import CONTEXT_KEY, ConfigError, parse_environments, select_environments
+from infra.constructs.functions import API, SEND_WORKER
+from petrel import resources, settings
 
 pytestmark = pytest.mark.infra
 
@@ -54,6 +56,11 @@ def test_select_one_or_all(raw: dict[str, Any]) -> None:
             "environments.dev.max_concurrency: needs exactly one entry",
         ),
         ("colour", "blue", "environments.dev.colour: Extra inputs are not permitted"),
+        ("retry_delays", [], "environments.dev.retry_delays: needs at least one delay"),
+        ("retry_delays", [60, 0], "environments.dev.retry_delays: needs at least one delay"),
+        ("retry_delays", "60,300", "environments.dev.retry_delays: Input should be a valid tuple"),
+        ("retry_delays", [60, "300"], "environments.dev.retry_delays.1: Input should be a valid integer"),
+        ("oldest_message_alarm_seconds", 30, "environments.dev.oldest_message_alarm_seconds: Input should be"),
     ],
 )
 def test_bad_value_is_rejected_with_its_key(raw: dict[str, Any], key: str, value: Any, message: str) -> None:
@@ -79,3 +86,30 @@ def test_configs_are_frozen(raw: dict[str, Any]) -> None:
     config = parse_environments(raw)["dev"]
     with pytest.raises(Exception, match="frozen"):
         config.batch_size = 3  # type: ignore[misc]
+
+
+def test_retry_ladder_reaches_the_worker_only_when_configured(raw: dict[str, Any]) -> None:
+    default = parse_environments(raw)["dev"]
+    assert default.retry_delays is None
+    assert resources.RETRY_DELAYS_ENV not in SEND_WORKER.extra_environment(default)
+
+    raw["dev"]["retry_delays"] = [30, 120, 600]
+    config = parse_environments(raw)["dev"]
+    worker_env = SEND_WORKER.extra_environment(config)
+    assert worker_env[resources.RETRY_DELAYS_ENV] == "30,120,600"
+    assert resources.RETRY_DELAYS_ENV not in API.extra_environment(config)
+    # The worker's own settings model reads it back as the same ladder.
+    worker_settings = settings.SendWorkerSettings.model_validate(
+        {**{name: "x" for name in _required(settings.SendWorkerSettings)}, **worker_env}
+    )
+    assert worker_settings.retry_delays == (30, 120, 600)
+
+
+def test_oldest_message_alarm_defaults_to_fifteen_minutes(raw: dict[str, Any]) -> None:
+    assert {c.oldest_message_alarm_seconds for c in parse_environments(raw).values()} == {900}
+    raw["prod"]["oldest_message_alarm_seconds"] = 600
+    assert parse_environments(raw)["prod"].oldest_message_alarm_seconds == 600
+
+
+def _required(model: type[settings.SendWorkerSettings]) -> set[str]:
+    return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}

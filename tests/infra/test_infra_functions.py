@@ -96,6 +96,8 @@ def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> Non
     assert worker["PETREL_LEASE_SECONDS"] == str(config.worker_timeout_seconds)
     assert worker["PETREL_SMTP_TIMEOUT_SECONDS"] == str(config.smtp_timeout_seconds)
     assert resources.IDEMPOTENCY.env_var in api and resources.IDEMPOTENCY.env_var not in worker
+    # cdk.json sets no retry ladder for dev: the code's default applies (and only the worker reads one).
+    assert resources.RETRY_DELAYS_ENV not in worker and resources.RETRY_DELAYS_ENV not in api
 
     assert by_name["send_worker"]["Timeout"] == config.worker_timeout_seconds
     assert by_name["send_worker"]["MemorySize"] == config.worker_memory_mb

@@ -50,7 +50,8 @@ def test_visibility_timeout_is_six_times_the_worker_timeout(resources_of: Any, c
 
 def test_every_queue_is_encrypted_and_tls_only(resources_of: Any) -> None:
     queues = resources_of("AWS::SQS::Queue")
-    assert len(queues) == 2 * len(resources.SEND_QUEUES)
+    # each send queue and its dead-letter queue, and EventBridge Scheduler's dead-letter queue
+    assert len(queues) == 2 * len(resources.SEND_QUEUES) + 1
     for queue in queues.values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from infra.config import EnvironmentConfig
+from infra.constructs.tables import READ_ACTIONS, WRITE_ACTIONS
 from petrel import resources
 
 pytestmark = pytest.mark.infra
@@ -57,3 +58,41 @@ def test_dev_tables_are_destroyed_with_the_stack(resources_of: Any, config: Envi
     assert config.removal_policy == "destroy"
     for table in resources_of("AWS::DynamoDB::Table").values():
         assert table["DeletionPolicy"] == "Delete"
+
+
+# function -> access to the suppressions table: the API lists, adds and removes entries; the worker
+# checks each recipient and adds the address of a hard bounce; the authorizer never reads it.
+SUPPRESSIONS_ACCESS = {"api": "read_write", "send-worker": "read_write", "authorizer": None}
+
+
+@pytest.mark.parametrize(("slug", "access"), SUPPRESSIONS_ACCESS.items())
+def test_suppressions_table_grants(resources_of: Any, config: EnvironmentConfig, slug: str, access: str | None) -> None:
+    [(table_id, _)] = [
+        (lid, t)
+        for lid, t in resources_of("AWS::DynamoDB::Table").items()
+        if t["Properties"]["TableName"] == config.physical_name(resources.SUPPRESSIONS.name)
+    ]
+    [function] = [
+        f["Properties"]
+        for f in resources_of("AWS::Lambda::Function").values()
+        if f["Properties"]["FunctionName"] == config.physical_name(slug)
+    ]
+    env = function["Environment"]["Variables"]
+    role_id = function["Role"]["Fn::GetAtt"][0]
+    table_arn = {"Fn::GetAtt": [table_id, "Arn"]}
+    granted: set[str] = set()
+    for policy in resources_of("AWS::IAM::Policy").values():
+        if {"Ref": role_id} not in policy["Properties"]["Roles"]:
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            if table_arn in targets:
+                actions = statement["Action"]
+                granted.update(actions if isinstance(actions, list) else [actions])
+    if access is None:
+        assert granted == set()
+        assert resources.SUPPRESSIONS.env_var not in env
+        return
+    assert env[resources.SUPPRESSIONS.env_var] == {"Ref": table_id}
+    expected = {*READ_ACTIONS, *WRITE_ACTIONS} if access == "read_write" else set(READ_ACTIONS)
+    assert granted == expected
