@@ -530,6 +530,23 @@ class MailuStandIn:
         self._rules[key] = action
         self._update_postfix_tables()
 
+    def set_recipient_rules(self, rules: Mapping[str, str]) -> None:
+        """Several rules at once, with one reload (see `set_recipient_rule`)."""
+        for address, action in rules.items():
+            key, action = address.strip().lower(), action.strip()
+            if not _RULE_KEY.match(key):
+                raise ValueError(f"bad rule key: {address!r}")
+            if not action or "\n" in action or "\r" in action:
+                raise ValueError(f"bad access(5) action: {action!r}")
+            self._rules[key] = action
+        self._update_postfix_tables()
+
+    def clear_recipient_rules(self, addresses: Iterable[str]) -> None:
+        """Several rules removed at once, with one reload."""
+        removed = [self._rules.pop(a.strip().lower(), None) for a in addresses]
+        if any(r is not None for r in removed):
+            self._update_postfix_tables()
+
     def clear_recipient_rule(self, address: str) -> None:
         if self._rules.pop(address.strip().lower(), None) is not None:
             self._update_postfix_tables()
@@ -538,6 +555,34 @@ class MailuStandIn:
         if self._rules:
             self._rules.clear()
             self._update_postfix_tables()
+
+    # ------------------------------------------------------------------ limits
+
+    def set_message_size_limit(self, limit: int) -> None:
+        """Change Postfix's ``message_size_limit`` (bytes; 0 = none) while it runs.
+
+        ``postconf -c DIR -e`` and a reload: effective for new SMTP sessions when this returns. A
+        client that declares SIZE (RFC 1870) above it is refused at MAIL FROM with ``552 5.3.4``; one
+        that does not is refused after DATA. The value survives ``stop_smtp``/``start_smtp`` and is
+        what ``start()`` writes into main.cf. Restore the old value (``self.message_size_limit``
+        before the change) the same way.
+        """
+        limit = int(limit)
+        if limit < 0:
+            raise ValueError(f"message_size_limit must be >= 0, got {limit}")
+        self.message_size_limit = limit
+        if not self._prepared:
+            return  # written into main.cf by start()
+        main_cf = self.postfix_config_dir / "main.cf"
+        result = self._run(
+            [self._bin("postconf"), "-c", str(self.postfix_config_dir), "-e", f"message_size_limit={limit}"]
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"postconf -e message_size_limit={limit} failed: {result.stdout}{result.stderr}")
+        # Like _atomic_write(backdate=True): daemons need not wait for a just-modified main.cf to settle.
+        past = time.time() - 5
+        os.utime(main_cf, (past, past))
+        self._reload_postfix()
 
     # ------------------------------------------------------------------ queue
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -20,9 +21,9 @@ from moto import mock_aws
 from local.handlers import load
 from local.lambda_runtime import LocalContext, QueuePump
 from local.provision import LocalResources, provision
+from local.scheduler import ScheduleFirer
 from petrel import container, resources
 from petrel.adapters import aws as petrel_aws
-from petrel.models.jobs import SendJob
 from petrel.models.records import SmtpServer, Tenant
 from petrel.services import tenants
 from petrel.services.tenants import AdminDeps
@@ -163,9 +164,14 @@ class Stack:
         assert len(records) == expected
         return records
 
-    def enqueue_again(self, job: SendJob, pool: str = "transactional") -> None:
-        """What the retry schedule does when it fires: the same job back on the send queue."""
-        self.aws["sqs"].send_message(QueueUrl=self.queue_url(pool), MessageBody=job.model_dump_json())
+    def fire_schedules(self, later: timedelta = timedelta(days=1)) -> int:
+        """Play EventBridge Scheduler `later` from now: every schedule due by then puts its job on its queue."""
+        firer = ScheduleFirer(self.aws["scheduler"], self.aws["sqs"], self.made.schedule_group)
+        return firer.fire_due(datetime.now(UTC) + later, sweep=True)
+
+    def schedules(self) -> list[str]:
+        pages = self.aws["scheduler"].list_schedules(GroupName=self.made.schedule_group)
+        return sorted(s["Name"] for s in pages["Schedules"])
 
     def setenv(self, name: str, value: str) -> None:
         """Change a function setting; containers are rebuilt on next use, like a new deployment."""
@@ -195,9 +201,18 @@ def stack(
     monkeypatch.setattr(petrel_aws, "client", shared)
     with mock_aws():
         container.reset()
-        aws = {name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager")}
+        aws = {
+            name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager", "scheduler", "iam")
+        }
         made = provision(
-            aws["dynamodb"], aws["sqs"], aws["s3"], prefix="petrel-test", visibility_timeout=30, max_receive_count=3
+            aws["dynamodb"],
+            aws["sqs"],
+            aws["s3"],
+            prefix="petrel-test",
+            visibility_timeout=30,
+            max_receive_count=3,
+            scheduler=aws["scheduler"],
+            iam=aws["iam"],
         )
         for name, value in made.environment().items():
             monkeypatch.setenv(name, value)
@@ -242,17 +257,17 @@ def test_send_relay_and_read_back(stack: Stack) -> None:
     assert f"Message-ID: {view['message_id_header']}".encode() in received.data
 
 
-def test_worker_reports_only_the_deferred_record(stack: Stack) -> None:
+def test_a_deferral_is_a_schedule_not_a_batch_failure(stack: Stack) -> None:
     stack.smtp.handler.script["soft@example.org"] = ("rcpt", "451 4.3.0 Temporary lookup failure")
     stack.smtp.handler.script["gone@example.org"] = ("rcpt", "550 5.1.1 <gone@example.org>: user unknown")
     sent = stack.send(to=["ok@example.org", "soft@example.org", "gone@example.org"])
     ids = {r["email"]: r["id"] for r in sent["recipients"]}
     records = stack.receive_records(3)
-    record_of = {SendJob.model_validate_json(r["body"]).message_id: r["messageId"] for r in records}
 
     result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker"))
 
-    assert result == {"batchItemFailures": [{"itemIdentifier": record_of[ids["soft@example.org"]]}]}
+    assert result == {"batchItemFailures": []}  # SQS forgets the job: its receive count never grows
+    assert stack.schedules() == [f"{ids['soft@example.org']}-1"]
     status = {m["email"]: m for m in stack.get(sent["id"])["recipients"]}
     assert status["ok@example.org"]["status"] == "relayed"
     assert status["soft@example.org"]["status"] == "deferred"
@@ -260,6 +275,13 @@ def test_worker_reports_only_the_deferred_record(stack: Stack) -> None:
     assert status["gone@example.org"]["status"] == "bounced"
     assert status["gone@example.org"]["bounce_class"] == "hard"
     assert status["gone@example.org"]["last_reply"]["code"] == 550
+    assert status["soft@example.org"]["next_attempt_at"] is not None
+    assert stack.call("GET", "/v1/suppressions/gone@example.org").body["reason"] == "hard-bounce"
+
+    del stack.smtp.handler.script["soft@example.org"]
+    assert stack.fire_schedules() == 1 and stack.schedules() == []
+    assert stack.pump() == 1
+    assert stack.get(sent["id"])["recipients"][1]["status"] == "relayed"
 
 
 def test_a_bounce_alone_is_not_a_batch_failure(stack: Stack) -> None:
@@ -422,7 +444,7 @@ def test_a_wrong_smtp_password_keeps_the_message_until_it_is_fixed(stack: Stack)
     stack.setenv("PETREL_CONFIG_CACHE_SECONDS", "0")
     stack.smtp.handler.password = "rotated-on-mailu"  # the operator changed it on the server only
     sent = stack.send()
-    [recipient] = sent["recipients"]
+    assert len(sent["recipients"]) == 1
 
     stack.pump()
 
@@ -432,7 +454,7 @@ def test_a_wrong_smtp_password_keeps_the_message_until_it_is_fixed(stack: Stack)
     assert stack.smtp.handler.received == []
 
     tenants.set_smtp_password(stack.admin, stack.tenant.tenant_id, stack.server.server_id, "rotated-on-mailu")
-    stack.enqueue_again(SendJob(tenant_id=stack.tenant.tenant_id, email_id=sent["id"], message_id=recipient["id"]))
+    assert stack.fire_schedules() == 1
     stack.pump()
 
     view = stack.get(sent["id"])
@@ -441,3 +463,45 @@ def test_a_wrong_smtp_password_keeps_the_message_until_it_is_fixed(stack: Stack)
     assert [a["outcome"] for a in relayed["attempt_log"]] == ["softfail", "relayed"]
     assert [e["type"] for e in view["events"]] == ["email.queued", "email.deferred", "email.sent"]
     assert len(stack.smtp.handler.received) == 1
+
+
+def test_send_at_is_released_by_its_schedule_and_cancel_deletes_it(stack: Stack) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    keep = stack.send(send_at=later, subject="Keep")
+    drop = stack.send(send_at=later, subject="Drop")
+    assert keep["recipients"][0]["status"] == drop["recipients"][0]["status"] == "scheduled"
+    assert len(stack.schedules()) == 2 and stack.pump() == 0
+
+    cancelled = stack.call("DELETE", f"/v1/emails/{drop['id']}")
+    assert cancelled.status == 200, cancelled.raw
+    assert [c["status"] for c in cancelled.body["cancelled"]] == ["cancelled"]
+    assert stack.schedules() == [f"{keep['recipients'][0]['id']}-0"]
+
+    assert stack.fire_schedules(timedelta(minutes=30)) == 0  # not due yet
+    assert stack.fire_schedules(timedelta(hours=3)) == 1
+    assert stack.pump() == 1
+    assert stack.get(keep["id"])["recipients"][0]["status"] == "relayed"
+    assert stack.get(drop["id"])["recipients"][0]["status"] == "cancelled"
+    assert len(stack.smtp.handler.received) == 1
+    again = stack.call("DELETE", f"/v1/emails/{keep['id']}")
+    assert again.body["cancelled"] == [] and again.body["not_cancelled"][0]["status"] == "relayed"
+
+
+def test_suppression_routes(stack: Stack) -> None:
+    added = stack.call("POST", "/v1/suppressions", {"email": "Bob@Example.org", "note": "asked us to stop"})
+    assert added.status == 201 and added.body["email"] == "bob@example.org" and added.body["reason"] == "manual"
+    assert stack.call("POST", "/v1/suppressions", {"email": "bob@example.org"}).status == 409
+    assert stack.call("GET", "/v1/suppressions/bob%40example.org").body["detail"] == "asked us to stop"
+    assert [s["email"] for s in stack.call("GET", "/v1/suppressions").body["data"]] == ["bob@example.org"]
+
+    sent = stack.send(to=["bob@example.org"])
+    stack.pump()
+    view = stack.get(sent["id"])
+    assert view["recipients"][0]["status"] == "suppressed" and stack.smtp.handler.received == []
+    assert [e["type"] for e in view["events"]] == ["email.queued", "email.suppressed"]
+
+    removed = stack.call("DELETE", "/v1/suppressions/bob@example.org")
+    assert removed.status == 204
+    assert stack.call("GET", "/v1/suppressions/bob@example.org").status == 404
+    bad = stack.call("POST", "/v1/suppressions", {"email": "not-an-address"})
+    assert bad.status == 422 and bad.headers["Content-Type"] == "application/problem+json"
