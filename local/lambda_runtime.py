@@ -37,13 +37,17 @@ class LocalContext:
 
 
 Handler = Callable[[dict[str, Any], Any], Any]
+# What stops the pump itself (Ctrl-C, interpreter exit) rather than crashing one invocation.
+_NOT_A_CRASH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 class QueuePump(threading.Thread):
     """Polls one queue like Lambda's SQS event source: batches, partial failures, visibility, DLQ.
 
-    Records the handler reports failed (or all, if it raises) are left on the queue; SQS makes them
-    visible again after the visibility timeout and moves them to the DLQ after maxReceiveCount.
+    Records the handler reports failed (or all, if it raises or crashes) are left on the queue; SQS makes
+    them visible again after the visibility timeout and moves them to the DLQ after maxReceiveCount. A
+    crash is any BaseException other than KeyboardInterrupt, SystemExit and GeneratorExit (tests raise
+    one to kill an invocation mid-batch: the handler's per-record error handling catches only Exception).
     """
 
     def __init__(
@@ -88,6 +92,14 @@ class QueuePump(threading.Thread):
             failed = {item["itemIdentifier"] for item in (result or {}).get("batchItemFailures", [])}
         except Exception:
             log.exception("%s raised; the whole batch returns to the queue", self._function)
+            return len(messages)
+        except _NOT_A_CRASH:
+            raise
+        except BaseException:
+            # Any other BaseException stands for the invocation dying (the process crashed, the runtime
+            # was killed): Lambda acknowledges nothing, so the whole batch comes back after the
+            # visibility timeout. The pump itself keeps running, as the event source would.
+            log.exception("%s crashed; the whole batch returns to the queue", self._function)
             return len(messages)
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):

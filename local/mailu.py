@@ -532,8 +532,8 @@ class MailuStandIn:
 
     def set_recipient_rules(self, rules: Mapping[str, str]) -> None:
         """Several rules at once, with one reload (see `set_recipient_rule`)."""
-        for address, action in rules.items():
-            key, action = address.strip().lower(), action.strip()
+        for address, raw in rules.items():
+            key, action = address.strip().lower(), raw.strip()
             if not _RULE_KEY.match(key):
                 raise ValueError(f"bad rule key: {address!r}")
             if not action or "\n" in action or "\r" in action:

@@ -9,15 +9,20 @@ import logging
 import os
 import secrets
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from local.mailu import MailuStandIn, ensure_installed, install_packages
 from local.provision import LocalResources, provision
+from petrel import resources as r
 
 log = logging.getLogger("petrel.local")
 REGION = "us-east-1"
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,42 @@ class LocalConfig:
     api_port: int = 8080
     prefix: str = "petrel-local"
     domain: str = "petrel.test"
-    # Short locally so a deferred message comes back in seconds, not minutes.
-    visibility_timeout: int = 5
-    max_receive_count: int = 20
+    # The worker's knobs, shortened so that what takes hours deployed takes seconds here.
+    # The retry ladder (PETREL_RETRY_DELAYS: seconds after the 1st, 2nd, ... failed attempt, the last
+    # repeating; deployed it is 1 m, 5 m, 15 m, 1 h, ...): a deferred message comes back while you watch.
+    retry_delays: str = "2,4,8,15,30,60"
+    retry_jitter: float = 0.1  # as deployed (±10 %): schedules of one burst still spread out
+    # Seconds a socket operation of an SMTP transaction may take (deployed 30): a stand-in that hangs
+    # is noticed (and the message deferred) quickly.
+    smtp_timeout_seconds: float = 5.0
+    # How long a worker holds a message it is sending (PETREL_LEASE_SECONDS; deployed 120): longer than
+    # a stall at any one SMTP step (smtp_timeout_seconds), so no one else may take it over meanwhile.
+    lease_seconds: int = 15
+    # The send queues' visibility timeout: longer than the lease, so SQS does not hand a job to a second
+    # worker while the first may still hold its lease (that receive would only come back as "retry" and
+    # count towards max_receive_count). Retries do not wait on it: they come back through schedules.
+    visibility_timeout: int = 20
+    # Receives before a job goes to its queue's DLQ: a poison message gets there in about
+    # max_receive_count x visibility_timeout (~100 s), not in many minutes.
+    max_receive_count: int = 5
     batch_size: int = 10
+    # Concurrent invocations of the send worker per queue (Lambda's maximum concurrency), as threads.
+    workers_per_queue: int = 3
+    # How often the schedule firer looks for due schedules (moto stores them, never fires them).
+    schedule_poll_seconds: float = 0.25
+    # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
+    # so a change made with the CLI shows within seconds; a refused password is re-read at once anyway.
+    config_cache_seconds: float = 2.0
+
+    def worker_environment(self) -> dict[str, str]:
+        """What the send worker reads (petrel.settings.SendWorkerSettings) that is not a resource name."""
+        return {
+            r.RETRY_DELAYS_ENV: self.retry_delays,
+            r.RETRY_JITTER_ENV: str(self.retry_jitter),
+            "PETREL_LEASE_SECONDS": str(self.lease_seconds),
+            "PETREL_SMTP_TIMEOUT_SECONDS": str(self.smtp_timeout_seconds),
+            "PETREL_CONFIG_CACHE_SECONDS": str(self.config_cache_seconds),
+        }
 
 
 def _free_port(host: str) -> int:
@@ -50,6 +87,7 @@ class LocalPlatform:
         self._moto: Any = None
         self._front: Any = None
         self._pumps: list[Any] = []
+        self.firer: Any = None
         self.resources: LocalResources | None = None
         self.info: dict[str, Any] = {}
         self.relay_password = secrets.token_urlsafe(18)
@@ -72,16 +110,23 @@ class LocalPlatform:
         return self.info
 
     def stop(self) -> None:
-        for pump in self._pumps:
-            pump.stop()
-        for pump in self._pumps:
-            pump.join(timeout=5)
+        threads = [*self._pumps, *([self.firer] if self.firer is not None else [])]
+        for thread in threads:
+            thread.stop()
+        for thread in threads:
+            thread.join(timeout=5)
         self._pumps = []
+        self.firer = None
         if self._front is not None:
             self._front.stop()
             self._front = None
         if self._moto is not None:
-            self._moto.stop()
+            self._moto.terminate()
+            try:
+                self._moto.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._moto.kill()
+                self._moto.wait()
             self._moto = None
         self.mailu.stop()
 
@@ -93,12 +138,36 @@ class LocalPlatform:
         self.stop()
 
     # -- pieces --------------------------------------------------------------------------------
-    def _start_aws(self) -> None:
-        from moto.server import ThreadedMotoServer
-
+    def _start_moto(self) -> int:
+        """moto's server in its own process: AWS's side of every call then runs on another core than
+        the handlers (in-process, the two share one interpreter lock and halve the stack's throughput)."""
         port = _free_port(self.config.host)
-        self._moto = ThreadedMotoServer(ip_address=self.config.host, port=port, verbose=False)
-        self._moto.start()
+        log_file = (self.workdir / "moto.log").open("ab")
+        self._moto = subprocess.Popen(
+            [sys.executable, "-m", "local.moto_server", "-H", self.config.host, "-p", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPOSITORY,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])),
+            },
+        )
+        log_file.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._moto.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self._moto.returncode}; see {self.workdir / 'moto.log'}")
+            try:
+                with socket.create_connection((self.config.host, port), timeout=0.2):
+                    return port
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"moto server did not listen on port {port} within 30 s")
+
+    def _start_aws(self) -> None:
+        port = self._start_moto()
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": f"http://{self.config.host}:{port}",
@@ -109,11 +178,16 @@ class LocalPlatform:
                 "POWERTOOLS_METRICS_NAMESPACE": "Petrel",
                 "POWERTOOLS_SERVICE_NAME": "petrel-local",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-                "PETREL_LEASE_SECONDS": "60",
-                "PETREL_SMTP_TIMEOUT_SECONDS": "10",
-                "PETREL_CONFIG_CACHE_SECONDS": "0",
+                **self.config.worker_environment(),
             }
         )
+        if self.config.visibility_timeout <= self.config.lease_seconds:
+            log.warning(
+                "visibility timeout %d s is not longer than the lease (%d s): SQS may redeliver a job that a "
+                "worker still holds",
+                self.config.visibility_timeout,
+                self.config.lease_seconds,
+            )
         from petrel import container
         from petrel.adapters.aws import client
 
@@ -125,6 +199,8 @@ class LocalPlatform:
             prefix=self.config.prefix,
             visibility_timeout=self.config.visibility_timeout,
             max_receive_count=self.config.max_receive_count,
+            scheduler=client("scheduler"),
+            iam=client("iam"),
         )
         os.environ.update(self.resources.environment())
 
@@ -132,6 +208,7 @@ class LocalPlatform:
         from local.front import ApiFront
         from local.handlers import api_handler, authorizer_handler, worker_handler
         from local.lambda_runtime import QueuePump
+        from local.scheduler import ScheduleFirer
         from petrel.adapters.aws import client
 
         assert self.resources is not None
@@ -139,12 +216,22 @@ class LocalPlatform:
         self._front.start()
         sqs = client("sqs")
         for name, url in self.resources.queue_urls.items():
-            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            pump = QueuePump(
-                sqs, url, arn, worker_handler(), function_name=f"send-worker-{name}", batch_size=self.config.batch_size
-            )
-            pump.start()
-            self._pumps.append(pump)
+            for _ in range(self.config.workers_per_queue):
+                pump = QueuePump(
+                    sqs,
+                    url,
+                    self.resources.queue_arns[name],
+                    worker_handler(),
+                    function_name=f"send-worker-{name}",
+                    batch_size=self.config.batch_size,
+                )
+                pump.start()
+                self._pumps.append(pump)
+        # What EventBridge Scheduler does deployed: put due retries (and send_at releases) on their queue.
+        self.firer = ScheduleFirer(
+            client("scheduler"), sqs, self.resources.schedule_group, poll_seconds=self.config.schedule_poll_seconds
+        )
+        self.firer.start()
 
     def _seed(self) -> dict[str, Any]:
         """A demo tenant whose SMTP server is the stand-in, and a mailbox that receives test mail."""
@@ -200,7 +287,13 @@ class LocalPlatform:
                 "prefix": self.resources.prefix,
                 "tables": self.resources.tables,
                 "queues": self.resources.queue_urls,
-                "dlqs": self.resources.dlq_urls,
+                # Dead-letter queues by the name `petrel dlq` takes: each send queue's, and the schedules'.
+                "dlqs": {**self.resources.dlq_urls, r.SCHEDULES.group: self.resources.schedules_dlq_url},
+                "schedules": {
+                    "group": self.resources.schedule_group,
+                    "role_arn": self.resources.scheduler_role_arn,
+                    "dlq": self.resources.schedules_dlq_url,
+                },
                 "bucket": self.resources.bucket,
                 "secrets_prefix": self.resources.secrets_prefix,
             },

@@ -72,7 +72,7 @@ def platform() -> Iterator[LocalPlatform]:
     # Postfix and Dovecot drop privileges: the work dir must be reachable by their users.
     workdir = Path(tempfile.mkdtemp(prefix="petrel-e2e-"))
     workdir.chmod(0o755)
-    local = LocalPlatform(LocalConfig(workdir=workdir, api_port=0, visibility_timeout=2))
+    local = LocalPlatform(LocalConfig(workdir=workdir, api_port=0))
     try:
         local.start()
         yield local

@@ -7,6 +7,7 @@ import hashlib
 import smtplib
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 
 from petrel.mail.smtp_reply import ReplyCode, SmtpReply, Stage
@@ -31,13 +32,24 @@ class _Session:
 
 
 class SmtplibRelay:
-    """One open session per server, reused across a batch's messages; `close()` ends them all."""
+    """One open session per server, reused across a batch's messages; `close()` ends them all.
+
+    Sessions belong to the thread that opened them (Lambda runs one invocation at a time; the local
+    stack runs several invocations of one function as threads, like concurrent execution environments).
+    """
 
     def __init__(self, timeout: float, local_hostname: str | None = None) -> None:
         self._timeout = timeout
         self._local_hostname = local_hostname
-        self._sessions: dict[str, _Session] = {}
+        self._thread = threading.local()
         self._contexts: dict[str, ssl.SSLContext] = {}
+
+    @property
+    def _sessions(self) -> dict[str, _Session]:
+        sessions: dict[str, _Session] | None = getattr(self._thread, "sessions", None)
+        if sessions is None:
+            sessions = self._thread.sessions = {}
+        return sessions
 
     def _context(self, ca_bundle: str | None) -> ssl.SSLContext:
         key = hashlib.sha256((ca_bundle or "").encode()).hexdigest()

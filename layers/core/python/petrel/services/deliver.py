@@ -8,6 +8,7 @@ escapes (and SQS redelivers the job, then moves it to the DLQ).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,9 +106,11 @@ class DeliverDeps:
     _passwords: TtlCache[str, str] = field(init=False)
     _return_paths: TtlCache[tuple[str, str], str] = field(init=False)
     _bodies: TtlCache[str, bytes] = field(init=False)
+    _emails: TtlCache[tuple[str, str], EmailRecord | None] = field(init=False)
     # Servers that failed as a whole (refused, dropped, 421, timed out) during the current batch:
     # the batch's other messages for them are deferred without another try (see `end_batch`).
-    _unavailable: dict[str, SmtpReply] = field(init=False, default_factory=dict)
+    # Per thread, like the relay's sessions: a batch is one thread's invocation.
+    _batch: threading.local = field(init=False, default_factory=threading.local)
 
     def __post_init__(self) -> None:
         self._tenants = TtlCache(self.cache_seconds)
@@ -115,6 +118,14 @@ class DeliverDeps:
         self._passwords = TtlCache(self.cache_seconds)
         self._return_paths = TtlCache(self.cache_seconds)
         self._bodies = TtlCache(60.0)
+        self._emails = TtlCache(60.0)  # an email never changes once stored: its recipients share one read
+
+    @property
+    def _unavailable(self) -> dict[str, SmtpReply]:
+        failed: dict[str, SmtpReply] | None = getattr(self._batch, "unavailable", None)
+        if failed is None:
+            failed = self._batch.unavailable = {}
+        return failed
 
     def end_batch(self) -> None:
         """Close the batch's SMTP sessions and forget which servers failed in it."""
@@ -336,7 +347,9 @@ def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
         return finish_without_sending(
             deps, leased, MessageStatus.SUPPRESSED, started, event="email.suppressed", detail=suppressed.reason
         )
-    email = deps.messages.get_email_record(job.tenant_id, job.email_id)
+    email = deps._emails.get(
+        (job.tenant_id, job.email_id), lambda: deps.messages.get_email_record(job.tenant_id, job.email_id)
+    )
     if email is None:  # cannot happen while retention outlives the queue; finish rather than loop
         outcome: DeliveryOutcome = PermanentFail(
             SmtpReply.network(Stage.CONNECT, "email record missing"), "email-missing"

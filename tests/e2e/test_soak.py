@@ -1,0 +1,186 @@
+"""Soak: thousands of messages through the local stack's real path (HTTP API, queues, worker, real
+Postfix) while Postfix is stopped and restarted twice and 5 % of the recipients meet a 4xx.
+
+At the end every message is in the state its recipient calls for, Postfix holds exactly the messages
+Petrel marked relayed, and every duplicate copy is explained by an attempt whose reply was lost after
+DATA (at-least-once); it prints the counts. `PETREL_SOAK_MESSAGES` sets the size (default 5,000).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from email import message_from_binary_file
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.platform import LocalPlatform
+from tests.e2e.conftest import Api
+
+pytestmark = [pytest.mark.e2e, pytest.mark.soak]
+
+MESSAGES = int(os.environ.get("PETREL_SOAK_MESSAGES", "5000"))
+FLAKY_SHARE = 0.05  # recipients answered 451 until the second restart
+GONE = max(5, MESSAGES // 200)  # 550 5.1.1: bounced (hard) and suppressed
+SUPPRESSED = max(5, MESSAGES // 200)  # on the suppression list before the run: never sent
+MAILBOXES = 100
+PER_EMAIL = 10  # recipients per email: each is a message of its own (status, retries, suppression)
+BATCH = 50
+WAITING = ("scheduled", "queued", "sending", "deferred")
+FINISH_TIMEOUT = float(os.environ.get("PETREL_SOAK_TIMEOUT", "1200"))
+
+
+def _batches(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+
+
+def _post(api: Api, emails: list[dict[str, Any]]) -> list[str]:
+    """Post emails in batches of 100; returns their ids (every item must be accepted)."""
+    ids: list[str] = []
+    for chunk in _batches(emails):
+        status, body = api.call("POST", "/v1/emails/batch", {"emails": chunk})
+        assert status == 202, body
+        for result in body["results"]:
+            assert result["status"] == 202, result
+            ids.append(result["email"]["id"])
+    return ids
+
+
+def _listing(api: Api, status: str, recipients: set[str]) -> dict[str, dict[str, Any]]:
+    """Every message of the tenant in `status` whose recipient is one of this run's, by message id."""
+    found: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        query = f"/v1/emails?status={status}&limit=100" + (f"&cursor={cursor}" if cursor else "")
+        code, page = api.call("GET", query)
+        assert code == 200, page
+        for item in page["data"]:
+            if item["email"] in recipients:
+                found[item["id"]] = item
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return found
+
+
+def _wait_until_settled(api: Api, recipients: set[str]) -> float:
+    started = time.monotonic()
+    waiting: dict[str, int] = {}
+    while time.monotonic() - started < FINISH_TIMEOUT:
+        waiting = {s: len(_listing(api, s, recipients)) for s in WAITING}
+        if not any(waiting.values()):
+            return time.monotonic() - started
+        time.sleep(2)
+    raise AssertionError(f"messages still waiting after {FINISH_TIMEOUT:.0f} s: {waiting}")
+
+
+def _received(platform: LocalPlatform, addresses: list[str]) -> Counter[tuple[str, str]]:
+    """Copies per (email id, recipient) in the mailboxes, read straight from the Maildirs."""
+    copies: Counter[tuple[str, str]] = Counter()
+    for address in addresses:
+        local, domain = address.split("@")
+        maildir = platform.mailu.mail_dir / domain / local / "Maildir"
+        for sub in ("new", "cur"):
+            for path in (maildir / sub).iterdir() if (maildir / sub).exists() else ():
+                with Path(path).open("rb") as handle:
+                    copies[(str(message_from_binary_file(handle)["X-Petrel-Email-Id"]), address)] += 1
+    return copies
+
+
+def _wait_for_postfix(platform: LocalPlatform, expected: int, addresses: list[str], timeout: float = 120) -> None:
+    """Postfix delivers into the Maildirs shortly after it answers 250."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(_received(platform, addresses).values()) >= expected and not platform.mailu.queue_ids():
+            return
+        time.sleep(1)
+
+
+def test_soak_nothing_lost(platform: LocalPlatform, api: Api) -> None:
+    mailu = platform.mailu
+    domain = platform.config.domain
+    sender = platform.info["from_address"]
+    run = uuid.uuid4().hex[:6]
+    flaky_count = int(MESSAGES * FLAKY_SHARE)
+    boxes = [f"soak{i}-{run}@{domain}" for i in range(MAILBOXES)]
+    flaky = [f"flaky{i}-{run}@{domain}" for i in range(flaky_count)]
+    gone = [f"gone{i}-{run}@{domain}" for i in range(GONE)]
+    suppressed = [f"supp{i}-{run}@{domain}" for i in range(SUPPRESSED)]
+    regular = MESSAGES - flaky_count - GONE - SUPPRESSED
+    assert regular > 0
+    mailu.add_users({address: uuid.uuid4().hex for address in boxes + flaky})
+    mailu.set_recipient_rules(
+        {a: "451 4.3.0 Soak: temporary failure, try again later" for a in flaky}
+        | {a: f"550 5.1.1 <{a}>: Recipient address rejected: User unknown" for a in gone}
+    )
+    for address in suppressed:
+        code, body = api.call("POST", "/v1/suppressions", {"email": address, "reason": "manual"})
+        assert code == 201, body
+
+    # Each email has PER_EMAIL distinct recipients: the special ones spread over the emails, the rest
+    # regular mailboxes, each email taking a different run of them.
+    special = flaky + gone + suppressed
+    count = MESSAGES // PER_EMAIL
+    assert count * PER_EMAIL == MESSAGES and len(special) <= count * (PER_EMAIL - 1)
+    emails: list[dict[str, Any]] = []
+    recipients: list[str] = []
+    for n in range(count):
+        mine = special[n::count]
+        mine += [boxes[(n * PER_EMAIL + k) % MAILBOXES] for k in range(PER_EMAIL - len(mine))]
+        recipients += mine
+        emails.append({"from": sender, "to": mine, "subject": f"Soak {run} #{n}", "text": f"email {n} of the soak"})
+    assert len(set(recipients) - set(boxes)) == len(special) and len(recipients) == MESSAGES
+    phases = [int(len(emails) * share) for share in (0.4, 0.7)]
+    started = time.monotonic()
+
+    _post(api, emails[: phases[0]])
+    mailu.stop_smtp()  # first outage: sending continues, every attempt is refused
+    _post(api, emails[phases[0] : phases[1]])
+    time.sleep(5)
+    mailu.start_smtp()
+    _post(api, emails[phases[1] :])
+    time.sleep(10)
+    mailu.stop_smtp()  # second outage, with the backlog draining
+    time.sleep(5)
+    mailu.start_smtp()
+    mailu.clear_recipient_rules(flaky)  # the 4xx ends; the flaky recipients' retries now go through
+    posted = time.monotonic() - started
+
+    waited = _wait_until_settled(api, set(recipients))
+    recipient_set = set(recipients)
+    final = {s: _listing(api, s, recipient_set) for s in ("relayed", "bounced", "suppressed", "failed", "cancelled")}
+    by_recipient = {status: Counter(m["email"] for m in found.values()) for status, found in final.items()}
+    relayed = {(m["email_id"], m["email"]) for m in final["relayed"].values()}
+    _wait_for_postfix(platform, len(relayed), boxes + flaky)
+    copies = _received(platform, boxes + flaky)
+    duplicates = {key: n for key, n in copies.items() if n > 1}
+
+    counts = {status: len(found) for status, found in final.items()}
+    print(
+        f"\nsoak: {MESSAGES} messages posted in {posted:.0f} s, settled {waited:.0f} s later; "
+        f"final {counts}; Postfix received {sum(copies.values())} copies of {len(copies)} messages, "
+        f"{sum(n - 1 for n in duplicates.values())} duplicate(s)"
+    )
+
+    assert sum(counts.values()) == MESSAGES, counts  # every message accounted for, once
+    assert counts["relayed"] == regular + flaky_count
+    assert set(by_recipient["bounced"]) == set(gone) and counts["bounced"] == GONE
+    assert set(by_recipient["suppressed"]) == set(suppressed) and counts["suppressed"] == SUPPRESSED
+    assert counts["failed"] == counts["cancelled"] == 0
+    assert set(copies) == relayed  # Postfix holds exactly what Petrel marked relayed
+    for address in gone:
+        code, entry = api.call("GET", f"/v1/suppressions/{address}")
+        assert code == 200 and entry["reason"] == "hard-bounce", entry
+    # A duplicate is only allowed where a reply was lost after DATA (the server took the message,
+    # Petrel could not know): at-least-once, with the same Message-ID on both copies.
+    for email_id, address in duplicates:
+        code, view = api.call("GET", f"/v1/emails/{email_id}")
+        assert code == 200, view
+        [message] = [m for m in view["recipients"] if m["email"] == address]
+        lost = [a for a in message["attempt_log"] if a["reply"]["code"] == 0 and a["reply"]["stage"] == "data"]
+        assert lost, f"duplicate copy to {address} of {email_id} without a lost reply: {message['attempt_log']}"
