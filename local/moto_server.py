@@ -1,9 +1,12 @@
-"""moto's server, with DynamoDB transactions that cost what the transaction touches.
+"""moto's server, with two costs that grow with the data made constant again.
 
-moto 5 backs up every table a TransactWriteItems names (a deep copy of the whole table) so it can
-roll back; with thousands of messages stored, each accepted email then costs seconds and the local
-stack slows down as it runs. Here the backup is of the items the transaction touches, and the
-rollback puts exactly those back. The behaviour seen over the API is unchanged: all or nothing.
+- DynamoDB: moto 5 backs up every table a TransactWriteItems names (a deep copy of the whole table)
+  so it can roll back; with thousands of messages stored, each accepted email then costs seconds.
+  Here the backup is of the items the transaction touches, and the rollback puts exactly those
+  back. Over the API nothing changes: all or nothing.
+- SQS: every send and receive looks at each message in the queue, and asks the time (through a
+  slow datetime round trip) twice per message. Here the time is read from `time.time()` directly:
+  the same value, a hundred times cheaper.
 
     python -m local.moto_server -H 127.0.0.1 -p 5000
 """
@@ -11,13 +14,17 @@ rollback puts exactly those back. The behaviour seen over the API is unchanged: 
 from __future__ import annotations
 
 import copy
+import os
 import sys
+import threading
+import time
 from types import ModuleType
 from typing import Any
 
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.models.table import Table
 from moto.server import main
+from moto.sqs import models as sqs_models
 
 
 class _TablesByReference(ModuleType):
@@ -52,10 +59,15 @@ def _touched_keys(backend: Any, transact_items: list[dict[str, Any]]) -> list[tu
     return keys
 
 
+def _now_millis() -> float:
+    return time.time() * 1000
+
+
 def install() -> None:
     backend_class = dynamodb_models.DynamoDBBackend
     if getattr(backend_class, "_petrel_item_backups", False):
         return
+    sqs_models.unix_time_millis = _now_millis  # type: ignore[attr-defined]
     dynamodb_models.copy = _TablesByReference()  # type: ignore[attr-defined]
     original = backend_class.transact_write_items
 
@@ -81,6 +93,19 @@ def install() -> None:
     backend_class._petrel_item_backups = True
 
 
+def exit_with_parent() -> None:
+    """Stop when the process that started this server is gone (a killed test run leaves no server)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 if __name__ == "__main__":
     install()
+    exit_with_parent()
     sys.exit(main())

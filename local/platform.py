@@ -54,7 +54,7 @@ class LocalConfig:
     max_receive_count: int = 5
     batch_size: int = 10
     # Concurrent invocations of the send worker per queue (Lambda's maximum concurrency), as threads.
-    workers_per_queue: int = 3
+    workers_per_queue: int = 2
     # How often the schedule firer looks for due schedules (moto stores them, never fires them).
     schedule_poll_seconds: float = 0.25
     # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,

@@ -30,7 +30,7 @@ GONE = max(5, MESSAGES // 200)  # 550 5.1.1: bounced (hard) and suppressed
 SUPPRESSED = max(5, MESSAGES // 200)  # on the suppression list before the run: never sent
 MAILBOXES = 100
 PER_EMAIL = 10  # recipients per email: each is a message of its own (status, retries, suppression)
-BATCH = 50
+BATCH = 10  # emails per request: 100 messages
 WAITING = ("scheduled", "queued", "sending", "deferred")
 FINISH_TIMEOUT = float(os.environ.get("PETREL_SOAK_TIMEOUT", "1200"))
 
