@@ -6,6 +6,7 @@ EHLOs, logins, connections, and each accepted message with its envelope and opti
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -33,7 +34,11 @@ class Received:
 
 @dataclass
 class ScriptedHandler:
-    """`script[recipient] = ("rcpt" | "data", "451 4.3.0 ...")`; other recipients get 250."""
+    """`script[recipient] = ("rcpt" | "data", "451 4.3.0 ...")`; other recipients get 250.
+
+    `("stall", "<seconds>")` takes the message and waits before answering; `("drop", "")` takes it and
+    hangs up without answering (the client cannot know it was taken).
+    """
 
     dsn: bool = False
     password: str = PASSWORD
@@ -85,16 +90,24 @@ class ScriptedHandler:
             stage, reply = self.script.get(recipient.lower(), ("", ""))
             if stage == "data":
                 return reply
-        self.received.append(
-            Received(
-                mail_from=str(envelope.mail_from),
-                mail_options=tuple(envelope.mail_options),
-                rcpt_to=tuple(envelope.rcpt_tos),
-                rcpt_options=tuple(envelope.rcpt_options),
-                data=bytes(envelope.original_content or b""),
-            )
-        )
+            if stage == "stall":  # take the message, then say nothing for `reply` seconds
+                await asyncio.sleep(float(reply))
+            if stage == "drop":  # take the message, then hang up instead of answering
+                self.received.append(self._received(envelope))
+                server.transport.abort()  # type: ignore[union-attr]
+                return "250 2.0.0 never sent"
+        self.received.append(self._received(envelope))
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+    @staticmethod
+    def _received(envelope: Envelope) -> Received:
+        return Received(
+            mail_from=str(envelope.mail_from),
+            mail_options=tuple(envelope.mail_options),
+            rcpt_to=tuple(envelope.rcpt_tos),
+            rcpt_options=tuple(envelope.rcpt_options),
+            data=bytes(envelope.original_content or b""),
+        )
 
 
 class _Smtp(SMTP):

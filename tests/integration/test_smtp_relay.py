@@ -248,3 +248,28 @@ def test_a_dropped_session_is_reopened_transparently(
     assert reply.code == 250
     assert [r.rcpt_to for r in submission_server.handler.received] == [("first@example.org",), ("second@example.org",)]
     assert submission_server.handler.connections == 2
+
+
+def test_a_server_that_stalls_after_data_times_out(submission_server: RunningServer, tls_files: TlsFiles) -> None:
+    submission_server.handler.script["slow@example.org"] = ("stall", "3")
+    relay = SmtplibRelay(timeout=1.0)
+    try:
+        reply = relay.relay(_server(submission_server, tls_files), PASSWORD, _envelope("slow@example.org"), DATA)
+    finally:
+        relay.close()
+
+    assert (reply.code, reply.stage) == (0, Stage.DATA)
+    assert reply.text == "timed out waiting for the server"
+
+
+def test_a_session_dropped_before_the_reply_is_a_network_failure_at_data(
+    submission_server: RunningServer, tls_files: TlsFiles, relay: SmtplibRelay
+) -> None:
+    submission_server.handler.script["gone@example.org"] = ("drop", "")
+
+    reply = relay.relay(_server(submission_server, tls_files), PASSWORD, _envelope("gone@example.org"), DATA)
+
+    assert (reply.code, reply.stage) == (0, Stage.DATA)  # deferred: the server may have it (at-least-once)
+    assert len(submission_server.handler.received) == 1
+    after = relay.relay(_server(submission_server, tls_files), PASSWORD, _envelope("bob@example.org"), DATA)
+    assert after.code == 250  # the next message opens a new session

@@ -158,3 +158,16 @@ def test_retry_after(text: str, seconds: int | None) -> None:
     assert reply.retry_after_seconds() == seconds
     outcome = classify(reply)
     assert isinstance(outcome, SoftFail) and outcome.retry_after == seconds
+
+
+def test_a_message_refused_at_mail_for_its_size_bounces_as_message() -> None:
+    """With SIZE declared, Postfix refuses an oversized message at MAIL FROM: the enhanced code decides."""
+    outcome = classify(SmtpReply.parse(552, "5.3.4 Message size exceeds fixed limit", Stage.MAIL))
+
+    assert isinstance(outcome, HardFail) and outcome.bounce_class == "message" and not outcome.suppress
+
+
+def test_other_refusals_at_mail_are_about_the_sender() -> None:
+    outcome = classify(SmtpReply.parse(553, "5.7.1 <x@y>: Sender address rejected: not owned by user", Stage.MAIL))
+
+    assert isinstance(outcome, PermanentFail) and outcome.reason == "sender-refused"

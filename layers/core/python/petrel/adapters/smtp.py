@@ -205,8 +205,19 @@ def _quietly_close(conn: smtplib.SMTP | None, quit_first: bool = False) -> None:
         conn.close()
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A timeout, or an error smtplib raised because of one (it reports a read that timed out as
+    "Connection unexpectedly closed")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.timeout | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
+    if _timed_out(exc):
         return "timed out waiting for the server"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"

@@ -142,9 +142,13 @@ def classify(reply: SmtpReply) -> DeliveryOutcome:
         return SoftFail(reply, reason=f"{reply.stage}-refused", retry_after=reply.retry_after_seconds())
     if 400 <= reply.code < 500:
         return SoftFail(reply, reason="temporary-failure", retry_after=reply.retry_after_seconds())
-    if reply.stage is Stage.MAIL:
-        return PermanentFail(reply, reason="sender-refused")
     enhanced = reply.enhanced
+    if reply.stage is Stage.MAIL:
+        # Refused at MAIL FROM: the message itself (too big: 5.3.4 against SIZE=, content 5.6.x)
+        # bounces like any message refusal; anything else is about the sender, not the recipient.
+        if enhanced is not None and enhanced.startswith(("5.3.", "5.6.")):
+            return HardFail(reply, BounceClass.MESSAGE, suppress=False)
+        return PermanentFail(reply, reason="sender-refused")
     if enhanced is not None:
         if enhanced in MAILBOX_CODES:
             return HardFail(reply, BounceClass.HARD, suppress=True)
