@@ -112,7 +112,7 @@ def _wait_for_postfix(platform: LocalPlatform, expected: int, addresses: list[st
         time.sleep(1)
 
 
-def test_soak_nothing_lost(platform: LocalPlatform, api: Api) -> None:
+def test_soak_nothing_lost(platform: LocalPlatform, api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     mailu = platform.mailu
     domain = platform.config.domain
     sender = platform.info["from_address"]
@@ -172,11 +172,12 @@ def test_soak_nothing_lost(platform: LocalPlatform, api: Api) -> None:
     duplicates = {key: n for key, n in copies.items() if n > 1}
 
     counts = {status: len(found) for status, found in final.items()}
-    print(
-        f"\nsoak: {MESSAGES} messages posted in {posted:.0f} s, settled {waited:.0f} s later; "
-        f"final {counts}; Postfix received {sum(copies.values())} copies of {len(copies)} messages, "
-        f"{sum(n - 1 for n in duplicates.values())} duplicate(s)"
-    )
+    with capsys.disabled():  # shown in every run, not only when the test fails
+        print(
+            f"\nsoak: {MESSAGES} messages posted in {posted:.0f} s, settled {waited:.0f} s later; "
+            f"final {counts}; Postfix received {sum(copies.values())} copies of {len(copies)} messages, "
+            f"{sum(n - 1 for n in duplicates.values())} duplicate(s)"
+        )
 
     assert sum(counts.values()) == MESSAGES, counts  # every message accounted for, once
     assert counts["relayed"] == regular + flaky_count

@@ -86,6 +86,8 @@ def test_the_ladder_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     for name, value in base.items():
         monkeypatch.setenv(name, value)
+    for name in ("PETREL_RETRY_DELAYS", "PETREL_RETRY_JITTER"):  # a local stack started earlier sets them
+        monkeypatch.delenv(name, raising=False)
 
     assert SendWorkerSettings.from_env().ladder() == RetryLadder()
 
