@@ -34,8 +34,6 @@ from petrel.ports import (
 )
 from tests.fakes import FakeWorld
 
-SCHEDULE_GROUP = "petrel-test-schedules"
-
 
 @dataclass
 class Backend:
@@ -77,8 +75,10 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
         prefix="petrel-test",
         visibility_timeout=30,
         max_receive_count=3,
+        scheduler=clients["scheduler"],
     )
     urls = {spec.pool: made.queue_urls[spec.name] for spec in resources.SEND_QUEUES if spec.pool}
+    arns = {spec.pool: made.queue_arns[spec.name] for spec in resources.SEND_QUEUES if spec.pool}
     sqs = clients["sqs"]
 
     def arrived(pool: Pool) -> list[SendJob]:
@@ -95,22 +95,17 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
             )
 
     scheduler = clients["scheduler"]
-    scheduler.create_schedule_group(Name=SCHEDULE_GROUP)
-    dlq = sqs.create_queue(QueueName="petrel-test-schedules-dlq")["QueueUrl"]
-
-    def arn(url: str) -> str:
-        return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
 
     def scheduled(name: str) -> tuple[datetime, SendJob] | None:
         try:
-            found = scheduler.get_schedule(Name=name, GroupName=SCHEDULE_GROUP)
+            found = scheduler.get_schedule(Name=name, GroupName=made.schedule_group)
         except scheduler.exceptions.ResourceNotFoundException:
             return None
         at = datetime.strptime(found["ScheduleExpression"], "at(%Y-%m-%dT%H:%M:%S)").replace(tzinfo=UTC)
         target = found["Target"]
         assert found["ActionAfterCompletion"] == "DELETE" and found["FlexibleTimeWindow"] == {"Mode": "OFF"}
-        assert target["Arn"] == arn(urls[json.loads(target["Input"])["pool"]])
-        assert target["DeadLetterConfig"]["Arn"] == arn(dlq)
+        assert target["Arn"] == arns[json.loads(target["Input"])["pool"]]
+        assert target["DeadLetterConfig"]["Arn"] == made.schedules_dlq_arn
         return at, SendJob.model_validate_json(target["Input"])
 
     db = clients["dynamodb"]
@@ -126,10 +121,10 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
         DynamoSuppressionStore(db, made.tables[resources.SUPPRESSIONS.name]),
         EventBridgeRetryScheduler(
             scheduler,
-            group=SCHEDULE_GROUP,
-            role_arn="arn:aws:iam::123456789012:role/petrel-test-scheduler",
-            dead_letter_arn=arn(dlq),
-            queue_arns={pool: arn(url) for pool, url in urls.items()},
+            group=made.schedule_group,
+            role_arn=made.scheduler_role_arn,
+            dead_letter_arn=made.schedules_dlq_arn,
+            queue_arns=arns,
         ),
         scheduled,
     )
