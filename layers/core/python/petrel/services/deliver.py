@@ -311,6 +311,19 @@ def suppress_recipient(deps: DeliverDeps, message: MessageRecord, outcome: HardF
     )
 
 
+def record(deps: DeliverDeps, message: MessageRecord, change: Transition, now: datetime) -> bool:
+    """Write the end of the leased attempt, only while this worker still holds it (sending, same attempt)."""
+    return deps.messages.transition(
+        message.tenant_id,
+        message.email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=message.attempt,
+        change=change,
+        now=now,
+    )
+
+
 def finish_without_sending(
     deps: DeliverDeps, message: MessageRecord, status: MessageStatus, now: datetime, *, event: str, detail: str
 ) -> Delivery:
@@ -320,15 +333,7 @@ def finish_without_sending(
         (_event(message, event, now, None, detail),),
         failure_reason=detail if status is MessageStatus.FAILED else None,
     )
-    recorded = deps.messages.transition(
-        message.tenant_id,
-        message.email_id,
-        message.message_id,
-        expected=[MessageStatus.SENDING],
-        attempt=message.attempt,
-        change=change,
-        now=now,
-    )
+    recorded = record(deps, message, change, now)
     return Delivery(JobResult.DONE, None, message, note=detail if recorded else "lease lost before recording")
 
 
@@ -372,15 +377,6 @@ def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
     elif isinstance(outcome, HardFail) and outcome.suppress:
         suppress_recipient(deps, leased, outcome, finished)
     change = outcome_transition(leased, outcome, attempt, finished, next_attempt)
-    recorded = deps.messages.transition(
-        job.tenant_id,
-        job.email_id,
-        job.message_id,
-        expected=[MessageStatus.SENDING],
-        attempt=leased.attempt,
-        change=change,
-        now=finished,
-    )
-    if not recorded:
+    if not record(deps, leased, change, finished):
         return Delivery(JobResult.DONE, outcome, leased, note="lease lost before the outcome was recorded")
     return Delivery(JobResult.DONE, outcome, leased)
