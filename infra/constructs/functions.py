@@ -126,6 +126,7 @@ SEND_WORKER = FunctionDefinition(
         resources.SUPPRESSIONS.name: "read_write",  # checked before each send; a hard bounce adds
     },
     bodies="read",
+    send_queues=resources.SEND_QUEUES,  # releases scheduled emails; hands back jobs it has no time for
     secrets="read",
     schedules=True,  # the next attempt of a deferred message
     extra_environment=_send_worker_environment,

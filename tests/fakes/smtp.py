@@ -34,6 +34,7 @@ class FakeSmtpRelay:
         self.default = OK
         self.calls: list[RelayCall] = []
         self.close_calls = 0
+        self.deadlines: list[float | None] = []  # the deadline each call was given
 
     @property
     def relayed(self) -> list[RelayCall]:
@@ -51,7 +52,10 @@ class FakeSmtpRelay:
         turn = sum(1 for call in self.calls if call.envelope.recipient == recipient)
         return scripted[min(turn, len(scripted) - 1)]
 
-    def relay(self, server: SmtpServer, password: str, envelope: Envelope, data: bytes) -> SmtpReply:
+    def relay(
+        self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
+    ) -> SmtpReply:
+        self.deadlines.append(deadline)
         answer = self._next_reply(envelope.recipient)
         self.calls.append(RelayCall(server, password, envelope, bytes(data), answer))
         return answer

@@ -83,6 +83,8 @@ def test_the_ladder_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         "PETREL_SCHEDULER_DLQ_ARN": "arn:aws:sqs:us-east-1:123456789012:d",
         "PETREL_SEND_TRANSACTIONAL_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:t",
         "PETREL_SEND_BULK_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:b",
+        "PETREL_SEND_TRANSACTIONAL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/t",
+        "PETREL_SEND_BULK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/b",
     }
     for name, value in base.items():
         monkeypatch.setenv(name, value)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         DynamoSuppressionStore,
         DynamoTenantStore,
     )
+    from petrel.adapters.queues import SqsJobQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
     from petrel.services.cancel import CancelDeps
     from petrel.services.deliver import DeliverDeps
@@ -127,6 +128,13 @@ class ApiContainer:
 class WorkerContainer:
     def __init__(self, settings: SendWorkerSettings) -> None:
         self.settings = settings
+
+    @cached_property
+    def queue(self) -> SqsJobQueue:
+        """The send queues: releasing scheduled emails, handing back jobs the invocation has no time for."""
+        from petrel.adapters.queues import SqsJobQueue
+
+        return SqsJobQueue(_client("sqs"), self.settings.queue_urls())
 
     @cached_property
     def deliver(self) -> DeliverDeps:

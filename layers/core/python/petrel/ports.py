@@ -180,8 +180,14 @@ class Envelope:
 class SmtpRelay(Protocol):
     """Relays one envelope through a tenant's server; keeps sessions open across calls."""
 
-    def relay(self, server: SmtpServer, password: str, envelope: Envelope, data: bytes) -> SmtpReply:
-        """The reply that ended the transaction (2xx on success; code 0 for a network failure)."""
+    def relay(
+        self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
+    ) -> SmtpReply:
+        """The reply that ended the transaction (2xx on success; code 0 for a network failure).
+
+        `deadline` (a `time.monotonic()` instant) bounds the whole transaction, connect to the end of
+        DATA, besides the relay's own per-transaction limit: the earlier of the two wins.
+        """
         ...
 
     def close(self) -> None: ...

@@ -48,18 +48,24 @@ class StoreSettings(_Settings):
         return {"transactional": self.send_transactional_queue_arn, "bulk": self.send_bulk_queue_arn}
 
 
-class ApiSettings(StoreSettings):
-    idempotency_table: str = Field(validation_alias=r.IDEMPOTENCY.env_var)
+class QueueSettings(StoreSettings):
+    """The send queues' URLs: for functions that put jobs on them (the API; the worker, which releases
+    scheduled emails and hands back the jobs it has no time left for)."""
+
     send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
     send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
-    secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
-    inline_body_limit: int = Field(default=96 * 1024, ge=1024, validation_alias="PETREL_INLINE_BODY_LIMIT")
 
     def queue_urls(self) -> dict[str, str]:
         return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
 
 
-class SendWorkerSettings(StoreSettings):
+class ApiSettings(QueueSettings):
+    idempotency_table: str = Field(validation_alias=r.IDEMPOTENCY.env_var)
+    secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
+    inline_body_limit: int = Field(default=96 * 1024, ge=1024, validation_alias="PETREL_INLINE_BODY_LIMIT")
+
+
+class SendWorkerSettings(QueueSettings):
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
     retry_delays: tuple[int, ...] = Field(default=DEFAULT_DELAYS, validation_alias=r.RETRY_DELAYS_ENV)
     retry_jitter: float = Field(default=DEFAULT_JITTER, ge=0, lt=1, validation_alias=r.RETRY_JITTER_ENV)

@@ -117,7 +117,9 @@ class SmtplibRelay:
             size=conn.has_extn("size"),
         )
 
-    def relay(self, server: SmtpServer, password: str, envelope: Envelope, data: bytes) -> SmtpReply:
+    def relay(
+        self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
+    ) -> SmtpReply:
         session = self._sessions.get(server.server_id)
         if session is not None and session.fingerprint != self._fingerprint(server, password):
             self._drop(server.server_id)
