@@ -44,7 +44,7 @@ test-e2e: venv mail
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy layers/core/python/petrel functions/api/handler.py functions/authorizer/handler.py functions/send_worker/handler.py
+	$(VENV)/bin/mypy layers/core/python/petrel functions/api/handler.py functions/authorizer/handler.py functions/send_worker/handler.py functions/sweeper/handler.py
 
 format: venv
 	$(VENV)/bin/ruff format .

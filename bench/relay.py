@@ -60,7 +60,7 @@ def petrel_relay(sink: Sink, messages: list[bytes]) -> tuple[float, float]:
         ca_bundle=sink.ca_pem,
         created_at=datetime.now(UTC),
     )
-    relay = SmtplibRelay(timeout=10)
+    relay = SmtplibRelay(timeout=10, transaction_seconds=60)
     wall, cpu = time.perf_counter(), time.process_time()
     for i, data in enumerate(messages):
         reply = relay.relay(server, PASSWORD, Envelope(f"bounces+m{i}@petrel.test", "b@petrel.test", f"m{i}"), data)

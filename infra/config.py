@@ -9,6 +9,7 @@ This module imports no CDK code, so it is cheap to test on its own.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from pydantic import (
 )
 
 from petrel import resources
+from petrel.models.api import MAX_SCHEDULE_DAYS
+from petrel.models.records import Tenant
 from petrel.services.retry import parse_delays
 
 CONTEXT_KEY = "environments"
@@ -63,7 +66,8 @@ class EnvironmentConfig(BaseModel):
     tracing: StrictBool
     removal_policy: Literal["destroy", "retain"]
     # Optional tuning, with defaults that suit every environment.
-    smtp_timeout_seconds: int = Field(default=30, ge=1, le=300)
+    smtp_timeout_seconds: int = Field(default=30, ge=1, le=300)  # each socket operation of a transaction
+    smtp_transaction_seconds: int = Field(default=45, ge=1, le=900)  # the whole transaction, connect to DATA
     api_timeout_seconds: int = Field(default=29, ge=1, le=29)
     api_throttle_rate_limit: int = Field(default=50, ge=1, le=10_000)  # requests/s for the whole stage
     api_throttle_burst_limit: int = Field(default=100, ge=1, le=5_000)
@@ -75,6 +79,13 @@ class EnvironmentConfig(BaseModel):
     # The send worker's retry ladder (seconds after each failed attempt, the last repeats);
     # absent: PETREL_RETRY_DELAYS is not set and the code's default ladder (DESIGN.md section 1) applies.
     retry_delays: tuple[int, ...] | None = None
+    # The sweeper (EventBridge rule): how often it runs, and how long past its due time a message's
+    # way forward is given before it is put back on its queue (longer than a normal queue backlog).
+    sweep_interval_minutes: int = Field(default=5, ge=1, le=60)
+    sweep_grace_seconds: int = Field(default=900, ge=60, le=86_400)
+    # The longest time a message may be retried (a tenant's `max_age_hours`; Tenant's default unless
+    # some tenant has more): message and body retention must outlast `send_at`'s horizon plus this.
+    max_message_age_hours: int = Field(default=Tenant.model_fields["max_age_hours"].default, ge=1, le=24 * 30)
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 
@@ -123,9 +134,27 @@ class EnvironmentConfig(BaseModel):
             )
         if self.smtp_timeout_seconds >= self.worker_timeout_seconds:
             raise ValueError("smtp_timeout_seconds must be shorter than worker_timeout_seconds")
+        if not self.smtp_timeout_seconds <= self.smtp_transaction_seconds < self.worker_timeout_seconds:
+            raise ValueError(
+                "smtp_transaction_seconds must be at least smtp_timeout_seconds and shorter than worker_timeout_seconds"
+            )
+        longest = self.longest_message_life_hours
+        for key in ("message_retention_days", "body_retention_days"):
+            days: int = getattr(self, key)
+            if days * 24 < longest:
+                raise ValueError(
+                    f"{key} {days} is shorter than a message can wait: send_at up to {MAX_SCHEDULE_DAYS} days "
+                    f"ahead plus max_message_age_hours {self.max_message_age_hours} of retries need at least "
+                    f"{math.ceil(longest / 24)} days"
+                )
         if (self.account is None) != (self.region is None):
             raise ValueError("account and region must be given together (or both left out)")
         return self
+
+    @property
+    def longest_message_life_hours(self) -> int:
+        """From acceptance to the last retry of a message scheduled as far ahead as allowed."""
+        return MAX_SCHEDULE_DAYS * 24 + self.max_message_age_hours
 
     @property
     def destroy_on_delete(self) -> bool:

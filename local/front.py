@@ -6,15 +6,20 @@ and answers a refused key with the same problem document the deployed gateway re
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.lambda_runtime import Handler, LocalContext
+from petrel.api.http import problem_body
+from petrel.errors import RequestTooLarge
+from petrel.models.api import MAX_REQUEST_BYTES
 
 log = logging.getLogger("petrel.local")
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
@@ -24,6 +29,14 @@ UNAUTHORIZED = {
     "status": 401,
     "detail": "send a valid API key as `Authorization: Bearer <key>`",
 }
+
+
+def _discard(request: BaseHTTPRequestHandler, length: int) -> None:
+    while length > 0:
+        chunk = request.rfile.read(min(length, 1 << 20))
+        if not chunk:
+            return
+        length -= len(chunk)
 
 
 class ApiFront:
@@ -37,6 +50,31 @@ class ApiFront:
                 front.serve(self)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (HEAD, OPTIONS, BREW ...) goes to the API as deployed (API Gateway's
+                # ANY method), which answers it with a 405 problem document.
+                if name.startswith("do_") and name[3:].isalpha() and name[3:].isupper():
+                    return self._serve
+                raise AttributeError(name)
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """What the HTTP server itself refuses (a malformed request line, an over-long header)
+                is a problem document too, never an HTML page."""
+                status = HTTPStatus(code)
+                document = {
+                    "type": f"urn:petrel:problem:http-{code}",
+                    "title": status.phrase,
+                    "status": code,
+                    "detail": message or status.description,
+                }
+                self.close_connection = True
+                front._reply(
+                    self,
+                    code,
+                    json.dumps(document),
+                    {"Content-Type": "application/problem+json", "Connection": "close"},
+                )
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
@@ -63,6 +101,22 @@ class ApiFront:
     def serve(self, request: BaseHTTPRequestHandler) -> None:
         split = urlsplit(request.path)
         length = int(request.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            # Refused as the deployed API refuses it: the same problem document. The body is read and
+            # dropped (a client that is still sending would otherwise never see the answer).
+            _discard(request, length)
+            too_large = RequestTooLarge(
+                f"the body is {length} bytes; the API takes at most {MAX_REQUEST_BYTES}: "
+                "upload large files first (POST /v1/attachments) and reference them by attachment_id"
+            )
+            request.close_connection = True
+            self._reply(
+                request,
+                too_large.status,
+                json.dumps(problem_body(too_large, split.path)),
+                {"Content-Type": "application/problem+json", "Connection": "close"},
+            )
+            return
         body = request.rfile.read(length) if length else b""
         headers = {k: v for k, v in request.headers.items()}
         request_id = str(uuid.uuid4())
@@ -94,8 +148,9 @@ class ApiFront:
             "headers": headers,
             "queryStringParameters": dict(parse_qsl(split.query)) or None,
             "pathParameters": {"proxy": split.path.removeprefix("/v1/")},
-            "body": body.decode("utf-8", "replace") if body else None,
-            "isBase64Encoded": False,
+            # Deployed, every body reaches the function base64-encoded (binary media type */*).
+            "body": base64.b64encode(body).decode("ascii") if body else None,
+            "isBase64Encoded": bool(body),
             "requestContext": context,
         }
         result = self._api(event, LocalContext("api"))
@@ -109,4 +164,5 @@ class ApiFront:
             request.send_header(name, value)
         request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
-        request.wfile.write(payload)
+        if request.command != "HEAD":  # a HEAD answer has headers only
+            request.wfile.write(payload)

@@ -30,3 +30,7 @@ def authorizer_handler() -> Any:
 
 def worker_handler() -> Any:
     return load("send_worker").lambda_handler
+
+
+def sweeper_handler() -> Any:
+    return load("sweeper").lambda_handler

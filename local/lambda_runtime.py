@@ -51,7 +51,15 @@ class QueuePump(threading.Thread):
     """
 
     def __init__(
-        self, sqs: Any, queue_url: str, queue_arn: str, handler: Handler, *, function_name: str, batch_size: int = 10
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        handler: Handler,
+        *,
+        function_name: str,
+        batch_size: int = 10,
+        timeout_seconds: int = 60,
     ) -> None:
         super().__init__(name=f"pump-{queue_url.rsplit('/', 1)[-1]}", daemon=True)
         self._sqs = sqs
@@ -60,6 +68,7 @@ class QueuePump(threading.Thread):
         self._handler = handler
         self._function = function_name
         self._batch = batch_size
+        self._timeout = timeout_seconds  # each invocation's LocalContext counts down from it
         self._halt = threading.Event()
         self.invocations = 0
 
@@ -88,7 +97,7 @@ class QueuePump(threading.Thread):
         event = {"Records": [self._record(m) for m in messages]}
         self.invocations += 1
         try:
-            result = self._handler(event, LocalContext(self._function))
+            result = self._handler(event, LocalContext(self._function, timeout_seconds=self._timeout))
             failed = {item["itemIdentifier"] for item in (result or {}).get("batchItemFailures", [])}
         except Exception:
             log.exception("%s raised; the whole batch returns to the queue", self._function)

@@ -42,6 +42,9 @@ class LocalConfig:
     # Seconds a socket operation of an SMTP transaction may take (deployed 30): a stand-in that hangs
     # is noticed (and the message deferred) quickly.
     smtp_timeout_seconds: float = 5.0
+    # Seconds a whole SMTP transaction may take, connect to the reply to DATA (deployed 45): a stand-in
+    # that trickles its replies a byte at a time cannot hold a worker for longer.
+    smtp_transaction_seconds: float = 10.0
     # How long a worker holds a message it is sending (PETREL_LEASE_SECONDS; deployed 120): longer than
     # a stall at any one SMTP step (smtp_timeout_seconds), so no one else may take it over meanwhile.
     lease_seconds: int = 15
@@ -50,11 +53,24 @@ class LocalConfig:
     # count towards max_receive_count). Retries do not wait on it: they come back through schedules.
     visibility_timeout: int = 20
     # Receives before a job goes to its queue's DLQ: a poison message gets there in about
-    # max_receive_count x visibility_timeout (~100 s), not in many minutes.
+    # max_receive_count x visibility_timeout (~100 s), not in many minutes. The worker knows it too
+    # (PETREL_MAX_RECEIVE_COUNT): on the last receive its message ends `failed`/`worker-error`.
     max_receive_count: int = 5
+    # A send worker invocation's time (Lambda's timeout; deployed it equals the lease) and the budget
+    # kept at its end (PETREL_INVOCATION_MARGIN_SECONDS): a record starts only while
+    # smtp_transaction_seconds + this margin are left; the rest go back to the queue after
+    # handback_delay_seconds (PETREL_HANDBACK_DELAY_SECONDS).
+    invocation_margin_seconds: float = 1.0
+    handback_delay_seconds: int = 1
     batch_size: int = 10
     # Concurrent invocations of the send worker per queue (Lambda's maximum concurrency), as threads.
     workers_per_queue: int = 2
+    # The sweeper (deployed: an EventBridge rule every 5 minutes, grace 900 s): how often its timer runs
+    # it, and how long past its due time a message's way forward is given before it is put back on its
+    # queue (PETREL_SWEEP_GRACE_SECONDS). Longer than the lease and a normal queue backlog; a repair
+    # that was not needed only adds a job that finds its attempt done.
+    sweep_interval_seconds: float = 5.0
+    sweep_grace_seconds: int = 30
     # How often the schedule firer looks for due schedules (moto stores them, never fires them).
     schedule_poll_seconds: float = 0.25
     # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
@@ -68,7 +84,12 @@ class LocalConfig:
             r.RETRY_JITTER_ENV: str(self.retry_jitter),
             "PETREL_LEASE_SECONDS": str(self.lease_seconds),
             "PETREL_SMTP_TIMEOUT_SECONDS": str(self.smtp_timeout_seconds),
+            "PETREL_SMTP_TRANSACTION_SECONDS": str(self.smtp_transaction_seconds),
             "PETREL_CONFIG_CACHE_SECONDS": str(self.config_cache_seconds),
+            r.SWEEP_GRACE_ENV: str(self.sweep_grace_seconds),
+            "PETREL_MAX_RECEIVE_COUNT": str(self.max_receive_count),
+            "PETREL_INVOCATION_MARGIN_SECONDS": str(self.invocation_margin_seconds),
+            "PETREL_HANDBACK_DELAY_SECONDS": str(self.handback_delay_seconds),
         }
 
 
@@ -88,6 +109,7 @@ class LocalPlatform:
         self._front: Any = None
         self._pumps: list[Any] = []
         self.firer: Any = None
+        self.sweeper: Any = None
         self.resources: LocalResources | None = None
         self.info: dict[str, Any] = {}
         self.relay_password = secrets.token_urlsafe(18)
@@ -110,13 +132,14 @@ class LocalPlatform:
         return self.info
 
     def stop(self) -> None:
-        threads = [*self._pumps, *([self.firer] if self.firer is not None else [])]
+        threads = [*self._pumps, *(t for t in (self.firer, self.sweeper) if t is not None)]
         for thread in threads:
             thread.stop()
         for thread in threads:
             thread.join(timeout=5)
         self._pumps = []
         self.firer = None
+        self.sweeper = None
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -206,9 +229,10 @@ class LocalPlatform:
 
     def _start_handlers(self) -> None:
         from local.front import ApiFront
-        from local.handlers import api_handler, authorizer_handler, worker_handler
+        from local.handlers import api_handler, authorizer_handler, sweeper_handler, worker_handler
         from local.lambda_runtime import QueuePump
         from local.scheduler import ScheduleFirer
+        from local.timer import Every
         from petrel.adapters.aws import client
 
         assert self.resources is not None
@@ -224,6 +248,7 @@ class LocalPlatform:
                     worker_handler(),
                     function_name=f"send-worker-{name}",
                     batch_size=self.config.batch_size,
+                    timeout_seconds=self.config.lease_seconds,  # as deployed: the lease lasts the invocation
                 )
                 pump.start()
                 self._pumps.append(pump)
@@ -232,6 +257,11 @@ class LocalPlatform:
             client("scheduler"), sqs, self.resources.schedule_group, poll_seconds=self.config.schedule_poll_seconds
         )
         self.firer.start()
+        # What the sweeper's EventBridge rule does deployed: repair messages whose way forward was lost.
+        self.sweeper = Every(
+            sweeper_handler(), interval_seconds=self.config.sweep_interval_seconds, function_name="sweeper"
+        )
+        self.sweeper.start()
 
     def _seed(self) -> dict[str, Any]:
         """A demo tenant whose SMTP server is the stand-in, and a mailbox that receives test mail."""

@@ -70,11 +70,17 @@ def _table_args(spec: r.TableSpec, name: str) -> dict[str, Any]:
             {
                 "IndexName": i.name,
                 "KeySchema": schema(i.partition_key, i.sort_key),
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": _projection(i),
             }
             for i in spec.indexes
         ]
     return args
+
+
+def _projection(index: r.IndexSpec) -> dict[str, Any]:
+    if index.projection is None:
+        return {"ProjectionType": "ALL"}
+    return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(index.projection)}
 
 
 def _error_code(exc: ClientError) -> str:

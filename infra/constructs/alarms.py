@@ -4,7 +4,9 @@
 * the age of the oldest message of each send queue: a deferred or scheduled message waits in
   EventBridge Scheduler, not in the queue, so age in the queue means the workers are not keeping up;
 * the send worker's `Errors` (an invocation that failed as a whole) and `Throttles`;
-* Scheduler failing to put a message into its own dead-letter queue: that message is lost.
+* Scheduler failing to put a message into its own dead-letter queue: that message is lost;
+* the sweeper repairing any message (its way forward had been lost: a crash, a lost job or
+  schedule), and the sweeper's own `Errors`.
 
 Every alarm treats missing data as not breaching (an idle queue or function publishes nothing).
 """
@@ -25,7 +27,7 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
-from infra.constructs.functions import SEND_WORKER
+from infra.constructs.functions import METRICS_NAMESPACE, SEND_WORKER, SWEEPER
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from petrel import resources
@@ -71,6 +73,7 @@ class PetrelAlarms(Construct):
         queues: PetrelQueues,
         schedules: PetrelSchedules,
         send_worker: lambda_.IFunction,
+        sweeper: lambda_.IFunction,
     ) -> None:
         super().__init__(scope, construct_id)
         # CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key, hence a key
@@ -103,7 +106,7 @@ class PetrelAlarms(Construct):
         notify = actions.SnsAction(self.topic)
 
         self.alarms: dict[str, cloudwatch.Alarm] = {}
-        for spec in alarm_specs(config, queues, schedules, send_worker):
+        for spec in alarm_specs(config, queues, schedules, send_worker, sweeper):
             alarm = cloudwatch.Alarm(
                 self,
                 spec.construct_id,
@@ -120,7 +123,11 @@ class PetrelAlarms(Construct):
 
 
 def alarm_specs(
-    config: EnvironmentConfig, queues: PetrelQueues, schedules: PetrelSchedules, send_worker: lambda_.IFunction
+    config: EnvironmentConfig,
+    queues: PetrelQueues,
+    schedules: PetrelSchedules,
+    send_worker: lambda_.IFunction,
+    sweeper: lambda_.IFunction,
 ) -> list[AlarmSpec]:
     at_least_one = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
     specs: list[AlarmSpec] = []
@@ -191,6 +198,35 @@ def alarm_specs(
             name=f"{SEND_WORKER.slug}-throttles",
             description=f"Invocations of {worker} were throttled (account or reserved concurrency).",
             metric=send_worker.metric_throttles(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        )
+    )
+    specs.append(
+        AlarmSpec(
+            name=f"{SWEEPER.slug}-repaired",
+            description=(
+                f"{config.physical_name(SWEEPER.slug)} put messages back on their queue whose way forward "
+                "had been lost (a crash between storing and enqueuing, a lost job or schedule, a worker "
+                "that died): they will be sent, but find out why (its log counts them by status)."
+            ),
+            metric=cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name=resources.SWEEP_REPAIRED_METRIC,
+                dimensions_map={"service": SWEEPER.service_name},
+                period=PERIOD,
+                statistic="Sum",
+            ),
+            threshold=0,
+        )
+    )
+    specs.append(
+        AlarmSpec(
+            name=f"{SWEEPER.slug}-errors",
+            description=(
+                f"Invocations of {config.physical_name(SWEEPER.slug)} failed: messages whose way forward "
+                "was lost are not being repaired."
+            ),
+            metric=sweeper.metric_errors(period=PERIOD, statistic="Sum"),
             threshold=0,
         )
     )

@@ -10,7 +10,11 @@
   lacks, so a partial copy of the table here would turn the missing methods into 403s;
 * `GET /v1/openapi.json` is public (no authorizer);
 * errors produced by API Gateway itself (no or bad key, unknown route, throttling, integration
-  failure) are `application/problem+json` bodies shaped like RFC 9457, as the api function's own are.
+  failure, a body over its 10 MB) are `application/problem+json` bodies shaped like RFC 9457, as the
+  api function's own are;
+* every request body reaches the function base64-encoded (binary media type `*/*`): its size in the
+  event is then 4/3 of the body whatever the body holds (JSON escaping could multiply it), so the
+  API's own limit (`MAX_REQUEST_BYTES`, refused with a 413 problem) always fits Lambda's 6 MB.
 """
 
 from __future__ import annotations
@@ -23,19 +27,30 @@ from constructs import Construct
 
 from infra.constructs.common import acknowledge, log_group
 from infra.constructs.functions import API, AUTHORIZER, FunctionDependencies, PetrelFunction
+from petrel.api.http import PROBLEM_TYPE_BASE
+from petrel.errors import RequestTooLarge
 
 STAGE_NAME = "api"
 API_VERSION_PATH = "v1"
 AUTHORIZATION_HEADER = "Authorization"
 AUTHORIZER_CACHE_SECONDS = 60
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+BINARY_MEDIA_TYPES = ["*/*"]  # every body reaches the function base64-encoded (see above)
+# Lambda's limit on a synchronous invocation's event (bytes).
+LAMBDA_SYNC_PAYLOAD_BYTES = 6_291_456
 
-# (response type, HTTP status or None to keep API Gateway's, problem title)
-_GATEWAY_PROBLEMS: tuple[tuple[apigw.ResponseType, str | None, str], ...] = (
-    (apigw.ResponseType.UNAUTHORIZED, "401", "Unauthorized"),
-    (apigw.ResponseType.ACCESS_DENIED, "403", "Forbidden"),
-    (apigw.ResponseType.DEFAULT_4_XX, None, "Request rejected"),
-    (apigw.ResponseType.DEFAULT_5_XX, None, "Gateway error"),
+# (response type, HTTP status or None to keep API Gateway's, problem title, problem type)
+_GATEWAY_PROBLEMS: tuple[tuple[apigw.ResponseType, str | None, str, str], ...] = (
+    (apigw.ResponseType.UNAUTHORIZED, "401", "Unauthorized", "about:blank"),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "Forbidden", "about:blank"),
+    (
+        apigw.ResponseType.REQUEST_TOO_LARGE,
+        "413",
+        RequestTooLarge.title,
+        PROBLEM_TYPE_BASE + RequestTooLarge.slug,
+    ),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "Request rejected", "about:blank"),
+    (apigw.ResponseType.DEFAULT_5_XX, None, "Gateway error", "about:blank"),
 )
 
 _ACCESS_LOG_FIELDS = {
@@ -59,11 +74,11 @@ _ACCESS_LOG_FIELDS = {
 }
 
 
-def problem_template(title: str, status: str | None) -> str:
+def problem_template(title: str, status: str | None, problem_type: str = "about:blank") -> str:
     """A gateway response body in RFC 9457 shape; `detail` is API Gateway's own message."""
     status_member = f'"status":{status},' if status else ""
     return (
-        '{"type":"about:blank",'
+        f'{{"type":{json.dumps(problem_type)},'
         f'"title":{json.dumps(title)},'
         f"{status_member}"
         '"detail":$context.error.messageString,'
@@ -86,6 +101,7 @@ class PetrelApi(Construct):
             rest_api_name=api_name,
             description="Petrel: send and track email (tenants authenticate with an API key)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            binary_media_types=BINARY_MEDIA_TYPES,
             # Execution logging needs the account-wide API Gateway CloudWatch role; it is kept
             # when the stack goes, so the account setting never points at a deleted role.
             cloud_watch_role=True,
@@ -123,13 +139,13 @@ class PetrelApi(Construct):
             "protected by the Lambda REQUEST authorizer instead of a Cognito user pool authorizer.",
         )
 
-        for response_type, status, title in _GATEWAY_PROBLEMS:
+        for response_type, status, title, problem_type in _GATEWAY_PROBLEMS:
             self.rest_api.add_gateway_response(
                 f"Problem{response_type.response_type}",
                 type=response_type,
                 status_code=status,
                 response_headers={"Content-Type": f"'{PROBLEM_CONTENT_TYPE}'"},
-                templates={"application/json": problem_template(title, status)},
+                templates={"application/json": problem_template(title, status, problem_type)},
             )
 
         self.authorizer = apigw.RequestAuthorizer(

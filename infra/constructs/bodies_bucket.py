@@ -1,6 +1,9 @@
-"""The bucket for raw message bodies too large to keep inline, and the bucket for its access logs."""
+"""The bucket for raw message bodies too large to keep inline, attachments uploaded before their email
+and large stored responses (one key prefix each, `petrel.resources`), and the bucket for its access logs."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
@@ -9,10 +12,12 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import acknowledge, removal_policy
+from petrel import resources
 
 
 class BodiesBucket(Construct):
-    """Private, S3-managed encryption, TLS only, objects expire after `body_retention_days`."""
+    """Private, S3-managed encryption, TLS only, objects expire after `body_retention_days`; uploaded
+    attachments after `ATTACHMENT_RETENTION_DAYS` (their content is copied into each email's body)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig) -> None:
         super().__init__(scope, construct_id)
@@ -43,16 +48,33 @@ class BodiesBucket(Construct):
             versioned=False,
             lifecycle_rules=[
                 s3.LifecycleRule(
+                    id="bodies",
                     expiration=Duration.days(config.body_retention_days),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
-                )
+                ),
+                s3.LifecycleRule(
+                    id="attachments",
+                    prefix=resources.ATTACHMENTS_PREFIX,
+                    expiration=Duration.days(resources.ATTACHMENT_RETENTION_DAYS),
+                ),
             ],
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="bodies/",
             removal_policy=removal_policy(config),
         )
 
-    def grant(self, grantee: iam.IGrantable, *, write: bool) -> None:
-        """`s3:GetObject` (and `s3:PutObject` when `write`) on the objects of the bodies bucket."""
+    def grant(self, grantee: iam.IGrantable, *, prefixes: Sequence[str], write: bool) -> None:
+        """`s3:GetObject` (and `s3:PutObject` when `write`) on the objects under `prefixes` only. A
+        function that checks uploads (attachments) may also list the bucket: without s3:ListBucket,
+        S3 answers a missing object with 403 instead of 404, and "not uploaded yet" could not be told
+        from a refused read."""
         actions = ["s3:GetObject", "s3:PutObject"] if write else ["s3:GetObject"]
-        iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=[self.bucket.arn_for_objects("*")])
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=actions,
+            resource_arns=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes],
+        )
+        if resources.ATTACHMENTS_PREFIX in prefixes:
+            iam.Grant.add_to_principal(
+                grantee=grantee, actions=["s3:ListBucket"], resource_arns=[self.bucket.bucket_arn]
+            )

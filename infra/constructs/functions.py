@@ -52,7 +52,11 @@ class FunctionDefinition:
     memory_mb: Callable[[EnvironmentConfig], int]
     timeout_seconds: Callable[[EnvironmentConfig], int]
     tables: Mapping[str, TableAccess] = field(default_factory=dict)  # TableSpec.name -> access
+    # TableSpec.name -> the indexes it may Query (only these: the authorizer alone reads key hashes).
+    indexes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     bodies: Literal["read", "read_write"] | None = None
+    # The key prefixes of the bodies bucket it may touch (`bodies` says how).
+    body_prefixes: tuple[str, ...] = (resources.BODIES_PREFIX,)
     send_queues: tuple[resources.QueueSpec, ...] = ()
     # Creates, reads and deletes EventBridge Scheduler schedules (deferred and scheduled messages).
     schedules: bool = False
@@ -83,6 +87,9 @@ def _send_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
         # The lease on a message lasts as long as the invocation that holds it can run.
         env_var(model, "lease_seconds"): str(config.worker_timeout_seconds),
         env_var(model, "smtp_timeout_seconds"): str(config.smtp_timeout_seconds),
+        env_var(model, "smtp_transaction_seconds"): str(config.smtp_transaction_seconds),
+        # The send queues' receive count: on a job's last receive, an unexpected error ends its message.
+        env_var(model, "max_receive_count"): str(config.dlq_max_receive_count),
     }
     if config.retry_delays_env is not None:  # otherwise the code's default ladder applies
         environment[env_var(model, "retry_delays")] = config.retry_delays_env
@@ -95,6 +102,7 @@ AUTHORIZER = FunctionDefinition(
     memory_mb=lambda config: config.authorizer_memory_mb,
     timeout_seconds=lambda config: config.authorizer_timeout_seconds,
     tables={resources.TENANTS.name: "read"},
+    indexes={resources.TENANTS.name: ("by_key_hash",)},
 )
 
 API = FunctionDefinition(
@@ -104,11 +112,15 @@ API = FunctionDefinition(
     timeout_seconds=lambda config: config.api_timeout_seconds,
     tables={
         resources.TENANTS.name: "read",
-        resources.MESSAGES.name: "read_write",
-        resources.IDEMPOTENCY.name: "read_write",
+        resources.MESSAGES.name: "read_update",  # creates emails, transitions (cancel); deletes nothing
+        resources.IDEMPOTENCY.name: "read_write",  # a failed request's claim is deleted
         resources.SUPPRESSIONS.name: "read_write",  # list, add, remove
     },
+    # GET /v1/emails (by_tenant, by_tenant_status); GET /v1/emails/{msg_...} (by_message_id).
+    indexes={resources.MESSAGES.name: ("by_tenant", "by_tenant_status", "by_message_id")},
     bodies="read_write",
+    # Large bodies; uploaded attachments (it signs their upload URLs); large idempotent responses.
+    body_prefixes=(resources.BODIES_PREFIX, resources.ATTACHMENTS_PREFIX, resources.IDEMPOTENCY_PREFIX),
     send_queues=resources.SEND_QUEUES,
     schedules=True,  # send_at, and cancelling what is scheduled or deferred
     secrets="env",
@@ -122,8 +134,8 @@ SEND_WORKER = FunctionDefinition(
     timeout_seconds=lambda config: config.worker_timeout_seconds,
     tables={
         resources.TENANTS.name: "read",
-        resources.MESSAGES.name: "read_write",
-        resources.SUPPRESSIONS.name: "read_write",  # checked before each send; a hard bounce adds
+        resources.MESSAGES.name: "read_update",  # leases and transitions; deletes nothing
+        resources.SUPPRESSIONS.name: "read_update",  # checked before each send; a hard bounce adds
     },
     bodies="read",
     send_queues=resources.SEND_QUEUES,  # releases scheduled emails; hands back jobs it has no time for
@@ -132,7 +144,23 @@ SEND_WORKER = FunctionDefinition(
     extra_environment=_send_worker_environment,
 )
 
-FUNCTIONS: tuple[FunctionDefinition, ...] = (AUTHORIZER, API, SEND_WORKER)
+
+def _sweeper_environment(config: EnvironmentConfig) -> dict[str, str]:
+    return {env_var(settings.SweeperSettings, "grace_seconds"): str(config.sweep_grace_seconds)}
+
+
+SWEEPER = FunctionDefinition(
+    name="sweeper",
+    settings=settings.SweeperSettings,
+    memory_mb=lambda _config: 256,
+    timeout_seconds=lambda _config: 300,  # a run repairs at most PETREL_SWEEP_MAX_MESSAGES messages
+    # No table grant here: it may only query the messages table's due index and update items, which
+    # is narrower than "read" and is granted by infra/constructs/sweeper.py with the table's name.
+    send_queues=resources.SEND_QUEUES,  # puts the repaired messages' jobs back
+    extra_environment=_sweeper_environment,
+)
+
+FUNCTIONS: tuple[FunctionDefinition, ...] = (AUTHORIZER, API, SEND_WORKER, SWEEPER)
 
 
 class PetrelLayers(Construct):
@@ -269,15 +297,17 @@ class PetrelFunction(Construct):
         for spec in resources.TABLES:
             access = definition.tables.get(spec.name)
             if access:
-                deps.tables.grant(self.function, spec, access)
+                deps.tables.grant(self.function, spec, access, definition.indexes.get(spec.name, ()))
         if definition.bodies:
-            deps.bodies.grant(self.function, write=definition.bodies == "read_write")
-            acknowledge(
-                self.role,
-                f"AwsSolutions-IAM5[Resource::<{_logical_ref(deps.bodies.bucket)}.Arn>/*]",
-                "Object keys of the bodies bucket are message ids minted at run time; the grant is "
-                "limited to GetObject/PutObject on the objects of this one bucket.",
-            )
+            deps.bodies.grant(self.function, prefixes=definition.body_prefixes, write=definition.bodies == "read_write")
+            for prefix in definition.body_prefixes:
+                acknowledge(
+                    self.role,
+                    f"AwsSolutions-IAM5[Resource::<{_logical_ref(deps.bodies.bucket)}.Arn>/{prefix}*]",
+                    "Object keys of the bodies bucket are tenant and message (or attachment) ids minted at "
+                    f"run time; the grant stops at the {prefix} prefix of this one bucket and at "
+                    "GetObject (and PutObject where the function writes).",
+                )
         for queue in definition.send_queues:
             deps.queues.grant_send(self.function, queue)
         if definition.schedules:

@@ -7,7 +7,8 @@ themselves at run time (`scheduler.create_schedule`): one-time `at(...)`, flexib
 
 * the schedule group `<prefix>-schedules`;
 * `dlq` (`<prefix>-schedules-dlq`): where Scheduler puts what it could not deliver to a send queue;
-* `role`: assumed by Scheduler (for this account only), may send to every send queue and to `dlq`;
+* `role`: assumed by Scheduler for this account's schedule group only (`aws:SourceAccount` and
+  `aws:SourceArn`, against the confused deputy), may send to every send queue and to `dlq`;
 * what a function needs to manage schedules: `environment()` and `grant_manage()`.
 """
 
@@ -66,12 +67,19 @@ class PetrelSchedules(Construct):
         )
 
         stack = Stack.of(self)
-        # The send queues use SQS-managed encryption, so Scheduler needs no KMS permission.
+        # The send queues use SQS-managed encryption, so Scheduler needs no KMS permission. Only
+        # Scheduler running a schedule of this group (of this account) may assume the role.
         self.role = iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal(
-                SCHEDULER_SERVICE, conditions={"StringEquals": {"aws:SourceAccount": stack.account}}
+                SCHEDULER_SERVICE,
+                conditions={
+                    "StringEquals": {
+                        "aws:SourceAccount": stack.account,
+                        "aws:SourceArn": self.group.schedule_group_arn,
+                    }
+                },
             ),
             description=f"Assumed by EventBridge Scheduler to run the schedules of {self.group_name}",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from aws_cdk import aws_dynamodb as dynamodb
@@ -12,7 +13,9 @@ from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
 from petrel import resources
 
-TableAccess = Literal["read", "read_write"]
+# read: GetItem, BatchGetItem, Query. read_update: also PutItem, UpdateItem and ConditionCheckItem, no
+# DeleteItem or BatchWriteItem (a function that only creates and transitions items). read_write: all.
+TableAccess = Literal["read", "read_update", "read_write"]
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -22,13 +25,17 @@ _ATTRIBUTE_TYPES = {
 
 # Item-level actions only: no Scan, no table management, no streams.
 READ_ACTIONS: tuple[str, ...] = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
-WRITE_ACTIONS: tuple[str, ...] = (
+UPDATE_ACTIONS: tuple[str, ...] = (
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:BatchWriteItem",
     "dynamodb:ConditionCheckItem",  # a condition check inside TransactWriteItems
 )
+WRITE_ACTIONS: tuple[str, ...] = (*UPDATE_ACTIONS, "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+ACCESS_ACTIONS: dict[str, tuple[str, ...]] = {
+    "read": READ_ACTIONS,
+    "read_update": (*READ_ACTIONS, *UPDATE_ACTIONS),
+    "read_write": (*READ_ACTIONS, *WRITE_ACTIONS),
+}
 
 
 def _attribute(key: resources.Key) -> dynamodb.Attribute:
@@ -62,23 +69,39 @@ class PetrelTables(Construct):
                     index_name=index.name,
                     partition_key=_attribute(index.partition_key),
                     sort_key=_attribute(index.sort_key) if index.sort_key else None,
-                    projection_type=dynamodb.ProjectionType.ALL,
+                    projection_type=(
+                        dynamodb.ProjectionType.ALL if index.projection is None else dynamodb.ProjectionType.INCLUDE
+                    ),
+                    non_key_attributes=list(index.projection) if index.projection is not None else None,
                 )
             self.tables[spec.name] = table
 
     def table(self, spec: resources.TableSpec) -> dynamodb.Table:
         return self.tables[spec.name]
 
-    def grant(self, grantee: iam.IGrantable, spec: resources.TableSpec, access: TableAccess) -> None:
-        """Item-level access to one table and to each of its indexes, named one by one (no wildcard)."""
+    def grant(
+        self,
+        grantee: iam.IGrantable,
+        spec: resources.TableSpec,
+        access: TableAccess,
+        indexes: Sequence[str] = (),
+    ) -> None:
+        """Item-level access to one table, and Query on the indexes named in `indexes` (each by its
+        ARN, no wildcard; an index not named cannot be queried, e.g. the API key hashes)."""
         table = self.table(spec)
-        index_arns = [f"{table.table_arn}/index/{index.name}" for index in spec.indexes]
-        actions = [*READ_ACTIONS, *WRITE_ACTIONS] if access == "read_write" else list(READ_ACTIONS)
+        known = {index.name for index in spec.indexes}
+        unknown = sorted(set(indexes) - known)
+        if unknown:
+            raise ValueError(f"table {spec.name} has no index {unknown}")
         iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=actions,
-            resource_arns=[table.table_arn, *index_arns],
+            grantee=grantee, actions=list(ACCESS_ACTIONS[access]), resource_arns=[table.table_arn]
         )
+        if indexes:
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=["dynamodb:Query"],
+                resource_arns=[f"{table.table_arn}/index/{name}" for name in indexes],
+            )
 
 
 def _construct_id(name: str) -> str:

@@ -14,6 +14,7 @@ from infra.constructs.bodies_bucket import BodiesBucket
 from infra.constructs.functions import FunctionDependencies, PetrelLayers
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
+from infra.constructs.sweeper import Sweeper
 from infra.constructs.tables import PetrelTables
 from infra.constructs.workers import SendWorkers
 from petrel import resources
@@ -44,6 +45,7 @@ class PetrelStack(Stack):
         )
         self.api = PetrelApi(self, "Api", deps=deps)
         self.workers = SendWorkers(self, "Workers", deps=deps)
+        self.sweeper = Sweeper(self, "Sweeper", deps=deps)
         self.alarms = PetrelAlarms(
             self,
             "Alarms",
@@ -51,6 +53,7 @@ class PetrelStack(Stack):
             queues=self.queues,
             schedules=self.schedules,
             send_worker=self.workers.worker.function,
+            sweeper=self.sweeper.sweeper.function,
         )
         self._outputs()
 

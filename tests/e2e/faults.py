@@ -571,8 +571,8 @@ class RecordingRelay:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def relay(self, server: Any, password: str, envelope: Any, data: bytes) -> Any:
-        reply = self._inner.relay(server, password, envelope, data)
+    def relay(self, server: Any, password: str, envelope: Any, data: bytes, **kwargs: Any) -> Any:
+        reply = self._inner.relay(server, password, envelope, data, **kwargs)
         if envelope.recipient.lower() in self._recipients:
             batch: list[tuple[str, int]] | None = getattr(self._thread, "batch", None)
             if batch is None:
@@ -608,8 +608,8 @@ class CrashingRelay:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def relay(self, server: Any, password: str, envelope: Any, data: bytes) -> Any:
-        reply = self._inner.relay(server, password, envelope, data)
+    def relay(self, server: Any, password: str, envelope: Any, data: bytes, **kwargs: Any) -> Any:
+        reply = self._inner.relay(server, password, envelope, data, **kwargs)
         if envelope.recipient.lower() in self._recipients:
             self._thread.count = getattr(self._thread, "count", 0) + 1
             if self._thread.count == self._after and reply.is_positive:
@@ -639,3 +639,63 @@ def worker_deps(**replace: Callable[[Any], Any]) -> Iterator[Any]:
     finally:
         for name, value in saved.items():
             setattr(deps, name, value)
+
+
+# --------------------------------------------------------------------------- a tarpit SMTP server
+
+
+class Tarpit:
+    """An SMTP server on 127.0.0.1 that never finishes its greeting: it trickles `220-` continuation
+    lines one byte every `interval` seconds, for as long as the client stays. smtplib's timeout is per
+    socket read, so only an overall transaction deadline gets a client out of it."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self._interval = interval
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self.host, self.port = self._listener.getsockname()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self.connections = 0
+        self.held: list[float] = []  # seconds each finished connection was held
+        self._acceptor = threading.Thread(target=self._accept_loop, name=f"tarpit-{self.port}", daemon=True)
+
+    def __enter__(self) -> Tarpit:
+        self._acceptor.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._acceptor.join(timeout=2)
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._trickle, args=(client,), daemon=True).start()
+
+    def _trickle(self, client: socket.socket) -> None:
+        started = time.monotonic()
+        line = b"220-tarpit.test ESMTP please wait\r\n"
+        try:
+            while not self._closed.is_set():
+                for byte in line:
+                    client.sendall(bytes([byte]))
+                    if self._closed.wait(self._interval):
+                        return
+        except OSError:
+            pass  # the client gave up: what the test wants
+        finally:
+            with self._lock:
+                self.held.append(time.monotonic() - started)
+            _close(client)

@@ -1,18 +1,29 @@
-"""Soak: thousands of messages through the local stack's real path (HTTP API, queues, worker, real
-Postfix) while Postfix is stopped and restarted twice and 5 % of the recipients meet a 4xx.
+"""Chaos soak: thousands of messages through the local stack's real path (HTTP API, queues, worker,
+real Postfix) while Postfix is stopped and restarted twice, 5 % of the recipients meet a 4xx, and
+crashes are injected at random points, about `PETREL_SOAK_CHAOS` (1 %) each:
+
+* in the worker: before SMTP (leased, nothing sent), after DATA (the server took the message, its
+  status is not written), after recording (the outcome is written, the job is not acknowledged): the
+  job's handling raises, SQS brings the job back after its visibility timeout;
+* in the API: between storing and enqueuing (the job of a stored message never reaches its queue:
+  what a crash of the API function at that point leaves behind; only the sweeper can find it).
 
 At the end every message is in the state its recipient calls for, Postfix holds exactly the messages
-Petrel marked relayed, and every duplicate copy is explained by an attempt whose reply was lost after
-DATA (at-least-once); it prints the counts. `PETREL_SOAK_MESSAGES` sets the size (default 5,000).
+Petrel marked relayed, and every duplicate copy is explained by a crash after DATA or an attempt whose
+reply was lost after DATA (at-least-once); it prints the counts. `PETREL_SOAK_MESSAGES` sets the size
+(default 5,000).
 """
 
 from __future__ import annotations
 
 import os
+import random
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from email import message_from_binary_file
 from pathlib import Path
 from typing import Any
@@ -20,7 +31,9 @@ from typing import Any
 import pytest
 
 from local.platform import LocalPlatform
+from petrel import container
 from tests.e2e.conftest import Api
+from tests.e2e.faults import worker_deps
 
 pytestmark = [pytest.mark.e2e, pytest.mark.soak]
 
@@ -33,6 +46,84 @@ PER_EMAIL = 10  # recipients per email: each is a message of its own (status, re
 BATCH = 10  # emails per request: 100 messages
 WAITING = ("scheduled", "queued", "sending", "deferred")
 FINISH_TIMEOUT = float(os.environ.get("PETREL_SOAK_TIMEOUT", "1200"))
+CHAOS = float(os.environ.get("PETREL_SOAK_CHAOS", "0.01"))  # the chance of each injected crash
+FINAL = frozenset({"relayed", "delivered", "bounced", "failed", "suppressed", "cancelled"})
+
+
+class ChaosCrash(Exception):
+    """An injected crash of one job's handling."""
+
+
+class Chaos:
+    """Random crashes at the worker's and the API's dangerous points (see the module docstring)."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self._rate = rate
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.after_data: set[str] = set()  # message ids whose server took a copy before a crash
+        self.lost_jobs: set[str] = set()  # message ids whose job never reached its queue
+
+    def _hit(self, point: str) -> bool:
+        with self._lock:
+            if self._rng.random() >= self._rate:
+                return False
+            self.counts[point] += 1
+            return True
+
+    def relay(self, inner: Any) -> Any:
+        chaos = self
+
+        class Relay:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            def relay(self, server: Any, password: str, envelope: Any, data: bytes, **kwargs: Any) -> Any:
+                if chaos._hit("before-smtp"):
+                    raise ChaosCrash("before SMTP")
+                reply = inner.relay(server, password, envelope, data, **kwargs)
+                if reply.is_positive and chaos._hit("after-data"):
+                    with chaos._lock:
+                        chaos.after_data.add(envelope.envid)
+                    raise ChaosCrash("after DATA")
+                return reply
+
+        return Relay()
+
+    def messages(self, inner: Any) -> Any:
+        chaos = self
+
+        class Store:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            def transition(self, *args: Any, **kwargs: Any) -> Any:
+                done = inner.transition(*args, **kwargs)
+                if done and chaos._hit("after-record"):
+                    raise ChaosCrash("after recording, before acknowledging")
+                return done
+
+        return Store()
+
+    def queue(self, inner: Any) -> Any:
+        chaos = self
+
+        class Queue:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            def send_jobs(self, pool: Any, jobs: Any, *args: Any, **kwargs: Any) -> Any:
+                kept = []
+                for job in jobs:
+                    if chaos._hit("between-store-and-enqueue"):
+                        with chaos._lock:
+                            chaos.lost_jobs.add(job.message_id)
+                    else:
+                        kept.append(job)
+                return inner.send_jobs(pool, kept, *args, **kwargs)
+
+        return Queue()
 
 
 def _batches(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -147,22 +238,28 @@ def test_soak_nothing_lost(platform: LocalPlatform, api: Api, capsys: pytest.Cap
         emails.append({"from": sender, "to": mine, "subject": f"Soak {run} #{n}", "text": f"email {n} of the soak"})
     assert len(set(recipients) - set(boxes)) == len(special) and len(recipients) == MESSAGES
     phases = [int(len(emails) * share) for share in (0.45, 0.55)]
-    started = time.monotonic()
-
-    _post(api, emails[: phases[0]])
-    mailu.stop_smtp()  # first outage: sending continues, every attempt is refused
-    _post(api, emails[phases[0] : phases[1]])
-    time.sleep(3)
-    mailu.start_smtp()
-    _post(api, emails[phases[1] :])
-    time.sleep(5)
-    mailu.stop_smtp()  # second outage, with the backlog draining
-    time.sleep(3)
-    mailu.start_smtp()
-    mailu.clear_recipient_rules(flaky)  # the 4xx ends; the flaky recipients' retries now go through
-    posted = time.monotonic() - started
-
-    waited = _wait_until_settled(api)
+    chaos = Chaos(CHAOS, seed=int(run, 16))
+    api_container = container.api()
+    submit = api_container.submit
+    api_container.__dict__["submit"] = replace(submit, queue=chaos.queue(submit.queue))
+    try:
+        with worker_deps(relay=chaos.relay, messages=chaos.messages):
+            started = time.monotonic()
+            _post(api, emails[: phases[0]])
+            mailu.stop_smtp()  # first outage: sending continues, every attempt is refused
+            _post(api, emails[phases[0] : phases[1]])
+            time.sleep(3)
+            mailu.start_smtp()
+            _post(api, emails[phases[1] :])
+            time.sleep(5)
+            mailu.stop_smtp()  # second outage, with the backlog draining
+            time.sleep(3)
+            mailu.start_smtp()
+            mailu.clear_recipient_rules(flaky)  # the 4xx ends; the flaky recipients' retries now go through
+            posted = time.monotonic() - started
+            waited = _wait_until_settled(api)
+    finally:
+        api_container.__dict__["submit"] = submit
     recipient_set = set(recipients)
     final = {s: _listing(api, s, recipient_set) for s in ("relayed", "bounced", "suppressed", "failed", "cancelled")}
     by_recipient = {status: Counter(m["email"] for m in found.values()) for status, found in final.items()}
@@ -172,11 +269,14 @@ def test_soak_nothing_lost(platform: LocalPlatform, api: Api, capsys: pytest.Cap
     duplicates = {key: n for key, n in copies.items() if n > 1}
 
     counts = {status: len(found) for status, found in final.items()}
+    explained = sum(1 for m in final["relayed"].values() if m["id"] in chaos.after_data)
     with capsys.disabled():  # shown in every run, not only when the test fails
         print(
             f"\nsoak: {MESSAGES} messages posted in {posted:.0f} s, settled {waited:.0f} s later; "
             f"final {counts}; Postfix received {sum(copies.values())} copies of {len(copies)} messages, "
-            f"{sum(n - 1 for n in duplicates.values())} duplicate(s)"
+            f"{sum(n - 1 for n in duplicates.values())} duplicate(s); injected crashes {dict(chaos.counts)} "
+            f"({len(chaos.lost_jobs)} jobs lost between store and enqueue, repaired by the sweeper; "
+            f"{explained} relayed messages had a crash after DATA)"
         )
 
     assert sum(counts.values()) == MESSAGES, counts  # every message accounted for, once
@@ -195,4 +295,7 @@ def test_soak_nothing_lost(platform: LocalPlatform, api: Api, capsys: pytest.Cap
         assert code == 200, view
         [message] = [m for m in view["recipients"] if m["email"] == address]
         lost = [a for a in message["attempt_log"] if a["reply"]["code"] == 0 and a["reply"]["stage"] == "data"]
-        assert lost, f"duplicate copy to {address} of {email_id} without a lost reply: {message['attempt_log']}"
+        crashed = message["id"] in chaos.after_data
+        assert lost or crashed, f"duplicate copy to {address} of {email_id} without a lost reply or a crash after DATA"
+    if CHAOS > 0 and MESSAGES >= 1000:  # the chaos was real: every kind of crash happened
+        assert set(chaos.counts) == {"before-smtp", "after-data", "after-record", "between-store-and-enqueue"}, chaos

@@ -13,8 +13,8 @@ class StoredClaim:
     request_hash: str
     expires_at: int
     in_flight_until: int | None = None
-    status_code: int | None = None
-    body: str | None = None
+    response: bytes | None = None
+    response_key: str | None = None
 
 
 class FakeIdempotencyStore:
@@ -32,17 +32,18 @@ class FakeIdempotencyStore:
         if found.request_hash != request_hash:
             return IdempotencyRecord(state="mismatch")
         if found.state == "completed":
-            return IdempotencyRecord(state="completed", status_code=found.status_code, body=found.body)
+            return IdempotencyRecord(state="completed", response=found.response, response_key=found.response_key)
         if (found.in_flight_until or 0) >= now:
             return IdempotencyRecord(state="in_progress")
         self.items[key] = claim  # the first request died mid-way: take its claim over
         return IdempotencyRecord(state="new")
 
-    def complete(self, key: str, status_code: int, body: str) -> None:
+    def complete(self, key: str, *, response: bytes | None, response_key: str | None) -> None:
         found = self.items.get(key)
         if found is None:  # released meanwhile: like the real store, do not resurrect it
             return
-        found.state, found.status_code, found.body, found.in_flight_until = "completed", status_code, body, None
+        found.state, found.in_flight_until = "completed", None
+        found.response, found.response_key = response, response_key
         self.items[key] = found
 
     def release(self, key: str) -> None:

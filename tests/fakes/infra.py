@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TypeVar
 
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job, ReleaseJob, SendJob
 from petrel.models.records import POOLS, Pool
+from petrel.ports import Clock
 
 
 class BlobNotFound(KeyError):
@@ -15,12 +17,19 @@ class BlobNotFound(KeyError):
 
 
 class FakeBlobStore:
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-        self.gets = 0
+    """Objects by key. `presign_put` returns a `fake-s3://` URL; `upload(url, data)` plays the client
+    that PUTs to it (refused once expired, or with another length or type, as S3 refuses them)."""
 
-    def put(self, key: str, data: bytes) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.content_types: dict[str, str] = {}
+        self.gets = 0
+        self._clock = clock
+        self._presigned: dict[str, tuple[str, str, int, datetime | None]] = {}  # url -> key, type, size, until
+
+    def put(self, key: str, data: bytes, content_type: str = "message/rfc822") -> None:
         self.blobs[key] = bytes(data)
+        self.content_types[key] = content_type
 
     def get(self, key: str) -> bytes:
         self.gets += 1
@@ -28,34 +37,70 @@ class FakeBlobStore:
             raise BlobNotFound(key)
         return self.blobs[key]
 
+    def size(self, key: str) -> int | None:
+        return len(self.blobs[key]) if key in self.blobs else None
+
+    def presign_put(self, key: str, *, content_type: str, size: int, expires_in: int) -> str:
+        url = f"fake-s3://{key}?token={len(self._presigned)}"
+        until = self._clock.now() + timedelta(seconds=expires_in) if self._clock else None
+        self._presigned[url] = (key, content_type, size, until)
+        return url
+
+    def upload(self, url: str, data: bytes, content_type: str, *, check_length: bool = True) -> None:
+        """PUT `data` to a pre-signed URL. `check_length=False` plays a store that cannot bind the
+        length (moto does not check signatures): the submission's own size check must then catch it."""
+        key, bound_type, bound_size, until = self._presigned[url]
+        if until is not None and self._clock is not None and self._clock.now() > until:
+            raise PermissionError("the upload URL has expired")
+        if content_type != bound_type or (check_length and len(data) != bound_size):
+            raise PermissionError("SignatureDoesNotMatch: the upload's type or length is not the signed one")
+        self.put(key, data, content_type)
+
+
+J = TypeVar("J", bound=Job)
+
 
 class FakeJobQueue:
-    """Jobs land in `sent[pool]`. Refuse some (`refuse_when(job)` is true) or all (`refuse_all`)."""
+    """Jobs land in `sent[pool]`. Refuse some (`refuse_when(job)` is true) or all (`refuse_all`).
+
+    SendJobs and ReleaseJobs share a queue, as on SQS (a release job arrives from its schedule).
+    """
 
     def __init__(self) -> None:
-        self.sent: dict[Pool, list[SendJob]] = {pool: [] for pool in POOLS}
-        self.delays: dict[str, int] = {}  # message id -> the delay it was last sent with
-        self.refuse_when: Callable[[SendJob], bool] = lambda job: False
+        self.sent: dict[Pool, list[Job]] = {pool: [] for pool in POOLS}
+        self.delays: dict[str, int] = {}  # message id (email id for a release) -> its last delay
+        self.refuse_when: Callable[[Job], bool] = lambda job: False
         self.refuse_all = False
+        self.batches = 0  # SendMessageBatch calls the real queue would make (10 jobs each)
 
-    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob], delay_seconds: int = 0) -> list[SendJob]:
+    def send_jobs(self, pool: Pool, jobs: Sequence[J], delay_seconds: int = 0) -> list[J]:
         failed = [job for job in jobs if self.refuse_all or self.refuse_when(job)]
+        self.batches += -(-len(jobs) // 10)
         for job in jobs:
             if job not in failed:
                 self.sent[pool].append(job)
-                self.delays[job.message_id] = delay_seconds
+                self.delays[job.message_id if isinstance(job, SendJob) else job.email_id] = delay_seconds
         return failed
 
     def drain(self, pool: Pool) -> list[SendJob]:
+        """The SendJobs waiting on the pool's queue, taken off it (release jobs stay: see `drain_all`)."""
+        jobs = [job for job in self.sent[pool] if isinstance(job, SendJob)]
+        self.sent[pool] = [job for job in self.sent[pool] if not isinstance(job, SendJob)]
+        return jobs
+
+    def drain_all(self, pool: Pool) -> list[Job]:
         jobs, self.sent[pool] = self.sent[pool], []
         return jobs
+
+    def releases(self, pool: Pool) -> list[ReleaseJob]:
+        return [job for job in self.sent[pool] if isinstance(job, ReleaseJob)]
 
 
 @dataclass(frozen=True)
 class FakeSchedule:
     name: str
     at: datetime
-    job: SendJob
+    job: Job
 
 
 class SchedulerDown(RuntimeError):
@@ -73,7 +118,7 @@ class FakeRetryScheduler:
         self.down = False
         self.created = 0
 
-    def schedule(self, name: str, at: datetime, job: SendJob) -> bool:
+    def schedule(self, name: str, at: datetime, job: Job) -> bool:
         if self.down:
             raise SchedulerDown("scheduler unreachable")
         if name in self.schedules:
@@ -87,7 +132,7 @@ class FakeRetryScheduler:
             raise SchedulerDown("scheduler unreachable")
         return self.schedules.pop(name, None) is not None
 
-    def fire_due(self, now: datetime, queue: FakeJobQueue) -> list[SendJob]:
+    def fire_due(self, now: datetime, queue: FakeJobQueue) -> list[Job]:
         due = sorted((s for s in self.schedules.values() if s.at <= now), key=lambda s: s.at)
         for item in due:
             del self.schedules[item.name]

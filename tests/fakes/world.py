@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from petrel import resources
 from petrel.models.records import SendingDomain, SmtpServer, Tenant
 from petrel.services.cancel import CancelDeps
 from petrel.services.deliver import DeliverDeps
+from petrel.services.release import ReleaseDeps
 from petrel.services.retry import RetryLadder
 from petrel.services.submit import SubmitDeps
+from petrel.services.sweep import SweepDeps
 from petrel.services.tenants import AdminDeps
 from tests.fakes import records
 from tests.fakes.clock import FixedClock
@@ -54,7 +57,13 @@ class FakeWorld:
         )
 
     def deliver_deps(
-        self, *, lease_seconds: int = 120, cache_seconds: float = 0, seed: int = 7, ladder: RetryLadder | None = None
+        self,
+        *,
+        lease_seconds: int = 120,
+        cache_seconds: float = 0,
+        seed: int = 7,
+        ladder: RetryLadder | None = None,
+        max_receive_count: int = 3,
     ) -> DeliverDeps:
         return DeliverDeps(
             tenants=self.tenants,
@@ -69,6 +78,20 @@ class FakeWorld:
             cache_seconds=cache_seconds,
             ladder=ladder or RetryLadder(),
             rng=random.Random(seed),
+            max_receive_count=max_receive_count,
+        )
+
+    def release_deps(self) -> ReleaseDeps:
+        return ReleaseDeps(messages=self.messages, queue=self.queue)
+
+    def sweep_deps(self, *, grace_seconds: int = 900, max_messages: int = 1000) -> SweepDeps:
+        return SweepDeps(
+            messages=self.messages,
+            queue=self.queue,
+            clock=self.clock,
+            shards=resources.due_shards(),
+            grace_seconds=grace_seconds,
+            max_messages=max_messages,
         )
 
     def cancel_deps(self) -> CancelDeps:

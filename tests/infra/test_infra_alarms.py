@@ -78,6 +78,20 @@ def _expected(resources_of: Any, config: EnvironmentConfig) -> dict[str, dict[st
     }
     expected[name("send-worker-errors")] = worker("Errors")
     expected[name("send-worker-throttles")] = worker("Throttles")
+    sweeper_id = _by_name(resources_of, "AWS::Lambda::Function", "FunctionName", name("sweeper"))
+    expected[name("sweeper-errors")] = {
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Errors",
+        "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": sweeper_id}}],
+        **above_zero,
+    }
+    # Any message the sweeper had to repair (its Powertools EMF metric, by service).
+    expected[name("sweeper-repaired")] = {
+        "Namespace": "Petrel",
+        "MetricName": resources.SWEEP_REPAIRED_METRIC,
+        "Dimensions": [{"Name": "service", "Value": "petrel-sweeper"}],
+        **above_zero,
+    }
     return expected
 
 

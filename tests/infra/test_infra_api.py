@@ -108,7 +108,7 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         r["Properties"]["ResponseType"]: r["Properties"]
         for r in resources_of("AWS::ApiGateway::GatewayResponse").values()
     }
-    assert set(responses) == {"UNAUTHORIZED", "ACCESS_DENIED", "DEFAULT_4XX", "DEFAULT_5XX"}
+    assert set(responses) == {"UNAUTHORIZED", "ACCESS_DENIED", "REQUEST_TOO_LARGE", "DEFAULT_4XX", "DEFAULT_5XX"}
     for response_type, props in responses.items():
         assert props["ResponseParameters"] == {"gatewayresponse.header.Content-Type": "'application/problem+json'"}, (
             response_type
@@ -117,13 +117,17 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         # Fill in what API Gateway substitutes, then the body must be an RFC 9457 problem.
         rendered = body.replace("$context.error.messageString", '"Unauthorized"').replace("$context.requestId", "r-1")
         problem = json.loads(rendered)
-        assert problem["type"] == "about:blank"
+        assert problem["type"] == (
+            "urn:petrel:problem:request-too-large" if response_type == "REQUEST_TOO_LARGE" else "about:blank"
+        )
         assert isinstance(problem["title"], str) and problem["title"]
         assert problem["detail"] == "Unauthorized"
         if "status" in problem:
             assert str(problem["status"]) == props["StatusCode"]
     assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
     assert responses["ACCESS_DENIED"]["StatusCode"] == "403"
+    # A body over API Gateway's own 10 MB: the same problem the api function gives over its limit.
+    assert responses["REQUEST_TOO_LARGE"]["StatusCode"] == "413"
 
 
 def test_api_url_output(template: Template) -> None:

@@ -14,6 +14,7 @@ from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 
 import app as petrel_app
 from infra.config import CONTEXT_KEY, EnvironmentConfig
+from infra.constructs.functions import FUNCTIONS
 from petrel import resources
 
 pytestmark = pytest.mark.infra
@@ -76,7 +77,7 @@ def test_tracing_is_switched_on_by_config(tmp_path: Path, synthesizer: Any) -> N
     assembly = synthesizer(tmp_path, "dev", environments=raw)  # cdk-nag must still pass
     found = assembly.get_stack_artifact(petrel_app.stack_id("dev")).template["Resources"].values()
     functions = [r["Properties"] for r in found if r["Type"] == "AWS::Lambda::Function"]
-    assert [f["TracingConfig"] for f in functions] == [{"Mode": "Active"}] * 3
+    assert [f["TracingConfig"] for f in functions] == [{"Mode": "Active"}] * len(FUNCTIONS)
     [stage] = [r["Properties"] for r in found if r["Type"] == "AWS::ApiGateway::Stage"]
     assert stage["TracingEnabled"] is True
 

@@ -12,6 +12,7 @@ import app as petrel_app
 from infra.config import CONTEXT_KEY, ConfigError, parse_environments, select_environments
 from infra.constructs.functions import API, SEND_WORKER
 from petrel import resources, settings
+from petrel.models.api import MAX_SCHEDULE_DAYS
 
 pytestmark = pytest.mark.infra
 
@@ -113,3 +114,27 @@ def test_oldest_message_alarm_defaults_to_fifteen_minutes(raw: dict[str, Any]) -
 
 def _required(model: type[settings.SendWorkerSettings]) -> set[str]:
     return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}
+
+
+@pytest.mark.parametrize("key", ["message_retention_days", "body_retention_days"])
+def test_retention_shorter_than_the_schedule_horizon_plus_max_age_is_rejected(raw: dict[str, Any], key: str) -> None:
+    """A message scheduled 30 days ahead, then retried for 24 h, must still exist (and so must its
+    body): 30 days of retention are one day short."""
+    raw["dev"][key] = 30
+    with pytest.raises(ConfigError, match=re.escape(f"environments.dev: {key} 30 is shorter than a message can wait")):
+        parse_environments(raw)
+    raw["dev"][key] = 31
+    assert getattr(parse_environments(raw)["dev"], key) == 31
+
+
+def test_retention_follows_a_longer_max_age(raw: dict[str, Any]) -> None:
+    raw["dev"]["message_retention_days"] = raw["dev"]["body_retention_days"] = 31
+    raw["dev"]["max_message_age_hours"] = 72
+    with pytest.raises(ConfigError, match="need at least 33 days"):
+        parse_environments(raw)
+
+
+def test_every_environment_keeps_messages_past_the_schedule_horizon(raw: dict[str, Any]) -> None:
+    for config in parse_environments(raw).values():
+        assert config.message_retention_days * 24 >= MAX_SCHEDULE_DAYS * 24 + config.max_message_age_hours
+        assert config.body_retention_days * 24 >= MAX_SCHEDULE_DAYS * 24 + config.max_message_age_hours

@@ -45,8 +45,8 @@ def _required_env(model: type[BaseModel]) -> set[str]:
     return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}
 
 
-def test_three_functions(resources_of: Any) -> None:
-    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 3
+def test_four_functions(resources_of: Any) -> None:
+    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 4
 
 
 @pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
@@ -91,10 +91,11 @@ def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> Non
     for env in (api, worker):
         assert env[resources.SECRETS_PREFIX_ENV] == resources.secrets_prefix(config.name_prefix)
         assert env["PETREL_MESSAGE_RETENTION_DAYS"] == str(config.message_retention_days)
-    for queue in resources.SEND_QUEUES:
-        assert queue.env_var in api and queue.env_var not in worker
+    for queue in resources.SEND_QUEUES:  # the worker releases scheduled emails and hands back jobs
+        assert queue.env_var in api and queue.env_var in worker
     assert worker["PETREL_LEASE_SECONDS"] == str(config.worker_timeout_seconds)
     assert worker["PETREL_SMTP_TIMEOUT_SECONDS"] == str(config.smtp_timeout_seconds)
+    assert worker["PETREL_MAX_RECEIVE_COUNT"] == str(config.dlq_max_receive_count)  # the queues' redrive policy
     assert resources.IDEMPOTENCY.env_var in api and resources.IDEMPOTENCY.env_var not in worker
     # cdk.json sets no retry ladder for dev: the code's default applies (and only the worker reads one).
     assert resources.RETRY_DELAYS_ENV not in worker and resources.RETRY_DELAYS_ENV not in api
@@ -149,7 +150,8 @@ def test_api_permissions(resources_of: Any, config: EnvironmentConfig) -> None:
     _, function = _function(resources_of, config, definition)
     statements = _statements(resources_of, _role_id(function))
     assert _actions(statements, "sqs") == {"sqs:SendMessage"}
-    assert _actions(statements, "s3") == {"s3:GetObject", "s3:PutObject"}
+    # ListBucket: so that a missing upload is a 404 (not a 403) to HeadObject.
+    assert _actions(statements, "s3") == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
     assert _actions(statements, "secretsmanager") == set()
     tenants_write = [
         s for s in statements if "dynamodb:PutItem" in _as_list(s["Action"]) and "Tenants" in json.dumps(s["Resource"])
@@ -162,7 +164,7 @@ def test_worker_permissions_and_secrets_prefix(resources_of: Any, config: Enviro
     _, function = _function(resources_of, config, definition)
     statements = _statements(resources_of, _role_id(function))
     assert _actions(statements, "s3") == {"s3:GetObject"}
-    assert "sqs:SendMessage" not in _actions(statements, "sqs")
+    assert "sqs:SendMessage" in _actions(statements, "sqs")  # hands back the jobs it has no time for
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= _actions(statements, "sqs")
 
     [secrets] = [s for s in statements if "secretsmanager:GetSecretValue" in _as_list(s["Action"])]
@@ -186,4 +188,5 @@ def test_settings_models_are_the_ones_used() -> None:
         "authorizer": settings.AuthorizerSettings,
         "api": settings.ApiSettings,
         "send_worker": settings.SendWorkerSettings,
+        "sweeper": settings.SweeperSettings,
     }

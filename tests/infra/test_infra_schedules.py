@@ -104,7 +104,14 @@ def test_scheduler_role_is_assumed_by_scheduler_for_this_account_only(resources_
         "Action": "sts:AssumeRole",
         "Effect": "Allow",
         "Principal": {"Service": "scheduler.amazonaws.com"},
-        "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+        "Condition": {
+            "StringEquals": {
+                "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+                "aws:SourceArn": {
+                    "Fn::GetAtt": [_one(resources_of("AWS::Scheduler::ScheduleGroup"), "group")[0], "Arn"]
+                },
+            }
+        },
     }
     assert "ManagedPolicyArns" not in role
 

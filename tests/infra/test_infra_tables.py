@@ -47,7 +47,13 @@ def test_table_matches_its_spec(resources_of: Any, config: EnvironmentConfig, sp
     assert set(indexes) == {index.name for index in spec.indexes}
     for index in spec.indexes:
         assert indexes[index.name]["KeySchema"] == _key_schema(index.partition_key, index.sort_key)
-        assert indexes[index.name]["Projection"] == {"ProjectionType": "ALL"}
+        if index.projection is None:
+            assert indexes[index.name]["Projection"] == {"ProjectionType": "ALL"}
+        else:
+            assert indexes[index.name]["Projection"] == {
+                "ProjectionType": "INCLUDE",
+                "NonKeyAttributes": list(index.projection),
+            }
 
 
 def test_one_table_per_spec(resources_of: Any) -> None:

@@ -37,7 +37,9 @@ class ScriptedHandler:
     """`script[recipient] = ("rcpt" | "data", "451 4.3.0 ...")`; other recipients get 250.
 
     `("stall", "<seconds>")` takes the message and waits before answering; `("drop", "")` takes it and
-    hangs up without answering (the client cannot know it was taken).
+    hangs up without answering (the client cannot know it was taken); `("trickle", "<seconds>")` takes
+    it and answers with continuation lines (`250-...`), one byte every `<seconds>`, for as long as the
+    client listens: every read succeeds, the reply never ends.
     """
 
     dsn: bool = False
@@ -92,12 +94,27 @@ class ScriptedHandler:
                 return reply
             if stage == "stall":  # take the message, then say nothing for `reply` seconds
                 await asyncio.sleep(float(reply))
+            if stage == "trickle":
+                self.received.append(self._received(envelope))
+                await self._trickle(server, float(reply))
+                return "250 2.0.0 too late"
             if stage == "drop":  # take the message, then hang up instead of answering
                 self.received.append(self._received(envelope))
                 server.transport.abort()  # type: ignore[union-attr]
                 return "250 2.0.0 never sent"
         self.received.append(self._received(envelope))
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+    @staticmethod
+    async def _trickle(server: SMTP, interval: float) -> None:
+        transport = server.transport
+        assert transport is not None
+        while True:
+            for byte in b"250-2.0.0 still working\r\n":
+                if transport.is_closing():
+                    return
+                transport.write(bytes([byte]))
+                await asyncio.sleep(interval)
 
     @staticmethod
     def _received(envelope: Envelope) -> Received:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,12 +17,14 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 
 from local.handlers import load
 from local.lambda_runtime import LocalContext, QueuePump
 from local.provision import LocalResources, provision
 from local.scheduler import ScheduleFirer
+from local.timer import Every
 from petrel import container, resources
 from petrel.adapters import aws as petrel_aws
 from petrel.models.records import SmtpServer, Tenant
@@ -303,7 +306,7 @@ def test_idempotency_over_the_handler(stack: Stack) -> None:
 
     assert first.status == again.status == 202
     assert again.raw == first.raw
-    assert again.headers["Idempotency-Key"] == "invoice-42"
+    assert again.headers["Idempotency-Key"] == "invoice-42" and again.headers["Idempotent-Replayed"] == "true"
     assert other.status == 409
     assert other.headers["Content-Type"] == "application/problem+json"
     assert other.body["type"] == "urn:petrel:problem:idempotency-key-reused"
@@ -335,19 +338,19 @@ def test_batch_with_one_valid_and_one_invalid_email(stack: Stack) -> None:
     assert first["email"]["recipients"][0]["status"] == "queued"
     assert (second["index"], second["status"], second["email"]) == (1, 422, None)
     assert second["error"]["type"] == "urn:petrel:problem:invalid-request"
-    assert [e["pointer"] for e in second["error"]["errors"]] == ["/to/0"]
+    assert [e["pointer"] for e in second["error"]["errors"]] == ["/emails/1/to/0"]  # absolute in the request
     assert stack.pump() == 1
 
 
 @pytest.mark.parametrize(
     ("body", "pointer"),
     [
-        (_email(to=[]), "/"),
+        (_email(to=[]), ""),  # RFC 6901: the whole body
         (_email(subject="a\r\nBcc: eve@example.org"), "/subject"),
         (_email(headers={"Message-Id": "<x@y>"}), "/headers"),
         (_email(attachments=[{"filename": "a.txt", "content": "%%%"}]), "/attachments/0/content"),
         (_email(surprise=True), "/surprise"),
-        (_email(text=None), "/"),
+        (_email(text=None), ""),
     ],
 )
 def test_validation_failures_are_422_problems(stack: Stack, body: dict[str, Any], pointer: str) -> None:
@@ -475,16 +478,45 @@ def test_send_at_is_released_by_its_schedule_and_cancel_deletes_it(stack: Stack)
     cancelled = stack.call("DELETE", f"/v1/emails/{drop['id']}")
     assert cancelled.status == 200, cancelled.raw
     assert [c["status"] for c in cancelled.body["cancelled"]] == ["cancelled"]
-    assert stack.schedules() == [f"{keep['recipients'][0]['id']}-0"]
+    assert stack.schedules() == [f"{keep['id']}-release"]  # one schedule per email, not per recipient
 
     assert stack.fire_schedules(timedelta(minutes=30)) == 0  # not due yet
     assert stack.fire_schedules(timedelta(hours=3)) == 1
-    assert stack.pump() == 1
+    assert stack.pump() == 2  # the release job, then the send job it queued
     assert stack.get(keep["id"])["recipients"][0]["status"] == "relayed"
     assert stack.get(drop["id"])["recipients"][0]["status"] == "cancelled"
     assert len(stack.smtp.handler.received) == 1
     again = stack.call("DELETE", f"/v1/emails/{keep['id']}")
     assert again.body["cancelled"] == [] and again.body["not_cancelled"][0]["status"] == "relayed"
+
+
+def test_a_release_queues_every_scheduled_recipient_through_the_worker(stack: Stack) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    sent = stack.send(send_at=later, to=[f"r{i}@example.org" for i in range(12)])
+    assert stack.schedules() == [f"{sent['id']}-release"]
+
+    assert stack.fire_schedules(timedelta(hours=3)) == 1
+    assert stack.pump() == 13  # one release, then twelve sends (two SendMessageBatch calls)
+    assert {r["status"] for r in stack.get(sent["id"])["recipients"]} == {"relayed"}
+    assert len(stack.smtp.handler.received) == 12
+
+
+def test_the_sweeper_requeues_a_message_left_without_a_job(stack: Stack) -> None:
+    stack.setenv(resources.SWEEP_GRACE_ENV, "0")
+    sent = stack.send()
+    # The API died between storing and enqueuing: the job never reached the queue.
+    stack.aws["sqs"].purge_queue(QueueUrl=stack.queue_url())
+    assert stack.pump() == 0
+    time.sleep(1.1)  # due times are whole seconds
+
+    # As the local stack's timer runs it (deployed: an EventBridge rule).
+    report = Every(load("sweeper").lambda_handler, interval_seconds=60, function_name="sweeper").invoke()
+
+    assert report["repaired"] == {"queued": 1} and report["requeue_failed"] == 0
+    assert stack.pump() == 1
+    assert stack.get(sent["id"])["recipients"][0]["status"] == "relayed"
+    again = load("sweeper").lambda_handler({}, LocalContext("sweeper"))  # final: out of the due index
+    assert again["repaired"] == {} and again["examined"] == 0
 
 
 def test_suppression_routes(stack: Stack) -> None:
@@ -505,3 +537,124 @@ def test_suppression_routes(stack: Stack) -> None:
     assert stack.call("GET", "/v1/suppressions/bob@example.org").status == 404
     bad = stack.call("POST", "/v1/suppressions", {"email": "not-an-address"})
     assert bad.status == 422 and bad.headers["Content-Type"] == "application/problem+json"
+
+
+# The worker under faults (issue 7): poison jobs end in the DLQ and say so; the invocation's budget.
+
+
+def _drop_body_from_s3(stack: Stack, email_id: str) -> None:
+    stack.aws["s3"].delete_object(Bucket=stack.made.bucket, Key=f"bodies/{stack.tenant.tenant_id}/{email_id}.eml")
+
+
+def _expire_lease(stack: Stack, email_id: str, message_id: str) -> None:
+    """What the visibility timeout (longer than the lease) does between two receives of a job."""
+    stack.aws["dynamodb"].update_item(
+        TableName=stack.made.tables[resources.MESSAGES.name],
+        Key={"pk": {"S": f"{stack.tenant.tenant_id}#{email_id}"}, "sk": {"S": f"MSG#{message_id}"}},
+        UpdateExpression="SET lease_until = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    )
+
+
+def test_a_poison_job_ends_in_the_dlq_failed_and_a_redrive_runs_it(stack: Stack) -> None:
+    from petrel.adapters.dead_letters import SqsDeadLetters
+    from petrel.services.redrive import reopen_for_redrive
+
+    stack.setenv("PETREL_INLINE_BODY_LIMIT", "1024")
+    stack.setenv("PETREL_MAX_RECEIVE_COUNT", "3")  # the fixture's queues: maxReceiveCount 3
+    sent = stack.send(text="x" * 4000)
+    [recipient] = sent["recipients"]
+    key = f"bodies/{stack.tenant.tenant_id}/{sent['id']}.eml"
+    body = stack.aws["s3"].get_object(Bucket=stack.made.bucket, Key=key)["Body"].read()
+    _drop_body_from_s3(stack, sent["id"])
+    url = stack.queue_url()
+    stack.aws["sqs"].set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "0"})
+
+    arn = stack.aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    pump = QueuePump(stack.aws["sqs"], url, arn, load("send_worker").lambda_handler, function_name="send_worker")
+    for receive in range(3):
+        assert pump.poll_once() == 1  # the body is gone: the worker raises, SQS keeps the job
+        view = stack.get(sent["id"])["recipients"][0]
+        if receive < 2:
+            assert view["status"] == "sending"
+            _expire_lease(stack, sent["id"], recipient["id"])
+    assert pump.poll_once() == 0  # on the third failed receive SQS moved it to the DLQ
+
+    view = stack.get(sent["id"])
+    [failed] = view["recipients"]
+    assert failed["status"] == "failed" and failed["failure_reason"] == "worker-error"
+    assert failed["attempts"] == 1  # one attempt, taken over twice
+    assert view["events"][-1]["type"] == "email.failed" and view["events"][-1]["detail"] == "worker-error: NoSuchKey"
+    letters = SqsDeadLetters(stack.aws["sqs"], "petrel-test", wait_seconds=0)
+    [letter] = letters.peek(resources.SEND_TRANSACTIONAL.name)
+    assert letter.job is not None and letter.job.message_id == recipient["id"] and letter.job.attempt == 0
+
+    stack.aws["s3"].put_object(Bucket=stack.made.bucket, Key=key, Body=body)  # the cause is fixed
+    redrive = container.redrive_deps(stack.made.tables[resources.MESSAGES.name])
+    report = letters.redrive(resources.SEND_TRANSACTIONAL.name, prepare=lambda job: reopen_for_redrive(redrive, job))
+    assert len(report.moved) == 1 and report.left == []
+    assert stack.get(sent["id"])["recipients"][0]["status"] == "queued"
+    assert stack.pump() == 1
+
+    view = stack.get(sent["id"])
+    assert view["recipients"][0]["status"] == "relayed" and len(stack.smtp.handler.received) == 1
+    assert [e["type"] for e in view["events"]] == ["email.queued", "email.failed", "email.queued", "email.sent"]
+    assert view["events"][2]["detail"] == "redriven"
+
+
+def test_an_error_before_the_last_receive_is_only_a_batch_failure(stack: Stack) -> None:
+    stack.setenv("PETREL_INLINE_BODY_LIMIT", "1024")
+    sent = stack.send(text="x" * 4000)
+    _drop_body_from_s3(stack, sent["id"])
+    [record] = stack.receive_records(1)
+    record["attributes"] = {"ApproximateReceiveCount": "2"}
+
+    with pytest.raises(BatchProcessingError):  # the whole batch failed: Lambda reports an error
+        load("send_worker").lambda_handler({"Records": [record]}, LocalContext("send_worker"))
+
+    assert stack.get(sent["id"])["recipients"][0]["status"] == "sending"  # its next receive takes it over
+
+
+def test_records_with_no_time_left_are_handed_back_not_failed(stack: Stack) -> None:
+    stack.setenv("PETREL_SMTP_TRANSACTION_SECONDS", "10")
+    stack.setenv("PETREL_INVOCATION_MARGIN_SECONDS", "1")
+    stack.setenv("PETREL_HANDBACK_DELAY_SECONDS", "7")
+    sent = stack.send(to=["first@example.org", "second@example.org"])
+    records = stack.receive_records(2)
+    deadlines: list[float | None] = []
+    relay = container.worker().deliver.relay
+    real = relay.relay
+
+    def spy(*args: Any, deadline: float | None = None) -> Any:
+        deadlines.append(deadline)
+        return real(*args, deadline=deadline)
+
+    stack.monkeypatch.setattr(relay, "relay", spy)
+    started = time.monotonic()
+
+    # 8 s left: the first record always starts; the second would need 10 s + 1 s.
+    result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
+
+    assert result == {"batchItemFailures": []}  # acknowledged: its receive count is not charged
+    statuses = [r["status"] for r in stack.get(sent["id"])["recipients"]]
+    assert sorted(statuses) == ["queued", "relayed"]
+    [deadline] = deadlines
+    assert deadline is not None and started + 6.5 <= deadline <= started + 7  # the invocation's end less 1 s
+    attributes = stack.aws["sqs"].get_queue_attributes(
+        QueueUrl=stack.queue_url(), AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # back on the queue, after 7 s
+    handed_back = json.loads(records[1]["body"])
+    [queued] = [r for r in stack.get(sent["id"])["recipients"] if r["status"] == "queued"]
+    assert queued["id"] == handed_back["message_id"]
+
+
+def test_a_hand_back_the_queue_refuses_is_a_batch_failure(stack: Stack) -> None:
+    stack.setenv("PETREL_SMTP_TRANSACTION_SECONDS", "10")
+    stack.send(to=["first@example.org", "second@example.org"])
+    records = stack.receive_records(2)
+    stack.monkeypatch.setattr(container.worker().queue, "send_jobs", lambda pool, jobs, delay_seconds=0: list(jobs))
+
+    result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": records[1]["messageId"]}]}  # never lost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -9,10 +10,11 @@ import pytest
 
 from local.tls import TlsFiles
 from petrel.adapters.smtp import SmtplibRelay, xtext
-from petrel.mail.smtp_reply import SmtpReply, Stage
+from petrel.mail.smtp_reply import SmtpReply, SoftFail, Stage, classify
 from petrel.models.records import SmtpSecurity, SmtpServer
 from petrel.ports import Envelope
 from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer, free_port
+from tests.integration.tarpit import Tarpit
 
 pytestmark = [
     pytest.mark.integration,
@@ -50,7 +52,7 @@ def _envelope(recipient: str = "bob@example.org", message_id: str = MESSAGE_ID) 
 
 @pytest.fixture
 def relay() -> Iterator[SmtplibRelay]:
-    relay = SmtplibRelay(timeout=5.0, local_hostname="petrel.test")
+    relay = SmtplibRelay(timeout=5.0, transaction_seconds=30.0, local_hostname="petrel.test")
     yield relay
     relay.close()
 
@@ -252,7 +254,7 @@ def test_a_dropped_session_is_reopened_transparently(
 
 def test_a_server_that_stalls_after_data_times_out(submission_server: RunningServer, tls_files: TlsFiles) -> None:
     submission_server.handler.script["slow@example.org"] = ("stall", "3")
-    relay = SmtplibRelay(timeout=1.0)
+    relay = SmtplibRelay(timeout=1.0, transaction_seconds=30.0)
     try:
         reply = relay.relay(_server(submission_server, tls_files), PASSWORD, _envelope("slow@example.org"), DATA)
     finally:
@@ -273,3 +275,152 @@ def test_a_session_dropped_before_the_reply_is_a_network_failure_at_data(
     assert len(submission_server.handler.received) == 1
     after = relay.relay(_server(submission_server, tls_files), PASSWORD, _envelope("bob@example.org"), DATA)
     assert after.code == 250  # the next message opens a new session
+
+
+# --------------------------------------------------------------------------- the transaction's deadline
+# Each relay below has a per-read timeout the server never trips (it sends a byte more often), so only
+# the overall deadline can end the transaction. Elapsed times are correctness bounds, not benchmarks.
+
+
+def test_a_greeting_trickled_a_byte_at_a_time_ends_at_the_relays_limit(
+    submission_server: RunningServer, tls_files: TlsFiles
+) -> None:
+    relay = SmtplibRelay(timeout=1.0, transaction_seconds=2.0)
+    with Tarpit(submission_server.port, interval=0.5) as tarpit:
+        started = time.monotonic()
+        try:
+            reply = relay.relay(_server(None, tls_files, port=tarpit.port), PASSWORD, _envelope(), DATA)
+        finally:
+            relay.close()
+        elapsed = time.monotonic() - started
+        assert tarpit.wait_released(1, timeout=5), "the relay kept the tarpit's connection open"
+
+    assert reply == SmtpReply.deadline_exceeded(Stage.CONNECT)
+    assert reply.text == "the SMTP transaction exceeded its deadline"
+    assert 1.5 <= elapsed < 2.0 + 2.0
+    assert submission_server.handler.logins == []
+    outcome = classify(reply)
+    assert isinstance(outcome, SoftFail) and outcome.reason == "deadline-exceeded"
+
+
+def test_a_trickled_tls_handshake_ends_at_the_callers_deadline(
+    smtp_servers: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = smtp_servers("tls")
+    # ssl bounds a whole handshake by the socket timeout: make that one long, so only the deadline can act
+    relay = SmtplibRelay(timeout=30.0, transaction_seconds=30.0)
+    with Tarpit(server.port, interval=0.2) as tarpit:  # a certificate is ~1 KB: minutes at this pace
+        started = time.monotonic()
+        try:
+            reply = relay.relay(
+                _server(None, tls_files, port=tarpit.port, security=SmtpSecurity.TLS),
+                PASSWORD,
+                _envelope(),
+                DATA,
+                deadline=started + 2.0,
+            )
+        finally:
+            relay.close()
+        elapsed = time.monotonic() - started
+
+    assert reply == SmtpReply.deadline_exceeded(Stage.TLS)
+    assert elapsed < 2.0 + 2.0
+    assert server.handler.logins == []
+
+
+def test_a_trickled_reply_to_data_ends_at_the_callers_deadline_and_the_session_is_not_reused(
+    submission_server: RunningServer, tls_files: TlsFiles
+) -> None:
+    relay = SmtplibRelay(timeout=1.0, transaction_seconds=30.0)  # the caller's deadline is the shorter
+    server = _server(submission_server, tls_files)
+    submission_server.handler.script["trickled@example.org"] = ("trickle", "0.3")
+    try:
+        assert relay.relay(server, PASSWORD, _envelope("first@example.org"), DATA).code == 250  # a pooled session
+        started = time.monotonic()
+        reply = relay.relay(server, PASSWORD, _envelope("trickled@example.org"), DATA, deadline=started + 2.0)
+        elapsed = time.monotonic() - started
+
+        assert reply == SmtpReply.deadline_exceeded(Stage.DATA)  # deferred: the server has it (at-least-once)
+        assert elapsed < 2.0 + 2.0
+        assert [r.rcpt_to for r in submission_server.handler.received][-1] == ("trickled@example.org",)
+        # the next call on the same relay opens a new session and works
+        after = relay.relay(server, PASSWORD, _envelope("after@example.org"), DATA)
+    finally:
+        relay.close()
+
+    assert after.code == 250
+    assert submission_server.handler.connections == 2
+    assert [r.rcpt_to for r in submission_server.handler.received][-1] == ("after@example.org",)
+
+
+def test_a_server_that_stops_reading_mid_data_ends_at_the_deadline(
+    submission_server: RunningServer, tls_files: TlsFiles
+) -> None:
+    relay = SmtplibRelay(timeout=30.0, transaction_seconds=2.0)
+    payload = DATA + b"x" * 76 + b"\r\n" * 1 + (b"y" * 998 + b"\r\n") * 16_000  # ~16 MB: more than any buffer
+    with Tarpit(submission_server.port, interval=0.0, stall_after=64 * 1024) as tarpit:
+        started = time.monotonic()
+        try:
+            reply = relay.relay(_server(None, tls_files, port=tarpit.port), PASSWORD, _envelope(), payload)
+        finally:
+            relay.close()
+        elapsed = time.monotonic() - started
+
+    assert reply == SmtpReply.deadline_exceeded(Stage.DATA)
+    assert elapsed < 2.0 + 2.0
+    assert submission_server.handler.received == []
+
+
+def test_a_deadline_already_past_makes_no_connection(submission_server: RunningServer, tls_files: TlsFiles) -> None:
+    relay = SmtplibRelay(timeout=1.0, transaction_seconds=30.0)
+    reply = relay.relay(
+        _server(submission_server, tls_files), PASSWORD, _envelope(), DATA, deadline=time.monotonic() - 1
+    )
+
+    assert reply == SmtpReply.deadline_exceeded(Stage.CONNECT)
+    assert submission_server.handler.connections == 0
+
+
+def test_a_transaction_within_its_deadline_is_untouched(
+    submission_server: RunningServer, tls_files: TlsFiles
+) -> None:
+    relay = SmtplibRelay(timeout=5.0, transaction_seconds=0.5)  # each call has its own half second
+    server = _server(submission_server, tls_files)
+    try:
+        replies = []
+        for i in range(3):
+            replies.append(relay.relay(server, PASSWORD, _envelope(f"user{i}@example.org"), DATA))
+            time.sleep(0.3)  # the session outlives one call's deadline: later calls still reuse it
+    finally:
+        relay.close()
+
+    assert [r.code for r in replies] == [250, 250, 250]
+    assert submission_server.handler.connections == 1
+
+
+# --------------------------------------------------------------------------- every failure a value
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [(USERNAME, "pässwörd-ü"), ("relä@example.com", PASSWORD)],
+    ids=["password", "username"],
+)
+def test_a_non_ascii_credential_is_an_auth_failure_not_an_exception(
+    submission_server: RunningServer, tls_files: TlsFiles, relay: SmtplibRelay, username: str, password: str
+) -> None:
+    reply = relay.relay(_server(submission_server, tls_files, username=username), password, _envelope(), DATA)
+
+    assert (reply.code, reply.stage) == (0, Stage.AUTH)
+    assert "not ASCII" in reply.text
+    assert not any(c in reply.text for c in "äöü")  # never a piece of the secret
+    assert submission_server.handler.received == []
+    assert relay.relay(_server(submission_server, tls_files), PASSWORD, _envelope(), DATA).code == 250
+
+
+def test_a_host_name_that_cannot_be_encoded_is_a_connect_failure(tls_files: TlsFiles, relay: SmtplibRelay) -> None:
+    server = _server(None, tls_files, port=free_port(), host="bad..name.example")  # IDNA refuses an empty label
+
+    reply = relay.relay(server, PASSWORD, _envelope(), DATA)
+
+    assert (reply.code, reply.stage) == (0, Stage.CONNECT)

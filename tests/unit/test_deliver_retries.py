@@ -303,9 +303,11 @@ def test_traffic_fails_over_to_another_server_of_the_pool(world: FakeWorld, seed
     relay = world.relay.relay
     tried: list[str] = []
 
-    def primary_down(server: SmtpServer, password: str, envelope: Envelope, data: bytes) -> SmtpReply:
+    def primary_down(
+        server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
+    ) -> SmtpReply:
         tried.append(server.host)
-        return down if server.host == "mail.example.com" else relay(server, password, envelope, data)
+        return down if server.host == "mail.example.com" else relay(server, password, envelope, data, deadline=deadline)
 
     world.relay.relay = primary_down  # type: ignore[method-assign]
     deps = world.deliver_deps(seed=3)

@@ -1,11 +1,18 @@
-"""services.idempotency: replay, conflict, in-flight, release on failure."""
+"""services.idempotency: replay, conflict, in-flight, release on failure, canonical bodies, large responses."""
 
 from __future__ import annotations
 
 import pytest
 
 from petrel.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest
-from petrel.services.idempotency import IN_FLIGHT_SECONDS, StoredResponse, request_hash, run_idempotent
+from petrel.services.idempotency import (
+    IN_FLIGHT_SECONDS,
+    INLINE_LIMIT,
+    StoredResponse,
+    decode_response,
+    request_hash,
+    run_idempotent,
+)
 from tests.fakes import FakeWorld
 
 BODY = b'{"to": "bob@example.org"}'
@@ -30,6 +37,7 @@ def _run(
 ) -> StoredResponse:
     return run_idempotent(
         world.idempotency,
+        world.blobs,
         world.clock,
         tenant_id=tenant,
         key=key,
@@ -118,3 +126,54 @@ def test_keys_are_per_tenant(world: FakeWorld) -> None:
 def test_key_syntax(world: FakeWorld, key: str) -> None:
     with pytest.raises(InvalidRequest):
         _run(world, Call(StoredResponse(202, "{}")), key=key)
+
+
+def test_a_replay_is_marked_and_keeps_the_content_type(world: FakeWorld) -> None:
+    first = _run(world, Call(StoredResponse(422, '{"status": 422}', "application/problem+json")))
+    assert not first.replayed
+
+    again = _run(world, Call(StoredResponse(202, "{}")))
+    assert again == StoredResponse(422, '{"status": 422}', "application/problem+json") and again.replayed
+
+
+def test_the_fingerprint_compares_canonical_json() -> None:
+    one = request_hash("POST", "/v1/emails", b'{"to": "bob@example.org", "subject": "Hi"}')
+    assert one == request_hash("POST", "/v1/emails", b'{\n  "subject":"Hi",\n  "to":"bob@example.org"\n}')
+    assert one != request_hash("POST", "/v1/emails", b'{"to": "bob@example.org", "subject": "Hi!"}')
+    # not JSON: compared as bytes, and never equal to a JSON body
+    assert request_hash("POST", "/v1/emails", b"{x") == request_hash("POST", "/v1/emails", b"{x")
+    assert request_hash("POST", "/v1/emails", b"{x") != request_hash("POST", "/v1/emails", b"{x ")
+    assert request_hash("POST", "/v1/emails", b"[" * 100_000)  # deeper than the parser goes: bytes
+
+
+def _large_body(recipients: int) -> str:
+    """A response like the largest batch's: random ids that compress poorly."""
+    import json
+    import secrets
+
+    return json.dumps(
+        {"results": [{"id": secrets.token_hex(16), "email": secrets.token_hex(20)} for _ in range(recipients)]}
+    )
+
+
+def test_a_large_response_fits_its_record_compressed(world: FakeWorld) -> None:
+    body = _large_body(5000)  # ~500 KB: more than a DynamoDB item may hold
+    assert len(body) > 400 * 1024
+    _run(world, Call(StoredResponse(202, body)))
+
+    [claim] = world.idempotency.items.values()
+    assert claim.response is not None and len(claim.response) <= INLINE_LIMIT and claim.response_key is None
+    assert world.blobs.blobs == {}
+    assert _run(world, Call(StoredResponse(202, "{}"))).body == body
+
+
+def test_a_response_too_large_even_compressed_goes_to_the_blob_store(world: FakeWorld) -> None:
+    body = _large_body(15000)
+    _run(world, Call(StoredResponse(202, body)))
+
+    [claim] = world.idempotency.items.values()
+    assert claim.response is None and claim.response_key is not None
+    assert claim.response_key.startswith("idempotency/tn_a/")
+    assert decode_response(world.blobs.blobs[claim.response_key]).body == body
+    replay = _run(world, Call(StoredResponse(202, "{}")))
+    assert replay.body == body and replay.replayed

@@ -11,9 +11,11 @@ from pydantic import ValidationError
 from petrel.errors import InvalidRequest, NotFound
 from petrel.mail.smtp_reply import Stage
 from petrel.models.api import SendEmailRequest
+from petrel.models.jobs import ReleaseJob
 from petrel.models.records import MessageStatus
 from petrel.services.cancel import cancel_email
 from petrel.services.deliver import deliver_message
+from petrel.services.release import release_email
 from petrel.services.submit import submit_email
 from tests.fakes import FakeWorld, Seeded
 from tests.fakes.smtp import reply
@@ -41,25 +43,28 @@ def _statuses(world: FakeWorld, tenant_id: str, email_id: str) -> dict[str, Mess
     return {m.recipient: m.status for m in found[1]}
 
 
-def test_send_at_days_ahead_is_scheduled_with_one_schedule_per_recipient(world: FakeWorld, seeded: Seeded) -> None:
+def test_send_at_days_ahead_is_one_release_schedule_per_email(world: FakeWorld, seeded: Seeded) -> None:
     when = world.clock.now() + timedelta(days=3)
 
     sent = submit_email(world.submit_deps(), seeded.tenant, _request(send_at=when.isoformat()))
 
     assert [r.status for r in sent.recipients] == [MessageStatus.SCHEDULED] * 2
     assert world.queue.sent["transactional"] == []
-    names = {f"{r.id}-0" for r in sent.recipients}
-    assert set(world.scheduler.schedules) == names
-    assert all(s.at == when and s.job.attempt == 0 for s in world.scheduler.schedules.values())
+    assert list(world.scheduler.schedules) == [f"{sent.id}-release"]
+    [schedule] = world.scheduler.schedules.values()
+    assert schedule.at == when
+    assert schedule.job == ReleaseJob(tenant_id=seeded.tenant.tenant_id, email_id=sent.id, pool="transactional")
     found = world.messages.get_email(seeded.tenant.tenant_id, sent.id)
     assert found is not None
     assert all(m.next_attempt_at == when and m.events[0].type == "email.scheduled" for m in found[1])
 
-    # At its time Scheduler puts the jobs on the queue; the worker sends them.
+    # At its time Scheduler puts the release on the queue; the worker queues each recipient, then sends.
     world.clock.set(when)
-    jobs = world.scheduler.fire_due(when, world.queue)
+    [release] = world.scheduler.fire_due(when, world.queue)
+    assert isinstance(release, ReleaseJob)
+    assert release_email(world.release_deps(), release).queued == 2
     deps = world.deliver_deps()
-    for job in jobs:
+    for job in world.queue.drain("transactional"):
         deliver_message(deps, job)
     assert set(_statuses(world, seeded.tenant.tenant_id, sent.id).values()) == {MessageStatus.RELAYED}
 

@@ -203,3 +203,93 @@ def test_batch_bounds() -> None:
     with pytest.raises(ValidationError):
         BatchSendRequest.model_validate({"emails": [_request()] * 101})
     assert len(BatchSendRequest.model_validate({"emails": [_request()] * 100}).emails) == 100
+
+
+# What MIME cannot carry in a header (issue 7, defect 2): C0/C1 controls (VT, FF, FS/GS/RS, NEL, DEL),
+# line and paragraph separators, lone surrogates.
+UNENCODABLE = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x7f", "\x01", "\ud800"]
+
+
+@pytest.mark.parametrize("char", UNENCODABLE)
+def test_subject_refuses_what_mime_cannot_carry(char: str) -> None:
+    [(where, message)] = _errors(_request(subject=f"a{char}b"))
+    assert where == "subject"
+    assert "control character" in message or "unicode" in message  # pydantic refuses lone surrogates itself
+
+
+@pytest.mark.parametrize("char", UNENCODABLE)
+def test_header_values_refuse_what_mime_cannot_carry(char: str) -> None:
+    assert [where for where, _ in _errors(_request(headers={"X-Tag": f"a{char}b"}))] == ["headers"]
+
+
+@pytest.mark.parametrize("char", [*UNENCODABLE, "\t"])
+@pytest.mark.parametrize("field", ["from", "to", "cc", "reply_to"])
+def test_display_names_refuse_control_characters(field: str, char: str) -> None:
+    value = f"Jane{char}Doe <jane@example.com>"
+    wheres = [where for where, _ in _errors(_request(**{field: value if field == "from" else [value]}))]
+    assert wheres == [field if field == "from" else f"{field}/0"]
+
+
+@pytest.mark.parametrize("char", UNENCODABLE)
+def test_filenames_refuse_what_mime_cannot_carry(char: str) -> None:
+    wheres = [w for w, _ in _errors(_request(attachments=[_attachment(filename=f"a{char}.pdf")]))]
+    assert wheres == ["attachments/0/filename"]
+
+
+@pytest.mark.parametrize("body", ["nul\0here", "lone \ud800 surrogate"])
+def test_bodies_refuse_nul_and_lone_surrogates(body: str) -> None:
+    assert [w for w, _ in _errors(_request(text=body))] == ["text"]
+    assert [w for w, _ in _errors(_request(html=body))] == ["html"]
+
+
+def test_bodies_keep_form_feeds_and_tabs() -> None:
+    assert SendEmailRequest.model_validate(_request(text="page\x0cbreak\tand tab")).text == "page\x0cbreak\tand tab"
+
+
+def test_a_tab_in_a_subject_or_header_is_fine() -> None:
+    request = SendEmailRequest.model_validate(_request(subject="a\tb", headers={"X-T": "a\tb"}))
+    assert request.subject == "a\tb"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Resent-From",
+        "resent-message-id",
+        "Authentication-Results",
+        "ARC-Seal",
+        "arc-message-signature",
+        "Received-SPF",
+        "Delivered-To",
+        "Disposition-Notification-To",
+        "Return-Receipt-To",
+        "X-Petrel-Anything",
+        "Content-ID",
+    ],
+)
+def test_more_reserved_headers(name: str) -> None:
+    [(where, message)] = _errors(_request(headers={name: "value"}))
+    assert where == "headers" and "cannot be overridden" in message
+
+
+def test_two_headers_differing_only_in_case_are_refused() -> None:
+    [(where, message)] = _errors(_request(headers={"X-Campaign": "a", "x-campaign": "b"}))
+    assert where == "headers" and "same header" in message
+
+
+def test_at_most_fifty_custom_headers() -> None:
+    assert SendEmailRequest.model_validate(_request(headers={f"X-H{i}": "v" for i in range(50)}))
+    assert [w for w, _ in _errors(_request(headers={f"X-H{i}": "v" for i in range(51)}))] == ["headers"]
+
+
+def test_custom_headers_total_at_most_16_kib() -> None:
+    fits = {f"X-H{i}": "v" * 900 for i in range(17)}  # 17 x 906 bytes
+    assert SendEmailRequest.model_validate(_request(headers=fits))
+    too_much = {f"X-H{i}": "v" * 900 for i in range(19)}
+    [(where, message)] = _errors(_request(headers=too_much))
+    assert where == "headers" and "16384" in message
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\ud800"])
+def test_tag_values_are_text(char: str) -> None:
+    assert [w for w, _ in _errors(_request(tags={"k": f"a{char}"}))] == ["tags"]

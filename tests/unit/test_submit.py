@@ -14,7 +14,7 @@ from petrel.models.api import SendEmailRequest
 from petrel.models.jobs import SendJob
 from petrel.models.records import MessageStatus
 from petrel.services.submit import submit_email
-from tests.fakes import FakeWorld, Seeded
+from tests.fakes import FakeWorld, Seeded, records
 
 
 def _request(**fields: Any) -> SendEmailRequest:
@@ -83,6 +83,7 @@ def test_one_queued_message_per_recipient(world: FakeWorld, seeded: Seeded) -> N
 
 
 def test_bulk_pool_goes_to_the_bulk_queue(world: FakeWorld, seeded: Seeded) -> None:
+    world.tenants.put_server(records.server(seeded.tenant.tenant_id, pool="bulk"))
     response = submit_email(world.submit_deps(), seeded.tenant, _request(pool="bulk"))
 
     assert len(world.queue.sent["bulk"]) == len(response.recipients)
@@ -166,8 +167,22 @@ def test_when_the_queue_is_down_every_message_fails(world: FakeWorld, seeded: Se
     assert {m.failure_reason for m in found[1]} == {"enqueue-failed"}
 
 
-def test_retention_sets_the_expiry(world: FakeWorld, seeded: Seeded) -> None:
+def test_retention_counts_from_the_last_possible_try(world: FakeWorld, seeded: Seeded) -> None:
     response = submit_email(world.submit_deps(retention_days=7), seeded.tenant, _request())
 
     expires = world.messages.expires_at[(seeded.tenant.tenant_id, response.id)]
-    assert expires == world.clock.timestamp() + 7 * 86400
+    # creation + the tenant's maximum age (24 h: the last retry) + the retention
+    assert expires == world.clock.timestamp() + seeded.tenant.max_age_hours * 3600 + 7 * 86400
+
+
+def test_a_pool_without_an_enabled_server_is_refused_before_anything_is_stored(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """Issue 7, defect 8: such an email used to be accepted and deferred until it expired."""
+    world.tenants.put_server(records.server(seeded.tenant.tenant_id, pool="bulk", enabled=False))
+    with pytest.raises(InvalidRequest) as caught:
+        submit_email(world.submit_deps(), seeded.tenant, _request(pool="bulk"))
+
+    assert "'bulk'" in caught.value.detail
+    assert caught.value.extra["errors"][0]["pointer"] == "/pool"
+    assert world.messages.emails == {} and world.queue.sent["bulk"] == []

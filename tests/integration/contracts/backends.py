@@ -20,7 +20,7 @@ from petrel.adapters.dynamodb import (
 from petrel.adapters.queues import SqsJobQueue
 from petrel.adapters.scheduler import EventBridgeRetryScheduler
 from petrel.adapters.secrets import SecretsManagerStore
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job, parse_job
 from petrel.models.records import Pool
 from petrel.ports import (
     BlobStore,
@@ -44,10 +44,12 @@ class Backend:
     blobs: BlobStore
     queue: JobQueue
     secrets: SecretStore
-    arrived: Callable[[Pool], list[SendJob]]  # the jobs waiting on a pool's send queue (taken off it)
+    arrived: Callable[[Pool], list[Job]]  # the jobs waiting on a pool's send queue (taken off it)
     suppressions: SuppressionStore
     scheduler: RetryScheduler
-    scheduled: Callable[[str], tuple[datetime, SendJob] | None]  # a pending schedule's time and job
+    scheduled: Callable[[str], tuple[datetime, Job] | None]  # a pending schedule's time and job
+    # PUT (bytes, content type) to a pre-signed URL of `blobs`, as a client would.
+    upload: Callable[[str, bytes, str], None]
 
 
 def fake_backend() -> Backend:
@@ -60,10 +62,11 @@ def fake_backend() -> Backend:
         world.blobs,
         world.queue,
         world.secrets,
-        world.queue.drain,
+        world.queue.drain_all,
         world.suppressions,
         world.scheduler,
         lambda name: (s.at, s.job) if (s := world.scheduler.schedules.get(name)) else None,
+        world.blobs.upload,
     )
 
 
@@ -81,14 +84,14 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
     arns = {spec.pool: made.queue_arns[spec.name] for spec in resources.SEND_QUEUES if spec.pool}
     sqs = clients["sqs"]
 
-    def arrived(pool: Pool) -> list[SendJob]:
-        jobs: list[SendJob] = []
+    def arrived(pool: Pool) -> list[Job]:
+        jobs: list[Job] = []
         while True:
             out = sqs.receive_message(QueueUrl=urls[pool], MaxNumberOfMessages=10, WaitTimeSeconds=0)
             batch = out.get("Messages", [])
             if not batch:
                 return jobs
-            jobs += [SendJob.model_validate_json(m["Body"]) for m in batch]
+            jobs += [parse_job(m["Body"]) for m in batch]
             sqs.delete_message_batch(
                 QueueUrl=urls[pool],
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
@@ -96,7 +99,7 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
 
     scheduler = clients["scheduler"]
 
-    def scheduled(name: str) -> tuple[datetime, SendJob] | None:
+    def scheduled(name: str) -> tuple[datetime, Job] | None:
         try:
             found = scheduler.get_schedule(Name=name, GroupName=made.schedule_group)
         except scheduler.exceptions.ResourceNotFoundException:
@@ -106,7 +109,7 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
         assert found["ActionAfterCompletion"] == "DELETE" and found["FlexibleTimeWindow"] == {"Mode": "OFF"}
         assert target["Arn"] == arns[json.loads(target["Input"])["pool"]]
         assert target["DeadLetterConfig"]["Arn"] == made.schedules_dlq_arn
-        return at, SendJob.model_validate_json(target["Input"])
+        return at, parse_job(target["Input"])
 
     db = clients["dynamodb"]
     return Backend(
@@ -127,4 +130,14 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
             queue_arns=arns,
         ),
         scheduled,
+        _http_put,
     )
+
+
+def _http_put(url: str, data: bytes, content_type: str) -> None:
+    """An HTTP PUT (requests: moto's in-process mock answers it as S3 would)."""
+    import requests
+
+    response = requests.put(url, data=data, headers={"Content-Type": content_type}, timeout=30)
+    if response.status_code != 200:
+        raise PermissionError(f"upload refused: {response.status_code} {response.text[:200]}")

@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 
 from petrel.adapters.queues import SqsJobQueue
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import ReleaseJob, SendJob
 from tests.integration.aws_env import clean_aws_environment
 from tests.integration.contracts.backends import Backend
 
@@ -31,6 +31,25 @@ def test_blob_overwrite_and_missing(backend: Backend) -> None:
         backend.blobs.get("missing")
 
 
+def test_blob_size_of_present_and_missing_objects(backend: Backend) -> None:
+    backend.blobs.put("attachments/tn_a/att_1.json", b"{}", "application/json")
+    assert backend.blobs.size("attachments/tn_a/att_1.json") == 2
+    assert backend.blobs.size("attachments/tn_a/att_missing") is None
+
+
+def test_a_presigned_put_uploads_the_object(backend: Backend) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    url = backend.blobs.presign_put(
+        "attachments/tn_a/att_2", content_type="application/pdf", size=len(data), expires_in=900
+    )
+    assert backend.blobs.size("attachments/tn_a/att_2") is None
+
+    backend.upload(url, data, "application/pdf")
+
+    assert backend.blobs.size("attachments/tn_a/att_2") == len(data)
+    assert backend.blobs.get("attachments/tn_a/att_2") == data
+
+
 def _jobs(n: int, email_id: str = "em_1") -> list[SendJob]:
     return [SendJob(tenant_id="tn_a", email_id=email_id, message_id=f"msg_{i}") for i in range(n)]
 
@@ -47,6 +66,16 @@ def test_jobs_arrive_on_their_pools_queue(backend: Backend) -> None:
     assert sorted(arrived_t, key=lambda j: j.message_id) == sorted(transactional, key=lambda j: j.message_id)
     assert sorted(arrived_b, key=lambda j: j.message_id) == sorted(bulk, key=lambda j: j.message_id)
     assert backend.arrived("transactional") == []
+
+
+def test_a_release_job_shares_the_send_queue(backend: Backend) -> None:
+    release = ReleaseJob(tenant_id="tn_a", email_id="em_r", pool="bulk")
+
+    assert backend.queue.send_jobs("bulk", [release, *_jobs(2, "em_r")]) == []
+
+    arrived = backend.arrived("bulk")
+    assert [j for j in arrived if isinstance(j, ReleaseJob)] == [release]
+    assert sorted(j.message_id for j in arrived if isinstance(j, SendJob)) == ["msg_0", "msg_1"]
 
 
 @pytest.mark.integration

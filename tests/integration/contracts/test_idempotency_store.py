@@ -19,18 +19,28 @@ def test_first_claim_is_new_and_then_in_progress(backend: Backend) -> None:
 
 def test_completed_request_replays_its_response(backend: Backend) -> None:
     _begin(backend, "tn_a#k1", "h1")
-    backend.idempotency.complete("tn_a#k1", 202, '{"id": "em_1"}')
+    response = bytes(range(256)) * 1200  # opaque bytes (compressed by the service), ~300 KB
+    backend.idempotency.complete("tn_a#k1", response=response, response_key=None)
 
     record = backend.idempotency.begin("tn_a#k1", "h1", now=NOW + 5, expires_at=NOW + DAY, in_flight_until=NOW + 65)
 
     assert record.state == "completed"
-    assert record.status_code == 202 and record.body == '{"id": "em_1"}'
+    assert record.response == response and record.response_key is None
+
+
+def test_a_completed_request_can_point_at_its_response(backend: Backend) -> None:
+    _begin(backend, "tn_a#k2", "h1")
+    backend.idempotency.complete("tn_a#k2", response=None, response_key="idempotency/tn_a/abc")
+
+    record = backend.idempotency.begin("tn_a#k2", "h1", now=NOW + 5, expires_at=NOW + DAY, in_flight_until=NOW + 65)
+
+    assert (record.state, record.response, record.response_key) == ("completed", None, "idempotency/tn_a/abc")
 
 
 def test_another_request_under_the_same_key_is_a_mismatch(backend: Backend) -> None:
     _begin(backend, "tn_a#k1", "h1")
     assert _begin(backend, "tn_a#k1", "h2") == "mismatch"  # while in flight
-    backend.idempotency.complete("tn_a#k1", 202, "{}")
+    backend.idempotency.complete("tn_a#k1", response=b"{}", response_key=None)
     assert _begin(backend, "tn_a#k1", "h2") == "mismatch"  # and once completed
 
 
@@ -58,7 +68,7 @@ def test_release_frees_the_key(backend: Backend) -> None:
 
 def test_an_expired_record_is_forgotten(backend: Backend) -> None:
     _begin(backend, "tn_a#k1", "h1")
-    backend.idempotency.complete("tn_a#k1", 202, "{}")
+    backend.idempotency.complete("tn_a#k1", response=b"{}", response_key=None)
 
     assert _begin(backend, "tn_a#k1", "h2", NOW + DAY + 1) == "new"
 
@@ -66,6 +76,6 @@ def test_an_expired_record_is_forgotten(backend: Backend) -> None:
 def test_completing_a_released_key_does_not_resurrect_it(backend: Backend) -> None:
     _begin(backend, "tn_a#k9", "h1")
     backend.idempotency.release("tn_a#k9")
-    backend.idempotency.complete("tn_a#k9", 202, "{}")
+    backend.idempotency.complete("tn_a#k9", response=b"{}", response_key=None)
 
     assert _begin(backend, "tn_a#k9", "h2") == "new"

@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 
+from petrel import resources
 from petrel.errors import InvalidRequest
 from petrel.models.records import Attempt, Event, MessageRecord, MessageStatus, Reply
-from petrel.ports import Transition
+from petrel.ports import DueMessage, Transition
 from tests.fakes import records
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.contracts.backends import Backend
@@ -128,16 +129,107 @@ def test_a_live_lease_is_not_taken(backend: Backend) -> None:
     assert current is not None and current.attempt == 1 and current.lease_until == T0 + 120
 
 
-def test_an_expired_lease_is_taken_over_with_the_next_attempt(backend: Backend) -> None:
+def test_an_expired_lease_is_taken_over_at_the_same_attempt_and_counted(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    first = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
 
     again = backend.messages.lease(
         "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241
     )
 
+    assert first is not None and first.takeovers == 0
     assert again is not None and again.status == MessageStatus.SENDING
-    assert again.attempt == 2 and again.lease_until == T0 + 241
+    assert again.attempt == 1 and again.lease_until == T0 + 241 and again.takeovers == 1
+    assert backend.messages.get_message("tn_a", email_id, message.message_id) == again
+
+
+def test_any_number_of_takeovers_of_the_same_job(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 10)
+
+    for n in range(1, 7):  # six workers in a row die holding attempt 1
+        now = T0 + 11 * n
+        taken = backend.messages.lease(
+            "tn_a", email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 10
+        )
+        assert taken is not None and (taken.attempt, taken.takeovers, taken.lease_until) == (1, n, now + 10)
+        # while that lease lives, neither the same job nor another attempt's takes it
+        assert (
+            backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=now + 10, lease_until=0)
+            is None
+        )
+    assert (
+        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 999, lease_until=0)
+        is None
+    )
+
+
+def test_the_next_attempts_lease_starts_its_takeovers_afresh(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 10)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 11, lease_until=T0 + 21)
+    _defer(backend, email_id, message, 1, T0 + 60)
+
+    leased = backend.messages.lease(
+        "tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 60, lease_until=T0 + 180
+    )
+
+    assert leased is not None and leased.attempt == 2 and leased.takeovers == 0
+
+
+def test_a_transition_under_a_lease_that_was_taken_over_is_refused(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241)
+
+    def record(lease_until: int) -> bool:
+        return backend.messages.transition(
+            "tn_a",
+            email_id,
+            message.message_id,
+            expected=[MessageStatus.SENDING],
+            attempt=1,
+            change=_relayed(message, 1),
+            now=DEFAULT_START,
+            lease_until=lease_until,
+        )
+
+    assert record(T0 + 120) is False  # the worker that lost its lease
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert current is not None and current.status == MessageStatus.SENDING and current.attempts == ()
+    assert record(T0 + 241) is True  # the one that holds it
+    done = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert done is not None and done.status == MessageStatus.RELAYED and done.lease_until is None
+
+
+def test_reopening_a_failed_message_drops_its_failure_reason(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    failed = Transition(MessageStatus.FAILED, failure_reason="worker-error")
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.QUEUED],
+        attempt=0,
+        change=failed,
+        now=DEFAULT_START,
+    )
+
+    reopened = backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.FAILED],
+        attempt=0,
+        change=Transition(MessageStatus.QUEUED),
+        now=DEFAULT_START,
+    )
+
+    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    assert reopened and current is not None
+    assert current.status == MessageStatus.QUEUED and current.failure_reason is None and current.attempt == 0
+    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 9)
+    assert leased is not None and leased.attempt == 1
 
 
 def test_a_deferred_message_is_leasable(backend: Backend) -> None:
@@ -244,23 +336,20 @@ def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> 
 def test_transition_with_the_wrong_attempt_is_refused(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
     backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
-    backend.messages.lease(
-        "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241
-    )  # attempt 2
 
     stale = backend.messages.transition(
         "tn_a",
         email_id,
         message.message_id,
         expected=[MessageStatus.SENDING],
-        attempt=1,
-        change=_relayed(message, 1),
+        attempt=0,
+        change=_relayed(message, 0),
         now=DEFAULT_START,
     )
 
     assert stale is False
     current = backend.messages.get_message("tn_a", email_id, message.message_id)
-    assert current is not None and current.status == MessageStatus.SENDING and current.attempt == 2
+    assert current is not None and current.status == MessageStatus.SENDING and current.attempt == 1
     assert [e.type for e in current.events] == ["email.queued"] and current.attempts == ()
 
 
@@ -453,7 +542,7 @@ def test_an_expired_lease_is_taken_only_by_the_job_of_that_attempt(backend: Back
     again = backend.messages.lease(
         "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 500, lease_until=T0 + 600
     )
-    assert again is not None and again.attempt == 2
+    assert again is not None and again.attempt == 1 and again.takeovers == 1
 
 
 def test_a_scheduled_message_is_leasable_by_its_release_job(backend: Backend) -> None:
@@ -462,3 +551,120 @@ def test_a_scheduled_message_is_leasable_by_its_release_job(backend: Backend) ->
     leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60)
 
     assert leased is not None and leased.attempt == 1
+
+
+# -- the sweeper's "due" index (petrel.resources.DUE_INDEX) ------------------------------------------
+
+
+def _due(backend: Backend, message: MessageRecord, before: int) -> list[DueMessage]:
+    page = backend.messages.find_due(resources.due_shard(message.message_id), due_before=before, limit=100, cursor=None)
+    return [m for m in page.messages if m.message_id == message.message_id]
+
+
+def test_a_queued_message_is_due_from_its_creation(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+
+    assert _due(backend, message, T0 - 1) == []
+    assert _due(backend, message, T0) == [
+        DueMessage("tn_a", email_id, message.message_id, MessageStatus.QUEUED, 0, "transactional", T0)
+    ]
+
+
+def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
+    email, messages = records.email("tn_a", pool="bulk", status=MessageStatus.SCHEDULED)
+    send_at = DEFAULT_START + timedelta(days=3)
+    scheduled = [m.model_copy(update={"send_at": send_at, "next_attempt_at": send_at}) for m in messages]
+    backend.messages.create_email(email, scheduled, EXPIRES)
+    due = int(send_at.timestamp())
+
+    assert _due(backend, scheduled[0], due - 1) == []
+    [found] = _due(backend, scheduled[0], due)
+    assert (found.status, found.due_at, found.pool) == (MessageStatus.SCHEDULED, due, "bulk")
+
+
+def test_sending_is_due_at_the_end_of_its_lease_and_deferred_at_its_next_attempt(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+
+    [sending] = _due(backend, message, T0 + 120)
+    assert (sending.status, sending.attempt, sending.due_at) == (MessageStatus.SENDING, 1, T0 + 120)
+    assert _due(backend, message, T0 + 119) == []
+
+    retry = DEFAULT_START + timedelta(minutes=5)
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=1,
+        change=Transition(MessageStatus.DEFERRED, next_attempt_at=retry),
+        now=DEFAULT_START + timedelta(seconds=3),
+    )
+    [deferred] = _due(backend, message, T0 + 300)
+    assert (deferred.status, deferred.attempt, deferred.due_at) == (MessageStatus.DEFERRED, 1, T0 + 300)
+
+
+@pytest.mark.parametrize("final", [MessageStatus.RELAYED, MessageStatus.FAILED, MessageStatus.CANCELLED])
+def test_a_final_status_leaves_the_due_index(backend: Backend, final: MessageStatus) -> None:
+    email_id, (message,) = _stored(backend)
+    assert _due(backend, message, T0 + 10**9) != []
+
+    assert backend.messages.transition(
+        "tn_a",
+        email_id,
+        message.message_id,
+        expected=[MessageStatus.QUEUED],
+        attempt=None,
+        change=Transition(final),
+        now=DEFAULT_START,
+    )
+
+    assert _due(backend, message, T0 + 10**9) == []
+
+
+def test_a_message_created_final_is_never_due(backend: Backend) -> None:
+    _, (message,) = _stored(backend, status=MessageStatus.SUPPRESSED)
+
+    assert _due(backend, message, T0 + 10**9) == []
+
+
+def test_claim_repair_wins_once_and_moves_the_due_time(backend: Backend) -> None:
+    _, (message,) = _stored(backend)
+    [seen] = _due(backend, message, T0 + 1000)
+
+    assert backend.messages.claim_repair(seen, now=T0 + 1000) is True
+    assert backend.messages.claim_repair(seen, now=T0 + 1001) is False  # a second sweeper, same sighting
+    assert _due(backend, message, T0 + 999) == []
+    [moved] = _due(backend, message, T0 + 1000)
+    assert moved.due_at == T0 + 1000 and moved.status is MessageStatus.QUEUED
+    current = backend.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    assert current == message  # nothing else changed
+
+
+def test_claim_repair_loses_to_a_message_that_moved_on(backend: Backend) -> None:
+    email_id, (message,) = _stored(backend)
+    [seen] = _due(backend, message, T0 + 1000)
+    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+
+    assert backend.messages.claim_repair(seen, now=T0 + 1000) is False
+
+
+def test_find_due_pages_through_a_shard_earliest_first(backend: Backend) -> None:
+    shard = resources.due_shards()[0]
+    stored: list[MessageRecord] = []
+    for i in range(40):
+        email, messages = records.email("tn_a", at=DEFAULT_START + timedelta(seconds=i))
+        backend.messages.create_email(email, messages, EXPIRES)
+        stored += [m for m in messages if resources.due_shard(m.message_id) == shard]
+    assert stored  # 40 messages over 8 shards
+
+    seen: list[DueMessage] = []
+    cursor: str | None = None
+    while True:
+        page = backend.messages.find_due(shard, due_before=T0 + 10**9, limit=2, cursor=cursor)
+        seen += page.messages
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert [m.message_id for m in seen] == [m.message_id for m in stored]
+    assert [m.due_at for m in seen] == sorted(m.due_at for m in seen)

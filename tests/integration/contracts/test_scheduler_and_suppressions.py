@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.models.records import Suppression
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.contracts.backends import Backend
@@ -31,6 +31,14 @@ def test_sub_second_times_round_up_never_early(backend: Backend) -> None:
 
     found = backend.scheduled("msg_1-3")
     assert found is not None and AT < found[0] <= AT + timedelta(seconds=1)
+
+
+def test_a_release_schedule_holds_its_release_job(backend: Backend) -> None:
+    release = ReleaseJob(tenant_id="tn_a", email_id="em_1", pool="bulk")
+
+    assert backend.scheduler.schedule("em_1-release", AT, release)
+
+    assert backend.scheduled("em_1-release") == (AT, release)
 
 
 def test_cancel(backend: Backend) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
-from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings, StoreSettings
+from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings, StoreSettings, SweeperSettings
 
 if TYPE_CHECKING:
+    from petrel.adapters.blobs import S3BlobStore
     from petrel.adapters.clock import SystemClock
     from petrel.adapters.dynamodb import (
         DynamoIdempotencyStore,
@@ -18,9 +19,13 @@ if TYPE_CHECKING:
     )
     from petrel.adapters.queues import SqsJobQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
+    from petrel.services.attachments import AttachmentDeps
     from petrel.services.cancel import CancelDeps
     from petrel.services.deliver import DeliverDeps
+    from petrel.services.redrive import RedriveDeps
+    from petrel.services.release import ReleaseDeps
     from petrel.services.submit import SubmitDeps
+    from petrel.services.sweep import SweepDeps
     from petrel.services.tenants import AdminDeps
 
 
@@ -108,15 +113,26 @@ class ApiContainer:
         return CancelDeps(messages=self.messages, scheduler=self.scheduler, clock=self.clock)
 
     @cached_property
-    def submit(self) -> SubmitDeps:
+    def blobs(self) -> S3BlobStore:
         from petrel.adapters.blobs import S3BlobStore
+
+        return S3BlobStore(_client("s3"), self.settings.bodies_bucket)
+
+    @cached_property
+    def attachments(self) -> AttachmentDeps:
+        from petrel.services.attachments import AttachmentDeps
+
+        return AttachmentDeps(blobs=self.blobs, clock=self.clock)
+
+    @cached_property
+    def submit(self) -> SubmitDeps:
         from petrel.adapters.queues import SqsJobQueue
         from petrel.services.submit import SubmitDeps
 
         return SubmitDeps(
             tenants=self.tenants,
             messages=self.messages,
-            blobs=S3BlobStore(_client("s3"), self.settings.bodies_bucket),
+            blobs=self.blobs,
             queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
             scheduler=self.scheduler,
             clock=self.clock,
@@ -137,6 +153,12 @@ class WorkerContainer:
         return SqsJobQueue(_client("sqs"), self.settings.queue_urls())
 
     @cached_property
+    def release(self) -> ReleaseDeps:
+        from petrel.services.release import ReleaseDeps
+
+        return ReleaseDeps(messages=_message_store(self.settings.messages_table), queue=self.queue)
+
+    @cached_property
     def deliver(self) -> DeliverDeps:
         from petrel.adapters.blobs import S3BlobStore
         from petrel.adapters.clock import SystemClock
@@ -149,13 +171,38 @@ class WorkerContainer:
             messages=_message_store(self.settings.messages_table),
             blobs=S3BlobStore(_client("s3"), self.settings.bodies_bucket),
             secrets=SecretsManagerStore(_client("secretsmanager")),
-            relay=SmtplibRelay(timeout=self.settings.smtp_timeout_seconds),
+            relay=SmtplibRelay(
+                timeout=self.settings.smtp_timeout_seconds,
+                transaction_seconds=self.settings.smtp_transaction_seconds,
+            ),
             clock=SystemClock(),
             suppressions=_suppression_store(self.settings.suppressions_table),
             scheduler=_retry_scheduler(self.settings),
             lease_seconds=self.settings.lease_seconds,
             cache_seconds=self.settings.config_cache_seconds,
             ladder=self.settings.ladder(),
+            max_receive_count=self.settings.max_receive_count,
+        )
+
+
+class SweeperContainer:
+    def __init__(self, settings: SweeperSettings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def sweep(self) -> SweepDeps:
+        from petrel import resources
+        from petrel.adapters.clock import SystemClock
+        from petrel.adapters.queues import SqsJobQueue
+        from petrel.services.sweep import SweepDeps
+
+        return SweepDeps(
+            messages=_message_store(self.settings.messages_table),
+            queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
+            clock=SystemClock(),
+            shards=resources.due_shards(),
+            grace_seconds=self.settings.grace_seconds,
+            max_messages=self.settings.max_messages,
         )
 
 
@@ -170,6 +217,14 @@ def admin_deps(tenants_table: str, secrets_prefix: str) -> AdminDeps:
         clock=SystemClock(),
         secrets_prefix=secrets_prefix,
     )
+
+
+def redrive_deps(messages_table: str) -> RedriveDeps:
+    """What `petrel dlq redrive` needs to reopen the messages of the jobs it puts back."""
+    from petrel.adapters.clock import SystemClock
+    from petrel.services.redrive import RedriveDeps
+
+    return RedriveDeps(messages=_message_store(messages_table), clock=SystemClock())
 
 
 @cache
@@ -187,10 +242,15 @@ def worker() -> WorkerContainer:
     return WorkerContainer(SendWorkerSettings.from_env())
 
 
+@cache
+def sweeper() -> SweeperContainer:
+    return SweeperContainer(SweeperSettings.from_env())
+
+
 def reset() -> None:
     """Forget built containers and clients (tests and the local stack change the environment)."""
     from petrel.adapters.aws import client
 
-    for factory in (authorizer, api, worker):
+    for factory in (authorizer, api, worker, sweeper):
         factory.cache_clear()
     client.cache_clear()

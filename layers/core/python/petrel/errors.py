@@ -79,6 +79,11 @@ class PayloadTooLarge(PetrelError):
     title = "The message is larger than the tenant allows"
 
 
+class RequestTooLarge(PayloadTooLarge):
+    slug = "request-too-large"
+    title = "The request body is larger than the API takes"
+
+
 class UnsupportedMediaType(PetrelError):
     status = 415
     slug = "unsupported-media-type"

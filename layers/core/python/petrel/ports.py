@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from petrel.mail.smtp_reply import SmtpReply
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job, SendJob
 from petrel.models.records import (
     ApiKey,
     Attempt,
@@ -59,28 +59,64 @@ class Transition:
     attempt: Attempt | None = None
     reply: Reply | None = None
     bounce_class: str | None = None
-    failure_reason: str | None = None
+    failure_reason: str | None = None  # set on the message when given; removed otherwise
     next_attempt_at: datetime | None = None  # set on the message when given; removed otherwise
+
+
+@dataclass(frozen=True)
+class DueMessage:
+    """A non-final message as the sweeper sees it (the "due" index's projection).
+
+    `due_at` (epoch seconds) is when its way forward should have acted: queued, its creation;
+    scheduled, its `send_at`; deferred, its `next_attempt_at`; sending, the end of its lease; or the
+    last repair of it.
+    """
+
+    tenant_id: str
+    email_id: str
+    message_id: str
+    status: MessageStatus
+    attempt: int
+    pool: Pool
+    due_at: int
+
+
+@dataclass(frozen=True)
+class DuePage:
+    messages: list[DueMessage]
+    cursor: str | None
 
 
 class MessageStore(Protocol):
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        """Store an email and all its messages at once (all or nothing)."""
+        """Store an email and all its messages at once (all or nothing).
+
+        Every write that sets a non-final status also sets the message's due time (see `DueMessage`);
+        a final status removes it.
+        """
         ...
 
     def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None: ...
     def get_email_record(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
     def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None: ...
 
+    def find_email_id(self, tenant_id: str, message_id: str) -> str | None:
+        """The email id of this tenant's message `message_id`; None when it has none by that id."""
+        ...
+
     def lease(
         self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
     ) -> MessageRecord | None:
-        """Move the message to `sending` with attempt+1, if the job that asks still applies:
+        """Lease the message for `lease_until`, if the job that asks still applies:
 
-        - queued, deferred or scheduled at attempt `after_attempt` (the job's own attempt), or
-        - `sending` at attempt `after_attempt + 1` whose lease expired (a worker died mid-attempt).
+        - queued, deferred or scheduled at attempt `after_attempt` (the job's own attempt): it moves to
+          `sending` at attempt `after_attempt + 1`, with `takeovers` back at 0; or
+        - `sending` at attempt `after_attempt + 1` whose lease expired (`lease_until < now`: the worker
+          that held it died): a takeover of the SAME attempt, counted in `takeovers`. This works for
+          any number of crashes of the same job.
 
-        Returns the leased message, or None (finished, leased by another, or a stale job).
+        One conditional write for a first lease; a takeover costs a second one. Returns the leased
+        message, or None (finished, leased by another, or a stale job).
         """
         ...
 
@@ -94,18 +130,38 @@ class MessageStore(Protocol):
         attempt: int | None,
         change: Transition,
         now: datetime,
+        lease_until: int | None = None,
     ) -> bool:
-        """Apply `change` if the message's status is in `expected` (and at `attempt`, when given)."""
+        """Apply `change` if the message's status is in `expected` (and at `attempt`, and still under
+        the lease that ends at `lease_until`, when given: a takeover keeps the attempt but not the
+        lease, so a worker that lost its lease cannot record over the one that took it)."""
         ...
 
     def list_messages(
         self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None
     ) -> Page: ...
 
+    def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
+        """Non-final messages of one due shard whose due time is at or before `due_before`, earliest first."""
+        ...
+
+    def claim_repair(self, message: DueMessage, *, now: int) -> bool:
+        """Move the message's due time to `now` if it is still as seen (status, attempt and due time):
+        True once, for one sweeper, however many look at the same message."""
+        ...
+
 
 class BlobStore(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, content_type: str = "message/rfc822") -> None: ...
     def get(self, key: str) -> bytes: ...
+    def size(self, key: str) -> int | None:
+        """The object's length in bytes, or None when there is no such object."""
+        ...
+
+    def presign_put(self, key: str, *, content_type: str, size: int, expires_in: int) -> str:
+        """A URL that lets its holder PUT exactly one object at `key` (of this type and length, where
+        the store can bind them) for `expires_in` seconds, without credentials of their own."""
+        ...
 
 
 class JobQueue(Protocol):
@@ -118,7 +174,7 @@ class JobQueue(Protocol):
 class RetryScheduler(Protocol):
     """One-time schedules that put a job on its pool's send queue at a given time, then vanish."""
 
-    def schedule(self, name: str, at: datetime, job: SendJob) -> bool:
+    def schedule(self, name: str, at: datetime, job: Job) -> bool:
         """Create schedule `name`; False when one by that name exists already (nothing changes)."""
         ...
 
@@ -154,9 +210,11 @@ IdempotencyState = Literal["new", "in_progress", "completed", "mismatch"]
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
+    """A claim's state; a completed one carries its response (opaque bytes), or where it is kept."""
+
     state: IdempotencyState
-    status_code: int | None = None
-    body: str | None = None
+    response: bytes | None = None
+    response_key: str | None = None  # a BlobStore key, for a response too large for the record
 
 
 class IdempotencyStore(Protocol):
@@ -166,7 +224,11 @@ class IdempotencyStore(Protocol):
         """Claim `key` (state `new`), or report the earlier request's state under that key."""
         ...
 
-    def complete(self, key: str, status_code: int, body: str) -> None: ...
+    def complete(self, key: str, *, response: bytes | None, response_key: str | None) -> None:
+        """Mark the claim completed with its response (or the blob key holding it); never
+        resurrects a released claim."""
+        ...
+
     def release(self, key: str) -> None: ...
 
 

@@ -6,6 +6,7 @@ an index, a TTL attribute or a queue setting is changed here and nowhere else.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,9 +21,12 @@ class Key:
 
 @dataclass(frozen=True)
 class IndexSpec:
+    """A global secondary index. `projection`: the attributes it holds besides the keys (None: all)."""
+
     name: str
     partition_key: Key
     sort_key: Key | None = None
+    projection: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,29 @@ TENANTS = TableSpec(
     indexes=(IndexSpec("by_key_hash", Key("key_hash")),),
 )
 
+# The sparse "due" index of the sweeper (petrel.services.sweep). Every non-final message carries
+# `due_shard` and `due_at`: the epoch second by which its way forward should have acted (queued: its
+# creation; scheduled: send_at; deferred: next_attempt_at; sending: lease_until, the lease's end).
+# Writes to a final status remove both, so the index holds only messages that still need something.
+# The shard spreads the index's partition key (`due#0` .. `due#<DUE_SHARDS - 1>`) over messages.
+DUE_SHARDS = 8
+DUE_INDEX = IndexSpec(
+    "by_due",
+    Key("due_shard"),
+    Key("due_at", "N"),
+    projection=("tenant_id", "email_id", "message_id", "status", "attempt", "pool"),
+)
+
+
+def due_shard(message_id: str) -> str:
+    """The shard of a message: a stable hash of its id (the same in every process), `due#<n>`."""
+    return f"due#{zlib.crc32(message_id.encode()) % DUE_SHARDS}"
+
+
+def due_shards() -> tuple[str, ...]:
+    return tuple(f"due#{n}" for n in range(DUE_SHARDS))
+
+
 MESSAGES = TableSpec(
     name="messages",
     env_var="PETREL_MESSAGES_TABLE",
@@ -70,6 +97,12 @@ MESSAGES = TableSpec(
     indexes=(
         IndexSpec("by_tenant", Key("tenant_id"), Key("created_key")),
         IndexSpec("by_tenant_status", Key("tenant_status"), Key("created_key")),
+        # A message id to its email (GET /v1/emails/{msg id}, GET /v1/messages/{id}): message items
+        # carry `message_id` already, the email item does not (sparse). Nothing projected but the keys
+        # and `tenant_id` (checked against the caller's), which never change: one index write per
+        # message, at creation.
+        IndexSpec("by_message_id", Key("message_id"), projection=("tenant_id",)),
+        DUE_INDEX,
     ),
 )
 
@@ -107,7 +140,8 @@ SEND_QUEUES: tuple[QueueSpec, ...] = (SEND_TRANSACTIONAL, SEND_BULK)
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """EventBridge Scheduler: one-time schedules that put a SendJob on its pool's send queue.
+    """EventBridge Scheduler: one-time schedules that put a job on its pool's send queue (a SendJob
+    for a deferred message's next attempt, a ReleaseJob for an email's `send_at`).
 
     Each schedule is `at(...)`, flexible window off, deleted after it fires; what Scheduler cannot
     deliver goes to `dlq` (a plain queue, no DLQ of its own). The role lets Scheduler send to the
@@ -138,7 +172,20 @@ SCHEDULES = ScheduleSpec(
 RETRY_DELAYS_ENV = "PETREL_RETRY_DELAYS"
 RETRY_JITTER_ENV = "PETREL_RETRY_JITTER"
 
+# The sweeper (SweeperSettings): how long past its due time a message's way forward is given before
+# the sweeper repairs it, and how many messages one run repairs at most.
+SWEEP_GRACE_ENV = "PETREL_SWEEP_GRACE_SECONDS"
+SWEEP_MAX_MESSAGES_ENV = "PETREL_SWEEP_MAX_MESSAGES"
+# The sweeper's EMF metric of messages it repaired in a run (an alarm fires on any).
+SWEEP_REPAIRED_METRIC = "MessagesRepaired"
+
 BODIES_BUCKET_ENV = "PETREL_BODIES_BUCKET"
+# Key prefixes of the bodies bucket; IAM grants stop at the prefixes each function uses.
+BODIES_PREFIX = "bodies/"  # message bodies too large to keep inline: bodies/<tenant>/<email>.eml
+ATTACHMENTS_PREFIX = "attachments/"  # uploads of POST /v1/attachments: attachments/<tenant>/<id>
+IDEMPOTENCY_PREFIX = "idempotency/"  # stored responses too large for an idempotency item
+# An upload expires (bucket lifecycle rule on ATTACHMENTS_PREFIX; the API refuses it after as long).
+ATTACHMENT_RETENTION_DAYS = 1
 SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"
 
 

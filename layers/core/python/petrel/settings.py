@@ -59,6 +59,21 @@ class QueueSettings(StoreSettings):
         return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
 
 
+class SweeperSettings(_Settings):
+    """The sweeper: the messages table (its due index), the send queues, and its own two knobs."""
+
+    messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
+    send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
+    send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
+    # How long past its due time a message's way forward is given before the sweeper repairs it:
+    # longer than a queue's normal backlog and a worker's recording time, or it adds needless jobs.
+    grace_seconds: int = Field(default=900, ge=0, validation_alias=r.SWEEP_GRACE_ENV)
+    max_messages: int = Field(default=5_000, ge=1, validation_alias=r.SWEEP_MAX_MESSAGES_ENV)
+
+    def queue_urls(self) -> dict[str, str]:
+        return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
+
+
 class ApiSettings(QueueSettings):
     idempotency_table: str = Field(validation_alias=r.IDEMPOTENCY.env_var)
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
@@ -71,7 +86,19 @@ class SendWorkerSettings(QueueSettings):
     retry_jitter: float = Field(default=DEFAULT_JITTER, ge=0, lt=1, validation_alias=r.RETRY_JITTER_ENV)
     lease_seconds: int = Field(default=120, ge=5, validation_alias="PETREL_LEASE_SECONDS")
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PETREL_SMTP_TIMEOUT_SECONDS")
+    # The whole of one SMTP transaction, connect to the reply to DATA (the caller may ask for less).
+    smtp_transaction_seconds: float = Field(default=45.0, gt=0, validation_alias="PETREL_SMTP_TRANSACTION_SECONDS")
     config_cache_seconds: float = Field(default=60.0, ge=0, validation_alias="PETREL_CONFIG_CACHE_SECONDS")
+    # The send queues' maxReceiveCount (infra: dlq_max_receive_count): on a job's last receive an
+    # unexpected error ends its message `failed`/`worker-error` before SQS dead-letters the job, and a
+    # message whose attempt was taken over this many times (its workers keep dying) ends the same way.
+    max_receive_count: int = Field(default=3, ge=1, validation_alias="PETREL_MAX_RECEIVE_COUNT")
+    # The per-invocation budget: a record starts only while at least `smtp_transaction_seconds` plus
+    # `invocation_margin_seconds` remain; the others go back to their queue after
+    # `handback_delay_seconds`, without counting as a failed receive. The margin is also kept between
+    # the relay's deadline and the end of the invocation, for recording the outcome.
+    invocation_margin_seconds: float = Field(default=5.0, ge=0, validation_alias="PETREL_INVOCATION_MARGIN_SECONDS")
+    handback_delay_seconds: int = Field(default=5, ge=0, le=900, validation_alias="PETREL_HANDBACK_DELAY_SECONDS")
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ pool), and moto does not implement it. Messages are moved by hand, one receive a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -277,8 +277,15 @@ class SqsDeadLetters:
             self._release(url, letters.values())
         return list(letters.values())
 
-    def redrive(self, name: str, limit: int | None = None) -> RedriveReport:
+    def redrive(
+        self, name: str, limit: int | None = None, *, prepare: Callable[[SendJob], SendJob] | None = None
+    ) -> RedriveReport:
         """Move up to `limit` dead letters (all, by default) back to their send queue.
+
+        `prepare` is called with each letter's SendJob before it is sent, and returns the job to send
+        (petrel.services.redrive reopens a message the worker ended `worker-error` and answers the job
+        of the attempt it now waits at); a letter whose job it changes goes back with that job as its
+        body. When `prepare` raises, the letter is left where it is and reported.
 
         A send DLQ's letters go back to its send queue; a schedules-DLQ letter goes to the send queue
         of its job's pool, without Scheduler's error attributes. The body is sent byte for byte as
@@ -300,18 +307,21 @@ class SqsDeadLetters:
         seen: dict[str, DeadLetter] = {}
         try:
             for batch in self._batches(url, limit, self._redrive_visibility, seen):
-                by_queue: dict[str, list[DeadLetter]] = {}
+                by_queue: dict[str, list[tuple[DeadLetter, str]]] = {}
                 for letter in batch:
                     seen[letter.message_id] = letter
                     if letter.message_id in sent_ids:  # what this run put back failed again: next run
                         held[letter.message_id] = letter
                         continue
                     target, reason = self._destination(dlq, letter)
-                    if target is None:
+                    body = self._body(letter, prepare) if target is not None else None
+                    if isinstance(body, Exception):
+                        target, reason = None, f"could not prepare the job: {type(body).__name__}"
+                    if target is None or not isinstance(body, str):
                         report.left.append(Left(letter, reason))
                         held[letter.message_id] = letter
                     else:
-                        by_queue.setdefault(target, []).append(letter)
+                        by_queue.setdefault(target, []).append((letter, body))
                 for target, letters in by_queue.items():
                     self._move(url, target, letters, report=report, sent_ids=sent_ids, held=held)
         finally:
@@ -331,19 +341,32 @@ class SqsDeadLetters:
             return None, f"no send queue for pool {job.pool!r}"
         return target, ""
 
+    @staticmethod
+    def _body(letter: DeadLetter, prepare: Callable[[SendJob], SendJob] | None) -> str | Exception:
+        """The body to send back: the letter's own, byte for byte, unless `prepare` changes its job."""
+        job = letter.job
+        if prepare is None or job is None:
+            return letter.body
+        try:
+            again = prepare(job)
+        except Exception as exc:  # the store is unreachable: leave the letter for the next run
+            return exc
+        return letter.body if again == job else again.model_dump_json()
+
     def _move(
         self,
         dlq_url: str,
         target: str,
-        letters: Sequence[DeadLetter],
+        outgoing: Sequence[tuple[DeadLetter, str]],
         *,
         report: RedriveReport,
         sent_ids: set[str],
         held: dict[str, DeadLetter],
     ) -> None:
+        letters = [letter for letter, _ in outgoing]
         entries: list[SendMessageBatchRequestEntryTypeDef] = []
-        for i, letter in enumerate(letters):
-            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": letter.body}
+        for i, (letter, body) in enumerate(outgoing):
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": body}
             if attributes := letter.resent_attributes():
                 entry["MessageAttributes"] = attributes
             if letter.trace_header:

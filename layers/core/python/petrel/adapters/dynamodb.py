@@ -15,7 +15,9 @@ from pydantic import BaseModel
 
 from petrel import resources
 from petrel.errors import InvalidRequest
+from petrel.models.due import due_time
 from petrel.models.records import (
+    FINAL_STATUSES,
     LEASABLE_STATUSES,
     ApiKey,
     EmailRecord,
@@ -26,7 +28,7 @@ from petrel.models.records import (
     Suppression,
     Tenant,
 )
-from petrel.ports import IdempotencyRecord, Page, SuppressionPage, Transition
+from petrel.ports import DueMessage, DuePage, IdempotencyRecord, Page, SuppressionPage, Transition
 
 _SER = TypeSerializer()
 _DESER = TypeDeserializer()
@@ -176,6 +178,7 @@ def _email_pk(tenant_id: str, email_id: str) -> str:
 
 
 def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict[str, Any]:
+    due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
     return _dump(
         message,
         pk=_email_pk(message.tenant_id, message.email_id),
@@ -183,7 +186,13 @@ def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict
         created_key=f"{message.created_at.isoformat()}#{message.message_id}",
         tenant_status=f"{message.tenant_id}#{message.status}",
         expires_at=expires_at,
+        due_shard=resources.due_shard(message.message_id) if due is not None else None,
+        due_at=due,
     )
+
+
+_DUE_SHARD = resources.DUE_INDEX.partition_key.name
+_DUE_AT = resources.DUE_INDEX.sort_key.name if resources.DUE_INDEX.sort_key else "due_at"
 
 
 class DynamoMessageStore:
@@ -235,36 +244,64 @@ class DynamoMessageStore:
         item = self._get(_email_pk(tenant_id, email_id), f"MSG#{message_id}")
         return MessageRecord.model_validate(item) if item else None
 
+    def find_email_id(self, tenant_id: str, message_id: str) -> str | None:
+        page = self._db.query(
+            TableName=self._table,
+            IndexName="by_message_id",
+            KeyConditionExpression="message_id = :m",
+            ExpressionAttributeValues=_encode({":m": message_id}),
+        )
+        for item in (_decode(i) for i in page.get("Items", [])):
+            owner, _, email_id = str(item["pk"]).partition("#")
+            if owner == tenant_id and item.get("tenant_id") == tenant_id:
+                return email_id
+        return None
+
     def lease(
         self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
     ) -> MessageRecord | None:
+        key = _encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"})
         leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
+        # The common case, one write: a waiting message becomes this job's next attempt.
+        leased = self._lease_write(
+            key,
+            update=(
+                "SET #s = :sending, tenant_status = :ts, lease_until = :until, "
+                f"{_DUE_SHARD} = :shard, {_DUE_AT} = :until, "
+                "attempt = if_not_exists(attempt, :zero) + :one REMOVE takeovers"
+            ),
+            condition=f"attribute_exists(pk) AND #s IN ({', '.join(leasable)}) AND attempt = :job",
+            values={
+                ":ts": f"{tenant_id}#{MessageStatus.SENDING.value}",
+                ":until": lease_until,
+                ":shard": resources.due_shard(message_id),
+                ":zero": 0,
+                ":one": 1,
+                ":job": after_attempt,
+                **leasable,
+            },
+        )
+        if leased is not None:
+            return leased
+        # The worker that held this job's attempt died: take the same attempt over, and count it.
+        return self._lease_write(
+            key,
+            update=f"SET lease_until = :until, {_DUE_AT} = :until, takeovers = if_not_exists(takeovers, :zero) + :one",
+            condition="#s = :sending AND lease_until < :now AND attempt = :next",
+            values={":until": lease_until, ":now": now, ":zero": 0, ":one": 1, ":next": after_attempt + 1},
+        )
+
+    def _lease_write(
+        self, key: dict[str, Any], *, update: str, condition: str, values: dict[str, Any]
+    ) -> MessageRecord | None:
         try:
             out = self._db.update_item(
                 TableName=self._table,
-                Key=_encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"}),
-                UpdateExpression=(
-                    "SET #s = :sending, tenant_status = :ts, lease_until = :until, "
-                    "attempt = if_not_exists(attempt, :zero) + :one"
-                ),
-                ConditionExpression=(
-                    f"attribute_exists(pk) AND ((#s IN ({', '.join(leasable)}) AND attempt = :job) "
-                    "OR (#s = :sending AND lease_until < :now AND attempt = :next))"
-                ),
+                Key=key,
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=_encode(
-                    {
-                        ":sending": MessageStatus.SENDING.value,
-                        ":ts": f"{tenant_id}#{MessageStatus.SENDING.value}",
-                        ":until": lease_until,
-                        ":now": now,
-                        ":zero": 0,
-                        ":one": 1,
-                        ":job": after_attempt,
-                        ":next": after_attempt + 1,
-                        **leasable,
-                    }
-                ),
+                ExpressionAttributeValues=_encode({":sending": MessageStatus.SENDING.value, **values}),
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
@@ -283,6 +320,7 @@ class DynamoMessageStore:
         attempt: int | None,
         change: Transition,
         now: datetime,
+        lease_until: int | None = None,
     ) -> bool:
         sets = ["#s = :status", "tenant_status = :ts", "updated_at = :now"]
         values: dict[str, Any] = {
@@ -312,9 +350,21 @@ class DynamoMessageStore:
         if attempt is not None:
             condition += " AND attempt = :attempt"
             values[":attempt"] = attempt
+        if lease_until is not None:  # still the lease this worker took (a takeover replaces it)
+            condition += " AND lease_until = :held"
+            values[":held"] = lease_until
         if ":events" not in values and ":attempts" not in values:
             del values[":empty"]
         removes = ["lease_until"] + ([] if change.next_attempt_at else ["next_attempt_at"])
+        if change.failure_reason is None:  # only a failed message has one (a reopened one drops it)
+            removes.append("failure_reason")
+        due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
+        if due is None:  # final: out of the sweeper's index
+            removes += [_DUE_SHARD, _DUE_AT]
+        else:
+            sets += [f"{_DUE_SHARD} = :due_shard", f"{_DUE_AT} = :due_at"]
+            values[":due_shard"] = resources.due_shard(message_id)
+            values[":due_at"] = due
         try:
             self._db.update_item(
                 TableName=self._table,
@@ -349,6 +399,71 @@ class DynamoMessageStore:
         messages = [MessageRecord.model_validate(_decode(i)) for i in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return Page(messages=messages, cursor=_encode_cursor(last) if last and len(messages) == limit else None)
+
+    def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": resources.DUE_INDEX.name,
+            "KeyConditionExpression": "#shard = :shard AND #due <= :before",
+            "ExpressionAttributeNames": {"#shard": _DUE_SHARD, "#due": _DUE_AT},
+            "ExpressionAttributeValues": _encode({":shard": shard, ":before": due_before}),
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _decode_due_cursor(cursor, shard)
+        page = self._db.query(**kwargs)
+        found: list[DueMessage] = []
+        for raw in page.get("Items", []):
+            item = _decode(raw)
+            status = MessageStatus(item["status"])
+            if status in FINAL_STATUSES:  # cannot be indexed; never act on it if it were
+                continue
+            found.append(
+                DueMessage(
+                    tenant_id=item["tenant_id"],
+                    email_id=item["email_id"],
+                    message_id=item["message_id"],
+                    status=status,
+                    attempt=int(item.get("attempt", 0)),
+                    pool=item["pool"],
+                    due_at=int(item[_DUE_AT]),
+                )
+            )
+        last = page.get("LastEvaluatedKey")
+        return DuePage(messages=found, cursor=_encode_cursor(last) if last else None)
+
+    def claim_repair(self, message: DueMessage, *, now: int) -> bool:
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_encode({"pk": _email_pk(message.tenant_id, message.email_id), "sk": f"MSG#{message.message_id}"}),
+                UpdateExpression="SET #due = :now",
+                ConditionExpression="#s = :status AND attempt = :attempt AND #due = :seen",
+                ExpressionAttributeNames={"#s": "status", "#due": _DUE_AT},
+                ExpressionAttributeValues=_encode(
+                    {
+                        ":now": now,
+                        ":status": message.status.value,
+                        ":attempt": message.attempt,
+                        ":seen": message.due_at,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _decode_due_cursor(cursor: str, shard: str) -> Item:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not valid") from exc
+    if not isinstance(raw, dict) or raw.get(_DUE_SHARD) != shard:
+        raise InvalidRequest("cursor does not belong to this shard")
+    return _encode(raw)
 
 
 def _encode_cursor(key: Mapping[str, Any]) -> str:
@@ -464,7 +579,9 @@ class DynamoIdempotencyStore:
         if item.get("request_hash") != request_hash:
             return IdempotencyRecord(state="mismatch")
         if item["state"] == "completed":
-            return IdempotencyRecord(state="completed", status_code=item.get("status_code"), body=item.get("body"))
+            return IdempotencyRecord(
+                state="completed", response=item.get("response"), response_key=item.get("response_key")
+            )
         if item.get("in_flight_until", 0) >= now:
             return IdempotencyRecord(state="in_progress")
         try:  # the first request died mid-way: take its claim over
@@ -481,15 +598,17 @@ class DynamoIdempotencyStore:
             raise
         return IdempotencyRecord(state="new")
 
-    def complete(self, key: str, status_code: int, body: str) -> None:
+    def complete(self, key: str, *, response: bytes | None, response_key: str | None) -> None:
+        kept = {"response": response, "response_key": response_key}
+        sets = "".join(f", #{name} = :{name}" for name, value in kept.items() if value is not None)
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=_encode({"pk": key}),
-                UpdateExpression="SET #st = :c, status_code = :code, body = :body REMOVE in_flight_until",
+                UpdateExpression=f"SET #st = :c{sets} REMOVE in_flight_until",
                 ConditionExpression="attribute_exists(pk)",  # never resurrect a released claim half-made
-                ExpressionAttributeNames={"#st": "state"},
-                ExpressionAttributeValues=_encode({":c": "completed", ":code": status_code, ":body": body}),
+                ExpressionAttributeNames={"#st": "state", **{f"#{k}": k for k, v in kept.items() if v is not None}},
+                ExpressionAttributeValues=_encode({":c": "completed", **{f":{k}": v for k, v in kept.items()}}),
             )
         except ClientError as exc:
             if not _conditional_failed(exc):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job
 from petrel.models.records import Pool
 
 MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
+
+J = TypeVar("J", bound=Job)
 
 
 class SqsJobQueue:
@@ -16,8 +18,9 @@ class SqsJobQueue:
         self._sqs = client
         self._urls = queue_urls
 
-    def send_jobs(self, pool: Pool, jobs: Sequence[SendJob], delay_seconds: int = 0) -> list[SendJob]:
-        failed: list[SendJob] = []
+    def send_jobs(self, pool: Pool, jobs: Sequence[J], delay_seconds: int = 0) -> list[J]:
+        """SendJobs (or ReleaseJobs) on the pool's queue, 10 per SendMessageBatch; returns those refused."""
+        failed: list[J] = []
         delay = max(0, min(delay_seconds, MAX_DELAY_SECONDS))
         for start in range(0, len(jobs), 10):
             chunk = list(jobs[start : start + 10])

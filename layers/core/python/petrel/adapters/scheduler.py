@@ -1,4 +1,5 @@
-"""EventBridge Scheduler: one-time `at(...)` schedules that put a SendJob on its pool's send queue."""
+"""EventBridge Scheduler: one-time `at(...)` schedules that put a job (a SendJob for a retry, a ReleaseJob
+for an email's `send_at`) on its pool's send queue."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from petrel import resources
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job
 
 
 def at_expression(at: datetime) -> str:
@@ -20,9 +21,9 @@ def at_expression(at: datetime) -> str:
 
 
 class EventBridgeRetryScheduler:
-    """Schedules are named by the caller (`<message id>-<attempt>`): a second create of the same name
-    collides (ConflictException) and changes nothing. Each is deleted after it fires; what Scheduler
-    cannot put on the queue goes to the schedules' dead-letter queue."""
+    """Schedules are named by the caller (`<message id>-<attempt>`, `<email id>-release`): a second
+    create of the same name collides (ConflictException) and changes nothing. Each is deleted after
+    it fires; what Scheduler cannot put on the queue goes to the schedules' dead-letter queue."""
 
     def __init__(
         self, client: Any, *, group: str, role_arn: str, dead_letter_arn: str, queue_arns: dict[str, str]
@@ -33,7 +34,7 @@ class EventBridgeRetryScheduler:
         self._dlq = dead_letter_arn
         self._queues = queue_arns
 
-    def schedule(self, name: str, at: datetime, job: SendJob) -> bool:
+    def schedule(self, name: str, at: datetime, job: Job) -> bool:
         try:
             self._scheduler.create_schedule(
                 Name=name,

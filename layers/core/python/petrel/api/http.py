@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,8 @@ class Request:
             return json.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # `[` x 100,000: deeper than any request Petrel takes
+            raise MalformedBody("the body is not valid JSON: it is nested too deeply") from exc
 
     def require_tenant(self, scope: str) -> str:
         if not self.tenant_id:
@@ -84,7 +86,11 @@ class Route:
     request_model: type[BaseModel] | None = None
     query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON schema type, description)
     authenticated: bool = True
-    idempotent_header: bool = False
+
+    @property
+    def idempotent(self) -> bool:
+        """Every authenticated POST takes an `Idempotency-Key` (applied once, in `dispatch`)."""
+        return self.method == "POST" and self.authenticated
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -92,12 +98,27 @@ class Route:
 
 
 def validation_problem(exc: ValidationError, what: str = "request body") -> InvalidRequest:
+    """A 422 listing every failure with a JSON pointer into the body (RFC 6901)."""
     errors = [
-        {"pointer": "/" + "/".join(str(p) for p in err["loc"]), "detail": str(err["msg"]).removeprefix("Value error, ")}
+        {"pointer": json_pointer(err["loc"]), "detail": str(err["msg"]).removeprefix("Value error, ")}
         for err in exc.errors()
     ]
     summary = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:3])
     return InvalidRequest(f"the {what} is not valid: {summary}", errors=errors)
+
+
+def json_pointer(path: Sequence[str | int]) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def within(error: PetrelError, prefix: str) -> PetrelError:
+    """`error` with the pointers of its `errors` made absolute under `prefix` (e.g. `/emails/2`)."""
+    errors = error.extra.get("errors")
+    if isinstance(errors, list):
+        error.extra["errors"] = [
+            {**item, "pointer": prefix + item["pointer"]} if "pointer" in item else item for item in errors
+        ]
+    return error
 
 
 def problem_body(error: PetrelError, instance: str | None = None) -> dict[str, Any]:
@@ -141,7 +162,8 @@ class Router:
 def parse_event(event: Mapping[str, Any]) -> Request:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     raw = event.get("body") or ""
-    body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8")
+    # surrogatepass: a lone surrogate cannot come from HTTP; if an event holds one, JSON parsing refuses it.
+    body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8", "surrogatepass")
     context = event.get("requestContext") or {}
     authorizer = context.get("authorizer") or {}
     scopes = frozenset(str(authorizer.get("scopes") or "").split())

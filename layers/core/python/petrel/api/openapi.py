@@ -70,7 +70,7 @@ def document() -> dict[str, Any]:
             {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
             for name, kind, text in route.query
         ]
-        if route.idempotent_header:
+        if route.idempotent:
             parameters.append(
                 {
                     "name": "Idempotency-Key",

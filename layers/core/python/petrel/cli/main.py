@@ -63,6 +63,13 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
     return resources.physical_name(prefix, resources.TENANTS.name), resources.secrets_prefix(prefix)
 
 
+def _messages_table(args: argparse.Namespace, prefix: str) -> str:
+    """The messages table of the chosen environment (a redrive reopens what the worker gave up on)."""
+    if args.env == "local":
+        return str(_local_aws(args)["tables"][resources.MESSAGES.name])
+    return resources.physical_name(prefix, resources.MESSAGES.name)
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_env:
         value = os.environ.get(args.password_env)
@@ -125,8 +132,10 @@ def _letter_line(letter: DeadLetter, now: datetime) -> str:
 
 def run_dlq(args: argparse.Namespace) -> None:
     """`petrel dlq list|redrive QUEUE`: what failed, and putting it back (petrel.adapters.dead_letters)."""
+    from petrel import container
     from petrel.adapters import aws
     from petrel.adapters.dead_letters import SqsDeadLetters
+    from petrel.services.redrive import reopen_for_redrive
 
     prefix = _prefix(args)
     letters = SqsDeadLetters(aws.client("sqs"), prefix)
@@ -150,7 +159,8 @@ def run_dlq(args: argparse.Namespace) -> None:
         for letter in shown:
             print(_letter_line(letter, now))
     elif args.action == "redrive":
-        report = letters.redrive(args.queue, args.limit)
+        redrive = container.redrive_deps(_messages_table(args, prefix))
+        report = letters.redrive(args.queue, args.limit, prepare=lambda job: reopen_for_redrive(redrive, job))
         if args.json:
             out = {
                 "queue": dlq_name,
@@ -294,8 +304,10 @@ def parser() -> argparse.ArgumentParser:
         "redrive",
         help="move dead letters back to their send queue",
         description="Send each dead letter back (a send DLQ to its send queue, the schedules DLQ to the send "
-        "queue of the job's pool), then delete it from the DLQ. Safe to repeat: a job whose attempt is done "
-        "does nothing. What cannot be placed (an unparseable schedules-DLQ body) is left and reported.",
+        "queue of the job's pool), then delete it from the DLQ. A message the worker ended failed/worker-error "
+        "is first reopened (queued again at its attempt), so its job runs once more. Safe to repeat: a job "
+        "whose attempt is done does nothing. What cannot be placed (an unparseable schedules-DLQ body) is "
+        "left and reported.",
     )
     dr.add_argument("queue", choices=names, help="whose dead-letter queue")
     dr.add_argument("--limit", type=_positive, default=None, help="take at most N messages off the DLQ (default: all)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from petrel.mail.text import header_text_problem
+
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_RE = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -63,9 +65,10 @@ def validate_address(address: str) -> str:
 
 
 def parse_mailbox(value: str) -> Mailbox:
-    """Parse `address` or `Display Name <address>`."""
-    if any(c in value for c in "\r\n\0"):
-        raise AddressError("an address must not contain CR, LF or NUL")
+    """Parse `address` or `Display Name <address>`; a display name is header text (`mail.text`)."""
+    problem = header_text_problem(value, allow_tab=False)
+    if problem is not None:
+        raise AddressError(f"an address {problem}")
     match = _NAMED_RE.match(value)
     if match:
         name = match.group("name").strip()

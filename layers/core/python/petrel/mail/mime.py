@@ -10,8 +10,19 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from petrel.mail.addresses import Mailbox, parse_mailbox
+from petrel.mail.text import body_text_problem, header_text_problem
 
 _SMTP_POLICY = policy.SMTP.clone(max_line_length=78, cte_type="7bit")
+
+
+class UnencodableContent(ValueError):
+    """Content that MIME cannot carry; the request models refuse it before it gets here."""
+
+
+def _checked(value: str, what: str, problem: str | None) -> str:
+    if problem is not None:
+        raise UnencodableContent(f"{what} {problem}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,8 +53,26 @@ def _address(mailbox: Mailbox) -> Address:
     return Address(display_name=mailbox.name, addr_spec=mailbox.address)
 
 
+def _check(content: MessageContent) -> None:
+    """Refuse, with the reason, what the email package would refuse or garble."""
+    _checked(content.subject, "the subject", header_text_problem(content.subject))
+    for item in (content.from_, *content.to, *content.cc, *content.reply_to):
+        _checked(item, "a display name", header_text_problem(parse_mailbox(item).name, allow_tab=False))
+    for name, value in content.headers.items():
+        _checked(value, f"header {name!r}", header_text_problem(value))
+    for body, what in ((content.text, "text"), (content.html, "html")):
+        if body is not None:
+            _checked(body, what, body_text_problem(body))
+    for part in content.attachments:
+        _checked(part.filename, "an attachment's filename", header_text_problem(part.filename, allow_tab=False))
+
+
 def build_mime(content: MessageContent, *, message_id: str, date: datetime, email_id: str) -> bytes:
-    """RFC 5322 bytes with CRLF line ends, 7-bit clean (quoted-printable or base64 bodies)."""
+    """RFC 5322 bytes with CRLF line ends, 7-bit clean (quoted-printable or base64 bodies).
+
+    Raises UnencodableContent for text MIME cannot carry (`header_text_problem`, `body_text_problem`).
+    """
+    _check(content)
     msg = EmailMessage(policy=_SMTP_POLICY)
     msg["From"] = _address(parse_mailbox(content.from_))
     if content.to:

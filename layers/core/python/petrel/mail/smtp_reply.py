@@ -51,6 +51,9 @@ _RETRY_RE = re.compile(
 )
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
+# The text of the network reply for a transaction cut short by its overall deadline.
+DEADLINE_EXCEEDED = "the SMTP transaction exceeded its deadline"
+
 
 @dataclass(frozen=True)
 class SmtpReply:
@@ -72,6 +75,16 @@ class SmtpReply:
     @classmethod
     def network(cls, stage: Stage, detail: str) -> SmtpReply:
         return cls(code=0, text=detail[:500], stage=stage)
+
+    @classmethod
+    def deadline_exceeded(cls, stage: Stage) -> SmtpReply:
+        """No reply before the transaction's deadline (at `stage`). Past DATA the server may have the
+        message: like any network failure it is deferred and sent again (at-least-once)."""
+        return cls.network(stage, DEADLINE_EXCEEDED)
+
+    @property
+    def exceeded_deadline(self) -> bool:
+        return self.code == 0 and self.text == DEADLINE_EXCEEDED
 
     @property
     def is_positive(self) -> bool:
@@ -133,6 +146,8 @@ MAILBOX_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.5.0"})
 
 def classify(reply: SmtpReply) -> DeliveryOutcome:
     """The outcome of one recipient's transaction, from the reply that ended it."""
+    if reply.exceeded_deadline:
+        return SoftFail(reply, reason="deadline-exceeded")
     if reply.code == 0:
         return SoftFail(reply, reason=f"{reply.stage}-failure")
     if reply.is_positive:

@@ -11,16 +11,28 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from petrel.mail.addresses import AddressError, parse_mailbox
+from petrel.mail.text import body_text_problem, header_text_problem
 from petrel.models.records import Attempt, Event, MessageStatus, Pool, RecipientKind, Reply
 
 MAX_RECIPIENTS = 50
 MAX_BATCH = 100
 MAX_SCHEDULE_DAYS = 30  # how far ahead `send_at` may be
+# The largest request body the API takes. Deployed, API Gateway hands the body to Lambda base64-encoded
+# (binary media type */*) inside the event, and a synchronous invoke takes at most 6,291,456 bytes:
+# 4 MiB becomes 5.6 MB, leaving room for the headers and the request context. Larger files are
+# uploaded first (POST /v1/attachments).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+ATTACHMENT_ID_PATTERN = r"^att_[0-9A-Z]{26}$"
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _FIELD_NAME_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, a sane length
 _TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 
-# Headers Petrel writes itself; a request may not set them through `headers`.
+MAX_HEADERS = 50  # custom headers per email
+MAX_HEADERS_BYTES = 16 * 1024  # their total size, `Name: value` UTF-8 bytes each
+
+# Headers Petrel writes itself, or that only a receiving or relaying server may write (trace and
+# authentication results); a request may not set them through `headers`, in any letter case.
 RESERVED_HEADERS = frozenset(
     {
         "from",
@@ -35,19 +47,36 @@ RESERVED_HEADERS = frozenset(
         "content-type",
         "content-transfer-encoding",
         "content-disposition",
+        "content-id",
+        "content-description",
         "return-path",
         "sender",
         "received",
+        "received-spf",
+        "authentication-results",
+        "delivered-to",
+        "x-original-to",
+        "envelope-to",
         "dkim-signature",
-        "x-petrel-email-id",
+        "domainkey-signature",
+        "disposition-notification-to",
+        "return-receipt-to",
     }
 )
+# Whole families: resent fields (RFC 5322 §3.6.6), ARC sets (RFC 8617), and Petrel's own.
+RESERVED_HEADER_PREFIXES = ("resent-", "arc-", "x-petrel-")
 
 
-def _no_newlines(value: str, what: str) -> str:
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise ValueError(f"{what} must not contain CR, LF or NUL")
+def _header_text(value: str, what: str, *, allow_tab: bool = True) -> str:
+    problem = header_text_problem(value, allow_tab=allow_tab)
+    if problem is not None:
+        raise ValueError(f"{what} {problem}")
     return value
+
+
+def reserved_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES)
 
 
 def _mailbox(value: str) -> str:
@@ -62,37 +91,75 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
 
 
+def check_filename(value: str) -> str:
+    """An attachment's filename: one name, no path, nothing that breaks a header."""
+    _header_text(value, "filename", allow_tab=False)
+    if "/" in value or "\\" in value:
+        raise ValueError("filename must not contain a path separator")
+    return value
+
+
+def check_content_type(value: str) -> str:
+    if not _CONTENT_TYPE_RE.match(value):
+        raise ValueError("content_type must look like type/subtype")
+    return value.lower()
+
+
 class Attachment(ApiModel):
-    filename: Annotated[str, Field(min_length=1, max_length=255)]
-    content_type: str = Field(default="application/octet-stream", description="MIME type, e.g. application/pdf")
-    content: str = Field(description="The file, base64-encoded")
+    """A file: inline (`filename` and base64 `content`), or uploaded first (`attachment_id`, from
+    `POST /v1/attachments`; its filename and type are the ones declared there)."""
+
+    filename: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="Required with `content`"
+    )
+    content_type: str | None = Field(
+        default=None, description="MIME type, e.g. application/pdf (default application/octet-stream)"
+    )
+    content: str | None = Field(default=None, description="The file, base64-encoded")
+    attachment_id: str | None = Field(
+        default=None,
+        pattern=ATTACHMENT_ID_PATTERN,
+        description="An uploaded attachment (`POST /v1/attachments`), instead of `content`",
+    )
 
     @field_validator("filename")
     @classmethod
-    def _filename(cls, value: str) -> str:
-        _no_newlines(value, "filename")
-        if "/" in value or "\\" in value:
-            raise ValueError("filename must not contain a path separator")
-        return value
+    def _filename(cls, value: str | None) -> str | None:
+        return None if value is None else check_filename(value)
 
     @field_validator("content_type")
     @classmethod
-    def _content_type(cls, value: str) -> str:
-        if not _CONTENT_TYPE_RE.match(value):
-            raise ValueError("content_type must look like type/subtype")
-        return value.lower()
+    def _content_type(cls, value: str | None) -> str | None:
+        return None if value is None else check_content_type(value)
 
     @field_validator("content")
     @classmethod
-    def _content(cls, value: str) -> str:
+    def _content(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValueError("content is not valid base64") from exc
         return value
 
+    @model_validator(mode="after")
+    def _inline_or_uploaded(self) -> Attachment:
+        if self.attachment_id is not None:
+            if self.content is not None or self.filename is not None or self.content_type is not None:
+                raise ValueError(
+                    "an attachment_id comes alone: its filename and content_type were declared when it was created"
+                )
+        elif self.content is None or self.filename is None:
+            raise ValueError("an attachment needs filename and content, or an attachment_id")
+        return self
+
+    @property
+    def media_type(self) -> str:
+        return self.content_type or DEFAULT_CONTENT_TYPE
+
     def decoded(self) -> bytes:
-        return base64.b64decode(self.content)
+        return base64.b64decode(self.content or "")
 
 
 def _address_list(value: Any) -> Any:
@@ -134,19 +201,37 @@ class SendEmailRequest(ApiModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        return _no_newlines(value, "subject")
+        return _header_text(value, "subject")
+
+    @field_validator("text", "html")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        problem = None if value is None else body_text_problem(value)
+        if problem is not None:
+            raise ValueError(f"the body {problem}")
+        return value
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} custom headers are allowed, got {len(value)}")
+        seen: dict[str, str] = {}
+        total = 0
         for name, header_value in value.items():
             if not _FIELD_NAME_RE.match(name):
                 raise ValueError(f"header name {name!r} is not a valid field name")
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by Petrel and cannot be overridden")
-            _no_newlines(header_value, f"header {name!r}")
+            if reserved_header(name):
+                raise ValueError(f"header {name!r} is set by Petrel or by receiving servers and cannot be overridden")
+            if name.lower() in seen:
+                raise ValueError(f"headers {seen[name.lower()]!r} and {name!r} are the same header")
+            seen[name.lower()] = name
+            _header_text(header_value, f"header {name!r}")
             if len(header_value) > 998:
                 raise ValueError(f"header {name!r} is longer than 998 characters")
+            total += len(name.encode()) + 2 + len(header_value.encode("utf-8"))
+        if total > MAX_HEADERS_BYTES:
+            raise ValueError(f"custom headers total {total} bytes; at most {MAX_HEADERS_BYTES} are allowed")
         return value
 
     @field_validator("tags")
@@ -157,6 +242,7 @@ class SendEmailRequest(ApiModel):
                 raise ValueError(f"tag name {key!r} must be 1-64 of A-Z a-z 0-9 _ . : -")
             if len(tag) > 256:
                 raise ValueError(f"tag {key!r} is longer than 256 characters")
+            _header_text(tag, f"tag {key!r}")
         return value
 
     @model_validator(mode="after")
@@ -223,6 +309,7 @@ class BatchSendResponse(ApiModel):
 
 class MessageView(ApiModel):
     id: str
+    email_id: str = Field(description="The email this message is a copy of")
     email: str
     kind: RecipientKind
     status: MessageStatus
@@ -287,6 +374,11 @@ class SuppressionRequest(ApiModel):
     email: MailboxStr
     reason: str = Field(default="manual", pattern=r"^[a-z0-9-]{1,40}$")
     note: str | None = Field(default=None, max_length=500)
+
+    @field_validator("note")
+    @classmethod
+    def _note(cls, value: str | None) -> str | None:
+        return None if value is None else _header_text(value, "note")
 
 
 class SuppressionView(ApiModel):

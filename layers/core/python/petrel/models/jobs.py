@@ -1,6 +1,10 @@
-"""The body of a send queue message."""
+"""The bodies of send queue messages: a SendJob (one recipient's message), or a ReleaseJob (an
+email whose `send_at` has come, put on the queue by its one schedule)."""
 
 from __future__ import annotations
+
+import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,3 +27,37 @@ class SendJob(BaseModel):
     message_id: str
     attempt: int = Field(default=0, ge=0)
     pool: Pool = "transactional"
+
+
+class ReleaseJob(BaseModel):
+    """Release a scheduled email: a SendJob (attempt 0) for each of its messages still `scheduled`.
+
+    The target of the email's one `send_at` schedule. Firing twice, or late, is harmless: a message
+    already released is leased once only (the lease rules), one cancelled or sent is no longer
+    `scheduled`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: int = 1
+    kind: Literal["release"] = "release"
+    tenant_id: str
+    email_id: str
+    pool: Pool = "transactional"
+
+
+Job = SendJob | ReleaseJob
+
+
+def parse_job(body: str) -> Job:
+    """The job in a send queue message's body: a ReleaseJob when its `kind` says so, else a SendJob.
+
+    Raises pydantic's ValidationError (a ValueError) when the body is neither.
+    """
+    try:
+        kind = json.loads(body).get("kind") if body.lstrip().startswith("{") else None
+    except ValueError:
+        kind = None
+    if kind == "release":
+        return ReleaseJob.model_validate_json(body)
+    return SendJob.model_validate_json(body)

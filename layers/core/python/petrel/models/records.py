@@ -20,7 +20,7 @@ class Tenant(Record):
     tenant_id: str
     name: str
     created_at: datetime
-    max_message_bytes: int = 10 * 1024 * 1024
+    max_message_bytes: int = 25 * 1024 * 1024  # the encoded message, as hosted providers allow
     max_age_hours: int = 24
 
 
@@ -162,6 +162,9 @@ class MessageRecord(Record):
     status: MessageStatus
     attempt: int = 0
     lease_until: int | None = None
+    # How many times a worker took over the current attempt's expired lease (its holder died); reset by
+    # the next attempt's lease. Past the environment's receive count the message ends `worker-error`.
+    takeovers: int = 0
     bounce_class: str | None = None
     failure_reason: str | None = None
     last_reply: Reply | None = None

@@ -1,7 +1,10 @@
-"""Cancelling an email: every recipient not yet sent (scheduled, queued or deferred) is cancelled."""
+"""Cancelling an email: every recipient not yet sent (scheduled, queued or deferred) is cancelled,
+then the schedules that would have moved them on are deleted: each deferred message's retry, and
+the email's one release schedule once none of its messages is scheduled any more."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from petrel.errors import NotFound
@@ -9,6 +12,7 @@ from petrel.ids import is_id
 from petrel.models.api import CancelledRecipient, CancelResponse
 from petrel.models.records import CANCELLABLE_STATUSES, Event, MessageRecord, MessageStatus
 from petrel.ports import Clock, MessageStore, RetryScheduler, Transition
+from petrel.services.release import release_schedule_name
 from petrel.services.retry import schedule_name
 
 
@@ -20,8 +24,9 @@ class CancelDeps:
 
 
 def pending_schedule(message: MessageRecord) -> str | None:
-    """The schedule that would release this message: its send time, or its next retry."""
-    if message.status in (MessageStatus.SCHEDULED, MessageStatus.DEFERRED):
+    """The message's own schedule: the next retry of a deferred message. (A scheduled message is
+    released by its email's schedule, `release_schedule_name`.)"""
+    if message.status is MessageStatus.DEFERRED:
         return schedule_name(message.message_id, message.attempt)
     return None
 
@@ -66,4 +71,10 @@ def cancel_email(deps: CancelDeps, tenant_id: str, email_id: str) -> CancelRespo
         status = cancel_message(deps, message)
         item = CancelledRecipient(id=message.message_id, email=message.recipient, status=status)
         (cancelled if status is MessageStatus.CANCELLED else kept).append(item)
+    was_scheduled = any(m.status is MessageStatus.SCHEDULED for m in messages)
+    if was_scheduled and not any(k.status is MessageStatus.SCHEDULED for k in kept):
+        # Gone already (fired) is fine; if Scheduler is down, the release left in place fires and
+        # finds nothing scheduled: the cancel stands either way.
+        with contextlib.suppress(Exception):
+            deps.scheduler.cancel(release_schedule_name(email_id))
     return CancelResponse(id=email_id, cancelled=cancelled, not_cancelled=kept)

@@ -1,8 +1,14 @@
 """Delivering one recipient's message: a pipeline of named steps (DESIGN §1, §2).
 
-lease → check age → check suppression → load body → choose server → relay → classify →
-(suppress | schedule the retry) → record. Outcomes are values; only an unexpected exception
-escapes (and SQS redelivers the job, then moves it to the DLQ).
+lease → check takeovers → check age → check suppression → load body → choose server → relay →
+classify → (suppress | schedule the retry) → record. Outcomes are values; only an unexpected
+exception escapes (and SQS redelivers the job, then moves it to the DLQ). On the job's last
+receive the message is first ended `failed`/`worker-error` (`give_up`), so it never waits in
+silence for a job that sits in a DLQ.
+
+The worker's time is bounded per invocation (`InvocationBudget`): a record starts only while one
+SMTP transaction still fits, the relay gets the invocation's deadline, and records there is no
+time for go back to their queue (`hand_back`) without counting as a failed receive.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from petrel.mail.smtp_reply import (
 from petrel.models.jobs import SendJob
 from petrel.models.records import (
     FINAL_STATUSES,
+    LEASABLE_STATUSES,
     Attempt,
     EmailRecord,
     Event,
@@ -45,6 +52,7 @@ from petrel.ports import (
     BlobStore,
     Clock,
     Envelope,
+    JobQueue,
     MessageStore,
     RetryScheduler,
     SecretStore,
@@ -57,6 +65,11 @@ from petrel.services.retry import RetryLadder, schedule_name
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+# The failure reason of a message whose job the worker could not process (an unexpected error on the
+# job's last receive, or workers that kept dying holding its lease): its job is in (or bound for) the
+# DLQ, and `petrel dlq redrive` reopens it (petrel.services.redrive).
+WORKER_ERROR = "worker-error"
 
 
 class TtlCache(Generic[K, V]):
@@ -101,6 +114,8 @@ class DeliverDeps:
     cache_seconds: float
     ladder: RetryLadder = field(default_factory=RetryLadder)
     rng: random.Random = field(default_factory=random.Random)
+    # The send queues' maxReceiveCount: the number of dead workers an attempt may outlive.
+    max_receive_count: int = 3
     _tenants: TtlCache[str, Tenant | None] = field(init=False)
     _servers: TtlCache[str, list[SmtpServer]] = field(init=False)
     _passwords: TtlCache[str, str] = field(init=False)
@@ -131,6 +146,56 @@ class DeliverDeps:
         """Close the batch's SMTP sessions and forget which servers failed in it."""
         self._unavailable.clear()
         self.relay.close()
+
+
+@dataclass
+class InvocationBudget:
+    """The time one worker invocation has, as `time.monotonic()` instants (from Lambda's
+    `get_remaining_time_in_millis()` at its start).
+
+    A record may start while one record's time (an SMTP transaction's limit) plus the margin is left;
+    the invocation's first record always may, so a budget larger than the function's timeout slows a
+    queue down but cannot stall it. The relay's deadline is the invocation's end less the margin,
+    which is kept for recording the outcome and handing back the rest.
+    """
+
+    ends_at: float
+    record_seconds: float
+    margin_seconds: float
+    monotonic: Callable[[], float] = time.monotonic
+    admitted: int = 0
+
+    @classmethod
+    def from_remaining(
+        cls,
+        remaining_ms: int,
+        *,
+        record_seconds: float,
+        margin_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> InvocationBudget:
+        return cls(monotonic() + remaining_ms / 1000, record_seconds, margin_seconds, monotonic)
+
+    @property
+    def relay_deadline(self) -> float:
+        return self.ends_at - self.margin_seconds
+
+    def admit(self) -> bool:
+        """Whether the next record may start now (and count it if so)."""
+        left = self.ends_at - self.monotonic()
+        if self.admitted and left < self.record_seconds + self.margin_seconds:
+            return False
+        self.admitted += 1
+        return True
+
+
+def hand_back(queue: JobQueue, job: SendJob, delay_seconds: int) -> bool:
+    """Put a job the invocation has no time for back on its queue, visible after `delay_seconds`.
+
+    It goes back as a new queue message, so its receive count starts afresh: running out of time is
+    not a failure of the job. False when the queue refused it (then SQS must keep the original).
+    """
+    return not queue.send_jobs(job.pool, [job], delay_seconds)
 
 
 @dataclass(frozen=True)
@@ -219,7 +284,9 @@ def return_path(deps: DeliverDeps, email: EmailRecord, message_id: str) -> str:
     return f"bounces+{message_id}@{deps._return_paths.get((email.tenant_id, from_domain), load)}"
 
 
-def relay_message(deps: DeliverDeps, message: MessageRecord, email: EmailRecord) -> tuple[DeliveryOutcome, str | None]:
+def relay_message(
+    deps: DeliverDeps, message: MessageRecord, email: EmailRecord, deadline: float | None
+) -> tuple[DeliveryOutcome, str | None]:
     server = choose_server(deps, message.tenant_id, message.pool)
     if server is None:
         reply = SmtpReply.network(Stage.CONNECT, f"no enabled SMTP server in pool {message.pool!r}")
@@ -234,7 +301,7 @@ def relay_message(deps: DeliverDeps, message: MessageRecord, email: EmailRecord)
     envelope = Envelope(
         sender=return_path(deps, email, message.message_id), recipient=message.recipient, envid=message.message_id
     )
-    reply = deps.relay.relay(server, password, envelope, load_body(deps, email))
+    reply = deps.relay.relay(server, password, envelope, load_body(deps, email), deadline=deadline)
     outcome = classify(reply)
     if isinstance(outcome, SoftFail) and server_failed(reply):
         deps._unavailable[server.server_id] = reply
@@ -312,7 +379,8 @@ def suppress_recipient(deps: DeliverDeps, message: MessageRecord, outcome: HardF
 
 
 def record(deps: DeliverDeps, message: MessageRecord, change: Transition, now: datetime) -> bool:
-    """Write the end of the leased attempt, only while this worker still holds it (sending, same attempt)."""
+    """Write the end of the leased attempt, only while this worker still holds it (sending, same
+    attempt, the lease it took: a takeover keeps the attempt but replaces the lease)."""
     return deps.messages.transition(
         message.tenant_id,
         message.email_id,
@@ -321,27 +389,117 @@ def record(deps: DeliverDeps, message: MessageRecord, change: Transition, now: d
         attempt=message.attempt,
         change=change,
         now=now,
+        lease_until=message.lease_until,
     )
 
 
 def finish_without_sending(
-    deps: DeliverDeps, message: MessageRecord, status: MessageStatus, now: datetime, *, event: str, detail: str
+    deps: DeliverDeps,
+    message: MessageRecord,
+    status: MessageStatus,
+    now: datetime,
+    *,
+    event: str,
+    detail: str,
+    reason: str | None = None,
 ) -> Delivery:
-    """Record an end reached before any SMTP: expired, or the recipient is suppressed."""
+    """Record an end reached before any SMTP: expired, the recipient is suppressed, or the attempt's
+    workers kept dying. A failure's reason is `reason`, else `detail`."""
     change = Transition(
         status,
         (_event(message, event, now, None, detail),),
-        failure_reason=detail if status is MessageStatus.FAILED else None,
+        failure_reason=(reason or detail) if status is MessageStatus.FAILED else None,
     )
     recorded = record(deps, message, change, now)
     return Delivery(JobResult.DONE, None, message, note=detail if recorded else "lease lost before recording")
 
 
-def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
+def worker_error(error: BaseException) -> str:
+    """An event's detail for an unexpected error: its type only, never its text (which may quote a
+    body, an address or a secret)."""
+    return f"{WORKER_ERROR}: {type(error).__name__}"
+
+
+def give_up(
+    deps: DeliverDeps,
+    job: SendJob,
+    leased: MessageRecord | None,
+    error: BaseException,
+    *,
+    started: datetime,
+    now: datetime,
+) -> bool:
+    """On a job's last receive, end its message `failed`/`worker-error` (event `email.failed`, detail
+    the error's type) before SQS moves the job to the DLQ. Conditional, so it never overwrites a newer
+    outcome: under this worker's own lease when it took one; else only while the message still waits
+    for this job (at the job's attempt), or sits under a lease of this attempt whose holder died.
+    True when it was written."""
+    detail = worker_error(error)
+    if leased is not None:
+        attempt = Attempt(number=leased.attempt, started_at=started, finished_at=now, outcome=WORKER_ERROR)
+        event = _event(leased, "email.failed", now, None, detail)
+        change = Transition(MessageStatus.FAILED, (event,), attempt, failure_reason=WORKER_ERROR)
+        return record(deps, leased, change, now)
+    current = deps.messages.get_message(job.tenant_id, job.email_id, job.message_id)
+    if current is None:
+        return False
+    change = Transition(
+        MessageStatus.FAILED, (_event(current, "email.failed", now, None, detail),), failure_reason=WORKER_ERROR
+    )
+    if current.status in LEASABLE_STATUSES and current.attempt == job.attempt:
+        expected, lease_until = [current.status], None
+    elif (
+        current.status is MessageStatus.SENDING
+        and current.attempt == job.attempt + 1
+        and current.lease_until is not None
+        and current.lease_until < now.timestamp()
+    ):
+        expected, lease_until = [MessageStatus.SENDING], current.lease_until
+    else:  # finished, or in a live lease of another worker: its outcome stands
+        return False
+    return deps.messages.transition(
+        job.tenant_id,
+        job.email_id,
+        job.message_id,
+        expected=expected,
+        attempt=current.attempt,
+        change=change,
+        now=now,
+        lease_until=lease_until,
+    )
+
+
+def deliver_message(
+    deps: DeliverDeps, job: SendJob, *, deadline: float | None = None, last_receive: bool = False
+) -> Delivery:
+    """Run one job. `deadline` (a `time.monotonic()` instant) bounds its SMTP transaction;
+    `last_receive` says SQS dead-letters the job if this run raises, and then `give_up` runs first."""
     started = deps.clock.now()
-    leased = lease_message(deps, job, started)
-    if isinstance(leased, Delivery):
-        return leased
+    leased: MessageRecord | Delivery | None = None
+    try:
+        leased = lease_message(deps, job, started)
+        if isinstance(leased, Delivery):
+            return leased
+        return attempt_delivery(deps, job, leased, started, deadline)
+    except Exception as error:
+        if last_receive:
+            try:
+                held = leased if isinstance(leased, MessageRecord) else None
+                give_up(deps, job, held, error, started=started, now=deps.clock.now())
+            except Exception as failed:  # the original error is the one to report
+                error.add_note(f"recording {WORKER_ERROR} failed too: {type(failed).__name__}")
+        raise
+
+
+def attempt_delivery(
+    deps: DeliverDeps, job: SendJob, leased: MessageRecord, started: datetime, deadline: float | None
+) -> Delivery:
+    """The leased attempt: the checks before SMTP, the relay, its outcome recorded."""
+    if leased.takeovers >= deps.max_receive_count:
+        detail = f"{WORKER_ERROR}: the lease expired {leased.takeovers} times"
+        return finish_without_sending(
+            deps, leased, MessageStatus.FAILED, started, event="email.failed", detail=detail, reason=WORKER_ERROR
+        )
     tenant = tenant_of(deps, job.tenant_id)
     if started >= expiry(tenant, leased):
         return finish_without_sending(
@@ -361,7 +519,7 @@ def deliver_message(deps: DeliverDeps, job: SendJob) -> Delivery:
         )
         server_id = None
     else:
-        outcome, server_id = relay_message(deps, leased, email)
+        outcome, server_id = relay_message(deps, leased, email, deadline)
     finished = deps.clock.now()
     attempt = Attempt(
         number=leased.attempt,

@@ -1,30 +1,88 @@
-"""`Idempotency-Key`: the same key and body replay the first response for 24 hours, per tenant."""
+"""`Idempotency-Key`: the same key and request replay the first response for 24 hours, per tenant.
+
+Requests are compared on their canonical JSON (sorted keys, no insignificant whitespace), or on
+their bytes when the body is not JSON. A replay is byte-identical to the first response: status,
+content type and body. The response is kept compressed in the idempotency record; one still larger
+than a record may be (DynamoDB items stop at 400 KB) goes to the blob store, and the record points
+at it, so the largest allowed batch (100 emails x 50 recipients) replays like any other.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from petrel.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest
-from petrel.ports import Clock, IdempotencyStore
+from petrel.ports import BlobStore, Clock, IdempotencyStore
 
 KEEP_SECONDS = 24 * 3600
 IN_FLIGHT_SECONDS = 60  # a claim older than this belongs to a request that died; it may be taken over
+# A compressed response up to this size stays in the record (DynamoDB's item limit is 400 KB, key and
+# attribute names included); a larger one goes to the blob store under BLOB_PREFIX.
+INLINE_LIMIT = 300 * 1024
+BLOB_PREFIX = "idempotency/"
 
 
 @dataclass(frozen=True)
 class StoredResponse:
     status_code: int
     body: str
+    content_type: str = "application/json"
+    replayed: bool = field(default=False, compare=False)  # True when this is the first response, replayed
+
+
+def canonical_body(body: bytes) -> bytes:
+    """The body as compared between requests: canonical JSON, or the bytes themselves if not JSON."""
+    try:
+        value = json.loads(body)
+        return b"json:" + json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return b"raw:" + body
 
 
 def request_hash(method: str, path: str, body: bytes) -> str:
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical_body(body)).hexdigest()
+
+
+def encode_response(response: StoredResponse) -> bytes:
+    document = {"status": response.status_code, "content_type": response.content_type, "body": response.body}
+    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
+
+
+def decode_response(data: bytes) -> StoredResponse:
+    document = json.loads(zlib.decompress(data))
+    return StoredResponse(
+        status_code=int(document["status"]),
+        body=str(document["body"]),
+        content_type=str(document["content_type"]),
+        replayed=True,
+    )
+
+
+def blob_key(scoped_key: str) -> str:
+    """Where a large response is kept: under the tenant, named by a digest of the key (any characters)."""
+    tenant_id, _, key = scoped_key.partition("#")
+    return f"{BLOB_PREFIX}{tenant_id}/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _keep(store: IdempotencyStore, blobs: BlobStore, scoped: str, response: StoredResponse) -> None:
+    data = encode_response(response)
+    if len(data) <= INLINE_LIMIT:
+        store.complete(scoped, response=data, response_key=None)
+        return
+    key = blob_key(scoped)
+    blobs.put(key, data, "application/zlib")
+    store.complete(scoped, response=None, response_key=key)
 
 
 def run_idempotent(
     store: IdempotencyStore,
+    blobs: BlobStore,
     clock: Clock,
     *,
     tenant_id: str,
@@ -32,20 +90,31 @@ def run_idempotent(
     fingerprint: str,
     call: Callable[[], StoredResponse],
 ) -> StoredResponse:
-    """Run `call` once per (tenant, key); replay its response, or refuse a conflicting reuse."""
+    """Run `call` once per (tenant, key); replay its response, or refuse a conflicting reuse.
+
+    `call` raising, or answering 5xx, releases the key: routes answer those only when nothing was
+    stored (a batch isolates each email's failure in that email's result), so a retry is safe.
+    """
     if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise InvalidRequest("Idempotency-Key must be 1-255 printable characters")
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 printable characters",
+            errors=[{"parameter": "Idempotency-Key", "detail": "1-255 printable characters"}],
+        )
     scoped = f"{tenant_id}#{key}"
     now = int(clock.now().timestamp())
     claim = store.begin(
         scoped, fingerprint, now=now, expires_at=now + KEEP_SECONDS, in_flight_until=now + IN_FLIGHT_SECONDS
     )
     if claim.state == "mismatch":
-        raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
     if claim.state == "in_progress":
         raise IdempotencyInFlight("a request with this Idempotency-Key is still in progress; retry shortly")
     if claim.state == "completed":
-        return StoredResponse(status_code=claim.status_code or 200, body=claim.body or "")
+        if claim.response is not None:
+            return decode_response(claim.response)
+        if claim.response_key is not None:
+            return decode_response(blobs.get(claim.response_key))
+        raise IdempotencyConflict("this Idempotency-Key was used by a request whose response is no longer kept")
     try:
         response = call()
     except BaseException:
@@ -54,5 +123,5 @@ def run_idempotent(
     if response.status_code >= 500:
         store.release(scoped)
     else:
-        store.complete(scoped, response.status_code, response.body)
+        _keep(store, blobs, scoped, response)
     return response

@@ -9,11 +9,13 @@ from petrel.models.records import MessageRecord, MessageStatus
 from petrel.ports import MessageStore
 
 MAX_PAGE = 100
+DEFAULT_PAGE = 20
 
 
 def _message_view(message: MessageRecord) -> MessageView:
     return MessageView(
         id=message.message_id,
+        email_id=message.email_id,
         email=message.recipient,
         kind=message.kind,
         status=message.status,
@@ -27,11 +29,22 @@ def _message_view(message: MessageRecord) -> MessageView:
     )
 
 
-def get_email(store: MessageStore, tenant_id: str, email_id: str) -> EmailView:
-    """One email of this tenant. Another tenant's id is indistinguishable from a missing one."""
-    found = store.get_email(tenant_id, email_id) if is_id(email_id, "em") else None
+def _email_id(store: MessageStore, tenant_id: str, some_id: str) -> str | None:
+    """The email id of `some_id`: an email id itself, or a message id (found through the store)."""
+    if is_id(some_id, "em"):
+        return some_id
+    if is_id(some_id, "msg"):
+        return store.find_email_id(tenant_id, some_id)
+    return None
+
+
+def get_email(store: MessageStore, tenant_id: str, some_id: str) -> EmailView:
+    """One email of this tenant, by its id or by one of its messages' ids. Another tenant's id is
+    indistinguishable from a missing one."""
+    email_id = _email_id(store, tenant_id, some_id)
+    found = store.get_email(tenant_id, email_id) if email_id is not None else None
     if found is None:
-        raise NotFound(f"no email {email_id!r}")
+        raise NotFound(f"no email {some_id!r}")
     email, messages = found
     order = {r.message_id: i for i, r in enumerate(email.recipients)}
     messages.sort(key=lambda m: order.get(m.message_id, len(order)))
@@ -50,17 +63,32 @@ def get_email(store: MessageStore, tenant_id: str, email_id: str) -> EmailView:
     )
 
 
+def get_message(store: MessageStore, tenant_id: str, message_id: str) -> MessageView:
+    """One message (one recipient's copy) of this tenant."""
+    email_id = store.find_email_id(tenant_id, message_id) if is_id(message_id, "msg") else None
+    found = store.get_message(tenant_id, email_id, message_id) if email_id is not None else None
+    if found is None:
+        raise NotFound(f"no message {message_id!r}")
+    return _message_view(found)
+
+
 def list_messages(
     store: MessageStore, tenant_id: str, *, status: str | None, limit: int, cursor: str | None
 ) -> MessageList:
+    errors: list[dict[str, str]] = []
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+        errors.append({"parameter": "limit", "detail": f"an integer from 1 to {MAX_PAGE}"})
     try:
         wanted = MessageStatus(status) if status else None
-    except ValueError as exc:
-        allowed = ", ".join(s.value for s in MessageStatus)
-        raise InvalidRequest(f"status must be one of: {allowed}") from exc
-    page = store.list_messages(tenant_id, status=wanted, limit=limit, cursor=cursor)
+    except ValueError:
+        wanted = None
+        errors.append({"parameter": "status", "detail": "one of: " + ", ".join(s.value for s in MessageStatus)})
+    if errors:
+        raise InvalidRequest("the query is not valid: " + "; ".join(e["detail"] for e in errors), errors=errors)
+    try:
+        page = store.list_messages(tenant_id, status=wanted, limit=limit, cursor=cursor)
+    except InvalidRequest as exc:  # the only client input the store judges is the cursor
+        raise cursor_problem(exc) from exc
     return MessageList(
         data=[
             MessageSummary(
@@ -75,3 +103,7 @@ def list_messages(
         ],
         next_cursor=page.cursor,
     )
+
+
+def cursor_problem(exc: InvalidRequest) -> InvalidRequest:
+    return InvalidRequest(exc.detail, errors=[{"parameter": "cursor", "detail": exc.detail}])

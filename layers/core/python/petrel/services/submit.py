@@ -7,6 +7,7 @@ Each step is a named function so that the pipeline reads top to bottom in `submi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,10 +16,11 @@ from petrel.ids import new_id
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.mime import AttachmentPart, MessageContent, build_mime, header_message_id
 from petrel.models.api import MAX_SCHEDULE_DAYS, RecipientStatus, SendEmailRequest, SendEmailResponse
-from petrel.models.jobs import SendJob
-from petrel.models.records import EmailRecord, Event, MessageRecord, MessageStatus, Recipient, Tenant
+from petrel.models.jobs import ReleaseJob
+from petrel.models.records import EmailRecord, Event, MessageRecord, MessageStatus, Pool, Recipient, Tenant
 from petrel.ports import BlobStore, Clock, JobQueue, MessageStore, RetryScheduler, TenantStore, Transition
-from petrel.services.retry import schedule_name
+from petrel.services import attachments
+from petrel.services.release import release_schedule_name, send_job
 
 # Up to this far ahead a scheduled message waits in its queue (SQS DelaySeconds, at most 900 s);
 # further ahead it waits in EventBridge Scheduler.
@@ -59,7 +61,34 @@ def check_sender_domain(deps: SubmitDeps, tenant: Tenant, from_: str) -> str:
     return domain
 
 
-def build_body(request: SendEmailRequest, *, email_id: str, from_domain: str, now: datetime) -> bytes:
+def check_pool(deps: SubmitDeps, tenant: Tenant, pool: Pool) -> None:
+    """Refuse an email that no server could relay: its pool has no enabled server of the tenant."""
+    if not any(server.pool == pool and server.enabled for server in deps.tenants.list_servers(tenant.tenant_id)):
+        raise InvalidRequest(
+            f"the pool {pool!r} has no enabled SMTP server for this tenant",
+            errors=[{"pointer": "/pool", "detail": f"add or enable an SMTP server in the {pool} pool first"}],
+        )
+
+
+def attachment_parts(request: SendEmailRequest, uploaded: Mapping[str, AttachmentPart]) -> list[AttachmentPart]:
+    """The email's attachments in request order: inline ones decoded, uploaded ones by id."""
+    return [
+        uploaded[a.attachment_id]
+        if a.attachment_id is not None
+        else AttachmentPart(a.filename or "", a.media_type, a.decoded())
+        for a in request.attachments
+    ]
+
+
+def build_body(
+    request: SendEmailRequest,
+    *,
+    email_id: str,
+    from_domain: str,
+    now: datetime,
+    uploaded: Mapping[str, AttachmentPart] | None = None,
+) -> bytes:
+    """`uploaded`: the files of `attachment_id` references (`attachments.fetch_uploaded`)."""
     content = MessageContent(
         from_=request.from_,
         subject=request.subject,
@@ -69,7 +98,7 @@ def build_body(request: SendEmailRequest, *, email_id: str, from_domain: str, no
         text=request.text,
         html=request.html,
         headers=request.headers,
-        attachments=[AttachmentPart(a.filename, a.content_type, a.decoded()) for a in request.attachments],
+        attachments=attachment_parts(request, uploaded or {}),
     )
     return build_mime(content, message_id=header_message_id(email_id, from_domain), date=now, email_id=email_id)
 
@@ -133,36 +162,46 @@ def store_email(
         )
         for r in recipients
     ]
-    expires_at = int((now + timedelta(days=deps.retention_days)).timestamp())
-    deps.messages.create_email(email, messages, expires_at)
+    deps.messages.create_email(email, messages, retention_expiry(tenant, now, send_at, deps.retention_days))
     return email, messages
 
 
-def _job(message: MessageRecord) -> SendJob:
-    return SendJob(
-        tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id, pool=message.pool
-    )
+def retention_expiry(tenant: Tenant, now: datetime, send_at: datetime | None, retention_days: int) -> int:
+    """When the email's records may go (their TTL, epoch seconds): `retention_days` after the last
+    moment it may still be tried, its first due time (send_at, else now) plus the tenant's maximum
+    age. A message scheduled weeks ahead is kept until well after its last retry."""
+    last_try = (send_at or now) + timedelta(hours=tenant.max_age_hours)
+    return int((last_try + timedelta(days=retention_days)).timestamp())
+
+
+def schedule_release(deps: SubmitDeps, email: EmailRecord, send_at: datetime) -> bool:
+    """The email's one `send_at` schedule, whose ReleaseJob queues every recipient still scheduled.
+    False when the scheduler did not take it (one by that name existing already is success)."""
+    job = ReleaseJob(tenant_id=email.tenant_id, email_id=email.email_id, pool=email.pool)
+    try:
+        deps.scheduler.schedule(release_schedule_name(email.email_id), send_at, job)
+    except Exception:
+        return False
+    return True
 
 
 def enqueue(
     deps: SubmitDeps, email: EmailRecord, messages: list[MessageRecord], send_at: datetime | None
 ) -> dict[str, MessageStatus]:
-    """Queue a job per message, or schedule its release. A message whose job could not be queued or
-    scheduled is marked failed, never left waiting for a job that does not exist."""
+    """Queue a job per message (10 per SendMessageBatch), or make the email's one release schedule
+    when `send_at` is further ahead than a queue can delay. A message whose job could not be queued
+    or scheduled is marked failed, never left waiting for a job that does not exist. (A crash before
+    this step leaves messages with no job: the sweeper finds them by their due time.)"""
     now = deps.clock.now()
     delay = 0 if send_at is None else math.ceil((send_at - now).total_seconds())
     waiting = MessageStatus.QUEUED if send_at is None else MessageStatus.SCHEDULED
     if delay <= QUEUE_DELAY_LIMIT:
-        refused = deps.queue.send_jobs(email.pool, [_job(m) for m in messages], delay_seconds=max(delay, 0))
+        refused = deps.queue.send_jobs(email.pool, [send_job(m) for m in messages], delay_seconds=max(delay, 0))
         not_queued = {job.message_id for job in refused}
     else:
         assert send_at is not None  # a positive delay means a send time
-        not_queued = set()
-        for message in messages:
-            try:
-                deps.scheduler.schedule(schedule_name(message.message_id, 0), send_at, _job(message))
-            except Exception:
-                not_queued.add(message.message_id)
+        scheduled = schedule_release(deps, email, send_at)
+        not_queued = set() if scheduled else {m.message_id for m in messages}
     statuses: dict[str, MessageStatus] = {}
     for message in messages:
         if message.message_id not in not_queued:
@@ -197,8 +236,10 @@ def submit_email(deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest) ->
     now = deps.clock.now()
     email_id = new_id("em", int(now.timestamp() * 1000))
     from_domain = check_sender_domain(deps, tenant, request.from_)
+    check_pool(deps, tenant, request.pool)
     send_at = check_send_at(request, now)
-    body = build_body(request, email_id=email_id, from_domain=from_domain, now=now)
+    uploaded = attachments.fetch_uploaded(deps.blobs, tenant, request.attachments, now)
+    body = build_body(request, email_id=email_id, from_domain=from_domain, now=now, uploaded=uploaded)
     check_size(tenant, body)
     email, messages = store_email(
         deps, tenant, request, email_id=email_id, from_domain=from_domain, body=body, now=now, send_at=send_at

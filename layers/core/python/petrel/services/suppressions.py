@@ -24,7 +24,9 @@ def normalise(raw: str) -> str:
     try:
         return parse_mailbox(unquote(raw)).address.lower()
     except AddressError as exc:
-        raise InvalidRequest(f"{raw!r} is not an email address: {exc}") from exc
+        raise InvalidRequest(
+            f"{raw!r} is not an email address: {exc}", errors=[{"parameter": "email", "detail": str(exc)}]
+        ) from exc
 
 
 def add(store: SuppressionStore, clock: Clock, tenant_id: str, request: SuppressionRequest) -> SuppressionView:
@@ -54,6 +56,12 @@ def remove(store: SuppressionStore, tenant_id: str, raw_email: str) -> None:
 
 def list_page(store: SuppressionStore, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionList:
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
-    page = store.list(tenant_id, limit=limit, cursor=cursor)
+        raise InvalidRequest(
+            f"limit must be between 1 and {MAX_PAGE}",
+            errors=[{"parameter": "limit", "detail": f"an integer from 1 to {MAX_PAGE}"}],
+        )
+    try:
+        page = store.list(tenant_id, limit=limit, cursor=cursor)
+    except InvalidRequest as exc:  # the only client input the store judges is the cursor
+        raise InvalidRequest(exc.detail, errors=[{"parameter": "cursor", "detail": exc.detail}]) from exc
     return SuppressionList(data=[_view(s) for s in page.suppressions], next_cursor=page.cursor)

@@ -1,0 +1,47 @@
+"""The sweeper: a function on an EventBridge schedule that puts back on its queue every non-final
+message whose way forward was lost (petrel.services.sweep), and an alarm whenever it repairs one.
+
+Its role may query the messages table's due index and update items of that table (the claim of a
+repair), and send to the send queues: no read of the table itself, no delete, no other index.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra.constructs.functions import SWEEPER, FunctionDependencies, PetrelFunction
+from petrel import resources
+
+QUERY_ACTIONS = ("dynamodb:Query",)
+UPDATE_ACTIONS = ("dynamodb:UpdateItem",)
+
+
+class Sweeper(Construct):
+    """The sweeper function, its rule (every `sweep_interval_minutes`) and its table grant."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, deps: FunctionDependencies) -> None:
+        super().__init__(scope, construct_id)
+        config = deps.config
+        self.sweeper = PetrelFunction(self, "Sweeper", definition=SWEEPER, deps=deps)
+        function = self.sweeper.function
+        table = deps.tables.table(resources.MESSAGES)
+        function.add_environment(resources.MESSAGES.env_var, table.table_name)
+        iam.Grant.add_to_principal(
+            grantee=function,
+            actions=list(QUERY_ACTIONS),
+            resource_arns=[f"{table.table_arn}/index/{resources.DUE_INDEX.name}"],
+        )
+        iam.Grant.add_to_principal(grantee=function, actions=list(UPDATE_ACTIONS), resource_arns=[table.table_arn])
+        self.rule = events.Rule(
+            self,
+            "Schedule",
+            rule_name=config.physical_name("sweeper"),
+            description="Runs the sweeper: repairs messages whose way forward was lost",
+            schedule=events.Schedule.rate(Duration.minutes(config.sweep_interval_minutes)),
+            # A run missed is made up by the next one: no retry, no queue of runs.
+            targets=[targets.LambdaFunction(function, retry_attempts=0, max_event_age=Duration.minutes(1))],
+        )

@@ -1,0 +1,114 @@
+"""The sweeper: finds non-final messages whose way forward is gone, and puts each back on its queue.
+
+At every moment each non-final message has exactly one way forward: a job on a queue, a schedule, a
+live lease, or a dead letter that an alarm reports. Each message carries a due time (the sparse
+"due" index, petrel.resources.DUE_INDEX): when that way forward should have acted. A message still
+there `grace_seconds` after its due time has lost it (a crash between storing and enqueuing, a
+worker that died twice, a lost schedule) and is repaired:
+
+1. claim: a conditional write that moves its due time to now, only if status, attempt and due time
+   are still those seen, so a concurrent or repeated sweep does not repair it twice (and a message
+   that moved on meanwhile is left alone);
+2. a job on its pool's send queue: SendJob(attempt) for queued, scheduled and deferred; for
+   `sending` with a lease long expired, SendJob(attempt - 1), the job of the attempt in flight,
+   which the worker's takeover path leases again.
+
+A job for an attempt already done does nothing (the lease rules), so a repair is always safe. A job
+the queue refused is repaired again one grace later.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from petrel.models.jobs import SendJob
+from petrel.models.records import MessageStatus, Pool
+from petrel.ports import Clock, DueMessage, JobQueue, MessageStore
+
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class SweepDeps:
+    messages: MessageStore
+    queue: JobQueue
+    clock: Clock
+    shards: Sequence[str]
+    grace_seconds: int
+    max_messages: int  # repairs per run at most; the rest wait for the next run
+
+
+@dataclass
+class SweepReport:
+    repaired: Counter[MessageStatus] = field(default_factory=Counter)
+    examined: int = 0
+    claim_lost: int = 0  # another sweep, or the message's own way forward, got there first
+    requeue_failed: int = 0  # claimed, but the queue refused the job: repaired again one grace later
+    truncated: bool = False  # stopped at max_messages with more due
+
+    @property
+    def total(self) -> int:
+        return sum(self.repaired.values())
+
+
+def repair_job(message: DueMessage) -> SendJob:
+    """The job that moves `message` on: its own attempt's, or for a `sending` message the job of the
+    attempt in flight (the takeover of its expired lease)."""
+    attempt = message.attempt - 1 if message.status is MessageStatus.SENDING else message.attempt
+    return SendJob(
+        tenant_id=message.tenant_id,
+        email_id=message.email_id,
+        message_id=message.message_id,
+        attempt=max(attempt, 0),
+        pool=message.pool,
+    )
+
+
+def _requeue(deps: SweepDeps, claimed: list[DueMessage], report: SweepReport) -> None:
+    by_pool: dict[Pool, list[DueMessage]] = {}
+    for message in claimed:
+        by_pool.setdefault(message.pool, []).append(message)
+    for pool, messages in by_pool.items():
+        refused = {job.message_id for job in deps.queue.send_jobs(pool, [repair_job(m) for m in messages])}
+        for message in messages:
+            if message.message_id in refused:
+                report.requeue_failed += 1
+            else:
+                report.repaired[message.status] += 1
+
+
+def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -> None:
+    cursor: str | None = None
+    while True:
+        budget = deps.max_messages - report.examined
+        if budget <= 0:
+            report.truncated = True
+            return
+        page = deps.messages.find_due(
+            shard, due_before=now - deps.grace_seconds, limit=min(PAGE_SIZE, budget), cursor=cursor
+        )
+        report.examined += len(page.messages)
+        claimed: list[DueMessage] = []
+        for message in page.messages:
+            if message.status is MessageStatus.SENDING and message.attempt == 0:
+                continue  # cannot be: a lease always counts an attempt
+            if deps.messages.claim_repair(message, now=now):
+                claimed.append(message)
+            else:
+                report.claim_lost += 1
+        _requeue(deps, claimed, report)
+        cursor = page.cursor
+        if cursor is None:
+            return
+
+
+def sweep(deps: SweepDeps) -> SweepReport:
+    """One run over every shard of the due index."""
+    now = int(deps.clock.now().timestamp())
+    report = SweepReport()
+    start = now % len(deps.shards) if deps.shards else 0  # no shard is always last when a run is cut short
+    for shard in [*deps.shards[start:], *deps.shards[:start]]:
+        sweep_shard(deps, shard, now=now, report=report)
+    return report

@@ -1,0 +1,263 @@
+"""The sweeper (issue 7, defect 5): every non-final message has a way forward, and one that lost it
+is put back on its queue, once, and then reaches a final state through the worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from petrel import resources
+from petrel.mail.smtp_reply import Stage
+from petrel.models.api import SendEmailRequest
+from petrel.models.jobs import SendJob
+from petrel.models.records import MessageRecord, MessageStatus
+from petrel.ports import Transition
+from petrel.services.deliver import deliver_message
+from petrel.services.release import send_job
+from petrel.services.submit import store_email
+from petrel.services.sweep import sweep
+from tests.fakes import FakeWorld, Seeded
+from tests.fakes.smtp import reply
+
+GRACE = 900
+
+
+@pytest.fixture
+def seeded(world: FakeWorld) -> Seeded:
+    return world.seed()
+
+
+def _request(**fields: Any) -> SendEmailRequest:
+    body: dict[str, Any] = {"from": "jane@example.com", "to": ["bob@example.org"], "subject": "Hi", "text": "Hello"}
+    body.update(fields)
+    return SendEmailRequest.model_validate(body)
+
+
+def _stored_without_job(world: FakeWorld, seeded: Seeded, **fields: Any) -> MessageRecord:
+    """What a crash between storing and enqueuing leaves: the message, and no job anywhere."""
+    request = _request(**fields)
+    now = world.clock.now()
+    send_at = request.send_at
+    _, [message] = store_email(
+        world.submit_deps(),
+        seeded.tenant,
+        request,
+        email_id=f"em_{len(world.messages.emails):026d}",
+        from_domain="example.com",
+        body=b"Subject: Hi\r\n\r\nHello\r\n",
+        now=now,
+        send_at=send_at,
+    )
+    assert world.queue.sent["transactional"] == [] and world.scheduler.schedules == {}
+    return message
+
+
+def _current(world: FakeWorld, message: MessageRecord) -> MessageRecord:
+    found = world.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    assert found is not None
+    return found
+
+
+def _key(message: MessageRecord) -> tuple[str, str, str]:
+    return (message.tenant_id, message.email_id, message.message_id)
+
+
+def _deliver_all(world: FakeWorld) -> None:
+    deps = world.deliver_deps()
+    for job in world.queue.drain("transactional"):
+        deliver_message(deps, job)
+
+
+def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: FakeWorld, seeded: Seeded) -> None:
+    world.relay.default = reply(451, "4.7.1 try later")
+    message = _stored_without_job(world, seeded)
+    created = world.clock.timestamp()
+    assert world.messages.due[_key(message)] == created  # queued: its creation
+
+    now = world.clock.timestamp()
+    world.messages.lease(
+        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+    )
+    assert world.messages.due[_key(message)] == now + 120  # sending: the lease's end
+    world.messages.transition(
+        message.tenant_id,
+        message.email_id,
+        message.message_id,
+        expected=[MessageStatus.SENDING],
+        attempt=1,
+        change=_deferred(world, minutes=5),
+        now=world.clock.now(),
+    )
+    assert world.messages.due[_key(message)] == now + 300  # deferred: its next attempt
+    world.messages.transition(
+        message.tenant_id,
+        message.email_id,
+        message.message_id,
+        expected=[MessageStatus.DEFERRED],
+        attempt=1,
+        change=_cancelled(),
+        now=world.clock.now(),
+    )
+    assert _key(message) not in world.messages.due  # final: out of the index
+
+
+def _deferred(world: FakeWorld, *, minutes: int) -> Transition:
+    return Transition(MessageStatus.DEFERRED, next_attempt_at=world.clock.now() + timedelta(minutes=minutes))
+
+
+def _cancelled() -> Transition:
+    return Transition(MessageStatus.CANCELLED)
+
+
+def test_a_scheduled_message_is_due_at_its_send_time(world: FakeWorld, seeded: Seeded) -> None:
+    when = world.clock.now() + timedelta(days=2)
+    message = _stored_without_job(world, seeded, send_at=when.isoformat())
+    assert message.status is MessageStatus.SCHEDULED
+    assert world.messages.due[_key(message)] == int(when.timestamp())
+
+
+def test_a_queued_message_without_a_job_is_requeued_and_sent(world: FakeWorld, seeded: Seeded) -> None:
+    message = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.QUEUED: 1} and report.total == 1
+    assert world.queue.sent["transactional"] == [
+        SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id, attempt=0)
+    ]
+    _deliver_all(world)
+    assert _current(world, message).status is MessageStatus.RELAYED
+    assert _key(message) not in world.messages.due
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).examined == 0
+
+
+def test_nothing_within_its_grace_is_repaired(world: FakeWorld, seeded: Seeded) -> None:
+    _stored_without_job(world, seeded)
+    world.clock.advance(GRACE - 1)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.total == 0 and report.examined == 0 and world.queue.sent["transactional"] == []
+
+
+def test_a_repair_is_made_once_then_again_only_a_grace_later(world: FakeWorld, seeded: Seeded) -> None:
+    _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 1
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 0  # a repeated run
+    world.clock.advance(GRACE - 1)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 0
+    assert len(world.queue.sent["transactional"]) == 1
+    world.queue.drain("transactional")  # that job was lost too
+    world.clock.advance(2)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 1
+
+
+def test_two_sweepers_seeing_the_same_message_repair_it_once(world: FakeWorld, seeded: Seeded) -> None:
+    message = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    shard = resources.due_shard(message.message_id)
+    [seen] = world.messages.find_due(shard, due_before=world.clock.timestamp(), limit=10, cursor=None).messages
+
+    assert world.messages.claim_repair(seen, now=world.clock.timestamp()) is True
+    assert world.messages.claim_repair(seen, now=world.clock.timestamp()) is False
+
+
+def test_a_message_that_moved_on_after_it_was_seen_is_left_alone(world: FakeWorld, seeded: Seeded) -> None:
+    message = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    shard = resources.due_shard(message.message_id)
+    [seen] = world.messages.find_due(shard, due_before=world.clock.timestamp(), limit=10, cursor=None).messages
+    now = world.clock.timestamp()
+    world.messages.lease(
+        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+    )
+
+    assert world.messages.claim_repair(seen, now=now) is False
+
+
+def test_a_scheduled_message_past_due_is_released(world: FakeWorld, seeded: Seeded) -> None:
+    when = world.clock.now() + timedelta(days=2)
+    message = _stored_without_job(world, seeded, send_at=when.isoformat())  # its release schedule was lost
+    world.clock.set(when + timedelta(seconds=GRACE - 1))
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 0
+    world.clock.advance(2)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.SCHEDULED: 1}
+    _deliver_all(world)
+    assert _current(world, message).status is MessageStatus.RELAYED
+
+
+def test_a_deferred_message_past_its_next_attempt_is_retried(world: FakeWorld, seeded: Seeded) -> None:
+    message = _stored_without_job(world, seeded)
+    world.queue.send_jobs("transactional", [send_job(message)])
+    world.relay.default = reply(451, "4.7.1 try later", Stage.RCPT)
+    _deliver_all(world)
+    deferred = _current(world, message)
+    assert deferred.status is MessageStatus.DEFERRED and deferred.next_attempt_at is not None
+    world.scheduler.schedules.clear()  # the retry's schedule was lost
+    world.clock.set(deferred.next_attempt_at + timedelta(seconds=GRACE + 1))
+    world.relay.default = reply(250, "2.0.0 Ok", Stage.DATA)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.DEFERRED: 1}
+    [job] = world.queue.sent["transactional"]
+    assert isinstance(job, SendJob) and job.attempt == 1
+    _deliver_all(world)
+    relayed = _current(world, message)
+    assert relayed.status is MessageStatus.RELAYED and relayed.attempt == 2
+
+
+def test_a_sending_message_whose_lease_long_expired_is_taken_over(world: FakeWorld, seeded: Seeded) -> None:
+    message = _stored_without_job(world, seeded)
+    now = world.clock.timestamp()
+    world.messages.lease(
+        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+    )  # then the worker died, and its job was acknowledged or lost
+    world.clock.advance(120 + GRACE - 1)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 0  # the lease is expired, but within grace
+    world.clock.advance(2)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.SENDING: 1}
+    [job] = world.queue.sent["transactional"]
+    assert isinstance(job, SendJob) and job.attempt == 0  # the job of the attempt in flight: a takeover
+    _deliver_all(world)
+    relayed = _current(world, message)
+    assert relayed.status is MessageStatus.RELAYED and relayed.attempt == 1
+    assert len(world.relay.calls) == 1
+
+
+def test_a_repair_the_queue_refuses_is_retried_a_grace_later(world: FakeWorld, seeded: Seeded) -> None:
+    _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    world.queue.refuse_all = True
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.total == 0 and report.requeue_failed == 1
+    world.queue.refuse_all = False
+    world.clock.advance(GRACE)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 1
+
+
+def test_a_run_is_bounded_and_the_rest_waits_for_the_next(world: FakeWorld, seeded: Seeded) -> None:
+    for _ in range(25):
+        _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+
+    first = sweep(world.sweep_deps(grace_seconds=GRACE, max_messages=10))
+    second = sweep(world.sweep_deps(grace_seconds=GRACE, max_messages=10))
+    third = sweep(world.sweep_deps(grace_seconds=GRACE, max_messages=10))
+
+    assert (first.total, second.total, third.total) == (10, 10, 5)
+    assert first.truncated
+    assert len({j.message_id for j in world.queue.drain("transactional")}) == 25
