@@ -197,10 +197,8 @@ def test_the_same_job_crashing_1_2_3_and_6_times_ends_known(platform: LocalPlatf
         assert grew >= 1, (dlq_before, after)
 
         # Redrive (the cause is gone after the sixth crash): the message is reopened and relayed.
-        from petrel.adapters import dead_letters as dlq_ops
-
-        redriven = dlq_ops.redrive(_dlq_sources(platform), "send-transactional")
-        record_property("redriven", str(redriven))
+        report = _redrive(platform, "send-transactional")
+        record_property("redriven", str(report))
         tracker.wait_each(
             lambda r: r["email"] != addresses["six"] or r["status"] == "relayed", 3 * visibility + 30, "six relayed"
         )
@@ -219,10 +217,15 @@ def test_the_same_job_crashing_1_2_3_and_6_times_ends_known(platform: LocalPlatf
     print(f"\ncrashes per message: {dict(crashes.crashed)}; after DATA (duplicates): {dict(crashes.after_data)}")
 
 
-def _dlq_sources(platform: LocalPlatform) -> Any:
-    from petrel.adapters import dead_letters as dlq_ops
+def _redrive(platform: LocalPlatform, queue: str) -> Any:
+    """What `petrel dlq redrive <queue>` does: put each letter back, reopening the messages it ended."""
+    from petrel.adapters.dead_letters import SqsDeadLetters
+    from petrel.services.redrive import reopen_for_redrive
 
-    return dlq_ops.local_sources(platform.info["aws"])
+    aws = platform.info["aws"]
+    letters = SqsDeadLetters(_aws(platform, "sqs"), aws["prefix"])
+    deps = container.redrive_deps(aws["tables"]["messages"])
+    return letters.redrive(queue, prepare=lambda job: reopen_for_redrive(deps, job))
 
 
 # --------------------------------------------------------------------------- a tarpit server

@@ -83,6 +83,16 @@ def test_cross_field_rules(raw: dict[str, Any]) -> None:
         parse_environments(raw)
 
 
+@pytest.mark.parametrize("seconds", [10, 60])  # dev: smtp_timeout_seconds 20, worker_timeout_seconds 60
+def test_smtp_transaction_limit_lies_between_the_socket_timeout_and_the_worker_timeout(
+    raw: dict[str, Any], seconds: int
+) -> None:
+    assert parse_environments(raw)["dev"].smtp_transaction_seconds == 45  # the default fits every environment
+    raw["dev"]["smtp_transaction_seconds"] = seconds
+    with pytest.raises(ConfigError, match="smtp_transaction_seconds must be at least smtp_timeout_seconds"):
+        parse_environments(raw)
+
+
 def test_configs_are_frozen(raw: dict[str, Any]) -> None:
     config = parse_environments(raw)["dev"]
     with pytest.raises(Exception, match="frozen"):

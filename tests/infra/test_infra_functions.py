@@ -95,6 +95,7 @@ def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> Non
         assert queue.env_var in api and queue.env_var in worker
     assert worker["PETREL_LEASE_SECONDS"] == str(config.worker_timeout_seconds)
     assert worker["PETREL_SMTP_TIMEOUT_SECONDS"] == str(config.smtp_timeout_seconds)
+    assert worker["PETREL_SMTP_TRANSACTION_SECONDS"] == str(config.smtp_transaction_seconds)
     assert worker["PETREL_MAX_RECEIVE_COUNT"] == str(config.dlq_max_receive_count)  # the queues' redrive policy
     assert resources.IDEMPOTENCY.env_var in api and resources.IDEMPOTENCY.env_var not in worker
     # cdk.json sets no retry ladder for dev: the code's default applies (and only the worker reads one).

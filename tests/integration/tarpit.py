@@ -39,9 +39,7 @@ class Tarpit:
         self._spawn(self._accept_loop)
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stopped.set()
         for thread in list(self._threads):
             thread.join(timeout=5)

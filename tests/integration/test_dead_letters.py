@@ -12,6 +12,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from petrel.adapters.dead_letters import SCHEDULER_ERROR_ATTRIBUTES, SqsDeadLett
 from petrel.adapters.queues import SqsJobQueue
 from petrel.cli.main import main
 from petrel.errors import ConfigurationError
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.models.records import Pool
 from tests.integration.aws_env import REGION, clean_aws_environment
 
@@ -244,6 +245,20 @@ def test_schedules_dlq_letters_go_to_the_queue_of_their_pool(queues: Queues) -> 
 
     again = queues.dlq.redrive(SCHEDULES)
     assert again.moved == [] and {entry.letter.message_id for entry in again.left} == {garbage, cut}
+
+
+def test_a_release_job_in_the_schedules_dlq_goes_back_to_the_queue_of_its_pool(queues: Queues) -> None:
+    release = ReleaseJob(tenant_id="t_1", email_id="e_9", pool="bulk").model_dump_json()
+    dlq = queues.dlq_url(SCHEDULES)
+    sent = queues.put(dlq, release, _scheduler_attributes())
+
+    [letter] = queues.dlq.peek(SCHEDULES)
+    assert letter.summary(letter.sent_at or datetime.now(UTC))["job"]["kind"] == "release"
+    report = queues.dlq.redrive(SCHEDULES, prepare=lambda job: job)
+
+    assert {m.letter.message_id: m.queue for m in report.moved} == {sent: BULK}
+    [on_bulk] = queues.drain(queues.url(BULK))
+    assert on_bulk["Body"] == release
 
 
 def _pump(queues: Queues, queue_url: str, handler: Any, rounds: int = 10) -> int:

@@ -381,9 +381,7 @@ def test_a_deadline_already_past_makes_no_connection(submission_server: RunningS
     assert submission_server.handler.connections == 0
 
 
-def test_a_transaction_within_its_deadline_is_untouched(
-    submission_server: RunningServer, tls_files: TlsFiles
-) -> None:
+def test_a_transaction_within_its_deadline_is_untouched(submission_server: RunningServer, tls_files: TlsFiles) -> None:
     relay = SmtplibRelay(timeout=5.0, transaction_seconds=0.5)  # each call has its own half second
     server = _server(submission_server, tls_files)
     try:

@@ -171,3 +171,16 @@ def test_other_refusals_at_mail_are_about_the_sender() -> None:
     outcome = classify(SmtpReply.parse(553, "5.7.1 <x@y>: Sender address rejected: not owned by user", Stage.MAIL))
 
     assert isinstance(outcome, PermanentFail) and outcome.reason == "sender-refused"
+
+
+@pytest.mark.parametrize("stage", [Stage.CONNECT, Stage.TLS, Stage.DATA])
+def test_a_deadline_exceeded_is_deferred_as_such(stage: Stage) -> None:
+    reply = SmtpReply.deadline_exceeded(stage)
+    assert (reply.code, reply.stage, reply.exceeded_deadline) == (0, stage, True)
+    assert "exceeded its deadline" in reply.text
+    assert classify(reply) == SoftFail(reply, reason="deadline-exceeded")  # after DATA too: sent again
+
+
+def test_only_a_network_reply_says_deadline_exceeded() -> None:
+    assert not SmtpReply.network(Stage.DATA, "timed out waiting for the server").exceeded_deadline
+    assert not _reply(451, SmtpReply.deadline_exceeded(Stage.DATA).text, Stage.DATA).exceeded_deadline

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from petrel import resources
 from petrel.errors import ConfigurationError
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job, SendJob, parse_job
 
 if TYPE_CHECKING:
     from types_boto3_sqs.client import SQSClient
@@ -116,10 +116,10 @@ class DeadLetter:
         )
 
     @property
-    def job(self) -> SendJob | None:
-        """The SendJob in the body, or None when the body is not one."""
+    def job(self) -> Job | None:
+        """The job in the body (a SendJob, or the ReleaseJob of a scheduled email), or None when it is neither."""
         try:
-            return SendJob.model_validate_json(self.body)
+            return parse_job(self.body)
         except ValidationError:
             return None
 
@@ -345,7 +345,7 @@ class SqsDeadLetters:
     def _body(letter: DeadLetter, prepare: Callable[[SendJob], SendJob] | None) -> str | Exception:
         """The body to send back: the letter's own, byte for byte, unless `prepare` changes its job."""
         job = letter.job
-        if prepare is None or job is None:
+        if prepare is None or not isinstance(job, SendJob):  # a release job goes back as it is
             return letter.body
         try:
             again = prepare(job)

@@ -48,11 +48,11 @@ class _Fuse:
         self._blown = False
         self._closed = False
 
-    def connect(self, host: str, port: int, timeout: float, source_address: tuple[str, int] | None) -> socket.socket:
+    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
         left = self._connect_by - time.monotonic()
         if left <= 0:
             raise TimeoutError("no time left to connect")
-        sock = socket.create_connection((host, port), min(timeout, left), source_address)
+        sock = socket.create_connection((host, port), min(timeout, left))
         sock.settimeout(timeout)  # each later read or write: the relay's per-operation timeout
         with self._lock:
             self._sock = sock.dup()
@@ -86,7 +86,7 @@ class _Connection(smtplib.SMTP):
         super().__init__(host, port, local_hostname=local_hostname, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return self.fuse.connect(host, port, timeout, self.source_address)
+        return self.fuse.connect(host, port, timeout)
 
 
 class _TlsConnection(smtplib.SMTP_SSL):
@@ -107,7 +107,7 @@ class _TlsConnection(smtplib.SMTP_SSL):
         super().__init__(host, port, local_hostname=local_hostname, timeout=timeout, context=context)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock = self.fuse.connect(host, port, timeout, self.source_address)
+        sock = self.fuse.connect(host, port, timeout)
         return self.context.wrap_socket(sock, server_hostname=self.server_hostname)
 
 
@@ -288,7 +288,7 @@ class SmtplibRelay:
         deadline = limit if deadline is None else min(deadline, limit)
         if deadline <= now:
             return SmtpReply.deadline_exceeded(Stage.CONNECT)
-        watch = _Watch(deadline)
+        watch = self._watchdog.watch(deadline)
         try:
             reply = self._relay(server, password, envelope, data, watch)
         finally:

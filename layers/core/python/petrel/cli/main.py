@@ -18,6 +18,7 @@ from typing import Any
 from petrel import resources
 from petrel.adapters.dead_letters import DeadLetter, dead_letter_queues
 from petrel.errors import ConfigurationError
+from petrel.models.jobs import SendJob
 
 
 class CliError(Exception):
@@ -118,9 +119,11 @@ def _letter_line(letter: DeadLetter, now: datetime) -> str:
         f"age {_duration(age) if age is not None else '-'}",
     ]
     job = letter.job
-    if job is not None:
+    if isinstance(job, SendJob):
         parts.append(f"tenant={job.tenant_id} email={job.email_id} message={job.message_id}")
         parts.append(f"attempt={job.attempt} pool={job.pool}")
+    elif job is not None:  # a scheduled email's release
+        parts.append(f"tenant={job.tenant_id} email={job.email_id} release pool={job.pool}")
     else:
         parts.append(f"unparseable body: {letter.body[:80]!r}")
     line = "  ".join(parts)
