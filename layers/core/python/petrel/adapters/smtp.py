@@ -224,12 +224,13 @@ class SmtplibRelay:
         return (server.host, server.port, server.security, server.username, password, server.ca_bundle)
 
     def _open(self, server: SmtpServer, password: str, watch: _Watch) -> _Session | SmtpReply:
-        stage = Stage.CONNECT
+        stage = Stage.TLS  # a CA bundle that OpenSSL refuses
         fuse = _Fuse(connect_by=watch.deadline)
         watch.arm(fuse)
         conn: smtplib.SMTP | None = None
         try:
             context = self._context(server.ca_bundle)
+            stage = Stage.CONNECT
             if server.security is SmtpSecurity.TLS:
                 stage = Stage.TLS
                 conn = _TlsConnection(
