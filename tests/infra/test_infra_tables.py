@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from infra.config import EnvironmentConfig
-from infra.constructs.tables import READ_ACTIONS, WRITE_ACTIONS
+from infra.constructs.tables import ACCESS_ACTIONS
 from petrel import resources
 
 pytestmark = pytest.mark.infra
@@ -67,8 +67,8 @@ def test_dev_tables_are_destroyed_with_the_stack(resources_of: Any, config: Envi
 
 
 # function -> access to the suppressions table: the API lists, adds and removes entries; the worker
-# checks each recipient and adds the address of a hard bounce; the authorizer never reads it.
-SUPPRESSIONS_ACCESS = {"api": "read_write", "send-worker": "read_write", "authorizer": None}
+# checks each recipient and adds the address of a hard bounce (never deletes); the authorizer never reads it.
+SUPPRESSIONS_ACCESS = {"api": "read_write", "send-worker": "read_update", "authorizer": None}
 
 
 @pytest.mark.parametrize(("slug", "access"), SUPPRESSIONS_ACCESS.items())
@@ -100,5 +100,4 @@ def test_suppressions_table_grants(resources_of: Any, config: EnvironmentConfig,
         assert resources.SUPPRESSIONS.env_var not in env
         return
     assert env[resources.SUPPRESSIONS.env_var] == {"Ref": table_id}
-    expected = {*READ_ACTIONS, *WRITE_ACTIONS} if access == "read_write" else set(READ_ACTIONS)
-    assert granted == expected
+    assert granted == set(ACCESS_ACTIONS[access])
