@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from petrel import resources
 from petrel.errors import InvalidRequest, PayloadTooLarge
 from petrel.ids import is_id
 from petrel.models.api import SendEmailRequest
@@ -165,6 +166,33 @@ def test_when_the_queue_is_down_every_message_fails(world: FakeWorld, seeded: Se
     found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
     assert found is not None
     assert {m.failure_reason for m in found[1]} == {"enqueue-failed"}
+
+
+def test_an_enqueue_that_crashes_after_storing_still_accepts_and_leaves_the_sweeper_a_way(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """Stored is accepted: an unexpected error while enqueuing (not a refusal) must not turn into an
+    error for an email whose messages are stored; they wait, due, for the sweeper."""
+
+    def crash(job: SendJob) -> bool:
+        raise RuntimeError("the queue client blew up")
+
+    world.queue.refuse_when = crash
+
+    response = submit_email(world.submit_deps(), seeded.tenant, _request())
+
+    assert {r.status for r in response.recipients} == {MessageStatus.QUEUED}
+    found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
+    assert found is not None
+    assert {m.status for m in found[1]} == {MessageStatus.QUEUED}
+    assert world.queue.sent["transactional"] == []
+    now = int(world.clock.timestamp())
+    due = [
+        m
+        for shard in resources.due_shards()
+        for m in world.messages.find_due(shard, due_before=now, limit=100, cursor=None).messages
+    ]
+    assert {m.message_id for m in due} == {r.id for r in response.recipients}
 
 
 def test_retention_counts_from_the_last_possible_try(world: FakeWorld, seeded: Seeded) -> None:

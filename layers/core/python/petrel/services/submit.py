@@ -18,6 +18,7 @@ from petrel.mail.mime import AttachmentPart, MessageContent, build_mime, header_
 from petrel.models.api import MAX_SCHEDULE_DAYS, RecipientStatus, SendEmailRequest, SendEmailResponse
 from petrel.models.jobs import ReleaseJob
 from petrel.models.records import EmailRecord, Event, MessageRecord, MessageStatus, Pool, Recipient, Tenant
+from petrel.observability import logger
 from petrel.ports import BlobStore, Clock, JobQueue, MessageStore, RetryScheduler, TenantStore, Transition
 from petrel.services import attachments
 from petrel.services.release import release_schedule_name, send_job
@@ -232,6 +233,19 @@ def enqueue(
     return statuses
 
 
+def enqueue_or_leave_to_sweeper(
+    deps: SubmitDeps, email: EmailRecord, messages: list[MessageRecord], send_at: datetime | None
+) -> dict[str, MessageStatus]:
+    """Once stored, an email is accepted: if enqueuing fails unexpectedly (not a refusal, which
+    `enqueue` records), its messages keep waiting with no job, and the sweeper puts each on its queue
+    when it is due. Reporting a failure here would invite a resubmission of what is already stored."""
+    try:
+        return enqueue(deps, email, messages, send_at)
+    except Exception:
+        logger().exception("enqueue failed after the email was stored; the sweeper will queue it")
+        return {m.message_id: m.status for m in messages}
+
+
 def submit_email(deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest) -> SendEmailResponse:
     now = deps.clock.now()
     email_id = new_id("em", int(now.timestamp() * 1000))
@@ -244,7 +258,7 @@ def submit_email(deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest) ->
     email, messages = store_email(
         deps, tenant, request, email_id=email_id, from_domain=from_domain, body=body, now=now, send_at=send_at
     )
-    statuses = enqueue(deps, email, messages, send_at)
+    statuses = enqueue_or_leave_to_sweeper(deps, email, messages, send_at)
     return SendEmailResponse(
         id=email_id,
         recipients=[
