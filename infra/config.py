@@ -86,6 +86,9 @@ class EnvironmentConfig(BaseModel):
     # The longest time a message may be retried (a tenant's `max_age_hours`; Tenant's default unless
     # some tenant has more): message and body retention must outlast `send_at`'s horizon plus this.
     max_message_age_hours: int = Field(default=Tenant.model_fields["max_age_hours"].default, ge=1, le=24 * 30)
+    # A WAFv2 web ACL on the API stage (infra/constructs/waf.py): refuses a body declared over the
+    # API's limit with its 413 problem before Lambda's payload limit turns it into a 5xx.
+    waf: StrictBool = True
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 

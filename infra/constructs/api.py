@@ -14,7 +14,10 @@
   api function's own are;
 * every request body reaches the function base64-encoded (binary media type `*/*`): its size in the
   event is then 4/3 of the body whatever the body holds (JSON escaping could multiply it), so the
-  API's own limit (`MAX_REQUEST_BYTES`, refused with a 413 problem) always fits Lambda's 6 MB.
+  API's own limit (`MAX_REQUEST_BYTES`, refused with a 413 problem) always fits Lambda's 6 MB;
+* a larger body that API Gateway takes but Lambda's event cannot hold is refused before the
+  invocation, with the same 413 problem, by the stage's web ACL (`infra/constructs/waf.py`, where
+  the environment has `waf: true`).
 """
 
 from __future__ import annotations
@@ -125,13 +128,15 @@ class PetrelApi(Construct):
             "The account-level role API Gateway uses for execution logging; this AWS-managed policy "
             "is the one AWS documents for it and only lets API Gateway write its own log groups.",
         )
-        acknowledge(
-            self.rest_api.deployment_stage,
-            "AwsSolutions-APIG3",
-            "No WAFv2 web ACL for now: every tenant route needs a valid API key (Lambda authorizer, "
-            "cached) and the stage is throttled (api_throttle_* in cdk.json). A web ACL costs per "
-            "environment and is an operator's decision; attach one to the stage when it is made.",
-        )
+        if not config.waf:  # otherwise infra/constructs/waf.py associates a web ACL with the stage
+            acknowledge(
+                self.rest_api.deployment_stage,
+                "AwsSolutions-APIG3",
+                "This environment has no WAFv2 web ACL (`waf: false` in cdk.json): every tenant route "
+                "needs a valid API key (Lambda authorizer, cached) and the stage is throttled "
+                "(api_throttle_* in cdk.json); a body over the API's limit that Lambda cannot take "
+                "then gets API Gateway's 5xx integration failure instead of the 413 problem.",
+            )
         acknowledge(
             self.rest_api,
             "AwsSolutions-COG4",

@@ -16,6 +16,7 @@ from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from infra.constructs.sweeper import Sweeper
 from infra.constructs.tables import PetrelTables
+from infra.constructs.waf import ApiFirewall
 from infra.constructs.workers import SendWorkers
 from petrel import resources
 
@@ -44,6 +45,11 @@ class PetrelStack(Stack):
             schedules=self.schedules,
         )
         self.api = PetrelApi(self, "Api", deps=deps)
+        self.firewall = (
+            ApiFirewall(self, "Firewall", config=config, stage=self.api.rest_api.deployment_stage)
+            if config.waf
+            else None
+        )
         self.workers = SendWorkers(self, "Workers", deps=deps)
         self.sweeper = Sweeper(self, "Sweeper", deps=deps)
         self.alarms = PetrelAlarms(

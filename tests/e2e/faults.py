@@ -439,24 +439,44 @@ class Tracker:
 
         wait_until(all_at_once, timeout, f"every message {status} at once")
 
-    def assert_forward_only(self) -> None:
+    def assert_forward_only(self, redriven: Iterable[str] = ()) -> None:
         """No status moved backwards: once final, a message stayed so (in what the polls saw), and its
-        events are `email.queued`, then non-final ones, then exactly one final event, last."""
+        events are `email.queued`, then non-final ones, then exactly one final event, last.
+
+        A message in `redriven` (ids) was reopened by `petrel dlq redrive` after the worker ended it
+        `failed`/`worker-error`: its life restarts at an `email.queued` event with detail `redriven`,
+        and each life before that ended `email.failed`."""
         self.refresh()
+        reopened = set(redriven)
         if self.glitches:
             print(f"\n(GET /v1/emails failed and was retried: {self.glitches})")
         for message_id, history in self.seen.items():
+            if message_id in reopened:
+                assert history[-1] in FINAL_STATUSES, f"{message_id} did not end final: {history}"
+                continue
             finals = [i for i, s in enumerate(history) if s in FINAL_STATUSES]
             assert not finals or finals[0] == len(history) - 1, f"{message_id} went back from final: {history}"
         for email_id in self.email_ids:
             view = self.views[email_id]
             for r in view["recipients"]:
-                kinds = [e["type"] for e in view["events"] if e["message_id"] == r["id"]]
-                finals = [k for k in kinds if k in FINAL_EVENTS]
-                assert kinds and kinds[0] == "email.queued", (r["email"], kinds)
-                assert len(finals) == 1 and kinds[-1] == finals[0], f"{r['email']}: one final event, last: {kinds}"
-                if "email.sent" in kinds and "email.deferred" in kinds:
-                    assert kinds.index("email.sent") > max(i for i, k in enumerate(kinds) if k == "email.deferred")
+                events = [e for e in view["events"] if e["message_id"] == r["id"]]
+                starts = [
+                    i
+                    for i, e in enumerate(events)
+                    if i == 0 or (e["type"] == "email.queued" and e.get("detail") == "redriven")
+                ]
+                assert len(starts) == 1 or r["id"] in reopened, f"{r['email']} reopened without a redrive: {events}"
+                lives = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
+                for number, life in enumerate(lives):
+                    kinds = [e["type"] for e in life]
+                    finals = [k for k in kinds if k in FINAL_EVENTS]
+                    assert kinds and kinds[0] == "email.queued", (r["email"], kinds)
+                    assert len(finals) == 1 and kinds[-1] == finals[0], f"{r['email']}: one final event, last: {kinds}"
+                    if number < len(lives) - 1:
+                        assert life[-1]["type"] == "email.failed", f"{r['email']}: a redrive reopens a failure: {kinds}"
+                    if "email.sent" in kinds and "email.deferred" in kinds:
+                        last_deferral = max(i for i, k in enumerate(kinds) if k == "email.deferred")
+                        assert kinds.index("email.sent") > last_deferral
 
 
 # --------------------------------------------------------------------------- platform internals

@@ -162,3 +162,25 @@ def test_message_ids_resolve(world: FakeWorld, seeded: Seeded) -> None:
     other = world.seed(domain="other.example")
     assert _call(other, "GET", f"/v1/messages/{message_id}")["statusCode"] == 404
     assert _call(other, "GET", f"/v1/emails/{message_id}")["statusCode"] == 404
+
+
+def test_a_failure_to_keep_the_response_does_not_fail_what_was_accepted(
+    world: FakeWorld, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emails are stored and queued, then the idempotency record cannot be completed: the answer is
+    still the 202 (a 500 would invite a retry that, once the claim's in-flight window passed, queues
+    everything again), and a retry meanwhile is told the request is in flight, never re-run."""
+
+    def unreachable(key: str, *, response: bytes | None, response_key: str | None) -> None:
+        raise RuntimeError("dynamodb unreachable")
+
+    monkeypatch.setattr(world.idempotency, "complete", unreachable)
+    batch = {"emails": [_email(), _email(to=["carol@example.org"])]}
+
+    result = _call(seeded, "POST", "/v1/emails/batch", batch, **{"Idempotency-Key": "b-2"})
+
+    assert result["statusCode"] == 202
+    assert [r["status"] for r in json.loads(result["body"])["results"]] == [202, 202]
+    again = _call(seeded, "POST", "/v1/emails/batch", batch, **{"Idempotency-Key": "b-2"})
+    assert again["statusCode"] == 409
+    assert len(world.messages.emails) == 2 and len(world.queue.sent["transactional"]) == 2

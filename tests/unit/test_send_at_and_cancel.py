@@ -176,3 +176,27 @@ def test_cancel_of_an_unknown_or_foreign_email_is_not_found(world: FakeWorld, se
         cancel_email(world.cancel_deps(), other.tenant.tenant_id, sent.id)
     with pytest.raises(NotFound):
         cancel_email(world.cancel_deps(), seeded.tenant.tenant_id, "em_nope")
+
+
+def test_cancel_of_deferred_messages_stands_when_the_scheduler_is_down(world: FakeWorld, seeded: Seeded) -> None:
+    """Each deferred message is cancelled, then its retry schedule deleted: Scheduler failing at that
+    second step must not fail the request after the first message was cancelled (nor leave the others
+    uncancelled). The retry left in place fires a job that finds the message cancelled."""
+    world.relay.default = reply(451, "4.3.0 later")
+    sent = submit_email(world.submit_deps(), seeded.tenant, _request())
+    deps = world.deliver_deps()
+    for job in world.queue.drain("transactional"):
+        deliver_message(deps, job)
+    assert set(_statuses(world, seeded.tenant.tenant_id, sent.id).values()) == {MessageStatus.DEFERRED}
+    world.scheduler.down = True
+
+    answer = cancel_email(world.cancel_deps(), seeded.tenant.tenant_id, sent.id)
+
+    assert sorted(c.email for c in answer.cancelled) == ["bob@example.org", "carol@example.org"]
+    assert set(_statuses(world, seeded.tenant.tenant_id, sent.id).values()) == {MessageStatus.CANCELLED}
+    world.scheduler.down = False
+    fired = world.scheduler.fire_due(world.clock.now() + timedelta(days=1), world.queue)
+    assert len(fired) == 2
+    calls = len(world.relay.calls)
+    assert all(deliver_message(deps, job).note == "already cancelled" for job in world.queue.drain("transactional"))
+    assert len(world.relay.calls) == calls

@@ -214,3 +214,31 @@ def test_a_pool_without_an_enabled_server_is_refused_before_anything_is_stored(
     assert "'bulk'" in caught.value.detail
     assert caught.value.extra["errors"][0]["pointer"] == "/pool"
     assert world.messages.emails == {} and world.queue.sent["bulk"] == []
+
+
+def test_the_202_says_what_is_stored_when_recording_a_refusal_fails_half_way(
+    world: FakeWorld, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue refuses every job; the first refusal is recorded (`failed`), the store then fails on
+    the next ones. Each recipient's status in the 202 is the one stored: `failed` where that was
+    written, `queued` (due for the sweeper, which queues it) where it was not."""
+    world.queue.refuse_all = True
+    transition = world.messages.transition
+    calls = 0
+
+    def fails_after_the_first(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("dynamodb unreachable")
+        return transition(*args, **kwargs)
+
+    monkeypatch.setattr(world.messages, "transition", fails_after_the_first)
+
+    response = submit_email(world.submit_deps(), seeded.tenant, _request())
+
+    found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
+    assert found is not None
+    stored = {m.message_id: m.status for m in found[1]}
+    assert {r.id: r.status for r in response.recipients} == stored
+    assert sorted(stored.values()) == [MessageStatus.FAILED] + [MessageStatus.QUEUED] * 3

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from petrel.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest
+from petrel.observability import logger
 from petrel.ports import BlobStore, Clock, IdempotencyStore
 
 KEEP_SECONDS = 24 * 3600
@@ -93,7 +94,8 @@ def run_idempotent(
     """Run `call` once per (tenant, key); replay its response, or refuse a conflicting reuse.
 
     `call` raising, or answering 5xx, releases the key: routes answer those only when nothing was
-    stored (a batch isolates each email's failure in that email's result), so a retry is safe.
+    stored (a batch isolates each email's failure in that email's result), so a retry is safe. A
+    failure to keep the response is logged, never answered: what `call` did stands.
     """
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise InvalidRequest(
@@ -122,6 +124,12 @@ def run_idempotent(
         raise
     if response.status_code >= 500:
         store.release(scoped)
-    else:
+        return response
+    try:
         _keep(store, blobs, scoped, response)
+    except Exception:
+        # The work is done (emails stored and queued): answer it. Failing now would invite a retry
+        # that, once the claim's in-flight window has passed, does it all again. The claim stays in
+        # flight, so a retry meanwhile is refused as such rather than run.
+        logger().exception("the idempotency record could not be completed; answering the response anyway")
     return response

@@ -205,9 +205,17 @@ def enqueue(
         not_queued = set() if scheduled else {m.message_id for m in messages}
     statuses: dict[str, MessageStatus] = {}
     for message in messages:
-        if message.message_id not in not_queued:
-            statuses[message.message_id] = waiting
-            continue
+        statuses[message.message_id] = waiting
+        if message.message_id in not_queued:
+            statuses[message.message_id] = mark_not_queued(deps, message, waiting, now)
+    return statuses
+
+
+def mark_not_queued(deps: SubmitDeps, message: MessageRecord, waiting: MessageStatus, now: datetime) -> MessageStatus:
+    """Record that the message's job was refused: `failed`/`enqueue-failed`. When even that cannot be
+    written, the message keeps waiting, due, and the sweeper queues it: the status returned is the
+    one stored either way, so the 202 never reports what the store does not hold."""
+    try:
         deps.messages.transition(
             message.tenant_id,
             message.email_id,
@@ -229,8 +237,10 @@ def enqueue(
             ),
             now=now,
         )
-        statuses[message.message_id] = MessageStatus.FAILED
-    return statuses
+    except Exception:
+        logger().exception("a refused job's message could not be marked failed; the sweeper will queue it")
+        return waiting
+    return MessageStatus.FAILED
 
 
 def enqueue_or_leave_to_sweeper(
