@@ -441,7 +441,8 @@ class Tracker:
 
     def assert_forward_only(self, redriven: Iterable[str] = ()) -> None:
         """No status moved backwards: once final, a message stayed so (in what the polls saw), and its
-        events are `email.queued`, then non-final ones, then exactly one final event, last.
+        events are `email.queued` (or `email.scheduled`), then non-final ones, then exactly one final
+        event, last.
 
         A message in `redriven` (ids) was reopened by `petrel dlq redrive` after the worker ended it
         `failed`/`worker-error`: its life restarts at an `email.queued` event with detail `redriven`,
@@ -470,7 +471,7 @@ class Tracker:
                 for number, life in enumerate(lives):
                     kinds = [e["type"] for e in life]
                     finals = [k for k in kinds if k in FINAL_EVENTS]
-                    assert kinds and kinds[0] == "email.queued", (r["email"], kinds)
+                    assert kinds and kinds[0] in ("email.queued", "email.scheduled"), (r["email"], kinds)
                     assert len(finals) == 1 and kinds[-1] == finals[0], f"{r['email']}: one final event, last: {kinds}"
                     if number < len(lives) - 1:
                         assert life[-1]["type"] == "email.failed", f"{r['email']}: a redrive reopens a failure: {kinds}"
