@@ -141,6 +141,14 @@ class EnvironmentConfig(BaseModel):
             raise ValueError(
                 "smtp_transaction_seconds must be at least smtp_timeout_seconds and shorter than worker_timeout_seconds"
             )
+        # A worker that dies holding a lease is SQS's to redeliver (after the visibility timeout, the
+        # lease long over); the sweeper steps in only if that way forward is gone too.
+        redelivery = max(self.queue_visibility_seconds(q) for q in resources.SEND_QUEUES) - self.worker_timeout_seconds
+        if self.sweep_grace_seconds <= redelivery:
+            raise ValueError(
+                f"sweep_grace_seconds {self.sweep_grace_seconds} must be longer than the send queues' "
+                f"visibility timeout less the lease ({redelivery} s), or the sweeper races SQS's redelivery"
+            )
         longest = self.longest_message_life_hours
         for key in ("message_retention_days", "body_retention_days"):
             days: int = getattr(self, key)

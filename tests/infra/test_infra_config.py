@@ -93,6 +93,15 @@ def test_smtp_transaction_limit_lies_between_the_socket_timeout_and_the_worker_t
         parse_environments(raw)
 
 
+def test_the_sweeper_waits_for_sqs_redelivery_first(raw: dict[str, Any]) -> None:
+    """dev: worker timeout 60 s, so visibility 360 s and a dead worker's job is back 300 s after its lease."""
+    raw["dev"]["sweep_grace_seconds"] = 300
+    with pytest.raises(ConfigError, match="sweep_grace_seconds 300 must be longer than"):
+        parse_environments(raw)
+    raw["dev"]["sweep_grace_seconds"] = 301
+    assert parse_environments(raw)["dev"].sweep_grace_seconds == 301
+
+
 def test_configs_are_frozen(raw: dict[str, Any]) -> None:
     config = parse_environments(raw)["dev"]
     with pytest.raises(Exception, match="frozen"):
