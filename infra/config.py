@@ -83,6 +83,9 @@ class EnvironmentConfig(BaseModel):
     # way forward is given before it is put back on its queue (longer than a normal queue backlog).
     sweep_interval_minutes: int = Field(default=5, ge=1, le=60)
     sweep_grace_seconds: int = Field(default=900, ge=60, le=86_400)
+    # Jobs on a send queue above which the sweeper leaves that pool's waiting messages alone: a backlog
+    # is not a lost job (petrel.services.sweep). About what the workers drain within the grace.
+    sweep_backlog_limit: int = Field(default=1_000, ge=0)
     # The longest time a message may be retried (a tenant's `max_age_hours`; Tenant's default unless
     # some tenant has more): message and body retention must outlast `send_at`'s horizon plus this.
     max_message_age_hours: int = Field(default=Tenant.model_fields["max_age_hours"].default, ge=1, le=24 * 30)

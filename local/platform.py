@@ -41,10 +41,11 @@ class LocalConfig:
     retry_jitter: float = 0.1  # as deployed (±10 %): schedules of one burst still spread out
     # Seconds a socket operation of an SMTP transaction may take (deployed 30): a stand-in that hangs
     # is noticed (and the message deferred) quickly.
-    smtp_timeout_seconds: float = 5.0
+    smtp_timeout_seconds: float = 4.0
     # Seconds a whole SMTP transaction may take, connect to the reply to DATA (deployed 45): a stand-in
-    # that trickles its replies a byte at a time cannot hold a worker for longer.
-    smtp_transaction_seconds: float = 10.0
+    # that trickles its replies a byte at a time cannot hold a worker for longer. With the lease (the
+    # invocation's time) below, it leaves an invocation 15 - (6 + 1) = 8 s to start records in.
+    smtp_transaction_seconds: float = 6.0
     # How long a worker holds a message it is sending (PETREL_LEASE_SECONDS; deployed 120): longer than
     # a stall at any one SMTP step (smtp_timeout_seconds), so no one else may take it over meanwhile.
     lease_seconds: int = 15
@@ -69,8 +70,11 @@ class LocalConfig:
     # it, and how long past its due time a message's way forward is given before it is put back on its
     # queue (PETREL_SWEEP_GRACE_SECONDS). Longer than the lease and a normal queue backlog; a repair
     # that was not needed only adds a job that finds its attempt done.
-    sweep_interval_seconds: float = 5.0
+    sweep_interval_seconds: float = 10.0
     sweep_grace_seconds: int = 30
+    # Jobs on a send queue above which the sweeper leaves that pool's waiting messages alone (deployed
+    # 1,000): about what the local workers drain within the grace.
+    sweep_backlog_limit: int = 100
     # How often the schedule firer looks for due schedules (moto stores them, never fires them).
     schedule_poll_seconds: float = 0.25
     # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
@@ -87,6 +91,7 @@ class LocalConfig:
             "PETREL_SMTP_TRANSACTION_SECONDS": str(self.smtp_transaction_seconds),
             "PETREL_CONFIG_CACHE_SECONDS": str(self.config_cache_seconds),
             r.SWEEP_GRACE_ENV: str(self.sweep_grace_seconds),
+            r.SWEEP_BACKLOG_LIMIT_ENV: str(self.sweep_backlog_limit),
             "PETREL_MAX_RECEIVE_COUNT": str(self.max_receive_count),
             "PETREL_INVOCATION_MARGIN_SECONDS": str(self.invocation_margin_seconds),
             "PETREL_HANDBACK_DELAY_SECONDS": str(self.handback_delay_seconds),

@@ -25,6 +25,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "claim_lost": report.claim_lost,
         "requeue_failed": report.requeue_failed,
         "truncated": report.truncated,
+        "backlogged": report.backlogged,
+        "backlogs": report.backlogs,
     }
     if report.total or report.requeue_failed:
         logger().warning("sweeper repaired messages whose way forward was lost", extra=summary)

@@ -146,7 +146,11 @@ SEND_WORKER = FunctionDefinition(
 
 
 def _sweeper_environment(config: EnvironmentConfig) -> dict[str, str]:
-    return {env_var(settings.SweeperSettings, "grace_seconds"): str(config.sweep_grace_seconds)}
+    model = settings.SweeperSettings
+    return {
+        env_var(model, "grace_seconds"): str(config.sweep_grace_seconds),
+        env_var(model, "backlog_limit"): str(config.sweep_backlog_limit),
+    }
 
 
 SWEEPER = FunctionDefinition(

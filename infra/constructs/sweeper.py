@@ -2,7 +2,8 @@
 message whose way forward was lost (petrel.services.sweep), and an alarm whenever it repairs one.
 
 Its role may query the messages table's due index and update items of that table (the claim of a
-repair), and send to the send queues: no read of the table itself, no delete, no other index.
+repair), read the send queues' depth and send to them: no read of the table itself, no delete, no other
+index.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from petrel import resources
 
 QUERY_ACTIONS = ("dynamodb:Query",)
 UPDATE_ACTIONS = ("dynamodb:UpdateItem",)
+QUEUE_DEPTH_ACTIONS = ("sqs:GetQueueAttributes",)
 
 
 class Sweeper(Construct):
@@ -36,6 +38,12 @@ class Sweeper(Construct):
             resource_arns=[f"{table.table_arn}/index/{resources.DUE_INDEX.name}"],
         )
         iam.Grant.add_to_principal(grantee=function, actions=list(UPDATE_ACTIONS), resource_arns=[table.table_arn])
+        # The send queues' depth: a backlog is not a lost job (petrel.services.sweep).
+        iam.Grant.add_to_principal(
+            grantee=function,
+            actions=list(QUEUE_DEPTH_ACTIONS),
+            resource_arns=[deps.queues.queue(spec).queue_arn for spec in resources.SEND_QUEUES],
+        )
         self.rule = events.Rule(
             self,
             "Schedule",

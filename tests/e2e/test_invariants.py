@@ -32,7 +32,6 @@ from petrel import container
 from tests.e2e.conftest import Api
 from tests.e2e.faults import (
     Mailboxes,
-    Tarpit,
     Tracker,
     big_text,
     dead_letters,
@@ -41,6 +40,7 @@ from tests.e2e.faults import (
     wait_until,
     worker_deps,
 )
+from tests.integration.tarpit import Tarpit
 
 pytestmark = pytest.mark.e2e
 
@@ -254,8 +254,9 @@ def test_a_tarpit_server_holds_a_transaction_no_longer_than_its_deadline(platfor
     """A tenant whose MailU trickles its greeting: its message is deferred once the transaction's deadline
     passes, and the other tenant's messages in the same batch are relayed, not held hostage."""
     deadline = platform.config.smtp_transaction_seconds
-    with Tarpit(interval=0.5) as tarpit:
-        slow = make_tenant(platform, "Tarpit", host=tarpit.host, port=tarpit.port)
+    # In front of the stand-in's real submission port: its greeting arrives one byte every 0.5 s.
+    with Tarpit(platform.mailu.submission_port, interval=0.5) as tarpit:
+        slow = make_tenant(platform, "Tarpit", host="127.0.0.1", port=tarpit.port)
         [stuck] = unique_addresses(platform, "tarpit", 1)
         others = unique_addresses(platform, "bystander", 4)
         boxes = Mailboxes(platform.mailu, others)

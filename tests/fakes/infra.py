@@ -82,6 +82,10 @@ class FakeJobQueue:
                 self.delays[job.message_id if isinstance(job, SendJob) else job.email_id] = delay_seconds
         return failed
 
+    def backlog(self, pool: Pool) -> int:
+        """The jobs on the pool's queue: sent and not drained yet."""
+        return len(self.sent[pool])
+
     def drain(self, pool: Pool) -> list[SendJob]:
         """The SendJobs waiting on the pool's queue, taken off it (release jobs stay: see `drain_all`)."""
         jobs = [job for job in self.sent[pool] if isinstance(job, SendJob)]

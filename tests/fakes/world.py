@@ -84,7 +84,7 @@ class FakeWorld:
     def release_deps(self) -> ReleaseDeps:
         return ReleaseDeps(messages=self.messages, queue=self.queue)
 
-    def sweep_deps(self, *, grace_seconds: int = 900, max_messages: int = 1000) -> SweepDeps:
+    def sweep_deps(self, *, grace_seconds: int = 900, max_messages: int = 1000, backlog_limit: int = 1000) -> SweepDeps:
         return SweepDeps(
             messages=self.messages,
             queue=self.queue,
@@ -92,6 +92,7 @@ class FakeWorld:
             shards=resources.due_shards(),
             grace_seconds=grace_seconds,
             max_messages=max_messages,
+            backlog_limit=backlog_limit,
         )
 
     def cancel_deps(self) -> CancelDeps:

@@ -65,6 +65,7 @@ def test_the_sweeper_reads_its_settings(resources_of: Any, config: EnvironmentCo
     env = function["Properties"]["Environment"]["Variables"]
     assert env[resources.MESSAGES.env_var] == {"Ref": _table_id(resources_of, config)}
     assert env[resources.SWEEP_GRACE_ENV] == str(config.sweep_grace_seconds)
+    assert env[resources.SWEEP_BACKLOG_LIMIT_ENV] == str(config.sweep_backlog_limit)
     for queue in resources.SEND_QUEUES:
         assert queue.env_var in env
     assert resources.TENANTS.env_var not in env and resources.BODIES_BUCKET_ENV not in env
@@ -86,9 +87,16 @@ def test_the_sweeper_may_query_the_due_index_update_messages_and_send_jobs_only(
     assert dynamodb == {"dynamodb:Query", "dynamodb:UpdateItem"}
     assert granted["dynamodb:Query"] == [due_index_arn]
     assert granted["dynamodb:UpdateItem"] == [table_arn]
-    assert {a for a in granted if a.startswith("sqs:")} == {"sqs:SendMessage"}
+    assert {a for a in granted if a.startswith("sqs:")} == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
     assert len(granted["sqs:SendMessage"]) == len(resources.SEND_QUEUES)
-    assert set(granted) == {"dynamodb:Query", "dynamodb:UpdateItem", "sqs:SendMessage", *_log_actions()}
+    assert sorted(map(str, granted["sqs:GetQueueAttributes"])) == sorted(map(str, granted["sqs:SendMessage"]))
+    assert set(granted) == {
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
+        *_log_actions(),
+    }
 
 
 def _log_actions() -> set[str]:

@@ -261,3 +261,43 @@ def test_a_run_is_bounded_and_the_rest_waits_for_the_next(world: FakeWorld, seed
     assert (first.total, second.total, third.total) == (10, 10, 5)
     assert first.truncated
     assert len({j.message_id for j in world.queue.drain("transactional")}) == 25
+
+
+def _unrelated_jobs(world: FakeWorld, count: int) -> None:
+    """Other messages' jobs waiting on the transactional queue: a backlog."""
+    jobs = [SendJob(tenant_id="tn_other", email_id="em_other", message_id=f"msg_{n}") for n in range(count)]
+    assert world.queue.send_jobs("transactional", jobs) == []
+
+
+def test_waiting_messages_behind_a_backlog_are_left_alone_until_it_drains(world: FakeWorld, seeded: Seeded) -> None:
+    """A backlog is not a lost job: repairing every waiting message each grace would feed the backlog."""
+    message = _stored_without_job(world, seeded)
+    _unrelated_jobs(world, 5)
+    world.clock.advance(GRACE + 1)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
+
+    assert report.total == 0 and report.backlogged == 1 and report.backlogs == {"transactional": 5}
+    assert len(world.queue.sent["transactional"]) == 5  # no job added
+    world.queue.drain("transactional")  # the workers caught up: the message's job was not among them
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
+
+    assert report.repaired == {MessageStatus.QUEUED: 1} and report.backlogged == 0
+    _deliver_all(world)
+    assert _current(world, message).status is MessageStatus.RELAYED
+
+
+def test_a_dead_workers_lease_is_repaired_whatever_the_backlog(world: FakeWorld, seeded: Seeded) -> None:
+    message = _stored_without_job(world, seeded)
+    now = world.clock.timestamp()
+    world.messages.lease(
+        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+    )
+    _unrelated_jobs(world, 5)
+    world.clock.advance(120 + GRACE + 1)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=0))
+
+    assert report.repaired == {MessageStatus.SENDING: 1} and report.backlogged == 0
+    assert report.backlogs == {}  # the queue was not even asked

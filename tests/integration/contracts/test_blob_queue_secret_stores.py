@@ -68,6 +68,18 @@ def test_jobs_arrive_on_their_pools_queue(backend: Backend) -> None:
     assert backend.arrived("transactional") == []
 
 
+def test_the_backlog_counts_the_jobs_on_a_pools_queue(backend: Backend) -> None:
+    """What the sweeper reads before repairing waiting messages (a backlog is not a lost job)."""
+    assert backend.queue.backlog("transactional") == 0
+    assert backend.queue.send_jobs("transactional", _jobs(12)) == []
+    assert backend.queue.send_jobs("bulk", _jobs(2, "em_b"), delay_seconds=60) == []  # delayed jobs count
+
+    assert backend.queue.backlog("transactional") == 12
+    assert backend.queue.backlog("bulk") == 2
+    backend.arrived("transactional")
+    assert backend.queue.backlog("transactional") == 0
+
+
 def test_a_release_job_shares_the_send_queue(backend: Backend) -> None:
     release = ReleaseJob(tenant_id="tn_a", email_id="em_r", pool="bulk")
 

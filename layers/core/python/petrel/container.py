@@ -203,6 +203,7 @@ class SweeperContainer:
             shards=resources.due_shards(),
             grace_seconds=self.settings.grace_seconds,
             max_messages=self.settings.max_messages,
+            backlog_limit=self.settings.backlog_limit,
         )
 
 

@@ -170,6 +170,10 @@ class JobQueue(Protocol):
         returns the jobs that could NOT be enqueued."""
         ...
 
+    def backlog(self, pool: Pool) -> int:
+        """Jobs on the pool's send queue: waiting, delayed or in flight (as SQS approximates them)."""
+        ...
+
 
 class RetryScheduler(Protocol):
     """One-time schedules that put a job on its pool's send queue at a given time, then vanish."""

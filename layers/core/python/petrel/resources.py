@@ -176,6 +176,7 @@ RETRY_JITTER_ENV = "PETREL_RETRY_JITTER"
 # the sweeper repairs it, and how many messages one run repairs at most.
 SWEEP_GRACE_ENV = "PETREL_SWEEP_GRACE_SECONDS"
 SWEEP_MAX_MESSAGES_ENV = "PETREL_SWEEP_MAX_MESSAGES"
+SWEEP_BACKLOG_LIMIT_ENV = "PETREL_SWEEP_BACKLOG_LIMIT"
 # The sweeper's EMF metric of messages it repaired in a run (an alarm fires on any).
 SWEEP_REPAIRED_METRIC = "MessagesRepaired"
 

@@ -69,6 +69,11 @@ class SweeperSettings(_Settings):
     # longer than a queue's normal backlog and a worker's recording time, or it adds needless jobs.
     grace_seconds: int = Field(default=900, ge=0, validation_alias=r.SWEEP_GRACE_ENV)
     max_messages: int = Field(default=5_000, ge=1, validation_alias=r.SWEEP_MAX_MESSAGES_ENV)
+    # A backlog is not a lost job: while a pool's queue holds more jobs than this, the jobs of its
+    # waiting messages may still be in it, and the sweeper leaves them alone (the oldest-message alarm
+    # reports the backlog). Repairing them would add a job per waiting message every grace period and
+    # feed the backlog it is waiting behind.
+    backlog_limit: int = Field(default=1_000, ge=0, validation_alias=r.SWEEP_BACKLOG_LIMIT_ENV)
 
     def queue_urls(self) -> dict[str, str]:
         return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}

@@ -13,6 +13,14 @@ MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
 J = TypeVar("J", bound=Job)
 
 
+# What counts as the backlog of a send queue: jobs visible, delayed, and received but not yet deleted.
+_BACKLOG_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateNumberOfMessagesNotVisible",
+)
+
+
 class SqsJobQueue:
     def __init__(self, client: Any, queue_urls: dict[str, str]) -> None:
         self._sqs = client
@@ -35,3 +43,8 @@ class SqsJobQueue:
                 continue
             failed.extend(chunk[int(entry["Id"])] for entry in out.get("Failed", []))
         return failed
+
+    def backlog(self, pool: Pool) -> int:
+        out = self._sqs.get_queue_attributes(QueueUrl=self._urls[pool], AttributeNames=list(_BACKLOG_ATTRIBUTES))
+        attributes = out.get("Attributes", {})
+        return sum(int(attributes.get(name, 0)) for name in _BACKLOG_ATTRIBUTES)

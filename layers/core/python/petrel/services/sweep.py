@@ -15,6 +15,14 @@ worker that died twice, a lost schedule) and is repaired:
 
 A job for an attempt already done does nothing (the lease rules), so a repair is always safe. A job
 the queue refused is repaired again one grace later.
+
+A backlog is not a lost job. A queued, scheduled (released) or deferred (its retry fired) message whose
+job waits behind a backlog longer than the grace looks exactly like one whose job is gone; repairing it
+would add a job per waiting message every grace period and feed the very backlog it waits behind. So
+while a pool's queue holds more than `backlog_limit` jobs, the sweeper leaves that pool's waiting
+messages alone (and counts them as `backlogged`); it repairs them once the queue is under the limit,
+when a job still missing really is missing. `sending` messages (a dead worker's lease) are repaired
+whatever the backlog: their job, redelivered, would only be taken over.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class SweepDeps:
     shards: Sequence[str]
     grace_seconds: int
     max_messages: int  # repairs per run at most; the rest wait for the next run
+    backlog_limit: int = 1_000  # jobs on a pool's queue above which its waiting messages are left alone
 
 
 @dataclass
@@ -47,6 +56,8 @@ class SweepReport:
     claim_lost: int = 0  # another sweep, or the message's own way forward, got there first
     requeue_failed: int = 0  # claimed, but the queue refused the job: repaired again one grace later
     truncated: bool = False  # stopped at max_messages with more due
+    backlogged: int = 0  # waiting messages left alone: their pool's queue is over the backlog limit
+    backlogs: dict[Pool, int] = field(default_factory=dict)  # each pool's queue, read once per run
 
     @property
     def total(self) -> int:
@@ -64,6 +75,15 @@ def repair_job(message: DueMessage) -> SendJob:
         attempt=max(attempt, 0),
         pool=message.pool,
     )
+
+
+def behind_backlog(deps: SweepDeps, message: DueMessage, report: SweepReport) -> bool:
+    """Whether the message's job may still be waiting in its pool's queue (see the module docstring)."""
+    if message.status is MessageStatus.SENDING:
+        return False
+    if message.pool not in report.backlogs:
+        report.backlogs[message.pool] = deps.queue.backlog(message.pool)
+    return report.backlogs[message.pool] > deps.backlog_limit
 
 
 def _requeue(deps: SweepDeps, claimed: list[DueMessage], report: SweepReport) -> None:
@@ -94,6 +114,9 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
         for message in page.messages:
             if message.status is MessageStatus.SENDING and message.attempt == 0:
                 continue  # cannot be: a lease always counts an attempt
+            if behind_backlog(deps, message, report):
+                report.backlogged += 1
+                continue
             if deps.messages.claim_repair(message, now=now):
                 claimed.append(message)
             else:
