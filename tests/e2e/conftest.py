@@ -64,8 +64,11 @@ class Api:
         raise AssertionError(f"email {email_id} did not reach the expected state: {json.dumps(view, indent=1)}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform() -> Iterator[LocalPlatform]:
+    """One local stack for the end-to-end tests, stopped when they are done (package scope): its queue
+    pumps, schedule firer and sweeper timer run handlers through the process-wide containers, and must
+    not go on running against the environment of the test directories that come after."""
     if ensure_installed():
         install_packages()  # never skip: CI installs the real servers
     saved = dict(os.environ)
@@ -86,7 +89,7 @@ def platform() -> Iterator[LocalPlatform]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(platform: LocalPlatform) -> Api:
     return Api(platform.info["api_url"], platform.info["api_key"])
 
