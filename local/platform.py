@@ -176,6 +176,9 @@ class LocalPlatform:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches only this process, which stops the
+            # handlers first and the server last (else the pumps' last polls fail on a dead server).
+            start_new_session=True,
             cwd=REPOSITORY,
             env={
                 **os.environ,
