@@ -69,10 +69,10 @@ def test_a_batch_item_that_fails_unexpectedly_is_that_items_problem(
 ) -> None:
     real = submit.submit_email
 
-    def flaky(deps: SubmitDeps, tenant: Tenant, request: Any) -> Any:
+    def flaky(deps: SubmitDeps, tenant: Tenant, request: Any, reads: Any = None) -> Any:
         if request.subject == "boom":
             raise RuntimeError("disk on fire")
-        return real(deps, tenant, request)
+        return real(deps, tenant, request, reads)
 
     monkeypatch.setattr(submit, "submit_email", flaky)
     batch = {"emails": [_email(), _email(subject="boom"), _email(subject="a\x85b"), _email()]}
@@ -184,3 +184,28 @@ def test_a_failure_to_keep_the_response_does_not_fail_what_was_accepted(
     again = _call(seeded, "POST", "/v1/emails/batch", batch, **{"Idempotency-Key": "b-2"})
     assert again["statusCode"] == 409
     assert len(world.messages.emails) == 2 and len(world.queue.sent["transactional"]) == 2
+
+
+def test_a_batch_reads_its_tenants_domain_and_servers_once(
+    world: FakeWorld, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 emails from one domain: one read of the domain and one of the servers, not 100 of each."""
+    reads: list[str] = []
+    get_domain, list_servers = world.tenants.get_domain, world.tenants.list_servers
+
+    def counted_domain(tenant_id: str, domain: str) -> Any:
+        reads.append(f"domain:{domain}")
+        return get_domain(tenant_id, domain)
+
+    def counted_servers(tenant_id: str) -> Any:
+        reads.append("servers")
+        return list_servers(tenant_id)
+
+    monkeypatch.setattr(world.tenants, "get_domain", counted_domain)
+    monkeypatch.setattr(world.tenants, "list_servers", counted_servers)
+
+    response = _call(seeded, "POST", "/v1/emails/batch", {"emails": [_email(subject=f"#{n}") for n in range(100)]})
+
+    assert response["statusCode"] == 202
+    assert [r["status"] for r in json.loads(response["body"])["results"]] == [202] * 100
+    assert sorted(reads) == ["domain:example.com", "servers"]

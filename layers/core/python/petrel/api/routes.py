@@ -107,14 +107,14 @@ def send_email(request: Request) -> Response:
     return Response.of(202, submit.submit_email(container.api().submit, _tenant(tenant_id), body))
 
 
-def _batch_item(tenant: Tenant, index: int, item: Any, request_id: str) -> BatchItemResult:
+def _batch_item(tenant: Tenant, index: int, item: Any, request_id: str, reads: submit.TenantReads) -> BatchItemResult:
     """One email of a batch: accepted, or its own problem. Nothing one email does fails the others."""
     try:
         try:
             body = SendEmailRequest.model_validate(item)
         except ValidationError as exc:
             raise validation_problem(exc, f"email at index {index}") from exc
-        sent = submit.submit_email(container.api().submit, tenant, body)
+        sent = submit.submit_email(container.api().submit, tenant, body, reads)
         return BatchItemResult(index=index, status=202, email=sent)
     except PetrelError as error:
         failure = within(error, f"/emails/{index}")
@@ -141,7 +141,8 @@ def send_batch(request: Request) -> Response:
             "the body has unknown members", errors=[{"pointer": f"/{name}", "detail": "unknown"} for name in extra]
         )
     tenant = _tenant(tenant_id)
-    results = [_batch_item(tenant, index, item, request.request_id) for index, item in enumerate(items)]
+    reads = submit.TenantReads()  # the emails of the batch share their tenant's domains and servers
+    results = [_batch_item(tenant, index, item, request.request_id, reads) for index, item in enumerate(items)]
     if any(r.status == 202 for r in results):
         return Response.of(202, BatchSendResponse(results=results))
     if any(r.status >= 500 for r in results):  # nothing was accepted: the whole request may be retried
