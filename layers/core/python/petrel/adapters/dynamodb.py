@@ -177,6 +177,10 @@ def _email_pk(tenant_id: str, email_id: str) -> str:
     return f"{tenant_id}#{email_id}"
 
 
+def _message_key(tenant_id: str, email_id: str, message_id: str) -> Item:
+    return _encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"})
+
+
 def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict[str, Any]:
     due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
     return _dump(
@@ -260,7 +264,7 @@ class DynamoMessageStore:
     def lease(
         self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
     ) -> MessageRecord | None:
-        key = _encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"})
+        key = _message_key(tenant_id, email_id, message_id)
         leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
         # The common case, one write: a waiting message becomes this job's next attempt.
         leased = self._lease_write(
@@ -368,7 +372,7 @@ class DynamoMessageStore:
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=_encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"}),
+                Key=_message_key(tenant_id, email_id, message_id),
                 UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
@@ -436,7 +440,7 @@ class DynamoMessageStore:
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=_encode({"pk": _email_pk(message.tenant_id, message.email_id), "sk": f"MSG#{message.message_id}"}),
+                Key=_message_key(message.tenant_id, message.email_id, message.message_id),
                 UpdateExpression="SET #due = :now",
                 ConditionExpression="#s = :status AND attempt = :attempt AND #due = :seen",
                 ExpressionAttributeNames={"#s": "status", "#due": _DUE_AT},
@@ -457,10 +461,7 @@ class DynamoMessageStore:
 
 
 def _decode_due_cursor(cursor: str, shard: str) -> Item:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid") from exc
+    raw = _cursor_json(cursor)
     if not isinstance(raw, dict) or raw.get(_DUE_SHARD) != shard:
         raise InvalidRequest("cursor does not belong to this shard")
     return _encode(raw)
@@ -470,11 +471,16 @@ def _encode_cursor(key: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(_decode(key), separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
+def _cursor_json(cursor: str) -> Any:
+    """What `_encode_cursor` encoded, or InvalidRequest for anything else."""
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
         raise InvalidRequest("cursor is not valid") from exc
+
+
+def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
+    raw = _cursor_json(cursor)
     if (
         not isinstance(raw, dict)
         or set(raw) != {"pk", "sk", "created_key", key_name}  # exactly the index's start key, nothing missing

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +24,9 @@ from petrel.errors import (
 PROBLEM_TYPE_BASE = "urn:petrel:problem:"
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,13 @@ class Request:
             raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
         except RecursionError as exc:  # `[` x 100,000: deeper than any request Petrel takes
             raise MalformedBody("the body is not valid JSON: it is nested too deeply") from exc
+
+    def parse(self, model: type[M]) -> M:
+        """The JSON body validated as `model`; a 400 or 422 problem when it is not."""
+        try:
+            return model.model_validate(self.json())
+        except ValidationError as exc:
+            raise validation_problem(exc) from exc
 
     def require_tenant(self, scope: str) -> str:
         if not self.tenant_id:

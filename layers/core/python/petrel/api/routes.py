@@ -100,10 +100,7 @@ def _idempotent(route: Route, request: Request, tenant_id: str, key: str) -> Res
 
 def send_email(request: Request) -> Response:
     tenant_id = request.require_tenant(SEND)
-    try:
-        body = SendEmailRequest.model_validate(request.json())
-    except ValidationError as exc:
-        raise validation_problem(exc) from exc
+    body = request.parse(SendEmailRequest)
     return Response.of(202, submit.submit_email(container.api().submit, _tenant(tenant_id), body))
 
 
@@ -157,10 +154,7 @@ def send_batch(request: Request) -> Response:
 
 def create_attachment(request: Request) -> Response:
     tenant_id = request.require_tenant(SEND)
-    try:
-        body = CreateAttachmentRequest.model_validate(request.json())
-    except ValidationError as exc:
-        raise validation_problem(exc) from exc
+    body = request.parse(CreateAttachmentRequest)
     upload = attachments.create_attachment(container.api().attachments, _tenant(tenant_id), body)
     return Response.of(201, upload)
 
@@ -217,10 +211,7 @@ def list_suppressions(request: Request) -> Response:
 
 def add_suppression(request: Request) -> Response:
     tenant_id = request.require_tenant(SEND)
-    try:
-        body = SuppressionRequest.model_validate(request.json())
-    except ValidationError as exc:
-        raise validation_problem(exc) from exc
+    body = request.parse(SuppressionRequest)
     c = container.api()
     return Response.of(201, suppressions.add(c.suppressions, c.clock, tenant_id, body))
 
