@@ -1,0 +1,34 @@
+"""The sweeper's container."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from petrel.container.base import _client, _message_store
+from petrel.settings import SweeperSettings
+
+if TYPE_CHECKING:
+    from petrel.services.sweep import SweepDeps
+
+
+class SweeperContainer:
+    def __init__(self, settings: SweeperSettings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def sweep(self) -> SweepDeps:
+        from petrel import resources
+        from petrel.adapters.clock import SystemClock
+        from petrel.adapters.queues import SqsJobQueue
+        from petrel.services.sweep import SweepDeps
+
+        return SweepDeps(
+            messages=_message_store(self.settings.messages_table),
+            queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
+            clock=SystemClock(),
+            shards=resources.due_shards(),
+            grace_seconds=self.settings.grace_seconds,
+            max_messages=self.settings.max_messages,
+            backlog_limit=self.settings.backlog_limit,
+        )
