@@ -1,12 +1,11 @@
-"""`make bench`: Petrel's relay against bare smtplib, the worker's cold import, CPU per message.
+"""`make bench` (first half): Petrel's relay against bare smtplib, and the worker's CPU per message.
 
 Figures are ratios to baselines measured in this same run, so they hold across machines:
 - relay: 1,000 messages of 5 KB on one reused STARTTLS+AUTH session; Petrel's SmtplibRelay vs
   bare `smtplib.sendmail` to the same local server. Target: >= 0.8x bare smtplib's throughput.
-- cold import of the send worker (fresh interpreter, median of 5) vs a bare interpreter start;
-  target <= 600 ms.
 - CPU per message of the whole worker path (lease, body, relay, record) under moto vs bare
   smtplib's CPU per message.
+Cold imports and first invocations of every function (with `.pyc`, as deployed): bench.coldstart.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import os
 import smtplib
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -69,29 +67,21 @@ def petrel_relay(sink: Sink, messages: list[bytes]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def cold_import(statement: str, runs: int = 5) -> float:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "layers/core/python"), str(REPO)])}
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", statement], check=True, env=env, cwd=REPO)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def worker_path_cpu(sink: Sink, count: int = 300) -> float:
     """CPU seconds per message through the send worker handler, queue to record, under moto."""
     from moto import mock_aws
+
+    from petrel import resources as r
 
     os.environ.update(
         {
             "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "POWERTOOLS_LOG_LEVEL": "ERROR",
-            "POWERTOOLS_METRICS_NAMESPACE": "Petrel",
-            "POWERTOOLS_SERVICE_NAME": "bench",
-            "POWERTOOLS_METRICS_DISABLED": "true",
+            r.POWERTOOLS_LOG_LEVEL_ENV: "ERROR",
+            r.POWERTOOLS_METRICS_NAMESPACE_ENV: r.METRICS_NAMESPACE,
+            r.POWERTOOLS_SERVICE_NAME_ENV: "bench",
+            r.POWERTOOLS_METRICS_DISABLED_ENV: "true",
         }
     )
     os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -101,9 +91,12 @@ def worker_path_cpu(sink: Sink, count: int = 300) -> float:
         from local.provision import provision
         from petrel import container
         from petrel.adapters.aws import client
+        from petrel.api.deps import ApiServices
+        from petrel.container.api import ApiContainer
         from petrel.models.api import SendEmailRequest
         from petrel.services import tenants as admin
         from petrel.services.submit import submit_email
+        from petrel.settings import ApiSettings
 
         container.reset()
         res = provision(
@@ -124,9 +117,10 @@ def worker_path_cpu(sink: Sink, count: int = 300) -> float:
             ca_bundle=sink.ca_pem,
         )
         body = "x" * (SIZE - 600)
+        submitting = ApiServices(ApiContainer(ApiSettings.from_env())).submit  # what the API's routes call
         for i in range(count):
             submit_email(
-                container.api().submit,
+                submitting,
                 tenant,
                 SendEmailRequest.model_validate(
                     {"from": "a@petrel.test", "to": f"r{i}@example.com", "subject": "b", "text": body}
@@ -160,8 +154,6 @@ def main() -> int:
     bare_cpu = statistics.median(c for _, c in bare_runs)
     ours_wall = statistics.median(w for w, _ in ours_runs)
     bare_rate, ours_rate = MESSAGES / bare_wall, MESSAGES / ours_wall
-    interpreter = cold_import("pass")
-    worker = cold_import("import functions.send_worker.handler")
     bare_cpu_per_message = bare_cpu / MESSAGES
     relay_ratio = ours_rate / bare_rate
     cpu_ratio = per_message_cpu / bare_cpu_per_message
@@ -169,12 +161,11 @@ def main() -> int:
         f"relay        petrel {ours_rate:6.0f} msg/s | bare smtplib {bare_rate:6.0f} msg/s"
         f" | {relay_ratio:.2f}x (>= 0.80x)"
     )
-    print(f"cold import  worker {worker * 1000:6.0f} ms    | bare python {interpreter * 1000:6.0f} ms    | (<= 600 ms)")
     print(
         f"worker path  {per_message_cpu * 1000:6.2f} ms CPU/msg"
         f" | bare smtplib {bare_cpu_per_message * 1000:.2f} ms | {cpu_ratio:.1f}x"
     )
-    ok = ours_rate / bare_rate >= 0.8 and worker <= 0.6
+    ok = ours_rate / bare_rate >= 0.8
     print("targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
 import subprocess
@@ -86,4 +87,6 @@ class Sink:
 
 
 if __name__ == "__main__":
+    # aiosmtpd logs a deprecation warning of its own on every AUTH (its Session.login_data).
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     _InProcessSink().serve_until_stdin_closes()

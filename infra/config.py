@@ -27,7 +27,8 @@ from pydantic import (
 from petrel import resources
 from petrel.models.api import MAX_SCHEDULE_DAYS
 from petrel.models.records import Tenant
-from petrel.services.retry import parse_delays
+from petrel.models.retry import parse_delays
+from petrel.settings import SweeperSettings
 
 CONTEXT_KEY = "environments"
 
@@ -82,10 +83,10 @@ class EnvironmentConfig(BaseModel):
     # The sweeper (EventBridge rule): how often it runs, and how long past its due time a message's
     # way forward is given before it is put back on its queue (longer than a normal queue backlog).
     sweep_interval_minutes: int = Field(default=5, ge=1, le=60)
-    sweep_grace_seconds: int = Field(default=900, ge=60, le=86_400)
+    sweep_grace_seconds: int = Field(default=SweeperSettings.model_fields["grace_seconds"].default, ge=60, le=86_400)
     # Jobs on a send queue above which the sweeper leaves that pool's waiting messages alone: a backlog
     # is not a lost job (petrel.services.sweep). About what the workers drain within the grace.
-    sweep_backlog_limit: int = Field(default=1_000, ge=0)
+    sweep_backlog_limit: int = Field(default=SweeperSettings.model_fields["backlog_limit"].default, ge=0)
     # The longest time a message may be retried (a tenant's `max_age_hours`; Tenant's default unless
     # some tenant has more): message and body retention must outlast `send_at`'s horizon plus this.
     max_message_age_hours: int = Field(default=Tenant.model_fields["max_age_hours"].default, ge=1, le=24 * 30)

@@ -1,7 +1,8 @@
 """The HTTP front: requests on 127.0.0.1 become API Gateway REST proxy events, as deployed.
 
-It runs the REQUEST authorizer first (except on the public OpenAPI route), then the API function,
-and answers a refused key with the same problem document the deployed gateway response gives.
+It runs the REQUEST authorizer first (except on the public routes: the OpenAPI document and Swagger UI
+at /v1/docs), then the API function, and answers a refused key with the same problem document the
+deployed gateway response gives.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.lambda_runtime import Handler, LocalContext
-from petrel.api.http import problem_body
+from petrel.api.http import problem_body, single_value_headers
+from petrel.api.openapi import PUBLIC_PATHS
 from petrel.errors import RequestTooLarge
 from petrel.models.api import MAX_REQUEST_BYTES
 
 log = logging.getLogger("petrel.local")
-PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 UNAUTHORIZED = {
     "type": "urn:petrel:problem:unauthorized",
     "title": "Missing or invalid API key",
@@ -120,7 +121,13 @@ class ApiFront:
         body = request.rfile.read(length) if length else b""
         headers = {k: v for k, v in request.headers.items()}
         request_id = str(uuid.uuid4())
-        context: dict[str, Any] = {"requestId": request_id, "stage": self._stage, "httpMethod": request.command}
+        # `path` as a custom domain gives it (no stage prefix): Swagger UI's server is then the root.
+        context: dict[str, Any] = {
+            "requestId": request_id,
+            "stage": self._stage,
+            "httpMethod": request.command,
+            "path": split.path,
+        }
         if split.path not in PUBLIC_PATHS:
             auth_event = {
                 "type": "REQUEST",
@@ -154,7 +161,7 @@ class ApiFront:
             "requestContext": context,
         }
         result = self._api(event, LocalContext("api"))
-        self._reply(request, int(result["statusCode"]), result.get("body") or "", result.get("headers") or {})
+        self._reply(request, int(result["statusCode"]), result.get("body") or "", single_value_headers(result))
 
     @staticmethod
     def _reply(request: BaseHTTPRequestHandler, status: int, body: str, headers: dict[str, str]) -> None:

@@ -1,18 +1,82 @@
-"""Load the deployed functions' handler modules by path (each directory is its own Lambda asset)."""
+"""Each local function as on Lambda: its own environment mapping, validated into its own settings model,
+its own container (with its own boto3 session) and the handler its factory in `petrel.entrypoints`
+makes of it. No function reads another's environment, and none reads the process's.
+
+`load` (the deployed handler modules by path) remains for callers that drive the functions through the
+process environment, as Lambda does: tests/integration/test_handlers_moto.py and bench/relay.py.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from local.lambda_runtime import Handler
+
+if TYPE_CHECKING:
+    from petrel.container.api import ApiContainer
+    from petrel.container.authorizer import AuthorizerContainer
+    from petrel.container.base import AwsClients
+    from petrel.container.sweeper import SweeperContainer
+    from petrel.container.worker import WorkerContainer
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class LocalFunction(Generic[C]):
+    """One function: its container (tests reach its dependencies through it) and its handler."""
+
+    name: str
+    container: C
+    handler: Handler
+
+
+def api(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[ApiContainer]:
+    from petrel.container.api import ApiContainer
+    from petrel.entrypoints.api import create_api
+    from petrel.settings import ApiSettings
+
+    container = ApiContainer(ApiSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("api", container, create_api(container))
+
+
+def authorizer(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[AuthorizerContainer]:
+    from petrel.container.authorizer import AuthorizerContainer
+    from petrel.entrypoints.authorizer import create_authorizer
+    from petrel.settings import AuthorizerSettings
+
+    container = AuthorizerContainer(AuthorizerSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("authorizer", container, create_authorizer(container))
+
+
+def worker(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[WorkerContainer]:
+    from petrel.container.worker import WorkerContainer
+    from petrel.entrypoints.send_worker import create_worker
+    from petrel.settings import SendWorkerSettings
+
+    container = WorkerContainer(SendWorkerSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("send-worker", container, create_worker(container))
+
+
+def sweeper(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[SweeperContainer]:
+    from petrel.container.sweeper import SweeperContainer
+    from petrel.entrypoints.sweeper import create_sweeper
+    from petrel.settings import SweeperSettings
+
+    container = SweeperContainer(SweeperSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("sweeper", container, create_sweeper(container))
 
 
 @cache
 def load(name: str) -> ModuleType:
+    """The deployed handler module `functions/<name>/handler.py` (each directory is its own Lambda asset)."""
     spec = importlib.util.spec_from_file_location(f"petrel_function_{name}", FUNCTIONS / name / "handler.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -20,17 +84,6 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def api_handler() -> Any:
-    return load("api").lambda_handler
-
-
-def authorizer_handler() -> Any:
-    return load("authorizer").lambda_handler
-
-
 def worker_handler() -> Any:
+    """The deployed send worker's `lambda_handler` (it builds its container from the process environment)."""
     return load("send_worker").lambda_handler
-
-
-def sweeper_handler() -> Any:
-    return load("sweeper").lambda_handler

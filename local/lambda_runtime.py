@@ -80,6 +80,8 @@ class QueuePump(threading.Thread):
             try:
                 self.poll_once(wait_seconds=1)
             except Exception:
+                if self._halt.is_set():
+                    return  # stopping: what failed was the last poll, not worth a traceback
                 log.exception("queue pump %s failed; retrying", self.name)
                 self._halt.wait(1.0)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import threading
 import time
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -64,7 +64,10 @@ def _touched_keys(backend: Any, transact_items: list[dict[str, Any]]) -> list[tu
     return keys
 
 
-def _now_millis() -> float:
+def _now_millis(dt: datetime | None = None) -> float:
+    """moto's `unix_time_millis`: of `dt` (naive UTC, as moto keeps them) when given, else of now."""
+    if dt is not None:
+        return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).timestamp() * 1000
     return time.time() * 1000
 
 
@@ -103,8 +106,8 @@ def install() -> None:
                     self.put_item(name, attrs)
             raise
 
-    backend_class.transact_write_items = transact_write_items
-    backend_class._petrel_item_backups = True
+    backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    setattr(backend_class, "_petrel_item_backups", True)  # noqa: B010 - a marker moto's class does not declare
 
 
 def exit_with_parent() -> None:
@@ -122,4 +125,4 @@ def exit_with_parent() -> None:
 if __name__ == "__main__":
     install()
     exit_with_parent()
-    sys.exit(main())
+    main()

@@ -1,5 +1,10 @@
 """The whole platform on 127.0.0.1: embedded AWS (moto server), the MailU stand-in (real Postfix +
 Dovecot), the HTTP front, queue pumps and the same Lambda handlers that are deployed.
+
+Each function runs as on Lambda, with its own environment (`LocalConfig.environments`), its own
+settings, container and boto3 session. The platform changes the process environment only for what is
+the same for every function (the AWS endpoint, credentials and region; Powertools' namespace and log
+level), and puts back what was there when it stops.
 """
 
 from __future__ import annotations
@@ -8,21 +13,31 @@ import json
 import logging
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from local import handlers
+from local.aws import LocalAws, MotoServer
 from local.mailu import MailuStandIn, ensure_installed, install_packages
 from local.provision import LocalResources, provision
+from local.seed import RelayAccount, SeededTenant, seed_tenant
 from petrel import resources as r
 
+if TYPE_CHECKING:
+    from local.front import ApiFront
+    from local.lambda_runtime import QueuePump
+    from local.scheduler import ScheduleFirer
+    from local.timer import Every
+    from petrel.container.admin import AdminContainer
+    from petrel.container.api import ApiContainer
+    from petrel.container.authorizer import AuthorizerContainer
+    from petrel.container.sweeper import SweeperContainer
+    from petrel.container.worker import WorkerContainer
+
 log = logging.getLogger("petrel.local")
-REGION = "us-east-1"
-REPOSITORY = Path(__file__).resolve().parent.parent
+FUNCTIONS = ("api", "authorizer", "send-worker", "sweeper")
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,8 @@ class LocalConfig:
     api_port: int = 8080
     prefix: str = "petrel-local"
     domain: str = "petrel.test"
+    # Powertools' log level for every function (POWERTOOLS_LOG_LEVEL); `make run LOG_LEVEL=...`.
+    log_level: str = "INFO"
     # The worker's knobs, shortened so that what takes hours deployed takes seconds here.
     # The retry ladder (PETREL_RETRY_DELAYS: seconds after the 1st, 2nd, ... failed attempt, the last
     # repeating; deployed it is 1 m, 5 m, 15 m, 1 h, ...): a deferred message comes back while you watch.
@@ -86,23 +103,70 @@ class LocalConfig:
         return {
             r.RETRY_DELAYS_ENV: self.retry_delays,
             r.RETRY_JITTER_ENV: str(self.retry_jitter),
-            "PETREL_LEASE_SECONDS": str(self.lease_seconds),
-            "PETREL_SMTP_TIMEOUT_SECONDS": str(self.smtp_timeout_seconds),
-            "PETREL_SMTP_TRANSACTION_SECONDS": str(self.smtp_transaction_seconds),
-            "PETREL_CONFIG_CACHE_SECONDS": str(self.config_cache_seconds),
+            r.LEASE_SECONDS_ENV: str(self.lease_seconds),
+            r.SMTP_TIMEOUT_ENV: str(self.smtp_timeout_seconds),
+            r.SMTP_TRANSACTION_ENV: str(self.smtp_transaction_seconds),
+            r.CONFIG_CACHE_ENV: str(self.config_cache_seconds),
+            r.MAX_RECEIVE_COUNT_ENV: str(self.max_receive_count),
+            r.INVOCATION_MARGIN_ENV: str(self.invocation_margin_seconds),
+            r.HANDBACK_DELAY_ENV: str(self.handback_delay_seconds),
+        }
+
+    def sweeper_environment(self) -> dict[str, str]:
+        """What the sweeper reads (petrel.settings.SweeperSettings) that is not a resource name."""
+        return {
             r.SWEEP_GRACE_ENV: str(self.sweep_grace_seconds),
             r.SWEEP_BACKLOG_LIMIT_ENV: str(self.sweep_backlog_limit),
-            "PETREL_MAX_RECEIVE_COUNT": str(self.max_receive_count),
-            "PETREL_INVOCATION_MARGIN_SECONDS": str(self.invocation_margin_seconds),
-            "PETREL_HANDBACK_DELAY_SECONDS": str(self.handback_delay_seconds),
+        }
+
+    def environments(self, resources: LocalResources) -> dict[str, dict[str, str]]:
+        """Each function's own environment, as its CDK construct sets it deployed: the resources' names
+        and the function's own knobs. A new dict each: no function sees another's."""
+        names = resources.environment()
+        return {
+            "api": dict(names),
+            "authorizer": dict(names),
+            "send-worker": names | self.worker_environment(),
+            "sweeper": names | self.sweeper_environment(),
+        }
+
+    def process_environment(self) -> dict[str, str]:
+        """What Powertools reads from the process environment, the same for every function."""
+        return {
+            r.POWERTOOLS_METRICS_NAMESPACE_ENV: r.METRICS_NAMESPACE,
+            r.POWERTOOLS_LOG_LEVEL_ENV: self.log_level.upper(),
         }
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+class ProcessEnvironment:
+    """Changes to os.environ that can be undone exactly: `set` remembers each variable's old value the
+    first time it changes it; `restore` puts every one back (or removes it)."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def set(self, values: Mapping[str, str]) -> None:
+        for name, value in values.items():
+            self._saved.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def restore(self) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved.clear()
+
+
+@dataclass(frozen=True)
+class LocalFunctions:
+    """The four functions of the running platform, each with its container and handler."""
+
+    api: handlers.LocalFunction[ApiContainer]
+    authorizer: handlers.LocalFunction[AuthorizerContainer]
+    worker: handlers.LocalFunction[WorkerContainer]
+    sweeper: handlers.LocalFunction[SweeperContainer]
 
 
 class LocalPlatform:
@@ -110,53 +174,59 @@ class LocalPlatform:
         self.config = config
         self.workdir = config.workdir.absolute()
         self.mailu = MailuStandIn(self.workdir / "mailu", domain=config.domain)
-        self._moto: Any = None
-        self._front: Any = None
-        self._pumps: list[Any] = []
-        self.firer: Any = None
-        self.sweeper: Any = None
-        self.resources: LocalResources | None = None
-        self.info: dict[str, Any] = {}
         self.relay_password = secrets.token_urlsafe(18)
+        self.aws: LocalAws | None = None
+        self.resources: LocalResources | None = None
+        self.functions: LocalFunctions | None = None
+        self.admin: AdminContainer | None = None
+        self.info: dict[str, Any] = {}
+        self._moto = MotoServer(config.host, self.workdir / "moto.log")
+        self._environment = ProcessEnvironment()
+        self._front: ApiFront | None = None
+        self._pumps: list[QueuePump] = []
+        self._timers: list[ScheduleFirer | Every] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
+        """Start everything afresh (the stand-in's old mail and queue are deleted, moto starts empty),
+        seed the demo tenant and write local.json; returns what local.json holds."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)  # Postfix and Dovecot run as their own users below it
         missing = ensure_installed()
         if missing:
             log.warning("installing the MailU stand-in (missing: %s)", ", ".join(missing))
             install_packages()
-        self.mailu.stop()  # a previous run that was killed may have left its daemons
-        self.mailu.start()
-        self._start_aws()
-        self._start_handlers()
-        self.info = self._seed()
-        (self.workdir / "local.json").write_text(json.dumps(self.info, indent=2) + "\n")
-        os.chmod(self.workdir / "local.json", 0o600)
+        self.mailu.start()  # stops what a killed earlier run left in this work dir first
+        self.aws = self._moto.start()
+        self._environment.set(self.aws.environment() | self.config.process_environment())
+        self.resources = self._provision(self.aws)
+        self.admin = self._admin(self.aws, self.resources)
+        self.functions = self._build_functions(self.aws, self.resources)
+        self._start_drivers(self.aws, self.resources, self.functions)
+        self.info = self._seed(self.aws, self.resources)
+        state = self.workdir / "local.json"
+        state.write_text(json.dumps(self.info, indent=2) + "\n")
+        os.chmod(state, 0o600)
         return self.info
 
     def stop(self) -> None:
-        threads = [*self._pumps, *(t for t in (self.firer, self.sweeper) if t is not None)]
-        for thread in threads:
-            thread.stop()
-        for thread in threads:
-            thread.join(timeout=5)
-        self._pumps = []
-        self.firer = None
-        self.sweeper = None
+        """Stop in order, each part before what it calls: the front (no new requests), the timers
+        (the schedule firer and the sweeper), the queue pumps (each finishes its invocation), then moto
+        and the stand-in. Nothing is left polling a server that is gone, so a stop prints nothing."""
         if self._front is not None:
             self._front.stop()
             self._front = None
-        if self._moto is not None:
-            self._moto.terminate()
-            try:
-                self._moto.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._moto.kill()
-                self._moto.wait()
-            self._moto = None
+        for group in (self._timers, self._pumps):
+            threads: list[Any] = list(group)
+            for thread in threads:
+                thread.stop()
+            for thread in threads:
+                thread.join(timeout=self.config.lease_seconds + 5)
+            group.clear()
+        self._moto.stop()
         self.mailu.stop()
+        self._environment.restore()
+        self.functions = None
 
     def __enter__(self) -> LocalPlatform:
         self.start()
@@ -165,53 +235,25 @@ class LocalPlatform:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- pieces --------------------------------------------------------------------------------
-    def _start_moto(self) -> int:
-        """moto's server in its own process: AWS's side of every call then runs on another core than
-        the handlers (in-process, the two share one interpreter lock and halve the stack's throughput)."""
-        port = _free_port(self.config.host)
-        log_file = (self.workdir / "moto.log").open("ab")
-        self._moto = subprocess.Popen(
-            [sys.executable, "-m", "local.moto_server", "-H", self.config.host, "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Its own session: a Ctrl-C in the terminal reaches only this process, which stops the
-            # handlers first and the server last (else the pumps' last polls fail on a dead server).
-            start_new_session=True,
-            cwd=REPOSITORY,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])),
-            },
+    # -- what tests and the CLI reach ----------------------------------------------------------
+    @property
+    def relay_account(self) -> RelayAccount:
+        """The stand-in's relay account: what a tenant's SMTP server should use to send through it."""
+        return RelayAccount(
+            host=self.mailu.host,
+            port=self.mailu.submission_port,
+            username=f"relay@{self.config.domain}",
+            password=self.relay_password,
+            ca_bundle=self.mailu.ca_pem,
         )
-        log_file.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._moto.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self._moto.returncode}; see {self.workdir / 'moto.log'}")
-            try:
-                with socket.create_connection((self.config.host, port), timeout=0.2):
-                    return port
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"moto server did not listen on port {port} within 30 s")
 
-    def _start_aws(self) -> None:
-        port = self._start_moto()
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": f"http://{self.config.host}:{port}",
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "POWERTOOLS_METRICS_NAMESPACE": "Petrel",
-                "POWERTOOLS_SERVICE_NAME": "petrel-local",
-                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-                **self.config.worker_environment(),
-            }
-        )
+    def running(self) -> LocalFunctions:
+        if self.functions is None:
+            raise RuntimeError("the local platform is not running")
+        return self.functions
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _provision(self, aws: LocalAws) -> LocalResources:
         if self.config.visibility_timeout <= self.config.lease_seconds:
             log.warning(
                 "visibility timeout %d s is not longer than the lease (%d s): SQS may redeliver a job that a "
@@ -219,41 +261,58 @@ class LocalPlatform:
                 self.config.visibility_timeout,
                 self.config.lease_seconds,
             )
-        from petrel import container
-        from petrel.adapters.aws import client
-
-        container.reset()
-        self.resources = provision(
-            client("dynamodb"),
-            client("sqs"),
-            client("s3"),
+        return provision(
+            aws.client("dynamodb"),
+            aws.client("sqs"),
+            aws.client("s3"),
             prefix=self.config.prefix,
             visibility_timeout=self.config.visibility_timeout,
             max_receive_count=self.config.max_receive_count,
-            scheduler=client("scheduler"),
-            iam=client("iam"),
+            scheduler=aws.client("scheduler"),
+            iam=aws.client("iam"),
         )
-        os.environ.update(self.resources.environment())
 
-    def _start_handlers(self) -> None:
+    def _admin(self, aws: LocalAws, resources: LocalResources) -> AdminContainer:
+        from petrel.container.admin import AdminContainer, AdminSettings
+
+        settings = AdminSettings(
+            name_prefix=resources.prefix,
+            tenants_table=resources.tables[r.TENANTS.name],
+            messages_table=resources.tables[r.MESSAGES.name],
+            secrets_prefix=resources.secrets_prefix,
+            region=aws.region,
+            endpoint_url=aws.endpoint_url,
+        )
+        return AdminContainer(settings, clients=aws.clients())
+
+    def _build_functions(self, aws: LocalAws, resources: LocalResources) -> LocalFunctions:
+        env = self.config.environments(resources)
+        return LocalFunctions(
+            api=handlers.api(env["api"], aws.clients()),
+            authorizer=handlers.authorizer(env["authorizer"], aws.clients()),
+            worker=handlers.worker(env["send-worker"], aws.clients()),
+            sweeper=handlers.sweeper(env["sweeper"], aws.clients()),
+        )
+
+    def _start_drivers(self, aws: LocalAws, resources: LocalResources, functions: LocalFunctions) -> None:
+        """What invokes the functions deployed: API Gateway, the SQS event sources, Scheduler, the rule."""
         from local.front import ApiFront
-        from local.handlers import api_handler, authorizer_handler, sweeper_handler, worker_handler
         from local.lambda_runtime import QueuePump
         from local.scheduler import ScheduleFirer
         from local.timer import Every
-        from petrel.adapters.aws import client
 
-        assert self.resources is not None
-        self._front = ApiFront(self.config.host, self.config.api_port, authorizer_handler(), api_handler())
+        self._front = ApiFront(
+            self.config.host, self.config.api_port, functions.authorizer.handler, functions.api.handler
+        )
         self._front.start()
-        sqs = client("sqs")
-        for name, url in self.resources.queue_urls.items():
+        sqs = aws.client("sqs")
+        for name, url in resources.queue_urls.items():
             for _ in range(self.config.workers_per_queue):
                 pump = QueuePump(
                     sqs,
                     url,
-                    self.resources.queue_arns[name],
-                    worker_handler(),
+                    resources.queue_arns[name],
+                    functions.worker.handler,
                     function_name=f"send-worker-{name}",
                     batch_size=self.config.batch_size,
                     timeout_seconds=self.config.lease_seconds,  # as deployed: the lease lasts the invocation
@@ -261,49 +320,42 @@ class LocalPlatform:
                 pump.start()
                 self._pumps.append(pump)
         # What EventBridge Scheduler does deployed: put due retries (and send_at releases) on their queue.
-        self.firer = ScheduleFirer(
-            client("scheduler"), sqs, self.resources.schedule_group, poll_seconds=self.config.schedule_poll_seconds
+        firer = ScheduleFirer(
+            aws.client("scheduler"), sqs, resources.schedule_group, poll_seconds=self.config.schedule_poll_seconds
         )
-        self.firer.start()
         # What the sweeper's EventBridge rule does deployed: repair messages whose way forward was lost.
-        self.sweeper = Every(
-            sweeper_handler(), interval_seconds=self.config.sweep_interval_seconds, function_name="sweeper"
+        sweeper = Every(
+            functions.sweeper.handler, interval_seconds=self.config.sweep_interval_seconds, function_name="sweeper"
         )
-        self.sweeper.start()
+        for timer in (firer, sweeper):
+            timer.start()
+            self._timers.append(timer)
 
-    def _seed(self) -> dict[str, Any]:
+    def _seed(self, aws: LocalAws, resources: LocalResources) -> dict[str, Any]:
         """A demo tenant whose SMTP server is the stand-in, and a mailbox that receives test mail."""
-        from petrel import container
-        from petrel.services import tenants as admin
-
-        assert self.resources is not None
+        assert self.admin is not None and self._front is not None
         domain = self.config.domain
-        relay_user = f"relay@{domain}"
+        relay = self.relay_account
         inbox = f"inbox@{domain}"
         inbox_password = secrets.token_urlsafe(18)
         self.mailu.add_users(
-            {relay_user: self.relay_password, inbox: inbox_password, f"bounces@{domain}": secrets.token_urlsafe(18)}
+            {relay.username: relay.password, inbox: inbox_password, f"bounces@{domain}": secrets.token_urlsafe(18)}
         )
-        deps = container.admin_deps(self.resources.tables["tenants"], self.resources.secrets_prefix)
-        tenant = admin.create_tenant(deps, "Demo")
-        admin.add_domain(deps, tenant.tenant_id, domain)
-        server = admin.add_smtp_server(
-            deps,
-            tenant.tenant_id,
-            host=self.mailu.host,
-            port=self.mailu.submission_port,
-            security="starttls",
-            username=relay_user,
-            password=self.relay_password,
-            ca_bundle=self.mailu.ca_pem,
-        )
-        key = admin.create_api_key(deps, tenant.tenant_id, "local demo")
+        demo = seed_tenant(self.admin.admin, "Demo", domain=domain, relay=relay, key_name="local demo")
+        return self._state(demo, aws, resources, inbox=inbox, inbox_password=inbox_password)
+
+    def _state(
+        self, demo: SeededTenant, aws: LocalAws, resources: LocalResources, *, inbox: str, inbox_password: str
+    ) -> dict[str, Any]:
+        """local.json: the demo tenant, the test mailbox, the stand-in's relay account, the AWS names."""
+        assert self._front is not None
+        relay = self.relay_account
         return {
             "api_url": self._front.url,
-            "api_key": key.secret,
-            "tenant_id": tenant.tenant_id,
-            "server_id": server.server_id,
-            "from_address": f"demo@{domain}",
+            "api_key": demo.api_key,
+            "tenant_id": demo.tenant_id,
+            "server_id": demo.server_id,
+            "from_address": demo.address("demo"),
             "test_mailbox": {
                 "address": inbox,
                 "imap_host": self.mailu.host,
@@ -317,22 +369,33 @@ class LocalPlatform:
                 "host": self.mailu.host,
                 "submission_port": self.mailu.submission_port,
                 "smtps_port": self.mailu.smtps_port,
-                "username": relay_user,
+                "username": relay.username,
+            },
+            # What a new tenant's server needs to relay through the stand-in (`petrel server add`):
+            # host, port and security, the relay account's username and password, and the CA to trust.
+            "relay": {
+                "host": relay.host,
+                "port": relay.port,
+                "security": relay.security,
+                "username": relay.username,
+                "password": relay.password,
+                "ca_file": str(self.mailu.ca_file),
+                "domain": self.config.domain,
             },
             "aws": {
-                "endpoint_url": os.environ["AWS_ENDPOINT_URL"],
-                "region": REGION,
-                "prefix": self.resources.prefix,
-                "tables": self.resources.tables,
-                "queues": self.resources.queue_urls,
+                "endpoint_url": aws.endpoint_url,
+                "region": aws.region,
+                "prefix": resources.prefix,
+                "tables": resources.tables,
+                "queues": resources.queue_urls,
                 # Dead-letter queues by the name `petrel dlq` takes: each send queue's, and the schedules'.
-                "dlqs": {**self.resources.dlq_urls, r.SCHEDULES.group: self.resources.schedules_dlq_url},
+                "dlqs": {**resources.dlq_urls, r.SCHEDULES.group: resources.schedules_dlq_url},
                 "schedules": {
-                    "group": self.resources.schedule_group,
-                    "role_arn": self.resources.scheduler_role_arn,
-                    "dlq": self.resources.schedules_dlq_url,
+                    "group": resources.schedule_group,
+                    "role_arn": resources.scheduler_role_arn,
+                    "dlq": resources.schedules_dlq_url,
                 },
-                "bucket": self.resources.bucket,
-                "secrets_prefix": self.resources.secrets_prefix,
+                "bucket": resources.bucket,
+                "secrets_prefix": resources.secrets_prefix,
             },
         }

@@ -211,16 +211,18 @@ class ScheduleFirer(threading.Thread):
         self._halt.set()
 
     def run(self) -> None:
-        log.info("schedule firer for %s started (every %.2f s)", self.group, self.poll_seconds)
+        log.debug("schedule firer for %s started (every %.2f s)", self.group, self.poll_seconds)
         while not self._halt.is_set():
             started = time.monotonic()
             try:
                 self.fire_due(read_budget=self.read_budget_seconds)
             except Exception:
+                if self._halt.is_set():
+                    break  # stopping: what failed was the last poll, not worth a traceback
                 log.exception("schedule firer %s failed; retrying", self.group)
                 self._halt.wait(1.0)
             self._halt.wait(max(0.0, self.poll_seconds - (time.monotonic() - started)))
-        log.info("schedule firer for %s stopped: %d fired, %d failed", self.group, self.stats.fired, self.stats.failed)
+        log.debug("schedule firer for %s stopped: %d fired, %d failed", self.group, self.stats.fired, self.stats.failed)
 
     # -- one poll ------------------------------------------------------------------------------
     def fire_due(self, now: datetime | None = None, *, read_budget: float | None = None, sweep: bool = False) -> int:

@@ -38,7 +38,8 @@ class Every(threading.Thread):
         try:
             self.last = self._handler(event, LocalContext(self._function, timeout_seconds=300))
         except Exception:
-            log.exception("%s failed; the next run is in %.0f s", self._function, self._interval)
+            if not self._halt.is_set():  # stopping: the endpoint it failed on may be going away
+                log.exception("%s failed; the next run is in %.0f s", self._function, self._interval)
             self.last = None
         self.runs += 1
         return self.last

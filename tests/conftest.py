@@ -6,6 +6,9 @@ import pytest
 
 from tests.fakes import FakeWorld, FixedClock
 
+# LocalStack (one process for the whole run, started on first use): tests/integration/localstack.py.
+pytest_plugins = ("tests.integration.localstack",)
+
 
 @pytest.fixture
 def world() -> FakeWorld:

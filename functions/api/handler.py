@@ -1,15 +1,7 @@
-"""The public API: API Gateway REST proxy events to Petrel's routes."""
+"""The public API: API Gateway REST proxy events to Petrel's routes (petrel.entrypoints.api)."""
 
-from typing import Any
+from petrel.container.api import ApiContainer
+from petrel.entrypoints import on_first_call
+from petrel.entrypoints.api import create_api
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from petrel.api.routes import dispatch
-from petrel.observability import logger
-
-
-@logger().inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    logger().append_keys(tenant_id=authorizer.get("tenant_id"))
-    return dispatch(event)
+lambda_handler = on_first_call(lambda: create_api(ApiContainer.from_env()))

@@ -27,7 +27,7 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
-from infra.constructs.functions import METRICS_NAMESPACE, SEND_WORKER, SWEEPER
+from infra.constructs.functions import SEND_WORKER, SWEEPER
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from petrel import resources
@@ -210,7 +210,7 @@ def alarm_specs(
                 "that died): they will be sent, but find out why (its log counts them by status)."
             ),
             metric=cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE,
+                namespace=resources.METRICS_NAMESPACE,
                 metric_name=resources.SWEEP_REPAIRED_METRIC,
                 dimensions_map={"service": SWEEPER.service_name},
                 period=PERIOD,

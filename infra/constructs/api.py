@@ -8,7 +8,8 @@
   a new route needs no change here. No route gets a resource of its own: API Gateway picks the
   most specific resource first and does not fall back to `{proxy+}` for a method that resource
   lacks, so a partial copy of the table here would turn the missing methods into 403s;
-* `GET /v1/openapi.json` is public (no authorizer);
+* `GET /v1/openapi.json` and `GET /v1/docs` (Swagger UI) are public (no authorizer):
+  `petrel.api.openapi.PUBLIC_PATHS`;
 * errors produced by API Gateway itself (no or bad key, unknown route, throttling, integration
   failure, a body over its 10 MB) are `application/problem+json` bodies shaped like RFC 9457, as the
   api function's own are;
@@ -31,6 +32,7 @@ from constructs import Construct
 from infra.constructs.common import acknowledge, log_group
 from infra.constructs.functions import API, AUTHORIZER, FunctionDependencies, PetrelFunction
 from petrel.api.http import PROBLEM_TYPE_BASE
+from petrel.api.openapi import PUBLIC_PATHS
 from petrel.errors import RequestTooLarge
 
 STAGE_NAME = "api"
@@ -173,15 +175,9 @@ class PetrelApi(Construct):
 
         integration = apigw.LambdaIntegration(self.handler.function, proxy=True, allow_test_invoke=False)
         version = self.rest_api.root.add_resource(API_VERSION_PATH)
-        self.openapi_method = version.add_resource("openapi.json").add_method(
-            "GET", integration, authorization_type=apigw.AuthorizationType.NONE
-        )
-        acknowledge(
-            self.openapi_method,
-            "AwsSolutions-APIG4",
-            "The OpenAPI document is public on purpose (DESIGN.md section 4): it describes the API "
-            "and holds no tenant data.",
-        )
+        # The api function's public paths (its OpenAPI document and Swagger UI), each its own resource:
+        # API Gateway prefers it to `{proxy+}`, so no key is asked for.
+        self.public_methods = {path: self._public_method(version, path, integration) for path in sorted(PUBLIC_PATHS)}
         self.proxy_method = version.add_resource("{proxy+}").add_method(
             "ANY",
             integration,
@@ -190,6 +186,23 @@ class PetrelApi(Construct):
             request_validator=validator,
             request_parameters={f"method.request.header.{AUTHORIZATION_HEADER}": True},
         )
+
+    @staticmethod
+    def _public_method(version: apigw.Resource, path: str, integration: apigw.Integration) -> apigw.Method:
+        """`GET <path>` without the authorizer; `path` must be a direct child of `/v1`."""
+        part = path.removeprefix(f"/{API_VERSION_PATH}/")
+        if part == path or "/" in part:
+            raise ValueError(f"public path {path!r} is not a direct child of /{API_VERSION_PATH}")
+        method = version.add_resource(part).add_method(
+            "GET", integration, authorization_type=apigw.AuthorizationType.NONE
+        )
+        acknowledge(
+            method,
+            "AwsSolutions-APIG4",
+            "The OpenAPI document and its Swagger UI are public on purpose (DESIGN.md section 4): they "
+            "describe the API and hold no tenant data.",
+        )
+        return method
 
     @property
     def url(self) -> str:

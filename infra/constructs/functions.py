@@ -2,9 +2,9 @@
 `PetrelFunction` construct that turns a definition into a function with its log group, role,
 environment and least-privilege grants.
 
-Environment variable names come from the `petrel` layer (`resources.py` and the settings models
-in `settings.py`), never from string literals here, so the code that reads a variable and the
-infrastructure that sets it cannot drift apart.
+Environment variable names come from `petrel.resources`, whose constants are also the aliases of
+the settings models' fields (`petrel.settings`), never from string literals here, so the code that
+reads a variable and the infrastructure that sets it cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, CfnElement, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -31,16 +31,7 @@ from petrel import resources, settings
 
 FUNCTIONS_ROOT = REPO_ROOT / "functions"
 HANDLER = "handler.lambda_handler"
-METRICS_NAMESPACE = "Petrel"
 _ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests"]
-
-
-def env_var(model: type[BaseModel], field_name: str) -> str:
-    """The environment variable a settings field is read from (its validation alias)."""
-    alias = model.model_fields[field_name].validation_alias
-    if not isinstance(alias, str):
-        raise TypeError(f"{model.__name__}.{field_name} has no single environment variable name")
-    return alias
 
 
 @dataclass(frozen=True)
@@ -70,29 +61,28 @@ class FunctionDefinition:
 
     @property
     def service_name(self) -> str:
-        return f"petrel-{self.slug}"
+        """The service its logs and metrics carry: the one `petrel.observability.telemetry()` gives it."""
+        from petrel.observability import service_name
+
+        return service_name(self.slug)
 
 
-def _retention_environment(model: type[BaseModel]) -> Callable[[EnvironmentConfig], dict[str, str]]:
-    def environment(config: EnvironmentConfig) -> dict[str, str]:
-        return {env_var(model, "message_retention_days"): str(config.message_retention_days)}
-
-    return environment
+def _api_environment(config: EnvironmentConfig) -> dict[str, str]:
+    return {resources.MESSAGE_RETENTION_DAYS_ENV: str(config.message_retention_days)}
 
 
 def _send_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
-    model = settings.SendWorkerSettings
     environment = {
-        env_var(model, "message_retention_days"): str(config.message_retention_days),
+        resources.MESSAGE_RETENTION_DAYS_ENV: str(config.message_retention_days),
         # The lease on a message lasts as long as the invocation that holds it can run.
-        env_var(model, "lease_seconds"): str(config.worker_timeout_seconds),
-        env_var(model, "smtp_timeout_seconds"): str(config.smtp_timeout_seconds),
-        env_var(model, "smtp_transaction_seconds"): str(config.smtp_transaction_seconds),
+        resources.LEASE_SECONDS_ENV: str(config.worker_timeout_seconds),
+        resources.SMTP_TIMEOUT_ENV: str(config.smtp_timeout_seconds),
+        resources.SMTP_TRANSACTION_ENV: str(config.smtp_transaction_seconds),
         # The send queues' receive count: on a job's last receive, an unexpected error ends its message.
-        env_var(model, "max_receive_count"): str(config.dlq_max_receive_count),
+        resources.MAX_RECEIVE_COUNT_ENV: str(config.dlq_max_receive_count),
     }
     if config.retry_delays_env is not None:  # otherwise the code's default ladder applies
-        environment[env_var(model, "retry_delays")] = config.retry_delays_env
+        environment[resources.RETRY_DELAYS_ENV] = config.retry_delays_env
     return environment
 
 
@@ -102,7 +92,7 @@ AUTHORIZER = FunctionDefinition(
     memory_mb=lambda config: config.authorizer_memory_mb,
     timeout_seconds=lambda config: config.authorizer_timeout_seconds,
     tables={resources.TENANTS.name: "read"},
-    indexes={resources.TENANTS.name: ("by_key_hash",)},
+    indexes={resources.TENANTS.name: (resources.BY_KEY_HASH.name,)},
 )
 
 API = FunctionDefinition(
@@ -117,14 +107,20 @@ API = FunctionDefinition(
         resources.SUPPRESSIONS.name: "read_write",  # list, add, remove
     },
     # GET /v1/emails (by_tenant, by_tenant_status); GET /v1/emails/{msg_...} (by_message_id).
-    indexes={resources.MESSAGES.name: ("by_tenant", "by_tenant_status", "by_message_id")},
+    indexes={
+        resources.MESSAGES.name: (
+            resources.BY_TENANT.name,
+            resources.BY_TENANT_STATUS.name,
+            resources.BY_MESSAGE_ID.name,
+        )
+    },
     bodies="read_write",
     # Large bodies; uploaded attachments (it signs their upload URLs); large idempotent responses.
     body_prefixes=(resources.BODIES_PREFIX, resources.ATTACHMENTS_PREFIX, resources.IDEMPOTENCY_PREFIX),
     send_queues=resources.SEND_QUEUES,
     schedules=True,  # send_at, and cancelling what is scheduled or deferred
     secrets="env",
-    extra_environment=_retention_environment(settings.ApiSettings),
+    extra_environment=_api_environment,
 )
 
 SEND_WORKER = FunctionDefinition(
@@ -146,10 +142,9 @@ SEND_WORKER = FunctionDefinition(
 
 
 def _sweeper_environment(config: EnvironmentConfig) -> dict[str, str]:
-    model = settings.SweeperSettings
     return {
-        env_var(model, "grace_seconds"): str(config.sweep_grace_seconds),
-        env_var(model, "backlog_limit"): str(config.sweep_backlog_limit),
+        resources.SWEEP_GRACE_ENV: str(config.sweep_grace_seconds),
+        resources.SWEEP_BACKLOG_LIMIT_ENV: str(config.sweep_backlog_limit),
     }
 
 
@@ -278,9 +273,9 @@ class PetrelFunction(Construct):
     def _environment(self, deps: FunctionDependencies) -> dict[str, str]:
         config, definition = deps.config, self.definition
         environment = {
-            "POWERTOOLS_SERVICE_NAME": definition.service_name,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "POWERTOOLS_LOG_LEVEL": config.log_level,
+            resources.POWERTOOLS_SERVICE_NAME_ENV: definition.service_name,
+            resources.POWERTOOLS_METRICS_NAMESPACE_ENV: resources.METRICS_NAMESPACE,
+            resources.POWERTOOLS_LOG_LEVEL_ENV: config.log_level,
         }
         for spec in resources.TABLES:
             if spec.name in definition.tables:
@@ -339,5 +334,6 @@ class PetrelFunction(Construct):
 def _logical_ref(construct: Construct) -> str:
     """The logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
     child = construct.node.default_child
-    assert child is not None
-    return Stack.of(construct).get_logical_id(child)  # type: ignore[arg-type]
+    if not isinstance(child, CfnElement):
+        raise TypeError(f"{construct.node.path} has no CloudFormation resource of its own")
+    return Stack.of(construct).get_logical_id(child)

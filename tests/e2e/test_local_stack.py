@@ -1,5 +1,6 @@
-"""`make run` as a user runs it: `python -m local` comes up, serves the API, writes local.json,
-delivers into the test mailbox, stops everything on Ctrl-C, and starts again in the same place."""
+"""`make run` as a user runs it: `python -m local` comes up, serves the API, writes local.json (with
+the stand-in's relay account), delivers into the test mailbox, stops quietly and in order when the
+terminal's Ctrl-C signals its whole process group, and starts again afresh in the same place."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from local.mailu import find_processes
-from tests.e2e.conftest import Api, read_mailbox
+from tests.e2e.support.api import Api, read_mailbox
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
+READY = "Ctrl-C stops everything"
 
 
 @pytest.fixture
@@ -32,51 +36,65 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict]:
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PETREL_", "POWERTOOLS_"))}
+
+
+def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict, list[str]]:
     state = workdir / "local.json"
     state.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PETREL_"))}
     process = subprocess.Popen(
         [sys.executable, "-m", "local", "--workdir", str(workdir), "--port", "0"],
         cwd=REPO,
-        env=env,
+        env=_clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job has
     )
     assert process.stdout is not None
     output = []
     deadline = time.monotonic() + 60
     for line in process.stdout:
         output.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-        if time.monotonic() > deadline:
+        if READY in line or time.monotonic() > deadline:
             break
     assert state.exists(), "".join(output)
-    return process, json.loads(state.read_text())
+    return process, json.loads(state.read_text()), output
 
 
-def _stop(process: subprocess.Popen[str], sig: int) -> None:
-    process.send_signal(sig)
+def _stop(process: subprocess.Popen[str], sig: int) -> str:
+    """Signal the whole process group, as Ctrl-C in a terminal does; what it printed from then on."""
+    os.killpg(process.pid, sig)
     try:
-        process.wait(timeout=30)
+        rest, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0
+    assert process.returncode == 0, rest
+    return rest
 
 
-def test_run_serves_delivers_and_stops_cleanly_twice(workdir: Path) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        process, info = _start(workdir)
+def _relay_login(relay: dict) -> None:
+    """The relay account in local.json works: STARTTLS verified against its CA, then AUTH."""
+    context = ssl.create_default_context(cafile=relay["ca_file"])
+    with smtplib.SMTP(relay["host"], relay["port"], timeout=15) as smtp:
+        smtp.starttls(context=context)
+        smtp.login(relay["username"], relay["password"])
+
+
+def test_run_serves_delivers_and_stops_quietly_twice(workdir: Path) -> None:
+    for run, sig in enumerate((signal.SIGINT, signal.SIGTERM)):
+        process, info, _ = _start(workdir)
         try:
             for field in ("api_url", "api_key", "tenant_id", "from_address"):
                 assert info[field]
             box = info["test_mailbox"]
             assert {"address", "imap_host", "imap_port", "imap_security", "username", "password", "ca_file"} <= set(box)
+            assert info["relay"]["security"] == "starttls" and info["relay"]["domain"] == "petrel.test"
+            _relay_login(info["relay"])
             api = Api(info["api_url"], info["api_key"])
-            subject = f"make run {uuid.uuid4().hex[:8]}"
+            subject = f"make run {run} {uuid.uuid4().hex[:8]}"
             status, sent = api.call(
                 "POST",
                 "/v1/emails",
@@ -84,19 +102,26 @@ def test_run_serves_delivers_and_stops_cleanly_twice(workdir: Path) -> None:
             )
             assert status == 202, sent
             assert len(read_mailbox(box, subject=subject)) == 1
+            # A restart starts afresh: the first run's message is gone from the mailbox.
+            assert [m["Subject"] for m in read_mailbox(box)] == [subject]
             view = api.wait_for(sent["id"], lambda v: v["recipients"][0]["status"] == "relayed")
             assert view["recipients"][0]["last_reply"]["code"] == 250
 
             cli = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
-                [sys.executable, "-m", "petrel.cli.main", "--workdir", str(workdir), "--json", "tenant", "list"],
+                [sys.executable, "-m", "cli", "--workdir", str(workdir), "--json", "tenant", "list"],
                 cwd=REPO,
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PETREL_"))},
+                env=_clean_env(),
             )
             assert cli.returncode == 0, cli.stderr
             assert [t["tenant_id"] for t in json.loads(cli.stdout)] == [info["tenant_id"]]
         finally:
-            _stop(process, sig)
+            after_signal = _stop(process, sig)
+        before_stop, stopping, after_stop = after_signal.partition("stopping...\n")
+        assert stopping and not after_stop.strip(), f"the stop printed more than it should:\n{after_stop}"
+        assert "Traceback" not in before_stop and '{"_aws":' not in before_stop, before_stop
         assert find_processes(workdir) == [], "Postfix or Dovecot outlived the local stack"
+    metrics = (workdir / "metrics.jsonl").read_text().splitlines()
+    assert metrics and all(line.startswith('{"_aws":') for line in metrics), "EMF metrics belong in metrics.jsonl"

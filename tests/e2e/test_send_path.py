@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 from local.platform import LocalPlatform
-from petrel import container
 from petrel.services import tenants as admin
-from tests.e2e.conftest import Api, mailbox_of, read_mailbox
+from tests.e2e.support.api import Api, mailbox_of, read_mailbox
+from tests.e2e.support.tenants import admin_deps
 
 pytestmark = pytest.mark.e2e
 
@@ -109,11 +109,11 @@ def test_451_is_deferred_then_relayed_when_the_server_accepts(platform: LocalPla
     assert [a["reply"]["code"] for a in recipient["attempt_log"]][-1] == 250
     assert 451 in [a["reply"]["code"] for a in recipient["attempt_log"]]
     assert "email.deferred" in [e["type"] for e in view["events"]]
-    assert len(read_mailbox(mailbox_of(platform, address, password), subject="later")) == 1
+    assert len(read_mailbox(mailbox_of(platform.info, address, password), subject="later")) == 1
 
 
 def test_wrong_smtp_password_never_loses_the_message(platform: LocalPlatform, api: Api) -> None:
-    deps = container.admin_deps(platform.info["aws"]["tables"]["tenants"], platform.info["aws"]["secrets_prefix"])
+    deps = admin_deps(platform)
     tenant_id, server_id = platform.info["tenant_id"], platform.info["server_id"]
     admin.set_smtp_password(deps, tenant_id, server_id, "not-the-password")
     time.sleep(platform.config.config_cache_seconds + 0.5)  # workers may hold the old one that long

@@ -9,11 +9,7 @@ from typing import TypeVar
 
 from petrel.models.jobs import Job, ReleaseJob, SendJob
 from petrel.models.records import POOLS, Pool
-from petrel.ports import Clock
-
-
-class BlobNotFound(KeyError):
-    pass
+from petrel.ports import AlreadyExists, Clock, RecordNotFound
 
 
 class FakeBlobStore:
@@ -34,7 +30,7 @@ class FakeBlobStore:
     def get(self, key: str) -> bytes:
         self.gets += 1
         if key not in self.blobs:
-            raise BlobNotFound(key)
+            raise RecordNotFound(f"no object {key}")
         return self.blobs[key]
 
     def size(self, key: str) -> int | None:
@@ -122,19 +118,19 @@ class FakeRetryScheduler:
         self.down = False
         self.created = 0
 
-    def schedule(self, name: str, at: datetime, job: Job) -> bool:
+    def schedule(self, name: str, at: datetime, job: Job) -> None:
         if self.down:
             raise SchedulerDown("scheduler unreachable")
         if name in self.schedules:
-            return False
+            raise AlreadyExists(f"schedule {name} exists")
         self.schedules[name] = FakeSchedule(name, at, job)
         self.created += 1
-        return True
 
-    def cancel(self, name: str) -> bool:
+    def cancel(self, name: str) -> None:
         if self.down:
             raise SchedulerDown("scheduler unreachable")
-        return self.schedules.pop(name, None) is not None
+        if self.schedules.pop(name, None) is None:
+            raise RecordNotFound(f"no schedule {name}")
 
     def fire_due(self, now: datetime, queue: FakeJobQueue) -> list[Job]:
         due = sorted((s for s in self.schedules.values() if s.at <= now), key=lambda s: s.at)
@@ -142,10 +138,6 @@ class FakeRetryScheduler:
             del self.schedules[item.name]
             queue.send_jobs(item.job.pool, [item.job])
         return [item.job for item in due]
-
-
-class SecretNotFound(KeyError):
-    pass
 
 
 class SecretStoreDown(RuntimeError):
@@ -165,11 +157,12 @@ class FakeSecretStore:
         if self.down:
             raise SecretStoreDown("secrets manager unreachable")
         if name not in self.secrets:
-            raise SecretNotFound(name)
+            raise RecordNotFound(f"no secret {name}")
         return self.secrets[name]
 
     def put_secret(self, name: str, value: str) -> None:
         self.secrets[name] = value
 
     def delete_secret(self, name: str) -> None:
-        self.secrets.pop(name, None)
+        if self.secrets.pop(name, None) is None:
+            raise RecordNotFound(f"no secret {name}")

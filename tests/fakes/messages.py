@@ -9,69 +9,76 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from petrel import resources
-from petrel.errors import InvalidRequest
 from petrel.models.due import due_time
 from petrel.models.records import FINAL_STATUSES, LEASABLE_STATUSES, EmailRecord, MessageRecord, MessageStatus
-from petrel.ports import DueMessage, DuePage, Page, Transition
-
-
-class DuplicateEmail(Exception):
-    """create_email for an email id that exists (DynamoDB cancels the transaction)."""
+from petrel.ports import (
+    AlreadyExists,
+    DueMessage,
+    DuePage,
+    EmailKey,
+    InvalidCursor,
+    MessageKey,
+    Page,
+    RecordNotFound,
+    Transition,
+    WriteConflict,
+)
 
 
 def created_key(message: MessageRecord) -> str:
-    return f"{message.created_at.isoformat()}#{message.message_id}"
+    return resources.created_key(message.created_at, message.message_id)
 
 
 class FakeMessageStore:
     def __init__(self) -> None:
-        self.emails: dict[tuple[str, str], EmailRecord] = {}
-        self.messages: dict[tuple[str, str, str], MessageRecord] = {}
-        self.expires_at: dict[tuple[str, str], int] = {}
+        self.emails: dict[EmailKey, EmailRecord] = {}
+        self.messages: dict[MessageKey, MessageRecord] = {}
+        self.expires_at: dict[EmailKey, int] = {}
         # The "due" index: message key -> due time; only non-final messages are in it.
-        self.due: dict[tuple[str, str, str], int] = {}
+        self.due: dict[MessageKey, int] = {}
 
-    def _set_due(self, key: tuple[str, str, str], due: int | None) -> None:
+    def _set_due(self, key: MessageKey, due: int | None) -> None:
         if due is None:
             self.due.pop(key, None)
         else:
             self.due[key] = due
 
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        key = (email.tenant_id, email.email_id)
+        key = EmailKey.of(email)
         if key in self.emails:
-            raise DuplicateEmail(email.email_id)
+            raise AlreadyExists(f"email {email.email_id} exists")
         self.emails[key] = email
         self.expires_at[key] = expires_at
         for message in messages:
-            self.messages[(message.tenant_id, message.email_id, message.message_id)] = message
+            self.messages[MessageKey.of(message)] = message
             due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
-            self._set_due((message.tenant_id, message.email_id, message.message_id), due)
+            self._set_due(MessageKey.of(message), due)
 
-    def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None:
-        email = self.emails.get((tenant_id, email_id))
+    def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None:
+        email = self.emails.get(key)
         if email is None:
             return None
-        found = [m for (t, e, _), m in self.messages.items() if (t, e) == (tenant_id, email_id)]
+        found = [m for k, m in self.messages.items() if k.email == key]
         return email, sorted(found, key=lambda m: m.message_id)
 
-    def get_email_record(self, tenant_id: str, email_id: str) -> EmailRecord | None:
-        return self.emails.get((tenant_id, email_id))
+    def get_email_record(self, key: EmailKey) -> EmailRecord | None:
+        return self.emails.get(key)
 
-    def find_email_id(self, tenant_id: str, message_id: str) -> str | None:
-        found = [e for (t, e, m) in self.messages if (t, m) == (tenant_id, message_id)]
+    def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
+        found = [k for k in self.messages if (k.tenant_id, k.message_id) == (tenant_id, message_id)]
         return found[0] if found else None
 
-    def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None:
-        return self.messages.get((tenant_id, email_id, message_id))
+    def get_message(self, key: MessageKey) -> MessageRecord | None:
+        return self.messages.get(key)
 
-    def lease(
-        self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
-    ) -> MessageRecord | None:
-        key = (tenant_id, email_id, message_id)
+    def _current(self, key: MessageKey) -> MessageRecord:
         current = self.messages.get(key)
         if current is None:
-            return None
+            raise RecordNotFound(f"no message {key.message_id}")
+        return current
+
+    def lease(self, key: MessageKey, *, after_attempt: int, now: int, lease_until: int) -> MessageRecord:
+        current = self._current(key)
         expired = (
             current.status == MessageStatus.SENDING
             and current.lease_until is not None
@@ -89,7 +96,7 @@ class FakeMessageStore:
         elif expired:  # a takeover of the same attempt, counted
             update = {"lease_until": lease_until, "takeovers": current.takeovers + 1}
         else:
-            return None
+            raise WriteConflict(f"message {key.message_id} is not leasable by this job")
         leased = current.model_copy(update=update)
         self.messages[key] = leased
         self._set_due(key, lease_until)
@@ -97,24 +104,21 @@ class FakeMessageStore:
 
     def transition(
         self,
-        tenant_id: str,
-        email_id: str,
-        message_id: str,
+        key: MessageKey,
         *,
         expected: Sequence[MessageStatus],
         attempt: int | None,
         change: Transition,
         now: datetime,
         lease_until: int | None = None,
-    ) -> bool:
-        key = (tenant_id, email_id, message_id)
-        current = self.messages.get(key)
-        if current is None or current.status not in expected:
-            return False
-        if attempt is not None and current.attempt != attempt:
-            return False
-        if lease_until is not None and current.lease_until != lease_until:
-            return False
+    ) -> None:
+        current = self._current(key)
+        if (
+            current.status not in expected
+            or (attempt is not None and current.attempt != attempt)
+            or (lease_until is not None and current.lease_until != lease_until)
+        ):
+            raise WriteConflict(f"message {key.message_id} is not as expected")
         update: dict[str, object] = {
             "status": change.status,
             "updated_at": now,
@@ -131,12 +135,11 @@ class FakeMessageStore:
         update["next_attempt_at"] = change.next_attempt_at
         self.messages[key] = current.model_copy(update=update)
         self._set_due(key, due_time(change.status, at=now, next_attempt_at=change.next_attempt_at))
-        return True
 
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
-        listing = tenant_id if status is None else f"{tenant_id}#{status.value}"
+        listing = tenant_id if status is None else resources.tenant_status(tenant_id, status.value)
         candidates = sorted(
-            (m for (t, _, _), m in self.messages.items() if t == tenant_id and (status is None or m.status == status)),
+            (m for k, m in self.messages.items() if k.tenant_id == tenant_id and status in (None, m.status)),
             key=created_key,
             reverse=True,
         )
@@ -150,15 +153,17 @@ class FakeMessageStore:
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
         listing = f"due:{shard}"
         candidates = sorted(
-            (due, key) for key, due in self.due.items() if resources.due_shard(key[2]) == shard and due <= due_before
+            (due, key.message_id, key)
+            for key, due in self.due.items()
+            if resources.due_shard(key.message_id) == shard and due <= due_before
         )
-        rows = [f"{due:012d}#{key[2]}" for due, key in candidates]
+        rows = [f"{due:012d}#{message_id}" for due, message_id, _ in candidates]
         if cursor:
             after = _decode_cursor(cursor, listing)
             candidates = [c for c, row in zip(candidates, rows, strict=True) if row > after]
         page = candidates[:limit]
         found = []
-        for due, key in page:
+        for due, _, key in page:
             message = self.messages[key]
             assert message.status not in FINAL_STATUSES  # the index holds non-final messages only
             found.append(
@@ -173,18 +178,19 @@ class FakeMessageStore:
                 )
             )
         more = len(candidates) > limit
-        last = f"{page[-1][0]:012d}#{page[-1][1][2]}" if page else ""
+        last = f"{page[-1][0]:012d}#{page[-1][1]}" if page else ""
         return DuePage(messages=found, cursor=_encode_cursor(listing, last) if more else None)
 
-    def claim_repair(self, message: DueMessage, *, now: int) -> bool:
-        key = (message.tenant_id, message.email_id, message.message_id)
-        current = self.messages.get(key)
-        if current is None or self.due.get(key) != message.due_at:
-            return False
-        if current.status != message.status or current.attempt != message.attempt:
-            return False
+    def claim_repair(self, message: DueMessage, *, now: int) -> None:
+        key = message.key
+        current = self._current(key)
+        if (
+            self.due.get(key) != message.due_at
+            or current.status != message.status
+            or current.attempt != message.attempt
+        ):
+            raise WriteConflict(f"message {key.message_id} moved on since it was seen")
         self.due[key] = now
-        return True
 
 
 def _encode_cursor(listing: str, after: str) -> str:
@@ -196,7 +202,7 @@ def _decode_cursor(cursor: str, listing: str) -> str:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid") from exc
+        raise InvalidCursor("cursor is not valid") from exc
     if not isinstance(raw, dict) or raw.get("listing") != listing or not isinstance(raw.get("after"), str):
-        raise InvalidRequest("cursor does not belong to this listing")
+        raise InvalidCursor("cursor does not belong to this listing")
     return str(raw["after"])

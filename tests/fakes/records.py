@@ -10,6 +10,7 @@ from petrel.ids import new_id
 from petrel.models.records import (
     EmailRecord,
     Event,
+    EventName,
     MessageRecord,
     MessageStatus,
     Pool,
@@ -82,7 +83,7 @@ def email(
             kind=r.kind,
             pool=pool,
             status=status,
-            events=(Event(type="email.queued", at=at, message_id=r.message_id, recipient=r.email),),
+            events=(Event(type=EventName.QUEUED, at=at, message_id=r.message_id, recipient=r.email),),
             created_at=at,
             updated_at=at,
         )

@@ -1,15 +1,23 @@
-"""A scripted SmtpRelay: replies per recipient (250 unless told otherwise), and a record of each call."""
+"""A scripted SmtpRelay: replies per recipient (250 unless told otherwise), and a record of each call.
+
+Held to SmtplibRelay's contract (tests/integration/contracts/test_smtp_relay_contract.py): one
+session per server, reused until `close()`, a changed password or a failure that ends it; a server
+that refuses the password answers at AUTH and opens no session; an unreachable one is a network
+failure at CONNECT, a value like every other outcome, never an exception.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from petrel.mail.smtp_reply import SmtpReply, Stage
+from petrel.mail.smtp_reply import ReplyCode, SmtpReply, Stage
 from petrel.models.records import SmtpServer
 from petrel.ports import Envelope
 
 OK = SmtpReply.parse(250, "2.0.0 Ok: queued as 4Xq1", Stage.DATA)
+AUTH_REFUSED = SmtpReply.parse(535, "5.7.8 Error: authentication failed", Stage.AUTH)
+REFUSED_CONNECTION = SmtpReply.network(Stage.CONNECT, "connection refused")
 
 
 def reply(code: int, text: str, stage: Stage = Stage.RCPT) -> SmtpReply:
@@ -27,7 +35,12 @@ class RelayCall:
 
 
 class FakeSmtpRelay:
-    """`script[recipient]` is a reply, or a list of replies used in turn (the last one repeats)."""
+    """`script[recipient]` is a reply, or a list of replies used in turn (the last one repeats).
+
+    `passwords[server_id]` is the only password that server accepts (a server not listed accepts
+    any); a server in `unreachable` refuses connections. `sessions_opened` counts the sessions that
+    got past AUTH, as the real server would count logins.
+    """
 
     def __init__(self, script: dict[str, SmtpReply | Sequence[SmtpReply]] | None = None) -> None:
         self.script: dict[str, SmtpReply | Sequence[SmtpReply]] = dict(script or {})
@@ -35,6 +48,10 @@ class FakeSmtpRelay:
         self.calls: list[RelayCall] = []
         self.close_calls = 0
         self.deadlines: list[float | None] = []  # the deadline each call was given
+        self.passwords: dict[str, str] = {}
+        self.unreachable: set[str] = set()
+        self.sessions_opened = 0
+        self._sessions: dict[str, tuple[object, ...]] = {}  # server id -> what its session was opened with
 
     @property
     def relayed(self) -> list[RelayCall]:
@@ -52,13 +69,30 @@ class FakeSmtpRelay:
         turn = sum(1 for call in self.calls if call.envelope.recipient == recipient)
         return scripted[min(turn, len(scripted) - 1)]
 
+    def _session(self, server: SmtpServer, password: str) -> SmtpReply | None:
+        """Reuse the server's session, or open one (connect, AUTH); the reply that refused it if not."""
+        fingerprint = (server.host, server.port, server.security, server.username, password, server.ca_bundle)
+        if self._sessions.get(server.server_id) == fingerprint:
+            return None
+        self._sessions.pop(server.server_id, None)
+        if server.server_id in self.unreachable:
+            return REFUSED_CONNECTION
+        if self.passwords.get(server.server_id, password) != password:
+            return AUTH_REFUSED
+        self._sessions[server.server_id] = fingerprint
+        self.sessions_opened += 1
+        return None
+
     def relay(
         self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
     ) -> SmtpReply:
         self.deadlines.append(deadline)
-        answer = self._next_reply(envelope.recipient)
+        answer = self._session(server, password) or self._next_reply(envelope.recipient)
+        if answer.code in (0, ReplyCode.SERVICE_NOT_AVAILABLE):  # the session did not survive it
+            self._sessions.pop(server.server_id, None)
         self.calls.append(RelayCall(server, password, envelope, bytes(data), answer))
         return answer
 
     def close(self) -> None:
         self.close_calls += 1
+        self._sessions.clear()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from petrel.errors import InvalidRequest
 from petrel.models.records import Suppression
-from petrel.ports import SuppressionPage
+from petrel.ports import AlreadyExists, InvalidCursor, RecordNotFound, SuppressionPage
 
 
 class FakeSuppressionStore:
@@ -15,19 +14,19 @@ class FakeSuppressionStore:
         self.items: dict[tuple[str, str], Suppression] = {}
         self.reads = 0
 
-    def add(self, suppression: Suppression) -> bool:
+    def add(self, suppression: Suppression) -> None:
         key = (suppression.tenant_id, suppression.email.lower())
         if key in self.items:
-            return False
+            raise AlreadyExists(f"{key[1]} is on the suppression list already")
         self.items[key] = suppression.model_copy(update={"email": key[1]})
-        return True
 
     def get(self, tenant_id: str, email: str) -> Suppression | None:
         self.reads += 1
         return self.items.get((tenant_id, email.lower()))
 
-    def remove(self, tenant_id: str, email: str) -> bool:
-        return self.items.pop((tenant_id, email.lower()), None) is not None
+    def remove(self, tenant_id: str, email: str) -> None:
+        if self.items.pop((tenant_id, email.lower()), None) is None:
+            raise RecordNotFound(f"{email.lower()} is not on the suppression list")
 
     def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionPage:
         emails = sorted(e for (t, e) in self.items if t == tenant_id)
@@ -35,9 +34,9 @@ class FakeSuppressionStore:
             try:
                 after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
             except (ValueError, binascii.Error) as exc:
-                raise InvalidRequest("cursor is not valid") from exc
+                raise InvalidCursor("cursor is not valid") from exc
             if "@" not in after:
-                raise InvalidRequest("cursor is not valid")
+                raise InvalidCursor("cursor is not valid")
             emails = [e for e in emails if e > after]
         page = emails[:limit]
         more = len(emails) > limit

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from petrel.models.records import ApiKey, SendingDomain, SmtpServer, Tenant
+from petrel.ports import AlreadyExists, RecordNotFound, WriteConflict
 
 
 class FakeTenantStore:
@@ -33,12 +34,18 @@ class FakeTenantStore:
     def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
         return [k for (t, _), k in sorted(self.api_keys.items()) if t == tenant_id]
 
-    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> bool:
+    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> None:
         key = self.api_keys.get((tenant_id, key_id))
-        if key is None or key.revoked_at is not None:
-            return False
+        if key is None:
+            raise RecordNotFound(f"no API key {key_id}")
+        if key.revoked_at is not None:
+            raise WriteConflict(f"API key {key_id} is revoked already")
         self.api_keys[(tenant_id, key_id)] = key.model_copy(update={"revoked_at": at})
-        return True
+
+    def create_domain(self, domain: SendingDomain) -> None:
+        if (domain.tenant_id, domain.domain) in self.domains:
+            raise AlreadyExists(f"tenant {domain.tenant_id} has domain {domain.domain} already")
+        self.domains[(domain.tenant_id, domain.domain)] = domain
 
     def put_domain(self, domain: SendingDomain) -> None:
         self.domains[(domain.tenant_id, domain.domain)] = domain
@@ -55,5 +62,6 @@ class FakeTenantStore:
     def list_servers(self, tenant_id: str) -> list[SmtpServer]:
         return [s for (t, _), s in sorted(self.servers.items()) if t == tenant_id]
 
-    def delete_server(self, tenant_id: str, server_id: str) -> bool:
-        return self.servers.pop((tenant_id, server_id), None) is not None
+    def delete_server(self, tenant_id: str, server_id: str) -> None:
+        if self.servers.pop((tenant_id, server_id), None) is None:
+            raise RecordNotFound(f"no SMTP server {server_id}")

@@ -6,11 +6,12 @@ import random
 from dataclasses import dataclass, field
 
 from petrel import resources
+from petrel.adapters.caching import cache_ports
 from petrel.models.records import SendingDomain, SmtpServer, Tenant
+from petrel.models.retry import RetryLadder
 from petrel.services.cancel import CancelDeps
 from petrel.services.deliver import DeliverDeps
 from petrel.services.release import ReleaseDeps
-from petrel.services.retry import RetryLadder
 from petrel.services.submit import SubmitDeps
 from petrel.services.sweep import SweepDeps
 from petrel.services.tenants import AdminDeps
@@ -65,17 +66,25 @@ class FakeWorld:
         ladder: RetryLadder | None = None,
         max_receive_count: int = 3,
     ) -> DeliverDeps:
-        return DeliverDeps(
+        """The worker's deps on the fakes, behind the same caching adapters as the container's
+        (configuration cached `cache_seconds`, email records and bodies a minute)."""
+        cached = cache_ports(
             tenants=self.tenants,
-            messages=self.messages,
-            blobs=self.blobs,
             secrets=self.secrets,
+            blobs=self.blobs,
+            messages=self.messages,
+            config_ttl=cache_seconds,
+        )
+        return DeliverDeps(
+            tenants=cached.tenants,
+            messages=cached.messages,
+            blobs=cached.blobs,
+            secrets=cached.secrets,
             relay=self.relay,
             clock=self.clock,
             suppressions=self.suppressions,
             scheduler=self.scheduler,
             lease_seconds=lease_seconds,
-            cache_seconds=cache_seconds,
             ladder=ladder or RetryLadder(),
             rng=random.Random(seed),
             max_receive_count=max_receive_count,

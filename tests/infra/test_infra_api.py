@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from petrel.api.openapi import PUBLIC_PATHS
+
 pytestmark = pytest.mark.infra
 
 OPENAPI_DOCUMENT = Path(__file__).resolve().parents[2] / "openapi.json"
@@ -74,19 +76,26 @@ def test_proxy_route_uses_the_authorizer(resources_of: Any) -> None:
     assert "RequestValidatorId" in method
 
 
-def test_openapi_document_is_public(resources_of: Any) -> None:
-    openapi = _resource_id(resources_of, "openapi.json")
-    assert resources_of("AWS::ApiGateway::Resource")[openapi]["Properties"]["ParentId"] == {
+@pytest.mark.parametrize("path", sorted(PUBLIC_PATHS))
+def test_the_openapi_document_and_swagger_ui_are_public(resources_of: Any, path: str) -> None:
+    part = path.removeprefix("/v1/")
+    resource = _resource_id(resources_of, part)
+    assert resources_of("AWS::ApiGateway::Resource")[resource]["Properties"]["ParentId"] == {
         "Ref": _resource_id(resources_of, "v1")
     }
-    method = _method(resources_of, "openapi.json")
+    method = _method(resources_of, part)
     assert method["HttpMethod"] == "GET"
     assert method["AuthorizationType"] == "NONE"
     assert "AuthorizerId" not in method
+    _assert_serves(resources_of, "GET", path, authenticated=False)
 
 
-def test_only_two_methods(template: Template) -> None:
-    template.resource_count_is("AWS::ApiGateway::Method", 2)
+def test_the_public_paths_include_the_document_and_swagger_ui() -> None:
+    assert {"/v1/openapi.json", "/v1/docs"} <= PUBLIC_PATHS
+
+
+def test_only_the_proxy_and_the_public_methods(template: Template) -> None:
+    template.resource_count_is("AWS::ApiGateway::Method", 1 + len(PUBLIC_PATHS))
 
 
 def test_stage_is_api_with_access_logs(template: Template, resources_of: Any) -> None:

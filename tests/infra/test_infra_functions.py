@@ -71,9 +71,9 @@ def test_environment_satisfies_the_settings_model(
     _, function = _function(resources_of, config, definition)
     env = function["Properties"]["Environment"]["Variables"]
     assert _required_env(definition.settings) <= set(env)
-    assert env["POWERTOOLS_SERVICE_NAME"] == f"petrel-{definition.slug}"
-    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Petrel"
-    assert env["POWERTOOLS_LOG_LEVEL"] == config.log_level
+    assert env[resources.POWERTOOLS_SERVICE_NAME_ENV] == f"petrel-{definition.slug}"
+    assert env[resources.POWERTOOLS_METRICS_NAMESPACE_ENV] == "Petrel"
+    assert env[resources.POWERTOOLS_LOG_LEVEL_ENV] == config.log_level
 
 
 def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> None:
@@ -83,20 +83,20 @@ def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> Non
     authorizer = by_name["authorizer"]["Environment"]["Variables"]
 
     assert set(authorizer) == {
-        "POWERTOOLS_SERVICE_NAME",
-        "POWERTOOLS_METRICS_NAMESPACE",
-        "POWERTOOLS_LOG_LEVEL",
+        resources.POWERTOOLS_SERVICE_NAME_ENV,
+        resources.POWERTOOLS_METRICS_NAMESPACE_ENV,
+        resources.POWERTOOLS_LOG_LEVEL_ENV,
         resources.TENANTS.env_var,
     }
     for env in (api, worker):
         assert env[resources.SECRETS_PREFIX_ENV] == resources.secrets_prefix(config.name_prefix)
-        assert env["PETREL_MESSAGE_RETENTION_DAYS"] == str(config.message_retention_days)
+        assert env[resources.MESSAGE_RETENTION_DAYS_ENV] == str(config.message_retention_days)
     for queue in resources.SEND_QUEUES:  # the worker releases scheduled emails and hands back jobs
         assert queue.env_var in api and queue.env_var in worker
-    assert worker["PETREL_LEASE_SECONDS"] == str(config.worker_timeout_seconds)
-    assert worker["PETREL_SMTP_TIMEOUT_SECONDS"] == str(config.smtp_timeout_seconds)
-    assert worker["PETREL_SMTP_TRANSACTION_SECONDS"] == str(config.smtp_transaction_seconds)
-    assert worker["PETREL_MAX_RECEIVE_COUNT"] == str(config.dlq_max_receive_count)  # the queues' redrive policy
+    assert worker[resources.LEASE_SECONDS_ENV] == str(config.worker_timeout_seconds)
+    assert worker[resources.SMTP_TIMEOUT_ENV] == str(config.smtp_timeout_seconds)
+    assert worker[resources.SMTP_TRANSACTION_ENV] == str(config.smtp_transaction_seconds)
+    assert worker[resources.MAX_RECEIVE_COUNT_ENV] == str(config.dlq_max_receive_count)  # the queues' redrive policy
     assert resources.IDEMPOTENCY.env_var in api and resources.IDEMPOTENCY.env_var not in worker
     # cdk.json sets no retry ladder for dev: the code's default applies (and only the worker reads one).
     assert resources.RETRY_DELAYS_ENV not in worker and resources.RETRY_DELAYS_ENV not in api
@@ -191,3 +191,24 @@ def test_settings_models_are_the_ones_used() -> None:
         "send_worker": settings.SendWorkerSettings,
         "sweeper": settings.SweeperSettings,
     }
+
+
+def _defined_env_names() -> list[str]:
+    """Every environment variable name petrel.resources defines: its `*_ENV` constants and the specs'."""
+    names = [value for name, value in vars(resources).items() if name.endswith("_ENV") and isinstance(value, str)]
+    names += [spec.env_var for spec in resources.TABLES]
+    names += [queue.env_var for queue in resources.SEND_QUEUES]
+    names += [queue.arn_env_var for queue in resources.SEND_QUEUES if queue.arn_env_var is not None]
+    schedules = resources.SCHEDULES
+    names += [schedules.group_env_var, schedules.role_env_var, schedules.dlq_arn_env_var]
+    return names
+
+
+def test_every_environment_variable_is_defined_once() -> None:
+    names = _defined_env_names()
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    # Each settings field reads a name from petrel.resources, so infra and the local stack can set it
+    # by the same constant (a literal alias would be a second spelling of the name).
+    for definition in FUNCTIONS:
+        for field_name, field in definition.settings.model_fields.items():
+            assert field.validation_alias in names, f"{definition.settings.__name__}.{field_name}"

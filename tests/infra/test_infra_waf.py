@@ -14,8 +14,9 @@ import pytest
 import app as petrel_app
 from infra.config import CONTEXT_KEY, EnvironmentConfig
 from infra.constructs.waf import WAF_REGEX_MAX_CHARS, decimal_over
-from petrel.api import routes
 from petrel.models.api import MAX_REQUEST_BYTES
+from tests.fakes import FakeWorld
+from tests.unit.api_fakes import Api
 
 pytestmark = pytest.mark.infra
 
@@ -108,13 +109,13 @@ def test_a_content_length_over_the_limit_is_blocked_with_a_413(resources_of: Any
     assert props["CustomResponseBodies"][response["CustomResponseBodyKey"]]["ContentType"] == "APPLICATION_JSON"
 
 
-def test_the_413_body_is_the_problem_document_the_api_gives(resources_of: Any) -> None:
+def test_the_413_body_is_the_problem_document_the_api_gives(resources_of: Any, world: FakeWorld) -> None:
     _, props = _web_acl(resources_of)
     key = _rule(props, "request-too-large")["Action"]["Block"]["CustomResponse"]["CustomResponseBodyKey"]
     from_waf = json.loads(props["CustomResponseBodies"][key]["Content"])
 
     body = b"{" + b" " * MAX_REQUEST_BYTES + b"}"
-    result = routes.dispatch(
+    result = Api(world)(
         {
             "path": "/v1/emails",
             "httpMethod": "POST",

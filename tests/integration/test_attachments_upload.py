@@ -23,6 +23,7 @@ from petrel.errors import InvalidRequest
 from petrel.models.api import SendEmailRequest
 from petrel.models.attachments import AttachmentUpload, CreateAttachmentRequest
 from petrel.models.records import Tenant
+from petrel.ports import EmailKey
 from petrel.services.attachments import AttachmentDeps, create_attachment
 from petrel.services.submit import submit_email
 from tests.fakes import FakeWorld, Seeded
@@ -113,7 +114,7 @@ def test_an_email_with_an_uploaded_attachment_of_several_megabytes(world: FakeWo
 
     response = submit_email(world.submit_deps(), seeded.tenant, _email({"attachment_id": upload.id}))
 
-    record = world.messages.emails[(seeded.tenant.tenant_id, response.id)]
+    record = world.messages.emails[EmailKey(seeded.tenant.tenant_id, response.id)]
     assert record.body_key == f"bodies/{seeded.tenant.tenant_id}/{response.id}.eml"
     message = email.message_from_bytes(world.blobs.get(record.body_key), policy=policy.default)
     assert isinstance(message, EmailMessage)

@@ -21,15 +21,15 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from cli.main import main
 from local.provision import LocalResources, provision
 from petrel import resources
 from petrel.adapters import aws as petrel_aws
 from petrel.adapters.dead_letters import SCHEDULER_ERROR_ATTRIBUTES, SqsDeadLetters, dead_letter_queues
 from petrel.adapters.queues import SqsJobQueue
-from petrel.cli.main import main
-from petrel.errors import ConfigurationError
 from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.models.records import Pool
+from petrel.ports import RecordNotFound
 from tests.integration.aws_env import REGION, clean_aws_environment
 
 pytestmark = pytest.mark.integration
@@ -329,9 +329,9 @@ def test_a_letter_that_fails_again_during_the_redrive_is_not_looped(queues: Queu
 
 
 def test_a_missing_queue_is_a_one_line_error(queues: Queues) -> None:
-    with pytest.raises(ConfigurationError, match=r"queue petrel-nope-send-bulk-dlq does not exist"):
+    with pytest.raises(RecordNotFound, match=r"queue petrel-nope-send-bulk-dlq does not exist"):
         SqsDeadLetters(queues.sqs, "petrel-nope").peek(BULK)
-    with pytest.raises(ConfigurationError, match="no dead-letter queue 'ingest'"):
+    with pytest.raises(RecordNotFound, match="no dead-letter queue 'ingest'"):
         queues.dlq.peek("ingest")
 
 

@@ -27,9 +27,20 @@ from local.scheduler import ScheduleFirer
 from local.timer import Every
 from petrel import container, resources
 from petrel.adapters import aws as petrel_aws
+from petrel.container.api import ApiContainer
+from petrel.container.authorizer import AuthorizerContainer
+from petrel.container.base import AwsClients
+from petrel.container.sweeper import SweeperContainer
+from petrel.container.worker import WorkerContainer
+from petrel.entrypoints import Handler
+from petrel.entrypoints.api import create_api
+from petrel.entrypoints.authorizer import create_authorizer
+from petrel.entrypoints.send_worker import create_worker
+from petrel.entrypoints.sweeper import create_sweeper
 from petrel.models.records import SmtpServer, Tenant
 from petrel.services import tenants
 from petrel.services.tenants import AdminDeps
+from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings, SweeperSettings
 from tests.integration.aws_env import REGION, clean_aws_environment
 from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer, TlsFiles
 
@@ -60,6 +71,12 @@ class Response:
         return json.loads(self.raw)
 
 
+@dataclass(frozen=True)
+class WorkerFunction:
+    container: WorkerContainer
+    handler: Handler
+
+
 @dataclass
 class Stack:
     aws: dict[str, Any]
@@ -70,6 +87,44 @@ class Stack:
     key: str
     smtp: RunningServer
     monkeypatch: pytest.MonkeyPatch
+    session: boto3.session.Session
+    # The send worker and the sweeper as Lambda runs them: a container of their own, built from the
+    # environment on first use (and again after `setenv`, like a new deployment).
+    _worker: WorkerFunction | None = None
+    _sweeper: Handler | None = None
+    # The API and its authorizer, likewise each with its own container.
+    _api: Handler | None = None
+    _authorizer: Handler | None = None
+
+    def api(self, event: dict[str, Any]) -> dict[str, Any]:
+        if self._api is None:
+            self._api = create_api(ApiContainer(ApiSettings.from_env(), clients=AwsClients(self.session)))
+        result: dict[str, Any] = self._api(event, LocalContext("api"))
+        return result
+
+    def authorizer(self, event: dict[str, Any]) -> dict[str, Any]:
+        if self._authorizer is None:
+            built = AuthorizerContainer(AuthorizerSettings.from_env(), clients=AwsClients(self.session))
+            self._authorizer = create_authorizer(built)
+        result: dict[str, Any] = self._authorizer(event, LocalContext("authorizer"))
+        return result
+
+    @property
+    def worker(self) -> WorkerFunction:
+        if self._worker is None:
+            built = WorkerContainer(SendWorkerSettings.from_env(), clients=AwsClients(self.session))
+            self._worker = WorkerFunction(built, create_worker(built))
+        return self._worker
+
+    def send_worker(self, event: dict[str, Any], context: LocalContext | None = None) -> Any:
+        return self.worker.handler(event, context or LocalContext("send_worker"))
+
+    def sweeper(self, event: dict[str, Any], context: LocalContext | None = None) -> Any:
+        if self._sweeper is None:
+            self._sweeper = create_sweeper(
+                SweeperContainer(SweeperSettings.from_env(), clients=AwsClients(self.session))
+            )
+        return self._sweeper(event, context or LocalContext("sweeper"))
 
     def authorize(self, authorization: str | None, method: str = "GET", path: str = "/v1/emails") -> dict[str, Any]:
         headers = {"Authorization": authorization} if authorization is not None else {}
@@ -81,8 +136,7 @@ class Stack:
             "httpMethod": method,
             "headers": headers,
         }
-        result: dict[str, Any] = load("authorizer").lambda_handler(event, LocalContext("authorizer"))
-        return result
+        return self.authorizer(event)
 
     def call(
         self,
@@ -114,7 +168,7 @@ class Stack:
                 "authorizer": {**policy["context"], "principalId": policy["principalId"]},
             },
         }
-        result = load("api").lambda_handler(event, LocalContext("api"))
+        result = self.api(event)
         return Response(result["statusCode"], result["headers"], result["body"])
 
     def send(self, **fields: Any) -> dict[str, Any]:
@@ -137,9 +191,7 @@ class Stack:
         url = self.queue_url(pool)
         arn = self.aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         handled = 0
-        while count := QueuePump(
-            self.aws["sqs"], url, arn, load("send_worker").lambda_handler, function_name="send_worker"
-        ).poll_once():
+        while count := QueuePump(self.aws["sqs"], url, arn, self.send_worker, function_name="send_worker").poll_once():
             handled += count
         return handled
 
@@ -147,14 +199,16 @@ class Stack:
         """Take `expected` messages off the queue as SQS event records (without running the worker)."""
         records: list[dict[str, Any]] = []
         for _ in range(10):
-            out = self.aws["sqs"].receive_message(QueueUrl=self.queue_url(pool), MaxNumberOfMessages=10)
+            out = self.aws["sqs"].receive_message(
+                QueueUrl=self.queue_url(pool), MaxNumberOfMessages=10, AttributeNames=["All"]
+            )
             for m in out.get("Messages", []):
                 records.append(
                     {
                         "messageId": m["MessageId"],
                         "receiptHandle": m["ReceiptHandle"],
                         "body": m["Body"],
-                        "attributes": {},
+                        "attributes": m["Attributes"],
                         "messageAttributes": {},
                         "md5OfBody": hashlib.md5(m["Body"].encode(), usedforsecurity=False).hexdigest(),
                         "eventSource": "aws:sqs",
@@ -180,6 +234,9 @@ class Stack:
         """Change a function setting; containers are rebuilt on next use, like a new deployment."""
         self.monkeypatch.setenv(name, value)
         container.reset()
+        load.cache_clear()  # the deployed handler modules build their containers again on first call
+        self._worker = self._sweeper = None
+        self._api = self._authorizer = None
 
 
 @pytest.fixture
@@ -195,8 +252,8 @@ def stack(
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
-        "POWERTOOLS_METRICS_NAMESPACE": "PetrelTest",
-        "POWERTOOLS_SERVICE_NAME": "petrel-test",
+        resources.POWERTOOLS_METRICS_NAMESPACE_ENV: "PetrelTest",
+        resources.POWERTOOLS_SERVICE_NAME_ENV: "petrel-test",
     }.items():
         monkeypatch.setenv(name, value)
     # Petrel's client factory, with its own config, but built from the module's warm session (speed only).
@@ -233,7 +290,7 @@ def stack(
             ca_bundle=tls_files.ca_pem,
         )
         key = tenants.create_api_key(admin, tenant.tenant_id, "tests").secret
-        yield Stack(aws, made, admin, tenant, server, key, submission_server, monkeypatch)
+        yield Stack(aws, made, admin, tenant, server, key, submission_server, monkeypatch, boto_session)
         container.reset()
 
 
@@ -267,7 +324,7 @@ def test_a_deferral_is_a_schedule_not_a_batch_failure(stack: Stack) -> None:
     ids = {r["email"]: r["id"] for r in sent["recipients"]}
     records = stack.receive_records(3)
 
-    result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker"))
+    result = stack.send_worker({"Records": records})
 
     assert result == {"batchItemFailures": []}  # SQS forgets the job: its receive count never grows
     assert stack.schedules() == [f"{ids['soft@example.org']}-1"]
@@ -291,7 +348,7 @@ def test_a_bounce_alone_is_not_a_batch_failure(stack: Stack) -> None:
     stack.smtp.handler.script["gone@example.org"] = ("rcpt", "550 5.1.1 user unknown")
     stack.send(to="gone@example.org")
 
-    result = load("send_worker").lambda_handler({"Records": stack.receive_records(1)}, LocalContext("send_worker"))
+    result = stack.send_worker({"Records": stack.receive_records(1)})
 
     assert result == {"batchItemFailures": []}
 
@@ -424,7 +481,7 @@ def test_authorizer_refuses_revoked_unknown_and_missing_keys(stack: Stack) -> No
 
 
 def test_a_large_body_goes_through_s3_intact(stack: Stack) -> None:
-    stack.setenv("PETREL_INLINE_BODY_LIMIT", "2048")
+    stack.setenv(resources.INLINE_BODY_LIMIT_ENV, "2048")
     text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(400))
 
     sent = stack.send(text=text)
@@ -444,7 +501,7 @@ def test_a_large_body_goes_through_s3_intact(stack: Stack) -> None:
 
 
 def test_a_wrong_smtp_password_keeps_the_message_until_it_is_fixed(stack: Stack) -> None:
-    stack.setenv("PETREL_CONFIG_CACHE_SECONDS", "0")
+    stack.setenv(resources.CONFIG_CACHE_ENV, "0")
     stack.smtp.handler.password = "rotated-on-mailu"  # the operator changed it on the server only
     sent = stack.send()
     assert len(sent["recipients"]) == 1
@@ -510,12 +567,12 @@ def test_the_sweeper_requeues_a_message_left_without_a_job(stack: Stack) -> None
     time.sleep(1.1)  # due times are whole seconds
 
     # As the local stack's timer runs it (deployed: an EventBridge rule).
-    report = Every(load("sweeper").lambda_handler, interval_seconds=60, function_name="sweeper").invoke()
+    report = Every(stack.sweeper, interval_seconds=60, function_name="sweeper").invoke()
 
     assert report["repaired"] == {"queued": 1} and report["requeue_failed"] == 0
     assert stack.pump() == 1
     assert stack.get(sent["id"])["recipients"][0]["status"] == "relayed"
-    again = load("sweeper").lambda_handler({}, LocalContext("sweeper"))  # final: out of the due index
+    again = stack.sweeper({})  # final: out of the due index
     assert again["repaired"] == {} and again["examined"] == 0
 
 
@@ -560,8 +617,8 @@ def test_a_poison_job_ends_in_the_dlq_failed_and_a_redrive_runs_it(stack: Stack)
     from petrel.adapters.dead_letters import SqsDeadLetters
     from petrel.services.redrive import reopen_for_redrive
 
-    stack.setenv("PETREL_INLINE_BODY_LIMIT", "1024")
-    stack.setenv("PETREL_MAX_RECEIVE_COUNT", "3")  # the fixture's queues: maxReceiveCount 3
+    stack.setenv(resources.INLINE_BODY_LIMIT_ENV, "1024")
+    stack.setenv(resources.MAX_RECEIVE_COUNT_ENV, "3")  # the fixture's queues: maxReceiveCount 3
     sent = stack.send(text="x" * 4000)
     [recipient] = sent["recipients"]
     key = f"bodies/{stack.tenant.tenant_id}/{sent['id']}.eml"
@@ -571,7 +628,7 @@ def test_a_poison_job_ends_in_the_dlq_failed_and_a_redrive_runs_it(stack: Stack)
     stack.aws["sqs"].set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "0"})
 
     arn = stack.aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    pump = QueuePump(stack.aws["sqs"], url, arn, load("send_worker").lambda_handler, function_name="send_worker")
+    pump = QueuePump(stack.aws["sqs"], url, arn, stack.send_worker, function_name="send_worker")
     for receive in range(3):
         assert pump.poll_once() == 1  # the body is gone: the worker raises, SQS keeps the job
         view = stack.get(sent["id"])["recipients"][0]
@@ -584,7 +641,9 @@ def test_a_poison_job_ends_in_the_dlq_failed_and_a_redrive_runs_it(stack: Stack)
     [failed] = view["recipients"]
     assert failed["status"] == "failed" and failed["failure_reason"] == "worker-error"
     assert failed["attempts"] == 1  # one attempt, taken over twice
-    assert view["events"][-1]["type"] == "email.failed" and view["events"][-1]["detail"] == "worker-error: NoSuchKey"
+    assert (
+        view["events"][-1]["type"] == "email.failed" and view["events"][-1]["detail"] == "worker-error: RecordNotFound"
+    )
     letters = SqsDeadLetters(stack.aws["sqs"], "petrel-test", wait_seconds=0)
     [letter] = letters.peek(resources.SEND_TRANSACTIONAL.name)
     assert letter.job is not None and letter.job.message_id == recipient["id"] and letter.job.attempt == 0
@@ -603,26 +662,26 @@ def test_a_poison_job_ends_in_the_dlq_failed_and_a_redrive_runs_it(stack: Stack)
 
 
 def test_an_error_before_the_last_receive_is_only_a_batch_failure(stack: Stack) -> None:
-    stack.setenv("PETREL_INLINE_BODY_LIMIT", "1024")
+    stack.setenv(resources.INLINE_BODY_LIMIT_ENV, "1024")
     sent = stack.send(text="x" * 4000)
     _drop_body_from_s3(stack, sent["id"])
     [record] = stack.receive_records(1)
-    record["attributes"] = {"ApproximateReceiveCount": "2"}
+    record["attributes"]["ApproximateReceiveCount"] = "2"
 
     with pytest.raises(BatchProcessingError):  # the whole batch failed: Lambda reports an error
-        load("send_worker").lambda_handler({"Records": [record]}, LocalContext("send_worker"))
+        stack.send_worker({"Records": [record]})
 
     assert stack.get(sent["id"])["recipients"][0]["status"] == "sending"  # its next receive takes it over
 
 
 def test_records_with_no_time_left_are_handed_back_not_failed(stack: Stack) -> None:
-    stack.setenv("PETREL_SMTP_TRANSACTION_SECONDS", "10")
-    stack.setenv("PETREL_INVOCATION_MARGIN_SECONDS", "1")
-    stack.setenv("PETREL_HANDBACK_DELAY_SECONDS", "7")
+    stack.setenv(resources.SMTP_TRANSACTION_ENV, "10")
+    stack.setenv(resources.INVOCATION_MARGIN_ENV, "1")
+    stack.setenv(resources.HANDBACK_DELAY_ENV, "7")
     sent = stack.send(to=["first@example.org", "second@example.org"])
     records = stack.receive_records(2)
     deadlines: list[float | None] = []
-    relay = container.worker().deliver.relay
+    relay = stack.worker.container.deliver.relay
     real = relay.relay
 
     def spy(*args: Any, deadline: float | None = None) -> Any:
@@ -633,7 +692,7 @@ def test_records_with_no_time_left_are_handed_back_not_failed(stack: Stack) -> N
     started = time.monotonic()
 
     # 8 s left: the first record always starts; the second would need 10 s + 1 s.
-    result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
+    result = stack.send_worker({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
 
     assert result == {"batchItemFailures": []}  # acknowledged: its receive count is not charged
     statuses = [r["status"] for r in stack.get(sent["id"])["recipients"]]
@@ -650,11 +709,11 @@ def test_records_with_no_time_left_are_handed_back_not_failed(stack: Stack) -> N
 
 
 def test_a_hand_back_the_queue_refuses_is_a_batch_failure(stack: Stack) -> None:
-    stack.setenv("PETREL_SMTP_TRANSACTION_SECONDS", "10")
+    stack.setenv(resources.SMTP_TRANSACTION_ENV, "10")
     stack.send(to=["first@example.org", "second@example.org"])
     records = stack.receive_records(2)
-    stack.monkeypatch.setattr(container.worker().queue, "send_jobs", lambda pool, jobs, delay_seconds=0: list(jobs))
+    stack.monkeypatch.setattr(stack.worker.container.queue, "send_jobs", lambda pool, jobs, delay_seconds=0: list(jobs))
 
-    result = load("send_worker").lambda_handler({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
+    result = stack.send_worker({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
 
     assert result == {"batchItemFailures": [{"itemIdentifier": records[1]["messageId"]}]}  # never lost

@@ -65,6 +65,54 @@ def test_invalid_idn_is_refused() -> None:
         normalize_domain("bü\u200dcher..example")
 
 
+# IDNA 2008 with UTS #46 (non-transitional), where Python's IDNA 2003 codec names a different domain.
+@pytest.mark.parametrize(
+    ("domain", "idna2008", "idna2003"),
+    [
+        ("faß.de", "xn--fa-hia.de", "fass.de"),  # sharp s is a letter of its own, not "ss"
+        ("βόλος.com", "xn--nxasmm1c.com", "xn--nxasmq6b.com"),  # final sigma kept, not mapped to the medial one
+        ("ΒΌΛΟΣ.com", "xn--nxasmq6b.com", "xn--nxasmq6b.com"),  # capital sigma maps to the medial one in both
+    ],
+)
+def test_idna_2008_mapping(domain: str, idna2008: str, idna2003: str) -> None:
+    assert normalize_domain(domain) == idna2008
+    assert validate_address(f"user@{domain}") == f"user@{idna2008}"
+    assert domain.lower().encode("idna").decode("ascii") == idna2003  # what the old codec made of it
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "bü\u200dcher.example",  # a joiner outside its context: IDNA 2003 silently dropped it
+        "☃.net",  # symbols are not allowed in IDNA 2008 (IDNA 2003 encoded xn--n3h.net)
+        "xn--abc.example",  # looks like punycode but does not decode to a valid label
+        "ab--cd.example",  # "??--" labels are reserved for encodings (RFC 5891)
+    ],
+)
+def test_names_idna_2008_refuses(domain: str) -> None:
+    with pytest.raises(AddressError):
+        normalize_domain(domain)
+    with pytest.raises(AddressError):
+        validate_address(f"user@{domain}")
+
+
+@pytest.mark.parametrize("local", ["Postmaster", "ABUSE", "Jane.Doe"])
+def test_local_part_kept_as_written(local: str) -> None:
+    assert validate_address(f"{local}@Example.COM") == f"{local}@example.com"
+
+
+def test_reserved_test_domain_allowed_other_special_use_refused() -> None:
+    assert validate_address("inbox@petrel.test") == "inbox@petrel.test"
+    for domain in ("host.localhost", "printer.local", "mail.invalid"):
+        with pytest.raises(AddressError):
+            validate_address(f"user@{domain}")
+
+
+def test_reason_is_given() -> None:
+    with pytest.raises(AddressError, match="two periods"):
+        validate_address("us..er@example.com")
+
+
 @pytest.mark.parametrize(
     ("raw", "name", "address"),
     [

@@ -16,6 +16,7 @@ from petrel.ids import is_id
 from petrel.models.api import SendEmailRequest
 from petrel.models.attachments import CreateAttachmentRequest
 from petrel.models.records import Tenant
+from petrel.ports import EmailKey
 from petrel.services.attachments import AttachmentDeps, create_attachment, encoded_size, upload_key
 from petrel.services.submit import submit_email
 from tests.fakes import FakeWorld, Seeded
@@ -50,7 +51,7 @@ def _email(*attachments: dict[str, Any]) -> SendEmailRequest:
 
 
 def _stored_message(world: FakeWorld, tenant_id: str, email_id: str) -> EmailMessage:
-    record = world.messages.emails[(tenant_id, email_id)]
+    record = world.messages.emails[EmailKey(tenant_id, email_id)]
     raw = record.body_inline if record.body_inline is not None else world.blobs.get(record.body_key or "")
     message = email.message_from_bytes(raw, policy=policy.default)
     assert isinstance(message, EmailMessage)
@@ -79,7 +80,7 @@ def test_an_email_of_several_megabytes_through_an_uploaded_attachment(world: Fak
         _email({"attachment_id": upload.id}, {"filename": "a.txt", "content": "aGk="}),
     )
 
-    record = world.messages.emails[(seeded.tenant.tenant_id, response.id)]
+    record = world.messages.emails[EmailKey(seeded.tenant.tenant_id, response.id)]
     assert record.body_key is not None and record.size > len(data)  # a large body goes to the blob store
     parts = list(_stored_message(world, seeded.tenant.tenant_id, response.id).iter_attachments())
     assert [(p.get_filename(), p.get_content_type()) for p in parts] == [

@@ -1,12 +1,21 @@
-"""services.auth: minted keys authenticate, everything else is Unauthorized; only hashes are stored."""
+"""services.auth and the authorizer handler over the fakes: minted keys authenticate, everything else is
+Unauthorized; only hashes are stored."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
 
+from petrel.entrypoints.authorizer import create_authorizer
 from petrel.errors import Unauthorized
+from petrel.observability import Telemetry, telemetry
 from petrel.services.auth import KEY_PREFIX, authenticate, bearer_token, hash_key, mint_api_key
 from tests.fakes import FakeWorld
+from tests.fakes.tenants import FakeTenantStore
+from tests.unit.api_fakes import LambdaContext
 
 
 def test_a_minted_key_authenticates(world: FakeWorld) -> None:
@@ -54,7 +63,7 @@ def test_a_wrong_key_is_refused(world: FakeWorld) -> None:
 
 def test_a_revoked_key_is_refused(world: FakeWorld) -> None:
     minted = mint_api_key(world.tenants, world.clock, "tn_a")
-    assert world.tenants.revoke_api_key("tn_a", minted.key.key_id, world.clock.now())
+    world.tenants.revoke_api_key("tn_a", minted.key.key_id, world.clock.now())
 
     with pytest.raises(Unauthorized):
         authenticate(world.tenants, f"Bearer {minted.secret}")
@@ -96,3 +105,39 @@ def test_bearer_token() -> None:
     assert bearer_token("Bearer abc") == "abc"
     with pytest.raises(Unauthorized):
         bearer_token("Bearer")
+
+
+@dataclass
+class _AuthorizerPorts:
+    tenants: FakeTenantStore
+    telemetry: Telemetry = field(default_factory=lambda: telemetry("authorizer"))
+
+
+def _authorize(world: FakeWorld, header: str | None) -> dict[str, Any]:
+    handler = create_authorizer(_AuthorizerPorts(world.tenants))
+    event = {
+        "type": "REQUEST",
+        "methodArn": "arn:aws:execute-api:us-east-1:000000000000:api123/api/POST/v1/emails",
+        "headers": {"Authorization": header} if header is not None else {},
+    }
+    result: dict[str, Any] = handler(event, LambdaContext())
+    return result
+
+
+def test_the_authorizer_allows_a_key_on_every_route_of_its_stage(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=("emails:read",))
+
+    policy = _authorize(world, f"Bearer {minted.secret}")
+
+    [statement] = policy["policyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Resource"] == "arn:aws:execute-api:us-east-1:000000000000:api123/api/*"
+    assert policy["context"] == {"tenant_id": "tn_a", "key_id": minted.key.key_id, "scopes": "emails:read"}
+    assert minted.secret not in json.dumps(policy)
+
+
+@pytest.mark.parametrize("header", [None, "Bearer ptl_unknown", "Basic eDp5"])
+def test_the_authorizer_answers_unauthorized(world: FakeWorld, header: str | None) -> None:
+    mint_api_key(world.tenants, world.clock, "tn_a")
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _authorize(world, header)

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cli.dlq import duration, letter_line
+from cli.main import parser
 from petrel import resources
 from petrel.adapters.dead_letters import DeadLetter
-from petrel.cli.main import _duration, _letter_line, parser
 
 SENT = datetime(2026, 11, 23, 18, 0, 0, tzinfo=UTC)
 
@@ -47,12 +48,12 @@ def test_json_may_come_before_or_after_the_command_and_limit_is_positive() -> No
     [(7, "7s"), (65, "1m05s"), (3 * 3600 + 120, "3h02m"), (2 * 86_400 + 3600, "2d01h"), (-5, "0s")],
 )
 def test_durations(seconds: int, text: str) -> None:
-    assert _duration(timedelta(seconds=seconds)) == text
+    assert duration(timedelta(seconds=seconds)) == text
 
 
 def test_a_line_names_the_job_and_never_prints_its_body() -> None:
     body = '{"tenant_id":"t_1","email_id":"e_1","message_id":"m_1","attempt":4,"pool":"bulk"}'
-    line = _letter_line(_letter(body), SENT + timedelta(hours=2, minutes=5))
+    line = letter_line(_letter(body), SENT + timedelta(hours=2, minutes=5))
     assert line == (
         "sqs-1  received 3x  sent 2026-11-23T18:00:00Z  first received 2026-11-23T18:00:02Z  age 2h05m  "
         "tenant=t_1 email=e_1 message=m_1  attempt=4 pool=bulk"
@@ -63,6 +64,6 @@ def test_an_unparseable_body_and_schedulers_error_are_shown() -> None:
     letter = _letter(
         "x" * 100, {"ERROR_CODE": "AWS.Scheduler.Throttled", "ERROR_MESSAGE": "slow down", "TARGET_ARN": "a"}
     )
-    first, error = _letter_line(letter, SENT).splitlines()
+    first, error = letter_line(letter, SENT).splitlines()
     assert first.endswith(f"unparseable body: '{'x' * 80}'")
     assert error == "    scheduler error: ERROR_CODE=AWS.Scheduler.Throttled  ERROR_MESSAGE=slow down"

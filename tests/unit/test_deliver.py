@@ -9,8 +9,8 @@ import pytest
 from petrel.mail.smtp_reply import HardFail, PermanentFail, Relayed, SmtpReply, SoftFail, Stage
 from petrel.models.jobs import SendJob
 from petrel.models.records import EmailRecord, MessageRecord, MessageStatus
-from petrel.ports import Envelope
-from petrel.services.deliver import DeliverDeps, JobResult, choose_server, deliver_message
+from petrel.ports import Envelope, MessageKey
+from petrel.services.deliver import Batch, DeliverDeps, JobResult, choose_server, deliver_message
 from tests.fakes import FakeWorld, Seeded, records
 from tests.fakes.smtp import reply
 
@@ -35,7 +35,7 @@ def _store(
 
 
 def _current(world: FakeWorld, message: MessageRecord) -> MessageRecord:
-    found = world.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    found = world.messages.get_message(MessageKey.of(message))
     assert found is not None
     return found
 
@@ -195,9 +195,7 @@ def test_a_job_for_an_unknown_message_is_acknowledged(world: FakeWorld, seeded: 
 def test_a_message_leased_by_another_worker_is_retried_later(world: FakeWorld, seeded: Seeded) -> None:
     _, message, job = _store(world, seeded)
     now = world.clock.timestamp()
-    world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
-    )
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
     world.clock.advance(60)
 
     delivery = deliver_message(_deps(world), job)
@@ -211,9 +209,7 @@ def test_a_message_leased_by_another_worker_is_retried_later(world: FakeWorld, s
 def test_an_expired_lease_is_taken_over(world: FakeWorld, seeded: Seeded) -> None:
     _, message, job = _store(world, seeded)
     now = world.clock.timestamp()
-    world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
-    )
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
     world.clock.advance(121)  # that worker died
 
     delivery = deliver_message(_deps(world), job)
@@ -246,9 +242,7 @@ def test_a_lease_lost_during_the_relay_is_not_overwritten(world: FakeWorld, seed
 
     def slow_relay(*args: object, **kwargs: object) -> SmtpReply:
         later = world.clock.timestamp() + 500  # the lease expired and another worker took the message
-        world.messages.lease(
-            message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=later, lease_until=later + 120
-        )
+        world.messages.lease(MessageKey.of(message), after_attempt=0, now=later, lease_until=later + 120)
         return relay(*args, **kwargs)  # type: ignore[arg-type]
 
     world.relay.relay = slow_relay  # type: ignore[method-assign]
@@ -314,8 +308,7 @@ def test_a_refused_password_is_read_again_on_the_next_attempt(world: FakeWorld, 
     assert isinstance(first.outcome, SoftFail) and first.outcome.reason == "auth-refused"
     assert _current(world, message).status == MessageStatus.DEFERRED
 
-    world.secrets.put_secret(seeded.server.secret_name, "pw-2")  # the operator fixed the password
-    deps.end_batch()
+    world.secrets.put_secret(seeded.server.secret_name, "pw-2")  # the operator fixed the password (on the store)
     deliver_message(deps, job.model_copy(update={"attempt": 1}))
 
     assert [c.password for c in world.relay.calls] == ["pw-1", "pw-2"]
@@ -334,11 +327,11 @@ def test_weighted_choice_uses_only_enabled_servers_of_the_pool(world: FakeWorld,
         world.tenants.put_server(server)
     deps = _deps(world, seed=1234)
 
-    picks = Counter(choose_server(deps, tenant_id, "transactional").host for _ in range(4000))  # type: ignore[union-attr]
+    picks = Counter(choose_server(deps, Batch(), tenant_id, "transactional").host for _ in range(4000))  # type: ignore[union-attr]
 
     assert set(picks) == {"light.example.com", "heavy.example.com"}
     assert 2.6 < picks["heavy.example.com"] / picks["light.example.com"] < 3.4
-    chosen = choose_server(deps, tenant_id, "bulk")
+    chosen = choose_server(deps, Batch(), tenant_id, "bulk")
     assert chosen is not None and chosen.host == "bulk.example.com"
 
 

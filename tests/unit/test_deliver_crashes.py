@@ -15,6 +15,7 @@ import pytest
 
 from petrel.models.jobs import SendJob
 from petrel.models.records import MessageRecord, MessageStatus
+from petrel.ports import MessageKey, WriteConflict
 from petrel.services.deliver import WORKER_ERROR, DeliverDeps, InvocationBudget, JobResult, deliver_message
 from petrel.services.redrive import RedriveDeps, reopen_for_redrive
 from tests.fakes import FakeWorld, Seeded, records
@@ -80,7 +81,7 @@ def _receive(deps: DeliverDeps, world: FakeWorld, job: SendJob, receive: int) ->
 
 
 def _current(world: FakeWorld, message: MessageRecord) -> MessageRecord:
-    found = world.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    found = world.messages.get_message(MessageKey.of(message))
     assert found is not None
     return found
 
@@ -163,19 +164,21 @@ def test_the_same_job_crashing_again_and_again_ends_in_a_known_state(
 def test_a_takeover_keeps_the_attempt_and_counts(world: FakeWorld, seeded: Seeded) -> None:
     email, (message,) = records.email(seeded.tenant.tenant_id, ["bob@example.org"])
     world.messages.create_email(email, [message], 0)
-    key = (message.tenant_id, message.email_id, message.message_id)
+    key = MessageKey.of(message)
     now = world.clock.timestamp()
 
-    first = world.messages.lease(*key, after_attempt=0, now=now, lease_until=now + 10)
+    first = world.messages.lease(key, after_attempt=0, now=now, lease_until=now + 10)
     taken = [
-        world.messages.lease(*key, after_attempt=0, now=now + 11 * n, lease_until=now + 11 * n + 10) for n in (1, 2, 3)
+        world.messages.lease(key, after_attempt=0, now=now + 11 * n, lease_until=now + 11 * n + 10) for n in (1, 2, 3)
     ]
 
-    assert first is not None and first.attempt == 1 and first.takeovers == 0
-    assert [(t.attempt, t.takeovers) for t in taken if t is not None] == [(1, 1), (1, 2), (1, 3)]
+    assert first.attempt == 1 and first.takeovers == 0
+    assert [(t.attempt, t.takeovers) for t in taken] == [(1, 1), (1, 2), (1, 3)]
     # A live lease is not taken over, and a job of another attempt never takes it.
-    assert world.messages.lease(*key, after_attempt=0, now=now + 34, lease_until=now + 99) is None
-    assert world.messages.lease(*key, after_attempt=1, now=now + 99, lease_until=now + 199) is None
+    with pytest.raises(WriteConflict):
+        world.messages.lease(key, after_attempt=0, now=now + 34, lease_until=now + 99)
+    with pytest.raises(WriteConflict):
+        world.messages.lease(key, after_attempt=1, now=now + 99, lease_until=now + 199)
 
 
 def test_a_stale_job_after_a_takeover_does_nothing(world: FakeWorld, seeded: Seeded) -> None:
@@ -183,9 +186,7 @@ def test_a_stale_job_after_a_takeover_does_nothing(world: FakeWorld, seeded: See
     world.messages.create_email(email, [message], 0)
     job = SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id)
     now = world.clock.timestamp()
-    world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 5
-    )
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 5)
     world.clock.advance(6)
     deps = world.deliver_deps()
 
@@ -199,10 +200,10 @@ def test_a_stale_job_after_a_takeover_does_nothing(world: FakeWorld, seeded: See
 def test_a_takeover_past_the_receive_count_ends_the_message(world: FakeWorld, seeded: Seeded) -> None:
     email, (message,) = records.email(seeded.tenant.tenant_id, ["bob@example.org"])
     world.messages.create_email(email, [message], 0)
-    key = (message.tenant_id, message.email_id, message.message_id)
+    key = MessageKey.of(message)
     now = world.clock.timestamp()
     for n in range(3):  # three workers died holding attempt 1
-        world.messages.lease(*key, after_attempt=0, now=now + 11 * n, lease_until=now + 11 * n + 10)
+        world.messages.lease(key, after_attempt=0, now=now + 11 * n, lease_until=now + 11 * n + 10)
     world.clock.advance(40)
     job = SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id)
 

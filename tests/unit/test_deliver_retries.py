@@ -9,9 +9,9 @@ import pytest
 from petrel.mail.smtp_reply import SmtpReply, SoftFail, Stage
 from petrel.models.jobs import SendJob
 from petrel.models.records import MessageRecord, MessageStatus, SmtpServer, Suppression
-from petrel.ports import Envelope
-from petrel.services.deliver import JobResult, deliver_message
-from petrel.services.retry import RetryLadder
+from petrel.models.retry import RetryLadder
+from petrel.ports import Envelope, MessageKey
+from petrel.services.deliver import Batch, JobResult, deliver_message
 from tests.fakes import FakeWorld, Seeded, records
 from tests.fakes.smtp import reply
 
@@ -30,7 +30,7 @@ def _store(world: FakeWorld, seeded: Seeded, *recipients: str, **kwargs: object)
 
 
 def _current(world: FakeWorld, message: MessageRecord) -> MessageRecord:
-    found = world.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    found = world.messages.get_message(MessageKey.of(message))
     assert found is not None
     return found
 
@@ -40,9 +40,9 @@ def _run_until_final(world: FakeWorld, job: SendJob, ladder: RetryLadder | None 
     deps = world.deliver_deps(ladder=ladder)
     jobs = [job]
     while jobs:
+        batch = Batch()  # each round is an invocation of its own
         for each in jobs:
-            deliver_message(deps, each)
-        deps.end_batch()
+            deliver_message(deps, each, batch=batch)
         if not world.scheduler.schedules:
             break
         world.clock.set(min(s.at for s in world.scheduler.schedules.values()))
@@ -262,9 +262,10 @@ def test_a_server_that_fails_mid_batch_defers_the_rest_and_keeps_the_sent(
     pairs = _store(world, seeded, "a@example.org", "b@example.org", "c@example.org", "d@example.org")
     world.relay.script["b@example.org"] = failure
     deps = world.deliver_deps()
+    batch = Batch()
 
     for _, job in pairs:
-        deliver_message(deps, job)
+        deliver_message(deps, job, batch=batch)
 
     statuses = [_current(world, m).status for m, _ in pairs]
     assert statuses == [MessageStatus.RELAYED] + [MessageStatus.DEFERRED] * 3
@@ -274,8 +275,8 @@ def test_a_server_that_fails_mid_batch_defers_the_rest_and_keeps_the_sent(
     assert later.last_reply.text == failure.text  # the server's problem, visible on every deferred message
     assert len(world.scheduler.schedules) == 3
 
-    deps.end_batch()  # the next batch tries the server again
-    deliver_message(deps, pairs[2][1].model_copy(update={"attempt": 1}))
+    deliver_message(deps, pairs[2][1].model_copy(update={"attempt": 1}), batch=Batch())  # the next batch tries it
+
     assert _current(world, pairs[2][0]).status == MessageStatus.RELAYED
 
 
@@ -283,9 +284,10 @@ def test_a_recipient_refusal_does_not_stop_the_batch(world: FakeWorld, seeded: S
     pairs = _store(world, seeded, "a@example.org", "b@example.org", "c@example.org")
     world.relay.script["a@example.org"] = reply(450, "4.2.1 mailbox busy")
     deps = world.deliver_deps()
+    batch = Batch()
 
     for _, job in pairs:
-        deliver_message(deps, job)
+        deliver_message(deps, job, batch=batch)
 
     assert [_current(world, m).status for m, _ in pairs] == [
         MessageStatus.DEFERRED,
@@ -311,9 +313,10 @@ def test_traffic_fails_over_to_another_server_of_the_pool(world: FakeWorld, seed
 
     world.relay.relay = primary_down  # type: ignore[method-assign]
     deps = world.deliver_deps(seed=3)
+    batch = Batch()
 
     for _, job in pairs:
-        deliver_message(deps, job)
+        deliver_message(deps, job, batch=batch)
 
     statuses = [_current(world, m).status for m, _ in pairs]
     assert tried.count("mail.example.com") <= 1  # once found down, it is not tried again in this batch

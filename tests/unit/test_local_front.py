@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from local.front import ApiFront
-from petrel.api import routes
+from tests.fakes import FakeWorld
+from tests.unit.api_fakes import Api
 
 
 def _allow(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -21,9 +22,14 @@ def _allow(event: dict[str, Any], context: Any) -> dict[str, Any]:
     }
 
 
+def _refuse(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    raise AssertionError("a public route went through the authorizer")
+
+
 @pytest.fixture
-def front() -> Iterator[ApiFront]:
-    server = ApiFront("127.0.0.1", 0, _allow, lambda event, context: routes.dispatch(event))
+def front(world: FakeWorld) -> Iterator[ApiFront]:
+    api = Api(world)
+    server = ApiFront("127.0.0.1", 0, _allow, lambda event, context: api(event))
     server.start()
     yield server
     server.stop()
@@ -58,3 +64,19 @@ def test_a_malformed_request_is_a_problem(front: ApiFront) -> None:
     status, headers, body = _raw(front, b"GET /v1/emails HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n")
     assert status == 431 and headers["content-type"] == "application/problem+json"
     assert json.loads(body)["status"] == 431
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"), [("/v1/openapi.json", "application/json"), ("/v1/docs", "text/html")]
+)
+def test_the_document_and_swagger_ui_need_no_key(world: FakeWorld, path: str, content_type: str) -> None:
+    api = Api(world)
+    server = ApiFront("127.0.0.1", 0, _refuse, lambda event, context: api(event))
+    server.start()
+    try:
+        status, headers, body = _raw(server, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    finally:
+        server.stop()
+    assert status == 200 and headers["content-type"] == content_type
+    if path == "/v1/docs":  # Swagger UI served locally tries requests against the front's root
+        assert b'"url": "/"' in body and b"/v1/emails/batch" in body

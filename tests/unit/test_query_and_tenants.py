@@ -8,7 +8,7 @@ import pytest
 
 from petrel.errors import ConfigurationError, InvalidRequest, NotFound
 from petrel.models.records import Event, MessageStatus
-from petrel.ports import Transition
+from petrel.ports import MessageKey, Transition
 from petrel.services import query, tenants
 from tests.fakes import FakeWorld, records
 
@@ -19,9 +19,7 @@ def test_get_email_orders_recipients_and_events(world: FakeWorld) -> None:
     later = world.clock.now() + timedelta(minutes=1)
     for message in reversed(messages):
         world.messages.transition(
-            "tn_a",
-            email.email_id,
-            message.message_id,
+            MessageKey("tn_a", email.email_id, message.message_id),
             expected=[MessageStatus.QUEUED],
             attempt=None,
             change=Transition(

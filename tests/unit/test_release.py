@@ -11,7 +11,7 @@ import pytest
 from petrel.models.api import SendEmailRequest
 from petrel.models.jobs import ReleaseJob, SendJob, parse_job
 from petrel.models.records import MessageStatus
-from petrel.ports import Transition
+from petrel.ports import EmailKey, MessageKey, Transition
 from petrel.services.cancel import cancel_email
 from petrel.services.deliver import deliver_message
 from petrel.services.release import ReleaseIncomplete, release_email, release_schedule_name
@@ -59,16 +59,14 @@ def test_a_release_queues_every_scheduled_recipient_and_only_them(world: FakeWor
     tenant_id = seeded.tenant.tenant_id
     # carol was cancelled on her own, dan was already released (leased by a worker)
     world.messages.transition(
-        tenant_id,
-        sent.id,
-        carol.id,
+        MessageKey(tenant_id, sent.id, carol.id),
         expected=[MessageStatus.SCHEDULED],
         attempt=0,
         change=Transition(MessageStatus.CANCELLED),
         now=world.clock.now(),
     )
     now = world.clock.timestamp()
-    world.messages.lease(tenant_id, sent.id, dan.id, after_attempt=0, now=now, lease_until=now + 60)
+    world.messages.lease(MessageKey(tenant_id, sent.id, dan.id), after_attempt=0, now=now, lease_until=now + 60)
     world.clock.set(when)
     [release] = world.scheduler.fire_due(when, world.queue)
 
@@ -117,7 +115,7 @@ def test_scheduling_failure_fails_every_recipient(world: FakeWorld, seeded: Seed
     )
 
     assert {r.status for r in sent.recipients} == {MessageStatus.FAILED}
-    found = world.messages.get_email(seeded.tenant.tenant_id, sent.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, sent.id))
     assert found is not None and {m.failure_reason for m in found[1]} == {"enqueue-failed"}
     assert not world.messages.due  # failed is final: nothing for the sweeper
 
@@ -153,7 +151,7 @@ def test_a_scheduled_email_is_kept_until_after_its_last_retry(world: FakeWorld, 
 
     sent = submit_email(world.submit_deps(retention_days=7), seeded.tenant, _request(send_at=when.isoformat()))
 
-    expires = world.messages.expires_at[(seeded.tenant.tenant_id, sent.id)]
+    expires = world.messages.expires_at[EmailKey(seeded.tenant.tenant_id, sent.id)]
     last_try = when + timedelta(hours=seeded.tenant.max_age_hours)
     assert expires == int((last_try + timedelta(days=7)).timestamp())
     assert expires > int(last_try.timestamp())  # never gone before it is due, or while it is retried

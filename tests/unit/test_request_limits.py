@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from local.front import ApiFront
-from petrel.api import routes
 from petrel.api.http import PROBLEM_JSON
 from petrel.models.api import MAX_REQUEST_BYTES
+from tests.fakes import FakeWorld
+from tests.unit.api_fakes import Api
 
 # Lambda's limit on a synchronous invocation's event; API Gateway's own limit on a body.
 LAMBDA_SYNC_PAYLOAD_BYTES = 6_291_456
@@ -43,8 +44,8 @@ def test_the_limit_fits_lambda_once_base64_encoded_with_room_for_headers() -> No
     assert MAX_REQUEST_BYTES < API_GATEWAY_BODY_BYTES
 
 
-def test_a_body_over_the_limit_is_a_413_problem() -> None:
-    result = routes.dispatch(_event(b"{" + b" " * MAX_REQUEST_BYTES + b"}"))
+def test_a_body_over_the_limit_is_a_413_problem(world: FakeWorld) -> None:
+    result = Api(world)(_event(b"{" + b" " * MAX_REQUEST_BYTES + b"}"))
 
     assert result["statusCode"] == 413
     assert result["headers"]["Content-Type"] == PROBLEM_JSON
@@ -53,9 +54,9 @@ def test_a_body_over_the_limit_is_a_413_problem() -> None:
     assert str(MAX_REQUEST_BYTES) in problem["detail"] and "/v1/attachments" in problem["detail"]
 
 
-def test_a_body_at_the_limit_reaches_the_route() -> None:
+def test_a_body_at_the_limit_reaches_the_route(world: FakeWorld) -> None:
     # Not valid JSON: the route answers 400, so the size check let it through.
-    result = routes.dispatch(_event(b"{" + b" " * (MAX_REQUEST_BYTES - 1)))
+    result = Api(world)(_event(b"{" + b" " * (MAX_REQUEST_BYTES - 1)))
     assert result["statusCode"] == 400
 
 

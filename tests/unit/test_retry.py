@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from petrel.services.retry import DEFAULT_DELAYS, RetryLadder, parse_delays, schedule_name
+from petrel import resources as r
+from petrel.models.retry import DEFAULT_DELAYS, RetryLadder, parse_delays, schedule_name
 from petrel.settings import SendWorkerSettings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -71,33 +72,39 @@ def test_schedules_are_named_by_message_and_attempt() -> None:
     assert schedule_name("msg_01ABC", 3) == "msg_01ABC-3"
 
 
+def _worker_environment() -> dict[str, str]:
+    """What a send worker needs besides its ladder, by the names infra sets (petrel.resources)."""
+    account, region = "123456789012", "us-east-1"
+    environment = {spec.env_var: f"petrel-test-{spec.name}" for spec in r.TABLES}
+    for queue in r.SEND_QUEUES:
+        assert queue.arn_env_var is not None
+        environment[queue.arn_env_var] = f"arn:aws:sqs:{region}:{account}:{queue.name}"
+        environment[queue.env_var] = f"https://sqs.{region}.amazonaws.com/{account}/{queue.name}"
+    environment.update(
+        {
+            r.BODIES_BUCKET_ENV: "b",
+            r.SECRETS_PREFIX_ENV: "p/tenants/",
+            r.SCHEDULES.group_env_var: "g",
+            r.SCHEDULES.role_env_var: f"arn:aws:iam::{account}:role/r",
+            r.SCHEDULES.dlq_arn_env_var: f"arn:aws:sqs:{region}:{account}:d",
+        }
+    )
+    return environment
+
+
 def test_the_ladder_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = {
-        "PETREL_TENANTS_TABLE": "t",
-        "PETREL_MESSAGES_TABLE": "m",
-        "PETREL_SUPPRESSIONS_TABLE": "s",
-        "PETREL_BODIES_BUCKET": "b",
-        "PETREL_SECRETS_PREFIX": "p/tenants/",
-        "PETREL_SCHEDULE_GROUP": "g",
-        "PETREL_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
-        "PETREL_SCHEDULER_DLQ_ARN": "arn:aws:sqs:us-east-1:123456789012:d",
-        "PETREL_SEND_TRANSACTIONAL_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:t",
-        "PETREL_SEND_BULK_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:b",
-        "PETREL_SEND_TRANSACTIONAL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/t",
-        "PETREL_SEND_BULK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/b",
-    }
-    for name, value in base.items():
+    for name, value in _worker_environment().items():
         monkeypatch.setenv(name, value)
-    for name in ("PETREL_RETRY_DELAYS", "PETREL_RETRY_JITTER"):  # a local stack started earlier sets them
+    for name in (r.RETRY_DELAYS_ENV, r.RETRY_JITTER_ENV):  # a local stack started earlier sets them
         monkeypatch.delenv(name, raising=False)
 
     assert SendWorkerSettings.from_env().ladder() == RetryLadder()
 
-    monkeypatch.setenv("PETREL_RETRY_DELAYS", "2, 4,8")
-    monkeypatch.setenv("PETREL_RETRY_JITTER", "0")
+    monkeypatch.setenv(r.RETRY_DELAYS_ENV, "2, 4,8")
+    monkeypatch.setenv(r.RETRY_JITTER_ENV, "0")
     assert SendWorkerSettings.from_env().ladder() == RetryLadder(delays=(2, 4, 8), jitter=0)
 
-    monkeypatch.setenv("PETREL_RETRY_DELAYS", "2,soon")
+    monkeypatch.setenv(r.RETRY_DELAYS_ENV, "2,soon")
     with pytest.raises(ValueError, match="whole seconds"):
         SendWorkerSettings.from_env()
 

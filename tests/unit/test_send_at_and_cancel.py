@@ -13,6 +13,7 @@ from petrel.mail.smtp_reply import Stage
 from petrel.models.api import SendEmailRequest
 from petrel.models.jobs import ReleaseJob
 from petrel.models.records import MessageStatus
+from petrel.ports import EmailKey, MessageKey
 from petrel.services.cancel import cancel_email
 from petrel.services.deliver import deliver_message
 from petrel.services.release import release_email
@@ -38,7 +39,7 @@ def seeded(world: FakeWorld) -> Seeded:
 
 
 def _statuses(world: FakeWorld, tenant_id: str, email_id: str) -> dict[str, MessageStatus]:
-    found = world.messages.get_email(tenant_id, email_id)
+    found = world.messages.get_email(EmailKey(tenant_id, email_id))
     assert found is not None
     return {m.recipient: m.status for m in found[1]}
 
@@ -54,7 +55,7 @@ def test_send_at_days_ahead_is_one_release_schedule_per_email(world: FakeWorld, 
     [schedule] = world.scheduler.schedules.values()
     assert schedule.at == when
     assert schedule.job == ReleaseJob(tenant_id=seeded.tenant.tenant_id, email_id=sent.id, pool="transactional")
-    found = world.messages.get_email(seeded.tenant.tenant_id, sent.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, sent.id))
     assert found is not None
     assert all(m.next_attempt_at == when and m.events[0].type == "email.scheduled" for m in found[1])
 
@@ -112,7 +113,7 @@ def test_a_scheduler_failure_fails_the_message_instead_of_losing_it(world: FakeW
     )
 
     assert [r.status for r in sent.recipients] == [MessageStatus.FAILED] * 2
-    found = world.messages.get_email(seeded.tenant.tenant_id, sent.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, sent.id))
     assert found is not None and {m.failure_reason for m in found[1]} == {"enqueue-failed"}
 
 
@@ -126,7 +127,7 @@ def test_cancel_a_scheduled_email_deletes_its_schedules(world: FakeWorld, seeded
     assert {c.email for c in answer.cancelled} == {"bob@example.org", "carol@example.org"}
     assert answer.not_cancelled == []
     assert world.scheduler.schedules == {}
-    found = world.messages.get_email(seeded.tenant.tenant_id, sent.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, sent.id))
     assert found is not None
     assert all(m.status == MessageStatus.CANCELLED and m.events[-1].type == "email.cancelled" for m in found[1])
 
@@ -161,7 +162,7 @@ def test_cancel_never_overtakes_a_worker(world: FakeWorld, seeded: Seeded) -> No
     sent = submit_email(world.submit_deps(), seeded.tenant, _request(to=["bob@example.org"]))
     [job] = world.queue.drain("transactional")
     now = world.clock.timestamp()
-    world.messages.lease(job.tenant_id, job.email_id, job.message_id, after_attempt=0, now=now, lease_until=now + 60)
+    world.messages.lease(MessageKey.of(job), after_attempt=0, now=now, lease_until=now + 60)
 
     answer = cancel_email(world.cancel_deps(), seeded.tenant.tenant_id, sent.id)
 

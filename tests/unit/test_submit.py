@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+from dataclasses import replace
 from email import policy
 from typing import Any
 
@@ -12,8 +13,9 @@ from petrel import resources
 from petrel.errors import InvalidRequest, PayloadTooLarge
 from petrel.ids import is_id
 from petrel.models.api import SendEmailRequest
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import Job, SendJob
 from petrel.models.records import MessageStatus
+from petrel.ports import EmailKey, MessageKey
 from petrel.services.submit import submit_email
 from tests.fakes import FakeWorld, Seeded, records
 
@@ -61,7 +63,7 @@ def test_one_queued_message_per_recipient(world: FakeWorld, seeded: Seeded) -> N
         ("dan@example.net", MessageStatus.QUEUED),
         ("eve@example.net", MessageStatus.QUEUED),
     ]
-    found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, response.id))
     assert found is not None
     stored, messages = found
     assert stored.pool == "transactional" and stored.subject == "Quarterly report"
@@ -76,8 +78,9 @@ def test_one_queued_message_per_recipient(world: FakeWorld, seeded: Seeded) -> N
             ("email.queued", recipient.email, world.clock.now())
         ]
     assert [by_id[r.id].kind for r in response.recipients] == ["to", "to", "cc", "bcc"]
-    jobs = world.queue.sent["transactional"]
-    assert [(j.tenant_id, j.email_id, j.message_id) for j in jobs] == [
+    jobs = world.queue.drain_all("transactional")
+    assert all(isinstance(j, SendJob) for j in jobs)  # sending now: no release jobs
+    assert [(j.tenant_id, j.email_id, j.message_id) for j in jobs if isinstance(j, SendJob)] == [
         (seeded.tenant.tenant_id, response.id, r.id) for r in response.recipients
     ]
     assert world.queue.sent["bulk"] == []
@@ -94,7 +97,7 @@ def test_bulk_pool_goes_to_the_bulk_queue(world: FakeWorld, seeded: Seeded) -> N
 def test_every_copy_has_the_same_headers_and_no_bcc(world: FakeWorld, seeded: Seeded) -> None:
     response = submit_email(world.submit_deps(), seeded.tenant, _request())
 
-    stored = world.messages.get_email_record(seeded.tenant.tenant_id, response.id)
+    stored = world.messages.get_email_record(EmailKey(seeded.tenant.tenant_id, response.id))
     assert stored is not None and stored.body_inline is not None
     parsed = email.message_from_bytes(stored.body_inline, policy=policy.default)
     assert "Bcc" not in parsed
@@ -107,7 +110,7 @@ def test_every_copy_has_the_same_headers_and_no_bcc(world: FakeWorld, seeded: Se
 def test_small_body_stays_inline(world: FakeWorld, seeded: Seeded) -> None:
     response = submit_email(world.submit_deps(inline_body_limit=4096), seeded.tenant, _request())
 
-    stored = world.messages.get_email_record(seeded.tenant.tenant_id, response.id)
+    stored = world.messages.get_email_record(EmailKey(seeded.tenant.tenant_id, response.id))
     assert stored is not None and stored.body_inline is not None and stored.body_key is None
     assert world.blobs.blobs == {}
 
@@ -115,7 +118,7 @@ def test_small_body_stays_inline(world: FakeWorld, seeded: Seeded) -> None:
 def test_large_body_goes_to_the_blob_store(world: FakeWorld, seeded: Seeded) -> None:
     response = submit_email(world.submit_deps(inline_body_limit=4096), seeded.tenant, _request(text="word " * 2000))
 
-    stored = world.messages.get_email_record(seeded.tenant.tenant_id, response.id)
+    stored = world.messages.get_email_record(EmailKey(seeded.tenant.tenant_id, response.id))
     assert stored is not None and stored.body_inline is None
     assert stored.body_key == f"bodies/{seeded.tenant.tenant_id}/{response.id}.eml"
     body = world.blobs.blobs[stored.body_key]
@@ -137,8 +140,9 @@ def test_over_the_tenants_maximum_is_refused(world: FakeWorld) -> None:
 
 
 def test_a_job_the_queue_refuses_fails_that_message(world: FakeWorld, seeded: Seeded) -> None:
-    def is_carols(job: SendJob) -> bool:
-        message = world.messages.get_message(job.tenant_id, job.email_id, job.message_id)
+    def is_carols(job: Job) -> bool:
+        assert isinstance(job, SendJob)
+        message = world.messages.get_message(MessageKey.of(job))
         return message is not None and message.recipient == "carol@example.org"
 
     world.queue.refuse_when = is_carols
@@ -149,12 +153,13 @@ def test_a_job_the_queue_refuses_fails_that_message(world: FakeWorld, seeded: Se
     assert statuses["carol@example.org"] == MessageStatus.FAILED
     assert {s for e, s in statuses.items() if e != "carol@example.org"} == {MessageStatus.QUEUED}
     carol = next(r for r in response.recipients if r.email == "carol@example.org")
-    stored = world.messages.get_message(seeded.tenant.tenant_id, response.id, carol.id)
+    stored = world.messages.get_message(MessageKey(seeded.tenant.tenant_id, response.id, carol.id))
     assert stored is not None
     assert stored.status == MessageStatus.FAILED and stored.failure_reason == "enqueue-failed"
     assert [e.type for e in stored.events] == ["email.queued", "email.failed"]
-    assert carol.id not in {j.message_id for j in world.queue.sent["transactional"]}
-    assert len(world.queue.sent["transactional"]) == 3
+    sent = world.queue.drain_all("transactional")
+    assert len(sent) == 3 and all(isinstance(j, SendJob) for j in sent)
+    assert carol.id not in {j.message_id for j in sent if isinstance(j, SendJob)}
 
 
 def test_when_the_queue_is_down_every_message_fails(world: FakeWorld, seeded: Seeded) -> None:
@@ -163,7 +168,7 @@ def test_when_the_queue_is_down_every_message_fails(world: FakeWorld, seeded: Se
     response = submit_email(world.submit_deps(), seeded.tenant, _request())
 
     assert {r.status for r in response.recipients} == {MessageStatus.FAILED}
-    found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, response.id))
     assert found is not None
     assert {m.failure_reason for m in found[1]} == {"enqueue-failed"}
 
@@ -174,15 +179,23 @@ def test_an_enqueue_that_crashes_after_storing_still_accepts_and_leaves_the_swee
     """Stored is accepted: an unexpected error while enqueuing (not a refusal) must not turn into an
     error for an email whose messages are stored; they wait, due, for the sweeper."""
 
-    def crash(job: SendJob) -> bool:
+    def crash(job: Job) -> bool:
         raise RuntimeError("the queue client blew up")
 
     world.queue.refuse_when = crash
+    logged: list[str] = []
 
-    response = submit_email(world.submit_deps(), seeded.tenant, _request())
+    class Log:
+        """The function's logger, as the API's container passes it (SubmitDeps.log)."""
 
+        def exception(self, msg: str, /) -> None:
+            logged.append(msg)
+
+    response = submit_email(replace(world.submit_deps(), log=Log()), seeded.tenant, _request())
+
+    assert logged == ["enqueue failed after the email was stored; the sweeper will queue it"]
     assert {r.status for r in response.recipients} == {MessageStatus.QUEUED}
-    found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, response.id))
     assert found is not None
     assert {m.status for m in found[1]} == {MessageStatus.QUEUED}
     assert world.queue.sent["transactional"] == []
@@ -198,7 +211,7 @@ def test_an_enqueue_that_crashes_after_storing_still_accepts_and_leaves_the_swee
 def test_retention_counts_from_the_last_possible_try(world: FakeWorld, seeded: Seeded) -> None:
     response = submit_email(world.submit_deps(retention_days=7), seeded.tenant, _request())
 
-    expires = world.messages.expires_at[(seeded.tenant.tenant_id, response.id)]
+    expires = world.messages.expires_at[EmailKey(seeded.tenant.tenant_id, response.id)]
     # creation + the tenant's maximum age (24 h: the last retry) + the retention
     assert expires == world.clock.timestamp() + seeded.tenant.max_age_hours * 3600 + 7 * 86400
 
@@ -226,7 +239,7 @@ def test_the_202_says_what_is_stored_when_recording_a_refusal_fails_half_way(
     transition = world.messages.transition
     calls = 0
 
-    def fails_after_the_first(*args: Any, **kwargs: Any) -> bool:
+    def fails_after_the_first(*args: Any, **kwargs: Any) -> None:
         nonlocal calls
         calls += 1
         if calls > 1:
@@ -237,7 +250,7 @@ def test_the_202_says_what_is_stored_when_recording_a_refusal_fails_half_way(
 
     response = submit_email(world.submit_deps(), seeded.tenant, _request())
 
-    found = world.messages.get_email(seeded.tenant.tenant_id, response.id)
+    found = world.messages.get_email(EmailKey(seeded.tenant.tenant_id, response.id))
     assert found is not None
     stored = {m.message_id: m.status for m in found[1]}
     assert {r.id: r.status for r in response.recipients} == stored

@@ -13,7 +13,7 @@ from petrel.mail.smtp_reply import Stage
 from petrel.models.api import SendEmailRequest
 from petrel.models.jobs import SendJob
 from petrel.models.records import MessageRecord, MessageStatus
-from petrel.ports import Transition
+from petrel.ports import MessageKey, Transition, WriteConflict
 from petrel.services.deliver import deliver_message
 from petrel.services.release import send_job
 from petrel.services.submit import store_email
@@ -55,13 +55,13 @@ def _stored_without_job(world: FakeWorld, seeded: Seeded, **fields: Any) -> Mess
 
 
 def _current(world: FakeWorld, message: MessageRecord) -> MessageRecord:
-    found = world.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    found = world.messages.get_message(MessageKey.of(message))
     assert found is not None
     return found
 
 
-def _key(message: MessageRecord) -> tuple[str, str, str]:
-    return (message.tenant_id, message.email_id, message.message_id)
+def _key(message: MessageRecord) -> MessageKey:
+    return MessageKey.of(message)
 
 
 def _deliver_all(world: FakeWorld) -> None:
@@ -77,14 +77,10 @@ def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: F
     assert world.messages.due[_key(message)] == created  # queued: its creation
 
     now = world.clock.timestamp()
-    world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
-    )
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
     assert world.messages.due[_key(message)] == now + 120  # sending: the lease's end
     world.messages.transition(
-        message.tenant_id,
-        message.email_id,
-        message.message_id,
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=1,
         change=_deferred(world, minutes=5),
@@ -92,9 +88,7 @@ def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: F
     )
     assert world.messages.due[_key(message)] == now + 300  # deferred: its next attempt
     world.messages.transition(
-        message.tenant_id,
-        message.email_id,
-        message.message_id,
+        MessageKey.of(message),
         expected=[MessageStatus.DEFERRED],
         attempt=1,
         change=_cancelled(),
@@ -163,8 +157,9 @@ def test_two_sweepers_seeing_the_same_message_repair_it_once(world: FakeWorld, s
     shard = resources.due_shard(message.message_id)
     [seen] = world.messages.find_due(shard, due_before=world.clock.timestamp(), limit=10, cursor=None).messages
 
-    assert world.messages.claim_repair(seen, now=world.clock.timestamp()) is True
-    assert world.messages.claim_repair(seen, now=world.clock.timestamp()) is False
+    world.messages.claim_repair(seen, now=world.clock.timestamp())
+    with pytest.raises(WriteConflict):
+        world.messages.claim_repair(seen, now=world.clock.timestamp())
 
 
 def test_a_message_that_moved_on_after_it_was_seen_is_left_alone(world: FakeWorld, seeded: Seeded) -> None:
@@ -173,11 +168,10 @@ def test_a_message_that_moved_on_after_it_was_seen_is_left_alone(world: FakeWorl
     shard = resources.due_shard(message.message_id)
     [seen] = world.messages.find_due(shard, due_before=world.clock.timestamp(), limit=10, cursor=None).messages
     now = world.clock.timestamp()
-    world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
-    )
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
 
-    assert world.messages.claim_repair(seen, now=now) is False
+    with pytest.raises(WriteConflict):
+        world.messages.claim_repair(seen, now=now)
 
 
 def test_a_scheduled_message_past_due_is_released(world: FakeWorld, seeded: Seeded) -> None:
@@ -219,7 +213,7 @@ def test_a_sending_message_whose_lease_long_expired_is_taken_over(world: FakeWor
     message = _stored_without_job(world, seeded)
     now = world.clock.timestamp()
     world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
+        MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120
     )  # then the worker died, and its job was acknowledged or lost
     world.clock.advance(120 + GRACE - 1)
     assert sweep(world.sweep_deps(grace_seconds=GRACE)).total == 0  # the lease is expired, but within grace
@@ -291,9 +285,7 @@ def test_waiting_messages_behind_a_backlog_are_left_alone_until_it_drains(world:
 def test_a_dead_workers_lease_is_repaired_whatever_the_backlog(world: FakeWorld, seeded: Seeded) -> None:
     message = _stored_without_job(world, seeded)
     now = world.clock.timestamp()
-    world.messages.lease(
-        message.tenant_id, message.email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 120
-    )
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
     _unrelated_jobs(world, 5)
     world.clock.advance(120 + GRACE + 1)
 

@@ -70,15 +70,18 @@ def fake_backend() -> Backend:
     )
 
 
-def moto_backend(clients: dict[str, Any]) -> Backend:
+def moto_backend(clients: dict[str, Any], *, kind: str = "moto", prefix: str = "petrel-test") -> Backend:
+    """The real adapters on `clients` (moto's mock; or LocalStack with DynamoDB on moto's server, see
+    tests/integration/contracts/localstack.py)."""
     made = provision(
         clients["dynamodb"],
         clients["sqs"],
         clients["s3"],
-        prefix="petrel-test",
+        prefix=prefix,
         visibility_timeout=30,
         max_receive_count=3,
         scheduler=clients["scheduler"],
+        iam=clients.get("iam"),
     )
     urls = {spec.pool: made.queue_urls[spec.name] for spec in resources.SEND_QUEUES if spec.pool}
     arns = {spec.pool: made.queue_arns[spec.name] for spec in resources.SEND_QUEUES if spec.pool}
@@ -113,7 +116,7 @@ def moto_backend(clients: dict[str, Any]) -> Backend:
 
     db = clients["dynamodb"]
     return Backend(
-        "moto",
+        kind,
         DynamoTenantStore(db, made.tables[resources.TENANTS.name]),
         DynamoMessageStore(db, made.tables[resources.MESSAGES.name]),
         DynamoIdempotencyStore(db, made.tables[resources.IDEMPOTENCY.name]),

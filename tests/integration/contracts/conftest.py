@@ -1,4 +1,5 @@
-"""Each contract test runs twice: against the in-memory fake and against the real adapter under moto.
+"""Each contract test runs against the in-memory fake and the real adapter under moto (and, for SQS, S3,
+Secrets Manager and Scheduler, the real adapter on LocalStack: contracts/localstack.py).
 
 The moto tables, queues and bucket come from `local.provision`, so their keys and indexes are the
 ones in `petrel.resources` (the same specs the CDK constructs deploy).
@@ -15,6 +16,7 @@ from moto import mock_aws
 
 from tests.integration.aws_env import clean_aws_environment
 from tests.integration.contracts.backends import Backend, fake_backend, moto_backend
+from tests.integration.contracts.localstack import backend_kinds, localstack_backend
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +27,19 @@ def aws_clients(boto_session: boto3.session.Session) -> dict[str, Any]:
         return {name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager", "scheduler")}
 
 
-@pytest.fixture(params=["fake", pytest.param("moto", marks=pytest.mark.integration)])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`backend` is the fake, moto, and LocalStack for the ports it serves (contracts/localstack.py)."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backend_kinds(metafunc.module), indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "fake":
         yield fake_backend()
+        return
+    if request.param == "localstack":
+        yield localstack_backend(request)
         return
     clients = request.getfixturevalue("aws_clients")
     clean_aws_environment(request.getfixturevalue("monkeypatch"))  # moto reads the profile too

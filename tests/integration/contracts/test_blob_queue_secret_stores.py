@@ -9,6 +9,7 @@ from moto import mock_aws
 
 from petrel.adapters.queues import SqsJobQueue
 from petrel.models.jobs import ReleaseJob, SendJob
+from petrel.ports import RecordNotFound
 from tests.integration.aws_env import clean_aws_environment
 from tests.integration.contracts.backends import Backend
 
@@ -27,7 +28,7 @@ def test_blob_overwrite_and_missing(backend: Backend) -> None:
     backend.blobs.put("k", b"two")
     assert backend.blobs.get("k") == b"two"
 
-    with pytest.raises(Exception):
+    with pytest.raises(RecordNotFound):
         backend.blobs.get("missing")
 
 
@@ -118,11 +119,14 @@ def test_secret_put_get_overwrite_delete(backend: Backend) -> None:
     assert backend.secrets.get_secret(name) == "second"
 
     backend.secrets.delete_secret(name)
-    with pytest.raises(Exception):
+    with pytest.raises(RecordNotFound):
         backend.secrets.get_secret(name)
-    backend.secrets.delete_secret("petrel-test/tenants/tn_a/smtp/never")  # deleting nothing is fine
+    with pytest.raises(RecordNotFound):  # deleted already
+        backend.secrets.delete_secret(name)
+    with pytest.raises(RecordNotFound):
+        backend.secrets.delete_secret("petrel-test/tenants/tn_a/smtp/never")
 
 
 def test_missing_secret_raises(backend: Backend) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(RecordNotFound):
         backend.secrets.get_secret("petrel-test/tenants/tn_a/smtp/missing")

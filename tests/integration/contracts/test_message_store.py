@@ -9,9 +9,17 @@ from datetime import timedelta
 import pytest
 
 from petrel import resources
-from petrel.errors import InvalidRequest
 from petrel.models.records import Attempt, Event, MessageRecord, MessageStatus, Reply
-from petrel.ports import DueMessage, Transition
+from petrel.ports import (
+    AlreadyExists,
+    DueMessage,
+    EmailKey,
+    InvalidCursor,
+    MessageKey,
+    RecordNotFound,
+    Transition,
+    WriteConflict,
+)
 from tests.fakes import records
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.contracts.backends import Backend
@@ -43,150 +51,131 @@ def test_create_and_read_back(backend: Backend) -> None:
     email, messages = records.email("tn_a", ["a@example.org", ("b@example.org", "cc"), ("c@example.org", "bcc")])
     backend.messages.create_email(email, messages, EXPIRES)
 
-    found = backend.messages.get_email("tn_a", email.email_id)
+    found = backend.messages.get_email(EmailKey("tn_a", email.email_id))
     assert found is not None
     stored_email, stored_messages = found
     assert stored_email == email
     assert stored_email.body_inline == b"Subject: hi\r\n\r\nhello\r\n"
     assert sorted(stored_messages, key=lambda m: m.message_id) == sorted(messages, key=lambda m: m.message_id)
-    assert backend.messages.get_email_record("tn_a", email.email_id) == email
-    assert backend.messages.get_message("tn_a", email.email_id, messages[1].message_id) == messages[1]
+    assert backend.messages.get_email_record(EmailKey("tn_a", email.email_id)) == email
+    assert backend.messages.get_message(MessageKey.of(messages[1])) == messages[1]
 
 
 def test_email_with_body_in_blob_store_keeps_only_the_key(backend: Backend) -> None:
     email_id, _ = _stored(backend, body_key="bodies/tn_a/x.eml")
 
-    found = backend.messages.get_email_record("tn_a", email_id)
+    found = backend.messages.get_email_record(EmailKey("tn_a", email_id))
     assert found is not None and found.body_inline is None and found.body_key == "bodies/tn_a/x.eml"
 
 
 def test_missing_email_and_message(backend: Backend) -> None:
     email_id, _ = _stored(backend)
 
-    assert backend.messages.get_email("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
-    assert backend.messages.get_email_record("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
-    assert backend.messages.get_message("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA") is None
+    assert backend.messages.get_email(EmailKey("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
+    assert backend.messages.get_email_record(EmailKey("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
+    assert backend.messages.get_message(MessageKey("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
 
 
 def test_creating_the_same_email_twice_fails(backend: Backend) -> None:
     email, messages = records.email("tn_a")
     backend.messages.create_email(email, messages, EXPIRES)
 
-    with pytest.raises(Exception):
-        backend.messages.create_email(email, messages, EXPIRES)
+    changed = messages[0].model_copy(update={"status": MessageStatus.CANCELLED})
+    with pytest.raises(AlreadyExists):
+        backend.messages.create_email(email, [changed], EXPIRES)
+    assert backend.messages.get_message(MessageKey.of(messages[0])) == messages[0]  # nothing was written
 
 
 def test_another_tenants_email_is_invisible(backend: Backend) -> None:
     email_id, (message,) = _stored(backend, "tn_a")
 
-    assert backend.messages.get_email("tn_b", email_id) is None
-    assert backend.messages.get_email_record("tn_b", email_id) is None
-    assert backend.messages.get_message("tn_b", email_id, message.message_id) is None
-    assert (
-        backend.messages.lease("tn_b", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60)
-        is None
-    )
-    changed = backend.messages.transition(
-        "tn_b",
-        email_id,
-        message.message_id,
-        expected=[MessageStatus.QUEUED],
-        attempt=None,
-        change=Transition(MessageStatus.CANCELLED),
-        now=DEFAULT_START,
-    )
-    assert changed is False
+    assert backend.messages.get_email(EmailKey("tn_b", email_id)) is None
+    assert backend.messages.get_email_record(EmailKey("tn_b", email_id)) is None
+    assert backend.messages.get_message(MessageKey("tn_b", email_id, message.message_id)) is None
+    with pytest.raises(RecordNotFound):
+        backend.messages.lease(
+            MessageKey("tn_b", email_id, message.message_id), after_attempt=0, now=T0, lease_until=T0 + 60
+        )
+    with pytest.raises(RecordNotFound):
+        backend.messages.transition(
+            MessageKey("tn_b", email_id, message.message_id),
+            expected=[MessageStatus.QUEUED],
+            attempt=None,
+            change=Transition(MessageStatus.CANCELLED),
+            now=DEFAULT_START,
+        )
     assert backend.messages.list_messages("tn_b", status=None, limit=10, cursor=None).messages == []
-    assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
+    assert backend.messages.get_message(MessageKey.of(message)) == message
 
 
 def test_lease_a_queued_message(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
+    _, (message,) = _stored(backend)
 
-    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    leased = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    assert leased is not None
     assert leased.status == MessageStatus.SENDING and leased.attempt == 1 and leased.lease_until == T0 + 120
-    assert backend.messages.get_message("tn_a", email_id, message.message_id) == leased
+    assert backend.messages.get_message(MessageKey.of(message)) == leased
 
 
 def test_a_live_lease_is_not_taken(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    assert (
-        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 60, lease_until=T0 + 180)
-        is None
-    )
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0 + 60, lease_until=T0 + 180)
     # a lease is live up to and including its last second
-    assert (
-        backend.messages.lease(
-            "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 120, lease_until=T0 + 240
-        )
-        is None
-    )
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0 + 120, lease_until=T0 + 240)
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current is not None and current.attempt == 1 and current.lease_until == T0 + 120
 
 
 def test_an_expired_lease_is_taken_over_at_the_same_attempt_and_counted(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    first = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _, (message,) = _stored(backend)
+    first = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    again = backend.messages.lease(
-        "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241
-    )
+    again = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0 + 121, lease_until=T0 + 241)
 
-    assert first is not None and first.takeovers == 0
-    assert again is not None and again.status == MessageStatus.SENDING
+    assert first.takeovers == 0
+    assert again.status == MessageStatus.SENDING
     assert again.attempt == 1 and again.lease_until == T0 + 241 and again.takeovers == 1
-    assert backend.messages.get_message("tn_a", email_id, message.message_id) == again
+    assert backend.messages.get_message(MessageKey.of(message)) == again
 
 
 def test_any_number_of_takeovers_of_the_same_job(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 10)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 10)
 
     for n in range(1, 7):  # six workers in a row die holding attempt 1
         now = T0 + 11 * n
-        taken = backend.messages.lease(
-            "tn_a", email_id, message.message_id, after_attempt=0, now=now, lease_until=now + 10
-        )
-        assert taken is not None and (taken.attempt, taken.takeovers, taken.lease_until) == (1, n, now + 10)
+        taken = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 10)
+        assert (taken.attempt, taken.takeovers, taken.lease_until) == (1, n, now + 10)
         # while that lease lives, neither the same job nor another attempt's takes it
-        assert (
-            backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=now + 10, lease_until=0)
-            is None
-        )
-    assert (
-        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 999, lease_until=0)
-        is None
-    )
+        with pytest.raises(WriteConflict):
+            backend.messages.lease(MessageKey.of(message), after_attempt=0, now=now + 10, lease_until=0)
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=1, now=T0 + 999, lease_until=0)
 
 
 def test_the_next_attempts_lease_starts_its_takeovers_afresh(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 10)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 11, lease_until=T0 + 21)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 10)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0 + 11, lease_until=T0 + 21)
     _defer(backend, email_id, message, 1, T0 + 60)
 
-    leased = backend.messages.lease(
-        "tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 60, lease_until=T0 + 180
-    )
+    leased = backend.messages.lease(MessageKey.of(message), after_attempt=1, now=T0 + 60, lease_until=T0 + 180)
 
-    assert leased is not None and leased.attempt == 2 and leased.takeovers == 0
+    assert leased.attempt == 2 and leased.takeovers == 0
 
 
 def test_a_transition_under_a_lease_that_was_taken_over_is_refused(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 121, lease_until=T0 + 241)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0 + 121, lease_until=T0 + 241)
 
-    def record(lease_until: int) -> bool:
-        return backend.messages.transition(
-            "tn_a",
-            email_id,
-            message.message_id,
+    def record(lease_until: int) -> None:
+        backend.messages.transition(
+            MessageKey.of(message),
             expected=[MessageStatus.SENDING],
             attempt=1,
             change=_relayed(message, 1),
@@ -194,50 +183,47 @@ def test_a_transition_under_a_lease_that_was_taken_over_is_refused(backend: Back
             lease_until=lease_until,
         )
 
-    assert record(T0 + 120) is False  # the worker that lost its lease
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    with pytest.raises(WriteConflict):
+        record(T0 + 120)  # the worker that lost its lease
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current is not None and current.status == MessageStatus.SENDING and current.attempts == ()
-    assert record(T0 + 241) is True  # the one that holds it
-    done = backend.messages.get_message("tn_a", email_id, message.message_id)
+    record(T0 + 241)  # the one that holds it
+    done = backend.messages.get_message(MessageKey.of(message))
     assert done is not None and done.status == MessageStatus.RELAYED and done.lease_until is None
 
 
 def test_reopening_a_failed_message_drops_its_failure_reason(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
+    _, (message,) = _stored(backend)
     failed = Transition(MessageStatus.FAILED, failure_reason="worker-error")
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.QUEUED],
         attempt=0,
         change=failed,
         now=DEFAULT_START,
     )
 
-    reopened = backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.FAILED],
         attempt=0,
         change=Transition(MessageStatus.QUEUED),
         now=DEFAULT_START,
     )
 
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
-    assert reopened and current is not None
+    current = backend.messages.get_message(MessageKey.of(message))
+    assert current is not None
     assert current.status == MessageStatus.QUEUED and current.failure_reason is None and current.attempt == 0
-    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 9)
-    assert leased is not None and leased.attempt == 1
+    leased = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 9)
+    assert leased.attempt == 1
 
 
 def test_a_deferred_message_is_leasable(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend, status=MessageStatus.DEFERRED)
+    _, (message,) = _stored(backend, status=MessageStatus.DEFERRED)
 
-    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    leased = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    assert leased is not None and leased.attempt == 1
+    assert leased.attempt == 1
 
 
 @pytest.mark.parametrize(
@@ -245,38 +231,46 @@ def test_a_deferred_message_is_leasable(backend: Backend) -> None:
     [MessageStatus.RELAYED, MessageStatus.BOUNCED, MessageStatus.FAILED, MessageStatus.CANCELLED],
 )
 def test_a_finished_message_is_not_leasable(backend: Backend, status: MessageStatus) -> None:
-    email_id, (message,) = _stored(backend, status=status)
+    _, (message,) = _stored(backend, status=status)
 
-    assert (
-        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
-        is None
-    )
-    assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
+    assert backend.messages.get_message(MessageKey.of(message)) == message
 
 
 def test_an_unknown_message_is_not_leasable(backend: Backend) -> None:
     email_id, _ = _stored(backend)
 
-    assert (
+    with pytest.raises(RecordNotFound):
         backend.messages.lease(
-            "tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA", after_attempt=0, now=T0, lease_until=T0
+            MessageKey("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA"), after_attempt=0, now=T0, lease_until=T0
         )
-        is None
-    )
+    with pytest.raises(RecordNotFound):
+        backend.messages.transition(
+            MessageKey("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA"),
+            expected=[MessageStatus.QUEUED],
+            attempt=None,
+            change=Transition(MessageStatus.CANCELLED),
+            now=DEFAULT_START,
+        )
+    assert backend.messages.get_message(MessageKey("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
 
 
 def test_transition_records_outcome_events_and_attempt(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
     change = _relayed(message, attempt=1)
     later = DEFAULT_START + timedelta(seconds=5)
 
-    ok = backend.messages.transition(
-        "tn_a", email_id, message.message_id, expected=[MessageStatus.SENDING], attempt=1, change=change, now=later
+    backend.messages.transition(
+        MessageKey.of(message),
+        expected=[MessageStatus.SENDING],
+        attempt=1,
+        change=change,
+        now=later,
     )
 
-    assert ok is True
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current is not None
     assert current.status == MessageStatus.RELAYED
     assert current.attempt == 1 and current.lease_until is None
@@ -288,9 +282,9 @@ def test_transition_records_outcome_events_and_attempt(backend: Backend) -> None
 
 
 def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
+    _, (message,) = _stored(backend)
     soft = Reply(code=451, enhanced="4.3.0", text="4.3.0 try later", stage="rcpt")
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
     first = Transition(
         MessageStatus.DEFERRED,
         events=(
@@ -299,33 +293,29 @@ def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> 
         attempt=Attempt(number=1, started_at=DEFAULT_START, outcome="softfail", reply=soft),
         reply=soft,
     )
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=1,
         change=first,
         now=DEFAULT_START,
     )
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 60, lease_until=T0 + 180)
+    backend.messages.lease(MessageKey.of(message), after_attempt=1, now=T0 + 60, lease_until=T0 + 180)
     bounced = Transition(
         MessageStatus.BOUNCED,
         events=(Event(type="email.bounced", at=DEFAULT_START, message_id=message.message_id, recipient="x"),),
         attempt=Attempt(number=2, started_at=DEFAULT_START, outcome="hardfail"),
         bounce_class="hard",
     )
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=2,
         change=bounced,
         now=DEFAULT_START,
     )
 
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current is not None
     assert [e.type for e in current.events] == ["email.queued", "email.deferred", "email.bounced"]
     assert [a.number for a in current.attempts] == [1, 2]
@@ -334,60 +324,54 @@ def test_transition_appends_to_earlier_events_and_attempts(backend: Backend) -> 
 
 
 def test_transition_with_the_wrong_attempt_is_refused(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    stale = backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
-        expected=[MessageStatus.SENDING],
-        attempt=0,
-        change=_relayed(message, 0),
-        now=DEFAULT_START,
-    )
+    with pytest.raises(WriteConflict):
+        backend.messages.transition(
+            MessageKey.of(message),
+            expected=[MessageStatus.SENDING],
+            attempt=0,
+            change=_relayed(message, 0),
+            now=DEFAULT_START,
+        )
 
-    assert stale is False
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current is not None and current.status == MessageStatus.SENDING and current.attempt == 1
     assert [e.type for e in current.events] == ["email.queued"] and current.attempts == ()
 
 
 def test_transition_from_an_unexpected_status_is_refused(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend, status=MessageStatus.RELAYED)
+    _, (message,) = _stored(backend, status=MessageStatus.RELAYED)
 
-    refused = backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
-        expected=[MessageStatus.QUEUED, MessageStatus.DEFERRED],
-        attempt=None,
-        change=Transition(MessageStatus.CANCELLED),
-        now=DEFAULT_START,
-    )
+    with pytest.raises(WriteConflict):
+        backend.messages.transition(
+            MessageKey.of(message),
+            expected=[MessageStatus.QUEUED, MessageStatus.DEFERRED],
+            attempt=None,
+            change=Transition(MessageStatus.CANCELLED),
+            now=DEFAULT_START,
+        )
 
-    assert refused is False
-    assert backend.messages.get_message("tn_a", email_id, message.message_id) == message
+    assert backend.messages.get_message(MessageKey.of(message)) == message
 
 
 def test_transition_without_attempt_check(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
+    _, (message,) = _stored(backend)
     failed = Transition(
         MessageStatus.FAILED,
         events=(Event(type="email.failed", at=DEFAULT_START, message_id=message.message_id, recipient="x"),),
         failure_reason="enqueue-failed",
     )
 
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.QUEUED],
         attempt=None,
         change=failed,
         now=DEFAULT_START,
     )
-    current = backend.messages.get_message("tn_a", email_id, message.message_id)
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current is not None
     assert current.status == MessageStatus.FAILED and current.failure_reason == "enqueue-failed"
     assert current.attempts == () and current.last_reply is None
@@ -428,13 +412,9 @@ def test_list_by_status(backend: Backend) -> None:
     newest_first = _three_emails(backend)
     relayed = [newest_first[0], newest_first[2], newest_first[4]]
     for message in relayed:
-        backend.messages.lease(
-            "tn_a", message.email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60
-        )
-        assert backend.messages.transition(
-            "tn_a",
-            message.email_id,
-            message.message_id,
+        backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 60)
+        backend.messages.transition(
+            MessageKey.of(message),
             expected=[MessageStatus.SENDING],
             attempt=1,
             change=_relayed(message, 1),
@@ -464,7 +444,7 @@ def test_list_by_status(backend: Backend) -> None:
 def test_a_garbled_cursor_is_rejected(backend: Backend, cursor: str) -> None:
     _three_emails(backend)
 
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidCursor):
         backend.messages.list_messages("tn_a", status=None, limit=2, cursor=cursor)
 
 
@@ -475,18 +455,16 @@ def test_a_cursor_from_another_listing_is_rejected(backend: Backend) -> None:
     queued = backend.messages.list_messages("tn_a", status=MessageStatus.QUEUED, limit=2, cursor=None).cursor
     assert foreign is not None and queued is not None
 
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidCursor):
         backend.messages.list_messages("tn_a", status=None, limit=2, cursor=foreign)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidCursor):
         backend.messages.list_messages("tn_a", status=None, limit=2, cursor=queued)
 
 
 def _defer(backend: Backend, email_id: str, message: MessageRecord, attempt: int, due: int) -> None:
     when = DEFAULT_START + timedelta(seconds=due - T0)
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=attempt,
         change=Transition(MessageStatus.DEFERRED, next_attempt_at=when),
@@ -496,61 +474,47 @@ def _defer(backend: Backend, email_id: str, message: MessageRecord, attempt: int
 
 def test_a_lease_is_only_for_the_job_of_the_current_attempt(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
     _defer(backend, email_id, message, 1, T0 + 60)
 
-    deferred = backend.messages.get_message("tn_a", email_id, message.message_id)
+    deferred = backend.messages.get_message(MessageKey.of(message))
     assert deferred is not None and deferred.next_attempt_at == DEFAULT_START + timedelta(seconds=60)
     # The first job, redelivered, does not take the message ahead of its retry.
-    assert (
-        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 9)
-        is None
-    )
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 9)
     # Nor does a job from the future.
-    assert (
-        backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=2, now=T0, lease_until=T0 + 9)
-        is None
-    )
-    leased = backend.messages.lease(
-        "tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 60, lease_until=T0 + 180
-    )
-    assert leased is not None and leased.attempt == 2 and leased.status == MessageStatus.SENDING
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=2, now=T0, lease_until=T0 + 9)
+    leased = backend.messages.lease(MessageKey.of(message), after_attempt=1, now=T0 + 60, lease_until=T0 + 180)
+    assert leased.attempt == 2 and leased.status == MessageStatus.SENDING
 
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=2,
         change=_relayed(message, 2),
         now=DEFAULT_START,
     )
-    done = backend.messages.get_message("tn_a", email_id, message.message_id)
+    done = backend.messages.get_message(MessageKey.of(message))
     assert done is not None and done.next_attempt_at is None  # cleared by a transition without one
 
 
 def test_an_expired_lease_is_taken_only_by_the_job_of_that_attempt(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    assert (
-        backend.messages.lease(
-            "tn_a", email_id, message.message_id, after_attempt=1, now=T0 + 500, lease_until=T0 + 600
-        )
-        is None
-    )
-    again = backend.messages.lease(
-        "tn_a", email_id, message.message_id, after_attempt=0, now=T0 + 500, lease_until=T0 + 600
-    )
-    assert again is not None and again.attempt == 1 and again.takeovers == 1
+    with pytest.raises(WriteConflict):
+        backend.messages.lease(MessageKey.of(message), after_attempt=1, now=T0 + 500, lease_until=T0 + 600)
+    again = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0 + 500, lease_until=T0 + 600)
+    assert again.attempt == 1 and again.takeovers == 1
 
 
 def test_a_scheduled_message_is_leasable_by_its_release_job(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend, status=MessageStatus.SCHEDULED)
+    _, (message,) = _stored(backend, status=MessageStatus.SCHEDULED)
 
-    leased = backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 60)
+    leased = backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 60)
 
-    assert leased is not None and leased.attempt == 1
+    assert leased.attempt == 1
 
 
 # -- the sweeper's "due" index (petrel.resources.DUE_INDEX) ------------------------------------------
@@ -583,18 +547,16 @@ def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
 
 
 def test_sending_is_due_at_the_end_of_its_lease_and_deferred_at_its_next_attempt(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    _, (message,) = _stored(backend)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
     [sending] = _due(backend, message, T0 + 120)
     assert (sending.status, sending.attempt, sending.due_at) == (MessageStatus.SENDING, 1, T0 + 120)
     assert _due(backend, message, T0 + 119) == []
 
     retry = DEFAULT_START + timedelta(minutes=5)
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=1,
         change=Transition(MessageStatus.DEFERRED, next_attempt_at=retry),
@@ -606,13 +568,11 @@ def test_sending_is_due_at_the_end_of_its_lease_and_deferred_at_its_next_attempt
 
 @pytest.mark.parametrize("final", [MessageStatus.RELAYED, MessageStatus.FAILED, MessageStatus.CANCELLED])
 def test_a_final_status_leaves_the_due_index(backend: Backend, final: MessageStatus) -> None:
-    email_id, (message,) = _stored(backend)
+    _, (message,) = _stored(backend)
     assert _due(backend, message, T0 + 10**9) != []
 
-    assert backend.messages.transition(
-        "tn_a",
-        email_id,
-        message.message_id,
+    backend.messages.transition(
+        MessageKey.of(message),
         expected=[MessageStatus.QUEUED],
         attempt=None,
         change=Transition(final),
@@ -632,21 +592,23 @@ def test_claim_repair_wins_once_and_moves_the_due_time(backend: Backend) -> None
     _, (message,) = _stored(backend)
     [seen] = _due(backend, message, T0 + 1000)
 
-    assert backend.messages.claim_repair(seen, now=T0 + 1000) is True
-    assert backend.messages.claim_repair(seen, now=T0 + 1001) is False  # a second sweeper, same sighting
+    backend.messages.claim_repair(seen, now=T0 + 1000)
+    with pytest.raises(WriteConflict):  # a second sweeper, same sighting
+        backend.messages.claim_repair(seen, now=T0 + 1001)
     assert _due(backend, message, T0 + 999) == []
     [moved] = _due(backend, message, T0 + 1000)
     assert moved.due_at == T0 + 1000 and moved.status is MessageStatus.QUEUED
-    current = backend.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    current = backend.messages.get_message(MessageKey.of(message))
     assert current == message  # nothing else changed
 
 
 def test_claim_repair_loses_to_a_message_that_moved_on(backend: Backend) -> None:
-    email_id, (message,) = _stored(backend)
+    _, (message,) = _stored(backend)
     [seen] = _due(backend, message, T0 + 1000)
-    backend.messages.lease("tn_a", email_id, message.message_id, after_attempt=0, now=T0, lease_until=T0 + 120)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    assert backend.messages.claim_repair(seen, now=T0 + 1000) is False
+    with pytest.raises(WriteConflict):
+        backend.messages.claim_repair(seen, now=T0 + 1000)
 
 
 def test_find_due_pages_through_a_shard_earliest_first(backend: Backend) -> None:
@@ -668,3 +630,16 @@ def test_find_due_pages_through_a_shard_earliest_first(backend: Backend) -> None
             break
     assert [m.message_id for m in seen] == [m.message_id for m in stored]
     assert [m.due_at for m in seen] == sorted(m.due_at for m in seen)
+
+
+def test_a_due_cursor_of_another_shard_is_refused(backend: Backend) -> None:
+    first, second = resources.due_shards()[:2]
+    for i in range(40):
+        _stored(backend, at=DEFAULT_START + timedelta(seconds=i))
+    cursor = backend.messages.find_due(first, due_before=T0 + 10**9, limit=1, cursor=None).cursor
+    assert cursor is not None
+
+    with pytest.raises(InvalidCursor):
+        backend.messages.find_due(second, due_before=T0 + 10**9, limit=1, cursor=cursor)
+    with pytest.raises(InvalidCursor):
+        backend.messages.find_due(first, due_before=T0 + 10**9, limit=1, cursor="%%%")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from petrel.ids import new_id
 from petrel.models.records import ApiKey, SmtpSecurity
+from petrel.ports import AlreadyExists, RecordNotFound, WriteConflict
 from tests.fakes import records
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.contracts.backends import Backend
@@ -71,8 +74,9 @@ def test_revoke_api_key_once(backend: Backend) -> None:
     backend.tenants.put_api_key(key)
     at = DEFAULT_START + timedelta(days=1)
 
-    assert backend.tenants.revoke_api_key("tn_a", key.key_id, at) is True
-    assert backend.tenants.revoke_api_key("tn_a", key.key_id, at) is False  # already revoked
+    backend.tenants.revoke_api_key("tn_a", key.key_id, at)
+    with pytest.raises(WriteConflict):  # already revoked: the first revocation's time stands
+        backend.tenants.revoke_api_key("tn_a", key.key_id, at + timedelta(hours=1))
 
     found = backend.tenants.find_api_key("c" * 64)
     assert found is not None and found.revoked_at == at and not found.active
@@ -82,8 +86,10 @@ def test_revoke_unknown_or_foreign_key_is_refused(backend: Backend) -> None:
     key = _key("tn_a", "d" * 64)
     backend.tenants.put_api_key(key)
 
-    assert backend.tenants.revoke_api_key("tn_b", key.key_id, DEFAULT_START) is False
-    assert backend.tenants.revoke_api_key("tn_a", new_id("key"), DEFAULT_START) is False
+    with pytest.raises(RecordNotFound):
+        backend.tenants.revoke_api_key("tn_b", key.key_id, DEFAULT_START)
+    with pytest.raises(RecordNotFound):
+        backend.tenants.revoke_api_key("tn_a", new_id("key"), DEFAULT_START)
     found = backend.tenants.find_api_key("d" * 64)
     assert found is not None and found.active
 
@@ -102,6 +108,16 @@ def test_domains_per_tenant(backend: Backend) -> None:
     assert backend.tenants.list_domains("tn_b") == [other]
 
 
+def test_creating_a_domain_the_tenant_has_raises_already_exists_and_keeps_the_first(backend: Backend) -> None:
+    first = records.domain("tn_a", "example.com")
+    backend.tenants.create_domain(first)
+    with pytest.raises(AlreadyExists):
+        backend.tenants.create_domain(first.model_copy(update={"return_path_domain": "other.example.com"}))
+    assert backend.tenants.get_domain("tn_a", "example.com") == first
+    backend.tenants.create_domain(records.domain("tn_b", "example.com"))  # another tenant's is another record
+    assert backend.tenants.get_domain("tn_b", "example.com") is not None
+
+
 def test_servers_listed_deleted_and_kept_per_tenant(backend: Backend) -> None:
     kept = records.server("tn_a", security=SmtpSecurity.TLS, port=465, weight=3, pool="bulk", ca_bundle="PEM")
     gone = records.server("tn_a", enabled=False)
@@ -113,9 +129,11 @@ def test_servers_listed_deleted_and_kept_per_tenant(backend: Backend) -> None:
         [kept, gone], key=lambda s: s.server_id
     )
 
-    assert backend.tenants.delete_server("tn_a", gone.server_id) is True
-    assert backend.tenants.delete_server("tn_a", gone.server_id) is False
-    assert backend.tenants.delete_server("tn_a", foreign.server_id) is False  # another tenant's server
+    backend.tenants.delete_server("tn_a", gone.server_id)
+    with pytest.raises(RecordNotFound):
+        backend.tenants.delete_server("tn_a", gone.server_id)
+    with pytest.raises(RecordNotFound):  # another tenant's server
+        backend.tenants.delete_server("tn_a", foreign.server_id)
 
     assert backend.tenants.list_servers("tn_a") == [kept]
     assert backend.tenants.list_servers("tn_b") == [foreign]

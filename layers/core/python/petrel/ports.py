@@ -1,6 +1,20 @@
 """The interfaces the services depend on. Adapters implement them; tests/fakes has one double each.
 
 Every fake is held to the same contract tests as its real adapter (tests/integration/contracts).
+
+The ports speak their own vocabulary, never the API's (adapters do not import petrel.errors):
+
+- A lookup (`get_*`, `find_*`, `BlobStore.size`) returns None when there is nothing: absence is
+  an answer there.
+- Reading a value by the reference that names it (`BlobStore.get`, `SecretStore.get_secret`), and
+  every command on one record that is not there, raise `RecordNotFound`.
+- Creating what exists already raises `AlreadyExists` (`create_email`, `SuppressionStore.add`,
+  `RetryScheduler.schedule`): nothing changes.
+- A conditional write whose condition no longer holds raises `WriteConflict` (`lease`,
+  `transition`, `claim_repair`, revoking a revoked key): someone else moved the record on.
+- A cursor that this listing did not hand out raises `InvalidCursor`.
+
+Services translate these into API errors (petrel.errors) where a caller's request caused them.
 """
 
 from __future__ import annotations
@@ -28,6 +42,69 @@ from petrel.models.records import (
 )
 
 
+class PortError(Exception):
+    """A store or service refused an operation for a reason the caller can act on."""
+
+
+class RecordNotFound(PortError):
+    """The record, object, secret or schedule the operation names does not exist."""
+
+
+class AlreadyExists(PortError):
+    """A create found its key taken; nothing was written."""
+
+
+class WriteConflict(PortError):
+    """A conditional write lost: the record is no longer in the state the caller expected."""
+
+
+class InvalidCursor(PortError):
+    """A paging cursor this listing did not hand out (garbled, or another listing's)."""
+
+
+class _EmailKeyed(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def email_id(self) -> str: ...
+
+
+class _MessageKeyed(_EmailKeyed, Protocol):
+    @property
+    def message_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class EmailKey:
+    """One email of one tenant: the key of its record and of its messages' partition."""
+
+    tenant_id: str
+    email_id: str
+
+    @classmethod
+    def of(cls, item: _EmailKeyed) -> EmailKey:
+        """The key of anything that names an email (a record, a job, a message)."""
+        return cls(item.tenant_id, item.email_id)
+
+
+@dataclass(frozen=True)
+class MessageKey:
+    """One message (one recipient's copy) of one email of one tenant."""
+
+    tenant_id: str
+    email_id: str
+    message_id: str
+
+    @classmethod
+    def of(cls, item: _MessageKeyed) -> MessageKey:
+        """The key of anything that names a message (a MessageRecord, a SendJob, a DueMessage)."""
+        return cls(item.tenant_id, item.email_id, item.message_id)
+
+    @property
+    def email(self) -> EmailKey:
+        return EmailKey(self.tenant_id, self.email_id)
+
+
 class TenantStore(Protocol):
     def put_tenant(self, tenant: Tenant) -> None: ...
     def get_tenant(self, tenant_id: str) -> Tenant | None: ...
@@ -35,13 +112,23 @@ class TenantStore(Protocol):
     def put_api_key(self, key: ApiKey) -> None: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self, tenant_id: str) -> list[ApiKey]: ...
-    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> bool: ...
+    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> None:
+        """Mark the key revoked at `at`. RecordNotFound: no such key of this tenant; WriteConflict:
+        revoked already (the first revocation's time is kept)."""
+        ...
+
+    def create_domain(self, domain: SendingDomain) -> None:
+        """Raises AlreadyExists when the tenant has the domain already (nothing is written)."""
+        ...
+
     def put_domain(self, domain: SendingDomain) -> None: ...
     def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None: ...
     def list_domains(self, tenant_id: str) -> list[SendingDomain]: ...
     def put_server(self, server: SmtpServer) -> None: ...
     def list_servers(self, tenant_id: str) -> list[SmtpServer]: ...
-    def delete_server(self, tenant_id: str, server_id: str) -> bool: ...
+    def delete_server(self, tenant_id: str, server_id: str) -> None:
+        """RecordNotFound when the tenant has no such server."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +167,10 @@ class DueMessage:
     pool: Pool
     due_at: int
 
+    @property
+    def key(self) -> MessageKey:
+        return MessageKey.of(self)
+
 
 @dataclass(frozen=True)
 class DuePage:
@@ -89,24 +180,23 @@ class DuePage:
 
 class MessageStore(Protocol):
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        """Store an email and all its messages at once (all or nothing).
+        """Store an email and all its messages at once (all or nothing); AlreadyExists when the
+        tenant has an email by that id.
 
         Every write that sets a non-final status also sets the message's due time (see `DueMessage`);
         a final status removes it.
         """
         ...
 
-    def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None: ...
-    def get_email_record(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
-    def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None: ...
+    def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None: ...
+    def get_email_record(self, key: EmailKey) -> EmailRecord | None: ...
+    def get_message(self, key: MessageKey) -> MessageRecord | None: ...
 
-    def find_email_id(self, tenant_id: str, message_id: str) -> str | None:
-        """The email id of this tenant's message `message_id`; None when it has none by that id."""
+    def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
+        """The full key of this tenant's message `message_id`; None when it has none by that id."""
         ...
 
-    def lease(
-        self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
-    ) -> MessageRecord | None:
+    def lease(self, key: MessageKey, *, after_attempt: int, now: int, lease_until: int) -> MessageRecord:
         """Lease the message for `lease_until`, if the job that asks still applies:
 
         - queued, deferred or scheduled at attempt `after_attempt` (the job's own attempt): it moves to
@@ -116,44 +206,50 @@ class MessageStore(Protocol):
           any number of crashes of the same job.
 
         One conditional write for a first lease; a takeover costs a second one. Returns the leased
-        message, or None (finished, leased by another, or a stale job).
+        message. RecordNotFound: no such message; WriteConflict: finished, leased by another, or a
+        stale job.
         """
         ...
 
     def transition(
         self,
-        tenant_id: str,
-        email_id: str,
-        message_id: str,
+        key: MessageKey,
         *,
         expected: Sequence[MessageStatus],
         attempt: int | None,
         change: Transition,
         now: datetime,
         lease_until: int | None = None,
-    ) -> bool:
+    ) -> None:
         """Apply `change` if the message's status is in `expected` (and at `attempt`, and still under
         the lease that ends at `lease_until`, when given: a takeover keeps the attempt but not the
-        lease, so a worker that lost its lease cannot record over the one that took it)."""
+        lease, so a worker that lost its lease cannot record over the one that took it).
+
+        RecordNotFound: no such message; WriteConflict: it is not as expected (nothing changes)."""
         ...
 
-    def list_messages(
-        self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None
-    ) -> Page: ...
+    def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
+        """The tenant's messages, newest first; InvalidCursor for a cursor of another listing."""
+        ...
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
-        """Non-final messages of one due shard whose due time is at or before `due_before`, earliest first."""
+        """Non-final messages of one due shard whose due time is at or before `due_before`, earliest
+        first; InvalidCursor for a cursor of another shard."""
         ...
 
-    def claim_repair(self, message: DueMessage, *, now: int) -> bool:
+    def claim_repair(self, message: DueMessage, *, now: int) -> None:
         """Move the message's due time to `now` if it is still as seen (status, attempt and due time):
-        True once, for one sweeper, however many look at the same message."""
+        succeeds once, for one sweeper, however many look at the same message; the others get
+        WriteConflict (RecordNotFound when the message is gone)."""
         ...
 
 
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "message/rfc822") -> None: ...
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str) -> bytes:
+        """The object's bytes; RecordNotFound when there is no such object."""
+        ...
+
     def size(self, key: str) -> int | None:
         """The object's length in bytes, or None when there is no such object."""
         ...
@@ -178,12 +274,12 @@ class JobQueue(Protocol):
 class RetryScheduler(Protocol):
     """One-time schedules that put a job on its pool's send queue at a given time, then vanish."""
 
-    def schedule(self, name: str, at: datetime, job: Job) -> bool:
-        """Create schedule `name`; False when one by that name exists already (nothing changes)."""
+    def schedule(self, name: str, at: datetime, job: Job) -> None:
+        """Create schedule `name`; AlreadyExists when one by that name exists (nothing changes)."""
         ...
 
-    def cancel(self, name: str) -> bool:
-        """Delete schedule `name`; False when there is none (fired already, or never made)."""
+    def cancel(self, name: str) -> None:
+        """Delete schedule `name`; RecordNotFound when there is none (fired already, or never made)."""
         ...
 
 
@@ -194,19 +290,32 @@ class SuppressionPage:
 
 
 class SuppressionStore(Protocol):
-    def add(self, suppression: Suppression) -> bool:
-        """Add an address; False when it is on the list already (the first entry is kept)."""
+    def add(self, suppression: Suppression) -> None:
+        """Add an address; AlreadyExists when it is on the list already (the first entry is kept)."""
         ...
 
     def get(self, tenant_id: str, email: str) -> Suppression | None: ...
-    def remove(self, tenant_id: str, email: str) -> bool: ...
-    def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionPage: ...
+    def remove(self, tenant_id: str, email: str) -> None:
+        """RecordNotFound when the address is not on the tenant's list."""
+        ...
+
+    def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionPage:
+        """The tenant's list in address order; InvalidCursor for a cursor it did not hand out."""
+        ...
 
 
 class SecretStore(Protocol):
-    def get_secret(self, name: str) -> str: ...
-    def put_secret(self, name: str, value: str) -> None: ...
-    def delete_secret(self, name: str) -> None: ...
+    def get_secret(self, name: str) -> str:
+        """The secret's value; RecordNotFound when there is none by that name (or it is deleted)."""
+        ...
+
+    def put_secret(self, name: str, value: str) -> None:
+        """Create the secret, or replace its value."""
+        ...
+
+    def delete_secret(self, name: str) -> None:
+        """RecordNotFound when there is none by that name."""
+        ...
 
 
 IdempotencyState = Literal["new", "in_progress", "completed", "mismatch"]
@@ -229,8 +338,8 @@ class IdempotencyStore(Protocol):
         ...
 
     def complete(self, key: str, *, response: bytes | None, response_key: str | None) -> None:
-        """Mark the claim completed with its response (or the blob key holding it); never
-        resurrects a released claim."""
+        """Mark the claim completed with its response (or the blob key holding it). A claim released
+        meanwhile is not resurrected, and that is no error: the response is simply not kept."""
         ...
 
     def release(self, key: str) -> None: ...
@@ -244,7 +353,11 @@ class Envelope:
 
 
 class SmtpRelay(Protocol):
-    """Relays one envelope through a tenant's server; keeps sessions open across calls."""
+    """Relays one envelope through a tenant's server; keeps sessions open across calls.
+
+    Every outcome is a reply, a value: a refusal, a failed AUTH or TLS handshake, a server that is
+    down or drops the session. Only a bug raises (tests/integration/contracts/test_smtp_relay_contract.py).
+    """
 
     def relay(
         self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None

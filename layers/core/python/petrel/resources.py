@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 AttributeType = Literal["S", "N", "B"]
@@ -58,13 +59,35 @@ class QueueSpec:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+# -- tenants: one partition per tenant (pk = tenant id), its items told apart by sort key ------------
+# An API key is found by the hash of its secret alone (the authorizer knows nothing else).
+BY_KEY_HASH = IndexSpec("by_key_hash", Key("key_hash"))
+
 TENANTS = TableSpec(
     name="tenants",
     env_var="PETREL_TENANTS_TABLE",
     partition_key=Key("pk"),
     sort_key=Key("sk"),
-    indexes=(IndexSpec("by_key_hash", Key("key_hash")),),
+    indexes=(BY_KEY_HASH,),
 )
+
+TENANT_SK = "TENANT"
+API_KEY_SK_PREFIX = "APIKEY#"
+DOMAIN_SK_PREFIX = "DOMAIN#"
+SERVER_SK_PREFIX = "SERVER#"
+
+
+def api_key_sk(key_id: str) -> str:
+    return f"{API_KEY_SK_PREFIX}{key_id}"
+
+
+def domain_sk(domain: str) -> str:
+    return f"{DOMAIN_SK_PREFIX}{domain}"
+
+
+def server_sk(server_id: str) -> str:
+    return f"{SERVER_SK_PREFIX}{server_id}"
+
 
 # The sparse "due" index of the sweeper (petrel.services.sweep). Every non-final message carries
 # `due_shard` and `due_at`: the epoch second by which its way forward should have acted (queued: its
@@ -72,10 +95,12 @@ TENANTS = TableSpec(
 # Writes to a final status remove both, so the index holds only messages that still need something.
 # The shard spreads the index's partition key (`due#0` .. `due#<DUE_SHARDS - 1>`) over messages.
 DUE_SHARDS = 8
+DUE_SHARD = "due_shard"
+DUE_AT = "due_at"
 DUE_INDEX = IndexSpec(
     "by_due",
-    Key("due_shard"),
-    Key("due_at", "N"),
+    Key(DUE_SHARD),
+    Key(DUE_AT, "N"),
     projection=("tenant_id", "email_id", "message_id", "status", "attempt", "pool"),
 )
 
@@ -89,22 +114,53 @@ def due_shards() -> tuple[str, ...]:
     return tuple(f"due#{n}" for n in range(DUE_SHARDS))
 
 
+# -- messages: one partition per email (pk = `<tenant>#<email>`): the email item, then its messages --
+# GET /v1/emails lists a tenant's messages newest first (`created_key` = `<created_at>#<message id>`),
+# all of them or those in one status (`tenant_status` = `<tenant>#<status>`, rewritten on each change).
+BY_TENANT = IndexSpec("by_tenant", Key("tenant_id"), Key("created_key"))
+BY_TENANT_STATUS = IndexSpec("by_tenant_status", Key("tenant_status"), Key("created_key"))
+# A message id to its email (GET /v1/emails/{msg id}, GET /v1/messages/{id}): message items carry
+# `message_id` already, the email item does not (sparse). Nothing projected but the keys and
+# `tenant_id` (checked against the caller's), which never change: one index write per message, at
+# creation.
+BY_MESSAGE_ID = IndexSpec("by_message_id", Key("message_id"), projection=("tenant_id",))
+
 MESSAGES = TableSpec(
     name="messages",
     env_var="PETREL_MESSAGES_TABLE",
     partition_key=Key("pk"),
     sort_key=Key("sk"),
-    indexes=(
-        IndexSpec("by_tenant", Key("tenant_id"), Key("created_key")),
-        IndexSpec("by_tenant_status", Key("tenant_status"), Key("created_key")),
-        # A message id to its email (GET /v1/emails/{msg id}, GET /v1/messages/{id}): message items
-        # carry `message_id` already, the email item does not (sparse). Nothing projected but the keys
-        # and `tenant_id` (checked against the caller's), which never change: one index write per
-        # message, at creation.
-        IndexSpec("by_message_id", Key("message_id"), projection=("tenant_id",)),
-        DUE_INDEX,
-    ),
+    indexes=(BY_TENANT, BY_TENANT_STATUS, BY_MESSAGE_ID, DUE_INDEX),
 )
+
+EMAIL_SK = "EMAIL"
+MESSAGE_SK_PREFIX = "MSG#"
+
+
+def email_pk(tenant_id: str, email_id: str) -> str:
+    """The partition of an email and its messages; the tenant id first, as in every tenant key."""
+    return f"{tenant_id}#{email_id}"
+
+
+def split_email_pk(pk: str) -> tuple[str, str]:
+    """(tenant id, email id) of an `email_pk` (tenant ids hold no `#`)."""
+    tenant_id, _, email_id = pk.partition("#")
+    return tenant_id, email_id
+
+
+def message_sk(message_id: str) -> str:
+    return f"{MESSAGE_SK_PREFIX}{message_id}"
+
+
+def created_key(created_at: datetime, message_id: str) -> str:
+    """The listing indexes' sort key: creation time, then the id, so equal times still order."""
+    return f"{created_at.isoformat()}#{message_id}"
+
+
+def tenant_status(tenant_id: str, status: str) -> str:
+    """The `by_tenant_status` partition of a tenant's messages in one status."""
+    return f"{tenant_id}#{status}"
+
 
 IDEMPOTENCY = TableSpec(
     name="idempotency",
@@ -112,7 +168,7 @@ IDEMPOTENCY = TableSpec(
     partition_key=Key("pk"),
 )
 
-# One item per (tenant, lower-cased address); no TTL is ever set on it.
+# -- suppressions: one item per (tenant, lower-cased address); no TTL is ever set on it ------------
 SUPPRESSIONS = TableSpec(
     name="suppressions",
     env_var="PETREL_SUPPRESSIONS_TABLE",
@@ -188,6 +244,26 @@ IDEMPOTENCY_PREFIX = "idempotency/"  # stored responses too large for an idempot
 # An upload expires (bucket lifecycle rule on ATTACHMENTS_PREFIX; the API refuses it after as long).
 ATTACHMENT_RETENTION_DAYS = 1
 SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"
+
+# -- the functions' other settings (petrel.settings): each name is the alias of one settings field, set
+# by infra/constructs/functions.py from cdk.json and by the local stack; nothing spells it elsewhere.
+MESSAGE_RETENTION_DAYS_ENV = "PETREL_MESSAGE_RETENTION_DAYS"  # API, worker: the records' TTL
+INLINE_BODY_LIMIT_ENV = "PETREL_INLINE_BODY_LIMIT"  # API: larger bodies go to the bodies bucket
+LEASE_SECONDS_ENV = "PETREL_LEASE_SECONDS"  # worker: how long it holds a message it is sending
+SMTP_TIMEOUT_ENV = "PETREL_SMTP_TIMEOUT_SECONDS"  # worker: each socket operation of a transaction
+SMTP_TRANSACTION_ENV = "PETREL_SMTP_TRANSACTION_SECONDS"  # worker: a whole transaction, connect to DATA
+CONFIG_CACHE_ENV = "PETREL_CONFIG_CACHE_SECONDS"  # worker: how long tenant configuration is cached
+MAX_RECEIVE_COUNT_ENV = "PETREL_MAX_RECEIVE_COUNT"  # worker: the send queues' maxReceiveCount
+INVOCATION_MARGIN_ENV = "PETREL_INVOCATION_MARGIN_SECONDS"  # worker: time kept at an invocation's end
+HANDBACK_DELAY_ENV = "PETREL_HANDBACK_DELAY_SECONDS"  # worker: delay of the jobs it hands back
+
+# -- Powertools' own variables, which every function's environment sets (Powertools reads them).
+POWERTOOLS_SERVICE_NAME_ENV = "POWERTOOLS_SERVICE_NAME"
+POWERTOOLS_METRICS_NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+POWERTOOLS_LOG_LEVEL_ENV = "POWERTOOLS_LOG_LEVEL"
+POWERTOOLS_METRICS_DISABLED_ENV = "POWERTOOLS_METRICS_DISABLED"
+# The CloudWatch namespace of every function's EMF metrics (and of the alarms on them).
+METRICS_NAMESPACE = "Petrel"
 
 
 def physical_name(prefix: str, name: str) -> str:

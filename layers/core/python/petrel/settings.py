@@ -12,7 +12,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from petrel import resources as r
-from petrel.services.retry import DEFAULT_DELAYS, DEFAULT_JITTER, RetryLadder, parse_delays
+from petrel.models.retry import DEFAULT_DELAYS, DEFAULT_JITTER, RetryLadder, parse_delays
 
 
 class _Settings(BaseModel):
@@ -37,7 +37,7 @@ class StoreSettings(_Settings):
     messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
     suppressions_table: str = Field(validation_alias=r.SUPPRESSIONS.env_var)
     bodies_bucket: str = Field(validation_alias=r.BODIES_BUCKET_ENV)
-    message_retention_days: int = Field(default=30, ge=1, validation_alias="PETREL_MESSAGE_RETENTION_DAYS")
+    message_retention_days: int = Field(default=30, ge=1, validation_alias=r.MESSAGE_RETENTION_DAYS_ENV)
     schedule_group: str = Field(validation_alias=r.SCHEDULES.group_env_var)
     scheduler_role_arn: str = Field(validation_alias=r.SCHEDULES.role_env_var)
     scheduler_dlq_arn: str = Field(validation_alias=r.SCHEDULES.dlq_arn_env_var)
@@ -82,28 +82,28 @@ class SweeperSettings(_Settings):
 class ApiSettings(QueueSettings):
     idempotency_table: str = Field(validation_alias=r.IDEMPOTENCY.env_var)
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
-    inline_body_limit: int = Field(default=96 * 1024, ge=1024, validation_alias="PETREL_INLINE_BODY_LIMIT")
+    inline_body_limit: int = Field(default=96 * 1024, ge=1024, validation_alias=r.INLINE_BODY_LIMIT_ENV)
 
 
 class SendWorkerSettings(QueueSettings):
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
     retry_delays: tuple[int, ...] = Field(default=DEFAULT_DELAYS, validation_alias=r.RETRY_DELAYS_ENV)
     retry_jitter: float = Field(default=DEFAULT_JITTER, ge=0, lt=1, validation_alias=r.RETRY_JITTER_ENV)
-    lease_seconds: int = Field(default=120, ge=5, validation_alias="PETREL_LEASE_SECONDS")
-    smtp_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PETREL_SMTP_TIMEOUT_SECONDS")
+    lease_seconds: int = Field(default=120, ge=5, validation_alias=r.LEASE_SECONDS_ENV)
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias=r.SMTP_TIMEOUT_ENV)
     # The whole of one SMTP transaction, connect to the reply to DATA (the caller may ask for less).
-    smtp_transaction_seconds: float = Field(default=45.0, gt=0, validation_alias="PETREL_SMTP_TRANSACTION_SECONDS")
-    config_cache_seconds: float = Field(default=60.0, ge=0, validation_alias="PETREL_CONFIG_CACHE_SECONDS")
+    smtp_transaction_seconds: float = Field(default=45.0, gt=0, validation_alias=r.SMTP_TRANSACTION_ENV)
+    config_cache_seconds: float = Field(default=60.0, ge=0, validation_alias=r.CONFIG_CACHE_ENV)
     # The send queues' maxReceiveCount (infra: dlq_max_receive_count): on a job's last receive an
     # unexpected error ends its message `failed`/`worker-error` before SQS dead-letters the job, and a
     # message whose attempt was taken over this many times (its workers keep dying) ends the same way.
-    max_receive_count: int = Field(default=3, ge=1, validation_alias="PETREL_MAX_RECEIVE_COUNT")
+    max_receive_count: int = Field(default=3, ge=1, validation_alias=r.MAX_RECEIVE_COUNT_ENV)
     # The per-invocation budget: a record starts only while at least `smtp_transaction_seconds` plus
     # `invocation_margin_seconds` remain; the others go back to their queue after
     # `handback_delay_seconds`, without counting as a failed receive. The margin is also kept between
     # the relay's deadline and the end of the invocation, for recording the outcome.
-    invocation_margin_seconds: float = Field(default=5.0, ge=0, validation_alias="PETREL_INVOCATION_MARGIN_SECONDS")
-    handback_delay_seconds: int = Field(default=5, ge=0, le=900, validation_alias="PETREL_HANDBACK_DELAY_SECONDS")
+    invocation_margin_seconds: float = Field(default=5.0, ge=0, validation_alias=r.INVOCATION_MARGIN_ENV)
+    handback_delay_seconds: int = Field(default=5, ge=0, le=900, validation_alias=r.HANDBACK_DELAY_ENV)
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -1,3 +1,5 @@
+"""The system clock: timezone-aware UTC, the only `datetime.now` the services see."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

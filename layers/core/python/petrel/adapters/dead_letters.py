@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from petrel import resources
-from petrel.errors import ConfigurationError
 from petrel.models.jobs import Job, SendJob, parse_job
+from petrel.ports import RecordNotFound
 
 if TYPE_CHECKING:
     from types_boto3_sqs.client import SQSClient
@@ -232,20 +232,22 @@ class SqsDeadLetters:
         self._queues = dead_letter_queues()
 
     def queue(self, name: str) -> DeadLetterQueue:
+        """The DLQ an operator names; RecordNotFound (its text lists the known names) for another."""
         try:
             return self._queues[name]
         except KeyError:
-            raise ConfigurationError(f"no dead-letter queue {name!r} (known: {', '.join(self._queues)})") from None
+            raise RecordNotFound(f"no dead-letter queue {name!r} (known: {', '.join(self._queues)})") from None
 
     def url(self, queue_name: str) -> str:
-        """The URL of a queue by its logical name (`send-bulk`, `schedules-dlq`)."""
+        """The URL of a queue by its logical name (`send-bulk`, `schedules-dlq`); RecordNotFound when
+        the environment has no such queue (not deployed, or another prefix)."""
         if queue_name not in self._urls:
             physical = resources.physical_name(self._prefix, queue_name)
             try:
                 self._urls[queue_name] = self._sqs.get_queue_url(QueueName=physical)["QueueUrl"]
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in _NO_SUCH_QUEUE:
-                    raise ConfigurationError(f"queue {physical} does not exist") from None
+                    raise RecordNotFound(f"queue {physical} does not exist") from None
                 raise
         return self._urls[queue_name]
 

@@ -1,20 +1,24 @@
-"""DynamoDB adapters for the tenant, message, suppression and idempotency stores (keys from petrel.resources)."""
+"""DynamoDB adapters for the tenant, message, suppression and idempotency stores.
+
+Table, index and attribute names, and every key format, come from petrel.resources (the same
+specs the CDK constructs deploy). Failures are reported in the ports' own vocabulary
+(petrel.ports: RecordNotFound, AlreadyExists, WriteConflict, InvalidCursor), never as API errors.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from petrel import resources
-from petrel.errors import InvalidRequest
 from petrel.models.due import due_time
 from petrel.models.records import (
     FINAL_STATUSES,
@@ -28,18 +32,49 @@ from petrel.models.records import (
     Suppression,
     Tenant,
 )
-from petrel.ports import DueMessage, DuePage, IdempotencyRecord, Page, SuppressionPage, Transition
+from petrel.ports import (
+    AlreadyExists,
+    DueMessage,
+    DuePage,
+    EmailKey,
+    IdempotencyRecord,
+    InvalidCursor,
+    MessageKey,
+    Page,
+    RecordNotFound,
+    SuppressionPage,
+    Transition,
+    WriteConflict,
+)
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from types_boto3_dynamodb.client import DynamoDBClient
+    from types_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        QueryInputTypeDef,
+        ScanInputTypeDef,
+        TransactWriteItemTypeDef,
+    )
+
+    Item: TypeAlias = dict[str, AttributeValueTypeDef]
 
 _SER = TypeSerializer()
 _DESER = TypeDeserializer()
-Item = dict[str, Any]
+
+_STATUS = "status"  # a reserved word in expressions: always written as `#s`
+_TENANT_STATUS = resources.BY_TENANT_STATUS.partition_key.name
+_CREATED_KEY = resources.BY_TENANT.sort_key.name if resources.BY_TENANT.sort_key else "created_key"
+_DUE_SHARD = resources.DUE_SHARD
+_DUE_AT = resources.DUE_AT
 
 
 def _encode(values: Mapping[str, Any]) -> Item:
     return {k: _SER.serialize(v) for k, v in values.items() if v is not None}
 
 
-def _decode(item: Mapping[str, Any]) -> dict[str, Any]:
+def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
     out = {k: _DESER.deserialize(v) for k, v in item.items()}
     for k, v in out.items():
         if isinstance(v, Binary):
@@ -64,68 +99,100 @@ def _dump(model: BaseModel, **extra: Any) -> dict[str, Any]:
     return data
 
 
-def _read_all(operation: Callable[..., Any], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every item of a Query or Scan, following LastEvaluatedKey."""
+def _query_all(db: DynamoDBClient, kwargs: QueryInputTypeDef) -> list[dict[str, Any]]:
+    """Every item of a Query, following LastEvaluatedKey."""
     items: list[dict[str, Any]] = []
     while True:
-        page = operation(**kwargs)
+        page = db.query(**kwargs)
         items.extend(_decode(i) for i in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             return items
         kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
+def _scan_all(db: DynamoDBClient, kwargs: ScanInputTypeDef) -> list[dict[str, Any]]:
+    """Every item of a Scan, following LastEvaluatedKey."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = db.scan(**kwargs)
+        items.extend(_decode(i) for i in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in (
-        "ConditionalCheckFailedException",
-        "TransactionCanceledException",
-    )
+    return _code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def _lost(exc: ClientError, what: str) -> Exception:
+    """The port error for a conditional write refused with `ReturnValuesOnConditionCheckFailure=ALL_OLD`:
+    WriteConflict when the item is there (not as expected), RecordNotFound when it is not. Any other
+    failure is returned as it came."""
+    if _code(exc) != "ConditionalCheckFailedException":
+        return exc
+    if exc.response.get("Item"):
+        return WriteConflict(f"{what} is not as expected")
+    return RecordNotFound(f"no {what}")
 
 
 class DynamoTenantStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
 
-    def _put(self, pk: str, sk: str, model: BaseModel) -> None:
-        self._db.put_item(TableName=self._table, Item=_encode(_dump(model, pk=pk, sk=sk)))
+    def _key(self, tenant_id: str, sk: str) -> Item:
+        return _encode({"pk": tenant_id, "sk": sk})
 
-    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
-            "ExpressionAttributeValues": _encode({":pk": pk, ":p": prefix}),
-        }
-        return _read_all(self._db.query, kwargs)
+    def _put(self, tenant_id: str, sk: str, model: BaseModel) -> None:
+        self._db.put_item(TableName=self._table, Item=_encode(_dump(model, pk=tenant_id, sk=sk)))
 
-    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        found = self._db.get_item(TableName=self._table, Key=_encode({"pk": pk, "sk": sk})).get("Item")
+    def _query(self, tenant_id: str, prefix: str) -> list[dict[str, Any]]:
+        return _query_all(
+            self._db,
+            {
+                "TableName": self._table,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+                "ExpressionAttributeValues": _encode({":pk": tenant_id, ":p": prefix}),
+            },
+        )
+
+    def _get(self, tenant_id: str, sk: str) -> dict[str, Any] | None:
+        found = self._db.get_item(TableName=self._table, Key=self._key(tenant_id, sk)).get("Item")
         return _decode(found) if found else None
 
     def put_tenant(self, tenant: Tenant) -> None:
-        self._put(tenant.tenant_id, "TENANT", tenant)
+        self._put(tenant.tenant_id, resources.TENANT_SK, tenant)
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
-        item = self._get(tenant_id, "TENANT")
+        item = self._get(tenant_id, resources.TENANT_SK)
         return Tenant.model_validate(item) if item else None
 
     def list_tenants(self) -> list[Tenant]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "FilterExpression": "sk = :t",
-            "ExpressionAttributeValues": _encode({":t": "TENANT"}),
-        }
-        tenants = [Tenant.model_validate(i) for i in _read_all(self._db.scan, kwargs)]
-        return sorted(tenants, key=lambda t: t.created_at)
+        items = _scan_all(
+            self._db,
+            {
+                "TableName": self._table,
+                "FilterExpression": "sk = :t",
+                "ExpressionAttributeValues": _encode({":t": resources.TENANT_SK}),
+            },
+        )
+        return sorted((Tenant.model_validate(i) for i in items), key=lambda t: t.created_at)
 
     def put_api_key(self, key: ApiKey) -> None:
-        self._put(key.tenant_id, f"APIKEY#{key.key_id}", key)
+        self._put(key.tenant_id, resources.api_key_sk(key.key_id), key)
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
+        index = resources.BY_KEY_HASH
         page = self._db.query(
             TableName=self._table,
-            IndexName="by_key_hash",
-            KeyConditionExpression="key_hash = :h",
+            IndexName=index.name,
+            KeyConditionExpression="#h = :h",
+            ExpressionAttributeNames={"#h": index.partition_key.name},
             ExpressionAttributeValues=_encode({":h": key_hash}),
             Limit=2,
         )
@@ -133,82 +200,132 @@ class DynamoTenantStore:
         return ApiKey.model_validate(_decode(items[0])) if len(items) == 1 else None
 
     def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
-        return [ApiKey.model_validate(i) for i in self._query(tenant_id, "APIKEY#")]
+        return [ApiKey.model_validate(i) for i in self._query(tenant_id, resources.API_KEY_SK_PREFIX)]
 
-    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> bool:
+    def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> None:
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=_encode({"pk": tenant_id, "sk": f"APIKEY#{key_id}"}),
+                Key=self._key(tenant_id, resources.api_key_sk(key_id)),
                 UpdateExpression="SET revoked_at = :at",
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(revoked_at)",
                 ExpressionAttributeValues=_encode({":at": at.isoformat()}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
+            raise _lost(exc, f"API key {key_id}") from exc
+
+    def create_domain(self, domain: SendingDomain) -> None:
+        item = _dump(domain, pk=domain.tenant_id, sk=resources.domain_sk(domain.domain))
+        try:
+            self._db.put_item(TableName=self._table, Item=_encode(item), ConditionExpression="attribute_not_exists(sk)")
+        except ClientError as exc:
             if _conditional_failed(exc):
-                return False
+                raise AlreadyExists(f"tenant {domain.tenant_id} has domain {domain.domain} already") from exc
             raise
-        return True
 
     def put_domain(self, domain: SendingDomain) -> None:
-        self._put(domain.tenant_id, f"DOMAIN#{domain.domain}", domain)
+        self._put(domain.tenant_id, resources.domain_sk(domain.domain), domain)
 
     def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None:
-        item = self._get(tenant_id, f"DOMAIN#{domain}")
+        item = self._get(tenant_id, resources.domain_sk(domain))
         return SendingDomain.model_validate(item) if item else None
 
     def list_domains(self, tenant_id: str) -> list[SendingDomain]:
-        return [SendingDomain.model_validate(i) for i in self._query(tenant_id, "DOMAIN#")]
+        return [SendingDomain.model_validate(i) for i in self._query(tenant_id, resources.DOMAIN_SK_PREFIX)]
 
     def put_server(self, server: SmtpServer) -> None:
-        self._put(server.tenant_id, f"SERVER#{server.server_id}", server)
+        self._put(server.tenant_id, resources.server_sk(server.server_id), server)
 
     def list_servers(self, tenant_id: str) -> list[SmtpServer]:
-        return [SmtpServer.model_validate(i) for i in self._query(tenant_id, "SERVER#")]
+        return [SmtpServer.model_validate(i) for i in self._query(tenant_id, resources.SERVER_SK_PREFIX)]
 
-    def delete_server(self, tenant_id: str, server_id: str) -> bool:
+    def delete_server(self, tenant_id: str, server_id: str) -> None:
         out = self._db.delete_item(
-            TableName=self._table, Key=_encode({"pk": tenant_id, "sk": f"SERVER#{server_id}"}), ReturnValues="ALL_OLD"
+            TableName=self._table, Key=self._key(tenant_id, resources.server_sk(server_id)), ReturnValues="ALL_OLD"
         )
-        return "Attributes" in out
+        if "Attributes" not in out:
+            raise RecordNotFound(f"no SMTP server {server_id}")
 
 
-def _email_pk(tenant_id: str, email_id: str) -> str:
-    return f"{tenant_id}#{email_id}"
+def _email_key(key: EmailKey) -> Item:
+    return _encode({"pk": resources.email_pk(key.tenant_id, key.email_id), "sk": resources.EMAIL_SK})
 
 
-def _message_key(tenant_id: str, email_id: str, message_id: str) -> Item:
-    return _encode({"pk": _email_pk(tenant_id, email_id), "sk": f"MSG#{message_id}"})
+def _message_key(key: MessageKey) -> Item:
+    return _encode({"pk": resources.email_pk(key.tenant_id, key.email_id), "sk": resources.message_sk(key.message_id)})
 
 
 def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict[str, Any]:
     due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
     return _dump(
         message,
-        pk=_email_pk(message.tenant_id, message.email_id),
-        sk=f"MSG#{message.message_id}",
-        created_key=f"{message.created_at.isoformat()}#{message.message_id}",
-        tenant_status=f"{message.tenant_id}#{message.status}",
-        expires_at=expires_at,
-        due_shard=resources.due_shard(message.message_id) if due is not None else None,
-        due_at=due,
+        pk=resources.email_pk(message.tenant_id, message.email_id),
+        sk=resources.message_sk(message.message_id),
+        **{
+            _CREATED_KEY: resources.created_key(message.created_at, message.message_id),
+            _TENANT_STATUS: resources.tenant_status(message.tenant_id, message.status.value),
+            resources.MESSAGES.ttl_attribute: expires_at,
+            _DUE_SHARD: resources.due_shard(message.message_id) if due is not None else None,
+            _DUE_AT: due,
+        },
     )
 
 
-_DUE_SHARD = resources.DUE_INDEX.partition_key.name
-_DUE_AT = resources.DUE_INDEX.sort_key.name if resources.DUE_INDEX.sort_key else "due_at"
+def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tuple[str, dict[str, Any]]:
+    """The UpdateExpression (and its values) that writes `change`: SET what it sets, REMOVE what a
+    message in its new status no longer has (a lease, a next attempt, a failure reason, a due time)."""
+    sets = ["#s = :status", f"{_TENANT_STATUS} = :ts", "updated_at = :now"]
+    values: dict[str, Any] = {
+        ":status": change.status.value,
+        ":ts": resources.tenant_status(key.tenant_id, change.status.value),
+        ":now": now.isoformat(),
+    }
+    if change.events:
+        sets.append("events = list_append(if_not_exists(events, :empty), :events)")
+        values[":events"] = [e.model_dump(mode="json", exclude_none=True) for e in change.events]
+    if change.attempt is not None:
+        sets.append("attempts = list_append(if_not_exists(attempts, :empty), :attempts)")
+        values[":attempts"] = [change.attempt.model_dump(mode="json", exclude_none=True)]
+    if ":events" in values or ":attempts" in values:
+        values[":empty"] = []
+    for name, value in (
+        ("last_reply", change.reply.model_dump(mode="json", exclude_none=True) if change.reply else None),
+        ("bounce_class", change.bounce_class),
+        ("failure_reason", change.failure_reason),
+        ("next_attempt_at", change.next_attempt_at.isoformat() if change.next_attempt_at else None),
+    ):
+        if value is not None:
+            sets.append(f"{name} = :{name}")
+            values[f":{name}"] = value
+    removes = ["lease_until"] + ([] if change.next_attempt_at else ["next_attempt_at"])
+    if change.failure_reason is None:  # only a failed message has one (a reopened one drops it)
+        removes.append("failure_reason")
+    due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
+    if due is None:  # final: out of the sweeper's index
+        removes += [_DUE_SHARD, _DUE_AT]
+    else:
+        sets += [f"{_DUE_SHARD} = :due_shard", f"{_DUE_AT} = :due_at"]
+        values[":due_shard"] = resources.due_shard(key.message_id)
+        values[":due_at"] = due
+    return "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes), values
 
 
 class DynamoMessageStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
 
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        email_item = _dump(email, pk=_email_pk(email.tenant_id, email.email_id), sk="EMAIL", expires_at=expires_at)
+        email_item = _dump(
+            email,
+            pk=resources.email_pk(email.tenant_id, email.email_id),
+            sk=resources.EMAIL_SK,
+            **{resources.MESSAGES.ttl_attribute: expires_at},
+        )
         if email.body_inline is not None:
             email_item["body_inline"] = email.body_inline
-        puts = [
+        puts: list[TransactWriteItemTypeDef] = [
             {
                 "Put": {
                     "TableName": self._table,
@@ -218,136 +335,121 @@ class DynamoMessageStore:
             }
         ]
         puts += [{"Put": {"TableName": self._table, "Item": _encode(_message_item(m, expires_at))}} for m in messages]
-        self._db.transact_write_items(TransactItems=puts)
+        try:
+            self._db.transact_write_items(TransactItems=puts)
+        except ClientError as exc:
+            # The email's Put (the first item) is the only one with a condition.
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise AlreadyExists(f"email {email.email_id} exists") from exc
+            raise
 
-    def _items(self, tenant_id: str, email_id: str) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": _encode({":pk": _email_pk(tenant_id, email_id)}),
-            "ConsistentRead": True,
-        }
-        return _read_all(self._db.query, kwargs)
+    def _items(self, key: EmailKey) -> list[dict[str, Any]]:
+        return _query_all(
+            self._db,
+            {
+                "TableName": self._table,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": _encode({":pk": resources.email_pk(key.tenant_id, key.email_id)}),
+                "ConsistentRead": True,
+            },
+        )
 
-    def get_email(self, tenant_id: str, email_id: str) -> tuple[EmailRecord, list[MessageRecord]] | None:
-        items = self._items(tenant_id, email_id)
-        emails = [EmailRecord.model_validate(i) for i in items if i["sk"] == "EMAIL"]
+    def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None:
+        items = self._items(key)
+        emails = [EmailRecord.model_validate(i) for i in items if i["sk"] == resources.EMAIL_SK]
         if not emails:
             return None
-        return emails[0], [MessageRecord.model_validate(i) for i in items if i["sk"].startswith("MSG#")]
+        messages = [MessageRecord.model_validate(i) for i in items if i["sk"].startswith(resources.MESSAGE_SK_PREFIX)]
+        return emails[0], messages
 
-    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        found = self._db.get_item(TableName=self._table, Key=_encode({"pk": pk, "sk": sk}), ConsistentRead=True)
+    def _get(self, key: Item) -> dict[str, Any] | None:
+        found = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True)
         return _decode(found["Item"]) if "Item" in found else None
 
-    def get_email_record(self, tenant_id: str, email_id: str) -> EmailRecord | None:
-        item = self._get(_email_pk(tenant_id, email_id), "EMAIL")
+    def get_email_record(self, key: EmailKey) -> EmailRecord | None:
+        item = self._get(_email_key(key))
         return EmailRecord.model_validate(item) if item else None
 
-    def get_message(self, tenant_id: str, email_id: str, message_id: str) -> MessageRecord | None:
-        item = self._get(_email_pk(tenant_id, email_id), f"MSG#{message_id}")
+    def get_message(self, key: MessageKey) -> MessageRecord | None:
+        item = self._get(_message_key(key))
         return MessageRecord.model_validate(item) if item else None
 
-    def find_email_id(self, tenant_id: str, message_id: str) -> str | None:
+    def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
+        index = resources.BY_MESSAGE_ID
         page = self._db.query(
             TableName=self._table,
-            IndexName="by_message_id",
-            KeyConditionExpression="message_id = :m",
+            IndexName=index.name,
+            KeyConditionExpression="#m = :m",
+            ExpressionAttributeNames={"#m": index.partition_key.name},
             ExpressionAttributeValues=_encode({":m": message_id}),
         )
         for item in (_decode(i) for i in page.get("Items", [])):
-            owner, _, email_id = str(item["pk"]).partition("#")
+            owner, email_id = resources.split_email_pk(str(item["pk"]))
             if owner == tenant_id and item.get("tenant_id") == tenant_id:
-                return email_id
+                return MessageKey(tenant_id, email_id, message_id)
         return None
 
-    def lease(
-        self, tenant_id: str, email_id: str, message_id: str, *, after_attempt: int, now: int, lease_until: int
-    ) -> MessageRecord | None:
-        key = _message_key(tenant_id, email_id, message_id)
+    def lease(self, key: MessageKey, *, after_attempt: int, now: int, lease_until: int) -> MessageRecord:
+        item_key = _message_key(key)
         leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
         # The common case, one write: a waiting message becomes this job's next attempt.
-        leased = self._lease_write(
-            key,
-            update=(
-                "SET #s = :sending, tenant_status = :ts, lease_until = :until, "
-                f"{_DUE_SHARD} = :shard, {_DUE_AT} = :until, "
-                "attempt = if_not_exists(attempt, :zero) + :one REMOVE takeovers"
-            ),
-            condition=f"attribute_exists(pk) AND #s IN ({', '.join(leasable)}) AND attempt = :job",
-            values={
-                ":ts": f"{tenant_id}#{MessageStatus.SENDING.value}",
-                ":until": lease_until,
-                ":shard": resources.due_shard(message_id),
-                ":zero": 0,
-                ":one": 1,
-                ":job": after_attempt,
-                **leasable,
-            },
-        )
-        if leased is not None:
-            return leased
+        try:
+            return self._lease_write(
+                item_key,
+                update=(
+                    f"SET #s = :sending, {_TENANT_STATUS} = :ts, lease_until = :until, "
+                    f"{_DUE_SHARD} = :shard, {_DUE_AT} = :until, "
+                    "attempt = if_not_exists(attempt, :zero) + :one REMOVE takeovers"
+                ),
+                condition=f"attribute_exists(pk) AND #s IN ({', '.join(leasable)}) AND attempt = :job",
+                values={
+                    ":ts": resources.tenant_status(key.tenant_id, MessageStatus.SENDING.value),
+                    ":until": lease_until,
+                    ":shard": resources.due_shard(key.message_id),
+                    ":zero": 0,
+                    ":one": 1,
+                    ":job": after_attempt,
+                    **leasable,
+                },
+            )
+        except WriteConflict:
+            pass
         # The worker that held this job's attempt died: take the same attempt over, and count it.
         return self._lease_write(
-            key,
+            item_key,
             update=f"SET lease_until = :until, {_DUE_AT} = :until, takeovers = if_not_exists(takeovers, :zero) + :one",
             condition="#s = :sending AND lease_until < :now AND attempt = :next",
             values={":until": lease_until, ":now": now, ":zero": 0, ":one": 1, ":next": after_attempt + 1},
         )
 
-    def _lease_write(
-        self, key: dict[str, Any], *, update: str, condition: str, values: dict[str, Any]
-    ) -> MessageRecord | None:
+    def _lease_write(self, key: Item, *, update: str, condition: str, values: dict[str, Any]) -> MessageRecord:
         try:
             out = self._db.update_item(
                 TableName=self._table,
                 Key=key,
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames={"#s": _STATUS},
                 ExpressionAttributeValues=_encode({":sending": MessageStatus.SENDING.value, **values}),
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
+            raise _lost(exc, "leasable message") from exc
         return MessageRecord.model_validate(_decode(out["Attributes"]))
 
     def transition(
         self,
-        tenant_id: str,
-        email_id: str,
-        message_id: str,
+        key: MessageKey,
         *,
         expected: Sequence[MessageStatus],
         attempt: int | None,
         change: Transition,
         now: datetime,
         lease_until: int | None = None,
-    ) -> bool:
-        sets = ["#s = :status", "tenant_status = :ts", "updated_at = :now"]
-        values: dict[str, Any] = {
-            ":status": change.status.value,
-            ":ts": f"{tenant_id}#{change.status.value}",
-            ":now": now.isoformat(),
-            ":empty": [],
-        }
-        if change.events:
-            sets.append("events = list_append(if_not_exists(events, :empty), :events)")
-            values[":events"] = [e.model_dump(mode="json", exclude_none=True) for e in change.events]
-        if change.attempt is not None:
-            sets.append("attempts = list_append(if_not_exists(attempts, :empty), :attempts)")
-            values[":attempts"] = [change.attempt.model_dump(mode="json", exclude_none=True)]
-        for name, value in (
-            ("last_reply", change.reply.model_dump(mode="json", exclude_none=True) if change.reply else None),
-            ("bounce_class", change.bounce_class),
-            ("failure_reason", change.failure_reason),
-            ("next_attempt_at", change.next_attempt_at.isoformat() if change.next_attempt_at else None),
-        ):
-            if value is not None:
-                sets.append(f"{name} = :{name}")
-                values[f":{name}"] = value
+    ) -> None:
+        update, values = _transition_update(key, change, now)
         expected_names = {f":e{i}": s.value for i, s in enumerate(expected)}
         values.update(expected_names)
         condition = f"#s IN ({', '.join(expected_names)})"
@@ -357,42 +459,30 @@ class DynamoMessageStore:
         if lease_until is not None:  # still the lease this worker took (a takeover replaces it)
             condition += " AND lease_until = :held"
             values[":held"] = lease_until
-        if ":events" not in values and ":attempts" not in values:
-            del values[":empty"]
-        removes = ["lease_until"] + ([] if change.next_attempt_at else ["next_attempt_at"])
-        if change.failure_reason is None:  # only a failed message has one (a reopened one drops it)
-            removes.append("failure_reason")
-        due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
-        if due is None:  # final: out of the sweeper's index
-            removes += [_DUE_SHARD, _DUE_AT]
-        else:
-            sets += [f"{_DUE_SHARD} = :due_shard", f"{_DUE_AT} = :due_at"]
-            values[":due_shard"] = resources.due_shard(message_id)
-            values[":due_at"] = due
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=_message_key(tenant_id, email_id, message_id),
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+                Key=_message_key(key),
+                UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames={"#s": _STATUS},
                 ExpressionAttributeValues=_encode(values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+            raise _lost(exc, f"message {key.message_id}") from exc
 
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
         if status is None:
-            index, key_name, key_value = "by_tenant", "tenant_id", tenant_id
+            index, key_value = resources.BY_TENANT, tenant_id
         else:
-            index, key_name, key_value = "by_tenant_status", "tenant_status", f"{tenant_id}#{status.value}"
-        kwargs: dict[str, Any] = {
+            index, key_value = resources.BY_TENANT_STATUS, resources.tenant_status(tenant_id, status.value)
+        key_name = index.partition_key.name
+        kwargs: QueryInputTypeDef = {
             "TableName": self._table,
-            "IndexName": index,
-            "KeyConditionExpression": f"{key_name} = :k",
+            "IndexName": index.name,
+            "KeyConditionExpression": "#k = :k",
+            "ExpressionAttributeNames": {"#k": key_name},
             "ExpressionAttributeValues": _encode({":k": key_value}),
             "ScanIndexForward": False,
             "Limit": limit,
@@ -405,7 +495,7 @@ class DynamoMessageStore:
         return Page(messages=messages, cursor=_encode_cursor(last) if last and len(messages) == limit else None)
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
-        kwargs: dict[str, Any] = {
+        kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": resources.DUE_INDEX.name,
             "KeyConditionExpression": "#shard = :shard AND #due <= :before",
@@ -419,7 +509,7 @@ class DynamoMessageStore:
         found: list[DueMessage] = []
         for raw in page.get("Items", []):
             item = _decode(raw)
-            status = MessageStatus(item["status"])
+            status = MessageStatus(item[_STATUS])
             if status in FINAL_STATUSES:  # cannot be indexed; never act on it if it were
                 continue
             found.append(
@@ -436,14 +526,14 @@ class DynamoMessageStore:
         last = page.get("LastEvaluatedKey")
         return DuePage(messages=found, cursor=_encode_cursor(last) if last else None)
 
-    def claim_repair(self, message: DueMessage, *, now: int) -> bool:
+    def claim_repair(self, message: DueMessage, *, now: int) -> None:
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=_message_key(message.tenant_id, message.email_id, message.message_id),
+                Key=_message_key(message.key),
                 UpdateExpression="SET #due = :now",
                 ConditionExpression="#s = :status AND attempt = :attempt AND #due = :seen",
-                ExpressionAttributeNames={"#s": "status", "#due": _DUE_AT},
+                ExpressionAttributeNames={"#s": _STATUS, "#due": _DUE_AT},
                 ExpressionAttributeValues=_encode(
                     {
                         ":now": now,
@@ -452,49 +542,47 @@ class DynamoMessageStore:
                         ":seen": message.due_at,
                     }
                 ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+            raise _lost(exc, f"message {message.message_id}") from exc
 
 
 def _decode_due_cursor(cursor: str, shard: str) -> Item:
     raw = _cursor_json(cursor)
     if not isinstance(raw, dict) or raw.get(_DUE_SHARD) != shard:
-        raise InvalidRequest("cursor does not belong to this shard")
+        raise InvalidCursor("cursor does not belong to this shard")
     return _encode(raw)
 
 
-def _encode_cursor(key: Mapping[str, Any]) -> str:
+def _encode_cursor(key: Mapping[str, AttributeValueTypeDef]) -> str:
     return base64.urlsafe_b64encode(json.dumps(_decode(key), separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def _cursor_json(cursor: str) -> Any:
-    """What `_encode_cursor` encoded, or InvalidRequest for anything else."""
+    """What `_encode_cursor` encoded, or InvalidCursor for anything else."""
     try:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid") from exc
+        raise InvalidCursor("cursor is not valid") from exc
 
 
 def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
     raw = _cursor_json(cursor)
     if (
         not isinstance(raw, dict)
-        or set(raw) != {"pk", "sk", "created_key", key_name}  # exactly the index's start key, nothing missing
+        or set(raw) != {"pk", "sk", _CREATED_KEY, key_name}  # exactly the index's start key, nothing missing
         or raw.get(key_name) != key_value
         or not all(isinstance(v, str) for v in raw.values())
     ):
-        raise InvalidRequest("cursor does not belong to this listing")
+        raise InvalidCursor("cursor does not belong to this listing")
     return _encode(raw)
 
 
 class DynamoSuppressionStore:
     """One item per (tenant_id, email); `email` is stored lower-cased, so lookups are case-blind."""
 
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
 
@@ -502,7 +590,7 @@ class DynamoSuppressionStore:
     def _key(tenant_id: str, email: str) -> Item:
         return _encode({"tenant_id": tenant_id, "email": email.lower()})
 
-    def add(self, suppression: Suppression) -> bool:
+    def add(self, suppression: Suppression) -> None:
         item = _dump(suppression, email=suppression.email.lower())
         try:
             self._db.put_item(
@@ -510,20 +598,20 @@ class DynamoSuppressionStore:
             )
         except ClientError as exc:
             if _conditional_failed(exc):
-                return False
+                raise AlreadyExists(f"{item['email']} is on the suppression list already") from exc
             raise
-        return True
 
     def get(self, tenant_id: str, email: str) -> Suppression | None:
         found = self._db.get_item(TableName=self._table, Key=self._key(tenant_id, email))
         return Suppression.model_validate(_decode(found["Item"])) if "Item" in found else None
 
-    def remove(self, tenant_id: str, email: str) -> bool:
+    def remove(self, tenant_id: str, email: str) -> None:
         out = self._db.delete_item(TableName=self._table, Key=self._key(tenant_id, email), ReturnValues="ALL_OLD")
-        return "Attributes" in out
+        if "Attributes" not in out:
+            raise RecordNotFound(f"{email.lower()} is not on the suppression list")
 
     def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionPage:
-        kwargs: dict[str, Any] = {
+        kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "KeyConditionExpression": "tenant_id = :t",
             "ExpressionAttributeValues": _encode({":t": tenant_id}),
@@ -545,14 +633,14 @@ def _decode_email_cursor(cursor: str) -> str:
     try:
         email = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid") from exc
+        raise InvalidCursor("cursor is not valid") from exc
     if "@" not in email:
-        raise InvalidRequest("cursor is not valid")
+        raise InvalidCursor("cursor is not valid")
     return email
 
 
 class DynamoIdempotencyStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from petrel.models.jobs import Job
 from petrel.models.records import Pool
+
+if TYPE_CHECKING:
+    from types_boto3_sqs.client import SQSClient
+    from types_boto3_sqs.literals import QueueAttributeNameType
+    from types_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 MAX_DELAY_SECONDS = 900  # SQS's limit on DelaySeconds
 
@@ -14,7 +19,7 @@ J = TypeVar("J", bound=Job)
 
 
 # What counts as the backlog of a send queue: jobs visible, delayed, and received but not yet deleted.
-_BACKLOG_ATTRIBUTES = (
+_BACKLOG_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesDelayed",
     "ApproximateNumberOfMessagesNotVisible",
@@ -22,7 +27,7 @@ _BACKLOG_ATTRIBUTES = (
 
 
 class SqsJobQueue:
-    def __init__(self, client: Any, queue_urls: dict[str, str]) -> None:
+    def __init__(self, client: SQSClient, queue_urls: dict[str, str]) -> None:
         self._sqs = client
         self._urls = queue_urls
 
@@ -32,7 +37,7 @@ class SqsJobQueue:
         delay = max(0, min(delay_seconds, MAX_DELAY_SECONDS))
         for start in range(0, len(jobs), 10):
             chunk = list(jobs[start : start + 10])
-            entries = [
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
                 {"Id": str(i), "MessageBody": job.model_dump_json(), "DelaySeconds": delay}
                 for i, job in enumerate(chunk)
             ]

@@ -4,12 +4,16 @@ for an email's `send_at`) on its pool's send queue."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from petrel import resources
 from petrel.models.jobs import Job
+from petrel.ports import AlreadyExists, RecordNotFound
+
+if TYPE_CHECKING:
+    from types_boto3_scheduler.client import EventBridgeSchedulerClient
 
 
 def at_expression(at: datetime) -> str:
@@ -22,11 +26,17 @@ def at_expression(at: datetime) -> str:
 
 class EventBridgeRetryScheduler:
     """Schedules are named by the caller (`<message id>-<attempt>`, `<email id>-release`): a second
-    create of the same name collides (ConflictException) and changes nothing. Each is deleted after
+    create of the same name collides (ConflictException, AlreadyExists) and changes nothing. Each is deleted after
     it fires; what Scheduler cannot put on the queue goes to the schedules' dead-letter queue."""
 
     def __init__(
-        self, client: Any, *, group: str, role_arn: str, dead_letter_arn: str, queue_arns: dict[str, str]
+        self,
+        client: EventBridgeSchedulerClient,
+        *,
+        group: str,
+        role_arn: str,
+        dead_letter_arn: str,
+        queue_arns: dict[str, str],
     ) -> None:
         self._scheduler = client
         self._group = group
@@ -34,7 +44,7 @@ class EventBridgeRetryScheduler:
         self._dlq = dead_letter_arn
         self._queues = queue_arns
 
-    def schedule(self, name: str, at: datetime, job: Job) -> bool:
+    def schedule(self, name: str, at: datetime, job: Job) -> None:
         try:
             self._scheduler.create_schedule(
                 Name=name,
@@ -57,15 +67,13 @@ class EventBridgeRetryScheduler:
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConflictException":
-                return False
+                raise AlreadyExists(f"schedule {name} exists") from exc
             raise
-        return True
 
-    def cancel(self, name: str) -> bool:
+    def cancel(self, name: str) -> None:
         try:
             self._scheduler.delete_schedule(Name=name, GroupName=self._group)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                return False
+                raise RecordNotFound(f"no schedule {name}") from exc
             raise
-        return True

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from petrel.ports import RecordNotFound
+
+if TYPE_CHECKING:
+    from types_boto3_secretsmanager.client import SecretsManagerClient
+
+_NOT_FOUND = "ResourceNotFoundException"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _deleted(exc: ClientError) -> bool:
+    """A secret scheduled for deletion answers InvalidRequestException: for Petrel, it is gone."""
+    return _code(exc) == "InvalidRequestException" and "delet" in str(exc).lower()
+
 
 class SecretsManagerStore:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: SecretsManagerClient) -> None:
         self._sm = client
 
     def get_secret(self, name: str) -> str:
-        value: str = self._sm.get_secret_value(SecretId=name)["SecretString"]
-        return value
+        try:
+            return self._sm.get_secret_value(SecretId=name)["SecretString"]
+        except ClientError as exc:
+            if _code(exc) == _NOT_FOUND or _deleted(exc):
+                raise RecordNotFound(f"no secret {name}") from exc
+            raise
 
     def put_secret(self, name: str, value: str) -> None:
         try:
             self._sm.put_secret_value(SecretId=name, SecretString=value)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            if _code(exc) != _NOT_FOUND:
                 raise
             self._sm.create_secret(Name=name, SecretString=value)
 
@@ -27,5 +47,6 @@ class SecretsManagerStore:
         try:
             self._sm.delete_secret(SecretId=name, RecoveryWindowInDays=7)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                raise
+            if _code(exc) == _NOT_FOUND or _deleted(exc):
+                raise RecordNotFound(f"no secret {name}") from exc
+            raise

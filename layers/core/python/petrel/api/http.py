@@ -1,120 +1,64 @@
-"""API Gateway REST (v1) proxy events in, proxy responses out; routing and RFC 9457 problems."""
+"""RFC 9457 problem documents and the proxy-event plumbing around Powertools' resolver.
+
+Nothing here imports Powertools: the infra (gateway responses) and the local front build the same
+problem documents from it without paying for the event handler's import.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from petrel.errors import (
-    Forbidden,
-    InvalidRequest,
-    MalformedBody,
-    MethodNotAllowed,
-    NotFound,
-    PetrelError,
-    Unauthorized,
-)
+from petrel.errors import InvalidRequest, MalformedBody, PetrelError
 
 PROBLEM_TYPE_BASE = "urn:petrel:problem:"
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    query: Mapping[str, str]
-    body: bytes
-    params: dict[str, str]
-    tenant_id: str | None
-    scopes: frozenset[str]
-    request_id: str
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    def json(self) -> Any:
-        content_type = (self.header("content-type") or JSON).split(";")[0].strip().lower()
-        if content_type != JSON and not content_type.endswith("+json"):
-            raise MalformedBody(f"send the body as {JSON}, not {content_type}")
-        try:
-            return json.loads(self.body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
-        except RecursionError as exc:  # `[` x 100,000: deeper than any request Petrel takes
-            raise MalformedBody("the body is not valid JSON: it is nested too deeply") from exc
-
-    def parse(self, model: type[M]) -> M:
-        """The JSON body validated as `model`; a 400 or 422 problem when it is not."""
-        try:
-            return model.model_validate(self.json())
-        except ValidationError as exc:
-            raise validation_problem(exc) from exc
-
-    def require_tenant(self, scope: str) -> str:
-        if not self.tenant_id:
-            raise Unauthorized("the request carries no tenant (authorizer context missing)")
-        if scope not in self.scopes:
-            raise Forbidden(f"this API key does not have the {scope!r} scope")
-        return self.tenant_id
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: str
-    content_type: str = JSON
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, status: int, model: BaseModel) -> Response:
-        return cls(status, model.model_dump_json(by_alias=True, exclude_none=False))
-
-
-Handler = Callable[[Request], Response]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    success: int
-    response_model: type[BaseModel] | None
-    request_model: type[BaseModel] | None = None
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON schema type, description)
-    authenticated: bool = True
-
-    @property
-    def idempotent(self) -> bool:
-        """Every authenticated POST takes an `Idempotency-Key` (applied once, in `dispatch`)."""
-        return self.method == "POST" and self.authenticated
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+# The request headers the API reads, as its documentation spells them (problems name them so).
+HEADER_NAMES = {"idempotency-key": "Idempotency-Key", "authorization": "Authorization"}
 
 
 def validation_problem(exc: ValidationError, what: str = "request body") -> InvalidRequest:
     """A 422 listing every failure with a JSON pointer into the body (RFC 6901)."""
-    errors = [
-        {"pointer": json_pointer(err["loc"]), "detail": str(err["msg"]).removeprefix("Value error, ")}
-        for err in exc.errors()
-    ]
+    return body_problem([(tuple(err["loc"]), str(err["msg"])) for err in exc.errors()], what)
+
+
+def body_problem(failures: Sequence[tuple[Sequence[str | int], str]], what: str = "request body") -> InvalidRequest:
+    """A 422 from (location in the body, message) pairs; pydantic's "Value error, " prefix dropped."""
+    errors = [{"pointer": json_pointer(loc), "detail": msg.removeprefix("Value error, ")} for loc, msg in failures]
     summary = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:3])
     return InvalidRequest(f"the {what} is not valid: {summary}", errors=errors)
+
+
+def request_problem(errors: Sequence[Mapping[str, Any]]) -> PetrelError:
+    """What Powertools' request validation found, as Petrel's problem: a body that is not JSON is a
+    400; otherwise a 422 whose `errors` point into the body (`pointer`) or name a query, path or
+    header parameter (`parameter`), every failure listed."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error") or "not JSON"
+            return MalformedBody(f"the body is not valid JSON: {reason}")
+    body = [(tuple(e["loc"][1:]), str(e["msg"])) for e in errors if e["loc"][:1] == ("body",)]
+    params = [
+        {"parameter": _parameter_name(e["loc"]), "detail": str(e["msg"]).removeprefix("Value error, ")}
+        for e in errors
+        if e["loc"][:1] != ("body",)
+    ]
+    if not params:
+        return body_problem(body)
+    problem = body_problem(body) if body else InvalidRequest("the request is not valid")
+    listed: list[dict[str, str]] = problem.extra["errors"] + params
+    summary = "; ".join(f"{e.get('pointer', e.get('parameter'))}: {e['detail']}" for e in listed[:3])
+    return InvalidRequest(f"the request is not valid: {summary}", errors=listed)
+
+
+def _parameter_name(loc: Sequence[Any]) -> str:
+    name = str(loc[1]) if len(loc) > 1 else str(loc[0])
+    return HEADER_NAMES.get(name.lower(), name) if loc[0] == "header" else name
 
 
 def json_pointer(path: Sequence[str | int]) -> str:
@@ -144,56 +88,48 @@ def problem_body(error: PetrelError, instance: str | None = None) -> dict[str, A
     return body
 
 
-def problem(error: PetrelError, instance: str | None = None) -> Response:
-    return Response(error.status, json.dumps(problem_body(error, instance)), PROBLEM_JSON)
-
-
-class Router:
-    def __init__(self) -> None:
-        self.routes: list[Route] = []
-
-    def add(self, route: Route) -> None:
-        self.routes.append(route)
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        allowed = False
-        for route in self.routes:
-            found = route.pattern.match(path)
-            if found is None:
-                continue
-            if route.method == method:
-                return route, found.groupdict()
-            allowed = True
-        if allowed:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}")
-        raise NotFound(f"no route {path}")
-
-
-def parse_event(event: Mapping[str, Any]) -> Request:
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    raw = event.get("body") or ""
-    # surrogatepass: a lone surrogate cannot come from HTTP; if an event holds one, JSON parsing refuses it.
-    body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8", "surrogatepass")
-    context = event.get("requestContext") or {}
-    authorizer = context.get("authorizer") or {}
-    scopes = frozenset(str(authorizer.get("scopes") or "").split())
-    return Request(
-        method=str(event.get("httpMethod", "GET")).upper(),
-        path=str(event.get("path") or "/"),
-        headers=headers,
-        query={str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()},
-        body=body,
-        params={},
-        tenant_id=authorizer.get("tenant_id"),
-        scopes=scopes,
-        request_id=str(context.get("requestId", "")),
-    )
-
-
-def to_proxy(response: Response) -> dict[str, Any]:
+def proxy_response(
+    status: int, body: str, content_type: str = JSON, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway proxy response: single-value headers, never cached by clients or proxies."""
     return {
-        "statusCode": response.status,
-        "headers": {"Content-Type": response.content_type, "Cache-Control": "no-store", **response.headers},
-        "body": response.body,
+        "statusCode": status,
+        "headers": {"Content-Type": content_type, "Cache-Control": "no-store", **(headers or {})},
+        "body": body,
         "isBase64Encoded": False,
     }
+
+
+def problem_response(error: PetrelError, instance: str | None = None) -> dict[str, Any]:
+    return proxy_response(error.status, json.dumps(problem_body(error, instance)), PROBLEM_JSON)
+
+
+def single_value_headers(result: Mapping[str, Any]) -> dict[str, str]:
+    """The headers of a proxy response, whichever of the two forms it used (the last value wins)."""
+    headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        if values:
+            headers[str(name)] = str(values[-1])
+    return headers
+
+
+def body_bytes(event: Mapping[str, Any]) -> bytes:
+    """The request body as the client sent it: base64-decoded when the gateway encoded it. A text
+    body is encoded back with `surrogateescape`, so bytes that were not UTF-8 survive the round trip."""
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(raw)
+    return str(raw).encode("utf-8", "surrogateescape")
+
+
+def media_type(headers: Mapping[str, Any]) -> str:
+    """The request's media type, lower-cased, without parameters ("" when it names none)."""
+    for name, value in headers.items():
+        if str(name).lower() == "content-type":
+            return str(value).split(";")[0].strip().lower()
+    return ""
+
+
+def is_json(media: str) -> bool:
+    """JSON, or a JSON-based type (`+json`); no content type at all counts as JSON."""
+    return not media or media == JSON or media.endswith("+json")

@@ -1,39 +1,34 @@
-"""The `/v1` routes. Each route is a few lines that call one service; errors map in `dispatch`."""
+"""The `/v1` routes on Powertools' resolver: each route is a closure over the services it calls.
+
+`register_routes(app, services)` adds every route to `app` and returns the `Operations` table: for
+each operation its method, path, the scope its API key needs and whether it takes a JSON body. The
+application (petrel.api.app) reads that table before the resolver runs: a caller's scope is checked
+before its body is validated (a 403 beats a 422), and every authenticated POST takes an
+`Idempotency-Key` whose replay covers the validation problems too.
+
+Request bodies, query and path parameters are validated by Powertools from the annotations below
+(the same pydantic models the OpenAPI document is generated from). The batch is the exception: its
+emails are each accepted or refused alone, so its envelope is validated here and each email by the
+route (`BatchSendRequest.emails` skips validation, and keeps its schema for the document).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from pydantic import BaseModel, ValidationError
 
-from petrel import container
-from petrel.api.http import (
-    Request,
-    Response,
-    Route,
-    Router,
-    parse_event,
-    problem,
-    problem_body,
-    to_proxy,
-    validation_problem,
-    within,
-)
-from petrel.errors import (
-    Forbidden,
-    InternalError,
-    InvalidRequest,
-    NotFound,
-    PetrelError,
-    RequestTooLarge,
-    Unauthorized,
-)
+from petrel.api import examples
+from petrel.api.deps import ApiServices
+from petrel.api.http import PROBLEM_JSON, problem_body, validation_problem, within
+from petrel.errors import InternalError, InvalidRequest, NotFound, PetrelError
 from petrel.models.api import (
     MAX_BATCH,
-    MAX_REQUEST_BYTES,
     BatchItemResult,
     BatchSendRequest,
     BatchSendResponse,
@@ -50,288 +45,456 @@ from petrel.models.api import (
 )
 from petrel.models.attachments import AttachmentUpload, CreateAttachmentRequest
 from petrel.models.records import MessageStatus, Tenant
-from petrel.observability import logger
-from petrel.services import attachments, cancel, idempotency, query, submit, suppressions
+from petrel.services import attachments, cancel, query, submit, suppressions
 
 SEND = "emails:send"
 READ = "emails:read"
+PAGE_MAX = query.MAX_PAGE
+PAGE_DEFAULT = query.DEFAULT_PAGE
 
-router = Router()
+# Problems the operations can answer, described once; each operation lists the statuses it really gives.
+_PROBLEM_TEXT = {
+    400: "The body is not JSON, or not sent as application/json",
+    401: "No tenant: the request did not pass the API key authorizer",
+    403: "The API key lacks the scope this operation needs",
+    404: "Not found",
+    409: "The Idempotency-Key was used with another request, or its first request is still running",
+    413: "The request body is over 4 MiB, or the message over the tenant's size limit",
+    422: "The request is not valid: `errors` lists each failure, with a JSON pointer into the body or "
+    "the name of the parameter",
+    500: "Internal error (the detail names the request id; nothing was accepted)",
+}
+_AUTHENTICATED = (401, 403, 500)
+_WITH_BODY = (400, 409, 413, 422)
 
-
-def _tenant(tenant_id: str) -> Tenant:
-    tenant = container.api().tenants.get_tenant(tenant_id)
-    if tenant is None:
-        raise NotFound("the tenant of this API key no longer exists")
-    return tenant
-
-
-def _idempotent(route: Route, request: Request, tenant_id: str, key: str) -> Response:
-    """Run `route` once per (tenant, key). What the route answers is kept and replayed as it was,
-    except what says nothing about the request itself: a missing or insufficient key (401, 403), a
-    conflicting reuse (409 from the key itself) and server errors (5xx), which release the key."""
-    c = container.api()
-
-    def run() -> idempotency.StoredResponse:
-        try:
-            response = route.handler(request)
-        except (Unauthorized, Forbidden):
-            raise
-        except PetrelError as error:
-            if error.status >= 500:
-                raise
-            response = problem(error, request.path)
-        return idempotency.StoredResponse(response.status, response.body, response.content_type)
-
-    stored = idempotency.run_idempotent(
-        c.idempotency,
-        c.blobs,
-        c.clock,
-        tenant_id=tenant_id,
-        key=key,
-        fingerprint=idempotency.request_hash(request.method, request.path, request.body),
-        call=run,
-    )
-    headers = {"Idempotency-Key": key}
-    if stored.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(stored.status_code, stored.body, stored.content_type, headers)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Replays this request's first response (byte for byte, with `Idempotent-Replayed: true`) "
+        "for 24 hours; the same key with another body is a 409. 1-255 printable characters.",
+    ),
+]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}")]
 
 
-def send_email(request: Request) -> Response:
-    tenant_id = request.require_tenant(SEND)
-    body = request.parse(SendEmailRequest)
-    return Response.of(202, submit.submit_email(container.api().submit, _tenant(tenant_id), body))
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    rule: str  # Powertools' form: /v1/emails/<id>
+    scope: str | None  # None: public
+    takes_body: bool
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = "^" + re.sub(r"<(\w+)>", r"[^/]+", self.rule) + "/?$"
+        object.__setattr__(self, "pattern", re.compile(regex))
+
+    @property
+    def idempotent(self) -> bool:
+        """Every authenticated POST takes an `Idempotency-Key`."""
+        return self.method == "POST" and self.scope is not None
 
 
-def _batch_item(tenant: Tenant, index: int, item: Any, request_id: str, reads: submit.TenantReads) -> BatchItemResult:
-    """One email of a batch: accepted, or its own problem. Nothing one email does fails the others."""
-    try:
-        try:
-            body = SendEmailRequest.model_validate(item)
-        except ValidationError as exc:
-            raise validation_problem(exc, f"email at index {index}") from exc
-        sent = submit.submit_email(container.api().submit, tenant, body, reads)
-        return BatchItemResult(index=index, status=202, email=sent)
-    except PetrelError as error:
-        failure = within(error, f"/emails/{index}")
-    except Exception:
-        logger().exception("a batch item failed", extra={"index": index, "tenant_id": tenant.tenant_id})
-        failure = InternalError(f"an internal error occurred for the email at index {index} (request {request_id})")
-    return BatchItemResult(index=index, status=failure.status, error=Problem(**problem_body(failure)))
+class Operations:
+    """The operations registered on the resolver, for what must be decided before it runs."""
+
+    def __init__(self) -> None:
+        self.all: list[Operation] = []
+
+    def find(self, method: str, path: str) -> Operation | None:
+        return next((o for o in self.all if o.method == method and o.pattern.match(path)), None)
+
+    def allows(self, path: str) -> list[str]:
+        """The methods some operation takes on `path` (for a 405 rather than a 404)."""
+        return sorted({o.method for o in self.all if o.pattern.match(path)})
 
 
-def send_batch(request: Request) -> Response:
-    """Each email is accepted or refused alone: 202 when any was accepted, with one result each; 422
-    when none was valid (every item's errors, pointers absolute within the request)."""
-    tenant_id = request.require_tenant(SEND)
-    payload = request.json()
-    items = payload.get("emails") if isinstance(payload, dict) else None
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-        raise InvalidRequest(
-            f"the body must be an object with `emails`: a list of 1 to {MAX_BATCH} emails",
-            errors=[{"pointer": "/emails", "detail": f"a list of 1 to {MAX_BATCH} emails"}],
+def responses(
+    success: int,
+    text: str,
+    problems: Sequence[int],
+    *,
+    model: type[BaseModel] | None = None,
+    example: Any = None,
+    **on: str,
+) -> dict[int, Any]:
+    """An operation's responses: its success (`model`, with `example`; no content for a 204) and each
+    problem it can answer, with an example. `on_404="..."` words a status for this operation."""
+    ok: dict[str, Any] = {"description": text, "content": {}}
+    if model is not None:
+        ok["content"] = {"application/json": {"model": model, "examples": {"example": {"value": example}}}}
+    table: dict[int, Any] = {success: ok}
+    for status in sorted(set(problems)):
+        table[status] = {
+            "description": on.get(f"on_{status}", _PROBLEM_TEXT[status]),
+            "content": {
+                PROBLEM_JSON: {"model": Problem, "examples": {"problem": {"value": examples.PROBLEMS[status]}}}
+            },
+        }
+    return table
+
+
+# The response headers of an authenticated POST's answers, but for a 401 or 403 (answered before the
+# key is read): every answer given for a request with an `Idempotency-Key` is kept and echoes the key.
+IDEMPOTENCY_HEADERS = {
+    "Idempotency-Key": {
+        "description": "The request's `Idempotency-Key`, under which this answer is kept for 24 hours "
+        "(present when the request sent one)",
+        "schema": {"type": "string"},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this answer is the kept answer of an earlier request with the same key",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+_BEFORE_THE_KEY = (401, 403)
+
+
+def with_idempotency_headers(table: dict[int, Any]) -> dict[int, Any]:
+    """`table` with the idempotency response headers on each answer that can carry them."""
+    return {
+        status: response if status in _BEFORE_THE_KEY else {**response, "headers": IDEMPOTENCY_HEADERS}
+        for status, response in table.items()
+    }
+
+
+def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Operations:
+    """Every `/v1` route of the API on `app`, as closures over `services`."""
+    ops = Operations()
+    log = services.ports.telemetry.logger
+
+    def route(
+        method: str,
+        rule: str,
+        *,
+        operation_id: str,
+        scope: str | None,
+        status: int,
+        summary: str,
+        table: dict[int, Any],
+        takes_body: bool = False,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a route and its `Operation`. `operation_id` is what client generators name the
+        method after: stable and readable, never derived from the handler's name or path."""
+        operation = Operation(method, rule, scope, takes_body)
+        ops.all.append(operation)
+        return app.route(
+            rule,
+            method,
+            summary=summary,
+            operation_id=operation_id,
+            status_code=status,
+            responses=with_idempotency_headers(table) if operation.idempotent else table,
+            security=[{"bearer": [scope]}] if scope else None,
         )
-    extra = set(payload) - {"emails"}
-    if extra:
-        raise InvalidRequest(
-            "the body has unknown members", errors=[{"pointer": f"/{name}", "detail": "unknown"} for name in extra]
-        )
-    tenant = _tenant(tenant_id)
-    reads = submit.TenantReads()  # the emails of the batch share their tenant's domains and servers
-    results = [_batch_item(tenant, index, item, request.request_id, reads) for index, item in enumerate(items)]
-    if any(r.status == 202 for r in results):
-        return Response.of(202, BatchSendResponse(results=results))
-    if any(r.status >= 500 for r in results):  # nothing was accepted: the whole request may be retried
-        raise InternalError(f"no email of the batch could be accepted (request {request.request_id})")
-    errors: list[dict[str, str]] = []
-    for result in results:
-        assert result.error is not None
-        listed = (result.error.model_extra or {}).get("errors") or []
-        errors += listed or [{"pointer": f"/emails/{result.index}", "detail": result.error.detail}]
-    raise InvalidRequest(f"none of the {len(results)} emails is valid", errors=errors)
 
+    def caller() -> tuple[str, str]:
+        """The tenant (the authorizer's context: never the body) and the request's path."""
+        authorizer = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer") or {}
+        return str(authorizer.get("tenant_id") or ""), app.current_event.path
 
-def create_attachment(request: Request) -> Response:
-    tenant_id = request.require_tenant(SEND)
-    body = request.parse(CreateAttachmentRequest)
-    upload = attachments.create_attachment(container.api().attachments, _tenant(tenant_id), body)
-    return Response.of(201, upload)
+    def tenant(tenant_id: str) -> Tenant:
+        found = services.ports.tenants.get_tenant(tenant_id)
+        if found is None:
+            raise NotFound("the tenant of this API key no longer exists")
+        return found
 
+    no_tenant = "The API key's tenant no longer exists"
 
-def get_email(request: Request) -> Response:
-    """An email, by its id or by the id of one of its messages."""
-    tenant_id = request.require_tenant(READ)
-    return Response.of(200, query.get_email(container.api().messages, tenant_id, request.params["id"]))
-
-
-def get_message(request: Request) -> Response:
-    tenant_id = request.require_tenant(READ)
-    return Response.of(200, query.get_message(container.api().messages, tenant_id, request.params["id"]))
-
-
-def cancel_email(request: Request) -> Response:
-    tenant_id = request.require_tenant(SEND)
-    return Response.of(200, cancel.cancel_email(container.api().cancel, tenant_id, request.params["id"]))
-
-
-def _listing(request: Request, *, with_status: bool) -> tuple[int, str | None]:
-    """A listing's `limit` (and `status`), each failure listed in the problem's `errors`."""
-    errors: list[dict[str, str]] = []
-    raw_limit = request.query.get("limit", str(query.DEFAULT_PAGE))
-    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() else 0
-    if not 1 <= limit <= query.MAX_PAGE:
-        errors.append({"parameter": "limit", "detail": f"an integer from 1 to {query.MAX_PAGE}"})
-    status = request.query.get("status") if with_status else None
-    if status is not None and status not in {s.value for s in MessageStatus}:
-        errors.append({"parameter": "status", "detail": "one of: " + ", ".join(s.value for s in MessageStatus)})
-    if errors:
-        summary = "; ".join(f"{e['parameter']}: {e['detail']}" for e in errors)
-        raise InvalidRequest(f"the query is not valid: {summary}", errors=errors)
-    return limit, status
-
-
-def list_emails(request: Request) -> Response:
-    tenant_id = request.require_tenant(READ)
-    limit, status = _listing(request, with_status=True)
-    page = query.list_messages(
-        container.api().messages, tenant_id, status=status, limit=limit, cursor=request.query.get("cursor")
-    )
-    return Response.of(200, page)
-
-
-def list_suppressions(request: Request) -> Response:
-    tenant_id = request.require_tenant(READ)
-    limit, _ = _listing(request, with_status=False)
-    page = suppressions.list_page(
-        container.api().suppressions, tenant_id, limit=limit, cursor=request.query.get("cursor")
-    )
-    return Response.of(200, page)
-
-
-def add_suppression(request: Request) -> Response:
-    tenant_id = request.require_tenant(SEND)
-    body = request.parse(SuppressionRequest)
-    c = container.api()
-    return Response.of(201, suppressions.add(c.suppressions, c.clock, tenant_id, body))
-
-
-def get_suppression(request: Request) -> Response:
-    tenant_id = request.require_tenant(READ)
-    return Response.of(200, suppressions.get(container.api().suppressions, tenant_id, request.params["email"]))
-
-
-def remove_suppression(request: Request) -> Response:
-    tenant_id = request.require_tenant(SEND)
-    suppressions.remove(container.api().suppressions, tenant_id, request.params["email"])
-    return Response(204, "")
-
-
-def openapi_document(request: Request) -> Response:
-    from petrel.api.openapi import document  # only this route needs it
-
-    return Response(200, json.dumps(document(), indent=2))
-
-
-for route in (
-    Route(
+    @route(
         "POST",
         "/v1/emails",
-        send_email,
-        "Send an email",
-        202,
-        SendEmailResponse,
-        SendEmailRequest,
-    ),
-    Route(
+        operation_id="sendEmail",
+        scope=SEND,
+        status=202,
+        summary="Send an email",
+        takes_body=True,
+        table=responses(
+            202,
+            "Accepted: one message per recipient (To, Cc and Bcc), each queued or scheduled",
+            _AUTHENTICATED + _WITH_BODY + (404,),
+            model=SendEmailResponse,
+            example=examples.SENT,
+            on_404=no_tenant,
+        ),
+    )
+    def send_email(
+        body: Annotated[
+            SendEmailRequest,
+            Body(
+                openapi_examples={
+                    "now": {"summary": "Send now", "value": examples.SEND_EMAIL},
+                    "later": {"summary": "Schedule, with a Cc", "value": examples.SEND_EMAIL_LATER},
+                    "uploaded": {"summary": "An uploaded attachment", "value": examples.SEND_EMAIL_UPLOADED},
+                }
+            ),
+        ],
+        idempotency_key: IdempotencyKey = None,
+    ) -> SendEmailResponse:
+        tenant_id, _ = caller()
+        return submit.submit_email(services.submit, tenant(tenant_id), body)
+
+    def batch_item(owner: Tenant, index: int, item: Any, reads: submit.TenantReads, request_id: str) -> BatchItemResult:
+        """One email of a batch: accepted, or its own problem. Nothing one email does fails the others."""
+        try:
+            try:
+                email = SendEmailRequest.model_validate(item)
+            except ValidationError as exc:
+                raise validation_problem(exc, f"email at index {index}") from exc
+            sent = submit.submit_email(services.submit, owner, email, reads)
+            return BatchItemResult(index=index, status=202, email=sent)
+        except PetrelError as error:
+            failure = within(error, f"/emails/{index}")
+        except Exception:
+            log.exception("a batch item failed", extra={"index": index, "tenant_id": owner.tenant_id})
+            failure = InternalError(f"an internal error occurred for the email at index {index} (request {request_id})")
+        return BatchItemResult(index=index, status=failure.status, error=Problem(**problem_body(failure)))
+
+    @route(
         "POST",
         "/v1/emails/batch",
-        send_batch,
-        "Send up to 100 emails",
-        202,
-        BatchSendResponse,
-        BatchSendRequest,
-    ),
-    Route(
+        operation_id="sendBatch",
+        scope=SEND,
+        status=202,
+        summary="Send up to 100 emails, each accepted or refused on its own",
+        takes_body=True,
+        table=responses(
+            202,
+            "At least one email was accepted: one result per email, in order (202, or that email's problem)",
+            _AUTHENTICATED + _WITH_BODY + (404,),
+            model=BatchSendResponse,
+            example=examples.BATCH_SENT,
+            on_404=no_tenant,
+            on_422="No email of the batch is valid (or the body is not a list of 1 to 100 emails): `errors` "
+            "points into each",
+        ),
+    )
+    def send_batch(
+        body: Annotated[
+            BatchSendRequest, Body(openapi_examples={"batch": {"summary": "Two emails", "value": examples.BATCH}})
+        ],
+        idempotency_key: IdempotencyKey = None,
+    ) -> BatchSendResponse:
+        tenant_id, _ = caller()
+        items: object = body.emails  # raw JSON: each email is validated alone
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidRequest(
+                f"the body must be an object with `emails`: a list of 1 to {MAX_BATCH} emails",
+                errors=[{"pointer": "/emails", "detail": f"a list of 1 to {MAX_BATCH} emails"}],
+            )
+        owner = tenant(tenant_id)
+        reads = submit.TenantReads()  # the emails of a batch share their tenant's domains and servers
+        request_id = app.current_event.request_context.request_id
+        results = [batch_item(owner, index, item, reads, request_id) for index, item in enumerate(items)]
+        if any(r.status == 202 for r in results):
+            return BatchSendResponse(results=results)
+        if any(r.status >= 500 for r in results):  # nothing was accepted: the whole request may be retried
+            raise InternalError(f"no email of the batch could be accepted (request {request_id})")
+        errors: list[dict[str, str]] = []
+        for result in results:
+            assert result.error is not None
+            listed = (result.error.model_extra or {}).get("errors") or []
+            errors += listed or [{"pointer": f"/emails/{result.index}", "detail": result.error.detail}]
+        raise InvalidRequest(f"none of the {len(results)} emails is valid", errors=errors)
+
+    @route(
         "POST",
         "/v1/attachments",
-        create_attachment,
-        "Declare an attachment and get a short-lived URL to upload it to; reference it from an email by id",
-        201,
-        AttachmentUpload,
-        CreateAttachmentRequest,
-    ),
-    Route(
+        operation_id="createAttachment",
+        scope=SEND,
+        status=201,
+        summary="Declare an attachment and get a short-lived URL to upload it to; reference it from an email by id",
+        takes_body=True,
+        table=responses(
+            201,
+            "Declared: PUT the file to `upload_url` with `upload_headers`, then reference `id`",
+            _AUTHENTICATED + _WITH_BODY + (404,),
+            model=AttachmentUpload,
+            example=examples.ATTACHMENT_UPLOAD,
+            on_404=no_tenant,
+            on_413="The file is larger than the tenant's message size allows",
+        ),
+    )
+    def create_attachment(
+        body: Annotated[
+            CreateAttachmentRequest, Body(openapi_examples={"pdf": {"summary": "A PDF", "value": examples.ATTACHMENT}})
+        ],
+        idempotency_key: IdempotencyKey = None,
+    ) -> AttachmentUpload:
+        tenant_id, _ = caller()
+        return attachments.create_attachment(services.attachments, tenant(tenant_id), body)
+
+    @route(
         "GET",
         "/v1/emails",
-        list_emails,
-        "List messages (one per recipient), newest first",
-        200,
-        MessageList,
-        query=(
-            ("status", "string", "Only messages in this status"),
-            ("limit", "integer", "Page size, 1-100 (default 20)"),
-            ("cursor", "string", "`next_cursor` of the previous page"),
+        operation_id="listEmails",
+        scope=READ,
+        status=200,
+        summary="List messages (one per recipient), newest first",
+        table=responses(
+            200,
+            "A page of messages; `next_cursor` fetches the next",
+            (*_AUTHENTICATED, 422),
+            model=MessageList,
+            example=examples.MESSAGES,
         ),
-    ),
-    Route(
+    )
+    def list_emails(
+        limit: Limit = PAGE_DEFAULT,
+        status: Annotated[MessageStatus | None, Query(description="Only messages in this status")] = None,
+        cursor: Cursor = None,
+    ) -> MessageList:
+        tenant_id, _ = caller()
+        wanted = status.value if status is not None else None
+        return query.list_messages(services.ports.messages, tenant_id, status=wanted, limit=limit, cursor=cursor)
+
+    @route(
         "GET",
-        "/v1/emails/{id}",
-        get_email,
-        "An email: status per recipient, attempts, events (by its id, or by one of its messages' ids)",
-        200,
-        EmailView,
-    ),
-    Route("GET", "/v1/messages/{id}", get_message, "One message: one recipient's copy of an email", 200, MessageView),
-    Route(
+        "/v1/emails/<id>",
+        operation_id="getEmail",
+        scope=READ,
+        status=200,
+        summary="An email: status per recipient, attempts, events (by its id, or by one of its messages' ids)",
+        table=responses(
+            200, "The email", (*_AUTHENTICATED, 404), model=EmailView, example=examples.EMAIL, on_404="No such email"
+        ),
+    )
+    def get_email(id: str) -> EmailView:
+        tenant_id, _ = caller()
+        return query.get_email(services.ports.messages, tenant_id, id)
+
+    @route(
+        "GET",
+        "/v1/messages/<id>",
+        operation_id="getMessage",
+        scope=READ,
+        status=200,
+        summary="One message: one recipient's copy of an email",
+        table=responses(
+            200,
+            "The message",
+            (*_AUTHENTICATED, 404),
+            model=MessageView,
+            example=examples.MESSAGE,
+            on_404="No such message",
+        ),
+    )
+    def get_message(id: str) -> MessageView:
+        tenant_id, _ = caller()
+        return query.get_message(services.ports.messages, tenant_id, id)
+
+    @route(
         "DELETE",
-        "/v1/emails/{id}",
-        cancel_email,
-        "Cancel the recipients not yet sent (scheduled, queued or deferred)",
-        200,
-        CancelResponse,
-    ),
-    Route(
+        "/v1/emails/<id>",
+        operation_id="cancelEmail",
+        scope=SEND,
+        status=200,
+        summary="Cancel the recipients not yet sent (scheduled, queued or deferred)",
+        table=responses(
+            200,
+            "What was cancelled, and what was already sending or finished",
+            (*_AUTHENTICATED, 404),
+            model=CancelResponse,
+            example=examples.CANCELLED,
+            on_404="No such email",
+        ),
+    )
+    def cancel_email(id: str) -> CancelResponse:
+        tenant_id, _ = caller()
+        return cancel.cancel_email(services.cancel, tenant_id, id)
+
+    @route(
         "GET",
         "/v1/suppressions",
-        list_suppressions,
-        "List suppressed addresses",
-        200,
-        SuppressionList,
-        query=(
-            ("limit", "integer", "Page size, 1-100 (default 20)"),
-            ("cursor", "string", "`next_cursor` of the previous page"),
+        operation_id="listSuppressions",
+        scope=READ,
+        status=200,
+        summary="List suppressed addresses",
+        table=responses(
+            200,
+            "A page of suppressed addresses",
+            (*_AUTHENTICATED, 422),
+            model=SuppressionList,
+            example=examples.SUPPRESSIONS,
         ),
-    ),
-    Route("POST", "/v1/suppressions", add_suppression, "Suppress an address", 201, SuppressionView, SuppressionRequest),
-    Route("GET", "/v1/suppressions/{email}", get_suppression, "One suppressed address", 200, SuppressionView),
-    Route("DELETE", "/v1/suppressions/{email}", remove_suppression, "Stop suppressing an address", 204, None),
-    Route("GET", "/v1/openapi.json", openapi_document, "This document", 200, None, authenticated=False),
-):
-    router.add(route)
+    )
+    def list_suppressions(limit: Limit = PAGE_DEFAULT, cursor: Cursor = None) -> SuppressionList:
+        tenant_id, _ = caller()
+        return suppressions.list_page(services.ports.suppressions, tenant_id, limit=limit, cursor=cursor)
+
+    @route(
+        "POST",
+        "/v1/suppressions",
+        operation_id="addSuppression",
+        scope=SEND,
+        status=201,
+        summary="Suppress an address",
+        takes_body=True,
+        table=responses(
+            201,
+            "Suppressed: Petrel will not send to it",
+            (*_AUTHENTICATED, 400, 409, 413, 422),
+            model=SuppressionView,
+            example=examples.SUPPRESSION,
+            on_409="The address is suppressed already, or the Idempotency-Key was used with another request",
+        ),
+    )
+    def add_suppression(
+        body: Annotated[
+            SuppressionRequest, Body(openapi_examples={"manual": {"summary": "By hand", "value": examples.SUPPRESS}})
+        ],
+        idempotency_key: IdempotencyKey = None,
+    ) -> SuppressionView:
+        tenant_id, _ = caller()
+        return suppressions.add(services.ports.suppressions, services.ports.clock, tenant_id, body)
+
+    @route(
+        "GET",
+        "/v1/suppressions/<email>",
+        operation_id="getSuppression",
+        scope=READ,
+        status=200,
+        summary="One suppressed address",
+        table=responses(
+            200,
+            "The suppression",
+            (*_AUTHENTICATED, 404, 422),
+            model=SuppressionView,
+            example=examples.SUPPRESSION,
+            on_404="The address is not suppressed",
+            on_422="`email` is not an email address",
+        ),
+    )
+    def get_suppression(email: str) -> SuppressionView:
+        tenant_id, _ = caller()
+        return suppressions.get(services.ports.suppressions, tenant_id, email)
+
+    @route(
+        "DELETE",
+        "/v1/suppressions/<email>",
+        operation_id="removeSuppression",
+        scope=SEND,
+        status=204,
+        summary="Stop suppressing an address",
+        table=responses(
+            204,
+            "No longer suppressed",
+            (*_AUTHENTICATED, 404, 422),
+            on_404="The address is not suppressed",
+            on_422="`email` is not an email address",
+        ),
+    )
+    def remove_suppression(email: str) -> Response[str]:
+        tenant_id, _ = caller()
+        suppressions.remove(services.ports.suppressions, tenant_id, email)
+        return Response(204, None, "")
+
+    return ops
 
 
-def dispatch(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the matching route; every error becomes an RFC 9457 problem here and nowhere else."""
-    path = str(event.get("path") or "/")
-    request_id = str((event.get("requestContext") or {}).get("requestId", ""))
-    try:
-        request = parse_event(event)
-        if len(request.body) > MAX_REQUEST_BYTES:
-            raise RequestTooLarge(
-                f"the body is {len(request.body)} bytes; the API takes at most {MAX_REQUEST_BYTES}: "
-                "upload large files first (POST /v1/attachments) and reference them by attachment_id"
-            )
-        route, params = router.match(request.method, request.path)
-        request = replace(request, params=params)
-        key = request.header("idempotency-key")
-        if route.idempotent and key is not None and request.tenant_id:
-            response = _idempotent(route, request, request.tenant_id, key)
-        else:
-            response = route.handler(request)
-    except PetrelError as error:
-        response = problem(error, path)
-    except Exception:
-        logger().exception("unhandled error", extra={"path": path, "method": event.get("httpMethod")})
-        response = problem(InternalError(f"an internal error occurred (request {request_id})"), path)
-    return to_proxy(response)
+def describe(operations: Operations) -> Mapping[tuple[str, str], Operation]:
+    """The operations by (method, OpenAPI path): `/v1/emails/{id}` for `/v1/emails/<id>`."""
+    return {(o.method, re.sub(r"<(\w+)>", r"{\1}", o.rule)): o for o in operations.all}

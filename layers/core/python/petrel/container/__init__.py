@@ -1,51 +1,50 @@
-"""Composition: each function's container wires adapters into services, lazily, so a function pays
-at cold start only for what it uses. One module per function."""
+"""Composition: one container per function (petrel.container.<function>), built from that function's
+settings model, wiring adapters (and caching adapters) into services lazily, so a function pays at cold
+start only for what it uses. Handlers receive their container (petrel.entrypoints); nothing here is a
+process-wide singleton.
+
+Importing this package imports no container module: `from petrel.container.worker import
+WorkerContainer` costs the worker nothing of the API's.
+"""
 
 from __future__ import annotations
 
-from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from petrel.container.admin import admin_deps, redrive_deps
-from petrel.container.api import ApiContainer
-from petrel.container.authorizer import AuthorizerContainer
-from petrel.container.sweeper import SweeperContainer
-from petrel.container.worker import WorkerContainer
-from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings, SweeperSettings
+if TYPE_CHECKING:
+    from petrel.container.api import ApiContainer
+    from petrel.container.authorizer import AuthorizerContainer
+    from petrel.container.sweeper import SweeperContainer
+    from petrel.container.worker import WorkerContainer
 
-__all__ = [
-    "ApiContainer",
-    "AuthorizerContainer",
-    "SweeperContainer",
-    "WorkerContainer",
-    "admin_deps",
-    "redrive_deps",
-]
+__all__ = ["ApiContainer", "AuthorizerContainer", "SweeperContainer", "WorkerContainer"]
 
-
-@cache
-def authorizer() -> AuthorizerContainer:
-    return AuthorizerContainer(AuthorizerSettings.from_env())
+# Each name exported here, and the module that defines it (imported only when the name is used).
+_LAZY = {
+    "ApiContainer": "api",
+    "AuthorizerContainer": "authorizer",
+    "SweeperContainer": "sweeper",
+    "WorkerContainer": "worker",
+    "admin_deps": "admin",  # transitional
+    "redrive_deps": "admin",  # transitional
+}
 
 
-@cache
-def api() -> ApiContainer:
-    return ApiContainer(ApiSettings.from_env())
+def __getattr__(name: str) -> Any:
+    """The containers by name, each module imported on first use (a worker never imports the API's)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
 
-
-@cache
-def worker() -> WorkerContainer:
-    return WorkerContainer(SendWorkerSettings.from_env())
-
-
-@cache
-def sweeper() -> SweeperContainer:
-    return SweeperContainer(SweeperSettings.from_env())
+    return getattr(import_module(f"petrel.container.{_LAZY[name]}"), name)
 
 
 def reset() -> None:
-    """Forget built containers and clients (tests and the local stack change the environment)."""
+    """Transitional: forget the process-wide clients (`petrel.adapters.aws.client`, and the admin
+    helpers' in petrel.container.base), for tests that change the process environment. Containers own
+    their clients."""
     from petrel.adapters.aws import client
+    from petrel.container.base import _reset_process_clients
 
-    for factory in (authorizer, api, worker, sweeper):
-        factory.cache_clear()
     client.cache_clear()
+    _reset_process_clients()

@@ -1,19 +1,124 @@
-"""What the CLI's admin commands are built on."""
+"""The operators' container: what the `petrel` command (cli/) administers, built from AdminSettings.
+
+Not a Lambda function: the CLI builds it for the environment it targets (the local stack or a deployed
+one), with one boto3 session shared by every client (AwsClients), like the functions' containers.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from petrel.container.base import _client, _message_store, _tenant_store
+from pydantic import BaseModel, ConfigDict, Field
+
+from petrel import resources
+from petrel.container.base import AwsClients, FunctionContainer, message_store, tenant_store
+
+# The AWS services the admin commands reach.
+ADMIN_SERVICES = ("dynamodb", "secretsmanager", "sqs")
 
 if TYPE_CHECKING:
+    from petrel.adapters.clock import SystemClock
+    from petrel.adapters.dead_letters import SqsDeadLetters
+    from petrel.adapters.dynamodb import DynamoMessageStore, DynamoTenantStore
+    from petrel.adapters.secrets import SecretsManagerStore
     from petrel.services.redrive import RedriveDeps
     from petrel.services.tenants import AdminDeps
 
 
+class AdminSettings(BaseModel):
+    """One environment's names, as the CLI finds them (the local stack's local.json, or cdk.json)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name_prefix: str
+    tenants_table: str
+    messages_table: str
+    secrets_prefix: str
+    # The environment's max_message_age_hours: how long a tenant's messages may be retried at most
+    # (None: only the ceiling of petrel.services.tenants).
+    max_age_hours_limit: int | None = Field(default=None, ge=1)
+    region: str | None = None
+    endpoint_url: str | None = None  # the local stack's embedded AWS; None: AWS itself
+
+    def endpoint_urls(self) -> dict[str, str]:
+        """The endpoint of each service the container uses (none: AWS's own, or AWS_ENDPOINT_URL)."""
+        return dict.fromkeys(ADMIN_SERVICES, self.endpoint_url) if self.endpoint_url else {}
+
+    @classmethod
+    def for_prefix(cls, name_prefix: str, **fields: Any) -> AdminSettings:
+        """The settings of a deployed environment, every name derived from its prefix (petrel.resources)."""
+        return cls(
+            name_prefix=name_prefix,
+            tenants_table=resources.physical_name(name_prefix, resources.TENANTS.name),
+            messages_table=resources.physical_name(name_prefix, resources.MESSAGES.name),
+            secrets_prefix=resources.secrets_prefix(name_prefix),
+            **fields,
+        )
+
+
+class AdminContainer(FunctionContainer[AdminSettings]):
+    """Tenant administration and dead-letter redrive for one environment, wired lazily on one boto3
+    session (`clients`; by default one that reaches `settings.endpoint_url`)."""
+
+    function = "admin"
+
+    def __init__(self, settings: AdminSettings, *, clients: AwsClients | None = None) -> None:
+        super().__init__(settings, clients=clients or AwsClients(endpoint_urls=settings.endpoint_urls()))
+
+    @cached_property
+    def clock(self) -> SystemClock:
+        from petrel.adapters.clock import SystemClock
+
+        return SystemClock()
+
+    @cached_property
+    def tenants(self) -> DynamoTenantStore:
+        return tenant_store(self.clients, self.settings.tenants_table)
+
+    @cached_property
+    def messages(self) -> DynamoMessageStore:
+        return message_store(self.clients, self.settings.messages_table)
+
+    @cached_property
+    def secrets(self) -> SecretsManagerStore:
+        from petrel.adapters.secrets import SecretsManagerStore
+
+        return SecretsManagerStore(self.clients.secretsmanager())
+
+    @cached_property
+    def dead_letters(self) -> SqsDeadLetters:
+        from petrel.adapters.dead_letters import SqsDeadLetters
+
+        return SqsDeadLetters(self.clients.sqs(), self.settings.name_prefix)
+
+    @cached_property
+    def admin(self) -> AdminDeps:
+        from petrel.services.tenants import AdminDeps
+
+        limit = self.settings.max_age_hours_limit
+        return AdminDeps(
+            tenants=self.tenants,
+            secrets=self.secrets,
+            clock=self.clock,
+            secrets_prefix=self.settings.secrets_prefix,
+            **({"max_age_hours_limit": limit} if limit is not None else {}),
+        )
+
+    @cached_property
+    def redrive(self) -> RedriveDeps:
+        """What `petrel dlq redrive` needs to reopen the messages of the jobs it puts back."""
+        from petrel.services.redrive import RedriveDeps
+
+        return RedriveDeps(messages=self.messages, clock=self.clock)
+
+
 def admin_deps(tenants_table: str, secrets_prefix: str) -> AdminDeps:
+    """AdminDeps on the process's default AWS settings (AWS_ENDPOINT_URL...): for the local stack's and
+    the tests' seeding until they build an AdminContainer of their own."""
     from petrel.adapters.clock import SystemClock
     from petrel.adapters.secrets import SecretsManagerStore
+    from petrel.container.base import _client, _tenant_store
     from petrel.services.tenants import AdminDeps
 
     return AdminDeps(
@@ -25,8 +130,9 @@ def admin_deps(tenants_table: str, secrets_prefix: str) -> AdminDeps:
 
 
 def redrive_deps(messages_table: str) -> RedriveDeps:
-    """What `petrel dlq redrive` needs to reopen the messages of the jobs it puts back."""
+    """RedriveDeps on the process's default AWS settings (see admin_deps)."""
     from petrel.adapters.clock import SystemClock
+    from petrel.container.base import _message_store
     from petrel.services.redrive import RedriveDeps
 
     return RedriveDeps(messages=_message_store(messages_table), clock=SystemClock())

@@ -1,11 +1,12 @@
-"""The API function's container."""
+"""The API function's container: its settings, one boto3 session for all its clients, its telemetry,
+and the ports the routes are built on (petrel.api.deps.ApiPorts), each built on first use."""
 
 from __future__ import annotations
 
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from petrel.container.base import _client, _message_store, _retry_scheduler, _suppression_store, _tenant_store
+from petrel.container.base import FunctionContainer, message_store, retry_scheduler, suppression_store, tenant_store
 from petrel.settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -17,15 +18,24 @@ if TYPE_CHECKING:
         DynamoSuppressionStore,
         DynamoTenantStore,
     )
+    from petrel.adapters.queues import SqsJobQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
-    from petrel.services.attachments import AttachmentDeps
-    from petrel.services.cancel import CancelDeps
-    from petrel.services.submit import SubmitDeps
 
 
-class ApiContainer:
-    def __init__(self, settings: ApiSettings) -> None:
-        self.settings = settings
+class ApiContainer(FunctionContainer[ApiSettings]):
+    function = "api"
+
+    @classmethod
+    def from_env(cls) -> ApiContainer:
+        return cls(ApiSettings.from_env())
+
+    @property
+    def retention_days(self) -> int:
+        return self.settings.message_retention_days
+
+    @property
+    def inline_body_limit(self) -> int:
+        return self.settings.inline_body_limit
 
     @cached_property
     def clock(self) -> SystemClock:
@@ -35,56 +45,34 @@ class ApiContainer:
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:
-        return _tenant_store(self.settings.tenants_table)
+        return tenant_store(self.clients, self.settings.tenants_table)
 
     @cached_property
     def messages(self) -> DynamoMessageStore:
-        return _message_store(self.settings.messages_table)
+        return message_store(self.clients, self.settings.messages_table)
 
     @cached_property
     def suppressions(self) -> DynamoSuppressionStore:
-        return _suppression_store(self.settings.suppressions_table)
+        return suppression_store(self.clients, self.settings.suppressions_table)
 
     @cached_property
     def scheduler(self) -> EventBridgeRetryScheduler:
-        return _retry_scheduler(self.settings)
+        return retry_scheduler(self.clients, self.settings)
 
     @cached_property
     def idempotency(self) -> DynamoIdempotencyStore:
         from petrel.adapters.dynamodb import DynamoIdempotencyStore
 
-        return DynamoIdempotencyStore(_client("dynamodb"), self.settings.idempotency_table)
-
-    @cached_property
-    def cancel(self) -> CancelDeps:
-        from petrel.services.cancel import CancelDeps
-
-        return CancelDeps(messages=self.messages, scheduler=self.scheduler, clock=self.clock)
+        return DynamoIdempotencyStore(self.clients.dynamodb(), self.settings.idempotency_table)
 
     @cached_property
     def blobs(self) -> S3BlobStore:
         from petrel.adapters.blobs import S3BlobStore
 
-        return S3BlobStore(_client("s3"), self.settings.bodies_bucket)
+        return S3BlobStore(self.clients.s3(), self.settings.bodies_bucket)
 
     @cached_property
-    def attachments(self) -> AttachmentDeps:
-        from petrel.services.attachments import AttachmentDeps
-
-        return AttachmentDeps(blobs=self.blobs, clock=self.clock)
-
-    @cached_property
-    def submit(self) -> SubmitDeps:
+    def queue(self) -> SqsJobQueue:
         from petrel.adapters.queues import SqsJobQueue
-        from petrel.services.submit import SubmitDeps
 
-        return SubmitDeps(
-            tenants=self.tenants,
-            messages=self.messages,
-            blobs=self.blobs,
-            queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
-            scheduler=self.scheduler,
-            clock=self.clock,
-            retention_days=self.settings.message_retention_days,
-            inline_body_limit=self.settings.inline_body_limit,
-        )
+        return SqsJobQueue(self.clients.sqs(), self.settings.queue_urls())

@@ -1,23 +1,24 @@
-"""The authorizer function's container."""
+"""The authorizer function's container: its settings, its telemetry, and the tenant store it reads keys from."""
 
 from __future__ import annotations
 
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from petrel.container.base import _tenant_store
+from petrel.container.base import FunctionContainer, tenant_store
 from petrel.settings import AuthorizerSettings
 
 if TYPE_CHECKING:
-    from petrel.adapters.dynamodb import (
-        DynamoTenantStore,
-    )
+    from petrel.adapters.dynamodb import DynamoTenantStore
 
 
-class AuthorizerContainer:
-    def __init__(self, settings: AuthorizerSettings) -> None:
-        self.settings = settings
+class AuthorizerContainer(FunctionContainer[AuthorizerSettings]):
+    function = "authorizer"
+
+    @classmethod
+    def from_env(cls) -> AuthorizerContainer:
+        return cls(AuthorizerSettings.from_env())
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:
-        return _tenant_store(self.settings.tenants_table)
+        return tenant_store(self.clients, self.settings.tenants_table)

@@ -5,16 +5,19 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from petrel.container.base import _client, _message_store
+from petrel.container.base import FunctionContainer, message_store
 from petrel.settings import SweeperSettings
 
 if TYPE_CHECKING:
     from petrel.services.sweep import SweepDeps
 
 
-class SweeperContainer:
-    def __init__(self, settings: SweeperSettings) -> None:
-        self.settings = settings
+class SweeperContainer(FunctionContainer[SweeperSettings]):
+    function = "sweeper"
+
+    @classmethod
+    def from_env(cls) -> SweeperContainer:
+        return cls(SweeperSettings.from_env())
 
     @cached_property
     def sweep(self) -> SweepDeps:
@@ -24,8 +27,8 @@ class SweeperContainer:
         from petrel.services.sweep import SweepDeps
 
         return SweepDeps(
-            messages=_message_store(self.settings.messages_table),
-            queue=SqsJobQueue(_client("sqs"), self.settings.queue_urls()),
+            messages=message_store(self.clients, self.settings.messages_table),
+            queue=SqsJobQueue(self.clients.sqs(), self.settings.queue_urls()),
             clock=SystemClock(),
             shards=resources.due_shards(),
             grace_seconds=self.settings.grace_seconds,

@@ -8,7 +8,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    field_validator,
+    model_validator,
+)
 
 from petrel.mail.addresses import AddressError, parse_mailbox
 from petrel.mail.text import body_text_problem, header_text_problem
@@ -271,7 +280,12 @@ class SendEmailRequest(ApiModel):
 
 
 class BatchSendRequest(ApiModel):
-    emails: list[SendEmailRequest] = Field(min_length=1, max_length=MAX_BATCH)
+    """Up to 100 emails. Each is accepted or refused on its own: its result says which."""
+
+    # `emails` keeps its schema and bounds for the OpenAPI document, but is not validated with the
+    # envelope: the batch route checks the list's length and validates each email alone, so one
+    # invalid email is that email's problem, not the whole request's (petrel.api.routes).
+    emails: SkipValidation[Annotated[list[SendEmailRequest], Field(min_length=1, max_length=MAX_BATCH)]]
 
 
 class RecipientStatus(ApiModel):

@@ -3,10 +3,10 @@ email whose `send_at` has come, put on the queue by its one schedule)."""
 
 from __future__ import annotations
 
-import json
-from typing import Literal
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from petrel.models.records import Pool
 
@@ -49,15 +49,33 @@ class ReleaseJob(BaseModel):
 Job = SendJob | ReleaseJob
 
 
-def parse_job(body: str) -> Job:
+def job_kind(body: Any) -> str:
+    """The union's discriminator: `release` when the body says so, else `send`.
+
+    A SendJob carries no `kind` (the bodies already on queues, in schedules and in DLQs have none), so the
+    tag is computed rather than read from a required field.
+    """
+    kind = body.get("kind") if isinstance(body, dict) else getattr(body, "kind", None)
+    return "release" if kind == "release" else "send"
+
+
+# A send queue message's body: one model for the worker's SQS records (a `Json[JobBody]` field) and
+# for every other reader of a job (parse_job).
+JobBody = Annotated[
+    Annotated[SendJob, Tag("send")] | Annotated[ReleaseJob, Tag("release")],
+    Discriminator(job_kind),
+]
+
+
+@cache
+def _job_body() -> TypeAdapter[Job]:
+    """Built on first use: the API imports this module for SendJob alone."""
+    return TypeAdapter(JobBody)
+
+
+def parse_job(body: str | bytes) -> Job:
     """The job in a send queue message's body: a ReleaseJob when its `kind` says so, else a SendJob.
 
-    Raises pydantic's ValidationError (a ValueError) when the body is neither.
+    Raises pydantic's ValidationError (a ValueError) when the body is neither, or not JSON at all.
     """
-    try:
-        kind = json.loads(body).get("kind") if body.lstrip().startswith("{") else None
-    except ValueError:
-        kind = None
-    if kind == "release":
-        return ReleaseJob.model_validate_json(body)
-    return SendJob.model_validate_json(body)
+    return _job_body().validate_json(body)

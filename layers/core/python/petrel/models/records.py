@@ -124,8 +124,25 @@ class Attempt(Record):
     reply: Reply | None = None
 
 
+class EventName(StrEnum):
+    """What happened to a message, as its events timeline (and the API) names it.
+
+    The values are stored in every message's `events` and shown by `GET /v1/emails/{id}`: renaming
+    one is a migration, not a refactoring. A relayed message's event is `email.sent`.
+    """
+
+    QUEUED = "email.queued"
+    SCHEDULED = "email.scheduled"
+    SENT = "email.sent"
+    DEFERRED = "email.deferred"
+    BOUNCED = "email.bounced"
+    FAILED = "email.failed"
+    SUPPRESSED = "email.suppressed"
+    CANCELLED = "email.cancelled"
+
+
 class Event(Record):
-    type: str
+    type: EventName
     at: datetime
     message_id: str
     recipient: str

@@ -10,10 +10,19 @@ from dataclasses import dataclass
 from petrel.errors import NotFound
 from petrel.ids import is_id
 from petrel.models.api import CancelledRecipient, CancelResponse
-from petrel.models.records import CANCELLABLE_STATUSES, Event, MessageRecord, MessageStatus
-from petrel.ports import Clock, MessageStore, RetryScheduler, Transition
+from petrel.models.records import CANCELLABLE_STATUSES, Event, EventName, MessageRecord, MessageStatus
+from petrel.models.retry import schedule_name
+from petrel.ports import (
+    Clock,
+    EmailKey,
+    MessageKey,
+    MessageStore,
+    RecordNotFound,
+    RetryScheduler,
+    Transition,
+    WriteConflict,
+)
 from petrel.services.release import release_schedule_name
-from petrel.services.retry import schedule_name
 
 
 @dataclass(frozen=True)
@@ -41,18 +50,18 @@ def cancel_message(deps: CancelDeps, message: MessageRecord) -> MessageStatus:
     if message.status not in CANCELLABLE_STATUSES:
         return message.status
     now = deps.clock.now()
-    event = Event(type="email.cancelled", at=now, message_id=message.message_id, recipient=message.recipient)
-    done = deps.messages.transition(
-        message.tenant_id,
-        message.email_id,
-        message.message_id,
-        expected=[message.status],
-        attempt=message.attempt,
-        change=Transition(MessageStatus.CANCELLED, (event,)),
-        now=now,
-    )
-    if not done:
-        current = deps.messages.get_message(message.tenant_id, message.email_id, message.message_id)
+    event = Event(type=EventName.CANCELLED, at=now, message_id=message.message_id, recipient=message.recipient)
+    key = MessageKey.of(message)
+    try:
+        deps.messages.transition(
+            key,
+            expected=[message.status],
+            attempt=message.attempt,
+            change=Transition(MessageStatus.CANCELLED, (event,)),
+            now=now,
+        )
+    except (WriteConflict, RecordNotFound):  # a worker (or another cancel) moved it on first
+        current = deps.messages.get_message(key)
         return current.status if current else message.status
     name = pending_schedule(message)
     if name is not None:
@@ -64,7 +73,7 @@ def cancel_message(deps: CancelDeps, message: MessageRecord) -> MessageStatus:
 
 
 def cancel_email(deps: CancelDeps, tenant_id: str, email_id: str) -> CancelResponse:
-    found = deps.messages.get_email(tenant_id, email_id) if is_id(email_id, "em") else None
+    found = deps.messages.get_email(EmailKey(tenant_id, email_id)) if is_id(email_id, "em") else None
     if found is None:
         raise NotFound(f"no email {email_id!r}")
     _, messages = found

@@ -9,18 +9,22 @@ silence for a job that sits in a DLQ.
 The worker's time is bounded per invocation (`InvocationBudget`): a record starts only while one
 SMTP transaction still fits, the relay gets the invocation's deadline, and records there is no
 time for go back to their queue (`hand_back`) without counting as a failed receive.
+
+The steps are pure over ports: no cache and no thread-local state here. Caching is composition (caching
+adapters around the ports, petrel.adapters.caching, wired by the worker's container), and what one
+invocation learns about its servers lives in the `Batch` it passes to every job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Protocol
 
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.smtp_reply import (
@@ -41,6 +45,7 @@ from petrel.models.records import (
     Attempt,
     EmailRecord,
     Event,
+    EventName,
     MessageRecord,
     MessageStatus,
     Reply,
@@ -48,23 +53,25 @@ from petrel.models.records import (
     Suppression,
     Tenant,
 )
+from petrel.models.retry import RetryLadder, schedule_name
 from petrel.ports import (
+    AlreadyExists,
     BlobStore,
     Clock,
+    EmailKey,
     Envelope,
     JobQueue,
+    MessageKey,
     MessageStore,
+    RecordNotFound,
     RetryScheduler,
     SecretStore,
     SmtpRelay,
     SuppressionStore,
     TenantStore,
     Transition,
+    WriteConflict,
 )
-from petrel.services.retry import RetryLadder, schedule_name
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 # The failure reason of a message whose job the worker could not process (an unexpected error on the
 # job's last receive, or workers that kept dying holding its lease): its job is in (or bound for) the
@@ -72,32 +79,16 @@ V = TypeVar("V")
 WORKER_ERROR = "worker-error"
 
 
-class TtlCache(Generic[K, V]):
-    """A small per-container cache for tenant configuration and secrets (seconds-long TTL)."""
-
-    def __init__(self, ttl_seconds: float, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._ttl = ttl_seconds
-        self._clock = monotonic
-        self._items: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K, load: Callable[[], V]) -> V:
-        hit = self._items.get(key)
-        now = self._clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = load()
-        # Drop what has expired, so a warm container does not keep every body it ever read.
-        self._items = {k: item for k, item in self._items.items() if item[0] > now}
-        self._items[key] = (now + self._ttl, value)
-        return value
-
-    def forget(self, key: K) -> None:
-        self._items.pop(key, None)
-
-
 class JobResult(StrEnum):
     DONE = "done"  # recorded (a deferral is a schedule, not a redelivery) or nothing to do: acknowledge
     RETRY = "retry"  # another worker holds the lease: let the queue bring the job back
+
+
+class PasswordStore(SecretStore, Protocol):
+    """Where SMTP passwords come from: a SecretStore that can drop what it kept of a value the server
+    refused, so the next try reads it afresh (the operator may have rotated it)."""
+
+    def forget_secret(self, name: str) -> None: ...
 
 
 @dataclass
@@ -105,47 +96,32 @@ class DeliverDeps:
     tenants: TenantStore
     messages: MessageStore
     blobs: BlobStore
-    secrets: SecretStore
+    secrets: PasswordStore
     relay: SmtpRelay
     clock: Clock
     suppressions: SuppressionStore
     scheduler: RetryScheduler
     lease_seconds: int
-    cache_seconds: float
     ladder: RetryLadder = field(default_factory=RetryLadder)
     rng: random.Random = field(default_factory=random.Random)
     # The send queues' maxReceiveCount: the number of dead workers an attempt may outlive.
     max_receive_count: int = 3
-    _tenants: TtlCache[str, Tenant | None] = field(init=False)
-    _servers: TtlCache[str, list[SmtpServer]] = field(init=False)
-    _passwords: TtlCache[str, str] = field(init=False)
-    _return_paths: TtlCache[tuple[str, str], str] = field(init=False)
-    _bodies: TtlCache[str, bytes] = field(init=False)
-    _emails: TtlCache[tuple[str, str], EmailRecord | None] = field(init=False)
-    # Servers that failed as a whole (refused, dropped, 421, timed out) during the current batch:
-    # the batch's other messages for them are deferred without another try (see `end_batch`).
-    # Per thread, like the relay's sessions: a batch is one thread's invocation.
-    _batch: threading.local = field(init=False, default_factory=threading.local)
 
-    def __post_init__(self) -> None:
-        self._tenants = TtlCache(self.cache_seconds)
-        self._servers = TtlCache(self.cache_seconds)
-        self._passwords = TtlCache(self.cache_seconds)
-        self._return_paths = TtlCache(self.cache_seconds)
-        self._bodies = TtlCache(60.0)
-        self._emails = TtlCache(60.0)  # an email never changes once stored: its recipients share one read
 
-    @property
-    def _unavailable(self) -> dict[str, SmtpReply]:
-        failed: dict[str, SmtpReply] | None = getattr(self._batch, "unavailable", None)
-        if failed is None:
-            failed = self._batch.unavailable = {}
-        return failed
+@dataclass
+class Batch:
+    """What one invocation learns as it goes: the servers that failed as a whole (refused, dropped,
+    421, timed out). The batch's other messages for them are deferred without another try; the next
+    invocation, with a batch of its own, tries them again.
 
-    def end_batch(self) -> None:
-        """Close the batch's SMTP sessions and forget which servers failed in it."""
-        self._unavailable.clear()
-        self.relay.close()
+    One per invocation, passed to each of its jobs; an invocation runs its jobs one after the other,
+    so a batch needs no lock.
+    """
+
+    unavailable: dict[str, SmtpReply] = field(default_factory=dict)
+
+    def server_failed(self, server_id: str, reply: SmtpReply) -> None:
+        self.unavailable[server_id] = reply
 
 
 @dataclass
@@ -200,24 +176,33 @@ def hand_back(queue: JobQueue, job: SendJob, delay_seconds: int) -> bool:
 
 @dataclass(frozen=True)
 class Delivery:
+    """What one job did. `attempted`: it leased its message and ran the attempt (else there was nothing
+    to do, or another worker holds it); `status` is the status it recorded (None: none, or the lease
+    was lost before it could); `server` the server it relayed through, if it got that far."""
+
     result: JobResult
     outcome: DeliveryOutcome | None = None
     message: MessageRecord | None = None
     note: str = ""
+    status: MessageStatus | None = None
+    server: SmtpServer | None = None
+    attempted: bool = False
 
 
 def lease_message(deps: DeliverDeps, job: SendJob, now: datetime) -> MessageRecord | Delivery:
-    leased = deps.messages.lease(
-        job.tenant_id,
-        job.email_id,
-        job.message_id,
-        after_attempt=job.attempt,
-        now=int(now.timestamp()),
-        lease_until=int((now + timedelta(seconds=deps.lease_seconds)).timestamp()),
-    )
-    if leased is not None:
-        return leased
-    current = deps.messages.get_message(job.tenant_id, job.email_id, job.message_id)
+    """The message leased for this job's attempt, or what to do with a job that cannot lease it."""
+    try:
+        return deps.messages.lease(
+            MessageKey.of(job),
+            after_attempt=job.attempt,
+            now=int(now.timestamp()),
+            lease_until=int((now + timedelta(seconds=deps.lease_seconds)).timestamp()),
+        )
+    except RecordNotFound:
+        return Delivery(JobResult.DONE, note="no such message")
+    except WriteConflict:
+        pass
+    current = deps.messages.get_message(MessageKey.of(job))
     if current is None:
         return Delivery(JobResult.DONE, note="no such message")
     if current.status == MessageStatus.SENDING and current.attempt == job.attempt + 1:
@@ -230,12 +215,7 @@ def lease_message(deps: DeliverDeps, job: SendJob, now: datetime) -> MessageReco
 def load_body(deps: DeliverDeps, email: EmailRecord) -> bytes:
     if email.body_inline is not None:
         return email.body_inline
-    key = email.body_key or ""
-    return deps._bodies.get(key, lambda: deps.blobs.get(key))
-
-
-def tenant_of(deps: DeliverDeps, tenant_id: str) -> Tenant | None:
-    return deps._tenants.get(tenant_id, lambda: deps.tenants.get_tenant(tenant_id))
+    return deps.blobs.get(email.body_key or "")
 
 
 def expiry(tenant: Tenant | None, message: MessageRecord) -> datetime:
@@ -249,18 +229,17 @@ def check_suppression(deps: DeliverDeps, message: MessageRecord) -> Suppression 
     return deps.suppressions.get(message.tenant_id, message.recipient)
 
 
-def choose_server(deps: DeliverDeps, tenant_id: str, pool: str) -> SmtpServer | SmtpReply | None:
+def choose_server(deps: DeliverDeps, batch: Batch, tenant_id: str, pool: str) -> SmtpServer | SmtpReply | None:
     """A weighted pick among the pool's enabled servers that have not failed in this batch.
 
     None: the pool has no server. A reply: every server failed earlier in this batch (the last reply).
     """
-    servers = deps._servers.get(tenant_id, lambda: deps.tenants.list_servers(tenant_id))
-    candidates = [s for s in servers if s.enabled and s.pool == pool]
+    candidates = [s for s in deps.tenants.list_servers(tenant_id) if s.enabled and s.pool == pool]
     if not candidates:
         return None
-    healthy = [s for s in candidates if s.server_id not in deps._unavailable]
+    healthy = [s for s in candidates if s.server_id not in batch.unavailable]
     if not healthy:
-        return deps._unavailable[candidates[-1].server_id]
+        return batch.unavailable[candidates[-1].server_id]
     return deps.rng.choices(healthy, weights=[s.weight for s in healthy])[0]
 
 
@@ -275,46 +254,44 @@ def server_failed(reply: SmtpReply) -> bool:
 
 
 def return_path(deps: DeliverDeps, email: EmailRecord, message_id: str) -> str:
+    """The VERP envelope sender: `bounces+<message id>@<the sending domain's return-path domain>`."""
     from_domain = parse_mailbox(email.from_address).domain
-
-    def load() -> str:
-        domain = deps.tenants.get_domain(email.tenant_id, from_domain)
-        return domain.return_path_domain if domain else from_domain
-
-    return f"bounces+{message_id}@{deps._return_paths.get((email.tenant_id, from_domain), load)}"
+    domain = deps.tenants.get_domain(email.tenant_id, from_domain)
+    return f"bounces+{message_id}@{domain.return_path_domain if domain else from_domain}"
 
 
 def relay_message(
-    deps: DeliverDeps, message: MessageRecord, email: EmailRecord, deadline: float | None
-) -> tuple[DeliveryOutcome, str | None]:
-    server = choose_server(deps, message.tenant_id, message.pool)
+    deps: DeliverDeps, batch: Batch, message: MessageRecord, email: EmailRecord, deadline: float | None
+) -> tuple[DeliveryOutcome, SmtpServer | None]:
+    """One SMTP transaction through a server of the message's pool; the outcome, and the server tried."""
+    server = choose_server(deps, batch, message.tenant_id, message.pool)
     if server is None:
         reply = SmtpReply.network(Stage.CONNECT, f"no enabled SMTP server in pool {message.pool!r}")
         return SoftFail(reply, reason="no-server"), None
     if isinstance(server, SmtpReply):  # not tried again in this batch: the server just failed
         return SoftFail(server, reason="server-unavailable", retry_after=server.retry_after_seconds()), None
     try:
-        password = deps._passwords.get(server.secret_name, lambda: deps.secrets.get_secret(server.secret_name))
+        password = deps.secrets.get_secret(server.secret_name)
     except Exception as exc:  # the secret store is down or the secret is gone: keep the message
         reply = SmtpReply.network(Stage.AUTH, f"SMTP password unavailable: {type(exc).__name__}")
-        return SoftFail(reply, reason="secret-unavailable"), server.server_id
+        return SoftFail(reply, reason="secret-unavailable"), server
     envelope = Envelope(
         sender=return_path(deps, email, message.message_id), recipient=message.recipient, envid=message.message_id
     )
     reply = deps.relay.relay(server, password, envelope, load_body(deps, email), deadline=deadline)
     outcome = classify(reply)
     if isinstance(outcome, SoftFail) and server_failed(reply):
-        deps._unavailable[server.server_id] = reply
+        batch.server_failed(server.server_id, reply)
         if reply.stage is Stage.AUTH:
-            deps._passwords.forget(server.secret_name)  # a rotated password is picked up on the next try
-    return outcome, server.server_id
+            deps.secrets.forget_secret(server.secret_name)  # a rotated password is picked up on the next try
+    return outcome, server
 
 
 def _stored_reply(reply: SmtpReply) -> Reply:
     return Reply(code=reply.code, enhanced=reply.enhanced, text=reply.text, stage=str(reply.stage))
 
 
-def _event(message: MessageRecord, kind: str, now: datetime, reply: Reply | None, detail: str | None) -> Event:
+def _event(message: MessageRecord, kind: EventName, now: datetime, reply: Reply | None, detail: str | None) -> Event:
     return Event(
         type=kind, at=now, message_id=message.message_id, recipient=message.recipient, reply=reply, detail=detail
     )
@@ -327,17 +304,17 @@ def outcome_transition(
     has run out of time: `failed`, reason `expired`."""
     reply = _stored_reply(outcome.reply)
     if isinstance(outcome, Relayed):
-        return Transition(MessageStatus.RELAYED, (_event(message, "email.sent", now, reply, None),), attempt, reply)
+        return Transition(MessageStatus.RELAYED, (_event(message, EventName.SENT, now, reply, None),), attempt, reply)
     if isinstance(outcome, SoftFail) and next_attempt is not None:
-        event = _event(message, "email.deferred", now, reply, outcome.reason)
+        event = _event(message, EventName.DEFERRED, now, reply, outcome.reason)
         return Transition(MessageStatus.DEFERRED, (event,), attempt, reply, next_attempt_at=next_attempt)
     if isinstance(outcome, SoftFail):
-        event = _event(message, "email.failed", now, reply, "expired")
+        event = _event(message, EventName.FAILED, now, reply, "expired")
         return Transition(MessageStatus.FAILED, (event,), attempt, reply, failure_reason="expired")
     if isinstance(outcome, HardFail):
-        event = _event(message, "email.bounced", now, reply, outcome.bounce_class)
+        event = _event(message, EventName.BOUNCED, now, reply, outcome.bounce_class)
         return Transition(MessageStatus.BOUNCED, (event,), attempt, reply, bounce_class=outcome.bounce_class)
-    event = _event(message, "email.failed", now, reply, outcome.reason)
+    event = _event(message, EventName.FAILED, now, reply, outcome.reason)
     return Transition(MessageStatus.FAILED, (event,), attempt, reply, failure_reason=outcome.reason)
 
 
@@ -361,30 +338,32 @@ def schedule_retry(
             attempt=message.attempt,
             pool=message.pool,
         )
-        deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, retry)
+        with contextlib.suppress(AlreadyExists):  # an earlier run of this attempt made it: it is there once
+            deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, retry)
     return due
 
 
 def suppress_recipient(deps: DeliverDeps, message: MessageRecord, outcome: HardFail, now: datetime) -> None:
-    deps.suppressions.add(
-        Suppression(
-            tenant_id=message.tenant_id,
-            email=message.recipient.lower(),
-            reason="hard-bounce",
-            detail=str(outcome.reply),
-            message_id=message.message_id,
-            created_at=now,
-        )
+    """Put the recipient on the tenant's suppression list (the first entry for an address is kept)."""
+    suppression = Suppression(
+        tenant_id=message.tenant_id,
+        email=message.recipient.lower(),
+        reason="hard-bounce",
+        detail=str(outcome.reply),
+        message_id=message.message_id,
+        created_at=now,
     )
+    with contextlib.suppress(AlreadyExists):
+        deps.suppressions.add(suppression)
 
 
 def record(deps: DeliverDeps, message: MessageRecord, change: Transition, now: datetime) -> bool:
     """Write the end of the leased attempt, only while this worker still holds it (sending, same
-    attempt, the lease it took: a takeover keeps the attempt but replaces the lease)."""
-    return deps.messages.transition(
-        message.tenant_id,
-        message.email_id,
-        message.message_id,
+    attempt, the lease it took: a takeover keeps the attempt but replaces the lease). False when the
+    lease was lost meanwhile."""
+    return _transition(
+        deps,
+        MessageKey.of(message),
         expected=[MessageStatus.SENDING],
         attempt=message.attempt,
         change=change,
@@ -393,13 +372,33 @@ def record(deps: DeliverDeps, message: MessageRecord, change: Transition, now: d
     )
 
 
+def _transition(
+    deps: DeliverDeps,
+    key: MessageKey,
+    *,
+    expected: list[MessageStatus],
+    attempt: int,
+    change: Transition,
+    now: datetime,
+    lease_until: int | None,
+) -> bool:
+    """A conditional write: True when it was applied, False when the message moved on (or is gone)."""
+    try:
+        deps.messages.transition(
+            key, expected=expected, attempt=attempt, change=change, now=now, lease_until=lease_until
+        )
+    except (WriteConflict, RecordNotFound):
+        return False
+    return True
+
+
 def finish_without_sending(
     deps: DeliverDeps,
     message: MessageRecord,
     status: MessageStatus,
     now: datetime,
     *,
-    event: str,
+    event: EventName,
     detail: str,
     reason: str | None = None,
 ) -> Delivery:
@@ -410,8 +409,9 @@ def finish_without_sending(
         (_event(message, event, now, None, detail),),
         failure_reason=(reason or detail) if status is MessageStatus.FAILED else None,
     )
-    recorded = record(deps, message, change, now)
-    return Delivery(JobResult.DONE, None, message, note=detail if recorded else "lease lost before recording")
+    if not record(deps, message, change, now):
+        return Delivery(JobResult.DONE, None, message, note="lease lost before recording", attempted=True)
+    return Delivery(JobResult.DONE, None, message, note=detail, status=status, attempted=True)
 
 
 def worker_error(error: BaseException) -> str:
@@ -437,14 +437,14 @@ def give_up(
     detail = worker_error(error)
     if leased is not None:
         attempt = Attempt(number=leased.attempt, started_at=started, finished_at=now, outcome=WORKER_ERROR)
-        event = _event(leased, "email.failed", now, None, detail)
+        event = _event(leased, EventName.FAILED, now, None, detail)
         change = Transition(MessageStatus.FAILED, (event,), attempt, failure_reason=WORKER_ERROR)
         return record(deps, leased, change, now)
-    current = deps.messages.get_message(job.tenant_id, job.email_id, job.message_id)
+    current = deps.messages.get_message(MessageKey.of(job))
     if current is None:
         return False
     change = Transition(
-        MessageStatus.FAILED, (_event(current, "email.failed", now, None, detail),), failure_reason=WORKER_ERROR
+        MessageStatus.FAILED, (_event(current, EventName.FAILED, now, None, detail),), failure_reason=WORKER_ERROR
     )
     if current.status in LEASABLE_STATUSES and current.attempt == job.attempt:
         expected, lease_until = [current.status], None
@@ -457,10 +457,9 @@ def give_up(
         expected, lease_until = [MessageStatus.SENDING], current.lease_until
     else:  # finished, or in a live lease of another worker: its outcome stands
         return False
-    return deps.messages.transition(
-        job.tenant_id,
-        job.email_id,
-        job.message_id,
+    return _transition(
+        deps,
+        MessageKey.of(job),
         expected=expected,
         attempt=current.attempt,
         change=change,
@@ -470,17 +469,23 @@ def give_up(
 
 
 def deliver_message(
-    deps: DeliverDeps, job: SendJob, *, deadline: float | None = None, last_receive: bool = False
+    deps: DeliverDeps,
+    job: SendJob,
+    *,
+    batch: Batch | None = None,
+    deadline: float | None = None,
+    last_receive: bool = False,
 ) -> Delivery:
-    """Run one job. `deadline` (a `time.monotonic()` instant) bounds its SMTP transaction;
-    `last_receive` says SQS dead-letters the job if this run raises, and then `give_up` runs first."""
+    """Run one job. `batch` is the invocation's (a job run alone is a batch of its own); `deadline` (a
+    `time.monotonic()` instant) bounds its SMTP transaction; `last_receive` says SQS dead-letters the job
+    if this run raises, and then `give_up` runs first."""
     started = deps.clock.now()
     leased: MessageRecord | Delivery | None = None
     try:
         leased = lease_message(deps, job, started)
         if isinstance(leased, Delivery):
             return leased
-        return attempt_delivery(deps, job, leased, started, deadline)
+        return attempt_delivery(deps, batch or Batch(), job, leased, started, deadline=deadline)
     except Exception as error:
         if last_receive:
             try:
@@ -492,40 +497,38 @@ def deliver_message(
 
 
 def attempt_delivery(
-    deps: DeliverDeps, job: SendJob, leased: MessageRecord, started: datetime, deadline: float | None
+    deps: DeliverDeps, batch: Batch, job: SendJob, leased: MessageRecord, started: datetime, *, deadline: float | None
 ) -> Delivery:
     """The leased attempt: the checks before SMTP, the relay, its outcome recorded."""
     if leased.takeovers >= deps.max_receive_count:
         detail = f"{WORKER_ERROR}: the lease expired {leased.takeovers} times"
         return finish_without_sending(
-            deps, leased, MessageStatus.FAILED, started, event="email.failed", detail=detail, reason=WORKER_ERROR
+            deps, leased, MessageStatus.FAILED, started, event=EventName.FAILED, detail=detail, reason=WORKER_ERROR
         )
-    tenant = tenant_of(deps, job.tenant_id)
+    tenant = deps.tenants.get_tenant(job.tenant_id)
     if started >= expiry(tenant, leased):
         return finish_without_sending(
-            deps, leased, MessageStatus.FAILED, started, event="email.failed", detail="expired"
+            deps, leased, MessageStatus.FAILED, started, event=EventName.FAILED, detail="expired"
         )
     suppressed = check_suppression(deps, leased)
     if suppressed is not None:
         return finish_without_sending(
-            deps, leased, MessageStatus.SUPPRESSED, started, event="email.suppressed", detail=suppressed.reason
+            deps, leased, MessageStatus.SUPPRESSED, started, event=EventName.SUPPRESSED, detail=suppressed.reason
         )
-    email = deps._emails.get(
-        (job.tenant_id, job.email_id), lambda: deps.messages.get_email_record(job.tenant_id, job.email_id)
-    )
+    email = deps.messages.get_email_record(EmailKey.of(job))
+    server: SmtpServer | None = None
     if email is None:  # cannot happen while retention outlives the queue; finish rather than loop
         outcome: DeliveryOutcome = PermanentFail(
             SmtpReply.network(Stage.CONNECT, "email record missing"), "email-missing"
         )
-        server_id = None
     else:
-        outcome, server_id = relay_message(deps, leased, email, deadline)
+        outcome, server = relay_message(deps, batch, leased, email, deadline)
     finished = deps.clock.now()
     attempt = Attempt(
         number=leased.attempt,
         started_at=started,
         finished_at=finished,
-        server_id=server_id,
+        server_id=server.server_id if server else None,
         outcome=type(outcome).__name__.lower(),
         reply=_stored_reply(outcome.reply),
     )
@@ -536,5 +539,6 @@ def attempt_delivery(
         suppress_recipient(deps, leased, outcome, finished)
     change = outcome_transition(leased, outcome, attempt, finished, next_attempt)
     if not record(deps, leased, change, finished):
-        return Delivery(JobResult.DONE, outcome, leased, note="lease lost before the outcome was recorded")
-    return Delivery(JobResult.DONE, outcome, leased)
+        note = "lease lost before the outcome was recorded"
+        return Delivery(JobResult.DONE, outcome, leased, note=note, server=server, attempted=True)
+    return Delivery(JobResult.DONE, outcome, leased, status=change.status, server=server, attempted=True)

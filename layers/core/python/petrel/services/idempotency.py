@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from petrel.errors import IdempotencyConflict, IdempotencyInFlight, InvalidRequest
-from petrel.observability import logger
 from petrel.ports import BlobStore, Clock, IdempotencyStore
+
+
+class ErrorLog(Protocol):
+    """Where a failure to keep a response is reported (a stdlib or Powertools logger)."""
+
+    def exception(self, msg: str, /) -> None: ...
+
 
 KEEP_SECONDS = 24 * 3600
 IN_FLIGHT_SECONDS = 60  # a claim older than this belongs to a request that died; it may be taken over
@@ -90,6 +98,7 @@ def run_idempotent(
     key: str,
     fingerprint: str,
     call: Callable[[], StoredResponse],
+    log: ErrorLog | None = None,
 ) -> StoredResponse:
     """Run `call` once per (tenant, key); replay its response, or refuse a conflicting reuse.
 
@@ -131,5 +140,7 @@ def run_idempotent(
         # The work is done (emails stored and queued): answer it. Failing now would invite a retry
         # that, once the claim's in-flight window has passed, does it all again. The claim stays in
         # flight, so a retry meanwhile is refused as such rather than run.
-        logger().exception("the idempotency record could not be completed; answering the response anyway")
+        (log or logging.getLogger(__name__)).exception(
+            "the idempotency record could not be completed; answering the response anyway"
+        )
     return response

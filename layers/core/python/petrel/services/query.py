@@ -6,7 +6,7 @@ from petrel.errors import InvalidRequest, NotFound
 from petrel.ids import is_id
 from petrel.models.api import EmailView, MessageList, MessageSummary, MessageView
 from petrel.models.records import MessageRecord, MessageStatus
-from petrel.ports import MessageStore
+from petrel.ports import EmailKey, InvalidCursor, MessageStore
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
@@ -29,20 +29,21 @@ def _message_view(message: MessageRecord) -> MessageView:
     )
 
 
-def _email_id(store: MessageStore, tenant_id: str, some_id: str) -> str | None:
-    """The email id of `some_id`: an email id itself, or a message id (found through the store)."""
+def _email_key(store: MessageStore, tenant_id: str, some_id: str) -> EmailKey | None:
+    """The key of the email `some_id` names: an email id itself, or a message id (found through the store)."""
     if is_id(some_id, "em"):
-        return some_id
+        return EmailKey(tenant_id, some_id)
     if is_id(some_id, "msg"):
-        return store.find_email_id(tenant_id, some_id)
+        found = store.find_message_key(tenant_id, some_id)
+        return found.email if found is not None else None
     return None
 
 
 def get_email(store: MessageStore, tenant_id: str, some_id: str) -> EmailView:
     """One email of this tenant, by its id or by one of its messages' ids. Another tenant's id is
     indistinguishable from a missing one."""
-    email_id = _email_id(store, tenant_id, some_id)
-    found = store.get_email(tenant_id, email_id) if email_id is not None else None
+    key = _email_key(store, tenant_id, some_id)
+    found = store.get_email(key) if key is not None else None
     if found is None:
         raise NotFound(f"no email {some_id!r}")
     email, messages = found
@@ -65,8 +66,8 @@ def get_email(store: MessageStore, tenant_id: str, some_id: str) -> EmailView:
 
 def get_message(store: MessageStore, tenant_id: str, message_id: str) -> MessageView:
     """One message (one recipient's copy) of this tenant."""
-    email_id = store.find_email_id(tenant_id, message_id) if is_id(message_id, "msg") else None
-    found = store.get_message(tenant_id, email_id, message_id) if email_id is not None else None
+    key = store.find_message_key(tenant_id, message_id) if is_id(message_id, "msg") else None
+    found = store.get_message(key) if key is not None else None
     if found is None:
         raise NotFound(f"no message {message_id!r}")
     return _message_view(found)
@@ -87,7 +88,7 @@ def list_messages(
         raise InvalidRequest("the query is not valid: " + "; ".join(e["detail"] for e in errors), errors=errors)
     try:
         page = store.list_messages(tenant_id, status=wanted, limit=limit, cursor=cursor)
-    except InvalidRequest as exc:  # the only client input the store judges is the cursor
+    except InvalidCursor as exc:
         raise cursor_problem(exc) from exc
     return MessageList(
         data=[
@@ -105,5 +106,7 @@ def list_messages(
     )
 
 
-def cursor_problem(exc: InvalidRequest) -> InvalidRequest:
-    return InvalidRequest(exc.detail, errors=[{"parameter": "cursor", "detail": exc.detail}])
+def cursor_problem(exc: InvalidCursor) -> InvalidRequest:
+    """The 422 for a cursor the store did not hand out, naming the `cursor` query parameter."""
+    detail = str(exc)
+    return InvalidRequest(detail, errors=[{"parameter": "cursor", "detail": detail}])

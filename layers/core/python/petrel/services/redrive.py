@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from petrel.models.jobs import SendJob
-from petrel.models.records import Event, MessageStatus
-from petrel.ports import Clock, MessageStore, Transition
+from petrel.models.records import Event, EventName, MessageStatus
+from petrel.ports import Clock, MessageKey, MessageStore, RecordNotFound, Transition, WriteConflict
 from petrel.services.deliver import WORKER_ERROR
 
 
@@ -32,23 +32,25 @@ def reopen_for_redrive(deps: RedriveDeps, job: SendJob) -> SendJob:
     lease) or the next one (it came after) is reopened: a failure of a later attempt, or for another
     reason (`expired`, `sender-refused`, ...), stands.
     """
-    current = deps.messages.get_message(job.tenant_id, job.email_id, job.message_id)
+    key = MessageKey.of(job)
+    current = deps.messages.get_message(key)
     if current is None or current.status is not MessageStatus.FAILED or current.failure_reason != WORKER_ERROR:
         return job
     if current.attempt not in (job.attempt, job.attempt + 1):
         return job
     now = deps.clock.now()
     event = Event(
-        type="email.queued", at=now, message_id=current.message_id, recipient=current.recipient, detail="redriven"
+        type=EventName.QUEUED, at=now, message_id=current.message_id, recipient=current.recipient, detail="redriven"
     )
-    reopened = deps.messages.transition(
-        job.tenant_id,
-        job.email_id,
-        job.message_id,
-        expected=[MessageStatus.FAILED],
-        attempt=current.attempt,
-        change=Transition(MessageStatus.QUEUED, (event,)),
-        now=now,
-    )
-    # Reopened (by this redrive, or by one running at the same time): the job of the attempt it waits at.
-    return job.model_copy(update={"attempt": current.attempt}) if reopened else job
+    try:
+        deps.messages.transition(
+            key,
+            expected=[MessageStatus.FAILED],
+            attempt=current.attempt,
+            change=Transition(MessageStatus.QUEUED, (event,)),
+            now=now,
+        )
+    except (WriteConflict, RecordNotFound):  # moved on meanwhile (or gone): its job goes back as it was
+        return job
+    # Reopened by this redrive: the job of the attempt it waits at.
+    return job.model_copy(update={"attempt": current.attempt})

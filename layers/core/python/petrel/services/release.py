@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.models.records import MessageRecord, MessageStatus
-from petrel.ports import JobQueue, MessageStore
+from petrel.ports import EmailKey, JobQueue, MessageStore
 
 
 def release_schedule_name(email_id: str) -> str:
@@ -52,7 +52,7 @@ def waiting_for_release(messages: list[MessageRecord]) -> list[MessageRecord]:
 
 
 def release_email(deps: ReleaseDeps, job: ReleaseJob) -> Released:
-    found = deps.messages.get_email(job.tenant_id, job.email_id)
+    found = deps.messages.get_email(EmailKey.of(job))
     if found is None:
         return Released(0, note="no such email")
     _, messages = found

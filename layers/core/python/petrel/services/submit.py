@@ -6,6 +6,7 @@ Each step is a named function so that the pipeline reads top to bottom in `submi
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from petrel.models.jobs import ReleaseJob
 from petrel.models.records import (
     EmailRecord,
     Event,
+    EventName,
     MessageRecord,
     MessageStatus,
     Pool,
@@ -28,9 +30,19 @@ from petrel.models.records import (
     SmtpServer,
     Tenant,
 )
-from petrel.observability import logger
-from petrel.ports import BlobStore, Clock, JobQueue, MessageStore, RetryScheduler, TenantStore, Transition
+from petrel.ports import (
+    AlreadyExists,
+    BlobStore,
+    Clock,
+    JobQueue,
+    MessageKey,
+    MessageStore,
+    RetryScheduler,
+    TenantStore,
+    Transition,
+)
 from petrel.services import attachments
+from petrel.services.idempotency import ErrorLog
 from petrel.services.release import release_schedule_name, send_job
 
 # Up to this far ahead a scheduled message waits in its queue (SQS DelaySeconds, at most 900 s);
@@ -48,6 +60,9 @@ class SubmitDeps:
     clock: Clock
     retention_days: int
     inline_body_limit: int
+    # Where a failure after the email was stored is reported: the API passes its container's logger
+    # (its lines then carry `petrel-api` and the request's context); the module's stdlib logger otherwise.
+    log: ErrorLog = field(default_factory=lambda: logging.getLogger(__name__))
 
 
 def check_send_at(request: SendEmailRequest, now: datetime) -> datetime | None:
@@ -176,6 +191,7 @@ def store_email(
         created_at=now,
     )
     status = MessageStatus.QUEUED if send_at is None else MessageStatus.SCHEDULED
+    created = EventName.QUEUED if send_at is None else EventName.SCHEDULED
     messages = [
         MessageRecord(
             tenant_id=tenant.tenant_id,
@@ -187,7 +203,7 @@ def store_email(
             status=status,
             next_attempt_at=send_at,
             send_at=send_at,
-            events=(Event(type=f"email.{status}", at=now, message_id=r.message_id, recipient=r.email),),
+            events=(Event(type=created, at=now, message_id=r.message_id, recipient=r.email),),
             created_at=now,
             updated_at=now,
         )
@@ -211,6 +227,8 @@ def schedule_release(deps: SubmitDeps, email: EmailRecord, send_at: datetime) ->
     job = ReleaseJob(tenant_id=email.tenant_id, email_id=email.email_id, pool=email.pool)
     try:
         deps.scheduler.schedule(release_schedule_name(email.email_id), send_at, job)
+    except AlreadyExists:  # made already (a retried request): it releases this email all the same
+        return True
     except Exception:
         return False
     return True
@@ -247,9 +265,7 @@ def mark_not_queued(deps: SubmitDeps, message: MessageRecord, waiting: MessageSt
     one stored either way, so the 202 never reports what the store does not hold."""
     try:
         deps.messages.transition(
-            message.tenant_id,
-            message.email_id,
-            message.message_id,
+            MessageKey.of(message),
             expected=[waiting],
             attempt=None,
             change=Transition(
@@ -257,7 +273,7 @@ def mark_not_queued(deps: SubmitDeps, message: MessageRecord, waiting: MessageSt
                 failure_reason="enqueue-failed",
                 events=(
                     Event(
-                        type="email.failed",
+                        type=EventName.FAILED,
                         at=now,
                         message_id=message.message_id,
                         recipient=message.recipient,
@@ -268,7 +284,7 @@ def mark_not_queued(deps: SubmitDeps, message: MessageRecord, waiting: MessageSt
             now=now,
         )
     except Exception:
-        logger().exception("a refused job's message could not be marked failed; the sweeper will queue it")
+        deps.log.exception("a refused job's message could not be marked failed; the sweeper will queue it")
         return waiting
     return MessageStatus.FAILED
 
@@ -282,7 +298,7 @@ def enqueue_or_leave_to_sweeper(
     try:
         return enqueue(deps, email, messages, send_at)
     except Exception:
-        logger().exception("enqueue failed after the email was stored; the sweeper will queue it")
+        deps.log.exception("enqueue failed after the email was stored; the sweeper will queue it")
         return {m.message_id: m.status for m in messages}
 
 

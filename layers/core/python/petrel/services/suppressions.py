@@ -8,7 +8,8 @@ from petrel.errors import Conflict, InvalidRequest, NotFound
 from petrel.mail.addresses import AddressError, parse_mailbox
 from petrel.models.api import SuppressionList, SuppressionRequest, SuppressionView
 from petrel.models.records import Suppression
-from petrel.ports import Clock, SuppressionStore
+from petrel.ports import AlreadyExists, Clock, InvalidCursor, RecordNotFound, SuppressionStore
+from petrel.services.query import cursor_problem
 
 MAX_PAGE = 100
 
@@ -37,8 +38,10 @@ def add(store: SuppressionStore, clock: Clock, tenant_id: str, request: Suppress
         detail=request.note,
         created_at=clock.now(),
     )
-    if not store.add(item):
-        raise Conflict(f"{item.email} is on the suppression list already")
+    try:
+        store.add(item)
+    except AlreadyExists as exc:
+        raise Conflict(f"{item.email} is on the suppression list already") from exc
     return _view(item)
 
 
@@ -50,8 +53,10 @@ def get(store: SuppressionStore, tenant_id: str, raw_email: str) -> SuppressionV
 
 
 def remove(store: SuppressionStore, tenant_id: str, raw_email: str) -> None:
-    if not store.remove(tenant_id, normalise(raw_email)):
-        raise NotFound(f"{raw_email!r} is not on the suppression list")
+    try:
+        store.remove(tenant_id, normalise(raw_email))
+    except RecordNotFound as exc:
+        raise NotFound(f"{raw_email!r} is not on the suppression list") from exc
 
 
 def list_page(store: SuppressionStore, tenant_id: str, *, limit: int, cursor: str | None) -> SuppressionList:
@@ -62,6 +67,6 @@ def list_page(store: SuppressionStore, tenant_id: str, *, limit: int, cursor: st
         )
     try:
         page = store.list(tenant_id, limit=limit, cursor=cursor)
-    except InvalidRequest as exc:  # the only client input the store judges is the cursor
-        raise InvalidRequest(exc.detail, errors=[{"parameter": "cursor", "detail": exc.detail}]) from exc
+    except InvalidCursor as exc:
+        raise cursor_problem(exc) from exc
     return SuppressionList(data=[_view(s) for s in page.suppressions], next_cursor=page.cursor)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from petrel.models.jobs import SendJob
 from petrel.models.records import MessageStatus, Pool
-from petrel.ports import Clock, DueMessage, JobQueue, MessageStore
+from petrel.ports import Clock, DueMessage, JobQueue, MessageStore, RecordNotFound, WriteConflict
 
 PAGE_SIZE = 100
 
@@ -86,6 +86,16 @@ def behind_backlog(deps: SweepDeps, message: DueMessage, report: SweepReport) ->
     return report.backlogs[message.pool] > deps.backlog_limit
 
 
+def claim(deps: SweepDeps, message: DueMessage, *, now: int) -> bool:
+    """Whether this sweep won the message's repair (False: another sweep, or the message's own way
+    forward, moved it on; or it is gone)."""
+    try:
+        deps.messages.claim_repair(message, now=now)
+    except (WriteConflict, RecordNotFound):
+        return False
+    return True
+
+
 def _requeue(deps: SweepDeps, claimed: list[DueMessage], report: SweepReport) -> None:
     by_pool: dict[Pool, list[DueMessage]] = {}
     for message in claimed:
@@ -117,7 +127,7 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
             if behind_backlog(deps, message, report):
                 report.backlogged += 1
                 continue
-            if deps.messages.claim_repair(message, now=now):
+            if claim(deps, message, now=now):
                 claimed.append(message)
             else:
                 report.claim_lost += 1

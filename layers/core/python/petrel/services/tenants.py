@@ -1,7 +1,12 @@
-"""Tenant administration (minimal): tenants, API keys, sending domains, SMTP servers."""
+"""Tenant administration: tenants and their settings, API keys, sending domains, SMTP servers.
+
+Used by the `petrel` command (cli/); every refusal is a ConfigurationError whose text is the one line
+the operator reads.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
 
@@ -9,8 +14,16 @@ from petrel.errors import ConfigurationError
 from petrel.ids import new_id
 from petrel.mail.addresses import AddressError, normalize_domain
 from petrel.models.records import POOLS, Pool, SendingDomain, SmtpSecurity, SmtpServer, Tenant
-from petrel.ports import Clock, SecretStore, TenantStore
+from petrel.ports import AlreadyExists, Clock, RecordNotFound, SecretStore, TenantStore, WriteConflict
 from petrel.services.auth import MintedKey, mint_api_key
+
+# The longest `max_age_hours` anywhere: infra.config's bound on an environment's max_message_age_hours.
+# An environment passes its own (lower) limit in AdminDeps: its retention must outlast every retry.
+MAX_AGE_HOURS_CEILING = 24 * 30
+# A tenant's message size limit: at least a small message with headers; at most what the worker can
+# build, DKIM-sign and relay in memory (it holds the whole encoded message, more than once).
+MIN_MESSAGE_BYTES = 10 * 1024
+MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -19,6 +32,21 @@ class AdminDeps:
     secrets: SecretStore
     clock: Clock
     secrets_prefix: str
+    # The environment's max_message_age_hours (cdk.json): a tenant may not retry longer than its
+    # messages and bodies are kept.
+    max_age_hours_limit: int = MAX_AGE_HOURS_CEILING
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """The settings of a tenant an operator may change; None leaves one as it is (or at its default)."""
+
+    name: str | None = None
+    max_message_bytes: int | None = None
+    max_age_hours: int | None = None
+
+    def changes(self) -> dict[str, object]:
+        return {key: value for key, value in vars(self).items() if value is not None}
 
 
 def _require_tenant(deps: AdminDeps, tenant_id: str) -> Tenant:
@@ -28,15 +56,45 @@ def _require_tenant(deps: AdminDeps, tenant_id: str) -> Tenant:
     return tenant
 
 
-def create_tenant(deps: AdminDeps, name: str, max_message_bytes: int | None = None) -> Tenant:
-    if not name.strip():
-        raise ConfigurationError("a tenant needs a name")
-    tenant = Tenant(
-        tenant_id=new_id("tn"),
-        name=name.strip(),
-        created_at=deps.clock.now(),
-        **({"max_message_bytes": max_message_bytes} if max_message_bytes else {}),
+def _checked(deps: AdminDeps, settings: TenantSettings) -> dict[str, object]:
+    """The changes `settings` asks for, each within its bounds, with the name trimmed."""
+    changes = settings.changes()
+    if settings.name is not None:
+        if not settings.name.strip():
+            raise ConfigurationError("a tenant needs a name")
+        changes["name"] = settings.name.strip()
+    size = settings.max_message_bytes
+    if size is not None and not MIN_MESSAGE_BYTES <= size <= MAX_MESSAGE_BYTES:
+        raise ConfigurationError(
+            f"max message bytes must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}, not {size}"
+        )
+    hours = settings.max_age_hours
+    if hours is not None and not 1 <= hours <= deps.max_age_hours_limit:
+        raise ConfigurationError(
+            f"max age hours must be between 1 and {deps.max_age_hours_limit} in this environment "
+            f"(its max_message_age_hours), not {hours}"
+        )
+    return changes
+
+
+def create_tenant(
+    deps: AdminDeps, name: str, max_message_bytes: int | None = None, *, max_age_hours: int | None = None
+) -> Tenant:
+    """A new tenant; settings not given keep the Tenant model's defaults."""
+    changes = _checked(
+        deps, TenantSettings(name=name, max_message_bytes=max_message_bytes, max_age_hours=max_age_hours)
     )
+    tenant = Tenant.model_validate({"tenant_id": new_id("tn"), "created_at": deps.clock.now(), **changes})
+    deps.tenants.put_tenant(tenant)
+    return tenant
+
+
+def update_tenant(deps: AdminDeps, tenant_id: str, settings: TenantSettings) -> Tenant:
+    """Change some settings of an existing tenant. Workers see the change once their cache expires."""
+    changes = _checked(deps, settings)
+    if not changes:
+        raise ConfigurationError("nothing to change: give at least one setting")
+    tenant = _require_tenant(deps, tenant_id).model_copy(update=changes)
     deps.tenants.put_tenant(tenant)
     return tenant
 
@@ -47,20 +105,47 @@ def create_api_key(deps: AdminDeps, tenant_id: str, name: str = "") -> MintedKey
 
 
 def revoke_api_key(deps: AdminDeps, tenant_id: str, key_id: str) -> None:
-    if not deps.tenants.revoke_api_key(tenant_id, key_id, deps.clock.now()):
-        raise ConfigurationError(f"no active API key {key_id!r} for tenant {tenant_id!r}")
+    try:
+        deps.tenants.revoke_api_key(tenant_id, key_id, deps.clock.now())
+    except (RecordNotFound, WriteConflict) as exc:  # unknown, or revoked already
+        raise ConfigurationError(f"no active API key {key_id!r} for tenant {tenant_id!r}") from exc
 
 
 def add_domain(deps: AdminDeps, tenant_id: str, domain: str, return_path_domain: str | None = None) -> SendingDomain:
+    """A new sending domain; one the tenant has already is refused (change it with `update_domain`)."""
     _require_tenant(deps, tenant_id)
-    try:
-        name = normalize_domain(domain)
-        bounce = normalize_domain(return_path_domain) if return_path_domain else name
-    except AddressError as exc:
-        raise ConfigurationError(str(exc)) from exc
+    name, bounce = _domain_names(domain, return_path_domain)
     record = SendingDomain(tenant_id=tenant_id, domain=name, return_path_domain=bounce, created_at=deps.clock.now())
+    try:
+        deps.tenants.create_domain(record)  # conditional: two concurrent adds cannot both win
+    except AlreadyExists as exc:
+        existing = deps.tenants.get_domain(tenant_id, name)
+        where = f" (return path {existing.return_path_domain})" if existing else ""
+        raise ConfigurationError(
+            f"tenant {tenant_id!r} already has domain {name!r}{where}; change it with `domain update`"
+        ) from exc
+    return record
+
+
+def update_domain(deps: AdminDeps, tenant_id: str, domain: str, return_path_domain: str | None) -> SendingDomain:
+    """Change the return-path (bounce) domain of an existing sending domain (None: the domain itself)."""
+    _require_tenant(deps, tenant_id)
+    name, bounce = _domain_names(domain, return_path_domain)
+    existing = deps.tenants.get_domain(tenant_id, name)
+    if existing is None:
+        raise ConfigurationError(f"tenant {tenant_id!r} has no domain {name!r}; add it with `domain add`")
+    record = existing.model_copy(update={"return_path_domain": bounce})
     deps.tenants.put_domain(record)
     return record
+
+
+def _domain_names(domain: str, return_path_domain: str | None) -> tuple[str, str]:
+    """(domain, return-path domain), both normalized (IDNA, lower case)."""
+    try:
+        name = normalize_domain(domain)
+        return name, normalize_domain(return_path_domain) if return_path_domain else name
+    except AddressError as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def add_smtp_server(
@@ -117,18 +202,21 @@ def add_smtp_server(
 
 
 def set_smtp_password(deps: AdminDeps, tenant_id: str, server_id: str, password: str) -> SmtpServer:
-    server = _find_server(deps, tenant_id, server_id)
+    server = find_server(deps, tenant_id, server_id)
     deps.secrets.put_secret(server.secret_name, password)
     return server
 
 
 def remove_smtp_server(deps: AdminDeps, tenant_id: str, server_id: str) -> None:
-    server = _find_server(deps, tenant_id, server_id)
+    server = find_server(deps, tenant_id, server_id)
     deps.tenants.delete_server(tenant_id, server_id)
-    deps.secrets.delete_secret(server.secret_name)
+    # Its password goes too; one deleted already (a removal that stopped half-way) is no error.
+    with contextlib.suppress(RecordNotFound):
+        deps.secrets.delete_secret(server.secret_name)
 
 
-def _find_server(deps: AdminDeps, tenant_id: str, server_id: str) -> SmtpServer:
+def find_server(deps: AdminDeps, tenant_id: str, server_id: str) -> SmtpServer:
+    """A tenant's SMTP server by id (ConfigurationError when there is none)."""
     for server in deps.tenants.list_servers(tenant_id):
         if server.server_id == server_id:
             return server
@@ -137,3 +225,8 @@ def _find_server(deps: AdminDeps, tenant_id: str, server_id: str) -> SmtpServer:
 
 def _pool(value: str) -> Pool:
     return "bulk" if value == "bulk" else "transactional"
+
+
+def get_tenant(deps: AdminDeps, tenant_id: str) -> Tenant:
+    """The tenant, or a ConfigurationError naming the id (so a mistyped id is not an empty listing)."""
+    return _require_tenant(deps, tenant_id)

@@ -1,0 +1,1 @@
+"""The administration commands: `tenant`, `key`, `domain`, `server` (petrel.services.tenants)."""

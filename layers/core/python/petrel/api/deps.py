@@ -1,0 +1,91 @@
+"""What the API's routes are built on: the ports of a container, and the services' bundles made from them.
+
+`ApiPorts` is structural: the deployed `ApiContainer` satisfies it with DynamoDB, S3, SQS and
+Scheduler adapters; a test satisfies it with the in-memory fakes (tests/fakes), so every route's
+success path runs without AWS and without patching anything.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from petrel.observability import Telemetry
+    from petrel.ports import (
+        BlobStore,
+        Clock,
+        IdempotencyStore,
+        JobQueue,
+        MessageStore,
+        RetryScheduler,
+        SuppressionStore,
+        TenantStore,
+    )
+    from petrel.services.attachments import AttachmentDeps
+    from petrel.services.cancel import CancelDeps
+    from petrel.services.submit import SubmitDeps
+
+
+class ApiPorts(Protocol):
+    """The API function's ports and the two settings submission needs (read-only)."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def messages(self) -> MessageStore: ...
+    @property
+    def suppressions(self) -> SuppressionStore: ...
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
+    @property
+    def blobs(self) -> BlobStore: ...
+    @property
+    def queue(self) -> JobQueue: ...
+    @property
+    def scheduler(self) -> RetryScheduler: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def telemetry(self) -> Telemetry: ...
+    @property
+    def retention_days(self) -> int: ...
+    @property
+    def inline_body_limit(self) -> int: ...
+
+
+class ApiServices:
+    """The services' dependency bundles, each built from the ports on first use: a route pays only for
+    the adapters it touches (the OpenAPI route touches none)."""
+
+    def __init__(self, ports: ApiPorts) -> None:
+        self.ports = ports
+
+    @cached_property
+    def submit(self) -> SubmitDeps:
+        from petrel.services.submit import SubmitDeps
+
+        p = self.ports
+        return SubmitDeps(
+            tenants=p.tenants,
+            messages=p.messages,
+            blobs=p.blobs,
+            queue=p.queue,
+            scheduler=p.scheduler,
+            clock=p.clock,
+            retention_days=p.retention_days,
+            inline_body_limit=p.inline_body_limit,
+            log=p.telemetry.logger,
+        )
+
+    @cached_property
+    def cancel(self) -> CancelDeps:
+        from petrel.services.cancel import CancelDeps
+
+        return CancelDeps(messages=self.ports.messages, scheduler=self.ports.scheduler, clock=self.ports.clock)
+
+    @cached_property
+    def attachments(self) -> AttachmentDeps:
+        from petrel.services.attachments import AttachmentDeps
+
+        return AttachmentDeps(blobs=self.ports.blobs, clock=self.ports.clock)

@@ -1,1 +1,0 @@
-"""The `petrel` command (operators' tool; not shipped in the Lambda layer)."""

@@ -1,0 +1,65 @@
+"""Provision and seed a tenant: the one way the local stack, the tests and the benchmarks make a tenant
+that can send (tenant, sending domain, SMTP server, API key), through the same admin service the
+`petrel` CLI uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from petrel.services import tenants
+
+
+@dataclass(frozen=True)
+class RelayAccount:
+    """An SMTP submission account of a MailU (or stand-in) that a tenant's server relays through."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    security: str = "starttls"
+    ca_bundle: str | None = None  # PEM of the CA to trust (a stand-in's self-signed one)
+
+    def server_settings(self, **overrides: Any) -> dict[str, Any]:
+        """`tenants.add_smtp_server`'s keyword arguments for this account, with `overrides` applied."""
+        settings: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "security": self.security,
+            "username": self.username,
+            "password": self.password,
+            "ca_bundle": self.ca_bundle,
+        }
+        return settings | overrides
+
+
+@dataclass(frozen=True)
+class SeededTenant:
+    """What a seeded tenant sends with: its id, its server's id and its API key (shown once)."""
+
+    tenant_id: str
+    server_id: str
+    api_key: str
+    domain: str
+
+    def address(self, local_part: str) -> str:
+        return f"{local_part}@{self.domain}"
+
+
+def seed_tenant(
+    admin: tenants.AdminDeps,
+    name: str,
+    *,
+    domain: str,
+    relay: RelayAccount,
+    key_name: str = "",
+    **server: Any,
+) -> SeededTenant:
+    """A tenant sending from `domain` through one SMTP server: `relay`'s account, with any `add_smtp_server`
+    setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle)."""
+    tenant = tenants.create_tenant(admin, name)
+    tenants.add_domain(admin, tenant.tenant_id, domain)
+    created = tenants.add_smtp_server(admin, tenant.tenant_id, **relay.server_settings(**server))
+    key = tenants.create_api_key(admin, tenant.tenant_id, key_name or name)
+    return SeededTenant(tenant_id=tenant.tenant_id, server_id=created.server_id, api_key=key.secret, domain=domain)

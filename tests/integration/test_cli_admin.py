@@ -1,0 +1,233 @@
+"""`petrel` end to end against a moto server laid out as `make run` leaves it (.petrel/local.json), and
+`petrel server test` against scripted submission servers (aiosmtpd): the real target, container and
+adapters, no fakes."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from cli.main import main
+from cli.target import LOCAL_DOWN
+from local.provision import provision
+from local.tls import TlsFiles
+from tests.integration.aws_env import REGION, clean_aws_environment
+from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "petrel-clitest"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    session: boto3.session.Session
+    endpoint: str
+    ca_file: Path
+    capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch
+
+    def relay(self, server: RunningServer, password: str = PASSWORD) -> None:
+        """local.json's relay account: the scripted server, as the local stack writes the stand-in's."""
+        state = json.loads((self.workdir / "local.json").read_text())
+        port = "submission_port" if server.security == "starttls" else "smtps_port"
+        state["relay"] = {
+            "host": server.host,
+            port: server.port,
+            "security": server.security,
+            "username": USERNAME,
+            "password": password,
+            "ca_file": str(self.ca_file),
+        }
+        (self.workdir / "local.json").write_text(json.dumps(state))
+
+    def __call__(self, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        status = main(["--workdir", str(self.workdir), *argv])
+        out, err = self.capsys.readouterr()
+        return status, out, err
+
+    def json(self, *argv: str) -> Any:
+        status, out, err = self("--json", *argv)
+        assert status == 0, err
+        return json.loads(out)
+
+    def secret(self, name: str) -> str:
+        client = self.session.client("secretsmanager", endpoint_url=self.endpoint)
+        return str(client.get_secret_value(SecretId=name)["SecretString"])
+
+
+@dataclass(frozen=True)
+class Moto:
+    endpoint: str
+    session: boto3.session.Session
+    aws: dict[str, Any]  # local.json's `aws` section
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    """One moto server for the module (each test makes tenants of its own, with new ids)."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_aws_environment(monkeypatch)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        try:
+            session = boto3.session.Session(
+                region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local"
+            )
+            clients = {
+                name: session.client(name, endpoint_url=endpoint)
+                for name in ("dynamodb", "sqs", "s3", "scheduler", "iam")
+            }
+            made = provision(
+                clients["dynamodb"],
+                clients["sqs"],
+                clients["s3"],
+                prefix=PREFIX,
+                visibility_timeout=30,
+                max_receive_count=3,
+                scheduler=clients["scheduler"],
+                iam=clients["iam"],
+            )
+            aws = {
+                "endpoint_url": endpoint,
+                "region": REGION,
+                "prefix": PREFIX,
+                "tables": made.tables,
+                "secrets_prefix": made.secrets_prefix,
+            }
+            yield Moto(endpoint, session, aws)
+        finally:
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+            server.stop()
+
+
+@pytest.fixture
+def stack(
+    moto: Moto,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tls_files: TlsFiles,
+    capsys: pytest.CaptureFixture[str],
+) -> Stack:
+    clean_aws_environment(monkeypatch)
+    (tmp_path / "local.json").write_text(json.dumps({"aws": moto.aws}))
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(tls_files.ca_pem)
+    return Stack(tmp_path, moto.session, moto.endpoint, ca_file, capsys, monkeypatch)
+
+
+def _tenant_with_domain(stack: Stack) -> str:
+    tenant_id: str = stack.json("tenant", "create", "Acme", "--max-age-hours", "12")["tenant_id"]
+    stack.json("domain", "add", tenant_id, "acme.example", "--return-path-domain", "bounces.acme.example")
+    return tenant_id
+
+
+def test_a_tenant_is_set_up_and_its_server_checked_without_sending_mail(
+    stack: Stack, submission_server: RunningServer
+) -> None:
+    stack.relay(submission_server)
+    tenant_id = _tenant_with_domain(stack)
+
+    [listed] = stack.json("tenant", "list")
+    assert (listed["tenant_id"], listed["max_age_hours"]) == (tenant_id, 12)
+    status, _, err = stack("domain", "add", tenant_id, "acme.example")
+    assert status == 2 and "already has domain 'acme.example'" in err
+    server = stack.json("server", "add", tenant_id, "--local-relay")
+    assert (server["host"], server["port"], server["security"]) == ("127.0.0.1", submission_server.port, "starttls")
+    assert stack.secret(f"{PREFIX}/tenants/{tenant_id}/smtp/{server['server_id']}") == PASSWORD
+    key = stack.json("key", "create", tenant_id, "--name", "first")
+    assert key["api_key"].startswith("ptl_")
+
+    status, out, err = stack("server", "test", tenant_id, server["server_id"])
+
+    assert status == 0, out + err
+    lines = out.splitlines()
+    assert [line.split()[:2] for line in lines[:-1]] == [
+        ["connect", "ok"],
+        ["starttls", "ok"],
+        ["auth", "ok"],
+        ["mail", "from"],
+        ["rset/quit", "ok"],
+    ]
+    assert "certificate verified" in lines[1]
+    assert "<bounces+petrel-server-test@bounces.acme.example>: 250" in lines[3]
+    assert lines[-1] == f"OK: {server['server_id']} (127.0.0.1:{submission_server.port}) accepts mail from the tenant"
+    assert submission_server.handler.received == []  # nothing was sent
+    assert submission_server.handler.logins == [("PLAIN", True)]
+    assert PASSWORD not in out + err
+
+
+def test_a_wrong_password_fails_the_check_at_auth_with_exit_status_1(
+    stack: Stack, submission_server: RunningServer
+) -> None:
+    stack.relay(submission_server)
+    tenant_id = _tenant_with_domain(stack)
+    server_id = stack.json("server", "add", tenant_id, "--local-relay")["server_id"]
+    status, _, _ = stack("server", "set-password", tenant_id, server_id, "--password-stdin", stdin="wrong\n")
+    assert status == 0
+
+    status, out, err = stack("server", "test", tenant_id, server_id)
+
+    assert status == 1
+    *_, auth, result = out.splitlines()
+    assert auth.split()[:2] == ["auth", "FAILED"] and "535" in auth
+    assert result.startswith(f"{server_id} (127.0.0.1:{submission_server.port}) FAILED at auth: as {USERNAME}: 535")
+    assert "wrong" not in out + err
+
+
+def test_implicit_tls_is_checked_too(stack: Stack, smtp_servers: Callable[..., RunningServer]) -> None:
+    server = smtp_servers("tls")
+    stack.relay(server)
+    tenant_id = _tenant_with_domain(stack)
+    added = stack.json("server", "add", tenant_id, "--local-relay")
+    assert (added["port"], added["security"]) == (server.port, "tls")
+
+    report = stack.json("server", "test", tenant_id, added["server_id"])
+
+    assert report["ok"] is True
+    assert [step["name"] for step in report["steps"]] == ["connect", "tls", "auth", "mail from", "rset/quit"]
+
+
+def test_an_untrusted_certificate_fails_at_starttls(stack: Stack, submission_server: RunningServer) -> None:
+    tenant_id = _tenant_with_domain(stack)
+    stack.monkeypatch.setenv("RELAY_PASSWORD", PASSWORD)
+    server_id = stack.json(
+        "server", "add", tenant_id, "--host", "127.0.0.1", "--port", str(submission_server.port),
+        "--username", USERNAME, "--password-env", "RELAY_PASSWORD",
+    )["server_id"]  # fmt: skip
+
+    status, out, _ = stack("server", "test", tenant_id, server_id)
+
+    assert status == 1
+    assert "FAILED at starttls: TLS certificate not trusted" in out.splitlines()[-1]
+    assert submission_server.handler.logins == []  # the password never left
+
+
+def test_a_stopped_local_stack_is_named_as_such(stack: Stack) -> None:
+    state = json.loads((stack.workdir / "local.json").read_text())
+    state["aws"]["endpoint_url"] = f"http://127.0.0.1:{_free_port()}"
+    (stack.workdir / "local.json").write_text(json.dumps(state))
+
+    assert stack("tenant", "list") == (2, "", f"petrel: {LOCAL_DOWN}\n")
