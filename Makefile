@@ -44,10 +44,15 @@ mail:
 
 # `make run PORT=9000 LOG_LEVEL=DEBUG`: the API's port on 127.0.0.1 and the functions' log level
 # (DEBUG, INFO: a line per API request and delivery attempt, WARNING, ERROR). Metrics: .petrel/metrics.jsonl.
+# LOG_FORMAT=text (one short line per record) or json (Powertools' JSON, as on Lambda).
+# BACKEND=moto (moto's server for all of AWS) or localstack (LocalStack for SQS, S3, Secrets Manager and
+# Scheduler, built by `make localstack`; DynamoDB stays on moto's server).
 PORT ?= 8080
 LOG_LEVEL ?= INFO
-run: venv mail
-	$(PY) -m local --port $(PORT) --log-level $(LOG_LEVEL)
+LOG_FORMAT ?= text
+BACKEND ?= moto
+run: venv mail $(if $(filter localstack,$(BACKEND)),localstack)
+	$(PY) -m local --port $(PORT) --log-level $(LOG_LEVEL) --log-format $(LOG_FORMAT) --backend $(BACKEND)
 
 test: venv mail localstack
 	$(PY) -m pytest -p no:cacheprovider

@@ -142,40 +142,31 @@ def moto_server() -> Iterator[str]:
 
 def seed_backend(endpoint: str, sink_port: int, sink_ca: str) -> Backend:
     """Provision tables, queues, bucket and schedules as the local stack does, and seed a tenant."""
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": REGION})
-    import boto3
-
+    from local.aws import LocalAws
     from local.provision import provision
+    from local.seed import RelayAccount, seed_tenant
     from petrel.container.admin import AdminContainer, AdminSettings
-    from petrel.services import tenants
 
-    session = boto3.session.Session(region_name=REGION)
+    aws = LocalAws(endpoint, region=REGION)
     made = provision(
-        session.client("dynamodb", endpoint_url=endpoint),
-        session.client("sqs", endpoint_url=endpoint),
-        session.client("s3", endpoint_url=endpoint),
+        aws.client("dynamodb"),
+        aws.client("sqs"),
+        aws.client("s3"),
         prefix=PREFIX,
         visibility_timeout=30,
         max_receive_count=5,
+        scheduler=aws.client("scheduler"),
+        iam=aws.client("iam"),
     )
-    admin = AdminContainer(AdminSettings.for_prefix(PREFIX, endpoint_url=endpoint, region=REGION)).admin
-    tenant = tenants.create_tenant(admin, "bench")
-    tenants.add_domain(admin, tenant.tenant_id, "petrel.test")
-    tenants.add_smtp_server(
-        admin,
-        tenant.tenant_id,
-        host="127.0.0.1",
-        port=sink_port,
-        security="starttls",
-        username=USER,
-        password=PASSWORD,
-        ca_bundle=sink_ca,
+    admin = AdminContainer(
+        AdminSettings.for_prefix(PREFIX, endpoint_url=endpoint, region=REGION), clients=aws.clients()
     )
-    key = tenants.create_api_key(admin, tenant.tenant_id, "bench").secret
+    relay = RelayAccount(host="127.0.0.1", port=sink_port, username=USER, password=PASSWORD, ca_bundle=sink_ca)
+    seeded = seed_tenant(admin.admin, "bench", domain="petrel.test", relay=relay)
     return Backend(
         endpoint=endpoint,
         environment=made.environment(),
-        api_key=key,
+        api_key=seeded.api_key,
         queue_url=made.queue_urls["send-transactional"],
         queue_arn=made.queue_arns["send-transactional"],
     )
@@ -268,9 +259,9 @@ def scheduled_event() -> dict[str, Any]:
 
 def receive_jobs(backend: Backend, count: int) -> list[dict[str, Any]]:
     """The send jobs the API's invocations queued (held invisible while the worker runs)."""
-    import boto3
+    from local.aws import LocalAws
 
-    sqs = boto3.session.Session(region_name=REGION).client("sqs", endpoint_url=backend.endpoint)
+    sqs = LocalAws(backend.endpoint, region=REGION).client("sqs")
     jobs: list[dict[str, Any]] = []
     for _ in range(20):
         got = sqs.receive_message(

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MESSAGES = 1000
 SIZE = 5 * 1024
 ROUNDS = 3
+REGION = "us-east-1"
 
 
 def _message(i: int) -> bytes:
@@ -69,55 +70,63 @@ def petrel_relay(sink: Sink, messages: list[bytes]) -> tuple[float, float]:
 
 def worker_path_cpu(sink: Sink, count: int = 300) -> float:
     """CPU seconds per message through the send worker handler, queue to record, under moto."""
+    import boto3
     from moto import mock_aws
 
     from petrel import resources as r
 
     os.environ.update(
         {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
             r.POWERTOOLS_LOG_LEVEL_ENV: "ERROR",
             r.POWERTOOLS_METRICS_NAMESPACE_ENV: r.METRICS_NAMESPACE,
             r.POWERTOOLS_SERVICE_NAME_ENV: "bench",
             r.POWERTOOLS_METRICS_DISABLED_ENV: "true",
         }
     )
-    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("AWS_ENDPOINT_URL", None)  # moto intercepts the calls of clients on AWS's own endpoints
+    session = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION)
     with mock_aws():
-        from local.handlers import worker_handler
+        from local import handlers
         from local.lambda_runtime import QueuePump
         from local.provision import provision
-        from petrel import container
-        from petrel.adapters.aws import client
+        from local.seed import RelayAccount, seed_tenant
         from petrel.api.deps import ApiServices
+        from petrel.container.admin import AdminContainer, AdminSettings
         from petrel.container.api import ApiContainer
+        from petrel.container.base import AwsClients
         from petrel.models.api import SendEmailRequest
-        from petrel.services import tenants as admin
         from petrel.services.submit import submit_email
         from petrel.settings import ApiSettings
 
-        container.reset()
+        aws = AwsClients(session)  # provisioning's and the operator's; each function gets its own below
         res = provision(
-            client("dynamodb"), client("sqs"), client("s3"), prefix="bench", visibility_timeout=30, max_receive_count=5
+            aws.dynamodb(),
+            aws.sqs(),
+            aws.s3(),
+            prefix="bench",
+            visibility_timeout=30,
+            max_receive_count=5,
+            scheduler=aws.scheduler(),
+            iam=aws.client("iam"),
         )
-        os.environ.update(res.environment())
-        deps = container.admin_deps(res.tables["tenants"], res.secrets_prefix)
-        tenant = admin.create_tenant(deps, "bench")
-        admin.add_domain(deps, tenant.tenant_id, "petrel.test")
-        admin.add_smtp_server(
-            deps,
-            tenant.tenant_id,
-            host="127.0.0.1",
-            port=sink.port,
-            security="starttls",
-            username=USER,
-            password=PASSWORD,
-            ca_bundle=sink.ca_pem,
+        env = res.environment()  # what infra gives each function
+        operator = AdminContainer(
+            AdminSettings(
+                name_prefix=res.prefix,
+                tenants_table=res.tables[r.TENANTS.name],
+                messages_table=res.tables[r.MESSAGES.name],
+                secrets_prefix=res.secrets_prefix,
+                region=REGION,
+            ),
+            clients=aws,
         )
+        relay = RelayAccount(host="127.0.0.1", port=sink.port, username=USER, password=PASSWORD, ca_bundle=sink.ca_pem)
+        seeded = seed_tenant(operator.admin, "bench", domain="petrel.test", relay=relay)
+        tenant = operator.tenants.get_tenant(seeded.tenant_id)
+        assert tenant is not None
         body = "x" * (SIZE - 600)
-        submitting = ApiServices(ApiContainer(ApiSettings.from_env())).submit  # what the API's routes call
+        api = ApiContainer(ApiSettings.model_validate(env), clients=AwsClients(session))
+        submitting = ApiServices(api).submit  # what the API's routes call
         for i in range(count):
             submit_email(
                 submitting,
@@ -126,9 +135,11 @@ def worker_path_cpu(sink: Sink, count: int = 300) -> float:
                     {"from": "a@petrel.test", "to": f"r{i}@example.com", "subject": "b", "text": body}
                 ),
             )
-        sqs = client("sqs")
-        url = res.queue_urls["send-transactional"]
-        pump = QueuePump(sqs, url, "arn:aws:sqs:us-east-1:000000000000:bench", worker_handler(), function_name="bench")
+        worker = handlers.worker(env, AwsClients(session))
+        url = res.queue_urls[r.SEND_TRANSACTIONAL.name]
+        pump = QueuePump(
+            aws.sqs(), url, res.queue_arns[r.SEND_TRANSACTIONAL.name], worker.handler, function_name="bench"
+        )
         handled, cpu = 0, time.process_time()
         while handled < count:
             got = pump.poll_once()

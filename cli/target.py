@@ -1,7 +1,8 @@
 """Which environment a command acts on, and how to reach its AWS resources.
 
 `--env local` (the default) reads the local stack's state file (`<workdir>/local.json`, written by
-`make run`): the embedded AWS endpoint, its region and its resource names. Any other name is an
+`make run`): the embedded AWS endpoint (and, with `make run BACKEND=localstack`, each service's own:
+`aws.endpoint_urls`), its region and its resource names. Any other name is an
 environment of cdk.json (`context.environments`), validated by `infra.config` (the same rules as
 synthesis); its names derive from its `name_prefix`, and AWS is reached with the usual credentials.
 """
@@ -22,7 +23,8 @@ from petrel.container.admin import AdminSettings
 LOCAL = "local"
 LOCAL_DOWN = "the local stack is not running (start it with `make run`)"
 CDK_JSON = "cdk.json"
-# The embedded AWS (moto) accepts any credentials; these keep boto3 from looking for real ones.
+# The embedded AWS (moto, LocalStack) accepts any credentials; these keep boto3 from looking for real
+# ones (and are the ones the local stack uses: LocalStack keeps state per access key).
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 
 
@@ -57,15 +59,16 @@ class Target:
 
     def check_reachable(self, timeout: float = 2.0) -> None:
         """Locally, fail at once with advice when nothing listens at the embedded AWS endpoint (rather
-        than after boto3's retries, with an EndpointConnectionError)."""
-        endpoint = self.settings.endpoint_url
-        if not self.is_local or not endpoint:
+        than after boto3's retries, with an EndpointConnectionError): moto's, and LocalStack's if it has one."""
+        if not self.is_local:
             return
-        parsed = urlsplit(endpoint)
-        try:
-            socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout).close()
-        except OSError:
-            raise CliError(LOCAL_DOWN) from None
+        endpoints = {e for e in (self.settings.endpoint_url, *self.settings.endpoint_urls().values()) if e}
+        for endpoint in sorted(endpoints):
+            parsed = urlsplit(endpoint)
+            try:
+                socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout).close()
+            except OSError:
+                raise CliError(LOCAL_DOWN) from None
 
     def local_relay(self) -> LocalRelay:
         """The stand-in's relay account, from local.json: its `relay` section (the account, its password
@@ -114,6 +117,7 @@ def local_target(workdir: Path) -> Target:
             secrets_prefix=aws.get("secrets_prefix") or resources.secrets_prefix(prefix),
             region=aws["region"],
             endpoint_url=aws["endpoint_url"],
+            service_endpoint_urls={str(k): str(v) for k, v in (aws.get("endpoint_urls") or {}).items()},
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CliError(f"{state_file} is not the local stack's state ({type(exc).__name__}: {exc})") from None

@@ -1,20 +1,13 @@
 """Each local function as on Lambda: its own environment mapping, validated into its own settings model,
 its own container (with its own boto3 session) and the handler its factory in `petrel.entrypoints`
 makes of it. No function reads another's environment, and none reads the process's.
-
-`load` (the deployed handler modules by path) remains for callers that drive the functions through the
-process environment, as Lambda does: tests/integration/test_handlers_moto.py and bench/relay.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from local.lambda_runtime import Handler
 
@@ -25,7 +18,6 @@ if TYPE_CHECKING:
     from petrel.container.sweeper import SweeperContainer
     from petrel.container.worker import WorkerContainer
 
-FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 C = TypeVar("C")
 
 
@@ -72,18 +64,3 @@ def sweeper(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[Sweepe
 
     container = SweeperContainer(SweeperSettings.model_validate(dict(env)), clients=clients)
     return LocalFunction("sweeper", container, create_sweeper(container))
-
-
-@cache
-def load(name: str) -> ModuleType:
-    """The deployed handler module `functions/<name>/handler.py` (each directory is its own Lambda asset)."""
-    spec = importlib.util.spec_from_file_location(f"petrel_function_{name}", FUNCTIONS / name / "handler.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def worker_handler() -> Any:
-    """The deployed send worker's `lambda_handler` (it builds its container from the process environment)."""
-    return load("send_worker").lambda_handler

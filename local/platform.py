@@ -1,5 +1,6 @@
-"""The whole platform on 127.0.0.1: embedded AWS (moto server), the MailU stand-in (real Postfix +
-Dovecot), the HTTP front, queue pumps and the same Lambda handlers that are deployed.
+"""The whole platform on 127.0.0.1: embedded AWS (moto server, or LocalStack for the services it serves
+and moto's server for DynamoDB: `backend`), the MailU stand-in (real Postfix + Dovecot), the HTTP front,
+queue pumps and the same Lambda handlers that are deployed.
 
 Each function runs as on Lambda, with its own environment (`LocalConfig.environments`), its own
 settings, container and boto3 session. The platform changes the process environment only for what is
@@ -13,21 +14,26 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from local import handlers
-from local.aws import LocalAws, MotoServer
+from local.aws import BACKENDS, LocalAws, MotoServer, free_port
+from local.console import LOG_FORMATS, ConsoleLogs
 from local.mailu import MailuStandIn, ensure_installed, install_packages
 from local.provision import LocalResources, provision
 from local.seed import RelayAccount, SeededTenant, seed_tenant
 from petrel import resources as r
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+
     from local.front import ApiFront
     from local.lambda_runtime import QueuePump
+    from local.localstack import LocalStack
     from local.scheduler import ScheduleFirer
     from local.timer import Every
     from petrel.container.admin import AdminContainer
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("petrel.local")
 FUNCTIONS = ("api", "authorizer", "send-worker", "sweeper")
+# The AWS services Petrel's functions, its CLI and the local stack call: local.json names each one's endpoint.
+SERVICES = ("dynamodb", "iam", "s3", "scheduler", "secretsmanager", "sqs", "sts")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,13 @@ class LocalConfig:
     domain: str = "petrel.test"
     # Powertools' log level for every function (POWERTOOLS_LOG_LEVEL); `make run LOG_LEVEL=...`.
     log_level: str = "INFO"
+    # How the functions' log lines read: "json" (Powertools' JSON, as on Lambda) or "text" (one short
+    # line each, local.console; `make run` uses it unless LOG_FORMAT=json).
+    log_format: str = "json"
+    # Where AWS is: "moto" (moto's server for every service) or "localstack" (LocalStack from
+    # .localstack/venv for SQS, S3, Secrets Manager, Scheduler, IAM and STS; moto's server for DynamoDB,
+    # whose LocalStack implementation needs Java). `make run BACKEND=localstack`.
+    backend: str = "moto"
     # The worker's knobs, shortened so that what takes hours deployed takes seconds here.
     # The retry ladder (PETREL_RETRY_DELAYS: seconds after the 1st, 2nd, ... failed attempt, the last
     # repeating; deployed it is 1 m, 5 m, 15 m, 1 h, ...): a deferred message comes back while you watch.
@@ -97,6 +112,12 @@ class LocalConfig:
     # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
     # so a change made with the CLI shows within seconds; a refused password is re-read at once anyway.
     config_cache_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r} (one of {', '.join(BACKENDS)})")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"unknown log format {self.log_format!r} (one of {', '.join(LOG_FORMATS)})")
 
     def worker_environment(self) -> dict[str, str]:
         """What the send worker reads (petrel.settings.SendWorkerSettings) that is not a resource name."""
@@ -181,6 +202,8 @@ class LocalPlatform:
         self.admin: AdminContainer | None = None
         self.info: dict[str, Any] = {}
         self._moto = MotoServer(config.host, self.workdir / "moto.log")
+        self._localstack: LocalStack | None = None
+        self._console = ConsoleLogs()
         self._environment = ProcessEnvironment()
         self._front: ApiFront | None = None
         self._pumps: list[QueuePump] = []
@@ -197,11 +220,13 @@ class LocalPlatform:
             log.warning("installing the MailU stand-in (missing: %s)", ", ".join(missing))
             install_packages()
         self.mailu.start()  # stops what a killed earlier run left in this work dir first
-        self.aws = self._moto.start()
+        self.aws = self._start_aws()
         self._environment.set(self.aws.environment() | self.config.process_environment())
         self.resources = self._provision(self.aws)
         self.admin = self._admin(self.aws, self.resources)
         self.functions = self._build_functions(self.aws, self.resources)
+        if self.config.log_format == "text":
+            self._console.install(self._loggers(self.functions))
         self._start_drivers(self.aws, self.resources, self.functions)
         self.info = self._seed(self.aws, self.resources)
         state = self.workdir / "local.json"
@@ -211,8 +236,9 @@ class LocalPlatform:
 
     def stop(self) -> None:
         """Stop in order, each part before what it calls: the front (no new requests), the timers
-        (the schedule firer and the sweeper), the queue pumps (each finishes its invocation), then moto
-        and the stand-in. Nothing is left polling a server that is gone, so a stop prints nothing."""
+        (the schedule firer and the sweeper), the queue pumps (each finishes its invocation), then moto,
+        LocalStack and the stand-in. Nothing is left polling a server that is gone, so a stop prints
+        nothing."""
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -224,7 +250,11 @@ class LocalPlatform:
                 thread.join(timeout=self.config.lease_seconds + 5)
             group.clear()
         self._moto.stop()
+        if self._localstack is not None:
+            self._localstack.stop()
+            self._localstack = None
         self.mailu.stop()
+        self._console.restore()
         self._environment.restore()
         self.functions = None
 
@@ -253,6 +283,36 @@ class LocalPlatform:
         return self.functions
 
     # -- pieces --------------------------------------------------------------------------------
+    def _start_aws(self) -> LocalAws:
+        """moto's server, and with the LocalStack backend LocalStack too (afresh: its state directory is
+        emptied first), each service's calls sent to the one that serves it."""
+        moto = self._moto.start()
+        if self.config.backend != "localstack":
+            return moto
+        from local.localstack import SERVICES as LOCALSTACK_SERVICES
+        from local.localstack import LocalStack
+
+        data_dir = self.workdir / "localstack"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        self._localstack = LocalStack(port=free_port(self.config.host), data_dir=data_dir, host=self.config.host)
+        self._localstack.start()
+        return LocalAws(
+            moto.endpoint_url,
+            region=moto.region,
+            service_endpoints=dict.fromkeys(LOCALSTACK_SERVICES, self._localstack.endpoint),
+            backend="localstack",
+        )
+
+    @staticmethod
+    def _loggers(functions: LocalFunctions) -> list[Logger]:
+        """Each function's Powertools logger (its container's telemetry)."""
+        return [
+            functions.api.container.telemetry.logger,
+            functions.authorizer.container.telemetry.logger,
+            functions.worker.container.telemetry.logger,
+            functions.sweeper.container.telemetry.logger,
+        ]
+
     def _provision(self, aws: LocalAws) -> LocalResources:
         if self.config.visibility_timeout <= self.config.lease_seconds:
             log.warning(
@@ -282,6 +342,7 @@ class LocalPlatform:
             secrets_prefix=resources.secrets_prefix,
             region=aws.region,
             endpoint_url=aws.endpoint_url,
+            service_endpoint_urls=dict(aws.service_endpoints),
         )
         return AdminContainer(settings, clients=aws.clients())
 
@@ -351,6 +412,7 @@ class LocalPlatform:
         assert self._front is not None
         relay = self.relay_account
         return {
+            "backend": aws.backend,
             "api_url": self._front.url,
             "api_key": demo.api_key,
             "tenant_id": demo.tenant_id,
@@ -384,6 +446,9 @@ class LocalPlatform:
             },
             "aws": {
                 "endpoint_url": aws.endpoint_url,
+                # Each service's endpoint (LocalStack's for some with the LocalStack backend); the CLI's
+                # `--env local` follows them.
+                "endpoint_urls": {service: aws.endpoint_for(service) for service in SERVICES},
                 "region": aws.region,
                 "prefix": resources.prefix,
                 "tables": resources.tables,

@@ -54,12 +54,14 @@ def seed_tenant(
     domain: str,
     relay: RelayAccount,
     key_name: str = "",
+    return_path_domain: str | None = None,
     **server: Any,
 ) -> SeededTenant:
     """A tenant sending from `domain` through one SMTP server: `relay`'s account, with any `add_smtp_server`
-    setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle)."""
+    setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle). Bounces go to
+    `return_path_domain` (default: `domain` itself)."""
     tenant = tenants.create_tenant(admin, name)
-    tenants.add_domain(admin, tenant.tenant_id, domain)
+    tenants.add_domain(admin, tenant.tenant_id, domain, return_path_domain)
     created = tenants.add_smtp_server(admin, tenant.tenant_id, **relay.server_settings(**server))
     key = tenants.create_api_key(admin, tenant.tenant_id, key_name or name)
     return SeededTenant(tenant_id=tenant.tenant_id, server_id=created.server_id, api_key=key.secret, domain=domain)

@@ -1,11 +1,13 @@
 """`make run` as a user runs it: `python -m local` comes up, serves the API, writes local.json (with
-the stand-in's relay account), delivers into the test mailbox, stops quietly and in order when the
-terminal's Ctrl-C signals its whole process group, and starts again afresh in the same place."""
+the stand-in's relay account), delivers into the test mailbox, prints a readable line per request and
+delivery attempt (JSON with `--log-format json`), stops quietly and in order when the terminal's Ctrl-C
+signals its whole process group, and starts again afresh in the same place."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -40,11 +42,11 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PETREL_", "POWERTOOLS_"))}
 
 
-def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict, list[str]]:
+def _start(workdir: Path, *options: str) -> tuple[subprocess.Popen[str], dict, list[str]]:
     state = workdir / "local.json"
     state.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "local", "--workdir", str(workdir), "--port", "0"],
+        [sys.executable, "-m", "local", "--workdir", str(workdir), "--port", "0", *options],
         cwd=REPO,
         env=_clean_env(),
         stdout=subprocess.PIPE,
@@ -83,9 +85,43 @@ def _relay_login(relay: dict) -> None:
         smtp.login(relay["username"], relay["password"])
 
 
+def _json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def _check_text_console(output: str, info: dict, sent: dict) -> None:
+    """The access line of the POST and the delivery attempt's line, as `make run` prints them."""
+    time = r"\d\d:\d\d:\d\d\.\d{3}"
+    access = (
+        rf"^{time} INFO +api +request method=POST path=/v1/emails status=202 duration_ms=[\d.]+ "
+        rf"tenant_id={info['tenant_id']}$"
+    )
+    attempt = (
+        rf"^{time} INFO +send-worker +delivery attempt email_id={sent['id']} "
+        rf"message_id={sent['recipients'][0]['id']} attempt=1 outcome=relayed smtp_code=250 "
+        rf"smtp_enhanced_code=2\.0\.0 server_host=127\.0\.0\.1 duration_ms=\d+ tenant_id={info['tenant_id']} "
+    )
+    assert re.search(access, output, re.MULTILINE), output
+    assert re.search(attempt, output, re.MULTILINE), output
+    assert not _json_lines(output), "a JSON line on the text console"
+
+
+def _check_json_console(output: str, sent: dict) -> None:
+    """`--log-format json`: Powertools' JSON lines, as on Lambda."""
+    lines = _json_lines(output)
+    [access] = [line for line in lines if line["message"] == "request" and line["method"] == "POST"]
+    assert (access["service"], access["status"]) == ("petrel-api", 202)
+    [attempt] = [line for line in lines if line["message"] == "delivery attempt"]
+    assert (attempt["service"], attempt["email_id"], attempt["outcome"]) == (
+        "petrel-send-worker",
+        sent["id"],
+        "relayed",
+    )
+
+
 def test_run_serves_delivers_and_stops_quietly_twice(workdir: Path) -> None:
-    for run, sig in enumerate((signal.SIGINT, signal.SIGTERM)):
-        process, info, _ = _start(workdir)
+    for run, (sig, log_format) in enumerate(((signal.SIGINT, "text"), (signal.SIGTERM, "json"))):
+        process, info, _ = _start(workdir, "--log-format", log_format)
         try:
             for field in ("api_url", "api_key", "tenant_id", "from_address"):
                 assert info[field]
@@ -122,6 +158,10 @@ def test_run_serves_delivers_and_stops_quietly_twice(workdir: Path) -> None:
         before_stop, stopping, after_stop = after_signal.partition("stopping...\n")
         assert stopping and not after_stop.strip(), f"the stop printed more than it should:\n{after_stop}"
         assert "Traceback" not in before_stop and '{"_aws":' not in before_stop, before_stop
+        if log_format == "text":
+            _check_text_console(before_stop, info, sent)
+        else:
+            _check_json_console(before_stop, sent)
         assert find_processes(workdir) == [], "Postfix or Dovecot outlived the local stack"
     metrics = (workdir / "metrics.jsonl").read_text().splitlines()
     assert metrics and all(line.startswith('{"_aws":') for line in metrics), "EMF metrics belong in metrics.jsonl"

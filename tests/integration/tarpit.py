@@ -3,7 +3,10 @@
 The client's bytes pass at once; the server's bytes pass one every `interval` seconds (its greeting,
 its TLS handshake, every reply), so each socket read of the client succeeds and smtplib's per-read
 timeout never fires. With `stall_after`, the proxy stops reading from the client once it has passed
-that many of the client's bytes: a client writing a large DATA payload blocks mid-DATA.
+that many of the client's bytes: a client writing a large DATA payload blocks mid-DATA. With
+`hang_up_after`, the tarpit gives up on a connection that lasted that long and closes it itself (and
+counts it in `hung_up`): a client whose own deadline failed then ends, and the test can tell who
+ended the session, the client or the server.
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ from types import TracebackType
 
 
 class Tarpit:
-    def __init__(self, upstream_port: int, *, interval: float = 0.5, stall_after: int | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        interval: float = 0.5,
+        stall_after: int | None = None,
+        hang_up_after: float | None = None,
+    ) -> None:
         self._upstream = ("127.0.0.1", upstream_port)
         self._interval = interval
         self._stall_after = stall_after
+        self._hang_up_after = hang_up_after
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if stall_after is not None:  # a small receive buffer: the client's writes block soon after the stall
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -34,6 +45,7 @@ class Tarpit:
         self._threads: list[threading.Thread] = []
         self.connections = 0
         self.held: list[float] = []  # seconds each client connection lasted, as the client closed it
+        self.hung_up = 0  # connections the tarpit closed itself, after `hang_up_after`
 
     def __enter__(self) -> Tarpit:
         self._spawn(self._accept_loop)
@@ -96,6 +108,8 @@ class Tarpit:
         """Trickle the server's bytes, one per interval, until the client hangs up (or the server does)."""
         try:
             while not self._stopped.is_set():
+                if self._gives_up(started):
+                    return
                 try:
                     chunk = upstream.recv(4096)
                 except TimeoutError:
@@ -105,6 +119,8 @@ class Tarpit:
                 if not chunk:
                     return
                 for byte in chunk:
+                    if self._gives_up(started):
+                        return
                     client.sendall(bytes([byte]))  # fails once the client has hung up
                     if self._stopped.wait(self._interval):
                         return
@@ -116,6 +132,14 @@ class Tarpit:
             for sock in (client, upstream):
                 with contextlib.suppress(OSError):
                     sock.close()
+
+    def _gives_up(self, started: float) -> bool:
+        """Whether the connection has lasted `hang_up_after` (then it counts as hung up by the tarpit)."""
+        if self._hang_up_after is None or time.monotonic() - started < self._hang_up_after:
+            return False
+        with self._lock:
+            self.hung_up += 1
+        return True
 
     @staticmethod
     def _client_gone(client: socket.socket) -> bool:

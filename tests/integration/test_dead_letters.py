@@ -6,7 +6,6 @@ is created here when provision does not make it.
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 import urllib.request
@@ -24,7 +23,6 @@ from moto import mock_aws
 from cli.main import main
 from local.provision import LocalResources, provision
 from petrel import resources
-from petrel.adapters import aws as petrel_aws
 from petrel.adapters.dead_letters import SCHEDULER_ERROR_ATTRIBUTES, SqsDeadLetters, dead_letter_queues
 from petrel.adapters.queues import SqsJobQueue
 from petrel.models.jobs import ReleaseJob, SendJob
@@ -99,8 +97,12 @@ class Queues:
         return messages
 
 
-def _provision(sqs: Any, dynamodb: Any, s3: Any) -> LocalResources:
-    made = provision(dynamodb, sqs, s3, prefix=PREFIX, visibility_timeout=30, max_receive_count=MAX_RECEIVE_COUNT)
+def _provision(sqs: Any, dynamodb: Any, s3: Any, **others: Any) -> LocalResources:
+    """The queues (and the rest) as the local stack makes them; `others`: provision's scheduler and iam
+    clients (by default, clients like `sqs` from the process's credentials)."""
+    made = provision(
+        dynamodb, sqs, s3, prefix=PREFIX, visibility_timeout=30, max_receive_count=MAX_RECEIVE_COUNT, **others
+    )
     schedules_dlq = resources.physical_name(PREFIX, resources.SCHEDULES.dlq)
     try:
         sqs.get_queue_url(QueueName=schedules_dlq)
@@ -353,21 +355,15 @@ def local_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tup
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    # What the CLI sets with os.environ.setdefault, set here first so that the test undoes it.
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(petrel_aws, "client", functools.cache(petrel_aws.client.__wrapped__))
+    # The CLI reaches it through local.json alone (its endpoint, region and the local credentials).
     try:
         session = boto3.session.Session(region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local")
         clients: dict[str, Any] = {
-            name: session.client(name, endpoint_url=endpoint) for name in ("sqs", "dynamodb", "s3")
+            name: session.client(name, endpoint_url=endpoint) for name in ("sqs", "dynamodb", "s3", "scheduler", "iam")
         }
-        made = _provision(clients["sqs"], clients["dynamodb"], clients["s3"])
+        made = _provision(
+            clients["sqs"], clients["dynamodb"], clients["s3"], scheduler=clients["scheduler"], iam=clients["iam"]
+        )
         state = {"aws": {"endpoint_url": endpoint, "region": REGION, "prefix": PREFIX, "tables": made.tables}}
         (tmp_path / "local.json").write_text(json.dumps(state))
         yield tmp_path, Queues(clients["sqs"], made, SqsDeadLetters(clients["sqs"], PREFIX, wait_seconds=0))

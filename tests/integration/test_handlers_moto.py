@@ -6,7 +6,6 @@ build them (see local/front.py and local/lambda_runtime.py).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
@@ -20,27 +19,22 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 
-from local.handlers import load
+from local import handlers
+from local.handlers import LocalFunction
 from local.lambda_runtime import LocalContext, QueuePump
 from local.provision import LocalResources, provision
 from local.scheduler import ScheduleFirer
+from local.seed import RelayAccount, SeededTenant, seed_tenant
 from local.timer import Every
-from petrel import container, resources
-from petrel.adapters import aws as petrel_aws
+from petrel import resources
+from petrel.container.admin import AdminContainer, AdminSettings
 from petrel.container.api import ApiContainer
 from petrel.container.authorizer import AuthorizerContainer
 from petrel.container.base import AwsClients
 from petrel.container.sweeper import SweeperContainer
 from petrel.container.worker import WorkerContainer
-from petrel.entrypoints import Handler
-from petrel.entrypoints.api import create_api
-from petrel.entrypoints.authorizer import create_authorizer
-from petrel.entrypoints.send_worker import create_worker
-from petrel.entrypoints.sweeper import create_sweeper
-from petrel.models.records import SmtpServer, Tenant
 from petrel.services import tenants
 from petrel.services.tenants import AdminDeps
-from petrel.settings import ApiSettings, AuthorizerSettings, SendWorkerSettings, SweeperSettings
 from tests.integration.aws_env import REGION, clean_aws_environment
 from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer, TlsFiles
 
@@ -71,49 +65,52 @@ class Response:
         return json.loads(self.raw)
 
 
-@dataclass(frozen=True)
-class WorkerFunction:
-    container: WorkerContainer
-    handler: Handler
-
-
 @dataclass
 class Stack:
     aws: dict[str, Any]
     made: LocalResources
-    admin: AdminDeps
-    tenant: Tenant
-    server: SmtpServer
-    key: str
+    operator: AdminContainer  # what `petrel` (the CLI) administers the tenants with
+    tenant: SeededTenant
     smtp: RunningServer
     monkeypatch: pytest.MonkeyPatch
     session: boto3.session.Session
-    # The send worker and the sweeper as Lambda runs them: a container of their own, built from the
-    # environment on first use (and again after `setenv`, like a new deployment).
-    _worker: WorkerFunction | None = None
-    _sweeper: Handler | None = None
-    # The API and its authorizer, likewise each with its own container.
-    _api: Handler | None = None
-    _authorizer: Handler | None = None
+    # The functions' environment, as infra gives it to each function (`setenv` changes it).
+    env: dict[str, str]
+    # Each function as Lambda runs it: its own settings, container and boto3 clients, built from `env` on
+    # first use (and again after `setenv`, like a new deployment). Built as the local stack builds them.
+    _api: LocalFunction[ApiContainer] | None = None
+    _authorizer: LocalFunction[AuthorizerContainer] | None = None
+    _worker: LocalFunction[WorkerContainer] | None = None
+    _sweeper: LocalFunction[SweeperContainer] | None = None
+
+    @property
+    def admin(self) -> AdminDeps:
+        return self.operator.admin
+
+    @property
+    def key(self) -> str:
+        return self.tenant.api_key
+
+    def clients(self) -> AwsClients:
+        """A function's own clients, on the run's warm session (moto intercepts every call)."""
+        return AwsClients(self.session)
 
     def api(self, event: dict[str, Any]) -> dict[str, Any]:
         if self._api is None:
-            self._api = create_api(ApiContainer(ApiSettings.from_env(), clients=AwsClients(self.session)))
-        result: dict[str, Any] = self._api(event, LocalContext("api"))
+            self._api = handlers.api(self.env, self.clients())
+        result: dict[str, Any] = self._api.handler(event, LocalContext("api"))
         return result
 
     def authorizer(self, event: dict[str, Any]) -> dict[str, Any]:
         if self._authorizer is None:
-            built = AuthorizerContainer(AuthorizerSettings.from_env(), clients=AwsClients(self.session))
-            self._authorizer = create_authorizer(built)
-        result: dict[str, Any] = self._authorizer(event, LocalContext("authorizer"))
+            self._authorizer = handlers.authorizer(self.env, self.clients())
+        result: dict[str, Any] = self._authorizer.handler(event, LocalContext("authorizer"))
         return result
 
     @property
-    def worker(self) -> WorkerFunction:
+    def worker(self) -> LocalFunction[WorkerContainer]:
         if self._worker is None:
-            built = WorkerContainer(SendWorkerSettings.from_env(), clients=AwsClients(self.session))
-            self._worker = WorkerFunction(built, create_worker(built))
+            self._worker = handlers.worker(self.env, self.clients())
         return self._worker
 
     def send_worker(self, event: dict[str, Any], context: LocalContext | None = None) -> Any:
@@ -121,10 +118,8 @@ class Stack:
 
     def sweeper(self, event: dict[str, Any], context: LocalContext | None = None) -> Any:
         if self._sweeper is None:
-            self._sweeper = create_sweeper(
-                SweeperContainer(SweeperSettings.from_env(), clients=AwsClients(self.session))
-            )
-        return self._sweeper(event, context or LocalContext("sweeper"))
+            self._sweeper = handlers.sweeper(self.env, self.clients())
+        return self._sweeper.handler(event, context or LocalContext("sweeper"))
 
     def authorize(self, authorization: str | None, method: str = "GET", path: str = "/v1/emails") -> dict[str, Any]:
         headers = {"Authorization": authorization} if authorization is not None else {}
@@ -231,12 +226,9 @@ class Stack:
         return sorted(s["Name"] for s in pages["Schedules"])
 
     def setenv(self, name: str, value: str) -> None:
-        """Change a function setting; containers are rebuilt on next use, like a new deployment."""
-        self.monkeypatch.setenv(name, value)
-        container.reset()
-        load.cache_clear()  # the deployed handler modules build their containers again on first call
-        self._worker = self._sweeper = None
-        self._api = self._authorizer = None
+        """Change a function setting; the functions are built again on next use, like a new deployment."""
+        self.env[name] = value
+        self._api = self._authorizer = self._worker = self._sweeper = None
 
 
 @pytest.fixture
@@ -256,11 +248,7 @@ def stack(
         resources.POWERTOOLS_SERVICE_NAME_ENV: "petrel-test",
     }.items():
         monkeypatch.setenv(name, value)
-    # Petrel's client factory, with its own config, but built from the module's warm session (speed only).
-    shared = functools.cache(lambda service: boto_session.client(service, config=petrel_aws._CONFIG))
-    monkeypatch.setattr(petrel_aws, "client", shared)
     with mock_aws():
-        container.reset()
         aws = {
             name: boto_session.client(name) for name in ("dynamodb", "sqs", "s3", "secretsmanager", "scheduler", "iam")
         }
@@ -274,24 +262,32 @@ def stack(
             scheduler=aws["scheduler"],
             iam=aws["iam"],
         )
-        for name, value in made.environment().items():
-            monkeypatch.setenv(name, value)
-        admin = container.admin_deps(made.tables[resources.TENANTS.name], made.secrets_prefix)
-        tenant = tenants.create_tenant(admin, "Acme")
-        tenants.add_domain(admin, tenant.tenant_id, "example.com", "bounce.example.com")
-        server = tenants.add_smtp_server(
-            admin,
-            tenant.tenant_id,
+        operator = AdminContainer(
+            AdminSettings(
+                name_prefix=made.prefix,
+                tenants_table=made.tables[resources.TENANTS.name],
+                messages_table=made.tables[resources.MESSAGES.name],
+                secrets_prefix=made.secrets_prefix,
+                region=REGION,
+            ),
+            clients=AwsClients(boto_session),
+        )
+        relay = RelayAccount(
             host="127.0.0.1",
             port=submission_server.port,
-            security="starttls",
             username=USERNAME,
             password=PASSWORD,
             ca_bundle=tls_files.ca_pem,
         )
-        key = tenants.create_api_key(admin, tenant.tenant_id, "tests").secret
-        yield Stack(aws, made, admin, tenant, server, key, submission_server, monkeypatch, boto_session)
-        container.reset()
+        tenant = seed_tenant(
+            operator.admin,
+            "Acme",
+            domain="example.com",
+            return_path_domain="bounce.example.com",
+            relay=relay,
+            key_name="tests",
+        )
+        yield Stack(aws, made, operator, tenant, submission_server, monkeypatch, boto_session, made.environment())
 
 
 def test_send_relay_and_read_back(stack: Stack) -> None:
@@ -307,7 +303,7 @@ def test_send_relay_and_read_back(stack: Stack) -> None:
     assert message["attempts"] == 1
     assert message["last_reply"]["code"] == 250 and message["last_reply"]["stage"] == "data"
     [attempt] = message["attempt_log"]
-    assert attempt["number"] == 1 and attempt["outcome"] == "relayed" and attempt["server_id"] == stack.server.server_id
+    assert attempt["number"] == 1 and attempt["outcome"] == "relayed" and attempt["server_id"] == stack.tenant.server_id
     assert attempt["reply"]["code"] == 250
     assert [e["type"] for e in view["events"]] == ["email.queued", "email.sent"]
     assert view["from"] == "Jane <jane@example.com>" and view["message_id_header"].endswith("@example.com>")
@@ -513,7 +509,7 @@ def test_a_wrong_smtp_password_keeps_the_message_until_it_is_fixed(stack: Stack)
     assert deferred["last_reply"]["code"] == 535 and deferred["last_reply"]["stage"] == "auth"
     assert stack.smtp.handler.received == []
 
-    tenants.set_smtp_password(stack.admin, stack.tenant.tenant_id, stack.server.server_id, "rotated-on-mailu")
+    tenants.set_smtp_password(stack.admin, stack.tenant.tenant_id, stack.tenant.server_id, "rotated-on-mailu")
     assert stack.fire_schedules() == 1
     stack.pump()
 
@@ -649,7 +645,7 @@ def test_a_poison_job_ends_in_the_dlq_failed_and_a_redrive_runs_it(stack: Stack)
     assert letter.job is not None and letter.job.message_id == recipient["id"] and letter.job.attempt == 0
 
     stack.aws["s3"].put_object(Bucket=stack.made.bucket, Key=key, Body=body)  # the cause is fixed
-    redrive = container.redrive_deps(stack.made.tables[resources.MESSAGES.name])
+    redrive = stack.operator.redrive  # what `petrel dlq redrive` reopens the messages with
     report = letters.redrive(resources.SEND_TRANSACTIONAL.name, prepare=lambda job: reopen_for_redrive(redrive, job))
     assert len(report.moved) == 1 and report.left == []
     assert stack.get(sent["id"])["recipients"][0]["status"] == "queued"
@@ -674,31 +670,41 @@ def test_an_error_before_the_last_receive_is_only_a_batch_failure(stack: Stack) 
     assert stack.get(sent["id"])["recipients"][0]["status"] == "sending"  # its next receive takes it over
 
 
+class StoppedClockContext(LocalContext):
+    """A Lambda context whose remaining time does not run down: the worker's budget at its start is
+    then exactly `timeout_seconds`, however long the machine takes to get there."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_seconds * 1000
+
+
 def test_records_with_no_time_left_are_handed_back_not_failed(stack: Stack) -> None:
     stack.setenv(resources.SMTP_TRANSACTION_ENV, "10")
     stack.setenv(resources.INVOCATION_MARGIN_ENV, "1")
     stack.setenv(resources.HANDBACK_DELAY_ENV, "7")
     sent = stack.send(to=["first@example.org", "second@example.org"])
     records = stack.receive_records(2)
-    deadlines: list[float | None] = []
+    deadlines: list[tuple[float | None, float]] = []  # (the relay's deadline, when the relay was called)
     relay = stack.worker.container.deliver.relay
     real = relay.relay
 
     def spy(*args: Any, deadline: float | None = None) -> Any:
-        deadlines.append(deadline)
+        deadlines.append((deadline, time.monotonic()))
         return real(*args, deadline=deadline)
 
     stack.monkeypatch.setattr(relay, "relay", spy)
-    started = time.monotonic()
+    invoked = time.monotonic()
 
     # 8 s left: the first record always starts; the second would need 10 s + 1 s.
-    result = stack.send_worker({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
+    result = stack.send_worker({"Records": records}, StoppedClockContext("send_worker", timeout_seconds=8))
 
     assert result == {"batchItemFailures": []}  # acknowledged: its receive count is not charged
     statuses = [r["status"] for r in stack.get(sent["id"])["recipients"]]
     assert sorted(statuses) == ["queued", "relayed"]
-    [deadline] = deadlines
-    assert deadline is not None and started + 6.5 <= deadline <= started + 7  # the invocation's end less 1 s
+    # The relay's deadline is the invocation's end (its start + the 8 s it had) less the 1 s margin; the
+    # invocation started after `invoked` and before the relay was called.
+    [(deadline, called)] = deadlines
+    assert deadline is not None and invoked + 7 <= deadline <= called + 7
     attributes = stack.aws["sqs"].get_queue_attributes(
         QueueUrl=stack.queue_url(), AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]

@@ -8,7 +8,6 @@ clients cost ~500 ms CPU with a session each, ~200 ms with one).
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
@@ -39,10 +38,3 @@ def new_client(session: Session, service: str, *, endpoint_url: str | None = Non
     """A client of `service` on `session` with Petrel's configuration. Clients are thread-safe for
     calls, so one per service per container is shared by every thread of the function."""
     return session.client(service, config=client_config(service), endpoint_url=endpoint_url)  # type: ignore[call-overload]
-
-
-@cache
-def client(service: str) -> Any:
-    """Transitional: one process-wide client per service (callers are moving to their container's
-    AwsClients). Each call site that remains is listed in issue 8's closing note."""
-    return new_client(new_session(), service)

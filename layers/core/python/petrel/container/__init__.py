@@ -25,8 +25,6 @@ _LAZY = {
     "AuthorizerContainer": "authorizer",
     "SweeperContainer": "sweeper",
     "WorkerContainer": "worker",
-    "admin_deps": "admin",  # transitional
-    "redrive_deps": "admin",  # transitional
 }
 
 
@@ -37,14 +35,3 @@ def __getattr__(name: str) -> Any:
     from importlib import import_module
 
     return getattr(import_module(f"petrel.container.{_LAZY[name]}"), name)
-
-
-def reset() -> None:
-    """Transitional: forget the process-wide clients (`petrel.adapters.aws.client`, and the admin
-    helpers' in petrel.container.base), for tests that change the process environment. Containers own
-    their clients."""
-    from petrel.adapters.aws import client
-    from petrel.container.base import _reset_process_clients
-
-    client.cache_clear()
-    _reset_process_clients()

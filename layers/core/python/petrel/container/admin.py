@@ -40,10 +40,14 @@ class AdminSettings(BaseModel):
     max_age_hours_limit: int | None = Field(default=None, ge=1)
     region: str | None = None
     endpoint_url: str | None = None  # the local stack's embedded AWS; None: AWS itself
+    # Services whose endpoint is not `endpoint_url` (the local stack's LocalStack backend: SQS, Secrets
+    # Manager ... on LocalStack, DynamoDB on moto).
+    service_endpoint_urls: dict[str, str] = Field(default_factory=dict)
 
     def endpoint_urls(self) -> dict[str, str]:
         """The endpoint of each service the container uses (none: AWS's own, or AWS_ENDPOINT_URL)."""
-        return dict.fromkeys(ADMIN_SERVICES, self.endpoint_url) if self.endpoint_url else {}
+        chosen = {service: self.service_endpoint_urls.get(service, self.endpoint_url) for service in ADMIN_SERVICES}
+        return {service: url for service, url in chosen.items() if url}
 
     @classmethod
     def for_prefix(cls, name_prefix: str, **fields: Any) -> AdminSettings:
@@ -111,28 +115,3 @@ class AdminContainer(FunctionContainer[AdminSettings]):
         from petrel.services.redrive import RedriveDeps
 
         return RedriveDeps(messages=self.messages, clock=self.clock)
-
-
-def admin_deps(tenants_table: str, secrets_prefix: str) -> AdminDeps:
-    """AdminDeps on the process's default AWS settings (AWS_ENDPOINT_URL...): for the local stack's and
-    the tests' seeding until they build an AdminContainer of their own."""
-    from petrel.adapters.clock import SystemClock
-    from petrel.adapters.secrets import SecretsManagerStore
-    from petrel.container.base import _client, _tenant_store
-    from petrel.services.tenants import AdminDeps
-
-    return AdminDeps(
-        tenants=_tenant_store(tenants_table),
-        secrets=SecretsManagerStore(_client("secretsmanager")),
-        clock=SystemClock(),
-        secrets_prefix=secrets_prefix,
-    )
-
-
-def redrive_deps(messages_table: str) -> RedriveDeps:
-    """RedriveDeps on the process's default AWS settings (see admin_deps)."""
-    from petrel.adapters.clock import SystemClock
-    from petrel.container.base import _message_store
-    from petrel.services.redrive import RedriveDeps
-
-    return RedriveDeps(messages=_message_store(messages_table), clock=SystemClock())

@@ -140,33 +140,3 @@ def retry_scheduler(clients: AwsClients, settings: StoreSettings) -> EventBridge
         dead_letter_arn=settings.scheduler_dlq_arn,
         queue_arns=settings.queue_arns(),
     )
-
-
-# Transitional: the module-level helpers the containers used before each had its own AwsClients (the
-# admin helpers `admin_deps`/`redrive_deps` still do). They build on one process-wide AwsClients, which
-# `petrel.container.reset()` replaces; remove them once nothing calls them.
-_process_clients = [AwsClients()]
-
-
-def _reset_process_clients() -> None:
-    _process_clients[0] = AwsClients()
-
-
-def _client(service: str) -> Any:
-    return _process_clients[0].client(service)
-
-
-def _tenant_store(table: str) -> DynamoTenantStore:
-    return tenant_store(_process_clients[0], table)
-
-
-def _message_store(table: str) -> DynamoMessageStore:
-    return message_store(_process_clients[0], table)
-
-
-def _suppression_store(table: str) -> DynamoSuppressionStore:
-    return suppression_store(_process_clients[0], table)
-
-
-def _retry_scheduler(settings: StoreSettings) -> EventBridgeRetryScheduler:
-    return retry_scheduler(_process_clients[0], settings)
