@@ -77,7 +77,8 @@ def _banner(info: dict[str, object], workdir: Path) -> str:
     assert isinstance(box, dict) and isinstance(relay, dict)
     return (
         "\nPetrel is running.\n"
-        f"  API        {info['api_url']}/v1   (OpenAPI: {info['api_url']}/v1/openapi.json)\n"
+        f"  API        {info['api_url']}/v1   (Swagger UI: {info['api_url']}/v1/docs; "
+        f"OpenAPI: {info['api_url']}/v1/openapi.json)\n"
         f"  API key    {info['api_key']}\n"
         f"  tenant     {info['tenant_id']}   sending as {info['from_address']}\n"
         f"  mailbox    {box['address']} over IMAPS {box['imap_host']}:{box['imap_port']} (password in local.json)\n"

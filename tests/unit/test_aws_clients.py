@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 
+from petrel.adapters.aws import client_config
 from petrel.container.base import AwsClients
 from petrel.container.worker import WorkerContainer
 from tests.unit.test_send_worker_handler import _settings
@@ -86,3 +87,11 @@ def test_a_worker_container_builds_one_client_per_service_on_its_session() -> No
     assert sorted(session.built) == ["dynamodb", "s3", "scheduler", "secretsmanager", "sqs"]  # one DynamoDB client
     assert queue is container.queue and deps is container.deliver  # each built once
     assert container.clients.s3().meta.region_name == "eu-west-1"
+
+
+def test_building_a_real_client_leaves_the_next_clients_configuration_as_written() -> None:
+    # botocore rewrites a client's config `retries` in place (max_attempts -> total_max_attempts): a
+    # configuration shared between clients would drift after the first one.
+    session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    AwsClients(session).sqs()
+    assert client_config("sqs").retries == {"mode": "standard", "max_attempts": 5}

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 # Retries in the standard mode (with its retry quota), and bounded connect/read times: a Lambda that
 # waits on a dead endpoint should fail and be retried, not use up its whole timeout.
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
+_MAX_ATTEMPTS = 5
+_CONNECT_TIMEOUT, _READ_TIMEOUT = 5, 20
 # S3 pre-signed URLs: SigV4 (botocore would otherwise presign with the legacy SigV2 in some regions).
-_SERVICE_CONFIG = {"s3": Config(signature_version="s3v4")}
+_SIGNATURE_VERSIONS = {"s3": "s3v4"}
 
 
 def new_session() -> Session:
@@ -30,8 +31,16 @@ def new_session() -> Session:
 
 
 def client_config(service: str) -> Config:
-    """Petrel's botocore configuration for `service`: retries, timeouts, and S3's signature version."""
-    return _CONFIG.merge(_SERVICE_CONFIG[service]) if service in _SERVICE_CONFIG else _CONFIG
+    """Petrel's botocore configuration for `service`: retries, timeouts, and S3's signature version.
+
+    A new Config each time: building a client rewrites its config's `retries` in place (botocore turns
+    `max_attempts` into `total_max_attempts`), so a shared one would not stay as written here."""
+    return Config(
+        retries={"mode": "standard", "max_attempts": _MAX_ATTEMPTS},
+        connect_timeout=_CONNECT_TIMEOUT,
+        read_timeout=_READ_TIMEOUT,
+        signature_version=_SIGNATURE_VERSIONS.get(service),
+    )
 
 
 def new_client(session: Session, service: str, *, endpoint_url: str | None = None) -> Any:
