@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from petrel.mail.smtp_reply import SmtpReply
 from petrel.models.jobs import Job, SendJob
 from petrel.models.records import (
     ApiKey,
@@ -40,6 +39,9 @@ from petrel.models.records import (
     Suppression,
     Tenant,
 )
+
+if TYPE_CHECKING:  # only in annotations: the API and the sweeper never load the SMTP reply table
+    from petrel.mail.smtp_reply import SmtpReply
 
 
 class PortError(Exception):

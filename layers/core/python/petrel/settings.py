@@ -18,7 +18,8 @@ from petrel.models.retry import DEFAULT_DELAYS, DEFAULT_JITTER, RetryLadder, par
 class _Settings(BaseModel):
     """Read from the process environment by each field's alias (pydantic-settings costs ~100 ms to import)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # defer_build: a function validates only its own settings model; the others are never built.
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     @classmethod
     def from_env(cls) -> Self:
