@@ -18,7 +18,6 @@ from petrel.container.base import AwsClients, FunctionContainer, message_store, 
 ADMIN_SERVICES = ("dynamodb", "secretsmanager", "sqs")
 
 if TYPE_CHECKING:
-    from petrel.adapters.clock import SystemClock
     from petrel.adapters.dead_letters import SqsDeadLetters
     from petrel.adapters.dynamodb import DynamoMessageStore, DynamoTenantStore
     from petrel.adapters.secrets import SecretsManagerStore
@@ -69,12 +68,6 @@ class AdminContainer(FunctionContainer[AdminSettings]):
 
     def __init__(self, settings: AdminSettings, *, clients: AwsClients | None = None) -> None:
         super().__init__(settings, clients=clients or AwsClients(endpoint_urls=settings.endpoint_urls()))
-
-    @cached_property
-    def clock(self) -> SystemClock:
-        from petrel.adapters.clock import SystemClock
-
-        return SystemClock()
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:

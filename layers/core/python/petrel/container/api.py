@@ -11,7 +11,6 @@ from petrel.settings import ApiSettings
 
 if TYPE_CHECKING:
     from petrel.adapters.blobs import S3BlobStore
-    from petrel.adapters.clock import SystemClock
     from petrel.adapters.dynamodb import (
         DynamoIdempotencyStore,
         DynamoMessageStore,
@@ -36,12 +35,6 @@ class ApiContainer(FunctionContainer[ApiSettings]):
     @property
     def inline_body_limit(self) -> int:
         return self.settings.inline_body_limit
-
-    @cached_property
-    def clock(self) -> SystemClock:
-        from petrel.adapters.clock import SystemClock
-
-        return SystemClock()
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from petrel.settings import StoreSettings
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from types_boto3_secretsmanager.client import SecretsManagerClient
     from types_boto3_sqs.client import SQSClient
 
+    from petrel.adapters.clock import SystemClock
     from petrel.adapters.dynamodb import DynamoMessageStore, DynamoSuppressionStore, DynamoTenantStore
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
     from petrel.observability import Telemetry
@@ -110,6 +112,12 @@ class FunctionContainer(Generic[S]):
 
                 self._telemetry = telemetry(self.function)
             return self._telemetry
+
+    @cached_property
+    def clock(self) -> SystemClock:
+        from petrel.adapters.clock import SystemClock
+
+        return SystemClock()
 
 
 def tenant_store(clients: AwsClients, table: str) -> DynamoTenantStore:

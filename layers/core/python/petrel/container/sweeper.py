@@ -22,14 +22,13 @@ class SweeperContainer(FunctionContainer[SweeperSettings]):
     @cached_property
     def sweep(self) -> SweepDeps:
         from petrel import resources
-        from petrel.adapters.clock import SystemClock
         from petrel.adapters.queues import SqsJobQueue
         from petrel.services.sweep import SweepDeps
 
         return SweepDeps(
             messages=message_store(self.clients, self.settings.messages_table),
             queue=SqsJobQueue(self.clients.sqs(), self.settings.queue_urls()),
-            clock=SystemClock(),
+            clock=self.clock,
             shards=resources.due_shards(),
             grace_seconds=self.settings.grace_seconds,
             max_messages=self.settings.max_messages,

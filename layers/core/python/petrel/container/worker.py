@@ -60,7 +60,6 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
 
     @cached_property
     def deliver(self) -> DeliverDeps:
-        from petrel.adapters.clock import SystemClock
         from petrel.adapters.smtp import SmtplibRelay
         from petrel.services.deliver import DeliverDeps
 
@@ -73,7 +72,7 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
                 timeout=self.settings.smtp_timeout_seconds,
                 transaction_seconds=self.settings.smtp_transaction_seconds,
             ),
-            clock=SystemClock(),
+            clock=self.clock,
             suppressions=suppression_store(self.clients, self.settings.suppressions_table),
             scheduler=retry_scheduler(self.clients, self.settings),
             lease_seconds=self.settings.lease_seconds,
