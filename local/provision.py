@@ -36,7 +36,7 @@ class LocalResources:
     def environment(self) -> dict[str, str]:
         """The PETREL_* variables the functions read (petrel.settings)."""
         env = {spec.env_var: self.tables[spec.name] for spec in r.TABLES}
-        for spec in r.SEND_QUEUES:
+        for spec in r.QUEUES:
             env[spec.env_var] = self.queue_urls[spec.name]
             if spec.arn_env_var is not None:
                 env[spec.arn_env_var] = self.queue_arns[spec.name]
@@ -156,7 +156,7 @@ def provision(
     queue_urls: dict[str, str] = {}
     queue_arns: dict[str, str] = {}
     dlq_urls: dict[str, str] = {}
-    for queue in r.SEND_QUEUES:
+    for queue in r.QUEUES:
         dlq_url = sqs.create_queue(QueueName=r.physical_name(prefix, r.dlq_name(queue)))["QueueUrl"]
         queue_urls[queue.name] = sqs.create_queue(
             QueueName=r.physical_name(prefix, queue.name),

@@ -76,7 +76,7 @@ def _worker_environment() -> dict[str, str]:
     """What a send worker needs besides its ladder, by the names infra sets (petrel.resources)."""
     account, region = "123456789012", "us-east-1"
     environment = {spec.env_var: f"petrel-test-{spec.name}" for spec in r.TABLES}
-    for queue in r.SEND_QUEUES:
+    for queue in r.QUEUES:
         assert queue.arn_env_var is not None
         environment[queue.arn_env_var] = f"arn:aws:sqs:{region}:{account}:{queue.name}"
         environment[queue.env_var] = f"https://sqs.{region}.amazonaws.com/{account}/{queue.name}"

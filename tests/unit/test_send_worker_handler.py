@@ -46,6 +46,7 @@ def _settings(**fields: Any) -> SendWorkerSettings:
         "send_transactional_queue_url": "https://sqs.example/send-transactional",
         "send_bulk_queue_url": "https://sqs.example/send-bulk",
         "secrets_prefix": "petrel/tenants/",
+        "ingest_queue_url": "https://sqs.example/ingest",
     }
     return SendWorkerSettings(**names, **fields)
 

@@ -8,7 +8,8 @@ import time
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def _encode(value: int, length: int) -> str:
+def encode(value: int, length: int) -> str:
+    """`value` in `length` Crockford base32 characters, most significant first."""
     chars = []
     for _ in range(length):
         value, rem = divmod(value, 32)
@@ -19,7 +20,7 @@ def _encode(value: int, length: int) -> str:
 def new_id(prefix: str, now_ms: int | None = None) -> str:
     """`<prefix>_` + 10 chars of millisecond time + 16 random chars; lexical order = time order."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return f"{prefix}_{_encode(ms, 10)}{_encode(secrets.randbits(80), 16)}"
+    return f"{prefix}_{encode(ms, 10)}{encode(secrets.randbits(80), 16)}"
 
 
 def is_id(value: str, prefix: str) -> bool:

@@ -24,12 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from petrel.models.inbound import InboundContent, InboundKind, InboundRecord, IngestJob
 from petrel.models.jobs import Job, SendJob
 from petrel.models.records import (
     ApiKey,
     Attempt,
     EmailRecord,
     Event,
+    FolderCursor,
+    Mailbox,
+    MailboxHealth,
     MessageRecord,
     MessageStatus,
     Pool,
@@ -245,6 +249,12 @@ class MessageStore(Protocol):
         WriteConflict (RecordNotFound when the message is gone)."""
         ...
 
+    def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
+        """Append events to the message's timeline without touching its status (a late report, a
+        reply, a complaint). An event already there (same type, time and detail) is not added twice.
+        RecordNotFound: no such message."""
+        ...
+
 
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "message/rfc822") -> None: ...
@@ -261,6 +271,11 @@ class BlobStore(Protocol):
         the store can bind them) for `expires_in` seconds, without credentials of their own."""
         ...
 
+    def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """A URL that lets its holder GET the object at `key` for `expires_in` seconds (served as an
+        attachment named `filename`, when given)."""
+        ...
+
 
 class JobQueue(Protocol):
     def send_jobs(self, pool: Pool, jobs: Sequence[SendJob], delay_seconds: int = 0) -> list[SendJob]:
@@ -270,6 +285,73 @@ class JobQueue(Protocol):
 
     def backlog(self, pool: Pool) -> int:
         """Jobs on the pool's send queue: waiting, delayed or in flight (as SQS approximates them)."""
+        ...
+
+
+class IngestQueue(Protocol):
+    def send_ingest(self, job: IngestJob) -> None:
+        """Put one ingest job on the ingest queue (raises what the queue raised when it cannot)."""
+        ...
+
+
+class MailboxStore(Protocol):
+    """The mailboxes a tenant has Petrel read, and the poller's memory of each (tenants table)."""
+
+    def create_mailbox(self, mailbox: Mailbox) -> None:
+        """AlreadyExists when the tenant has a mailbox by that id (nothing is written)."""
+        ...
+
+    def put_mailbox(self, mailbox: Mailbox) -> None: ...
+    def get_mailbox(self, tenant_id: str, mailbox_id: str) -> Mailbox | None: ...
+    def list_mailboxes(self, tenant_id: str) -> list[Mailbox]: ...
+    def list_all_mailboxes(self) -> list[Mailbox]:
+        """Every tenant's mailboxes (the poller's work list)."""
+        ...
+
+    def delete_mailbox(self, tenant_id: str, mailbox_id: str) -> None:
+        """Removes the mailbox with its cursors and health; RecordNotFound when there is none."""
+        ...
+
+    def get_cursor(self, tenant_id: str, mailbox_id: str, folder: str) -> FolderCursor | None: ...
+    def save_cursor(self, cursor: FolderCursor, *, expected: FolderCursor | None) -> None:
+        """Write `cursor` if the stored one is still `expected` (None: there is none yet), compared on
+        (uidvalidity, last_uid); WriteConflict when another poller moved it meanwhile."""
+        ...
+
+    def put_health(self, health: MailboxHealth) -> None: ...
+    def get_health(self, tenant_id: str, mailbox_id: str) -> MailboxHealth | None: ...
+
+
+@dataclass(frozen=True)
+class InboundPage:
+    records: list[InboundRecord]
+    cursor: str | None
+
+
+class InboundStore(Protocol):
+    def create_inbound(self, record: InboundRecord, content: InboundContent, *, expires_at: int) -> None:
+        """Write the record and its content in one transaction; AlreadyExists when the tenant has an
+        incoming message by that id (nothing is written)."""
+        ...
+
+    def get_inbound(self, tenant_id: str, inbound_id: str) -> InboundRecord | None: ...
+    def get_content(self, tenant_id: str, inbound_id: str) -> InboundContent | None: ...
+    def set_outcome(self, tenant_id: str, inbound_id: str, outcome: str) -> None:
+        """Record what ingesting the message did (e.g. `bounced`, `event`, `unmatched`) once it is done;
+        RecordNotFound when there is no such record."""
+        ...
+
+    def list_inbound(
+        self,
+        tenant_id: str,
+        *,
+        kind: InboundKind | None,
+        email_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> InboundPage:
+        """The tenant's incoming mail, newest first: all, of one kind, about one email, or both (the
+        email's, of that kind). InvalidCursor for a cursor of another listing."""
         ...
 
 

@@ -75,6 +75,9 @@ TENANT_SK = "TENANT"
 API_KEY_SK_PREFIX = "APIKEY#"
 DOMAIN_SK_PREFIX = "DOMAIN#"
 SERVER_SK_PREFIX = "SERVER#"
+MAILBOX_SK_PREFIX = "MAILBOX#"  # a mailbox the poller reads (its record)
+CURSOR_SK_PREFIX = "CURSOR#"  # how far it has read one folder: CURSOR#<mailbox id>#<folder>
+HEALTH_SK_PREFIX = "HEALTH#"  # its last poll: HEALTH#<mailbox id>
 
 
 def api_key_sk(key_id: str) -> str:
@@ -87,6 +90,18 @@ def domain_sk(domain: str) -> str:
 
 def server_sk(server_id: str) -> str:
     return f"{SERVER_SK_PREFIX}{server_id}"
+
+
+def mailbox_sk(mailbox_id: str) -> str:
+    return f"{MAILBOX_SK_PREFIX}{mailbox_id}"
+
+
+def cursor_sk(mailbox_id: str, folder: str) -> str:
+    return f"{CURSOR_SK_PREFIX}{mailbox_id}#{folder}"
+
+
+def health_sk(mailbox_id: str) -> str:
+    return f"{HEALTH_SK_PREFIX}{mailbox_id}"
 
 
 # The sparse "due" index of the sweeper (petrel.services.sweep). Every non-final message carries
@@ -176,7 +191,36 @@ SUPPRESSIONS = TableSpec(
     sort_key=Key("email"),
 )
 
-TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY, SUPPRESSIONS)
+# -- inbound: one partition per incoming message (pk = `<tenant>#<inbound id>`): its record (sk
+# INBOUND) and its content (sk CONTENT), written in one transaction. Only the record item carries the
+# listing attributes, so the indexes hold records only: all of a tenant's, newest first
+# (`received_key` = `<received_at>#<inbound id>`), those of one kind (`tenant_kind`), and those about
+# one Petrel email (`tenant_email`).
+INBOUND_RECEIVED_KEY = "received_key"
+BY_TENANT_RECEIVED = IndexSpec("by_tenant", Key("tenant_id"), Key(INBOUND_RECEIVED_KEY))
+BY_TENANT_KIND = IndexSpec("by_tenant_kind", Key("tenant_kind"), Key(INBOUND_RECEIVED_KEY))
+BY_TENANT_EMAIL = IndexSpec("by_tenant_email", Key("tenant_email"), Key(INBOUND_RECEIVED_KEY))
+
+INBOUND = TableSpec(
+    name="inbound",
+    env_var="PETREL_INBOUND_TABLE",
+    partition_key=Key("pk"),
+    sort_key=Key("sk"),
+    indexes=(BY_TENANT_RECEIVED, BY_TENANT_KIND, BY_TENANT_EMAIL),
+)
+INBOUND_SK = "INBOUND"
+INBOUND_CONTENT_SK = "CONTENT"
+
+
+def inbound_pk(tenant_id: str, inbound_id: str) -> str:
+    return f"{tenant_id}#{inbound_id}"
+
+
+def received_key(received_at: datetime, inbound_id: str) -> str:
+    return f"{received_at.isoformat()}#{inbound_id}"
+
+
+TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY, SUPPRESSIONS, INBOUND)
 
 SEND_TRANSACTIONAL = QueueSpec(
     name="send-transactional",
@@ -192,6 +236,12 @@ SEND_BULK = QueueSpec(
 )
 
 SEND_QUEUES: tuple[QueueSpec, ...] = (SEND_TRANSACTIONAL, SEND_BULK)
+
+# Raw incoming mail to ingest (petrel.models.inbound.IngestJob): from the poller, POST
+# /v1/inbound/raw and the send worker's local deliveries; consumed by the ingest worker.
+INGEST = QueueSpec(name="ingest", env_var="PETREL_INGEST_QUEUE_URL", arn_env_var="PETREL_INGEST_QUEUE_ARN")
+
+QUEUES: tuple[QueueSpec, ...] = (*SEND_QUEUES, INGEST)
 
 
 @dataclass(frozen=True)
@@ -243,6 +293,7 @@ ATTACHMENTS_PREFIX = "attachments/"  # uploads of POST /v1/attachments: attachme
 IDEMPOTENCY_PREFIX = "idempotency/"  # stored responses too large for an idempotency item
 # An upload expires (bucket lifecycle rule on ATTACHMENTS_PREFIX; the API refuses it after as long).
 ATTACHMENT_RETENTION_DAYS = 1
+INBOUND_PREFIX = "inbound/"  # raw incoming mail and its attachments: inbound/<tenant>/<inbound id>/...
 SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"
 
 # -- the functions' other settings (petrel.settings): each name is the alias of one settings field, set
@@ -256,6 +307,17 @@ CONFIG_CACHE_ENV = "PETREL_CONFIG_CACHE_SECONDS"  # worker: how long tenant conf
 MAX_RECEIVE_COUNT_ENV = "PETREL_MAX_RECEIVE_COUNT"  # worker: the send queues' maxReceiveCount
 INVOCATION_MARGIN_ENV = "PETREL_INVOCATION_MARGIN_SECONDS"  # worker: time kept at an invocation's end
 HANDBACK_DELAY_ENV = "PETREL_HANDBACK_DELAY_SECONDS"  # worker: delay of the jobs it hands back
+# The ingest side: how long raw incoming mail (bucket lifecycle on INBOUND_PREFIX) and inbound records
+# (TTL) are kept; the poller's schedule (minutes between runs of its EventBridge rule), how many
+# mailboxes it reads at once, and the IMAP socket timeout; how long an attachment link is valid.
+INBOUND_RETENTION_DAYS_ENV = "PETREL_INBOUND_RETENTION_DAYS"
+POLL_INTERVAL_MINUTES_ENV = "PETREL_POLL_INTERVAL_MINUTES"
+POLL_CONCURRENCY_ENV = "PETREL_POLL_CONCURRENCY"
+IMAP_TIMEOUT_ENV = "PETREL_IMAP_TIMEOUT_SECONDS"
+POLL_BATCH_ENV = "PETREL_POLL_BATCH"  # UIDs fetched per IMAP FETCH (the cursor advances after each)
+LINK_SECONDS_ENV = "PETREL_LINK_SECONDS"
+# The poller's EMF metric of mailboxes whose poll failed in a run (an alarm fires on any).
+POLL_ERRORS_METRIC = "MailboxPollErrors"
 
 # -- Powertools' own variables, which every function's environment sets (Powertools reads them).
 POWERTOOLS_SERVICE_NAME_ENV = "POWERTOOLS_SERVICE_NAME"

@@ -84,6 +84,12 @@ class ApiSettings(QueueSettings):
     idempotency_table: str = Field(validation_alias=r.IDEMPOTENCY.env_var)
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
     inline_body_limit: int = Field(default=96 * 1024, ge=1024, validation_alias=r.INLINE_BODY_LIMIT_ENV)
+    # POST /v1/inbound/raw stores the raw message and queues it; GET /v1/inbound reads the records.
+    inbound_table: str = Field(validation_alias=r.INBOUND.env_var)
+    ingest_queue_url: str = Field(validation_alias=r.INGEST.env_var)
+    inbound_retention_days: int = Field(default=30, ge=1, validation_alias=r.INBOUND_RETENTION_DAYS_ENV)
+    # How long an attachment's pre-signed link (GET /v1/inbound/{id}) is valid.
+    link_seconds: int = Field(default=900, ge=60, le=604_800, validation_alias=r.LINK_SECONDS_ENV)
 
 
 class SendWorkerSettings(QueueSettings):
@@ -105,6 +111,9 @@ class SendWorkerSettings(QueueSettings):
     # the relay's deadline and the end of the invocation, for recording the outcome.
     invocation_margin_seconds: float = Field(default=5.0, ge=0, validation_alias=r.INVOCATION_MARGIN_ENV)
     handback_delay_seconds: int = Field(default=5, ge=0, le=900, validation_alias=r.HANDBACK_DELAY_ENV)
+    # Local delivery: a recipient on a domain one of the tenant's mailboxes receives for is stored raw
+    # and queued for ingest instead of relayed.
+    ingest_queue_url: str = Field(validation_alias=r.INGEST.env_var)
 
     @field_validator("retry_delays", mode="before")
     @classmethod
@@ -113,3 +122,31 @@ class SendWorkerSettings(QueueSettings):
 
     def ladder(self) -> RetryLadder:
         return RetryLadder(delays=self.retry_delays, jitter=self.retry_jitter)
+
+
+class PollerSettings(_Settings):
+    """The IMAP poller: every tenant's mailboxes (tenants table), their passwords, where raw mail goes."""
+
+    tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
+    bodies_bucket: str = Field(validation_alias=r.BODIES_BUCKET_ENV)
+    ingest_queue_url: str = Field(validation_alias=r.INGEST.env_var)
+    # Mailboxes read at once (threads, one IMAP connection each).
+    concurrency: int = Field(default=8, ge=1, le=64, validation_alias=r.POLL_CONCURRENCY_ENV)
+    imap_timeout_seconds: float = Field(default=20.0, gt=0, validation_alias=r.IMAP_TIMEOUT_ENV)
+    # UIDs fetched per FETCH; the folder's cursor is saved after each batch is queued.
+    batch: int = Field(default=50, ge=1, le=1000, validation_alias=r.POLL_BATCH_ENV)
+    # Time kept at the end of an invocation: no new batch starts within it.
+    invocation_margin_seconds: float = Field(default=10.0, ge=0, validation_alias=r.INVOCATION_MARGIN_ENV)
+
+
+class IngestWorkerSettings(_Settings):
+    """The ingest worker: raw mail in the bucket to inbound records, statuses, events, suppressions."""
+
+    tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
+    messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
+    suppressions_table: str = Field(validation_alias=r.SUPPRESSIONS.env_var)
+    inbound_table: str = Field(validation_alias=r.INBOUND.env_var)
+    bodies_bucket: str = Field(validation_alias=r.BODIES_BUCKET_ENV)
+    inbound_retention_days: int = Field(default=30, ge=1, validation_alias=r.INBOUND_RETENTION_DAYS_ENV)
+    # The ingest queue's maxReceiveCount: a job failing on its last receive is logged before its DLQ.
+    max_receive_count: int = Field(default=3, ge=1, validation_alias=r.MAX_RECEIVE_COUNT_ENV)

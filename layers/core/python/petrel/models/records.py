@@ -68,6 +68,62 @@ class SmtpServer(Record):
     created_at: datetime
 
 
+class MailboxAfter(StrEnum):
+    """What the poller does with a message once it is ingested."""
+
+    LEAVE = "leave"
+    SEEN = "seen"  # set \\Seen
+    MOVE = "move"  # move it to the mailbox's `move_to` folder
+
+
+class Mailbox(Record):
+    """A tenant's MailU mailbox that Petrel reads over IMAP. The password is in Secrets Manager at
+    `secret_name`. `address` is the mailbox's own address: its domain is one the tenant receives for
+    (a recipient there is delivered locally, without SMTP)."""
+
+    tenant_id: str
+    mailbox_id: str
+    address: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    security: SmtpSecurity = SmtpSecurity.TLS
+    username: str
+    secret_name: str
+    ca_bundle: str | None = None
+    folders: tuple[str, ...] = ("INBOX",)
+    after: MailboxAfter = MailboxAfter.LEAVE
+    move_to: str | None = None
+    enabled: bool = True
+    created_at: datetime
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+
+class FolderCursor(Record):
+    """How far the poller has read one folder of one mailbox: every UID up to `last_uid` of this
+    `uidvalidity` has been handed to the ingest queue."""
+
+    tenant_id: str
+    mailbox_id: str
+    folder: str
+    uidvalidity: int
+    last_uid: int = 0
+    updated_at: datetime
+
+
+class MailboxHealth(Record):
+    """The last poll of a mailbox: when, and the error that stopped it (None when it went well)."""
+
+    tenant_id: str
+    mailbox_id: str
+    polled_at: datetime
+    error: str | None = None
+    error_at: datetime | None = None  # the last failure's time (kept after a later success)
+    last_success_at: datetime | None = None
+
+
 class MessageStatus(StrEnum):
     QUEUED = "queued"
     SCHEDULED = "scheduled"
@@ -134,11 +190,15 @@ class EventName(StrEnum):
     QUEUED = "email.queued"
     SCHEDULED = "email.scheduled"
     SENT = "email.sent"
+    DELIVERED = "email.delivered"  # a delivery report said so (or a local delivery)
     DEFERRED = "email.deferred"
     BOUNCED = "email.bounced"
     FAILED = "email.failed"
     SUPPRESSED = "email.suppressed"
     CANCELLED = "email.cancelled"
+    COMPLAINED = "email.complained"  # an ARF report from the recipient's provider
+    AUTO_REPLIED = "email.auto_replied"  # an automatic reply (out of office, vacation, ...)
+    REPLIED = "email.replied"  # a human reply threaded to the message
 
 
 class Event(Record):
@@ -189,6 +249,9 @@ class MessageRecord(Record):
     send_at: datetime | None = None  # asked for at submission; the maximum age counts from here
     attempts: tuple[Attempt, ...] = ()
     events: tuple[Event, ...] = ()
+    # The envelope sender (VERP: `bounces+<message id>@<return-path domain>`), fixed at submission so
+    # every attempt uses the same one and a client can correlate reports too. None on older records.
+    return_path: str | None = None
     created_at: datetime
     updated_at: datetime
 
