@@ -220,6 +220,15 @@ def received_key(received_at: datetime, inbound_id: str) -> str:
     return f"{received_at.isoformat()}#{inbound_id}"
 
 
+def inbound_raw_key(tenant_id: str, inbound_id: str) -> str:
+    """Where an incoming message's raw bytes are kept (the same key whoever stores them: idempotent)."""
+    return f"{INBOUND_PREFIX}{tenant_id}/{inbound_id}/raw.eml"
+
+
+def inbound_attachment_key(tenant_id: str, inbound_id: str, attachment_id: str) -> str:
+    return f"{INBOUND_PREFIX}{tenant_id}/{inbound_id}/{attachment_id}"
+
+
 TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY, SUPPRESSIONS, INBOUND)
 
 SEND_TRANSACTIONAL = QueueSpec(
