@@ -16,6 +16,7 @@ from cli.output import Output
 if TYPE_CHECKING:
     from cli.target import Target
     from petrel.adapters.dead_letters import SqsDeadLetters
+    from petrel.services.mailboxes import MailboxDeps
     from petrel.services.redrive import RedriveDeps
     from petrel.services.tenants import AdminDeps
 
@@ -62,6 +63,9 @@ class AdminServices(Protocol):
 
     @property
     def admin(self) -> AdminDeps: ...
+
+    @property
+    def mailbox_admin(self) -> MailboxDeps: ...
 
     @property
     def redrive(self) -> RedriveDeps: ...

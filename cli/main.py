@@ -13,17 +13,17 @@ from pathlib import Path
 from types import ModuleType
 
 from cli import dlq
-from cli.admin import domain, key, server, tenant
+from cli.admin import domain, key, mailbox, server, tenant
 from cli.command import Context, HelpFormatter, Parser, add_groups, handler_of
 from cli.errors import CliError
 from cli.output import Output
 from cli.target import LOCAL, LOCAL_DOWN
 
-COMMANDS: tuple[ModuleType, ...] = (tenant, key, domain, server, dlq)
+COMMANDS: tuple[ModuleType, ...] = (tenant, key, domain, server, mailbox, dlq)
 
 DESCRIPTION = """\
-Administer Petrel: tenants, API keys, sending domains, SMTP servers; check a server; list and
-redrive dead letters.
+Administer Petrel: tenants, API keys, sending domains, SMTP servers, the mailboxes Petrel reads;
+check a server or a mailbox; list and redrive dead letters.
 
 Works against the local stack (--env local, the default: reads <workdir>/local.json, written by
 `make run`) or a deployed environment of cdk.json (--env dev|staging|prod, with the usual AWS
@@ -35,6 +35,8 @@ a first tenant on the local stack:
   petrel domain add tn_... acme.example
   petrel server add tn_... --local-relay
   petrel server test tn_... srv_...
+  petrel mailbox add tn_... --local
+  petrel mailbox test tn_... mbx_...
   petrel key create tn_... --name first
 """
 

@@ -28,7 +28,7 @@ from petrel import resources
 from petrel.models.api import MAX_SCHEDULE_DAYS
 from petrel.models.records import Tenant
 from petrel.models.retry import parse_delays
-from petrel.settings import SweeperSettings
+from petrel.settings import ApiSettings, PollerSettings, SweeperSettings
 
 CONTEXT_KEY = "environments"
 
@@ -93,6 +93,27 @@ class EnvironmentConfig(BaseModel):
     # A WAFv2 web ACL on the API stage (infra/constructs/waf.py): refuses a body declared over the
     # API's limit with its 413 problem before Lambda's payload limit turns it into a 5xx.
     waf: StrictBool = True
+    # -- the ingest side (DESIGN.md section 1): the IMAP poller, the ingest queue and its worker.
+    # How often the poller's EventBridge rule runs it, and its sizing. One run reads every mailbox (in
+    # threads), so by default at most one runs at a time (reserved concurrency 1; false: no reservation,
+    # for accounts whose concurrency limit leaves none to reserve: overlapping runs are safe, as cursor
+    # writes are conditional and ingest is idempotent, only wasteful).
+    poll_interval_minutes: int = Field(default=1, ge=1, le=60)
+    poller_memory_mb: int = Field(default=512, ge=128, le=10_240)
+    poller_timeout_seconds: int = Field(default=300, ge=30, le=900)
+    poller_one_at_a_time: StrictBool = True
+    poll_concurrency: int = Field(default=PollerSettings.model_fields["concurrency"].default, ge=1, le=64)
+    imap_timeout_seconds: int = Field(default=20, ge=1, le=300)  # each IMAP socket operation
+    poll_batch: int = Field(default=PollerSettings.model_fields["batch"].default, ge=1, le=1000)  # UIDs per FETCH
+    # The ingest worker (SQS event source on the ingest queue, whose visibility is 6x its timeout).
+    ingest_memory_mb: int = Field(default=1024, ge=128, le=10_240)  # a 25 MB attachment is parsed in memory
+    ingest_timeout_seconds: int = Field(default=120, ge=10, le=900)
+    ingest_batch_size: int = Field(default=10, ge=1, le=10_000)
+    ingest_max_concurrency: int = Field(default=5, ge=2, le=1000)
+    # How long raw incoming mail (bodies bucket, under resources.INBOUND_PREFIX) and inbound records
+    # (TTL) are kept, and how long the pre-signed link to an incoming attachment is valid.
+    inbound_retention_days: int = Field(default=30, ge=1, le=3650)
+    inbound_link_seconds: int = Field(default=ApiSettings.model_fields["link_seconds"].default, ge=60, le=604_800)
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 
@@ -162,9 +183,32 @@ class EnvironmentConfig(BaseModel):
                     f"ahead plus max_message_age_hours {self.max_message_age_hours} of retries need at least "
                     f"{math.ceil(longest / 24)} days"
                 )
+        self._consistent_ingest()
         if (self.account is None) != (self.region is None):
             raise ValueError("account and region must be given together (or both left out)")
         return self
+
+    def _consistent_ingest(self) -> None:
+        if self.ingest_batch_size > _MAX_BATCH_WITHOUT_WINDOW and self.max_batching_window_seconds == 0:
+            raise ValueError(
+                f"ingest_batch_size {self.ingest_batch_size} > {_MAX_BATCH_WITHOUT_WINDOW} needs "
+                "max_batching_window_seconds >= 1"
+            )
+        # A run must have time for at least one IMAP exchange beyond the margin it keeps at its end.
+        margin = PollerSettings.model_fields["invocation_margin_seconds"].default
+        if self.imap_timeout_seconds + margin >= self.poller_timeout_seconds:
+            raise ValueError(
+                f"imap_timeout_seconds plus the poller's {margin:g} s margin must be shorter than "
+                "poller_timeout_seconds"
+            )
+        # An ingest job points at raw mail in the bucket: the mail must outlive the job, even one that
+        # waited in the dead-letter queue for as long as it keeps anything (counted from the first send).
+        if self.inbound_retention_days <= resources.INGEST.dlq_retention_days:
+            raise ValueError(
+                f"inbound_retention_days {self.inbound_retention_days} must be longer than the ingest "
+                f"dead-letter queue's {resources.INGEST.dlq_retention_days} days, or a redriven job finds "
+                "its raw mail expired"
+            )
 
     @property
     def longest_message_life_hours(self) -> int:
@@ -187,8 +231,12 @@ class EnvironmentConfig(BaseModel):
         """The value of PETREL_RETRY_DELAYS ("60,300,..."), or None to keep the code's default ladder."""
         return None if self.retry_delays is None else ",".join(str(delay) for delay in self.retry_delays)
 
+    def consumer_timeout_seconds(self, queue: resources.QueueSpec) -> int:
+        """The timeout of the function that consumes `queue`: the ingest worker's, or the send worker's."""
+        return self.ingest_timeout_seconds if queue == resources.INGEST else self.worker_timeout_seconds
+
     def queue_visibility_seconds(self, queue: resources.QueueSpec) -> int:
-        return queue.visibility_factor * self.worker_timeout_seconds
+        return queue.visibility_factor * self.consumer_timeout_seconds(queue)
 
 
 def _describe(error: ValidationError, where: str) -> str:

@@ -74,7 +74,8 @@ def _aws_line(info: dict[str, object]) -> str:
 def _banner(info: dict[str, object], workdir: Path) -> str:
     box = info["test_mailbox"]
     relay = info["relay"]
-    assert isinstance(box, dict) and isinstance(relay, dict)
+    mailboxes = info["mailboxes"]
+    assert isinstance(box, dict) and isinstance(relay, dict) and isinstance(mailboxes, list)
     return (
         "\nPetrel is running.\n"
         f"  API        {info['api_url']}/v1   (Swagger UI: {info['api_url']}/v1/docs; "
@@ -82,6 +83,8 @@ def _banner(info: dict[str, object], workdir: Path) -> str:
         f"  API key    {info['api_key']}\n"
         f"  tenant     {info['tenant_id']}   sending as {info['from_address']}\n"
         f"  mailbox    {box['address']} over IMAPS {box['imap_host']}:{box['imap_port']} (password in local.json)\n"
+        f"  reads      {', '.join(str(m['address']) for m in mailboxes)} every {info['poll_seconds']} s "
+        f"(reports, replies); mail to {info['bounce_recipient']} bounces\n"
         f"  relay      {relay['username']} on {relay['host']}:{relay['port']} (`petrel server add`; local.json)\n"
         f"{_aws_line(info)}"
         f"  state      {workdir / 'local.json'}\n"

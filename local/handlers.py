@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from petrel.container.api import ApiContainer
     from petrel.container.authorizer import AuthorizerContainer
     from petrel.container.base import AwsClients
+    from petrel.container.ingest import IngestContainer
+    from petrel.container.poller import PollerContainer
     from petrel.container.sweeper import SweeperContainer
     from petrel.container.worker import WorkerContainer
 
@@ -64,3 +66,21 @@ def sweeper(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[Sweepe
 
     container = SweeperContainer(SweeperSettings.model_validate(dict(env)), clients=clients)
     return LocalFunction("sweeper", container, create_sweeper(container))
+
+
+def poller(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[PollerContainer]:
+    from petrel.container.poller import PollerContainer
+    from petrel.entrypoints.imap_poller import create_poller
+    from petrel.settings import PollerSettings
+
+    container = PollerContainer(PollerSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("imap-poller", container, create_poller(container))
+
+
+def ingest_worker(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[IngestContainer]:
+    from petrel.container.ingest import IngestContainer
+    from petrel.entrypoints.ingest_worker import create_ingest_worker
+    from petrel.settings import IngestWorkerSettings
+
+    container = IngestContainer(IngestWorkerSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("ingest-worker", container, create_ingest_worker(container))

@@ -1,6 +1,12 @@
 """The whole platform on 127.0.0.1: embedded AWS (moto server, or LocalStack for the services it serves
-and moto's server for DynamoDB: `backend`), the MailU stand-in (real Postfix + Dovecot), the HTTP front,
-queue pumps and the same Lambda handlers that are deployed.
+and moto's server for DynamoDB: `backend`), the MailU stand-in (real Postfix + Dovecot) with a next hop
+that refuses (so Postfix writes real delivery reports), the HTTP front, queue pumps, timers and the same
+Lambda handlers that are deployed.
+
+The loop closes as deployed: the send worker relays through the stand-in with a VERP envelope sender
+and NOTIFY=SUCCESS,FAILURE,DELAY; Postfix's reports land in the demo tenant's bounce mailbox; the IMAP
+poller (on a timer, every `poll_seconds`) reads its registered mailboxes into the ingest queue; the
+ingest worker turns each report into `delivered` or `bounced`, and a reply into `email.replied`.
 
 Each function runs as on Lambda, with its own environment (`LocalConfig.environments`), its own
 settings, container and boto3 session. The platform changes the process environment only for what is
@@ -24,8 +30,9 @@ from local import handlers
 from local.aws import BACKENDS, LocalAws, MotoServer, free_port
 from local.console import LOG_FORMATS, ConsoleLogs
 from local.mailu import MailuStandIn, ensure_installed, install_packages
+from local.nexthop import RefusingNextHop
 from local.provision import LocalResources, provision
-from local.seed import RelayAccount, SeededTenant, seed_tenant
+from local.seed import ImapAccount, RelayAccount, SeededTenant, register_mailbox, seed_tenant
 from petrel import resources as r
 
 if TYPE_CHECKING:
@@ -39,11 +46,14 @@ if TYPE_CHECKING:
     from petrel.container.admin import AdminContainer
     from petrel.container.api import ApiContainer
     from petrel.container.authorizer import AuthorizerContainer
+    from petrel.container.ingest import IngestContainer
+    from petrel.container.poller import PollerContainer
     from petrel.container.sweeper import SweeperContainer
     from petrel.container.worker import WorkerContainer
+    from petrel.models.records import Mailbox
 
 log = logging.getLogger("petrel.local")
-FUNCTIONS = ("api", "authorizer", "send-worker", "sweeper")
+FUNCTIONS = ("api", "authorizer", "send-worker", "sweeper", "imap-poller", "ingest-worker")
 # The AWS services Petrel's functions, its CLI and the local stack call: local.json names each one's endpoint.
 SERVICES = ("dynamodb", "iam", "s3", "scheduler", "secretsmanager", "sqs", "sts")
 
@@ -56,7 +66,16 @@ class LocalConfig:
     host: str = "127.0.0.1"
     api_port: int = 8080
     prefix: str = "petrel-local"
+    # The demo tenant's own domain: it sends from demo@ and reads two mailboxes there, bounces@ (where the
+    # VERP return path bounces+<message id>@ ends) and demo@ (its inbox, where replies arrive). Petrel
+    # delivers mail to a domain where the tenant has a mailbox locally, without SMTP.
     domain: str = "petrel.test"
+    # An outside recipient's domain that the stand-in also hosts: the test mailbox (inbox@) is there, so
+    # mail to it is relayed, delivered by Postfix and answered by a success report (NOTIFY=SUCCESS).
+    recipient_domain: str = "recipient.test"
+    # A domain the stand-in routes to the refusing next hop (local.nexthop): Postfix takes a recipient
+    # there with 250, is refused with 550 5.1.1, and bounces the message with a real report.
+    refusing_domain: str = "refuse.test"
     # Powertools' log level for every function (POWERTOOLS_LOG_LEVEL); `make run LOG_LEVEL=...`.
     log_level: str = "INFO"
     # How the functions' log lines read: "json" (Powertools' JSON, as on Lambda) or "text" (one short
@@ -112,12 +131,31 @@ class LocalConfig:
     # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
     # so a change made with the CLI shows within seconds; a refused password is re-read at once anyway.
     config_cache_seconds: float = 2.0
+    # The IMAP poller (deployed: an EventBridge rule every minute): how often its timer runs it, its
+    # invocation's time (Lambda's timeout), the time it keeps at the end of one (no new batch starts
+    # within it: PETREL_INVOCATION_MARGIN_SECONDS) and each IMAP operation's timeout.
+    poll_seconds: float = 3.0
+    poll_timeout_seconds: int = 30
+    poll_margin_seconds: float = 5.0
+    imap_timeout_seconds: float = 5.0
+    # The ingest worker: concurrent invocations on the ingest queue (threads), and each one's time.
+    ingest_workers: int = 1
+    ingest_timeout_seconds: int = 15
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r} (one of {', '.join(BACKENDS)})")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"unknown log format {self.log_format!r} (one of {', '.join(LOG_FORMATS)})")
+        if len({self.domain, self.recipient_domain, self.refusing_domain}) != 3:
+            raise ValueError("domain, recipient_domain and refusing_domain must be three different domains")
+        if self.poll_seconds <= 0:
+            raise ValueError(f"poll_seconds must be positive, not {self.poll_seconds}")
+
+    @property
+    def bounce_recipient(self) -> str:
+        """An address whose mail Postfix accepts and then bounces with a real DSN (the refusing next hop)."""
+        return f"nobody@{self.refusing_domain}"
 
     def worker_environment(self) -> dict[str, str]:
         """What the send worker reads (petrel.settings.SendWorkerSettings) that is not a resource name."""
@@ -132,6 +170,18 @@ class LocalConfig:
             r.INVOCATION_MARGIN_ENV: str(self.invocation_margin_seconds),
             r.HANDBACK_DELAY_ENV: str(self.handback_delay_seconds),
         }
+
+    def poller_environment(self) -> dict[str, str]:
+        """What the IMAP poller reads (petrel.settings.PollerSettings) that is not a resource name."""
+        return {
+            r.IMAP_TIMEOUT_ENV: str(self.imap_timeout_seconds),
+            r.INVOCATION_MARGIN_ENV: str(self.poll_margin_seconds),
+        }
+
+    def ingest_environment(self) -> dict[str, str]:
+        """What the ingest worker reads (petrel.settings.IngestWorkerSettings) that is not a resource name:
+        the ingest queue's receive count (provisioned like the send queues'), so it knows its last try."""
+        return {r.MAX_RECEIVE_COUNT_ENV: str(self.max_receive_count)}
 
     def sweeper_environment(self) -> dict[str, str]:
         """What the sweeper reads (petrel.settings.SweeperSettings) that is not a resource name."""
@@ -149,6 +199,8 @@ class LocalConfig:
             "authorizer": dict(names),
             "send-worker": names | self.worker_environment(),
             "sweeper": names | self.sweeper_environment(),
+            "imap-poller": names | self.poller_environment(),
+            "ingest-worker": names | self.ingest_environment(),
         }
 
     def process_environment(self) -> dict[str, str]:
@@ -182,12 +234,17 @@ class ProcessEnvironment:
 
 @dataclass(frozen=True)
 class LocalFunctions:
-    """The four functions of the running platform, each with its container and handler."""
+    """The functions of the running platform, each with its container and handler."""
 
     api: handlers.LocalFunction[ApiContainer]
     authorizer: handlers.LocalFunction[AuthorizerContainer]
     worker: handlers.LocalFunction[WorkerContainer]
     sweeper: handlers.LocalFunction[SweeperContainer]
+    poller: handlers.LocalFunction[PollerContainer]
+    ingest: handlers.LocalFunction[IngestContainer]
+
+    def all(self) -> tuple[handlers.LocalFunction[Any], ...]:
+        return (self.api, self.authorizer, self.worker, self.sweeper, self.poller, self.ingest)
 
 
 class LocalPlatform:
@@ -195,6 +252,7 @@ class LocalPlatform:
         self.config = config
         self.workdir = config.workdir.absolute()
         self.mailu = MailuStandIn(self.workdir / "mailu", domain=config.domain)
+        self.next_hop = RefusingNextHop(host=config.host, hostname=f"mx.{config.refusing_domain}")
         self.relay_password = secrets.token_urlsafe(18)
         self.aws: LocalAws | None = None
         self.resources: LocalResources | None = None
@@ -219,6 +277,8 @@ class LocalPlatform:
         if missing:
             log.warning("installing the MailU stand-in (missing: %s)", ", ".join(missing))
             install_packages()
+        self.next_hop.start()
+        self.mailu.route_domain(self.config.refusing_domain, self.next_hop.host, self.next_hop.port)
         self.mailu.start()  # stops what a killed earlier run left in this work dir first
         self.aws = self._start_aws()
         self._environment.set(self.aws.environment() | self.config.process_environment())
@@ -236,9 +296,9 @@ class LocalPlatform:
 
     def stop(self) -> None:
         """Stop in order, each part before what it calls: the front (no new requests), the timers
-        (the schedule firer and the sweeper), the queue pumps (each finishes its invocation), then moto,
-        LocalStack and the stand-in. Nothing is left polling a server that is gone, so a stop prints
-        nothing."""
+        (the schedule firer, the sweeper and the poller), the queue pumps (each finishes its invocation),
+        then moto, LocalStack, the stand-in and its next hop. Nothing is left polling a server that is gone,
+        so a stop prints nothing."""
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -247,13 +307,14 @@ class LocalPlatform:
             for thread in threads:
                 thread.stop()
             for thread in threads:
-                thread.join(timeout=self.config.lease_seconds + 5)
+                thread.join(timeout=max(self.config.lease_seconds, self.config.poll_timeout_seconds) + 5)
             group.clear()
         self._moto.stop()
         if self._localstack is not None:
             self._localstack.stop()
             self._localstack = None
         self.mailu.stop()
+        self.next_hop.stop()
         self._console.restore()
         self._environment.restore()
         self.functions = None
@@ -306,12 +367,7 @@ class LocalPlatform:
     @staticmethod
     def _loggers(functions: LocalFunctions) -> list[Logger]:
         """Each function's Powertools logger (its container's telemetry)."""
-        return [
-            functions.api.container.telemetry.logger,
-            functions.authorizer.container.telemetry.logger,
-            functions.worker.container.telemetry.logger,
-            functions.sweeper.container.telemetry.logger,
-        ]
+        return [function.container.telemetry.logger for function in functions.all()]
 
     def _provision(self, aws: LocalAws) -> LocalResources:
         if self.config.visibility_timeout <= self.config.lease_seconds:
@@ -353,6 +409,8 @@ class LocalPlatform:
             authorizer=handlers.authorizer(env["authorizer"], aws.clients()),
             worker=handlers.worker(env["send-worker"], aws.clients()),
             sweeper=handlers.sweeper(env["sweeper"], aws.clients()),
+            poller=handlers.poller(env["imap-poller"], aws.clients()),
+            ingest=handlers.ingest_worker(env["ingest-worker"], aws.clients()),
         )
 
     def _start_drivers(self, aws: LocalAws, resources: LocalResources, functions: LocalFunctions) -> None:
@@ -367,19 +425,33 @@ class LocalPlatform:
         )
         self._front.start()
         sqs = aws.client("sqs")
-        for name, url in resources.queue_urls.items():
+        for queue in r.SEND_QUEUES:
             for _ in range(self.config.workers_per_queue):
                 pump = QueuePump(
                     sqs,
-                    url,
-                    resources.queue_arns[name],
+                    resources.queue_urls[queue.name],
+                    resources.queue_arns[queue.name],
                     functions.worker.handler,
-                    function_name=f"send-worker-{name}",
+                    function_name=f"send-worker-{queue.name}",
                     batch_size=self.config.batch_size,
                     timeout_seconds=self.config.lease_seconds,  # as deployed: the lease lasts the invocation
                 )
                 pump.start()
                 self._pumps.append(pump)
+        # The ingest queue's event source: the ingest worker takes what the poller, POST /v1/inbound/raw
+        # and the send worker's local deliveries put there.
+        for _ in range(self.config.ingest_workers):
+            pump = QueuePump(
+                sqs,
+                resources.queue_urls[r.INGEST.name],
+                resources.queue_arns[r.INGEST.name],
+                functions.ingest.handler,
+                function_name="ingest-worker",
+                batch_size=self.config.batch_size,
+                timeout_seconds=self.config.ingest_timeout_seconds,
+            )
+            pump.start()
+            self._pumps.append(pump)
         # What EventBridge Scheduler does deployed: put due retries (and send_at releases) on their queue.
         firer = ScheduleFirer(
             aws.client("scheduler"), sqs, resources.schedule_group, poll_seconds=self.config.schedule_poll_seconds
@@ -388,27 +460,57 @@ class LocalPlatform:
         sweeper = Every(
             functions.sweeper.handler, interval_seconds=self.config.sweep_interval_seconds, function_name="sweeper"
         )
-        for timer in (firer, sweeper):
+        # What the poller's EventBridge rule does deployed: read every tenant's registered mailboxes.
+        poller = Every(
+            functions.poller.handler,
+            interval_seconds=self.config.poll_seconds,
+            function_name="imap-poller",
+            timeout_seconds=self.config.poll_timeout_seconds,
+        )
+        for timer in (firer, sweeper, poller):
             timer.start()
             self._timers.append(timer)
 
     def _seed(self, aws: LocalAws, resources: LocalResources) -> dict[str, Any]:
-        """A demo tenant whose SMTP server is the stand-in, and a mailbox that receives test mail."""
+        """A demo tenant whose SMTP server is the stand-in, with its bounce mailbox and its inbox registered
+        for the poller, and a test mailbox on another domain that receives what the demo tenant sends."""
         assert self.admin is not None and self._front is not None
         domain = self.config.domain
         relay = self.relay_account
-        inbox = f"inbox@{domain}"
+        inbox = f"inbox@{self.config.recipient_domain}"
         inbox_password = secrets.token_urlsafe(18)
-        self.mailu.add_users(
-            {relay.username: relay.password, inbox: inbox_password, f"bounces@{domain}": secrets.token_urlsafe(18)}
-        )
+        tenant_boxes = {f"bounces@{domain}": secrets.token_urlsafe(18), f"demo@{domain}": secrets.token_urlsafe(18)}
+        self.mailu.add_users({relay.username: relay.password, inbox: inbox_password} | tenant_boxes)
         demo = seed_tenant(self.admin.admin, "Demo", domain=domain, relay=relay, key_name="local demo")
-        return self._state(demo, aws, resources, inbox=inbox, inbox_password=inbox_password)
+        mailboxes = [
+            register_mailbox(self.admin.mailbox_admin, demo.tenant_id, self._imap_account(address, password))
+            for address, password in tenant_boxes.items()
+        ]
+        return self._state(demo, aws, resources, inbox=inbox, inbox_password=inbox_password, mailboxes=mailboxes)
+
+    def _imap_account(self, address: str, password: str) -> ImapAccount:
+        """A stand-in user as the poller reads it: IMAPS, verified against the stand-in's CA."""
+        return ImapAccount(
+            address=address,
+            password=password,
+            host=self.mailu.host,
+            port=self.mailu.imaps_port,
+            security="tls",
+            ca_bundle=self.mailu.ca_pem,
+        )
 
     def _state(
-        self, demo: SeededTenant, aws: LocalAws, resources: LocalResources, *, inbox: str, inbox_password: str
+        self,
+        demo: SeededTenant,
+        aws: LocalAws,
+        resources: LocalResources,
+        *,
+        inbox: str,
+        inbox_password: str,
+        mailboxes: list[Mailbox],
     ) -> dict[str, Any]:
-        """local.json: the demo tenant, the test mailbox, the stand-in's relay account, the AWS names."""
+        """local.json: the demo tenant and its mailboxes, the test mailbox, where mail bounces, the
+        stand-in's relay account, the AWS names."""
         assert self._front is not None
         relay = self.relay_account
         return {
@@ -418,6 +520,16 @@ class LocalPlatform:
             "tenant_id": demo.tenant_id,
             "server_id": demo.server_id,
             "from_address": demo.address("demo"),
+            # Mail to it is accepted by the stand-in, refused by its next hop and bounced by Postfix with a
+            # real DSN to the VERP address: the message ends `bounced` (5.1.1) once the poller reads it.
+            "bounce_recipient": self.config.bounce_recipient,
+            # How often the poller reads the mailboxes below (seconds).
+            "poll_seconds": self.config.poll_seconds,
+            # The demo tenant's registered mailboxes (passwords in Secrets Manager only).
+            "mailboxes": [
+                {"mailbox_id": box.mailbox_id, "address": box.address, "folders": list(box.folders)}
+                for box in mailboxes
+            ],
             "test_mailbox": {
                 "address": inbox,
                 "imap_host": self.mailu.host,
@@ -453,7 +565,8 @@ class LocalPlatform:
                 "prefix": resources.prefix,
                 "tables": resources.tables,
                 "queues": resources.queue_urls,
-                # Dead-letter queues by the name `petrel dlq` takes: each send queue's, and the schedules'.
+                # Dead-letter queues by the name `petrel dlq` takes: each queue's (send and ingest), and the
+                # schedules'.
                 "dlqs": {**resources.dlq_urls, r.SCHEDULES.group: resources.schedules_dlq_url},
                 "schedules": {
                     "group": resources.schedule_group,

@@ -1,13 +1,17 @@
 """Provision and seed a tenant: the one way the local stack, the tests and the benchmarks make a tenant
-that can send (tenant, sending domain, SMTP server, API key), through the same admin service the
-`petrel` CLI uses."""
+that can send (tenant, sending domain, SMTP server, API key) and register the mailboxes Petrel reads,
+through the same admin services the `petrel` CLI uses."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from petrel.services import tenants
+
+if TYPE_CHECKING:
+    from petrel.models.records import Mailbox
+    from petrel.services.mailboxes import MailboxDeps
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,32 @@ def seed_tenant(
     created = tenants.add_smtp_server(admin, tenant.tenant_id, **relay.server_settings(**server))
     key = tenants.create_api_key(admin, tenant.tenant_id, key_name or name)
     return SeededTenant(tenant_id=tenant.tenant_id, server_id=created.server_id, api_key=key.secret, domain=domain)
+
+
+@dataclass(frozen=True)
+class ImapAccount:
+    """A mailbox account of a MailU (or stand-in) that the poller reads over IMAP."""
+
+    address: str
+    password: str
+    host: str
+    port: int
+    security: str = "tls"
+    ca_bundle: str | None = None  # PEM of the CA to trust (a stand-in's self-signed one)
+
+
+def register_mailbox(deps: MailboxDeps, tenant_id: str, account: ImapAccount) -> Mailbox:
+    """Register `account` for the poller (INBOX, messages left where they are), as `petrel mailbox add`
+    does: its password goes to Secrets Manager only. Its domain must be one of the tenant's."""
+    from petrel.services import mailboxes
+
+    return mailboxes.add_mailbox(
+        deps,
+        tenant_id,
+        address=account.address,
+        host=account.host,
+        port=account.port,
+        security=account.security,
+        password=account.password,
+        ca_bundle=account.ca_bundle,
+    )

@@ -17,11 +17,14 @@ class Every(threading.Thread):
     A failed invocation is logged and the next one comes on time, as a rule with no retry does.
     """
 
-    def __init__(self, handler: Handler, *, interval_seconds: float, function_name: str) -> None:
+    def __init__(
+        self, handler: Handler, *, interval_seconds: float, function_name: str, timeout_seconds: int = 300
+    ) -> None:
         super().__init__(name=f"every-{function_name}", daemon=True)
         self._handler = handler
         self._interval = interval_seconds
         self._function = function_name
+        self._timeout = timeout_seconds  # the function's Lambda timeout: each invocation's context counts down
         self._halt = threading.Event()
         self.runs = 0
         self.last: Any = None
@@ -36,7 +39,7 @@ class Every(threading.Thread):
     def invoke(self) -> Any:
         event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
         try:
-            self.last = self._handler(event, LocalContext(self._function, timeout_seconds=300))
+            self.last = self._handler(event, LocalContext(self._function, timeout_seconds=self._timeout))
         except Exception:
             if not self._halt.is_set():  # stopping: the endpoint it failed on may be going away
                 log.exception("%s failed; the next run is in %.0f s", self._function, self._interval)

@@ -1,12 +1,16 @@
 """Alarms that need a human, all mailed through one topic.
 
-* each send queue's dead-letter queue, and Scheduler's: anything there is mail that was not sent;
-* the age of the oldest message of each send queue: a deferred or scheduled message waits in
+* each job queue's dead-letter queue (send and ingest), and Scheduler's: anything there is mail that
+  was not sent, or incoming mail that was not ingested;
+* the age of the oldest message of each job queue: a deferred or scheduled message waits in
   EventBridge Scheduler, not in the queue, so age in the queue means the workers are not keeping up;
-* the send worker's `Errors` (an invocation that failed as a whole) and `Throttles`;
+* the send worker's `Errors` (an invocation that failed as a whole) and `Throttles`, and the ingest
+  worker's `Errors`;
 * Scheduler failing to put a message into its own dead-letter queue: that message is lost;
 * the sweeper repairing any message (its way forward had been lost: a crash, a lost job or
-  schedule), and the sweeper's own `Errors`.
+  schedule), and the sweeper's own `Errors`;
+* the poller failing to read any mailbox (its EMF metric: login refused, server down, TLS error; the
+  mailbox's health record says which and when), and the poller's own `Errors`.
 
 Every alarm treats missing data as not breaching (an idle queue or function publishes nothing).
 """
@@ -27,7 +31,7 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
-from infra.constructs.functions import SEND_WORKER, SWEEPER
+from infra.constructs.functions import IMAP_POLLER, INGEST_WORKER, SEND_WORKER, SWEEPER
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from petrel import resources
@@ -61,6 +65,16 @@ def _not_empty(name: str) -> str:
     return f"{name}-not-empty"
 
 
+@dataclass(frozen=True)
+class AlarmedFunctions:
+    """The functions whose own metrics are watched."""
+
+    send_worker: lambda_.IFunction
+    sweeper: lambda_.IFunction
+    poller: lambda_.IFunction
+    ingest_worker: lambda_.IFunction
+
+
 class PetrelAlarms(Construct):
     """An encrypted, TLS-only SNS topic mailed to `alarm_email`, and the alarms of `alarm_specs`."""
 
@@ -72,8 +86,7 @@ class PetrelAlarms(Construct):
         config: EnvironmentConfig,
         queues: PetrelQueues,
         schedules: PetrelSchedules,
-        send_worker: lambda_.IFunction,
-        sweeper: lambda_.IFunction,
+        functions: AlarmedFunctions,
     ) -> None:
         super().__init__(scope, construct_id)
         # CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key, hence a key
@@ -106,7 +119,7 @@ class PetrelAlarms(Construct):
         notify = actions.SnsAction(self.topic)
 
         self.alarms: dict[str, cloudwatch.Alarm] = {}
-        for spec in alarm_specs(config, queues, schedules, send_worker, sweeper):
+        for spec in alarm_specs(config, queues, schedules, functions):
             alarm = cloudwatch.Alarm(
                 self,
                 spec.construct_id,
@@ -126,20 +139,20 @@ def alarm_specs(
     config: EnvironmentConfig,
     queues: PetrelQueues,
     schedules: PetrelSchedules,
-    send_worker: lambda_.IFunction,
-    sweeper: lambda_.IFunction,
+    functions: AlarmedFunctions,
 ) -> list[AlarmSpec]:
     at_least_one = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+    send_worker, sweeper = functions.send_worker, functions.sweeper
     specs: list[AlarmSpec] = []
-    for queue in resources.SEND_QUEUES:
+    for queue in resources.QUEUES:
         dlq = resources.dlq_name(queue)
         specs.append(
             AlarmSpec(
                 name=_not_empty(dlq),
                 id=_pascal(dlq),  # as first deployed
                 description=(
-                    f"Messages of {config.physical_name(queue.name)} failed {config.dlq_max_receive_count} "
-                    "times and wait in its dead-letter queue."
+                    f"Jobs of {config.physical_name(queue.name)} failed {config.dlq_max_receive_count} "
+                    f"times and wait in its dead-letter queue ({_what_waits(queue)})."
                 ),
                 metric=queues.dead_letter_queue(queue).metric_approximate_number_of_messages_visible(
                     period=PERIOD, statistic="Maximum"
@@ -171,14 +184,13 @@ def alarm_specs(
             threshold=0,
         )
     )
-    for queue in resources.SEND_QUEUES:
+    for queue in resources.QUEUES:
         specs.append(
             AlarmSpec(
                 name=f"{queue.name}-oldest-message",
                 description=(
                     f"A message has waited in {config.physical_name(queue.name)} for more than "
-                    f"{config.oldest_message_alarm_seconds} s: the send workers are not keeping up (deferred "
-                    "and scheduled messages wait in EventBridge Scheduler, not in the queue)."
+                    f"{config.oldest_message_alarm_seconds} s: {_who_lags(queue)}."
                 ),
                 metric=queues.queue(queue).metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum"),
                 threshold=config.oldest_message_alarm_seconds,
@@ -230,4 +242,54 @@ def alarm_specs(
             threshold=0,
         )
     )
+    specs.extend(_ingest_specs(config, functions))
     return specs
+
+
+def _ingest_specs(config: EnvironmentConfig, functions: AlarmedFunctions) -> list[AlarmSpec]:
+    poller, ingest_worker = config.physical_name(IMAP_POLLER.slug), config.physical_name(INGEST_WORKER.slug)
+    return [
+        AlarmSpec(
+            name=f"{IMAP_POLLER.slug}-mailbox-errors",
+            description=(
+                f"{poller} could not read a mailbox (login refused, server unreachable, TLS or IMAP "
+                "error): its mail is not being ingested. The mailbox's health record (`petrel mailbox list "
+                "<tenant>`) and the poller's log say which and why."
+            ),
+            metric=cloudwatch.Metric(
+                namespace=resources.METRICS_NAMESPACE,
+                metric_name=resources.POLL_ERRORS_METRIC,
+                dimensions_map={"service": IMAP_POLLER.service_name},
+                period=PERIOD,
+                statistic="Sum",
+            ),
+            threshold=0,
+        ),
+        AlarmSpec(
+            name=f"{IMAP_POLLER.slug}-errors",
+            description=f"Invocations of {poller} failed as a whole: no mailbox is being read.",
+            metric=functions.poller.metric_errors(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        ),
+        AlarmSpec(
+            name=f"{INGEST_WORKER.slug}-errors",
+            description=f"Invocations of {ingest_worker} failed as a whole (the batch goes back to its queue).",
+            metric=functions.ingest_worker.metric_errors(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        ),
+    ]
+
+
+def _what_waits(queue: resources.QueueSpec) -> str:
+    if queue == resources.INGEST:
+        return "incoming mail that was not ingested; its raw message is in the bodies bucket until it expires"
+    return "mail that was not sent"
+
+
+def _who_lags(queue: resources.QueueSpec) -> str:
+    if queue == resources.INGEST:
+        return "the ingest workers are not keeping up"
+    return (
+        "the send workers are not keeping up (deferred and scheduled messages wait in EventBridge "
+        "Scheduler, not in the queue)"
+    )

@@ -15,7 +15,8 @@
   api function's own are;
 * every request body reaches the function base64-encoded (binary media type `*/*`): its size in the
   event is then 4/3 of the body whatever the body holds (JSON escaping could multiply it), so the
-  API's own limit (`MAX_REQUEST_BYTES`, refused with a 413 problem) always fits Lambda's 6 MB;
+  API's own limit (`MAX_REQUEST_BYTES`, refused with a 413 problem) always fits Lambda's 6 MB; raw
+  mail pushed to `POST /v1/inbound/raw` as `message/rfc822` arrives byte for byte the same way;
 * a larger body that API Gateway takes but Lambda's event cannot hold is refused before the
   invocation, with the same 413 problem, by the stage's web ACL (`infra/constructs/waf.py`, where
   the environment has `waf: true`).

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from infra import REPO_ROOT
 from infra.config import EnvironmentConfig
-from infra.constructs.bodies_bucket import BodiesBucket
+from infra.constructs.bodies_bucket import BodiesBucket, BodyAccess
 from infra.constructs.common import acknowledge, log_group
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
@@ -45,15 +45,19 @@ class FunctionDefinition:
     tables: Mapping[str, TableAccess] = field(default_factory=dict)  # TableSpec.name -> access
     # TableSpec.name -> the indexes it may Query (only these: the authorizer alone reads key hashes).
     indexes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    bodies: Literal["read", "read_write"] | None = None
-    # The key prefixes of the bodies bucket it may touch (`bodies` says how).
-    body_prefixes: tuple[str, ...] = (resources.BODIES_PREFIX,)
-    send_queues: tuple[resources.QueueSpec, ...] = ()
+    # TableSpec.name of the tables it may Scan (item-level access above never includes Scan).
+    scans: tuple[str, ...] = ()
+    # Key prefix of the bodies bucket -> what it may do there (nothing elsewhere in the bucket).
+    bodies: Mapping[str, BodyAccess] = field(default_factory=dict)
+    # The queues it puts jobs on (SendMessage): send queues, the ingest queue.
+    sends_to: tuple[resources.QueueSpec, ...] = ()
     # Creates, reads and deletes EventBridge Scheduler schedules (deferred and scheduled messages).
     schedules: bool = False
     # "env": only PETREL_SECRETS_PREFIX is set; "read": it may also read the tenants' secrets.
     secrets: Literal["env", "read"] | None = None
     extra_environment: Callable[[EnvironmentConfig], dict[str, str]] = lambda _config: {}
+    # Concurrent executions reserved for it (and so its ceiling); None: it shares the account's pool.
+    reserved_concurrency: Callable[[EnvironmentConfig], int | None] = lambda _config: None
 
     @property
     def slug(self) -> str:
@@ -68,7 +72,11 @@ class FunctionDefinition:
 
 
 def _api_environment(config: EnvironmentConfig) -> dict[str, str]:
-    return {resources.MESSAGE_RETENTION_DAYS_ENV: str(config.message_retention_days)}
+    return {
+        resources.MESSAGE_RETENTION_DAYS_ENV: str(config.message_retention_days),
+        resources.INBOUND_RETENTION_DAYS_ENV: str(config.inbound_retention_days),
+        resources.LINK_SECONDS_ENV: str(config.inbound_link_seconds),
+    }
 
 
 def _send_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
@@ -105,19 +113,31 @@ API = FunctionDefinition(
         resources.MESSAGES.name: "read_update",  # creates emails, transitions (cancel); deletes nothing
         resources.IDEMPOTENCY.name: "read_write",  # a failed request's claim is deleted
         resources.SUPPRESSIONS.name: "read_write",  # list, add, remove
+        resources.INBOUND.name: "read",  # GET /v1/inbound[/{id}]; the ingest worker writes the records
     },
-    # GET /v1/emails (by_tenant, by_tenant_status); GET /v1/emails/{msg_...} (by_message_id).
+    # GET /v1/emails (by_tenant, by_tenant_status); GET /v1/emails/{msg_...} (by_message_id);
+    # GET /v1/inbound (all of a tenant's, of one kind, about one email).
     indexes={
         resources.MESSAGES.name: (
             resources.BY_TENANT.name,
             resources.BY_TENANT_STATUS.name,
             resources.BY_MESSAGE_ID.name,
-        )
+        ),
+        resources.INBOUND.name: (
+            resources.BY_TENANT_RECEIVED.name,
+            resources.BY_TENANT_KIND.name,
+            resources.BY_TENANT_EMAIL.name,
+        ),
     },
-    bodies="read_write",
-    # Large bodies; uploaded attachments (it signs their upload URLs); large idempotent responses.
-    body_prefixes=(resources.BODIES_PREFIX, resources.ATTACHMENTS_PREFIX, resources.IDEMPOTENCY_PREFIX),
-    send_queues=resources.SEND_QUEUES,
+    # Large bodies; uploaded attachments (it signs their upload URLs); large idempotent responses;
+    # POST /v1/inbound/raw stores the raw mail, GET /v1/inbound/{id} signs links to its attachments.
+    bodies={
+        resources.BODIES_PREFIX: "read_write",
+        resources.ATTACHMENTS_PREFIX: "read_write",
+        resources.IDEMPOTENCY_PREFIX: "read_write",
+        resources.INBOUND_PREFIX: "read_write",
+    },
+    sends_to=(*resources.SEND_QUEUES, resources.INGEST),  # POST /v1/inbound/raw queues what it stored
     schedules=True,  # send_at, and cancelling what is scheduled or deferred
     secrets="env",
     extra_environment=_api_environment,
@@ -133,8 +153,10 @@ SEND_WORKER = FunctionDefinition(
         resources.MESSAGES.name: "read_update",  # leases and transitions; deletes nothing
         resources.SUPPRESSIONS.name: "read_update",  # checked before each send; a hard bounce adds
     },
-    bodies="read",
-    send_queues=resources.SEND_QUEUES,  # releases scheduled emails; hands back jobs it has no time for
+    # Reads large bodies; a local delivery stores the raw message it would have relayed (write only).
+    bodies={resources.BODIES_PREFIX: "read", resources.INBOUND_PREFIX: "write"},
+    # Releases scheduled emails; hands back jobs it has no time for; queues local deliveries for ingest.
+    sends_to=(*resources.SEND_QUEUES, resources.INGEST),
     secrets="read",
     schedules=True,  # the next attempt of a deferred message
     extra_environment=_send_worker_environment,
@@ -155,11 +177,63 @@ SWEEPER = FunctionDefinition(
     timeout_seconds=lambda _config: 300,  # a run repairs at most PETREL_SWEEP_MAX_MESSAGES messages
     # No table grant here: it may only query the messages table's due index and update items, which
     # is narrower than "read" and is granted by infra/constructs/sweeper.py with the table's name.
-    send_queues=resources.SEND_QUEUES,  # puts the repaired messages' jobs back
+    sends_to=resources.SEND_QUEUES,  # puts the repaired messages' jobs back
     extra_environment=_sweeper_environment,
 )
 
-FUNCTIONS: tuple[FunctionDefinition, ...] = (AUTHORIZER, API, SEND_WORKER, SWEEPER)
+
+def _poller_environment(config: EnvironmentConfig) -> dict[str, str]:
+    return {
+        resources.POLL_CONCURRENCY_ENV: str(config.poll_concurrency),
+        resources.IMAP_TIMEOUT_ENV: str(config.imap_timeout_seconds),
+        resources.POLL_BATCH_ENV: str(config.poll_batch),
+    }
+
+
+IMAP_POLLER = FunctionDefinition(
+    name="imap_poller",
+    settings=settings.PollerSettings,
+    memory_mb=lambda config: config.poller_memory_mb,
+    timeout_seconds=lambda config: config.poller_timeout_seconds,
+    # Reads the mailboxes and writes each folder's cursor and each mailbox's health (conditional puts and
+    # updates of its own items; IAM cannot tell sort keys apart, so the grant is the table's, without
+    # delete). Its work list is every tenant's mailboxes: a Scan of the tenants table.
+    tables={resources.TENANTS.name: "read_update"},
+    scans=(resources.TENANTS.name,),
+    bodies={resources.INBOUND_PREFIX: "write"},  # each raw message it fetched
+    sends_to=(resources.INGEST,),
+    secrets="read",  # the mailboxes' IMAP passwords
+    extra_environment=_poller_environment,
+    reserved_concurrency=lambda config: 1 if config.poller_one_at_a_time else None,
+)
+
+
+def _ingest_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
+    return {
+        resources.INBOUND_RETENTION_DAYS_ENV: str(config.inbound_retention_days),
+        # The ingest queue's receive count: a job failing on its last receive is logged before its DLQ.
+        resources.MAX_RECEIVE_COUNT_ENV: str(config.dlq_max_receive_count),
+    }
+
+
+INGEST_WORKER = FunctionDefinition(
+    name="ingest_worker",
+    settings=settings.IngestWorkerSettings,
+    memory_mb=lambda config: config.ingest_memory_mb,
+    timeout_seconds=lambda config: config.ingest_timeout_seconds,
+    tables={
+        resources.TENANTS.name: "read",  # the mailbox a message came from
+        resources.MESSAGES.name: "read_update",  # reports and replies move statuses and add events
+        resources.SUPPRESSIONS.name: "read_update",  # a hard bounce or a complaint adds; never removes
+        resources.INBOUND.name: "read_write",  # the record and its content, then its outcome
+    },
+    # A report or reply finds Petrel's original by its message id (VERP address, ENVID).
+    indexes={resources.MESSAGES.name: (resources.BY_MESSAGE_ID.name,)},
+    bodies={resources.INBOUND_PREFIX: "read_write"},  # reads the raw mail, stores its attachments
+    extra_environment=_ingest_worker_environment,
+)
+
+FUNCTIONS: tuple[FunctionDefinition, ...] = (AUTHORIZER, API, SEND_WORKER, SWEEPER, IMAP_POLLER, INGEST_WORKER)
 
 
 class PetrelLayers(Construct):
@@ -250,6 +324,7 @@ class PetrelFunction(Construct):
             layers=deps.layers.all,
             memory_size=definition.memory_mb(config),
             timeout=Duration.seconds(definition.timeout_seconds(config)),
+            reserved_concurrent_executions=definition.reserved_concurrency(config),
             environment=self._environment(deps),
             role=self.role,
             log_group=self.log_group,
@@ -282,7 +357,7 @@ class PetrelFunction(Construct):
                 environment[spec.env_var] = deps.tables.table(spec).table_name
         if definition.bodies:
             environment[resources.BODIES_BUCKET_ENV] = deps.bodies.bucket.bucket_name
-        for queue in definition.send_queues:
+        for queue in definition.sends_to:
             environment[queue.env_var] = deps.queues.queue(queue).queue_url
         if definition.secrets:
             environment[resources.SECRETS_PREFIX_ENV] = config.secrets_prefix
@@ -297,17 +372,22 @@ class PetrelFunction(Construct):
             access = definition.tables.get(spec.name)
             if access:
                 deps.tables.grant(self.function, spec, access, definition.indexes.get(spec.name, ()))
+            if spec.name in definition.scans:
+                deps.tables.grant_scan(self.function, spec)
+        unknown = sorted(set(definition.scans) - {spec.name for spec in resources.TABLES})
+        if unknown:
+            raise ValueError(f"{definition.name}: no table {unknown} to scan")
         if definition.bodies:
-            deps.bodies.grant(self.function, prefixes=definition.body_prefixes, write=definition.bodies == "read_write")
-            for prefix in definition.body_prefixes:
+            deps.bodies.grant(self.function, definition.bodies)
+            for prefix in definition.bodies:
                 acknowledge(
                     self.role,
                     f"AwsSolutions-IAM5[Resource::<{_logical_ref(deps.bodies.bucket)}.Arn>/{prefix}*]",
-                    "Object keys of the bodies bucket are tenant and message (or attachment) ids minted at "
-                    f"run time; the grant stops at the {prefix} prefix of this one bucket and at "
-                    "GetObject (and PutObject where the function writes).",
+                    "Object keys of the bodies bucket are tenant and message (or attachment, or incoming "
+                    f"message) ids minted at run time; the grant stops at the {prefix} prefix of this one "
+                    "bucket and at GetObject and/or PutObject, as the function needs.",
                 )
-        for queue in definition.send_queues:
+        for queue in definition.sends_to:
             deps.queues.grant_send(self.function, queue)
         if definition.schedules:
             deps.schedules.grant_manage(self.role)

@@ -1,4 +1,6 @@
-"""The send queues, one per `petrel.resources.SEND_QUEUES` entry, each with its own dead-letter queue."""
+"""The job queues, one per `petrel.resources.QUEUES` entry (the send queues and the ingest queue), each
+with its own dead-letter queue. A queue's visibility timeout is `visibility_factor` times the timeout of
+the function that consumes it (infra.config: the send worker's or the ingest worker's)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ class PetrelQueues(Construct):
         super().__init__(scope, construct_id)
         self.queues: dict[str, sqs.Queue] = {}
         self.dead_letter_queues: dict[str, sqs.Queue] = {}
-        for spec in resources.SEND_QUEUES:
+        for spec in resources.QUEUES:
             construct_name = "".join(part.capitalize() for part in spec.name.split("-"))
             dlq = sqs.Queue(
                 self,

@@ -23,7 +23,7 @@ _ATTRIBUTE_TYPES = {
     "B": dynamodb.AttributeType.BINARY,
 }
 
-# Item-level actions only: no Scan, no table management, no streams.
+# Item-level actions only: no Scan (SCAN_ACTIONS), no table management, no streams.
 READ_ACTIONS: tuple[str, ...] = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
 UPDATE_ACTIONS: tuple[str, ...] = (
     "dynamodb:PutItem",
@@ -31,6 +31,8 @@ UPDATE_ACTIONS: tuple[str, ...] = (
     "dynamodb:ConditionCheckItem",  # a condition check inside TransactWriteItems
 )
 WRITE_ACTIONS: tuple[str, ...] = (*UPDATE_ACTIONS, "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+# Reads every partition (granted on its own, to the functions that name the table in `scans`).
+SCAN_ACTIONS: tuple[str, ...] = ("dynamodb:Scan",)
 ACCESS_ACTIONS: dict[str, tuple[str, ...]] = {
     "read": READ_ACTIONS,
     "read_update": (*READ_ACTIONS, *UPDATE_ACTIONS),
@@ -102,6 +104,13 @@ class PetrelTables(Construct):
                 actions=["dynamodb:Query"],
                 resource_arns=[f"{table.table_arn}/index/{name}" for name in indexes],
             )
+
+    def grant_scan(self, grantee: iam.IGrantable, spec: resources.TableSpec) -> None:
+        """`dynamodb:Scan` on one table itself (not its indexes): for a function whose work list spans
+        every tenant's partition, e.g. the poller's mailboxes."""
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=list(SCAN_ACTIONS), resource_arns=[self.table(spec).table_arn]
+        )
 
 
 def _construct_id(name: str) -> str:

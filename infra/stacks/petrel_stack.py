@@ -8,10 +8,11 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
-from infra.constructs.alarms import PetrelAlarms
+from infra.constructs.alarms import AlarmedFunctions, PetrelAlarms
 from infra.constructs.api import PetrelApi
 from infra.constructs.bodies_bucket import BodiesBucket
 from infra.constructs.functions import FunctionDependencies, PetrelLayers
+from infra.constructs.ingest import IngestWorker, MailboxPoller
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from infra.constructs.sweeper import Sweeper
@@ -52,14 +53,20 @@ class PetrelStack(Stack):
         )
         self.workers = SendWorkers(self, "Workers", deps=deps)
         self.sweeper = Sweeper(self, "Sweeper", deps=deps)
+        self.poller = MailboxPoller(self, "Poller", deps=deps)
+        self.ingest = IngestWorker(self, "Ingest", deps=deps)
         self.alarms = PetrelAlarms(
             self,
             "Alarms",
             config=config,
             queues=self.queues,
             schedules=self.schedules,
-            send_worker=self.workers.worker.function,
-            sweeper=self.sweeper.sweeper.function,
+            functions=AlarmedFunctions(
+                send_worker=self.workers.worker.function,
+                sweeper=self.sweeper.sweeper.function,
+                poller=self.poller.poller.function,
+                ingest_worker=self.ingest.worker.function,
+            ),
         )
         self._outputs()
 
@@ -72,7 +79,7 @@ class PetrelStack(Stack):
                 value=self.tables.table(spec).table_name,
                 description=f"Set as {spec.env_var}",
             )
-        for queue in resources.SEND_QUEUES:
+        for queue in resources.QUEUES:
             CfnOutput(
                 self,
                 f"{_pascal(queue.name)}QueueUrl",

@@ -14,7 +14,11 @@ What it offers, like MailU does:
   domains, with plus-addressing (``user+tag@domain`` is delivered to ``user@domain``);
 * IMAP and IMAPS (Dovecot) with the same self-signed certificate;
 * mail for other domains is accepted from authenticated clients and stays deferred in the
-  queue (the relay host is a closed local port), so tests can see it there.
+  queue (the relay host is a closed local port), so tests can see it there;
+* ``route_domain`` sends one domain's mail to a next hop on loopback instead (a transport(5)
+  entry): with `local.nexthop.RefusingNextHop` there, Postfix accepts the recipient, is then
+  refused by the next hop and bounces the message itself, with a real RFC 3464 report to the
+  envelope sender; ``NOTIFY=SUCCESS`` gets a real "delivered" report for local mailboxes.
 
 Test hooks provoke real SMTP replies: ``set_recipient_rule`` installs a Postfix access(5)
 action for a recipient (``"550 5.1.1 ..."``, ``"451 4.3.0 ..."``, ``"DEFER"``, ...).

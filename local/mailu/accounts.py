@@ -23,6 +23,7 @@ class Accounts:
         self.domains: list[str] = [config.check_domain(domain)]
         self.users: dict[str, str] = {}  # address -> Dovecot password field
         self.rules: dict[str, str] = {}  # access(5) key -> action
+        self.routes: dict[str, str] = {}  # domain -> transport(5) next hop
         self._users_mtime = 0
 
     # -- changes (each says whether Postfix's tables changed) ----------------------------------
@@ -30,6 +31,8 @@ class Accounts:
         domain = config.check_domain(domain)
         if domain in self.domains:
             return False
+        if domain in self.routes:
+            raise ValueError(f"{domain} is routed to another server; it cannot also be delivered here")
         self.domains.append(domain)
         return True
 
@@ -64,6 +67,18 @@ class Accounts:
         removed = [self.rules.pop(a.strip().lower(), None) for a in addresses]
         return any(r is not None for r in removed)
 
+    def set_route(self, domain: str, nexthop: str) -> bool:
+        """Send ``domain``'s mail to ``nexthop`` (a transport(5) value); whether anything changed."""
+        domain = config.check_domain(domain)
+        if domain in self.domains:
+            raise ValueError(f"{domain} is delivered here (a virtual mailbox domain); it cannot be routed away")
+        changed = self.routes.get(domain) != nexthop
+        self.routes[domain] = nexthop
+        return changed
+
+    def clear_route(self, domain: str) -> bool:
+        return self.routes.pop(config.check_domain(domain), None) is not None
+
     # -- files ---------------------------------------------------------------------------------
     def write_tables(self) -> None:
         """Postfix's lookup tables; backdated so a daemon need not wait for them to settle."""
@@ -71,6 +86,7 @@ class Accounts:
         config.atomic_write(conf / "virtual_domains", config.virtual_domains(self.domains), backdate=True)
         config.atomic_write(conf / "virtual_mailboxes", config.virtual_mailboxes(self.users), backdate=True)
         config.atomic_write(conf / "recipient_rules", config.recipient_rules(self.rules), backdate=True)
+        config.atomic_write(conf / "transport", config.transports(self.routes), backdate=True)
 
     def write_users_file(self, *, dovecot_running: bool) -> None:
         path = self.layout.dovecot_users_file

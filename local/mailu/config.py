@@ -205,6 +205,20 @@ def recipient_rules(rules: Mapping[str, str]) -> str:
     return "".join(f"{k}\t{v}\n" for k, v in rules.items())
 
 
+def check_nexthop(host: str, port: int) -> str:
+    """A transport(5) value that sends a domain's mail by SMTP to ``host:port`` (no MX lookup)."""
+    if host != HOST:
+        raise ValueError(f"a stand-in routes only to {HOST}, not {host!r}")
+    if not 1024 < port < 65536:
+        raise ValueError(f"next-hop port must be above 1024: {port}")
+    return f"smtp:[{host}]:{port}"
+
+
+def transports(routes: Mapping[str, str]) -> str:
+    """Postfix's transport_maps: a domain to the next hop that takes its mail (it overrides relayhost)."""
+    return "".join(f"{domain}\t{nexthop}\n" for domain, nexthop in sorted(routes.items()))
+
+
 # --------------------------------------------------------------------------- daemons' configuration
 
 
@@ -247,6 +261,7 @@ virtual_uid_maps = static:{mail.uid}
 virtual_gid_maps = static:{mail.gid}
 virtual_minimum_uid = {mail.uid}
 virtual_transport = virtual
+transport_maps = texthash:{conf}/transport
 relayhost = {relayhost}
 smtp_dns_support_level = disabled
 smtp_connect_timeout = 5s

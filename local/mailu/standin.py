@@ -220,6 +220,24 @@ class MailuStandIn:
         if self._prepared:  # Dovecot notices the changed passwd-file by itself
             self.accounts.write_users_file(dovecot_running=self.daemons.dovecot_alive())
 
+    # ------------------------------------------------------------------ next hops
+
+    def route_domain(self, domain: str, host: str, port: int) -> None:
+        """Send mail for ``domain`` by SMTP to ``host:port`` (a transport(5) entry; it overrides relayhost).
+
+        The domain is not one this stand-in delivers: an authenticated client's recipient there is
+        accepted with 250 and queued, and Postfix's ``smtp`` client then hands it to that server. One
+        that refuses it (`local.nexthop.RefusingNextHop`) makes Postfix bounce the message with a real
+        delivery report to the envelope sender. Effective for new messages when this returns.
+        """
+        if self.accounts.set_route(domain, config.check_nexthop(host, port)):
+            self._tables_changed()
+
+    def clear_route(self, domain: str) -> None:
+        """Undo `route_domain`: the domain's mail goes to the relay host again (and stays deferred)."""
+        if self.accounts.clear_route(domain):
+            self._tables_changed()
+
     # ------------------------------------------------------------------ reply rules
 
     def set_recipient_rule(self, address: str, action: str) -> None:

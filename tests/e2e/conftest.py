@@ -39,7 +39,8 @@ def platform() -> Iterator[LocalPlatform]:
     # Postfix and Dovecot drop privileges: the work dir must be reachable by their users.
     workdir = Path(tempfile.mkdtemp(prefix="petrel-e2e-"))
     workdir.chmod(0o755)
-    local = LocalPlatform(LocalConfig(workdir=workdir, api_port=0))
+    # The poller every second: a delivery report or a reply is ingested within a couple of seconds.
+    local = LocalPlatform(LocalConfig(workdir=workdir, api_port=0, poll_seconds=1.0))
     try:
         local.start()
         yield local

@@ -24,6 +24,7 @@ import pytest
 
 from local.mailu import find_processes
 from tests.e2e.support.api import Api, read_mailbox
+from tests.e2e.support.tracking import SENT
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +129,9 @@ def test_run_serves_delivers_and_stops_quietly_twice(workdir: Path) -> None:
             box = info["test_mailbox"]
             assert {"address", "imap_host", "imap_port", "imap_security", "username", "password", "ca_file"} <= set(box)
             assert info["relay"]["security"] == "starttls" and info["relay"]["domain"] == "petrel.test"
+            assert info["bounce_recipient"].endswith("@refuse.test") and info["poll_seconds"] > 0
+            assert sorted(m["address"] for m in info["mailboxes"]) == ["bounces@petrel.test", "demo@petrel.test"]
+            assert box["address"] == "inbox@recipient.test"
             _relay_login(info["relay"])
             api = Api(info["api_url"], info["api_key"])
             subject = f"make run {run} {uuid.uuid4().hex[:8]}"
@@ -140,8 +144,8 @@ def test_run_serves_delivers_and_stops_quietly_twice(workdir: Path) -> None:
             assert len(read_mailbox(box, subject=subject)) == 1
             # A restart starts afresh: the first run's message is gone from the mailbox.
             assert [m["Subject"] for m in read_mailbox(box)] == [subject]
-            view = api.wait_for(sent["id"], lambda v: v["recipients"][0]["status"] == "relayed")
-            assert view["recipients"][0]["last_reply"]["code"] == 250
+            view = api.wait_for(sent["id"], lambda v: v["recipients"][0]["status"] in SENT)
+            assert view["recipients"][0]["attempt_log"][0]["reply"]["code"] == 250
 
             cli = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
                 [sys.executable, "-m", "cli", "--workdir", str(workdir), "--json", "tenant", "list"],

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
+from urllib.parse import urlencode
 
 from petrel.models.jobs import Job, ReleaseJob, SendJob
 from petrel.models.records import POOLS, Pool
@@ -14,7 +15,8 @@ from petrel.ports import AlreadyExists, Clock, RecordNotFound
 
 class FakeBlobStore:
     """Objects by key. `presign_put` returns a `fake-s3://` URL; `upload(url, data)` plays the client
-    that PUTs to it (refused once expired, or with another length or type, as S3 refuses them)."""
+    that PUTs to it (refused once expired, or with another length or type, as S3 refuses them);
+    `presign_get` and `download(url)` the same for reading."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -22,6 +24,7 @@ class FakeBlobStore:
         self.gets = 0
         self._clock = clock
         self._presigned: dict[str, tuple[str, str, int, datetime | None]] = {}  # url -> key, type, size, until
+        self._links: dict[str, tuple[str, datetime | None]] = {}  # presign_get: url -> key, until
 
     def put(self, key: str, data: bytes, content_type: str = "message/rfc822") -> None:
         self.blobs[key] = bytes(data)
@@ -41,6 +44,21 @@ class FakeBlobStore:
         until = self._clock.now() + timedelta(seconds=expires_in) if self._clock else None
         self._presigned[url] = (key, content_type, size, until)
         return url
+
+    def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """A `fake-s3://` URL naming the key, the expiry and the download name; `download(url)` follows it."""
+        query = urlencode({"expires_in": expires_in, **({"filename": filename} if filename is not None else {})})
+        url = f"fake-s3://{key}?{query}"
+        until = self._clock.now() + timedelta(seconds=expires_in) if self._clock else None
+        self._links[url] = (key, until)
+        return url
+
+    def download(self, url: str) -> bytes:
+        """GET a pre-signed URL as its holder would (refused once expired; RecordNotFound when gone)."""
+        key, until = self._links[url]
+        if until is not None and self._clock is not None and self._clock.now() > until:
+            raise PermissionError("the download URL has expired")
+        return self.get(key)
 
     def upload(self, url: str, data: bytes, content_type: str, *, check_length: bool = True) -> None:
         """PUT `data` to a pre-signed URL. `check_length=False` plays a store that cannot bind the

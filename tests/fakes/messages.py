@@ -10,7 +10,14 @@ from datetime import datetime
 
 from petrel import resources
 from petrel.models.due import due_time
-from petrel.models.records import FINAL_STATUSES, LEASABLE_STATUSES, EmailRecord, MessageRecord, MessageStatus
+from petrel.models.records import (
+    FINAL_STATUSES,
+    LEASABLE_STATUSES,
+    EmailRecord,
+    Event,
+    MessageRecord,
+    MessageStatus,
+)
 from petrel.ports import (
     AlreadyExists,
     DueMessage,
@@ -23,6 +30,11 @@ from petrel.ports import (
     Transition,
     WriteConflict,
 )
+
+
+def event_identity(event: Event) -> tuple[str, datetime, str | None]:
+    """What makes two events the same one (the port's rule): type, time and detail."""
+    return event.type.value, event.at, event.detail
 
 
 def created_key(message: MessageRecord) -> str:
@@ -191,6 +203,15 @@ class FakeMessageStore:
         ):
             raise WriteConflict(f"message {key.message_id} moved on since it was seen")
         self.due[key] = now
+
+    def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
+        current = self._current(key)
+        added = list(current.events)
+        for event in events:
+            if event_identity(event) not in {event_identity(e) for e in added}:  # a report applied twice: once
+                added.append(event)
+        if len(added) > len(current.events):  # nothing new: nothing written, as the adapter does
+            self.messages[key] = current.model_copy(update={"events": tuple(added), "updated_at": now})
 
 
 def _encode_cursor(listing: str, after: str) -> str:

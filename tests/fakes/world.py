@@ -11,6 +11,7 @@ from petrel.models.records import SendingDomain, SmtpServer, Tenant
 from petrel.models.retry import RetryLadder
 from petrel.services.cancel import CancelDeps
 from petrel.services.deliver import DeliverDeps
+from petrel.services.ingest import IngestDeps
 from petrel.services.release import ReleaseDeps
 from petrel.services.submit import SubmitDeps
 from petrel.services.sweep import SweepDeps
@@ -18,7 +19,9 @@ from petrel.services.tenants import AdminDeps
 from tests.fakes import records
 from tests.fakes.clock import FixedClock
 from tests.fakes.idempotency import FakeIdempotencyStore
+from tests.fakes.inbound import FakeInboundStore, FakeIngestQueue
 from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeRetryScheduler, FakeSecretStore
+from tests.fakes.mailboxes import FakeMailboxStore
 from tests.fakes.messages import FakeMessageStore
 from tests.fakes.smtp import FakeSmtpRelay
 from tests.fakes.suppressions import FakeSuppressionStore
@@ -44,6 +47,9 @@ class FakeWorld:
     clock: FixedClock = field(default_factory=FixedClock)
     suppressions: FakeSuppressionStore = field(default_factory=FakeSuppressionStore)
     scheduler: FakeRetryScheduler = field(default_factory=FakeRetryScheduler)
+    mailboxes: FakeMailboxStore = field(default_factory=FakeMailboxStore)
+    inbound: FakeInboundStore = field(default_factory=FakeInboundStore)
+    ingest_queue: FakeIngestQueue = field(default_factory=FakeIngestQueue)
 
     def submit_deps(self, *, inline_body_limit: int = 96 * 1024, retention_days: int = 30) -> SubmitDeps:
         return SubmitDeps(
@@ -73,6 +79,7 @@ class FakeWorld:
             secrets=self.secrets,
             blobs=self.blobs,
             messages=self.messages,
+            mailboxes=self.mailboxes,
             config_ttl=cache_seconds,
         )
         return DeliverDeps(
@@ -88,6 +95,19 @@ class FakeWorld:
             ladder=ladder or RetryLadder(),
             rng=random.Random(seed),
             max_receive_count=max_receive_count,
+            mailboxes=cached.mailboxes,
+            ingest=self.ingest_queue,
+        )
+
+    def ingest_deps(self, *, retention_days: int = 30) -> IngestDeps:
+        return IngestDeps(
+            inbound=self.inbound,
+            messages=self.messages,
+            suppressions=self.suppressions,
+            mailboxes=self.mailboxes,
+            blobs=self.blobs,
+            clock=self.clock,
+            retention_days=retention_days,
         )
 
     def release_deps(self) -> ReleaseDeps:

@@ -54,7 +54,7 @@ def _expected(resources_of: Any, config: EnvironmentConfig) -> dict[str, dict[st
         }
 
     expected: dict[str, dict[str, Any]] = {}
-    for queue in resources.SEND_QUEUES:
+    for queue in resources.QUEUES:  # the send queues and the ingest queue
         dlq = resources.dlq_name(queue)
         expected[name(f"{dlq}-not-empty")] = queue_depth(name(dlq))
         queue_dimension = {
@@ -92,6 +92,22 @@ def _expected(resources_of: Any, config: EnvironmentConfig) -> dict[str, dict[st
         "Dimensions": [{"Name": "service", "Value": "petrel-sweeper"}],
         **above_zero,
     }
+    # Any mailbox the poller could not read (its EMF metric), and invocations of the ingest side that
+    # failed as a whole.
+    expected[name("imap-poller-mailbox-errors")] = {
+        "Namespace": "Petrel",
+        "MetricName": resources.POLL_ERRORS_METRIC,
+        "Dimensions": [{"Name": "service", "Value": "petrel-imap-poller"}],
+        **above_zero,
+    }
+    for slug in ("imap-poller", "ingest-worker"):
+        function_id = _by_name(resources_of, "AWS::Lambda::Function", "FunctionName", name(slug))
+        expected[name(f"{slug}-errors")] = {
+            "Namespace": "AWS/Lambda",
+            "MetricName": "Errors",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
+            **above_zero,
+        }
     return expected
 
 
@@ -123,7 +139,7 @@ def test_every_alarm_mails_the_topic_and_ignores_missing_data(resources_of: Any,
 def test_dlq_alarms_keep_their_first_logical_ids(resources_of: Any) -> None:
     """A new logical id with the same AlarmName would make CloudFormation delete the new alarm."""
     ids = set(resources_of("AWS::CloudWatch::Alarm"))
-    for construct_id in ("SendTransactionalDlq", "SendBulkDlq"):
+    for construct_id in ("SendTransactionalDlq", "SendBulkDlq", "IngestDlq"):
         assert any(re.fullmatch(f"Alarms{construct_id}[0-9A-F]{{8}}", lid) for lid in ids), construct_id
 
 

@@ -27,6 +27,9 @@ TENANT_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/suppressions"),
     ("GET", "/v1/suppressions/{email}"),
     ("DELETE", "/v1/suppressions/{email}"),
+    ("GET", "/v1/inbound"),
+    ("POST", "/v1/inbound/raw"),
+    ("GET", "/v1/inbound/{id}"),
 )
 _SAMPLE_PARAMETERS = {"id": "01JD0000000000000000000000", "email": "someone@example.com"}
 

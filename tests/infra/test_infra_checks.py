@@ -57,13 +57,36 @@ def test_environments_differ_as_configured(
         assert stack.termination_protection is (config.removal_policy == "retain")
         tables = [r for r in found if r["Type"] == "AWS::DynamoDB::Table"]
         assert {t["DeletionPolicy"] for t in tables} == {"Delete" if config.destroy_on_delete else "Retain"}
+        functions = {
+            lid: r["Properties"]["FunctionName"]
+            for lid, r in stack.template["Resources"].items()
+            if r["Type"] == "AWS::Lambda::Function"
+        }
         for mapping in (r["Properties"] for r in found if r["Type"] == "AWS::Lambda::EventSourceMapping"):
             assert mapping.get("MaximumBatchingWindowInSeconds", 0) == config.max_batching_window_seconds
-            assert mapping["BatchSize"] == config.batch_size
+            ingest = functions[mapping["FunctionName"]["Ref"]] == config.physical_name("ingest-worker")
+            assert mapping["BatchSize"] == (config.ingest_batch_size if ingest else config.batch_size)
         for queue in (r["Properties"] for r in found if r["Type"] == "AWS::SQS::Queue"):
             if "RedrivePolicy" in queue:
-                assert queue["VisibilityTimeout"] == 6 * config.worker_timeout_seconds
+                ingest = queue["QueueName"] == config.physical_name(resources.INGEST.name)
+                timeout = config.ingest_timeout_seconds if ingest else config.worker_timeout_seconds
+                assert queue["VisibilityTimeout"] == 6 * timeout
                 assert queue["RedrivePolicy"]["maxReceiveCount"] == config.dlq_max_receive_count
+        [poll_rule] = [
+            r["Properties"]
+            for r in found
+            if r["Type"] == "AWS::Events::Rule" and r["Properties"]["Name"] == config.physical_name("imap-poller")
+        ]
+        assert poll_rule["ScheduleExpression"] == (
+            "rate(1 minute)" if config.poll_interval_minutes == 1 else f"rate({config.poll_interval_minutes} minutes)"
+        )
+        [bodies] = [
+            r["Properties"]
+            for r in found
+            if r["Type"] == "AWS::S3::Bucket" and "LoggingConfiguration" in r["Properties"]
+        ]
+        [inbound_rule] = [r for r in bodies["LifecycleConfiguration"]["Rules"] if r["Id"] == "inbound"]
+        assert inbound_rule["ExpirationInDays"] == config.inbound_retention_days
         assert all(
             r["Properties"]["QueueName"].startswith(config.name_prefix + "-")
             for r in found
@@ -99,6 +122,7 @@ def test_outputs(template: Template) -> None:
     assert {f"{spec.name.capitalize()}TableName" for spec in resources.TABLES} <= set(outputs)
     assert "SuppressionsTableName" in outputs
     assert {"SendTransactionalQueueUrl", "SendBulkQueueUrl", "BodiesBucketName"} <= set(outputs)
+    assert {"InboundTableName", "IngestQueueUrl", "IngestDlqUrl"} <= set(outputs)
 
 
 def test_bodies_bucket_is_private_encrypted_tls_only_and_expires(resources_of: Any, config: EnvironmentConfig) -> None:

@@ -7,10 +7,11 @@ import re
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import app as petrel_app
 from infra.config import CONTEXT_KEY, ConfigError, parse_environments, select_environments
-from infra.constructs.functions import API, SEND_WORKER
+from infra.constructs.functions import API, FUNCTIONS, SEND_WORKER, FunctionDefinition
 from petrel import resources, settings
 from petrel.models.api import MAX_SCHEDULE_DAYS
 
@@ -62,6 +63,15 @@ def test_select_one_or_all(raw: dict[str, Any]) -> None:
         ("retry_delays", "60,300", "environments.dev.retry_delays: Input should be a valid tuple"),
         ("retry_delays", [60, "300"], "environments.dev.retry_delays.1: Input should be a valid integer"),
         ("oldest_message_alarm_seconds", 30, "environments.dev.oldest_message_alarm_seconds: Input should be"),
+        ("poll_interval_minutes", 0, "environments.dev.poll_interval_minutes: Input should be greater than or equal"),
+        ("poll_interval_minutes", 61, "environments.dev.poll_interval_minutes: Input should be less than or equal"),
+        ("poller_one_at_a_time", 1, "environments.dev.poller_one_at_a_time: Input should be a valid boolean"),
+        ("poll_batch", 1001, "environments.dev.poll_batch: Input should be less than or equal to 1000"),
+        ("ingest_max_concurrency", 1, "environments.dev.ingest_max_concurrency: Input should be greater than"),
+        ("inbound_link_seconds", 30, "environments.dev.inbound_link_seconds: Input should be greater than"),
+        ("inbound_retention_days", 14, "environments.dev: inbound_retention_days 14 must be longer than the ingest"),
+        ("ingest_batch_size", 11, "environments.dev: ingest_batch_size 11 > 10 needs max_batching_window_seconds"),
+        ("imap_timeout_seconds", 290, "environments.dev: imap_timeout_seconds plus the poller's 10 s margin"),
     ],
 )
 def test_bad_value_is_rejected_with_its_key(raw: dict[str, Any], key: str, value: Any, message: str) -> None:
@@ -131,7 +141,7 @@ def test_oldest_message_alarm_defaults_to_fifteen_minutes(raw: dict[str, Any]) -
     assert parse_environments(raw)["prod"].oldest_message_alarm_seconds == 600
 
 
-def _required(model: type[settings.SendWorkerSettings]) -> set[str]:
+def _required(model: type[BaseModel]) -> set[str]:
     return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}
 
 
@@ -157,3 +167,38 @@ def test_every_environment_keeps_messages_past_the_schedule_horizon(raw: dict[st
     for config in parse_environments(raw).values():
         assert config.message_retention_days * 24 >= MAX_SCHEDULE_DAYS * 24 + config.max_message_age_hours
         assert config.body_retention_days * 24 >= MAX_SCHEDULE_DAYS * 24 + config.max_message_age_hours
+
+
+def test_ingest_defaults(raw: dict[str, Any]) -> None:
+    for environment in raw.values():
+        for key in ("poll_interval_minutes", "ingest_batch_size", "poll_concurrency", "poll_batch"):
+            environment.pop(key, None)
+    config = parse_environments(raw)["dev"]
+    assert config.poll_interval_minutes == 1
+    assert config.poller_timeout_seconds == 300 and config.poller_one_at_a_time
+    assert config.ingest_batch_size == 10
+    assert config.poll_concurrency == settings.PollerSettings.model_fields["concurrency"].default
+    assert config.poll_batch == settings.PollerSettings.model_fields["batch"].default
+    assert config.queue_visibility_seconds(resources.INGEST) == 6 * config.ingest_timeout_seconds
+    assert config.queue_visibility_seconds(resources.SEND_BULK) == 6 * config.worker_timeout_seconds
+
+
+@pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
+def test_each_functions_settings_model_reads_back_what_infra_sets(
+    raw: dict[str, Any], definition: FunctionDefinition
+) -> None:
+    """Every value infra.config lets through is one the function accepts (a wider config range would
+    deploy a function that fails its first invocation), and it reads the same value back."""
+    for config in parse_environments(raw).values():
+        environment = definition.extra_environment(config)
+        model = definition.settings.model_validate(
+            {**{name: "x" for name in _required(definition.settings)}, **environment}
+        )
+        by_alias = {
+            str(field.validation_alias): getattr(model, name)
+            for name, field in definition.settings.model_fields.items()
+        }
+        for variable, value in environment.items():
+            assert variable in by_alias, f"{definition.name} sets {variable}, which its settings model does not read"
+            read = by_alias[variable]
+            assert (",".join(map(str, read)) if isinstance(read, tuple) else str(read).removesuffix(".0")) == value

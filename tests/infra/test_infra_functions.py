@@ -45,8 +45,8 @@ def _required_env(model: type[BaseModel]) -> set[str]:
     return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}
 
 
-def test_four_functions(resources_of: Any) -> None:
-    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 4
+def test_six_functions(resources_of: Any) -> None:
+    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 6
 
 
 @pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
@@ -104,6 +104,42 @@ def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> Non
     assert by_name["send_worker"]["Timeout"] == config.worker_timeout_seconds
     assert by_name["send_worker"]["MemorySize"] == config.worker_memory_mb
     assert by_name["api"]["MemorySize"] == config.api_memory_mb
+
+
+def test_ingest_environment_values(resources_of: Any, config: EnvironmentConfig) -> None:
+    by_name = {d.name: _function(resources_of, config, d)[1]["Properties"] for d in FUNCTIONS}
+    api = by_name["api"]["Environment"]["Variables"]
+    worker = by_name["send_worker"]["Environment"]["Variables"]
+    poller = by_name["imap_poller"]["Environment"]["Variables"]
+    ingest = by_name["ingest_worker"]["Environment"]["Variables"]
+    [ingest_queue_id] = [
+        lid
+        for lid, q in resources_of("AWS::SQS::Queue").items()
+        if q["Properties"]["QueueName"] == config.physical_name(resources.INGEST.name)
+    ]
+    for env in (api, worker, poller):  # everything that puts raw mail on the ingest queue
+        assert env[resources.INGEST.env_var] == {"Ref": ingest_queue_id}
+    assert resources.INGEST.env_var not in ingest  # it consumes the queue, never sends to it
+    for env in (api, ingest):  # the records' TTL
+        assert env[resources.INBOUND_RETENTION_DAYS_ENV] == str(config.inbound_retention_days)
+    assert api[resources.LINK_SECONDS_ENV] == str(config.inbound_link_seconds)
+    assert resources.INBOUND.env_var in api and resources.INBOUND.env_var in ingest
+    assert resources.INBOUND.env_var not in poller and resources.INBOUND.env_var not in worker
+    assert poller[resources.POLL_CONCURRENCY_ENV] == str(config.poll_concurrency)
+    assert poller[resources.IMAP_TIMEOUT_ENV] == str(config.imap_timeout_seconds)
+    assert poller[resources.POLL_BATCH_ENV] == str(config.poll_batch)
+    assert poller[resources.SECRETS_PREFIX_ENV] == resources.secrets_prefix(config.name_prefix)
+    assert ingest[resources.MAX_RECEIVE_COUNT_ENV] == str(config.dlq_max_receive_count)  # the ingest queue's
+    assert resources.SECRETS_PREFIX_ENV not in ingest
+
+    assert by_name["imap_poller"]["Timeout"] == config.poller_timeout_seconds
+    assert by_name["imap_poller"]["MemorySize"] == config.poller_memory_mb
+    assert by_name["ingest_worker"]["Timeout"] == config.ingest_timeout_seconds
+    assert by_name["ingest_worker"]["MemorySize"] == config.ingest_memory_mb
+    # Only the poller reserves concurrency: one run at a time.
+    assert config.poller_one_at_a_time
+    assert by_name["imap_poller"]["ReservedConcurrentExecutions"] == 1
+    assert [d.name for d in FUNCTIONS if "ReservedConcurrentExecutions" in by_name[d.name]] == ["imap_poller"]
 
 
 @pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
@@ -164,7 +200,7 @@ def test_worker_permissions_and_secrets_prefix(resources_of: Any, config: Enviro
     definition = next(d for d in FUNCTIONS if d.name == "send_worker")
     _, function = _function(resources_of, config, definition)
     statements = _statements(resources_of, _role_id(function))
-    assert _actions(statements, "s3") == {"s3:GetObject"}
+    assert _actions(statements, "s3") == {"s3:GetObject", "s3:PutObject"}  # bodies; local deliveries' raw mail
     assert "sqs:SendMessage" in _actions(statements, "sqs")  # hands back the jobs it has no time for
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= _actions(statements, "sqs")
 
@@ -190,6 +226,8 @@ def test_settings_models_are_the_ones_used() -> None:
         "api": settings.ApiSettings,
         "send_worker": settings.SendWorkerSettings,
         "sweeper": settings.SweeperSettings,
+        "imap_poller": settings.PollerSettings,
+        "ingest_worker": settings.IngestWorkerSettings,
     }
 
 
@@ -197,8 +235,8 @@ def _defined_env_names() -> list[str]:
     """Every environment variable name petrel.resources defines: its `*_ENV` constants and the specs'."""
     names = [value for name, value in vars(resources).items() if name.endswith("_ENV") and isinstance(value, str)]
     names += [spec.env_var for spec in resources.TABLES]
-    names += [queue.env_var for queue in resources.SEND_QUEUES]
-    names += [queue.arn_env_var for queue in resources.SEND_QUEUES if queue.arn_env_var is not None]
+    names += [queue.env_var for queue in resources.QUEUES]
+    names += [queue.arn_env_var for queue in resources.QUEUES if queue.arn_env_var is not None]
     schedules = resources.SCHEDULES
     names += [schedules.group_env_var, schedules.role_env_var, schedules.dlq_arn_env_var]
     return names

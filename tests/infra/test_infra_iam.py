@@ -1,9 +1,10 @@
-"""Least privilege (issue 7): table actions per function, index grants, bodies-bucket prefixes, the
-attachments' lifecycle rule, and the API's binary pass-through that keeps bodies within Lambda's limit."""
+"""Least privilege (issue 7, issue 9): table actions per function, index grants, bodies-bucket prefixes,
+the lifecycle rules, and the API's binary pass-through that keeps bodies within Lambda's limit."""
 
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatch
 from typing import Any
 
 import pytest
@@ -95,27 +96,69 @@ def _object_arn(bucket_id: str, prefix: str) -> Any:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{prefix}*"]]}
 
 
-def test_bodies_grants_stop_at_each_functions_prefixes(resources_of: Any, config: EnvironmentConfig) -> None:
-    bucket = _bucket_id(resources_of)
-    worker = _statements(resources_of, config, SEND_WORKER)
-    s3_resources = [
-        r for s in worker if any(a.startswith("s3:") for a in _as_list(s["Action"])) for r in _as_list(s["Resource"])
-    ]
-    assert s3_resources == [_object_arn(bucket, resources.BODIES_PREFIX)]
-    assert _actions_on(worker, _object_arn(bucket, resources.BODIES_PREFIX)) == {"s3:GetObject"}
-
-    api = _statements(resources_of, config, API)
-    api_objects = {
-        json.dumps(r, sort_keys=True)
-        for s in api
-        if "s3:PutObject" in _as_list(s["Action"])
-        for r in _as_list(s["Resource"])
+def _s3_grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(action, resource as JSON) of every S3 action in `statements`."""
+    return {
+        (action, json.dumps(resource, sort_keys=True))
+        for s in statements
+        for action in _as_list(s["Action"])
+        if action.startswith("s3:")
+        for resource in _as_list(s["Resource"])
     }
-    expected = (resources.BODIES_PREFIX, resources.ATTACHMENTS_PREFIX, resources.IDEMPOTENCY_PREFIX)
-    assert api_objects == {json.dumps(_object_arn(bucket, p), sort_keys=True) for p in expected}
-    assert _actions_on(api, {"Fn::GetAtt": [bucket, "Arn"]}) == {"s3:ListBucket"}
-    s3_statements = [s for s in api + worker if any(a.startswith("s3:") for a in _as_list(s["Action"]))]
-    assert '"/*"' not in json.dumps([s["Resource"] for s in s3_statements])  # no whole-bucket object grant
+
+
+# What each function may do in the bodies bucket, written out here (not read from the function table):
+# key prefix -> object actions.
+BODY_GRANTS: dict[str, dict[str, set[str]]] = {
+    "authorizer": {},
+    "api": {
+        prefix: {"s3:GetObject", "s3:PutObject"}
+        for prefix in (
+            resources.BODIES_PREFIX,
+            resources.ATTACHMENTS_PREFIX,
+            resources.IDEMPOTENCY_PREFIX,
+            resources.INBOUND_PREFIX,  # POST /v1/inbound/raw stores; GET signs attachment links
+        )
+    },
+    "send_worker": {resources.BODIES_PREFIX: {"s3:GetObject"}, resources.INBOUND_PREFIX: {"s3:PutObject"}},
+    "sweeper": {},
+    "imap_poller": {resources.INBOUND_PREFIX: {"s3:PutObject"}},  # stores what it fetched, reads nothing
+    "ingest_worker": {resources.INBOUND_PREFIX: {"s3:GetObject", "s3:PutObject"}},  # raw in, attachments out
+}
+
+
+@pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
+def test_bodies_grants_stop_at_each_functions_prefixes(
+    resources_of: Any, config: EnvironmentConfig, definition: FunctionDefinition
+) -> None:
+    bucket = _bucket_id(resources_of)
+    expected = {
+        (action, json.dumps(_object_arn(bucket, prefix), sort_keys=True))
+        for prefix, actions in BODY_GRANTS[definition.name].items()
+        for action in actions
+    }
+    if resources.ATTACHMENTS_PREFIX in BODY_GRANTS[definition.name]:  # a missing upload is a 404, not a 403
+        expected.add(("s3:ListBucket", json.dumps({"Fn::GetAtt": [bucket, "Arn"]}, sort_keys=True)))
+    statements = _statements(resources_of, config, definition)
+    assert _s3_grants(statements) == expected
+    assert '"/*"' not in json.dumps([s["Resource"] for s in statements])  # no whole-bucket object grant
+
+
+def test_every_prefix_a_function_may_write_expires(resources_of: Any, config: EnvironmentConfig) -> None:
+    """No object outlives its rule: each prefix granted has its own expiration, and no rule spans the
+    whole bucket (S3 applies the shortest of overlapping expirations, which would cut incoming mail)."""
+    rules = resources_of("AWS::S3::Bucket")[_bucket_id(resources_of)]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = {rule["Prefix"]: rule["ExpirationInDays"] for rule in rules if "ExpirationInDays" in rule}
+    assert all("Prefix" in rule for rule in rules if "ExpirationInDays" in rule)
+    written = {
+        prefix for grants in BODY_GRANTS.values() for prefix, actions in grants.items() if "s3:PutObject" in actions
+    }
+    assert written <= set(expiring)
+    assert expiring[resources.INBOUND_PREFIX] == config.inbound_retention_days
+    assert expiring[resources.BODIES_PREFIX] == config.body_retention_days
+    assert expiring[resources.IDEMPOTENCY_PREFIX] == config.body_retention_days
+    [uploads] = [rule for rule in rules if "AbortIncompleteMultipartUpload" in rule]
+    assert uploads["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1} and "Prefix" not in uploads
 
 
 def test_uploaded_attachments_expire_after_a_day(resources_of: Any, config: EnvironmentConfig) -> None:
@@ -135,3 +178,9 @@ def test_bodies_reach_the_function_base64_encoded_within_lambdas_limit(resources
     assert api["Properties"]["BinaryMediaTypes"] == ["*/*"]
     # The largest body the api function takes, base64-encoded, plus room for headers and context.
     assert 4 * MAX_REQUEST_BYTES // 3 + 64 * 1024 < LAMBDA_SYNC_PAYLOAD_BYTES
+
+
+def test_raw_mail_pushed_as_message_rfc822_reaches_the_function_base64_encoded(resources_of: Any) -> None:
+    """POST /v1/inbound/raw: the body is MIME bytes, which only a binary media type keeps intact."""
+    [api] = resources_of("AWS::ApiGateway::RestApi").values()
+    assert any(fnmatch("message/rfc822", pattern) for pattern in api["Properties"]["BinaryMediaTypes"])

@@ -6,9 +6,11 @@ import email
 import email.policy
 import imaplib
 import os
+import secrets
 import shutil
 import smtplib
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage, Message
@@ -17,13 +19,22 @@ from pathlib import Path
 import pytest
 
 from local.mailu import MailuStandIn, ensure_installed, find_processes, install_packages
+from local.nexthop import RefusingNextHop
+from petrel.mail.reports import Action, DeliveryReport, DeliveryReports, ReportFormat, classify_bytes
 
 pytestmark = pytest.mark.integration
 
-INBOX = "inbox@petrel.test"
+# An outside recipient the stand-in also hosts (as in the local stack: not the tenant's own domain).
+INBOX = "inbox@recipient.test"
 INBOX_PASSWORD = "inbox-secret-1"
 RELAY = "relay@petrel.test"
 RELAY_PASSWORD = "relay-secret-2"
+# Where VERP bounces (bounces+<message id>@petrel.test) and delivery reports land.
+BOUNCES = "bounces@petrel.test"
+BOUNCES_PASSWORD = "bounces-secret-3"
+# A domain the stand-in routes to a next hop that refuses every recipient.
+REFUSING_DOMAIN = "refuse.test"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def _make_workdir(prefix: str) -> Path:
@@ -39,14 +50,24 @@ def mailu() -> Iterator[MailuStandIn]:
         install_packages()
     workdir = _make_workdir("petrel-mailu-test-")
     standin = MailuStandIn(workdir)
-    standin.add_user(INBOX, INBOX_PASSWORD)
-    standin.add_user(RELAY, RELAY_PASSWORD)
+    standin.add_users({INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD, BOUNCES: BOUNCES_PASSWORD})
     try:
         standin.start()
         yield standin
     finally:
         standin.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def next_hop(mailu: MailuStandIn) -> Iterator[RefusingNextHop]:
+    """The refusing next hop, with the stand-in routing REFUSING_DOMAIN to it."""
+    with RefusingNextHop() as hop:
+        mailu.route_domain(REFUSING_DOMAIN, hop.host, hop.port)
+        try:
+            yield hop
+        finally:
+            mailu.clear_route(REFUSING_DOMAIN)
 
 
 def _message(subject: str, to: str = INBOX, sender: str = RELAY) -> EmailMessage:
@@ -138,12 +159,14 @@ def test_plus_address_is_delivered_to_the_base_mailbox(mailu: MailuStandIn) -> N
     before = len(mailu.fetch_all(INBOX, INBOX_PASSWORD))
     with _submission(mailu) as client:
         client.login(RELAY, RELAY_PASSWORD)
-        client.sendmail(RELAY, ["inbox+tag@petrel.test"], _message(subject, to="inbox+tag@petrel.test").as_bytes())
+        client.sendmail(
+            RELAY, ["inbox+tag@recipient.test"], _message(subject, to="inbox+tag@recipient.test").as_bytes()
+        )
     _find(mailu.wait_for_messages(INBOX, INBOX_PASSWORD, before + 1), subject)
 
 
 def test_recipient_rules_give_real_replies(mailu: MailuStandIn) -> None:
-    target = "inbox+rules@petrel.test"
+    target = "inbox+rules@recipient.test"
     try:
         mailu.set_recipient_rule(target, f"550 5.1.1 <{target}>: Recipient address rejected: User unknown")
         with _submission(mailu) as client:
@@ -182,6 +205,99 @@ def test_non_local_recipient_is_accepted_and_stays_queued(mailu: MailuStandIn) -
     assert queued[0]["queue_id"] in mailu.queue_ids()
     assert queued[0]["sender"] == RELAY
     mailu.clear_queue()
+
+
+def _message_id() -> str:
+    """A Petrel-shaped message id (`msg_` + 26 Crockford base32 characters), as VERP addresses carry."""
+    return "msg_" + "".join(secrets.choice(_CROCKFORD) for _ in range(26))
+
+
+def _relay_with_verp(mailu: MailuStandIn, recipient: str, message_id: str, notify: str) -> EmailMessage:
+    """Relay as Petrel does: AUTH, VERP envelope sender, ENVID = the message id, NOTIFY as given."""
+    message = _message(f"verp {message_id}", to=recipient, sender="demo@petrel.test")
+    with _submission(mailu) as client:
+        client.login(RELAY, RELAY_PASSWORD)
+        refused = client.sendmail(
+            f"bounces+{message_id}@petrel.test",
+            [recipient],
+            message.as_bytes(),
+            mail_options=["RET=HDRS", f"ENVID={message_id}"],
+            rcpt_options=[f"NOTIFY={notify}"],
+        )
+    assert refused == {}, "the stand-in takes the recipient first (250); any refusal comes later, as a report"
+    return message
+
+
+def _wait_for_report(mailu: MailuStandIn, envelope_id: str, timeout: float = 20.0) -> tuple[bytes, DeliveryReports]:
+    """The report in the bounce mailbox whose Original-Envelope-Id is ``envelope_id``, as raw bytes and as
+    petrel.mail.reports reads it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for raw in mailu.fetch_all(BOUNCES, BOUNCES_PASSWORD):
+            found = classify_bytes(raw)
+            if isinstance(found, DeliveryReports) and found.reports[0].original_envelope_id == envelope_id:
+                return raw, found
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no report for {envelope_id} in {BOUNCES} after {timeout}s\n{mailu.log_text(tail=30)}"
+            )
+        time.sleep(0.1)
+
+
+def _only(found: DeliveryReports) -> DeliveryReport:
+    assert found.format is ReportFormat.RFC3464
+    assert len(found.reports) == 1
+    return found.reports[0]
+
+
+def test_refusing_next_hop_makes_postfix_bounce_to_the_verp_address(
+    mailu: MailuStandIn, next_hop: RefusingNextHop
+) -> None:
+    message_id = _message_id()
+    recipient = f"nobody-{uuid.uuid4().hex[:8]}@{REFUSING_DOMAIN}"
+    sent = _relay_with_verp(mailu, recipient, message_id, "FAILURE")
+
+    raw, found = _wait_for_report(mailu, message_id)
+    assert recipient in next_hop.refused
+    parsed = _parse(raw)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "delivery-status"
+    # Delivered by the stand-in's virtual agent to bounces@ through plus-addressing.
+    assert parsed["Delivered-To"].lower() == f"bounces+{message_id}@petrel.test".lower()
+    report = _only(found)
+    assert report.action is Action.FAILED
+    assert report.status == "5.1.1"
+    assert report.smtp_code == 550
+    assert report.diagnostic is not None
+    assert report.diagnostic.startswith(f"550 5.1.1 <{recipient}>: Recipient address rejected")
+    assert report.recipient == recipient
+    assert report.original_envelope_id == message_id
+    assert report.verp_message_id == message_id
+    assert report.original_message_id == sent["Message-ID"]
+    assert report.remote_mta == "127.0.0.1"
+
+
+def test_notify_success_gives_a_delivered_report(mailu: MailuStandIn) -> None:
+    message_id = _message_id()
+    before = len(mailu.fetch_all(INBOX, INBOX_PASSWORD))
+    sent = _relay_with_verp(mailu, INBOX, message_id, "SUCCESS,FAILURE,DELAY")
+
+    delivered = _find(mailu.wait_for_messages(INBOX, INBOX_PASSWORD, before + 1), sent["Subject"])
+    assert delivered["Return-Path"] == f"<bounces+{message_id}@petrel.test>"
+    _, found = _wait_for_report(mailu, message_id)
+    report = _only(found)
+    assert report.action is Action.DELIVERED
+    assert report.status == "2.0.0"
+    assert report.recipient == INBOX
+    assert report.verp_message_id == message_id
+    assert report.original_message_id == sent["Message-ID"]
+
+
+def test_a_domain_is_either_delivered_here_or_routed_away(mailu: MailuStandIn, next_hop: RefusingNextHop) -> None:
+    with pytest.raises(ValueError, match="delivered here"):
+        mailu.route_domain("petrel.test", next_hop.host, next_hop.port)
+    with pytest.raises(ValueError, match="routed"):
+        mailu.add_domain(REFUSING_DOMAIN)
 
 
 def test_users_added_and_changed_while_running_take_effect_at_once(mailu: MailuStandIn) -> None:

@@ -11,6 +11,7 @@ from petrel.observability import Telemetry, telemetry
 from tests.fakes import FakeWorld
 from tests.fakes.clock import FixedClock
 from tests.fakes.idempotency import FakeIdempotencyStore
+from tests.fakes.inbound import FakeInboundStore, FakeIngestQueue
 from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeRetryScheduler
 from tests.fakes.messages import FakeMessageStore
 from tests.fakes.suppressions import FakeSuppressionStore
@@ -27,6 +28,7 @@ class FakeApiContainer:
     telemetry: Telemetry = field(default_factory=lambda: telemetry("api"))
     retention_days: int = 30
     inline_body_limit: int = 96 * 1024
+    link_seconds: int = 900
 
     @property
     def tenants(self) -> FakeTenantStore:
@@ -59,6 +61,14 @@ class FakeApiContainer:
     @property
     def clock(self) -> FixedClock:
         return self.world.clock
+
+    @property
+    def inbound(self) -> FakeInboundStore:
+        return self.world.inbound
+
+    @property
+    def ingest(self) -> FakeIngestQueue:
+        return self.world.ingest_queue
 
 
 class LambdaContext:

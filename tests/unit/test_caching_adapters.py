@@ -21,6 +21,7 @@ from petrel.models.records import MessageStatus, SmtpServer, Tenant
 from petrel.ports import EmailKey, MessageKey, RecordNotFound
 from tests.fakes import records
 from tests.fakes.infra import FakeBlobStore, FakeSecretStore
+from tests.fakes.mailboxes import FakeMailboxStore
 from tests.fakes.messages import FakeMessageStore
 from tests.fakes.tenants import FakeTenantStore
 
@@ -200,8 +201,16 @@ def test_cache_ports_wraps_each_port_with_its_ttl() -> None:
     tenants, secrets, blobs, messages = FakeTenantStore(), FakeSecretStore(), FakeBlobStore(), FakeMessageStore()
     secrets.put_secret("s", "v")
     blobs.put("body", b"x")
+    mailboxes = FakeMailboxStore()
     cached = cache_ports(
-        tenants=tenants, secrets=secrets, blobs=blobs, messages=messages, config_ttl=5, content_ttl=60, timer=tick
+        tenants=tenants,
+        secrets=secrets,
+        blobs=blobs,
+        messages=messages,
+        mailboxes=mailboxes,
+        config_ttl=5,
+        content_ttl=60,
+        timer=tick,
     )
 
     cached.secrets.get_secret("s")

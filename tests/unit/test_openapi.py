@@ -13,11 +13,21 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from petrel import resources
 from petrel.api import routes
 from petrel.api.app import ApiApplication
 from petrel.api.openapi import DOCS_PATH, DOCUMENT_PATH, PUBLIC_PATHS, document
 from petrel.models import api as api_models
 from petrel.models import attachments as attachment_models
+from petrel.models.inbound import (
+    InboundAttachment,
+    InboundContent,
+    InboundKind,
+    InboundRecord,
+    InboundReport,
+    inbound_id,
+    raw_digest,
+)
 from tests.fakes import FakeWorld, Seeded
 from tests.unit.api_fakes import Api, FakeApiContainer, event
 
@@ -76,6 +86,9 @@ def test_every_operation_has_a_readable_operation_id() -> None:
         ("POST", "/v1/suppressions"): "addSuppression",
         ("GET", "/v1/suppressions/{email}"): "getSuppression",
         ("DELETE", "/v1/suppressions/{email}"): "removeSuppression",
+        ("POST", "/v1/inbound/raw"): "pushInboundRaw",
+        ("GET", "/v1/inbound"): "listInbound",
+        ("GET", "/v1/inbound/{id}"): "getInbound",
         ("GET", "/v1/openapi.json"): "getOpenApi",
     }
 
@@ -85,7 +98,13 @@ def test_every_authenticated_post_documents_its_idempotency_headers(world: FakeW
     key is read (all but 401 and 403); no other operation mentions them."""
     app = ApiApplication(FakeApiContainer(world))
     idempotent = {key for key, operation in routes.describe(app.operations).items() if operation.idempotent}
-    assert {path for _, path in idempotent} == {"/v1/emails", "/v1/emails/batch", "/v1/attachments", "/v1/suppressions"}
+    assert {path for _, path in idempotent} == {
+        "/v1/emails",
+        "/v1/emails/batch",
+        "/v1/attachments",
+        "/v1/suppressions",
+        "/v1/inbound/raw",
+    }
     for path, ops in DOC["paths"].items():
         for method, operation in ops.items():
             headers = [(p["name"], p["in"]) for p in operation.get("parameters", []) if p["in"] == "header"]
@@ -170,6 +189,9 @@ def test_every_answer_is_documented(world: FakeWorld, seeded: Seeded) -> None:
     tenant = seeded.tenant.tenant_id
     email = {"from": "jane@example.com", "to": "bob@example.org", "subject": "Hi", "text": "x"}
     sent = json.loads(api(event("POST", "/v1/emails", email, tenant_id=tenant))["body"])
+    received = _ingested(world, tenant)
+    raw = {"headers": {"Content-Type": "message/rfc822"}}
+    raw_text = "From: bob@example.org\r\nMessage-ID: <r1@example.org>\r\n\r\nHi\r\n"
     requests: list[tuple[str, str, Any, dict[str, Any]]] = [
         ("POST", "/v1/emails", email, {}),
         ("POST", "/v1/emails", "{", {}),
@@ -198,6 +220,16 @@ def test_every_answer_is_documented(world: FakeWorld, seeded: Seeded) -> None:
         ("DELETE", "/v1/suppressions/a@example.org", None, {}),
         ("DELETE", "/v1/suppressions/a@example.org", None, {}),
         ("GET", "/v1/openapi.json", None, {"tenant_id": None}),
+        ("POST", "/v1/inbound/raw", raw_text, raw),
+        ("POST", "/v1/inbound/raw", raw_text, {}),
+        ("POST", "/v1/inbound/raw", "not a message", raw),
+        ("POST", "/v1/inbound/raw", "x" * (4 * 1024 * 1024 + 1), raw),
+        ("POST", "/v1/inbound/raw", raw_text, {**raw, "tenant_id": "tn_gone"}),
+        ("POST", "/v1/inbound/raw", raw_text, {**raw, "scopes": "emails:read"}),
+        ("GET", "/v1/inbound", None, {}),
+        ("GET", "/v1/inbound", None, {"query": {"kind": "bounce"}}),
+        ("GET", f"/v1/inbound/{received}", None, {}),
+        ("GET", "/v1/inbound/in_nothing", None, {}),
         # With an Idempotency-Key: the first answer, its replay, and a problem kept under a key.
         ("POST", "/v1/emails", email, {"headers": {"Idempotency-Key": "doc-1"}}),
         ("POST", "/v1/emails", email, {"headers": {"Idempotency-Key": "doc-1"}}),
@@ -206,6 +238,9 @@ def test_every_answer_is_documented(world: FakeWorld, seeded: Seeded) -> None:
         ("POST", "/v1/suppressions", {"email": "b@example.org"}, {"headers": {"Idempotency-Key": "doc-4"}}),
         ("POST", "/v1/suppressions", {"email": "b@example.org"}, {"headers": {"Idempotency-Key": "doc-4"}}),
         ("POST", "/v1/suppressions", {"email": "b@example.org"}, {"headers": {"Idempotency-Key": "doc-5"}}),
+        ("POST", "/v1/inbound/raw", raw_text, {"headers": {**raw["headers"], "Idempotency-Key": "doc-6"}}),
+        ("POST", "/v1/inbound/raw", raw_text, {"headers": {**raw["headers"], "Idempotency-Key": "doc-6"}}),
+        ("POST", "/v1/inbound/raw", raw_text + "P.S.", {"headers": {**raw["headers"], "Idempotency-Key": "doc-6"}}),
     ]
     seen: set[tuple[str, str, int]] = set()
     headers_seen: set[str] = set()
@@ -217,12 +252,37 @@ def test_every_answer_is_documented(world: FakeWorld, seeded: Seeded) -> None:
         assert status in responses, f"{method} {path} answered an undocumented {status}: {result['body'][:200]}"
         documented = set(responses[status].get("content", {}))
         assert documented == ({result["headers"]["Content-Type"]} if result["body"] else set()), (method, path)
+        for media in responses[status].get("content", {}).values():  # the body holds to its documented model
+            if "$ref" in media["schema"]:
+                MODELS[media["schema"]["$ref"].rsplit("/", 1)[-1]].model_validate_json(result["body"])
         answered = {"Idempotency-Key", "Idempotent-Replayed"} & set(result["headers"])
         assert answered <= set(responses[status].get("headers", {})), (method, path, status, answered)
         headers_seen |= answered
         seen.add((method, template, result["statusCode"]))
     assert len({s for *_, s in seen}) >= 10  # the requests reach successes and every kind of problem
     assert headers_seen == {"Idempotency-Key", "Idempotent-Replayed"}  # the header check above ran on both
+
+
+def _ingested(world: FakeWorld, tenant_id: str) -> str:
+    """An incoming message as the ingest worker stores it (a delivery report with an attachment); its id."""
+    raw = b"Message-ID: <dsn-1@example.org>\r\n\r\nreport\r\n"
+    found = inbound_id(tenant_id, "<dsn-1@example.org>", raw)
+    key = resources.inbound_attachment_key(tenant_id, found, "att_1")
+    world.blobs.put(key, b"details", "text/plain")
+    record = InboundRecord(
+        tenant_id=tenant_id,
+        inbound_id=found,
+        kind=InboundKind.DELIVERY_REPORT,
+        received_at=world.clock.now(),
+        source="push",
+        raw_key=resources.inbound_raw_key(tenant_id, found),
+        size=len(raw),
+        digest=raw_digest(raw),
+        report=InboundReport(action="failed", status="5.1.1"),
+        attachments=(InboundAttachment(id="att_1", content_type="text/plain", size=7, key=key),),
+    )
+    world.inbound.create_inbound(record, InboundContent(text="report"), expires_at=0)
+    return found
 
 
 class _References(HTMLParser):

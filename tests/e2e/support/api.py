@@ -35,6 +35,17 @@ class Api:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
+    def post_raw(self, path: str, data: bytes, content_type: str = "message/rfc822") -> tuple[int, Any]:
+        """POST raw bytes (not JSON), e.g. a whole message to `/v1/inbound/raw`."""
+        request = urllib.request.Request(self.base + path, data=data, method="POST")
+        request.add_header("Authorization", f"Bearer {self.key}")
+        request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
     def wait_for(self, email_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 40.0) -> dict[str, Any]:
         """Poll `GET /v1/emails/{id}` until `done(view)`; the view then."""
         deadline = time.monotonic() + timeout

@@ -1,5 +1,10 @@
 """Tenants of a test's own, so faults never touch the demo tenant; mailbox users on the stand-in;
-unique addresses and large bodies."""
+unique addresses and large bodies.
+
+A test's tenant sends from the demo's domain but has a return-path domain of its own that no poller
+reads: its delivery reports land in a mailbox nobody ingests, so they neither show up in the demo
+tenant's inbound mail nor move its messages past `relayed`. Recipients are on the stand-in's recipient
+domain: the demo tenant's own domain is one it receives mail for, and mail to it never reaches SMTP."""
 
 from __future__ import annotations
 
@@ -46,12 +51,30 @@ def admin_deps(platform: LocalPlatform) -> admin.AdminDeps:
     return platform.admin.admin
 
 
+# Test tenants' return-path domain: the stand-in delivers their reports to bounces@ there, unread.
+TEST_RETURN_PATH_DOMAIN = "returns.test"
+
+
+def _unread_bounce_mailbox(platform: LocalPlatform) -> str:
+    """The stand-in user that takes test tenants' delivery reports (made once per platform)."""
+    address = f"bounces@{TEST_RETURN_PATH_DOMAIN}"
+    if address not in platform.mailu.users:
+        platform.mailu.add_user(address, secrets.token_urlsafe(12))
+    return TEST_RETURN_PATH_DOMAIN
+
+
 def make_tenant(platform: LocalPlatform, name: str, **server: Any) -> TestTenant:
     """A tenant sending from the stand-in's domain through one server: the stand-in's relay account,
-    with any `add_smtp_server` setting overridden by `server` (a fault proxy's port, another CA)."""
-    domain = platform.config.domain  # delivery reports (NOTIFY=SUCCESS) come back to bounces@ this domain
+    with any `add_smtp_server` setting overridden by `server` (a fault proxy's port, another CA). Its
+    delivery reports go to a return-path domain no poller reads (the module docstring)."""
     seeded = seed_tenant(
-        admin_deps(platform), name, domain=domain, relay=platform.relay_account, key_name=f"{name} e2e", **server
+        admin_deps(platform),
+        name,
+        domain=platform.config.domain,
+        relay=platform.relay_account,
+        key_name=f"{name} e2e",
+        return_path_domain=_unread_bounce_mailbox(platform),
+        **server,
     )
     return TestTenant(
         platform=platform,
@@ -63,8 +86,9 @@ def make_tenant(platform: LocalPlatform, name: str, **server: Any) -> TestTenant
 
 
 def unique_addresses(platform: LocalPlatform, stem: str, count: int) -> list[str]:
+    """Fresh outside recipients, on the stand-in's recipient domain (relayed, not delivered locally)."""
     tag = secrets.token_hex(3)
-    return [f"{stem}-{tag}-{i}@{platform.config.domain}" for i in range(count)]
+    return [f"{stem}-{tag}-{i}@{platform.config.recipient_domain}" for i in range(count)]
 
 
 def big_text(kib: int) -> str:

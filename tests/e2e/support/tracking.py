@@ -1,5 +1,10 @@
 """Sending through the API and watching what becomes of each message: every status a poll saw, and the
-invariant that statuses only move forward (README "Delivery guarantees")."""
+invariant that statuses only move forward (README "Delivery guarantees").
+
+`relayed` ends the send path, but not the message's life: the delivery report Postfix sends back (read by
+the poller, applied by the ingest worker) moves it on to `delivered` or `bounced`. Waiting for `relayed`
+therefore accepts a message that has moved on to `delivered` since, and the forward-only check allows
+exactly that step (and the report's events after `email.sent`)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,34 @@ FINAL_STATUSES = frozenset({"relayed", "delivered", "bounced", "failed", "suppre
 FINAL_EVENTS = frozenset(
     {"email.sent", "email.delivered", "email.bounced", "email.failed", "email.suppressed", "email.cancelled"}
 )
+# Where a relayed message may still go: the outcome a delivery report tells (DESIGN §2, "async DSN").
+AFTER_RELAYED = frozenset({"delivered", "bounced"})
+# Relayed, or delivered since: what a wait for "relayed" accepts.
+SENT = ("relayed", "delivered")
+# Events that may follow `email.sent`: what the recipient does later.
+AFTER_SENT_EVENTS = frozenset({"email.opened", "email.clicked", "email.unsubscribed"})
+
+
+def from_incoming_mail(event: dict[str, Any]) -> bool:
+    """Whether the ingest worker added `event` (a delivery report, reply or complaint): its detail names
+    the incoming message (`inbound in_...`), and its time is when that message was received, which may
+    come before the send path's own `email.sent`: after a crash between Postfix's 250 and the status write,
+    Postfix's report of the first copy arrives while the message is sent again."""
+    return str(event.get("detail") or "").startswith("inbound ")
+
+
+def reached(status: str) -> frozenset[str]:
+    """The statuses that mean a message has reached `status`: itself, and for `relayed` also `delivered`."""
+    return frozenset(SENT) if status == "relayed" else frozenset({status})
+
+
+def final_history_ok(history: list[str]) -> bool:
+    """Statuses seen from the first final one on: that one alone, or `relayed` then `delivered`/`bounced`."""
+    finals = [i for i, s in enumerate(history) if s in FINAL_STATUSES]
+    if not finals:
+        return True
+    after = history[finals[0] :]
+    return len(after) == 1 or (len(after) == 2 and after[0] == "relayed" and after[1] in AFTER_RELAYED)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -107,19 +140,22 @@ class Tracker:
             time.sleep(0.25)
 
     def wait_all(self, status: str, timeout: float = 40.0) -> None:
-        """Poll until every message is `status` at the same time."""
-        self.wait_each(lambda r: r["status"] == status, timeout, f"every message {status}")
+        """Poll until every message has reached `status` (see `reached`) at the same time."""
+        wanted = reached(status)
+        self.wait_each(lambda r: r["status"] in wanted, timeout, f"every message {status}")
 
         def all_at_once() -> bool:
             self.refresh()
-            return all(r["status"] == status for r in self.recipients())
+            return all(r["status"] in wanted for r in self.recipients())
 
         wait_until(all_at_once, timeout, f"every message {status} at once")
 
     def assert_forward_only(self, redriven: Iterable[str] = ()) -> None:
-        """No status moved backwards: once final, a message stayed so (in what the polls saw), and its
-        events are `email.queued` (or `email.scheduled`), then non-final ones, then exactly one final
-        event, last.
+        """No status moved backwards: once final, a message stayed so (in what the polls saw), except
+        `relayed` moving on to `delivered` or `bounced` (its delivery report); and the send path's events
+        are `email.queued` (or `email.scheduled`), then non-final ones, then exactly one final event, last
+        (after `email.sent` only AFTER_SENT_EVENTS). Events from incoming mail (`from_incoming_mail`) are
+        checked apart: they are about a relayed copy, so only a message with `email.sent` has them.
 
         A message in `redriven` (ids) was reopened by `petrel dlq redrive` after the worker ended it
         `failed`/`worker-error`: its life restarts at an `email.queued` event with detail `redriven`,
@@ -132,8 +168,7 @@ class Tracker:
             if message_id in reopened:
                 assert history[-1] in FINAL_STATUSES, f"{message_id} did not end final: {history}"
                 continue
-            finals = [i for i, s in enumerate(history) if s in FINAL_STATUSES]
-            assert not finals or finals[0] == len(history) - 1, f"{message_id} went back from final: {history}"
+            assert final_history_ok(history), f"{message_id} went back from final: {history}"
         for email_id in self.email_ids:
             view = self.views[email_id]
             for r in view["recipients"]:
@@ -145,11 +180,21 @@ class Tracker:
                 ]
                 assert len(starts) == 1 or r["id"] in reopened, f"{r['email']} reopened without a redrive: {events}"
                 lives = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
-                for number, life in enumerate(lives):
+                kinds_all = [e["type"] for e in events]
+                reported = [e for e in events if from_incoming_mail(e)]
+                assert not reported or "email.sent" in kinds_all, (
+                    f"{r['email']}: mail about an unsent copy: {kinds_all}"
+                )
+                for number, whole_life in enumerate(lives):
+                    life = [e for e in whole_life if not from_incoming_mail(e)]
                     kinds = [e["type"] for e in life]
-                    finals = [k for k in kinds if k in FINAL_EVENTS]
                     assert kinds and kinds[0] in ("email.queued", "email.scheduled"), (r["email"], kinds)
-                    assert len(finals) == 1 and kinds[-1] == finals[0], f"{r['email']}: one final event, last: {kinds}"
+                    ends = [i for i, k in enumerate(kinds) if k in FINAL_EVENTS]
+                    assert ends, f"{r['email']}: no final event: {kinds}"
+                    late = kinds[ends[0] + 1 :]
+                    allowed_late = AFTER_SENT_EVENTS if kinds[ends[0]] == "email.sent" else frozenset()
+                    assert set(late) <= allowed_late, f"{r['email']}: one final event, last: {kinds}"
+                    kinds = kinds[: ends[0] + 1]  # the send path's own events
                     if number < len(lives) - 1:
                         assert life[-1]["type"] == "email.failed", f"{r['email']}: a redrive reopens a failure: {kinds}"
                     if "email.sent" in kinds and "email.deferred" in kinds:

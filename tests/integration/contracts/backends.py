@@ -17,15 +17,21 @@ from petrel.adapters.dynamodb import (
     DynamoSuppressionStore,
     DynamoTenantStore,
 )
-from petrel.adapters.queues import SqsJobQueue
+from petrel.adapters.inbound import DynamoInboundStore
+from petrel.adapters.mailboxes import DynamoMailboxStore
+from petrel.adapters.queues import SqsIngestQueue, SqsJobQueue
 from petrel.adapters.scheduler import EventBridgeRetryScheduler
 from petrel.adapters.secrets import SecretsManagerStore
+from petrel.models.inbound import IngestJob
 from petrel.models.jobs import Job, parse_job
 from petrel.models.records import Pool
 from petrel.ports import (
     BlobStore,
     IdempotencyStore,
+    InboundStore,
+    IngestQueue,
     JobQueue,
+    MailboxStore,
     MessageStore,
     RetryScheduler,
     SecretStore,
@@ -50,6 +56,11 @@ class Backend:
     scheduled: Callable[[str], tuple[datetime, Job] | None]  # a pending schedule's time and job
     # PUT (bytes, content type) to a pre-signed URL of `blobs`, as a client would.
     upload: Callable[[str, bytes, str], None]
+    mailboxes: MailboxStore
+    inbound: InboundStore
+    ingest: IngestQueue
+    ingested: Callable[[], list[IngestJob]]  # the jobs waiting on the ingest queue (taken off it)
+    download: Callable[[str], bytes]  # GET a pre-signed URL of `blobs`, as a client would
 
 
 def fake_backend() -> Backend:
@@ -67,6 +78,11 @@ def fake_backend() -> Backend:
         world.scheduler,
         lambda name: (s.at, s.job) if (s := world.scheduler.schedules.get(name)) else None,
         world.blobs.upload,
+        mailboxes=world.mailboxes,
+        inbound=world.inbound,
+        ingest=world.ingest_queue,
+        ingested=world.ingest_queue.drain,
+        download=world.blobs.download,
     )
 
 
@@ -114,13 +130,29 @@ def moto_backend(clients: dict[str, Any], *, kind: str = "moto", prefix: str = "
         assert target["DeadLetterConfig"]["Arn"] == made.schedules_dlq_arn
         return at, parse_job(target["Input"])
 
+    ingest_url = made.queue_urls[resources.INGEST.name]
+
+    def ingested() -> list[IngestJob]:
+        bodies: list[str] = []
+        while True:
+            out = sqs.receive_message(QueueUrl=ingest_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            batch = out.get("Messages", [])
+            if not batch:
+                return [IngestJob.model_validate_json(body) for body in bodies]
+            bodies += [m["Body"] for m in batch]
+            sqs.delete_message_batch(
+                QueueUrl=ingest_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
+
     db = clients["dynamodb"]
+    blobs = S3BlobStore(clients["s3"], made.bucket)
     return Backend(
         kind,
         DynamoTenantStore(db, made.tables[resources.TENANTS.name]),
         DynamoMessageStore(db, made.tables[resources.MESSAGES.name]),
         DynamoIdempotencyStore(db, made.tables[resources.IDEMPOTENCY.name]),
-        S3BlobStore(clients["s3"], made.bucket),
+        blobs,
         SqsJobQueue(sqs, urls),
         SecretsManagerStore(clients["secretsmanager"]),
         arrived,
@@ -134,7 +166,22 @@ def moto_backend(clients: dict[str, Any], *, kind: str = "moto", prefix: str = "
         ),
         scheduled,
         _http_put,
+        mailboxes=DynamoMailboxStore(db, made.tables[resources.TENANTS.name]),
+        inbound=DynamoInboundStore(db, made.tables[resources.INBOUND.name], blobs),
+        ingest=SqsIngestQueue(sqs, ingest_url),
+        ingested=ingested,
+        download=_http_get,
     )
+
+
+def _http_get(url: str) -> bytes:
+    """An HTTP GET of a pre-signed URL, with no credentials but the URL's own."""
+    import requests
+
+    response = requests.get(url, timeout=30)
+    if response.status_code != 200:
+        raise PermissionError(f"download refused: {response.status_code} {response.text[:200]}")
+    return response.content
 
 
 def _http_put(url: str, data: bytes, content_type: str) -> None:

@@ -1,16 +1,23 @@
-"""BlobStore, JobQueue and SecretStore contracts."""
+"""BlobStore, JobQueue, IngestQueue and SecretStore contracts."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 from moto import mock_aws
 
-from petrel.adapters.queues import SqsJobQueue
+from petrel.adapters.aws import new_client
+from petrel.adapters.blobs import S3BlobStore, content_disposition
+from petrel.adapters.queues import SqsIngestQueue, SqsJobQueue
+from petrel.models.inbound import IngestJob
 from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.ports import RecordNotFound
-from tests.integration.aws_env import clean_aws_environment
+from tests.fakes.clock import DEFAULT_START
+from tests.integration.aws_env import REGION, clean_aws_environment
 from tests.integration.contracts.backends import Backend
 
 
@@ -49,6 +56,120 @@ def test_a_presigned_put_uploads_the_object(backend: Backend) -> None:
 
     assert backend.blobs.size("attachments/tn_a/att_2") == len(data)
     assert backend.blobs.get("attachments/tn_a/att_2") == data
+
+
+@pytest.mark.parametrize("filename", [None, "report.pdf", 'résumé "final".pdf'])
+def test_a_presigned_get_downloads_the_object(backend: Backend, filename: str | None) -> None:
+    """What GET /v1/inbound/{id} hands out for each attachment: a link that needs no credentials."""
+    data = bytes(range(256)) * 1024 + b"\r\n"
+    backend.blobs.put("inbound/tn_a/in_1/att_1", data, "application/pdf")
+
+    url = backend.blobs.presign_get("inbound/tn_a/in_1/att_1", expires_in=300, filename=filename)
+
+    assert backend.download(url) == data
+    backend.blobs.put("inbound/tn_a/in_1/att_1", b"replaced", "application/pdf")
+    assert backend.download(url) == b"replaced"  # a link to the key, not to a copy
+
+
+def test_a_presigned_get_of_a_missing_object_finds_nothing(backend: Backend) -> None:
+    url = backend.blobs.presign_get("inbound/tn_a/in_1/missing", expires_in=300)
+    with pytest.raises((PermissionError, RecordNotFound)):
+        backend.download(url)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("filename", "disposition"),
+    [
+        ("report.pdf", 'attachment; filename="report.pdf"'),
+        ('a "b" \\c.txt', 'attachment; filename="a \\"b\\" \\\\c.txt"'),
+        ("résumé.pdf", "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
+    ],
+)
+def test_s3_serves_a_presigned_get_as_a_named_attachment(
+    boto_session: boto3.session.Session, monkeypatch: pytest.MonkeyPatch, filename: str, disposition: str
+) -> None:
+    """The signed link (SigV4, as the functions' clients sign) carries the response's Content-Disposition
+    and its expiry; S3 answers with that header."""
+    import requests
+
+    clean_aws_environment(monkeypatch)
+    with mock_aws():
+        s3 = new_client(boto_session, "s3")
+        s3.create_bucket(Bucket="petrel-test-links")
+        blobs = S3BlobStore(s3, "petrel-test-links")
+        blobs.put("inbound/tn_a/in_1/att_1", b"%PDF-1.7", "application/pdf")
+
+        url = blobs.presign_get("inbound/tn_a/in_1/att_1", expires_in=600, filename=filename)
+        response = requests.get(url, timeout=30)
+
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Expires"] == ["600"]
+    assert query["response-content-disposition"] == [disposition]
+    assert response.status_code == 200 and response.content == b"%PDF-1.7"
+    assert response.headers["Content-Disposition"] == disposition
+    assert response.headers["Content-Type"] == "application/pdf"
+    assert REGION in query["X-Amz-Credential"][0]
+
+
+@pytest.mark.parametrize(
+    ("filename", "disposition"),
+    [
+        ("", 'attachment; filename=""'),
+        ("a\r\nSet-Cookie: x=1.txt", 'attachment; filename="aSet-Cookie: x=1.txt"'),
+        ("日本.txt", "attachment; filename=\"__.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.txt"),
+        ("tab\there", 'attachment; filename="tabhere"'),
+    ],
+)
+def test_content_disposition_never_breaks_the_header(filename: str, disposition: str) -> None:
+    """Control characters are dropped (no header injection); anything beyond ASCII goes in filename*."""
+    assert content_disposition(filename) == disposition
+
+
+def _ingest_job(n: int) -> IngestJob:
+    return IngestJob(
+        tenant_id="tn_a",
+        inbound_id=f"in_{n}",
+        raw_key=f"inbound/tn_a/in_{n}/raw.eml",
+        received_at=DEFAULT_START + timedelta(seconds=n),
+        source="imap",
+        mailbox_id="mb_1",
+        folder="INBOX",
+        uid=100 + n,
+    )
+
+
+def test_ingest_jobs_arrive_on_the_ingest_queue(backend: Backend) -> None:
+    jobs = [_ingest_job(n) for n in range(12)]
+    pushed = IngestJob(
+        tenant_id="tn_a",
+        inbound_id="in_p",
+        raw_key="inbound/tn_a/in_p/raw.eml",
+        received_at=DEFAULT_START,
+        source="push",
+    )
+    for job in [*jobs, pushed]:
+        backend.ingest.send_ingest(job)
+
+    arrived = backend.ingested()
+
+    assert sorted(arrived, key=lambda j: j.inbound_id) == sorted([*jobs, pushed], key=lambda j: j.inbound_id)
+    assert backend.ingested() == []
+    assert backend.arrived("transactional") == [] and backend.arrived("bulk") == []  # not on a send queue
+
+
+@pytest.mark.integration
+def test_sqs_ingest_queue_raises_when_the_queue_refuses(
+    aws_clients: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller must not move its cursor past a message it could not queue: the send raises."""
+    from botocore.exceptions import ClientError
+
+    clean_aws_environment(monkeypatch)
+    with mock_aws():
+        queue = SqsIngestQueue(aws_clients["sqs"], "https://sqs.us-east-1.amazonaws.com/123456789012/gone")
+        with pytest.raises(ClientError):
+            queue.send_ingest(_ingest_job(1))
 
 
 def _jobs(n: int, email_id: str = "em_1") -> list[SendJob]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from moto import mock_aws
 
 from petrel import resources
-from petrel.models.records import Attempt, Event, MessageRecord, MessageStatus, Reply
+from petrel.adapters.dynamodb import DynamoMessageStore
+from petrel.models.records import Attempt, Event, EventName, MessageRecord, MessageStatus, Reply
 from petrel.ports import (
     AlreadyExists,
     DueMessage,
@@ -22,7 +26,8 @@ from petrel.ports import (
 )
 from tests.fakes import records
 from tests.fakes.clock import DEFAULT_START
-from tests.integration.contracts.backends import Backend
+from tests.integration.aws_env import clean_aws_environment
+from tests.integration.contracts.backends import Backend, moto_backend
 
 T0 = int(DEFAULT_START.timestamp())
 EXPIRES = T0 + 30 * 86400
@@ -643,3 +648,138 @@ def test_a_due_cursor_of_another_shard_is_refused(backend: Backend) -> None:
         backend.messages.find_due(second, due_before=T0 + 10**9, limit=1, cursor=cursor)
     with pytest.raises(InvalidCursor):
         backend.messages.find_due(first, due_before=T0 + 10**9, limit=1, cursor="%%%")
+
+
+def _report_event(message: MessageRecord, name: EventName, seconds: int, detail: str | None = None) -> Event:
+    return Event(
+        type=name,
+        at=DEFAULT_START + timedelta(seconds=seconds),
+        message_id=message.message_id,
+        recipient=message.recipient,
+        detail=detail,
+    )
+
+
+def _relayed_message(backend: Backend) -> MessageRecord:
+    _, (message,) = _stored(backend)
+    key = MessageKey.of(message)
+    backend.messages.lease(key, after_attempt=0, now=T0, lease_until=T0 + 60)
+    backend.messages.transition(
+        key, expected=[MessageStatus.SENDING], attempt=1, change=_relayed(message, 1), now=DEFAULT_START
+    )
+    relayed = backend.messages.get_message(key)
+    assert relayed is not None and relayed.status == MessageStatus.RELAYED
+    return relayed
+
+
+def test_recorded_events_join_the_timeline_and_leave_the_status(backend: Backend) -> None:
+    relayed = _relayed_message(backend)
+    key = MessageKey.of(relayed)
+    late = DEFAULT_START + timedelta(minutes=5)
+    delayed = _report_event(relayed, EventName.DEFERRED, 120, "4.4.7 delayed at mx.example.org")
+    replied = _report_event(relayed, EventName.REPLIED, 240, "in_01")
+
+    backend.messages.record_events(key, [delayed, replied], now=late)
+
+    after = backend.messages.get_message(key)
+    assert after == relayed.model_copy(update={"events": (*relayed.events, delayed, replied), "updated_at": late})
+
+
+def test_recording_the_same_events_again_changes_nothing(backend: Backend) -> None:
+    """A delivery report ingested twice (a redelivered job, a mailbox read twice) is on the timeline once."""
+    relayed = _relayed_message(backend)
+    key = MessageKey.of(relayed)
+    complained = _report_event(relayed, EventName.COMPLAINED, 300, "abuse")
+    backend.messages.record_events(key, [complained], now=DEFAULT_START + timedelta(minutes=6))
+    once = backend.messages.get_message(key)
+    assert once is not None and once.events[-1] == complained
+
+    backend.messages.record_events(key, [complained], now=DEFAULT_START + timedelta(minutes=7))
+    assert backend.messages.get_message(key) == once
+
+    # Only what is new is added: the same event again, one of another time, one of another detail.
+    later = _report_event(relayed, EventName.COMPLAINED, 301, "abuse")
+    other = _report_event(relayed, EventName.COMPLAINED, 300, "fraud")
+    now = DEFAULT_START + timedelta(minutes=8)
+    backend.messages.record_events(key, [complained, later, other, later], now=now)
+    assert backend.messages.get_message(key) == once.model_copy(
+        update={"events": (*once.events, later, other), "updated_at": now}
+    )
+
+
+def test_recording_events_keeps_a_waiting_message_on_its_way(backend: Backend) -> None:
+    """A reply to a message that is still queued: its lease, attempt and due time are untouched."""
+    _, (message,) = _stored(backend)
+    key = MessageKey.of(message)
+    [before] = _due(backend, message, T0 + 1000)
+    event = _report_event(message, EventName.AUTO_REPLIED, 30, "out of office")
+
+    backend.messages.record_events(key, [event], now=DEFAULT_START + timedelta(seconds=31))
+
+    assert _due(backend, message, T0 + 1000) == [before]
+    leased = backend.messages.lease(key, after_attempt=0, now=T0, lease_until=T0 + 60)
+    assert leased.status == MessageStatus.SENDING and leased.attempt == 1
+    assert leased.events == (*message.events, event)
+
+
+def test_recording_events_on_a_missing_message_fails(backend: Backend) -> None:
+    _, (message,) = _stored(backend, "tn_a")
+    event = _report_event(message, EventName.DELIVERED, 10)
+
+    with pytest.raises(RecordNotFound):
+        backend.messages.record_events(
+            MessageKey("tn_b", message.email_id, message.message_id), [event], now=DEFAULT_START
+        )
+    with pytest.raises(RecordNotFound):
+        backend.messages.record_events(
+            MessageKey("tn_a", message.email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA"), [event], now=DEFAULT_START
+        )
+    assert backend.messages.get_message(MessageKey.of(message)) == message
+
+
+class _RacedClient:
+    """A DynamoDB client whose next UpdateItem lets another writer go first: what happens when two
+    ingest workers apply reports to one message at the same moment."""
+
+    def __init__(self, client: Any, before_update: Callable[[], None]) -> None:
+        self._client = client
+        self._before_update: Callable[[], None] | None = before_update
+
+    def update_item(self, **kwargs: Any) -> Any:
+        if self._before_update is not None:
+            run, self._before_update = self._before_update, None
+            run()
+        return self._client.update_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("same_event", [False, True], ids=["another-event", "the-same-event"])
+def test_events_recorded_by_two_writers_at_once_are_each_there_once(
+    aws_clients: dict[str, Any], monkeypatch: pytest.MonkeyPatch, same_event: bool
+) -> None:
+    """The other writer appends between this one's read and its write: this write must not lose the
+    other's event nor add its own twice."""
+    clean_aws_environment(monkeypatch)
+    with mock_aws():
+        backend = moto_backend(aws_clients)
+        relayed = _relayed_message(backend)
+        key = MessageKey.of(relayed)
+        mine = _report_event(relayed, EventName.DELIVERED, 60, "2.0.0 delivered")
+        theirs = mine if same_event else _report_event(relayed, EventName.REPLIED, 61, "in_02")
+        now = DEFAULT_START + timedelta(minutes=3)
+
+        def other_writer() -> None:
+            backend.messages.record_events(key, [theirs], now=now)
+
+        racing = DynamoMessageStore(
+            _RacedClient(aws_clients["dynamodb"], other_writer),  # type: ignore[arg-type]
+            resources.physical_name("petrel-test", resources.MESSAGES.name),
+        )
+        racing.record_events(key, [mine], now=now)
+
+        after = backend.messages.get_message(key)
+    expected = (*relayed.events, theirs) if same_event else (*relayed.events, theirs, mine)
+    assert after == relayed.model_copy(update={"events": expected, "updated_at": now})

@@ -460,3 +460,57 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
         ...
+
+
+class MailboxError(PortError):
+    """Reading a tenant's mailbox failed: the server refused the connection, the TLS handshake or the
+    login, a folder, or the connection broke. The message says what, for the mailbox's health record,
+    and never carries the password. `connection_lost`: the session cannot be used any more (a folder
+    the server refused leaves it usable for the next folder)."""
+
+    def __init__(self, message: str, *, stage: str, connection_lost: bool = True) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.connection_lost = connection_lost
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    """One message of the selected folder: its UID there and its raw bytes, as the server keeps them."""
+
+    uid: int
+    raw: bytes
+
+
+class MailboxSession(Protocol):
+    """One logged-in IMAP connection. Every failure is a MailboxError; `close` never raises."""
+
+    def select(self, folder: str, *, writable: bool) -> int:
+        """Select `folder` (read-only unless `writable`) and return its UIDVALIDITY."""
+        ...
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        """The selected folder's UIDs greater than `last_uid`, ascending."""
+        ...
+
+    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        """The raw messages of these UIDs (without setting \\Seen), ascending by UID; a UID expunged
+        meanwhile is simply absent."""
+        ...
+
+    def mark_seen(self, uids: Sequence[int]) -> None: ...
+    def move(self, uids: Sequence[int], folder: str) -> None:
+        """Move the messages to `folder` (created when missing)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MailboxReader(Protocol):
+    """Opens IMAP sessions to tenants' mailboxes (TLS verified, logged in)."""
+
+    def open(self, mailbox: Mailbox, password: str, *, deadline: float | None = None) -> MailboxSession:
+        """A logged-in session; MailboxError when the server cannot be reached, the TLS handshake fails
+        or the login is refused. `deadline` (a `time.monotonic()` instant): the connection is cut then,
+        whatever it is doing."""
+        ...

@@ -1,8 +1,10 @@
-"""S3: large message bodies, attachments uploaded through pre-signed URLs, large stored responses."""
+"""S3: large message bodies, attachments uploaded through pre-signed URLs, large stored responses,
+incoming mail and the links that let a client download its attachments."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
@@ -12,6 +14,20 @@ if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
 
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment; filename="..."` that any client reads safely (RFC 6266): control characters are
+    dropped (no header injection), quotes and backslashes escaped, and a name that is not plain ASCII
+    gets an ASCII stand-in plus its exact form as `filename*=UTF-8''...` (RFC 8187), which clients
+    that know it prefer."""
+    name = "".join(ch for ch in filename if ch.isprintable())
+    fallback = "".join(ch if " " <= ch <= "~" else "_" for ch in name)
+    quoted = fallback.replace("\\", "\\\\").replace('"', '\\"')
+    value = f'attachment; filename="{quoted}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
 
 
 def _missing(exc: ClientError) -> bool:
@@ -52,3 +68,11 @@ class S3BlobStore:
             ExpiresIn=expires_in,
             HttpMethod="PUT",
         )
+
+    def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """A SigV4 GET link; with `filename`, S3 serves the object as an attachment of that name (the
+        response-content-disposition override is part of the signed query)."""
+        params: dict[str, str] = {"Bucket": self._bucket, "Key": key}
+        if filename is not None:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in, HttpMethod="GET")

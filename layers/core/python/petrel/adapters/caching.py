@@ -25,8 +25,8 @@ from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
-from petrel.models.records import EmailRecord, SendingDomain, SmtpServer, Tenant
-from petrel.ports import BlobStore, EmailKey, MessageStore, SecretStore, TenantStore
+from petrel.models.records import EmailRecord, Mailbox, SendingDomain, SmtpServer, Tenant
+from petrel.ports import BlobStore, EmailKey, MailboxStore, MessageStore, SecretStore, TenantStore
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -206,6 +206,35 @@ class CachingMessageStore(_Delegating):
         return self._emails.get(key, lambda: self.inner.get_email_record(key))
 
 
+class CachingMailboxStore(_Delegating):
+    """A MailboxStore whose per-tenant mailbox list is cached for `ttl` seconds: the send worker asks
+    for every message whether its recipient's domain is one the tenant receives (local delivery)."""
+
+    def __init__(
+        self, inner: MailboxStore, *, ttl: float, maxsize: int = DEFAULT_MAXSIZE, timer: Timer = time.monotonic
+    ) -> None:
+        super().__init__(inner)
+        self.inner = inner
+        self._lists: TtlMemo[str, list[Mailbox]] = TtlMemo(ttl=ttl, maxsize=maxsize, timer=timer)
+
+    def list_mailboxes(self, tenant_id: str) -> list[Mailbox]:
+        return list(self._lists.get(tenant_id, lambda: self.inner.list_mailboxes(tenant_id)))
+
+    def put_mailbox(self, mailbox: Mailbox) -> None:
+        self.inner.put_mailbox(mailbox)
+        self._lists.forget(mailbox.tenant_id)
+
+    def create_mailbox(self, mailbox: Mailbox) -> None:
+        self.inner.create_mailbox(mailbox)
+        self._lists.forget(mailbox.tenant_id)
+
+    def delete_mailbox(self, tenant_id: str, mailbox_id: str) -> None:
+        try:
+            self.inner.delete_mailbox(tenant_id, mailbox_id)
+        finally:
+            self._lists.forget(tenant_id)
+
+
 @dataclass(frozen=True)
 class CachedPorts:
     """The send worker's ports with their caches (see `cache_ports`)."""
@@ -214,6 +243,7 @@ class CachedPorts:
     secrets: CachingSecretStore
     blobs: CachingBlobStore
     messages: CachingMessageStore
+    mailboxes: CachingMailboxStore
 
 
 def cache_ports(
@@ -222,6 +252,7 @@ def cache_ports(
     secrets: SecretStore,
     blobs: BlobStore,
     messages: MessageStore,
+    mailboxes: MailboxStore,
     config_ttl: float,
     content_ttl: float = CONTENT_TTL_SECONDS,
     timer: Timer = time.monotonic,
@@ -234,4 +265,5 @@ def cache_ports(
         secrets=CachingSecretStore(secrets, ttl=config_ttl, timer=timer),
         blobs=CachingBlobStore(blobs, ttl=content_ttl, timer=timer),
         messages=CachingMessageStore(messages, ttl=content_ttl, timer=timer),
+        mailboxes=CachingMailboxStore(mailboxes, ttl=config_ttl, timer=timer),
     )

@@ -25,6 +25,7 @@ from petrel.models.records import (
     LEASABLE_STATUSES,
     ApiKey,
     EmailRecord,
+    Event,
     MessageRecord,
     MessageStatus,
     SendingDomain,
@@ -127,6 +128,16 @@ def _code(exc: ClientError) -> str:
 
 def _conditional_failed(exc: ClientError) -> bool:
     return _code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def _first_condition_failed(exc: ClientError) -> bool:
+    """A transaction cancelled because its first action's condition failed (the one that guards it)."""
+    reasons = exc.response.get("CancellationReasons", [])
+    return (
+        _code(exc) == "TransactionCanceledException"
+        and bool(reasons)
+        and reasons[0].get("Code") == "ConditionalCheckFailed"
+    )
 
 
 def _lost(exc: ClientError, what: str) -> Exception:
@@ -546,6 +557,55 @@ class DynamoMessageStore:
             )
         except ClientError as exc:
             raise _lost(exc, f"message {message.message_id}") from exc
+
+    def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
+        """Read the timeline, then append what it lacks on condition that the timeline is still as long
+        as it was read (any other append, a transition's too, changes its length): a report applied
+        twice, or by two workers at once, is on the timeline once. Nothing new: nothing is written."""
+        for _ in range(_EVENT_WRITE_TRIES):
+            item = self._get(_message_key(key))
+            if item is None:
+                raise RecordNotFound(f"no message {key.message_id}")
+            stored = list(item.get("events", []))
+            seen = {_event_identity(Event.model_validate(e)) for e in stored}
+            new: list[dict[str, Any]] = []
+            for event in events:
+                if _event_identity(event) not in seen:
+                    seen.add(_event_identity(event))
+                    new.append(event.model_dump(mode="json", exclude_none=True))
+            if not new:
+                return
+            unchanged = "size(events) = :n"
+            if not stored:  # a record written without the attribute has an empty timeline too
+                unchanged = f"(attribute_not_exists(events) OR {unchanged})"
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_message_key(key),
+                    UpdateExpression="SET events = list_append(if_not_exists(events, :empty), :new), updated_at = :now",
+                    ConditionExpression=f"attribute_exists(pk) AND {unchanged}",
+                    ExpressionAttributeValues=_encode(
+                        {":empty": [], ":new": new, ":now": now.isoformat(), ":n": len(stored)}
+                    ),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except ClientError as exc:
+                lost = _lost(exc, f"message {key.message_id}")
+                if lost is exc:
+                    raise
+                if isinstance(lost, RecordNotFound):
+                    raise lost from exc
+        raise WriteConflict(f"the timeline of message {key.message_id} kept changing")
+
+
+# How often record_events re-reads a timeline that another writer appended to meanwhile.
+_EVENT_WRITE_TRIES = 5
+
+
+def _event_identity(event: Event) -> tuple[str, datetime, str | None]:
+    """What makes two events the same one (MessageStore.record_events): type, time and detail."""
+    return event.type.value, event.at, event.detail
 
 
 def _decode_due_cursor(cursor: str, shard: str) -> Item:

@@ -1,10 +1,11 @@
-"""SQS: the send queues, one per pool."""
+"""SQS: the send queues, one per pool, and the ingest queue."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from petrel.models.inbound import IngestJob
 from petrel.models.jobs import Job
 from petrel.models.records import Pool
 
@@ -53,3 +54,15 @@ class SqsJobQueue:
         out = self._sqs.get_queue_attributes(QueueUrl=self._urls[pool], AttributeNames=list(_BACKLOG_ATTRIBUTES))
         attributes = out.get("Attributes", {})
         return sum(int(attributes.get(name, 0)) for name in _BACKLOG_ATTRIBUTES)
+
+
+class SqsIngestQueue:
+    """The ingest queue: one SendMessage per job (the poller and the API hand them over one at a time,
+    and each must know its own job is queued before it moves its cursor or answers 202)."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._sqs = client
+        self._url = queue_url
+
+    def send_ingest(self, job: IngestJob) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=job.model_dump_json())

@@ -4,7 +4,8 @@ A request goes through, in order:
 
 1. the body limit (413, before anything else: the body is never parsed),
 2. the operation's scope, from the authorizer's context (401, 403: before the body is validated),
-3. a body that is not JSON, on an operation that takes one (400),
+3. the body's media type, as the operation decides (`Operation.check_media`): not JSON on an operation
+   that takes JSON (400), not the type of an operation that takes another (415: message/rfc822),
 4. the `Idempotency-Key` of an authenticated POST: the resolver's answer, whatever it is (a 422
    included), is kept and replayed byte for byte; 5xx answers release the key,
 5. the resolver: routing (404, 405), validation (400 for JSON that does not parse, 422), the route.
@@ -30,7 +31,6 @@ from petrel.api.http import (
     JSON,
     PROBLEM_JSON,
     body_bytes,
-    is_json,
     media_type,
     problem_body,
     problem_response,
@@ -42,7 +42,6 @@ from petrel.api.routes import Operation, register_routes
 from petrel.errors import (
     Forbidden,
     InternalError,
-    MalformedBody,
     MethodNotAllowed,
     NotFound,
     PetrelError,
@@ -107,19 +106,15 @@ class ApiApplication:
         method = str(event.get("httpMethod") or "GET").upper()
         try:
             body = body_bytes(event)
-            if len(body) > MAX_REQUEST_BYTES:
-                raise RequestTooLarge(
-                    f"the body is {len(body)} bytes; the API takes at most {MAX_REQUEST_BYTES}: "
-                    "upload large files first (POST /v1/attachments) and reference them by attachment_id"
-                )
             operation = self.operations.find(method, path)
+            if len(body) > MAX_REQUEST_BYTES:
+                raise _too_large(len(body), operation)
             if operation is None:  # the resolver answers 404 or 405
                 return self._resolve(event, context)
             tenant_id = _authorize(operation, event)
             headers = event.get("headers") or {}
             media = media_type(headers)
-            if operation.takes_body and not is_json(media):
-                raise MalformedBody(f"send the body as {JSON}, not {media}")
+            operation.check_media(media)
             forwarded = _forwarded(event, body, media)
             key = next((str(v) for k, v in headers.items() if str(k).lower() == "idempotency-key"), None)
             if operation.idempotent and key is not None:
@@ -247,6 +242,16 @@ def _authorize(operation: Operation, event: Mapping[str, Any]) -> str:
     if operation.scope not in str(authorizer.get("scopes") or "").split():
         raise Forbidden(f"this API key does not have the {operation.scope!r} scope")
     return tenant_id
+
+
+def _too_large(size: int, operation: Operation | None) -> RequestTooLarge:
+    """The 413, with the way around it that fits the operation (a JSON body's files go up first)."""
+    if operation is not None and operation.takes_body and operation.media != JSON:
+        return RequestTooLarge(f"the body is {size} bytes; {operation.rule} takes at most {MAX_REQUEST_BYTES}")
+    return RequestTooLarge(
+        f"the body is {size} bytes; the API takes at most {MAX_REQUEST_BYTES}: "
+        "upload large files first (POST /v1/attachments) and reference them by attachment_id"
+    )
 
 
 def _forwarded(event: Mapping[str, Any], body: bytes, media: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
         BlobStore,
         Clock,
         IdempotencyStore,
+        InboundStore,
+        IngestQueue,
         JobQueue,
         MessageStore,
         RetryScheduler,
@@ -24,11 +26,12 @@ if TYPE_CHECKING:
     )
     from petrel.services.attachments import AttachmentDeps
     from petrel.services.cancel import CancelDeps
+    from petrel.services.inbound_api import InboundApiDeps
     from petrel.services.submit import SubmitDeps
 
 
 class ApiPorts(Protocol):
-    """The API function's ports and the two settings submission needs (read-only)."""
+    """The API function's ports and the settings its services need (read-only)."""
 
     @property
     def tenants(self) -> TenantStore: ...
@@ -52,6 +55,12 @@ class ApiPorts(Protocol):
     def retention_days(self) -> int: ...
     @property
     def inline_body_limit(self) -> int: ...
+    @property
+    def inbound(self) -> InboundStore: ...
+    @property
+    def ingest(self) -> IngestQueue: ...
+    @property
+    def link_seconds(self) -> int: ...
 
 
 class ApiServices:
@@ -89,3 +98,12 @@ class ApiServices:
         from petrel.services.attachments import AttachmentDeps
 
         return AttachmentDeps(blobs=self.ports.blobs, clock=self.ports.clock)
+
+    @cached_property
+    def inbound(self) -> InboundApiDeps:
+        from petrel.services.inbound_api import InboundApiDeps
+
+        p = self.ports
+        return InboundApiDeps(
+            inbound=p.inbound, blobs=p.blobs, ingest=p.ingest, clock=p.clock, link_seconds=p.link_seconds
+        )

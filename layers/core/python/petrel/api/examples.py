@@ -149,6 +149,74 @@ SUPPRESSION: dict[str, Any] = {
 SUPPRESSIONS: dict[str, Any] = {"data": [SUPPRESSION], "next_cursor": None}
 
 # One problem per status, as the API answers them (RFC 9457, `type` urn:petrel:problem:<slug>).
+INBOUND_ID = "in_01JD8XK2M3N4P5Q6R7S8T9V0W1"
+RECEIVED = "2026-11-30T09:16:40Z"
+# A delivery report as Postfix writes one to the VERP return path (RFC 3464), shortened.
+RAW_REPORT = (
+    "From: MAILER-DAEMON@mx.acme.example (Mail Delivery System)\r\n"
+    "To: bounces+msg_01JD8X3Q4W5E6R7T8Y9U0I1O2Q@bounce.acme.example\r\n"
+    "Subject: Undelivered Mail Returned to Sender\r\n"
+    "Message-ID: <20261130091640.4F2A1@mx.acme.example>\r\n"
+    "MIME-Version: 1.0\r\n"
+    'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
+    "\r\n"
+    "--b1\r\n"
+    "Content-Type: text/plain\r\n"
+    "\r\n"
+    "I'm sorry to have to inform you that your message could not be delivered.\r\n"
+    "--b1\r\n"
+    "Content-Type: message/delivery-status\r\n"
+    "\r\n"
+    "Reporting-MTA: dns; mx.acme.example\r\n"
+    "Original-Envelope-Id: msg_01JD8X3Q4W5E6R7T8Y9U0I1O2Q\r\n"
+    "\r\n"
+    "Final-Recipient: rfc822; bob@example.org\r\n"
+    "Action: failed\r\n"
+    "Status: 5.1.1\r\n"
+    "Remote-MTA: dns; mx.example.org\r\n"
+    "Diagnostic-Code: smtp; 550 5.1.1 <bob@example.org>: Recipient address rejected\r\n"
+    "--b1--\r\n"
+)
+INBOUND_ACCEPTED: dict[str, Any] = {"id": INBOUND_ID}
+_INBOUND_SUMMARY: dict[str, Any] = {
+    "id": INBOUND_ID,
+    "kind": "delivery_report",
+    "received_at": RECEIVED,
+    "source": "imap",
+    "mailbox": "bounces@bounce.acme.example",
+    "from": "MAILER-DAEMON@mx.acme.example",
+    "to": ["bounces+msg_01JD8X3Q4W5E6R7T8Y9U0I1O2Q@bounce.acme.example"],
+    "subject": "Undelivered Mail Returned to Sender",
+    "message_id": "<20261130091640.4F2A1@mx.acme.example>",
+    "in_reply_to": None,
+    "size": 2841,
+    "attachments": [{"id": "att_1", "filename": "details.txt", "content_type": "text/plain", "size": 312, "url": None}],
+    "report": {
+        "action": "failed",
+        "status": "5.1.1",
+        "diagnostic_code": "smtp; 550 5.1.1 <bob@example.org>: Recipient address rejected",
+        "remote_mta": "dns; mx.example.org",
+        "final_recipient": "bob@example.org",
+        "original_envelope_id": MESSAGE_ID,
+        "original_message_id": f"<{EMAIL_ID.lower()}@acme.example>",
+    },
+    "related": {"email_id": EMAIL_ID, "message_id": MESSAGE_ID},
+    "parse_error": None,
+}
+INBOUND_LIST: dict[str, Any] = {"data": [_INBOUND_SUMMARY], "next_cursor": None}
+INBOUND: dict[str, Any] = {
+    **_INBOUND_SUMMARY,
+    "attachments": [
+        {
+            **_INBOUND_SUMMARY["attachments"][0],
+            "url": f"https://petrel-bodies.s3.amazonaws.com/inbound/tn_1/{INBOUND_ID}/att_1?X-Amz-Expires=900",
+        }
+    ],
+    "text": "I'm sorry to have to inform you that your message could not be delivered.",
+    "html": None,
+    "reply_text": None,
+}
+
 PROBLEMS: dict[int, dict[str, Any]] = {
     400: {
         "type": "urn:petrel:problem:malformed-body",
@@ -191,6 +259,13 @@ PROBLEMS: dict[int, dict[str, Any]] = {
         "detail": "the body is 5242880 bytes; the API takes at most 4194304: upload large files first "
         "(POST /v1/attachments) and reference them by attachment_id",
         "instance": "/v1/emails",
+    },
+    415: {
+        "type": "urn:petrel:problem:unsupported-media-type",
+        "title": "Unsupported media type",
+        "status": 415,
+        "detail": "send the body as message/rfc822, not application/json",
+        "instance": "/v1/inbound/raw",
     },
     422: {
         "type": "urn:petrel:problem:invalid-request",

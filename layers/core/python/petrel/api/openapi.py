@@ -46,6 +46,10 @@ BEARER = {
     }
 }
 _REF = re.compile(r'"#/components/schemas/([^"]+)"')
+# An operation that reads its body itself (`POST /v1/inbound/raw`: message/rfc822) has no pydantic body
+# for Powertools to document: its route carries the request body under this extension, and `render`
+# puts it where OpenAPI reads it.
+RAW_BODY_EXTENSION = "x-petrel-request-body"
 
 
 def configure(app: APIGatewayRestResolver) -> None:
@@ -124,10 +128,13 @@ def render(app: APIGatewayRestResolver) -> dict[str, Any]:
     """The document of `app`, as clients see the API. Powertools documents a 422 of its own shape on
     every operation; Petrel answers problem documents instead, and lists a 422 only on the operations
     that can give one (petrel.api.routes), so Powertools' is dropped, with the schemas no operation
-    refers to any more. Header parameters are named as HTTP writes them (`header_name`)."""
+    refers to any more. Header parameters are named as HTTP writes them (`header_name`); a request body
+    an operation reads itself is put in place (`RAW_BODY_EXTENSION`)."""
     document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
     for operations in document["paths"].values():
         for operation in operations.values():
+            if RAW_BODY_EXTENSION in operation:
+                operation["requestBody"] = operation.pop(RAW_BODY_EXTENSION)
             invalid = operation["responses"].get("422", {})
             if "HTTPValidationError" in json.dumps(invalid):
                 del operation["responses"]["422"]

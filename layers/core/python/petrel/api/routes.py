@@ -23,17 +23,21 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from pydantic import BaseModel, ValidationError
 
-from petrel.api import examples
+from petrel.api import examples, openapi
 from petrel.api.deps import ApiServices
-from petrel.api.http import PROBLEM_JSON, problem_body, validation_problem, within
-from petrel.errors import InternalError, InvalidRequest, NotFound, PetrelError
+from petrel.api.http import JSON, PROBLEM_JSON, body_bytes, is_json, problem_body, validation_problem, within
+from petrel.errors import InternalError, InvalidRequest, MalformedBody, NotFound, PetrelError, UnsupportedMediaType
 from petrel.models.api import (
     MAX_BATCH,
+    RAW_MESSAGE,
     BatchItemResult,
     BatchSendRequest,
     BatchSendResponse,
     CancelResponse,
     EmailView,
+    InboundAccepted,
+    InboundList,
+    InboundView,
     MessageList,
     MessageView,
     Problem,
@@ -44,8 +48,9 @@ from petrel.models.api import (
     SuppressionView,
 )
 from petrel.models.attachments import AttachmentUpload, CreateAttachmentRequest
+from petrel.models.inbound import InboundKind
 from petrel.models.records import MessageStatus, Tenant
-from petrel.services import attachments, cancel, query, submit, suppressions
+from petrel.services import attachments, cancel, inbound_api, query, submit, suppressions
 
 SEND = "emails:send"
 READ = "emails:read"
@@ -60,6 +65,7 @@ _PROBLEM_TEXT = {
     404: "Not found",
     409: "The Idempotency-Key was used with another request, or its first request is still running",
     413: "The request body is over 4 MiB, or the message over the tenant's size limit",
+    415: "The body is not sent with the media type this operation takes",
     422: "The request is not valid: `errors` lists each failure, with a JSON pointer into the body or "
     "the name of the parameter",
     500: "Internal error (the detail names the request id; nothing was accepted)",
@@ -86,6 +92,7 @@ class Operation:
     rule: str  # Powertools' form: /v1/emails/<id>
     scope: str | None  # None: public
     takes_body: bool
+    media: str = JSON  # the media type of the body it takes (JSON: also `+json` types, or none named)
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +103,18 @@ class Operation:
     def idempotent(self) -> bool:
         """Every authenticated POST takes an `Idempotency-Key`."""
         return self.method == "POST" and self.scope is not None
+
+    def check_media(self, media: str) -> None:
+        """The one place that decides whether a request's body has a media type this operation takes
+        (asked by the front door before the body is read). A JSON operation refuses anything but JSON
+        as a body that is not JSON (400); another takes exactly its own type (anything else is a 415)."""
+        if not self.takes_body:
+            return
+        if self.media == JSON:
+            if not is_json(media):
+                raise MalformedBody(f"send the body as {JSON}, not {media}")
+        elif media != self.media:
+            raise UnsupportedMediaType(f"send the body as {self.media}, not {media or 'without a Content-Type'}")
 
 
 class Operations:
@@ -176,10 +195,14 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         summary: str,
         table: dict[int, Any],
         takes_body: bool = False,
+        media: str = JSON,
+        raw_body: dict[str, Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a route and its `Operation`. `operation_id` is what client generators name the
-        method after: stable and readable, never derived from the handler's name or path."""
-        operation = Operation(method, rule, scope, takes_body)
+        method after: stable and readable, never derived from the handler's name or path. `raw_body`:
+        the OpenAPI request body of an operation that reads its body itself (not a pydantic model),
+        which petrel.api.openapi.render puts in place."""
+        operation = Operation(method, rule, scope, takes_body, media)
         ops.all.append(operation)
         return app.route(
             rule,
@@ -189,6 +212,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
             status_code=status,
             responses=with_idempotency_headers(table) if operation.idempotent else table,
             security=[{"bearer": [scope]}] if scope else None,
+            openapi_extensions={openapi.RAW_BODY_EXTENSION: raw_body} if raw_body else None,
         )
 
     def caller() -> tuple[str, str]:
@@ -491,6 +515,90 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         tenant_id, _ = caller()
         suppressions.remove(services.ports.suppressions, tenant_id, email)
         return Response(204, None, "")
+
+    @route(
+        "POST",
+        "/v1/inbound/raw",
+        operation_id="pushInboundRaw",
+        scope=SEND,
+        status=202,
+        summary="Push a raw incoming message (a Postfix pipe, a MailU forward): ingested as mail read from a mailbox",
+        takes_body=True,
+        media=RAW_MESSAGE,
+        raw_body={
+            "required": True,
+            "description": "The raw message (RFC 5322: its header fields, a blank line, its body), byte for byte",
+            "content": {
+                RAW_MESSAGE: {
+                    "schema": {"type": "string", "format": "binary"},
+                    "examples": {"report": {"summary": "A delivery report", "value": examples.RAW_REPORT}},
+                }
+            },
+        },
+        table=responses(
+            202,
+            "Accepted: stored and queued for ingest; `GET /v1/inbound/{id}` shows it once ingested",
+            (*_AUTHENTICATED, 404, 409, 413, 415, 422),
+            model=InboundAccepted,
+            example=examples.INBOUND_ACCEPTED,
+            on_404=no_tenant,
+            on_413="The message is over 4 MiB",
+            on_415="The body is not sent as message/rfc822",
+            on_422="The body is empty, or is not an email message (it does not start with header fields)",
+        ),
+    )
+    def push_inbound_raw(idempotency_key: IdempotencyKey = None) -> InboundAccepted:
+        tenant_id, _ = caller()
+        tenant(tenant_id)
+        return inbound_api.push_raw(services.inbound, tenant_id, body_bytes(app.current_event.raw_event))
+
+    @route(
+        "GET",
+        "/v1/inbound",
+        operation_id="listInbound",
+        scope=READ,
+        status=200,
+        summary="List incoming mail (reports, complaints, replies, other mail), newest first",
+        table=responses(
+            200,
+            "A page of incoming messages, without their text and HTML; `next_cursor` fetches the next",
+            (*_AUTHENTICATED, 422),
+            model=InboundList,
+            example=examples.INBOUND_LIST,
+        ),
+    )
+    def list_inbound(
+        limit: Limit = PAGE_DEFAULT,
+        kind: Annotated[InboundKind | None, Query(description="Only incoming mail of this kind")] = None,
+        email_id: Annotated[
+            str | None, Query(description="Only incoming mail about this email (`em_...`): its reports and replies")
+        ] = None,
+        cursor: Cursor = None,
+    ) -> InboundList:
+        tenant_id, _ = caller()
+        return inbound_api.list_inbound(
+            services.inbound, tenant_id, kind=kind, email_id=email_id, limit=limit, cursor=cursor
+        )
+
+    @route(
+        "GET",
+        "/v1/inbound/<id>",
+        operation_id="getInbound",
+        scope=READ,
+        status=200,
+        summary="One incoming message: its text, HTML, attachments (with short-lived links), report and original",
+        table=responses(
+            200,
+            "The incoming message",
+            (*_AUTHENTICATED, 404),
+            model=InboundView,
+            example=examples.INBOUND,
+            on_404="No such incoming message (or not ingested yet)",
+        ),
+    )
+    def get_inbound(id: str) -> InboundView:
+        tenant_id, _ = caller()
+        return inbound_api.get_inbound(services.inbound, tenant_id, id)
 
     return ops
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from petrel import resources
-from petrel.container.base import AwsClients, FunctionContainer, message_store, tenant_store
+from petrel.container.base import AwsClients, FunctionContainer, mailbox_store, message_store, tenant_store
 
 # The AWS services the admin commands reach.
 ADMIN_SERVICES = ("dynamodb", "secretsmanager", "sqs")
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from petrel.adapters.dead_letters import SqsDeadLetters
     from petrel.adapters.dynamodb import DynamoMessageStore, DynamoTenantStore
     from petrel.adapters.secrets import SecretsManagerStore
+    from petrel.ports import MailboxStore
+    from petrel.services.mailboxes import MailboxDeps
     from petrel.services.redrive import RedriveDeps
     from petrel.services.tenants import AdminDeps
 
@@ -74,6 +76,11 @@ class AdminContainer(FunctionContainer[AdminSettings]):
         return tenant_store(self.clients, self.settings.tenants_table)
 
     @cached_property
+    def mailboxes(self) -> MailboxStore:
+        """The mailboxes the poller reads (in the tenants table, beside their tenant)."""
+        return mailbox_store(self.clients, self.settings.tenants_table)
+
+    @cached_property
     def messages(self) -> DynamoMessageStore:
         return message_store(self.clients, self.settings.messages_table)
 
@@ -100,6 +107,19 @@ class AdminContainer(FunctionContainer[AdminSettings]):
             clock=self.clock,
             secrets_prefix=self.settings.secrets_prefix,
             **({"max_age_hours_limit": limit} if limit is not None else {}),
+        )
+
+    @cached_property
+    def mailbox_admin(self) -> MailboxDeps:
+        """What `petrel mailbox ...` administers: the mailboxes, their tenants and their passwords."""
+        from petrel.services.mailboxes import MailboxDeps
+
+        return MailboxDeps(
+            tenants=self.tenants,
+            mailboxes=self.mailboxes,
+            secrets=self.secrets,
+            clock=self.clock,
+            secrets_prefix=self.settings.secrets_prefix,
         )
 
     @cached_property

@@ -6,7 +6,15 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from petrel.container.base import FunctionContainer, message_store, retry_scheduler, suppression_store, tenant_store
+from petrel.container.base import (
+    FunctionContainer,
+    inbound_store,
+    ingest_queue,
+    message_store,
+    retry_scheduler,
+    suppression_store,
+    tenant_store,
+)
 from petrel.settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -19,6 +27,7 @@ if TYPE_CHECKING:
     )
     from petrel.adapters.queues import SqsJobQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
+    from petrel.ports import InboundStore, IngestQueue
 
 
 class ApiContainer(FunctionContainer[ApiSettings]):
@@ -35,6 +44,10 @@ class ApiContainer(FunctionContainer[ApiSettings]):
     @property
     def inline_body_limit(self) -> int:
         return self.settings.inline_body_limit
+
+    @property
+    def link_seconds(self) -> int:
+        return self.settings.link_seconds
 
     @cached_property
     def tenants(self) -> DynamoTenantStore:
@@ -69,3 +82,11 @@ class ApiContainer(FunctionContainer[ApiSettings]):
         from petrel.adapters.queues import SqsJobQueue
 
         return SqsJobQueue(self.clients.sqs(), self.settings.queue_urls())
+
+    @cached_property
+    def inbound(self) -> InboundStore:
+        return inbound_store(self.clients, self.settings.inbound_table, self.settings.bodies_bucket)
+
+    @cached_property
+    def ingest(self) -> IngestQueue:
+        return ingest_queue(self.clients, self.settings.ingest_queue_url)

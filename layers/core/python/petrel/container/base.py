@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
     from petrel.adapters.clock import SystemClock
     from petrel.adapters.dynamodb import DynamoMessageStore, DynamoSuppressionStore, DynamoTenantStore
+    from petrel.adapters.inbound import DynamoInboundStore
+    from petrel.adapters.mailboxes import DynamoMailboxStore
+    from petrel.adapters.queues import SqsIngestQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
     from petrel.observability import Telemetry
 
@@ -136,6 +139,28 @@ def suppression_store(clients: AwsClients, table: str) -> DynamoSuppressionStore
     from petrel.adapters.dynamodb import DynamoSuppressionStore
 
     return DynamoSuppressionStore(clients.dynamodb(), table)
+
+
+def mailbox_store(clients: AwsClients, table: str) -> DynamoMailboxStore:
+    """Mailboxes, cursors and poll health: items of the tenants table (`table` is its name)."""
+    from petrel.adapters.mailboxes import DynamoMailboxStore
+
+    return DynamoMailboxStore(clients.dynamodb(), table)
+
+
+def inbound_store(clients: AwsClients, table: str, bucket: str) -> DynamoInboundStore:
+    """Incoming mail on the inbound table; `bucket` (the bodies bucket) keeps the contents too large
+    for an item."""
+    from petrel.adapters.blobs import S3BlobStore
+    from petrel.adapters.inbound import DynamoInboundStore
+
+    return DynamoInboundStore(clients.dynamodb(), table, S3BlobStore(clients.s3(), bucket))
+
+
+def ingest_queue(clients: AwsClients, url: str) -> SqsIngestQueue:
+    from petrel.adapters.queues import SqsIngestQueue
+
+    return SqsIngestQueue(clients.sqs(), url)
 
 
 def retry_scheduler(clients: AwsClients, settings: StoreSettings) -> EventBridgeRetryScheduler:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from petrel.container.base import (
     FunctionContainer,
+    ingest_queue,
+    mailbox_store,
     message_store,
     retry_scheduler,
     suppression_store,
@@ -49,6 +51,7 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
             secrets=SecretsManagerStore(self.clients.secretsmanager()),
             blobs=S3BlobStore(self.clients.s3(), self.settings.bodies_bucket),
             messages=message_store(self.clients, self.settings.messages_table),
+            mailboxes=mailbox_store(self.clients, self.settings.tenants_table),
             config_ttl=self.settings.config_cache_seconds,
         )
 
@@ -78,4 +81,6 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
             lease_seconds=self.settings.lease_seconds,
             ladder=self.settings.ladder(),
             max_receive_count=self.settings.max_receive_count,
+            mailboxes=self.cached.mailboxes,
+            ingest=ingest_queue(self.clients, self.settings.ingest_queue_url),
         )

@@ -21,6 +21,7 @@ from pydantic import (
 
 from petrel.mail.addresses import AddressError, parse_mailbox
 from petrel.mail.text import body_text_problem, header_text_problem
+from petrel.models.inbound import InboundKind
 from petrel.models.records import Attempt, Event, MessageStatus, Pool, RecipientKind, Reply
 
 MAX_RECIPIENTS = 50
@@ -335,6 +336,11 @@ class MessageView(ApiModel):
         default=None, description="deferred: when the next attempt is due; scheduled: when it will be sent"
     )
     attempt_log: list[Attempt]
+    return_path: str | None = Field(
+        default=None,
+        description="The envelope sender this recipient's copy is relayed with (`bounces+<message id>@<return-path "
+        "domain>`): delivery reports come back to it. Null on messages accepted before it was recorded",
+    )
     updated_at: datetime
 
 
@@ -405,4 +411,85 @@ class SuppressionView(ApiModel):
 
 class SuppressionList(ApiModel):
     data: list[SuppressionView]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page")
+
+
+# -- incoming mail: POST /v1/inbound/raw, GET /v1/inbound, GET /v1/inbound/{id}
+
+RAW_MESSAGE = "message/rfc822"
+
+
+class InboundAccepted(ApiModel):
+    id: str = Field(
+        description="The incoming message's id (`in_...`): the same bytes pushed again, or also read from a "
+        "mailbox, give the same id. `GET /v1/inbound/{id}` finds it once it is ingested (seconds)"
+    )
+
+
+class InboundAttachmentView(ApiModel):
+    id: str
+    filename: str | None = None
+    content_type: str
+    size: int = Field(description="Bytes, decoded")
+    url: str | None = Field(
+        default=None,
+        description="A short-lived link to download the file (no credentials needed). Null in listings: "
+        "`GET /v1/inbound/{id}` gives one",
+    )
+
+
+class InboundReportView(ApiModel):
+    """A delivery report's fields (RFC 3464; the first recipient's when it names several)."""
+
+    action: str = Field(description="`delivered`, `relayed`, `expanded`, `delayed` or `failed`")
+    status: str = Field(description="The enhanced status code, e.g. `5.1.1`")
+    diagnostic_code: str | None = None
+    remote_mta: str | None = None
+    final_recipient: str | None = None
+    original_envelope_id: str | None = Field(default=None, description="The `ENVID` Petrel sent: a message id")
+    original_message_id: str | None = Field(default=None, description="The `Message-ID` of the original")
+
+
+class RelatedView(ApiModel):
+    """The Petrel message an incoming message is about (a report, complaint or reply to it)."""
+
+    email_id: str
+    message_id: str
+
+
+class InboundSummary(ApiModel):
+    """An incoming message as listed: everything but its text and HTML (and the attachments' links)."""
+
+    id: str
+    kind: InboundKind
+    received_at: datetime
+    source: Literal["imap", "push", "local"] = Field(
+        description="`imap`: read from a mailbox; `push`: `POST /v1/inbound/raw`; `local`: sent by this tenant "
+        "to a domain it receives for"
+    )
+    mailbox: str | None = Field(default=None, description="The mailbox it was read from or delivered to")
+    from_: str | None = Field(default=None, alias="from")
+    to: list[str]
+    subject: str | None = None
+    message_id: str | None = Field(default=None, description="Its own `Message-ID` header")
+    in_reply_to: str | None = None
+    size: int = Field(description="Bytes of the raw message")
+    attachments: list[InboundAttachmentView]
+    report: InboundReportView | None = Field(default=None, description="Delivery reports only")
+    related: RelatedView | None = Field(default=None, description="Null when it is about no message Petrel sent")
+    parse_error: str | None = Field(
+        default=None, description="Why the MIME could not be read in full (the raw message is kept); null normally"
+    )
+
+
+class InboundView(InboundSummary):
+    """An incoming message with its content, and a link to each attachment."""
+
+    text: str | None = None
+    html: str | None = None
+    reply_text: str | None = Field(default=None, description="Replies: the reply's own text, the quoted original cut")
+
+
+class InboundList(ApiModel):
+    data: list[InboundSummary]
     next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page")

@@ -1,10 +1,13 @@
 """Delivering one recipient's message: a pipeline of named steps (DESIGN §1, §2).
 
-lease → check takeovers → check age → check suppression → load body → choose server → relay →
-classify → (suppress | schedule the retry) → record. Outcomes are values; only an unexpected
-exception escapes (and SQS redelivers the job, then moves it to the DLQ). On the job's last
-receive the message is first ended `failed`/`worker-error` (`give_up`), so it never waits in
-silence for a job that sits in a DLQ.
+lease → check takeovers → check age → check suppression → load body → (deliver locally) → choose
+server → relay → classify → (suppress | schedule the retry) → record. A recipient on a domain one of
+the tenant's own mailboxes receives for is delivered locally: its raw copy goes to the ingest queue,
+the same path as mail read from that mailbox, and it is `delivered` without SMTP.
+
+Outcomes are values; only an unexpected exception escapes (and SQS redelivers the job, then moves
+it to the DLQ). On the job's last receive the message is first ended `failed`/`worker-error`
+(`give_up`), so it never waits in silence for a job that sits in a DLQ.
 
 The worker's time is bounded per invocation (`InvocationBudget`): a record starts only while one
 SMTP transaction still fits, the relay gets the invocation's deadline, and records there is no
@@ -26,7 +29,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from petrel import resources
+from petrel.mail import verp
 from petrel.mail.addresses import parse_mailbox
+from petrel.mail.raw import raw_message_id
 from petrel.mail.smtp_reply import (
     DeliveryOutcome,
     HardFail,
@@ -38,6 +44,7 @@ from petrel.mail.smtp_reply import (
     Stage,
     classify,
 )
+from petrel.models.inbound import IngestJob, inbound_id
 from petrel.models.jobs import SendJob
 from petrel.models.records import (
     FINAL_STATUSES,
@@ -46,6 +53,7 @@ from petrel.models.records import (
     EmailRecord,
     Event,
     EventName,
+    Mailbox,
     MessageRecord,
     MessageStatus,
     Reply,
@@ -60,7 +68,9 @@ from petrel.ports import (
     Clock,
     EmailKey,
     Envelope,
+    IngestQueue,
     JobQueue,
+    MailboxStore,
     MessageKey,
     MessageStore,
     RecordNotFound,
@@ -102,6 +112,9 @@ class DeliverDeps:
     suppressions: SuppressionStore
     scheduler: RetryScheduler
     lease_seconds: int
+    # Local delivery: the tenant's mailboxes (which domains it receives for) and the ingest queue.
+    mailboxes: MailboxStore
+    ingest: IngestQueue
     ladder: RetryLadder = field(default_factory=RetryLadder)
     rng: random.Random = field(default_factory=random.Random)
     # The send queues' maxReceiveCount: the number of dead workers an attempt may outlive.
@@ -253,11 +266,17 @@ def server_failed(reply: SmtpReply) -> bool:
     )
 
 
-def return_path(deps: DeliverDeps, email: EmailRecord, message_id: str) -> str:
-    """The VERP envelope sender: `bounces+<message id>@<the sending domain's return-path domain>`."""
-    from_domain = parse_mailbox(email.from_address).domain
-    domain = deps.tenants.get_domain(email.tenant_id, from_domain)
-    return f"bounces+{message_id}@{domain.return_path_domain if domain else from_domain}"
+def return_path(deps: DeliverDeps, email: EmailRecord, message: MessageRecord) -> str:
+    """The VERP envelope sender: the one fixed at submission (`message.return_path`), or, on a record
+    older than that field, `bounces+<message id>@<the sending domain's return-path domain>` now."""
+    if message.return_path:
+        return message.return_path
+    domain = deps.tenants.get_domain(email.tenant_id, parse_mailbox(email.from_address).domain)
+    return verp.return_path(
+        message.message_id,
+        from_address=email.from_address,
+        return_path_domain=domain.return_path_domain if domain else None,
+    )
 
 
 def relay_message(
@@ -275,9 +294,7 @@ def relay_message(
     except Exception as exc:  # the secret store is down or the secret is gone: keep the message
         reply = SmtpReply.network(Stage.AUTH, f"SMTP password unavailable: {type(exc).__name__}")
         return SoftFail(reply, reason="secret-unavailable"), server
-    envelope = Envelope(
-        sender=return_path(deps, email, message.message_id), recipient=message.recipient, envid=message.message_id
-    )
+    envelope = Envelope(sender=return_path(deps, email, message), recipient=message.recipient, envid=message.message_id)
     reply = deps.relay.relay(server, password, envelope, load_body(deps, email), deadline=deadline)
     outcome = classify(reply)
     if isinstance(outcome, SoftFail) and server_failed(reply):
@@ -414,6 +431,52 @@ def finish_without_sending(
     return Delivery(JobResult.DONE, None, message, note=detail, status=status, attempted=True)
 
 
+def local_mailbox(deps: DeliverDeps, message: MessageRecord) -> Mailbox | None:
+    """The tenant's enabled mailbox on the recipient's domain, if it has one: the recipient is then
+    local (the tenant's own MailU receives for it)."""
+    domain = message.recipient.rpartition("@")[2].lower()
+    return next((m for m in deps.mailboxes.list_mailboxes(message.tenant_id) if m.enabled and m.domain == domain), None)
+
+
+def local_copy(deps: DeliverDeps, email: EmailRecord, message: MessageRecord) -> bytes:
+    """The message as the recipient's mailbox would hold it: the body, under the envelope's
+    `Return-Path` and `Delivered-To` (the same bytes on every attempt, so the copy has one inbound id)."""
+    sender = return_path(deps, email, message)
+    head = f"Return-Path: <{sender}>\r\nDelivered-To: {message.recipient}\r\n".encode()
+    return head + load_body(deps, email)
+
+
+def deliver_locally(
+    deps: DeliverDeps, message: MessageRecord, email: EmailRecord, mailbox: Mailbox, started: datetime
+) -> Delivery:
+    """Store the copy raw and queue it for ingest into `mailbox`, then record `delivered`. A crash in
+    between repeats both on the next lease: the same bytes, the same inbound id, one inbound record."""
+    raw = local_copy(deps, email, message)
+    found = inbound_id(message.tenant_id, raw_message_id(raw), raw)
+    key = resources.inbound_raw_key(message.tenant_id, found)
+    deps.blobs.put(key, raw)
+    deps.ingest.send_ingest(
+        IngestJob(
+            tenant_id=message.tenant_id,
+            inbound_id=found,
+            raw_key=key,
+            received_at=started,
+            source="local",
+            mailbox_id=mailbox.mailbox_id,
+            local_message_id=message.message_id,
+        )
+    )
+    finished = deps.clock.now()
+    attempt = Attempt(number=message.attempt, started_at=started, finished_at=finished, outcome="local")
+    event = _event(message, EventName.DELIVERED, finished, None, f"local delivery to {mailbox.address}")
+    change = Transition(MessageStatus.DELIVERED, (event,), attempt)
+    if not record(deps, message, change, finished):
+        return Delivery(JobResult.DONE, None, message, note="lease lost before recording", attempted=True)
+    return Delivery(
+        JobResult.DONE, None, message, note="local delivery", status=MessageStatus.DELIVERED, attempted=True
+    )
+
+
 def worker_error(error: BaseException) -> str:
     """An event's detail for an unexpected error: its type only, never its text (which may quote a
     body, an address or a secret)."""
@@ -516,6 +579,9 @@ def attempt_delivery(
             deps, leased, MessageStatus.SUPPRESSED, started, event=EventName.SUPPRESSED, detail=suppressed.reason
         )
     email = deps.messages.get_email_record(EmailKey.of(job))
+    mailbox = local_mailbox(deps, leased)
+    if email is not None and mailbox is not None:
+        return deliver_locally(deps, leased, email, mailbox, started)
     server: SmtpServer | None = None
     if email is None:  # cannot happen while retention outlives the queue; finish rather than loop
         outcome: DeliveryOutcome = PermanentFail(

@@ -25,6 +25,7 @@ def _message_view(message: MessageRecord) -> MessageView:
         last_reply=message.last_reply,
         next_attempt_at=message.next_attempt_at,
         attempt_log=list(message.attempts),
+        return_path=message.return_path,
         updated_at=message.updated_at,
     )
 

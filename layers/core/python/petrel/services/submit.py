@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from petrel.errors import InvalidRequest, PayloadTooLarge
 from petrel.ids import new_id
+from petrel.mail import verp
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.mime import AttachmentPart, MessageContent, build_mime, header_message_id
 from petrel.models.api import MAX_SCHEDULE_DAYS, RecipientStatus, SendEmailRequest, SendEmailResponse
@@ -166,7 +167,10 @@ def store_email(
     body: bytes,
     now: datetime,
     send_at: datetime | None,
+    return_path_domain: str | None = None,
 ) -> tuple[EmailRecord, list[MessageRecord]]:
+    """Store the email and its messages, each with its VERP envelope sender fixed now (on the sending
+    domain's `return_path_domain`), so every attempt relays with it and a client can correlate on it."""
     body_key = None
     inline: bytes | None = body
     if len(body) > deps.inline_body_limit:
@@ -204,6 +208,9 @@ def store_email(
             next_attempt_at=send_at,
             send_at=send_at,
             events=(Event(type=created, at=now, message_id=r.message_id, recipient=r.email),),
+            return_path=verp.return_path(
+                r.message_id, from_address=request.from_, return_path_domain=return_path_domain
+            ),
             created_at=now,
             updated_at=now,
         )
@@ -315,8 +322,17 @@ def submit_email(
     uploaded = attachments.fetch_uploaded(deps.blobs, tenant, request.attachments, now)
     body = build_body(request, email_id=email_id, from_domain=from_domain, now=now, uploaded=uploaded)
     check_size(tenant, body)
+    sending = reads.domain(deps, tenant, from_domain)  # read by check_sender_domain already
     email, messages = store_email(
-        deps, tenant, request, email_id=email_id, from_domain=from_domain, body=body, now=now, send_at=send_at
+        deps,
+        tenant,
+        request,
+        email_id=email_id,
+        from_domain=from_domain,
+        body=body,
+        now=now,
+        send_at=send_at,
+        return_path_domain=sending.return_path_domain if sending else None,
     )
     statuses = enqueue_or_leave_to_sweeper(deps, email, messages, send_at)
     return SendEmailResponse(
