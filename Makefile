@@ -93,6 +93,7 @@ deploy: venv
 bench: venv mail
 	$(PY) -m bench.relay
 	$(PY) -m bench.coldstart
+	$(PY) -m bench.ingest
 
 clean:
 	rm -rf cdk.out .build .petrel

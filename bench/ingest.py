@@ -34,8 +34,8 @@ REGION = "us-east-1"
 TENANT = "tn_bench"
 PARSE_ROUNDS = 15
 PARSE_CALLS = 20  # per round and side
-MIX_MESSAGES = 600
-STORED_MESSAGES = 120
+MIX_MESSAGES = 400
+STORED_MESSAGES = 100
 # The parse-cost target: reading everything Petrel stores costs at most this much over the bare parse.
 PARSE_RATIO_TARGET = 2.0
 

@@ -6,6 +6,7 @@ build them (see local/front.py and local/lambda_runtime.py).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -723,3 +724,115 @@ def test_a_hand_back_the_queue_refuses_is_a_batch_failure(stack: Stack) -> None:
     result = stack.send_worker({"Records": records}, LocalContext("send_worker", timeout_seconds=8))
 
     assert result == {"batchItemFailures": [{"itemIdentifier": records[1]["messageId"]}]}  # never lost
+
+
+# -- the ingest side: reports, replies and the inbound API over the handlers ---------------------------
+
+
+def push(stack: Stack, raw: bytes) -> Response:
+    """POST /v1/inbound/raw as API Gateway delivers a binary body: base64, isBase64Encoded."""
+    authorization = f"Bearer {stack.key}"
+    policy = stack.authorize(authorization, "POST", "/v1/inbound/raw")
+    event = {
+        "resource": "/v1/{proxy+}",
+        "path": "/v1/inbound/raw",
+        "httpMethod": "POST",
+        "headers": {"Authorization": authorization, "Content-Type": "message/rfc822"},
+        "queryStringParameters": None,
+        "pathParameters": {"proxy": "inbound/raw"},
+        "body": base64.b64encode(raw).decode(),
+        "isBase64Encoded": True,
+        "requestContext": {
+            "requestId": "req-push",
+            "stage": "test",
+            "httpMethod": "POST",
+            "authorizer": {**policy["context"], "principalId": policy["principalId"]},
+        },
+    }
+    result = stack.api(event)
+    return Response(result["statusCode"], result["headers"], result["body"])
+
+
+def pump_ingest(stack: Stack) -> int:
+    """Run the ingest worker over the ingest queue, as Lambda's SQS event source would."""
+    function = handlers.ingest_worker(stack.env, stack.clients())
+    url = stack.made.queue_urls[resources.INGEST.name]
+    arn = stack.aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def run(event: dict[str, Any], context: LocalContext) -> Any:
+        return function.handler(event, context)
+
+    handled = 0
+    while count := QueuePump(stack.aws["sqs"], url, arn, run, function_name="ingest_worker").poll_once():
+        handled += count
+    return handled
+
+
+def report(message_id: str, recipient: str, *, action: str, status: str, diagnostic: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: bounces+{message_id}@bounce.example.com\r\n"
+        f"Subject: Delivery Status Notification\r\nMessage-ID: <dsn-{message_id}-{action}@mx.example.org>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="R"\r\n'
+        "\r\n--R\r\nContent-Type: text/plain\r\n\r\nSee the report.\r\n"
+        "\r\n--R\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example.org\r\nOriginal-Envelope-Id: {message_id}\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n"
+        "\r\n--R--\r\n"
+    ).encode()
+
+
+def test_a_pushed_report_bounces_the_relayed_message(stack: Stack) -> None:
+    sent = stack.send(to=["bob@example.org"])
+    [recipient] = sent["recipients"]
+    assert stack.pump() == 1
+    view = stack.get(sent["id"])
+    assert view["recipients"][0]["status"] == "relayed"
+    assert view["recipients"][0]["return_path"] == f"bounces+{recipient['id']}@bounce.example.com"
+
+    raw = report(
+        recipient["id"], "bob@example.org", action="failed", status="5.1.1", diagnostic="550 5.1.1 no such user"
+    )
+    pushed = push(stack, raw)
+    assert pushed.status == 202, pushed.raw
+    inbound_id = pushed.body["id"]
+    assert push(stack, raw).body["id"] == inbound_id  # the same bytes are the same message
+    assert pump_ingest(stack) == 2
+
+    bounced = stack.get(sent["id"])["recipients"][0]
+    assert bounced["status"] == "bounced" and bounced["bounce_class"] == "hard"
+    assert bounced["last_reply"]["code"] == 550 and bounced["last_reply"]["enhanced"] == "5.1.1"
+    listed = stack.call("GET", "/v1/inbound", query={"email_id": sent["id"]}).body
+    [item] = listed["data"]
+    assert item["id"] == inbound_id and item["kind"] == "delivery_report"
+    assert item["related"] == {"email_id": sent["id"], "message_id": recipient["id"]}
+    one = stack.call("GET", f"/v1/inbound/{inbound_id}").body
+    assert one["report"]["status"] == "5.1.1" and one["report"]["action"] == "failed"
+    assert one["report"]["original_envelope_id"] == recipient["id"]
+    suppressions = stack.call("GET", "/v1/suppressions").body["data"]
+    assert [s["email"] for s in suppressions] == ["bob@example.org"]
+
+
+def test_a_delivered_report_then_a_reply(stack: Stack) -> None:
+    sent = stack.send(to=["carol@example.org"])
+    [recipient] = sent["recipients"]
+    stack.pump()
+    push(stack, report(recipient["id"], "carol@example.org", action="delivered", status="2.0.0", diagnostic="250 ok"))
+    header = stack.get(sent["id"])["message_id_header"]
+    reply = (
+        f"From: carol@example.org\r\nTo: jane@example.com\r\nSubject: Re: Hi\r\nMessage-ID: <r1@example.org>\r\n"
+        f"In-Reply-To: {header}\r\nReferences: {header}\r\n\r\nSounds good.\r\n\r\n> Hello\r\n"
+    ).encode()
+    assert push(stack, reply).status == 202
+    assert pump_ingest(stack) == 2
+
+    view = stack.get(sent["id"])
+    assert view["recipients"][0]["status"] == "delivered"
+    types = [event["type"] for event in view["events"]]
+    assert "email.delivered" in types and "email.replied" in types
+    replies = stack.call("GET", "/v1/inbound", query={"kind": "reply"}).body["data"]
+    assert len(replies) == 1
+    one = stack.call("GET", f"/v1/inbound/{replies[0]['id']}").body
+    assert one["reply_text"].strip() == "Sounds good." and one["in_reply_to"] == header
+    assert json.dumps(one).count("Hello") >= 1  # the whole text is kept beside the reply's own

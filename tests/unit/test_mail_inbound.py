@@ -515,3 +515,17 @@ def test_mutations_of_every_structural_byte_never_raise() -> None:
         if byte in b":-\r\n=;\"":
             replacement = bytes([rng.choice(b"\x00\xff-:\n x")])
             parse(raw[:index] + replacement + raw[index + 1 :])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF) | st.sampled_from("\t =?"), max_size=60))
+def test_unstructured_headers_read_as_the_header_parser_reads_them(value: str) -> None:
+    """Unstructured headers without encoded words skip the header parser: the value must not change."""
+    raw = b"From: a@example.com\r\nX-Note: " + value.encode() + b"\r\nSubject: " + value.encode() + b"\r\n\r\nx"
+    parsed = parse(raw)
+    (note,) = (v for n, v in parsed.headers if n == "X-Note")
+    for name in ("X-Note", "Subject"):
+        header = policy.default.header_factory(name, value.encode().decode("ascii", "surrogateescape"))
+        expected = str(header).replace("\0", "\ufffd").strip()
+        assert dict(parsed.headers)[name] == expected, name
+    assert note == dict(parsed.headers)["Subject"]

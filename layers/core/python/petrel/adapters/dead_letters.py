@@ -1,9 +1,12 @@
 """SQS dead-letter queues: look at what failed, and put it back on the queue it came from.
 
-Three queues hold dead letters (petrel.resources): the DLQ of each send queue (a job that failed
-`maxReceiveCount` times) and the schedules' DLQ (a retry that EventBridge Scheduler could not put
-on its send queue). Their messages have the same body, a `SendJob`; a Scheduler dead letter also
-carries Scheduler's error attributes (`ERROR_CODE`, `ERROR_MESSAGE`, ...).
+Four queues hold dead letters (petrel.resources): the DLQ of each send queue (a job that failed
+`maxReceiveCount` times), the schedules' DLQ (a retry that EventBridge Scheduler could not put on
+its send queue), and the ingest queue's DLQ (an incoming message the ingest worker failed
+`maxReceiveCount` times). The first two hold a `SendJob` (or a scheduled email's `ReleaseJob`); a
+Scheduler dead letter also carries Scheduler's error attributes (`ERROR_CODE`, `ERROR_MESSAGE`, ...).
+The ingest DLQ holds `IngestJob`s: references to raw mail already in the bucket, kept there longer
+than the DLQ keeps its letters (infra.config checks it), so a redriven job still finds its bytes.
 
 SQS's own redrive (`start_message_move_task`) is not used: it can only send a dead letter back to
 the queue that dead-lettered it, which the schedules' DLQ does not have (the source is the job's
@@ -15,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from petrel import resources
+from petrel.models.inbound import IngestJob
 from petrel.models.jobs import Job, SendJob, parse_job
 from petrel.ports import RecordNotFound
 
@@ -49,6 +53,9 @@ SCHEDULER_ERROR_ATTRIBUTES = frozenset(
     }
 )
 
+# What a DLQ's letters are: send-side jobs (SendJob/ReleaseJob) or the ingest queue's IngestJobs.
+LetterKind = Literal["send", "ingest"]
+
 _BATCH = 10  # SQS's limit for receive, send, delete and visibility batches
 _NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
@@ -57,20 +64,25 @@ _NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"
 class DeadLetterQueue:
     """A dead-letter queue Petrel can redrive. `name` is what an operator types (`petrel dlq list NAME`).
 
-    `source` is the send queue its dead letters go back to; None for the schedules' DLQ, whose
-    letters go to the send queue of their job's pool.
+    `source` is the queue its dead letters go back to; None for the schedules' DLQ, whose letters go
+    to the send queue of their job's pool. `kind` says what its bodies should be, so that a body of
+    another shape is flagged, and only send jobs are offered to a redrive's `prepare`.
     """
 
     name: str
     dlq: str
     source: str | None
+    kind: LetterKind = "send"
 
 
 def dead_letter_queues() -> dict[str, DeadLetterQueue]:
-    """Every redrivable DLQ by operator-facing name: each send queue's, and the schedule group's."""
+    """Every redrivable DLQ by operator-facing name: each send queue's, the ingest queue's, and the
+    schedule group's."""
     queues = {
         spec.name: DeadLetterQueue(spec.name, resources.dlq_name(spec), spec.name) for spec in resources.SEND_QUEUES
     }
+    ingest = resources.INGEST
+    queues[ingest.name] = DeadLetterQueue(ingest.name, resources.dlq_name(ingest), ingest.name, "ingest")
     queues[resources.SCHEDULES.group] = DeadLetterQueue(resources.SCHEDULES.group, resources.SCHEDULES.dlq, None)
     return queues
 
@@ -89,6 +101,7 @@ class DeadLetter:
     """One message of a dead-letter queue, as received (the body exactly as SQS holds it).
 
     `receive_count` is SQS's: the receives on the source queue, plus one per listing of the DLQ.
+    `kind` is what its queue holds (DeadLetterQueue.kind): it decides how the body is read.
     """
 
     message_id: str
@@ -99,9 +112,10 @@ class DeadLetter:
     attributes: Mapping[str, MessageAttributeValueOutputTypeDef]
     trace_header: str | None = None
     receipt_handle: str = field(default="", repr=False, compare=False)
+    kind: LetterKind = "send"
 
     @classmethod
-    def from_sqs(cls, message: MessageTypeDef) -> DeadLetter:
+    def from_sqs(cls, message: MessageTypeDef, kind: LetterKind = "send") -> DeadLetter:
         system = message.get("Attributes", {})
         count = system.get("ApproximateReceiveCount", "0")
         return cls(
@@ -113,15 +127,34 @@ class DeadLetter:
             attributes=message.get("MessageAttributes", {}),
             trace_header=system.get("AWSTraceHeader"),
             receipt_handle=message["ReceiptHandle"],
+            kind=kind,
         )
 
     @property
     def job(self) -> Job | None:
-        """The job in the body (a SendJob, or the ReleaseJob of a scheduled email), or None when it is neither."""
+        """The job in the body (a SendJob, or the ReleaseJob of a scheduled email), or None when it is
+        neither, and always None for an ingest letter (whatever its body, it is no job to send)."""
+        if self.kind != "send":
+            return None
         try:
             return parse_job(self.body)
         except ValidationError:
             return None
+
+    @property
+    def ingest_job(self) -> IngestJob | None:
+        """The IngestJob in an ingest letter's body, or None (a body of another shape, or a send letter)."""
+        if self.kind != "ingest":
+            return None
+        try:
+            return IngestJob.model_validate_json(self.body)
+        except ValidationError:
+            return None
+
+    @property
+    def parsed(self) -> Job | IngestJob | None:
+        """What the body holds for its kind of queue: None when it is not what that queue carries."""
+        return self.ingest_job if self.kind == "ingest" else self.job
 
     @property
     def scheduler_error(self) -> dict[str, str]:
@@ -164,7 +197,7 @@ class DeadLetter:
             "first_received_at": self.first_received_at.isoformat() if self.first_received_at else None,
             "age_seconds": int(age.total_seconds()) if age is not None else None,
         }
-        job = self.job
+        job = self.parsed
         if job is not None:
             row["job"] = job.model_dump(mode="json")
         else:
@@ -269,10 +302,11 @@ class SqsDeadLetters:
 
     def peek(self, name: str, limit: int = 50) -> list[DeadLetter]:
         """Up to `limit` dead letters, in the order SQS hands them out (none is promised), left in the queue."""
-        url = self.url(self.queue(name).dlq)
+        dlq = self.queue(name)
+        url = self.url(dlq.dlq)
         letters: dict[str, DeadLetter] = {}
         try:
-            for batch in self._batches(url, limit, self._list_visibility, letters):
+            for batch in self._batches(url, limit, self._list_visibility, letters, dlq.kind):
                 for letter in batch:
                     letters[letter.message_id] = letter
         finally:
@@ -287,7 +321,10 @@ class SqsDeadLetters:
         `prepare` is called with each letter's SendJob before it is sent, and returns the job to send
         (petrel.services.redrive reopens a message the worker ended `worker-error` and answers the job
         of the attempt it now waits at); a letter whose job it changes goes back with that job as its
-        body. When `prepare` raises, the letter is left where it is and reported.
+        body. When `prepare` raises, the letter is left where it is and reported. `prepare` is never
+        called for the ingest DLQ: its letters go back to the ingest queue as they are, since ingest
+        is idempotent per inbound id (a letter whose message was meanwhile ingested finds its record
+        and does nothing new).
 
         A send DLQ's letters go back to its send queue; a schedules-DLQ letter goes to the send queue
         of its job's pool, without Scheduler's error attributes. The body is sent byte for byte as
@@ -297,18 +334,20 @@ class SqsDeadLetters:
         Each letter is first sent to its queue, then deleted from the DLQ. A crash (or a failed
         delete) in between can only leave a copy in both: the job then runs twice, and that is
         harmless, because the send worker acknowledges a job whose attempt is already done and does
-        nothing. That is what makes redrive idempotent: run it again and it moves only what is still
+        nothing (and an ingest job finds its inbound record). That is what makes redrive idempotent: run it again and it moves only what is still
         in the DLQ. A letter that comes back to the DLQ while this redrive runs (the job failed
         again) is recognised by its SQS MessageId and left for the next run, not looped.
         """
         dlq = self.queue(name)
         url = self.url(dlq.dlq)
+        if dlq.kind != "send":  # no message record to repair behind an ingest job
+            prepare = None
         report = RedriveReport()
         sent_ids: set[str] = set()
         held: dict[str, DeadLetter] = {}
         seen: dict[str, DeadLetter] = {}
         try:
-            for batch in self._batches(url, limit, self._redrive_visibility, seen):
+            for batch in self._batches(url, limit, self._redrive_visibility, seen, dlq.kind):
                 by_queue: dict[str, list[tuple[DeadLetter, str]]] = {}
                 for letter in batch:
                     seen[letter.message_id] = letter
@@ -399,7 +438,7 @@ class SqsDeadLetters:
                 report.moved.append(Moved(letter, target, new_id))
 
     def _batches(
-        self, url: str, limit: int | None, visibility: int, seen: Mapping[str, DeadLetter]
+        self, url: str, limit: int | None, visibility: int, seen: Mapping[str, DeadLetter], kind: LetterKind
     ) -> Iterable[list[DeadLetter]]:
         """Receive until `limit` distinct messages were handed out or the queue has none left to give.
 
@@ -410,16 +449,16 @@ class SqsDeadLetters:
         count = 0
         while limit is None or count < limit:
             want = _BATCH if limit is None else min(_BATCH, limit - count)
-            fresh = self._receive(url, want, visibility, 0, seen)
+            fresh = self._receive(url, want, visibility, 0, seen, kind)
             if not fresh and self._visible(url):
-                fresh = self._receive(url, want, visibility, self._wait, seen)
+                fresh = self._receive(url, want, visibility, self._wait, seen, kind)
             if not fresh:
                 return
             count += len(fresh)
             yield fresh
 
     def _receive(
-        self, url: str, count: int, visibility: int, wait: int, seen: Mapping[str, DeadLetter]
+        self, url: str, count: int, visibility: int, wait: int, seen: Mapping[str, DeadLetter], kind: LetterKind
     ) -> list[DeadLetter]:
         out = self._sqs.receive_message(
             QueueUrl=url,
@@ -431,7 +470,7 @@ class SqsDeadLetters:
         )
         fresh: dict[str, DeadLetter] = {}
         for message in out.get("Messages", []):
-            letter = DeadLetter.from_sqs(message)
+            letter = DeadLetter.from_sqs(message, kind)
             if letter.message_id not in seen:
                 fresh[letter.message_id] = letter
         return list(fresh.values())

@@ -57,6 +57,14 @@ _SKIPPED_HEADER_DEFECTS = (errors.ObsoleteHeaderDefect, errors.UndecodableBytesD
 # The flattening policy for enclosed messages: source header lines kept as they came, CRLF line ends.
 _FLATTEN = policy.default.clone(refold_source="none", linesep="\r\n")
 
+# The headers policy.default parses by their own grammar (email.headerregistry); the rest are unstructured.
+_STRUCTURED = frozenset(
+    {
+        *("from", "to", "cc", "bcc", "sender", "reply-to", "date", "orig-date", "message-id", "mime-version"),
+        *("resent-from", "resent-to", "resent-cc", "resent-bcc", "resent-sender", "resent-date"),
+        *("content-type", "content-disposition", "content-transfer-encoding"),
+    }
+)
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _LINESEP = re.compile(r"\r\n|\r|\n")
 _BASE64_JUNK = re.compile(r"[^A-Za-z0-9+/=\s]")
@@ -229,10 +237,14 @@ def _decode_header(name: str, raw_value: str, defects: _Defects) -> tuple[str, B
     """
     unfolded = "".join(_LINESEP.split(raw_value[: _RAW_HEADER_FACTOR * MAX_HEADER_VALUE]))
     where = f"{name} header"
-    if len(raw_value) > _RAW_HEADER_FACTOR * MAX_HEADER_VALUE:
-        defects.add(f"{where} over {_RAW_HEADER_FACTOR * MAX_HEADER_VALUE} characters; cut")
     cut = len(raw_value) > _RAW_HEADER_FACTOR * MAX_HEADER_VALUE
+    if cut:
+        defects.add(f"{where} over {_RAW_HEADER_FACTOR * MAX_HEADER_VALUE} characters; cut")
     _check_bytes(unfolded, where, defects)
+    if name.lower() not in _STRUCTURED and "=?" not in unfolded:
+        # Unstructured text without encoded words reads as itself: the header parser (most of the
+        # cost of a small message) would return the same string.
+        return _recover_bytes(unfolded, where, defects).strip(), None
     _check_encoded_words(unfolded, where, defects)
     header: BaseHeader | None
     try:
