@@ -1,4 +1,4 @@
-"""The deployed handlers (api, authorizer, send_worker) in-process against moto and a real SMTP server.
+"""The deployed handlers (api, authorizer, send_worker, ingest_worker) in-process against moto and a real SMTP server.
 
 Events are built the way API Gateway (REST proxy, REQUEST authorizer) and the SQS event source
 build them (see local/front.py and local/lambda_runtime.py).
