@@ -1,5 +1,7 @@
 """`petrel dlq list|redrive QUEUE`: what the workers gave up on, and putting it back
-(petrel.adapters.dead_letters; petrel.services.redrive reopens what the worker ended `worker-error`)."""
+(petrel.adapters.dead_letters; petrel.services.redrive reopens what the send worker ended
+`worker-error`). QUEUE is a send queue, `ingest` (incoming mail the ingest worker failed) or
+`schedules` (retries EventBridge Scheduler could not deliver)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from cli.command import Context, Groups, add_groups, add_parser
 from petrel import resources
 from petrel.adapters.dead_letters import DeadLetter, dead_letter_queues
+from petrel.models.inbound import IngestJob
 from petrel.models.jobs import SendJob
 
 
@@ -19,8 +22,10 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
         commands,
         "list",
         "show what a dead-letter queue holds (the messages stay, visible)",
-        "Print the DLQ's approximate depth, then one line per message. Messages are received briefly "
-        "and made visible again at once, so a redrive right after sees them.",
+        "Print the DLQ's approximate depth, then one line per message: a send job's tenant, email, "
+        "message, attempt and pool; an ingest job's tenant, inbound id, source (imap, push, local), "
+        "mailbox and received time. A body that is not what the queue carries is flagged. Messages are "
+        "received briefly and made visible again at once, so a redrive right after sees them.",
     )
     listing.add_argument("queue", choices=names, help="whose dead-letter queue")
     listing.add_argument("--limit", type=positive, default=50, help="show at most N messages")
@@ -28,12 +33,15 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     redrive = add_parser(
         commands,
         "redrive",
-        "move dead letters back to their send queue",
-        "Send each dead letter back (a send DLQ to its send queue, the schedules DLQ to the send queue of "
-        "the job's pool), then delete it from the DLQ. A message the worker ended failed/worker-error is "
-        "first reopened (queued again at its attempt), so its job runs once more. Safe to repeat: a job "
-        "whose attempt is done does nothing. What cannot be placed (an unparseable schedules-DLQ body) "
-        "is left and reported.",
+        "move dead letters back to the queue they came from",
+        "Send each dead letter back (a send DLQ to its send queue, the ingest DLQ to the ingest queue, the "
+        "schedules DLQ to the send queue of the job's pool), then delete it from the DLQ; a crash in "
+        "between leaves a copy in both, never none. A message the send worker ended failed/worker-error "
+        "is first reopened (queued again at its attempt), so its job runs once more. Ingest letters go "
+        "back unchanged: ingest is idempotent per inbound id, so redriving a letter whose message was "
+        "meanwhile ingested is harmless (it finds its record). Safe to repeat: a job whose attempt is "
+        "done does nothing. What cannot be placed (an unparseable schedules-DLQ body) is left and "
+        "reported.",
     )
     redrive.add_argument("queue", choices=names, help="whose dead-letter queue")
     redrive.add_argument("--limit", type=positive, default=None, help="take at most N messages (default: all)")
@@ -83,8 +91,11 @@ def redrive_letters(args: argparse.Namespace, context: Context) -> int:
 
     letters = context.services.dead_letters
     name = _dlq_name(context, args.queue)
-    redrive = context.services.redrive
-    report = letters.redrive(args.queue, args.limit, prepare=lambda job: reopen_for_redrive(redrive, job))
+    if letters.queue(args.queue).kind == "send":
+        redrive = context.services.redrive
+        report = letters.redrive(args.queue, args.limit, prepare=lambda job: reopen_for_redrive(redrive, job))
+    else:  # ingest jobs go back as they are: no message record to reopen
+        report = letters.redrive(args.queue, args.limit)
     if context.output.as_json:
         context.output.json(
             {
@@ -123,11 +134,14 @@ def duration(span: timedelta) -> str:
 
 
 def _time(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+    """A moment in UTC to the second (a naive one is taken as UTC already)."""
+    if moment is None:
+        return "-"
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def letter_line(letter: DeadLetter, now: datetime) -> str:
-    """One dead letter in one line (its job's ids, never its body), plus the scheduler's error if any."""
+    """One dead letter in one line (its job's ids, never a parsed body), plus the scheduler's error if any."""
     age = letter.age(now)
     parts = [
         letter.message_id,
@@ -136,12 +150,16 @@ def letter_line(letter: DeadLetter, now: datetime) -> str:
         f"first received {_time(letter.first_received_at)}",
         f"age {duration(age) if age is not None else '-'}",
     ]
-    job = letter.job
-    if isinstance(job, SendJob):
+    job = letter.parsed
+    if isinstance(job, IngestJob):
+        parts.append(ingest_fields(job))
+    elif isinstance(job, SendJob):
         parts.append(f"tenant={job.tenant_id} email={job.email_id} message={job.message_id}")
         parts.append(f"attempt={job.attempt} pool={job.pool}")
     elif job is not None:  # a scheduled email's release
         parts.append(f"tenant={job.tenant_id} email={job.email_id} release pool={job.pool}")
+    elif letter.kind == "ingest":
+        parts.append(f"not an ingest job: {letter.body[:80]!r}")
     else:
         parts.append(f"unparseable body: {letter.body[:80]!r}")
     line = "  ".join(parts)
@@ -149,3 +167,16 @@ def letter_line(letter: DeadLetter, now: datetime) -> str:
         shown = {k: v for k, v in error.items() if k in ("ERROR_CODE", "ERROR_MESSAGE", "RETRY_ATTEMPTS")} or error
         line += "\n    scheduler error: " + "  ".join(f"{k}={v}" for k, v in shown.items())
     return line
+
+
+def ingest_fields(job: IngestJob) -> str:
+    """Where an ingest job's message came from, enough to find it in its mailbox or with the inbound API."""
+    where = f"mailbox={job.mailbox_id or '-'}"
+    if job.folder is not None:
+        where += f" folder={job.folder}"
+    if job.uid is not None:
+        where += f" uid={job.uid}"
+    return (
+        f"tenant={job.tenant_id} inbound={job.inbound_id} source={job.source} {where}  "
+        f"received {_time(job.received_at)}"
+    )

@@ -449,3 +449,13 @@ def test_a_disabled_mailbox_or_another_domain_is_relayed(world: FakeWorld, seede
     world.mailboxes.create_mailbox(_mailbox(seeded, "support@example.com").model_copy(update={"enabled": False}))
     _, send = _send(world, seeded, "sales@example.com")
     assert send().status is MessageStatus.RELAYED and world.ingest_queue.jobs == []
+
+
+def test_the_record_stays_small_whatever_the_headers_say(world: FakeWorld, seeded: Seeded) -> None:
+    many = ", ".join(f"r{n}@example.net" for n in range(2_000))
+    raw = f"From: a@example.net\r\nTo: {many}\r\nSubject: {'s' * 50_000}\r\n\r\nbody\r\n".encode()
+
+    record = ingest(world.ingest_deps(), _job(world, seeded, raw)).record
+
+    assert len(record.to) == 50 and record.subject is not None and len(record.subject) == 998
+    assert len(record.model_dump_json()) < 64_000

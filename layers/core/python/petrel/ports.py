@@ -252,7 +252,8 @@ class MessageStore(Protocol):
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
         """Append events to the message's timeline without touching its status (a late report, a
         reply, a complaint). An event already there (same type, time and detail) is not added twice.
-        RecordNotFound: no such message."""
+        RecordNotFound: no such message; WriteConflict: other writers kept changing the timeline (the
+        caller's job is retried)."""
         ...
 
 

@@ -306,7 +306,7 @@ class SqsDeadLetters:
         url = self.url(dlq.dlq)
         letters: dict[str, DeadLetter] = {}
         try:
-            for batch in self._batches(url, limit, self._list_visibility, letters, dlq.kind):
+            for batch in self._batches(url, limit, self._list_visibility, letters, kind=dlq.kind):
                 for letter in batch:
                     letters[letter.message_id] = letter
         finally:
@@ -334,9 +334,10 @@ class SqsDeadLetters:
         Each letter is first sent to its queue, then deleted from the DLQ. A crash (or a failed
         delete) in between can only leave a copy in both: the job then runs twice, and that is
         harmless, because the send worker acknowledges a job whose attempt is already done and does
-        nothing (and an ingest job finds its inbound record). That is what makes redrive idempotent: run it again and it moves only what is still
-        in the DLQ. A letter that comes back to the DLQ while this redrive runs (the job failed
-        again) is recognised by its SQS MessageId and left for the next run, not looped.
+        nothing, and the ingest worker finds the inbound record of an ingest job's id already there.
+        That is what makes redrive idempotent: run it again and it moves only what is still in the
+        DLQ. A letter that comes back to the DLQ while this redrive runs (the job failed again) is
+        recognised by its SQS MessageId and left for the next run, not looped.
         """
         dlq = self.queue(name)
         url = self.url(dlq.dlq)
@@ -347,7 +348,7 @@ class SqsDeadLetters:
         held: dict[str, DeadLetter] = {}
         seen: dict[str, DeadLetter] = {}
         try:
-            for batch in self._batches(url, limit, self._redrive_visibility, seen, dlq.kind):
+            for batch in self._batches(url, limit, self._redrive_visibility, seen, kind=dlq.kind):
                 by_queue: dict[str, list[tuple[DeadLetter, str]]] = {}
                 for letter in batch:
                     seen[letter.message_id] = letter
@@ -438,7 +439,7 @@ class SqsDeadLetters:
                 report.moved.append(Moved(letter, target, new_id))
 
     def _batches(
-        self, url: str, limit: int | None, visibility: int, seen: Mapping[str, DeadLetter], kind: LetterKind
+        self, url: str, limit: int | None, visibility: int, seen: Mapping[str, DeadLetter], *, kind: LetterKind
     ) -> Iterable[list[DeadLetter]]:
         """Receive until `limit` distinct messages were handed out or the queue has none left to give.
 
@@ -449,16 +450,16 @@ class SqsDeadLetters:
         count = 0
         while limit is None or count < limit:
             want = _BATCH if limit is None else min(_BATCH, limit - count)
-            fresh = self._receive(url, want, visibility, 0, seen, kind)
+            fresh = self._receive(url, want, visibility, 0, seen, kind=kind)
             if not fresh and self._visible(url):
-                fresh = self._receive(url, want, visibility, self._wait, seen, kind)
+                fresh = self._receive(url, want, visibility, self._wait, seen, kind=kind)
             if not fresh:
                 return
             count += len(fresh)
             yield fresh
 
     def _receive(
-        self, url: str, count: int, visibility: int, wait: int, seen: Mapping[str, DeadLetter], kind: LetterKind
+        self, url: str, count: int, visibility: int, wait: int, seen: Mapping[str, DeadLetter], *, kind: LetterKind
     ) -> list[DeadLetter]:
         out = self._sqs.receive_message(
             QueueUrl=url,

@@ -307,11 +307,11 @@ def _record(
         source=job.source,
         mailbox_id=job.mailbox_id,
         mailbox=_mailbox_name(deps, job),
-        **{"from": parsed.from_},
-        to=tuple(parsed.to),
-        subject=parsed.subject,
-        message_id=parsed.message_id,
-        in_reply_to=parsed.in_reply_to,
+        **{"from": _cap(parsed.from_)},
+        to=tuple(_cap(address) or "" for address in parsed.to[:MAX_LISTED_RECIPIENTS]),
+        subject=_cap(parsed.subject),
+        message_id=_cap(parsed.message_id),
+        in_reply_to=_cap(parsed.in_reply_to),
         raw_key=job.raw_key,
         size=len(raw),
         digest=raw_digest(raw),
@@ -321,6 +321,16 @@ def _record(
         related=None if first is None else Related(email_id=first.key.email_id, message_id=first.key.message_id),
         attachments=attachments,
     )
+
+
+# The record item holds what listing shows; it must stay far below DynamoDB's 400 KB whatever the
+# headers say (the whole header block is in the content item, and the raw message in the bucket).
+MAX_LISTED_RECIPIENTS = 50
+MAX_FIELD = 998  # RFC 5322's line limit
+
+
+def _cap(value: str | None) -> str | None:
+    return None if value is None else value[:MAX_FIELD]
 
 
 def _mailbox_name(deps: IngestDeps, job: IngestJob) -> str | None:
