@@ -1,4 +1,5 @@
-"""Dead-letter queues under moto: listing leaves the messages visible, redrive puts them back byte for byte.
+"""Dead-letter queues under moto: listing leaves the messages visible, redrive puts them back byte for byte
+(send jobs, Scheduler's dead letters, and the ingest queue's IngestJobs).
 
 The queues come from local/provision.py (the same specs as the CDK constructs); the schedules' DLQ
 is created here when provision does not make it.
@@ -6,28 +7,41 @@ is created here when provision does not make it.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from cli.main import main
+from cli.command import Context
+from cli.main import main, parser, run
+from cli.output import Output
+from cli.target import LOCAL, Target
 from local.provision import LocalResources, provision
 from petrel import resources
 from petrel.adapters.dead_letters import SCHEDULER_ERROR_ATTRIBUTES, SqsDeadLetters, dead_letter_queues
 from petrel.adapters.queues import SqsJobQueue
+from petrel.container.admin import AdminSettings
+from petrel.mail.raw import raw_message_id
+from petrel.models.inbound import IngestJob, inbound_id
 from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.models.records import Pool
 from petrel.ports import RecordNotFound
+from petrel.services.ingest import RECEIVED, ingest
+from petrel.services.mailboxes import MailboxDeps
+from petrel.services.redrive import RedriveDeps
+from petrel.services.tenants import AdminDeps
+from tests.fakes import FakeWorld
 from tests.integration.aws_env import REGION, clean_aws_environment
 
 pytestmark = pytest.mark.integration
@@ -37,6 +51,7 @@ MAX_RECEIVE_COUNT = 2
 TRANSACTIONAL = resources.SEND_TRANSACTIONAL.name
 BULK = resources.SEND_BULK.name
 SCHEDULES = resources.SCHEDULES.group
+INGEST = resources.INGEST.name
 
 
 def _job(n: int, pool: Pool = "transactional", attempt: int = 0) -> str:
@@ -121,9 +136,19 @@ def queues(monkeypatch: pytest.MonkeyPatch, boto_session: boto3.session.Session)
 
 
 def test_the_queue_names_come_from_resources() -> None:
-    assert list(dead_letter_queues()) == [*(spec.name for spec in resources.SEND_QUEUES), resources.SCHEDULES.group]
+    assert list(dead_letter_queues()) == [*(spec.name for spec in resources.QUEUES), resources.SCHEDULES.group]
     assert dead_letter_queues()[SCHEDULES].dlq == resources.SCHEDULES.dlq
     assert dead_letter_queues()[BULK].source == BULK
+    assert dead_letter_queues()[INGEST].source == INGEST
+    assert dead_letter_queues()[INGEST].dlq == resources.dlq_name(resources.INGEST)
+
+
+def test_provision_makes_a_dlq_for_every_queue_and_local_json_names_them(queues: Queues) -> None:
+    """`.petrel/local.json`'s `aws.dlqs` is provision's `dlq_urls` plus the schedules' DLQ
+    (local/platform.py): every queue of resources.QUEUES, by the name `petrel dlq` takes."""
+    assert queues.made.dlq_urls.keys() == {spec.name for spec in resources.QUEUES}
+    for name, url in queues.made.dlq_urls.items():
+        assert url == queues.dlq_url(name)
 
 
 def test_list_shows_the_messages_and_leaves_them_visible_for_a_redrive(queues: Queues) -> None:
@@ -333,8 +358,10 @@ def test_a_letter_that_fails_again_during_the_redrive_is_not_looped(queues: Queu
 def test_a_missing_queue_is_a_one_line_error(queues: Queues) -> None:
     with pytest.raises(RecordNotFound, match=r"queue petrel-nope-send-bulk-dlq does not exist"):
         SqsDeadLetters(queues.sqs, "petrel-nope").peek(BULK)
-    with pytest.raises(RecordNotFound, match="no dead-letter queue 'ingest'"):
-        queues.dlq.peek("ingest")
+    with pytest.raises(RecordNotFound, match=r"no dead-letter queue 'inbound' \(known: .*\bingest\b"):
+        queues.dlq.peek("inbound")
+    with pytest.raises(RecordNotFound, match="no dead-letter queue 'ingest-dlq'"):
+        queues.dlq.redrive("ingest-dlq")
 
 
 # The CLI, end to end against a moto server, the way `make run` leaves it (.petrel/local.json).
@@ -410,3 +437,213 @@ def test_cli_reports_a_missing_state_file_in_one_line(tmp_path: Path, capsys: py
         capsys.readouterr().err.strip()
         == f"petrel: {tmp_path / 'local.json'} not found: start the local stack with `make run` first"
     )
+
+
+# The ingest queue's dead letters: IngestJobs (raw mail already in the bucket), put back unchanged.
+
+RECEIVED_AT = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+
+
+def _raw(n: int) -> bytes:
+    return (
+        f"From: sender{n}@example.org\r\nTo: inbox@example.com\r\nSubject: hello {n}\r\n"
+        f"Message-ID: <in-{n}@example.org>\r\n\r\nbody {n}\r\n"
+    ).encode()
+
+
+def _ingest_job(tenant_id: str, n: int, source: Literal["imap", "push", "local"] = "imap") -> tuple[IngestJob, bytes]:
+    """Message `n` and its job, as the poller (imap), POST /v1/inbound/raw (push) or a local delivery make them."""
+    raw = _raw(n)
+    found = inbound_id(tenant_id, raw_message_id(raw), raw)
+    where: dict[str, Any] = {}
+    if source == "imap":
+        where = {"mailbox_id": "mbx_1", "folder": "INBOX", "uid": 100 + n}
+    elif source == "local":
+        where = {"mailbox_id": "mbx_1", "local_message_id": f"m_{n}"}
+    job = IngestJob(
+        tenant_id=tenant_id,
+        inbound_id=found,
+        raw_key=resources.inbound_raw_key(tenant_id, found),
+        received_at=RECEIVED_AT + timedelta(seconds=n),
+        source=source,
+        **where,
+    )
+    return job, raw
+
+
+def test_list_shows_ingest_letters_and_flags_a_body_that_is_no_ingest_job(queues: Queues) -> None:
+    dlq = queues.dlq_url(INGEST)
+    jobs = [_ingest_job("t_1", n, source)[0] for n, source in enumerate(("imap", "push", "local"), start=1)]
+    sent = {queues.put(dlq, job.model_dump_json()): job for job in jobs}
+    garbled = queues.put(dlq, "{not an ingest job")
+    stray = queues.put(dlq, _job(1))  # a send job is no ingest job either
+
+    depth = queues.dlq.depth(INGEST)
+    letters = {letter.message_id: letter for letter in queues.dlq.peek(INGEST)}
+
+    assert depth.visible == 5 and depth.total == 5
+    assert letters.keys() == {*sent, garbled, stray}
+    for sqs_id, job in sent.items():
+        assert letters[sqs_id].ingest_job == job and letters[sqs_id].job is None and letters[sqs_id].kind == "ingest"
+    for sqs_id in (garbled, stray):
+        assert letters[sqs_id].parsed is None and "unparseable_body" in letters[sqs_id].summary(RECEIVED_AT)
+    assert queues.visible(dlq) == 5  # made visible again at once
+
+
+def test_ingest_redrive_puts_each_letter_back_unchanged_and_prepares_nothing(queues: Queues) -> None:
+    dlq = queues.dlq_url(INGEST)
+    job, _ = _ingest_job("t_1", 2, "push")
+    # Not how pydantic would write it (a newer worker's field, indentation, non-ASCII): sent back as is.
+    body = json.dumps(job.model_dump(mode="json") | {"note": "düsseldorf ✉"}, indent=1, ensure_ascii=False)
+    attributes = {"origin": {"DataType": "String", "StringValue": "poller"}}
+    kept = queues.put(dlq, body, attributes)
+    stray = queues.put(dlq, _job(1))  # send-shaped: a send redrive would offer it to `prepare`
+    garbled = queues.put(dlq, "{garbled")  # the worker decides again (it may be a newer worker's job)
+    prepared: list[SendJob] = []
+
+    def prepare(found: SendJob) -> SendJob:
+        prepared.append(found)
+        return found
+
+    report = queues.dlq.redrive(INGEST, prepare=prepare)
+
+    assert {m.letter.message_id: m.queue for m in report.moved} == {kept: INGEST, stray: INGEST, garbled: INGEST}
+    assert report.left == [] and prepared == []
+    back = {m["Body"]: m for m in queues.drain(queues.url(INGEST))}
+    assert back.keys() == {body, _job(1), "{garbled"}
+    assert back[body]["MessageAttributes"] == attributes
+    assert queues.dlq.depth(INGEST).total == 0
+    again = queues.dlq.redrive(INGEST)
+    assert again.moved == [] and again.left == []
+
+
+class _Crash(Exception):
+    pass
+
+
+class _DiesBeforeDeleting:
+    """An SQS client whose process dies after SendMessageBatch put the letters back, before the DLQ delete."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.unfinished: list[str] = []  # receipt handles of the letters it never deleted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        self.unfinished += [entry["ReceiptHandle"] for entry in kwargs["Entries"]]
+        raise _Crash("the process died between send and delete")
+
+
+def test_a_crash_between_send_and_delete_twice_duplicates_ingest_letters_and_loses_none(queues: Queues) -> None:
+    """Invariant: every dead letter is on the DLQ or on the ingest queue, whatever crashes; and the
+    copies a crash leaves make one inbound record per message, the one ingested meanwhile unchanged."""
+    world = FakeWorld()
+    tenant = world.seed().tenant.tenant_id
+    made = [_ingest_job(tenant, n, source) for n, source in enumerate(("imap", "push", "imap"), start=1)]
+    for job, raw in made:
+        world.blobs.put(job.raw_key, raw)
+    meanwhile = made[0][0]  # ingested after all (the poller read it again, or a later receive succeeded)
+    assert ingest(world.ingest_deps(), meanwhile).created
+    before = world.inbound.get_inbound(tenant, meanwhile.inbound_id)
+    dlq = queues.dlq_url(INGEST)
+    bodies = [job.model_dump_json() for job, _ in made]
+    for body in bodies:
+        queues.put(dlq, body)
+
+    for crashes in (1, 2):
+        dying = _DiesBeforeDeleting(queues.sqs)
+        with pytest.raises(_Crash):
+            SqsDeadLetters(dying, PREFIX, wait_seconds=0).redrive(INGEST)  # type: ignore[arg-type]
+        assert len(dying.unfinished) == 3
+        for handle in dying.unfinished:  # its visibility timeout passes
+            queues.sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=handle, VisibilityTimeout=0)
+        assert queues.visible(dlq) == 3  # nothing left the DLQ
+        assert queues.visible(queues.url(INGEST)) == 3 * crashes  # one more copy of each per crash
+
+    report = queues.dlq.redrive(INGEST)
+
+    assert len(report.moved) == 3 and report.left == []
+    assert queues.dlq.depth(INGEST).total == 0
+    copies = [message["Body"] for message in queues.drain(queues.url(INGEST))]
+    assert sorted(copies) == sorted(bodies * 3)  # each letter three times, byte for byte
+    done = [ingest(world.ingest_deps(), IngestJob.model_validate_json(body)) for body in copies]
+    assert sum(result.created for result in done) == 2  # the two not ingested before, once each
+    assert {result.outcome for result in done} == {RECEIVED}
+    assert world.inbound.records.keys() == {(tenant, job.inbound_id) for job, _ in made}
+    assert world.inbound.get_inbound(tenant, meanwhile.inbound_id) == before
+    assert all(record.outcome == RECEIVED for record in world.inbound.records.values())
+
+
+@dataclass
+class _DlqOnly:
+    """The admin container's surface for `petrel dlq`: the real dead letters, no message store (a
+    redrive that reached for it fails the command)."""
+
+    dead_letters: SqsDeadLetters
+
+    @property
+    def admin(self) -> AdminDeps:
+        raise AssertionError("no tenants here")
+
+    @property
+    def mailbox_admin(self) -> MailboxDeps:
+        raise AssertionError("no mailboxes here")
+
+    @property
+    def redrive(self) -> RedriveDeps:
+        raise AssertionError("no message store here")
+
+
+def _cli(queues: Queues, workdir: Path, *argv: str) -> tuple[int, str, str]:
+    args: argparse.Namespace = parser().parse_args(argv)
+    out, err = io.StringIO(), io.StringIO()
+    settings = AdminSettings(
+        name_prefix=PREFIX,
+        tenants_table=f"{PREFIX}-tenants",
+        messages_table=f"{PREFIX}-messages",
+        secrets_prefix=resources.secrets_prefix(PREFIX),
+    )
+    context = Context(
+        env=LOCAL,
+        workdir=workdir,
+        output=Output(as_json=args.json, out=out, err=err),
+        target=Target(env=LOCAL, settings=settings, state={}),
+        services=_DlqOnly(queues.dlq),
+    )
+    return run(args, context), out.getvalue(), err.getvalue()
+
+
+def test_cli_lists_and_redrives_ingest_letters_without_reaching_for_message_records(
+    queues: Queues, tmp_path: Path
+) -> None:
+    dlq = queues.dlq_url(INGEST)
+    job, _ = _ingest_job("t_1", 1, "imap")
+    letter = queues.put(dlq, job.model_dump_json())
+    garbled = queues.put(dlq, "<html>oops</html>")
+
+    status, out, _ = _cli(queues, tmp_path, "dlq", "list", INGEST)
+    lines = out.splitlines()
+    assert status == 0 and lines[0].startswith(f"{PREFIX}-ingest-dlq: about 2 message(s) (2 visible")
+    line = next(row for row in lines if row.startswith(letter))
+    assert f"tenant=t_1 inbound={job.inbound_id} source=imap mailbox=mbx_1 folder=INBOX uid=101" in line
+    assert line.endswith("received 2026-11-30T12:00:01Z")
+    assert any(row.startswith(garbled) and row.endswith("not an ingest job: '<html>oops</html>'") for row in lines)
+
+    status, out, _ = _cli(queues, tmp_path, "--json", "dlq", "list", INGEST)
+    shown = {message["sqs_message_id"]: message for message in json.loads(out)["messages"]}
+    assert status == 0 and shown[letter]["job"] == job.model_dump(mode="json")
+    assert shown[garbled]["unparseable_body"] == "<html>oops</html>" and "job" not in shown[garbled]
+
+    status, out, _ = _cli(queues, tmp_path, "dlq", "redrive", INGEST)
+    assert status == 0 and out.splitlines() == [f"{PREFIX}-ingest-dlq: moved 2 (2 to {INGEST}), left 0"]
+    assert sorted(m["Body"] for m in queues.drain(queues.url(INGEST))) == sorted(
+        [job.model_dump_json(), "<html>oops</html>"]
+    )
+    assert queues.visible(dlq) == 0
+
+    # A send queue's redrive does reach for the message store (to reopen worker-error messages).
+    queues.put(queues.dlq_url(BULK), _job(1, "bulk"))
+    status, _, err = _cli(queues, tmp_path, "dlq", "redrive", BULK)
+    assert status == 1 and err.strip() == "petrel: AssertionError: no message store here"

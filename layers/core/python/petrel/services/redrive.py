@@ -6,7 +6,8 @@ the last of those receives the worker ended its message `failed`/`worker-error`
 nothing. So, before the letter goes back, the message is reopened: from `failed`/`worker-error`
 back to `queued` at the attempt it failed at (a conditional write on (failed, attempt); event
 `email.queued`, detail "redriven"), and the job put back is the one for that attempt. Every other
-letter goes back unchanged (its job does nothing if its attempt is done).
+letter goes back unchanged (its job does nothing if its attempt is done). The ingest DLQ's letters
+never come here: an IngestJob has no message record to reopen, and ingest is idempotent per inbound id.
 """
 
 from __future__ import annotations
