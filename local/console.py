@@ -12,7 +12,9 @@ terminal. `ConsoleFormatter` is Powertools' own formatter (the same keys: the in
     11:52:03.530 INFO    send-worker delivery attempt email_id=e_1 message_id=m_1 attempt=1 outcome=relayed ...
 
 `ConsoleLogs` puts it on the functions' loggers for `make run` (LOG_FORMAT=text, the default there) and
-puts their JSON formatters back when the stack stops; on Lambda nothing of this is loaded.
+puts their JSON formatters back when the stack stops; on Lambda nothing of this is loaded. The local
+timer runs the IMAP poller every few seconds (deployed: every minute), so the text console leaves out
+an idle poll's line (`IdlePolls`); a poll that fetched mail or failed still shows, and JSON keeps all.
 """
 
 from __future__ import annotations
@@ -113,6 +115,23 @@ def stdlib_console_formatter() -> ConsoleFormatter:
     return ConsoleFormatter(name="%(name)s")
 
 
+class IdlePolls(logging.Filter):
+    """Drops the poller's per-mailbox line when the poll fetched nothing and met no error: on a timer of a
+    few seconds those lines would bury everything else on the console."""
+
+    MESSAGE = "mailbox polled"  # petrel.entrypoints.imap_poller's line for each mailbox read
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != self.MESSAGE or getattr(record, "fetched", None) != 0:
+            return True
+        folders = getattr(record, "folders", None)
+        noteworthy = not isinstance(folders, list) or any(
+            not isinstance(f, dict) or f.get("error") or f.get("uidvalidity_reset") or f.get("conflict")
+            for f in folders
+        )
+        return bool(getattr(record, "error", None)) or noteworthy
+
+
 class ConsoleLogs:
     """The text console on a set of Powertools loggers, undone by `restore`.
 
@@ -122,6 +141,7 @@ class ConsoleLogs:
 
     def __init__(self) -> None:
         self._replaced: list[tuple[logging.Handler, logging.Formatter | None]] = []
+        self._idle = IdlePolls()
 
     def install(self, loggers: Iterable[Logger]) -> None:
         for logger in loggers:
@@ -132,11 +152,13 @@ class ConsoleLogs:
                 keys.pop(key, None)
             self._replaced.append((handler, current))
             handler.setFormatter(ConsoleFormatter(**keys))
+            handler.addFilter(self._idle)
 
     def restore(self) -> None:
         """Every handler's formatter as it was before `install`."""
         for handler, formatter in reversed(self._replaced):
             handler.setFormatter(formatter)
+            handler.removeFilter(self._idle)
         self._replaced.clear()
 
 

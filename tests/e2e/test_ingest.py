@@ -10,6 +10,10 @@ comes back, and each test checks it arrives at the right message.
 - A reply sent into the demo tenant's inbox (In-Reply-To the sent Message-ID) becomes `email.replied`
   on the original and is listed as kind `reply`, its own text cut from the quote.
 - A complaint (RFC 5965 ARF) pushed to POST /v1/inbound/raw suppresses the complainant.
+- A hand-written RFC 3464 report pushed raw moves a relayed message to `bounced`; a later report that
+  says `delivered` is an event only (statuses only move forward).
+- Mail to a domain the tenant receives for (its mailboxes' domain) is delivered locally: `delivered` with
+  no SMTP, its copy in the tenant's inbound store.
 
 Every report and reply is also listed by GET /v1/inbound with the original it is about (`related`).
 """
@@ -30,7 +34,7 @@ import pytest
 
 from local.platform import LocalPlatform
 from tests.e2e.support.api import Api, read_mailbox
-from tests.e2e.support.tenants import Mailboxes
+from tests.e2e.support.tenants import Mailboxes, make_tenant
 from tests.e2e.support.tracking import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -253,3 +257,91 @@ def _read(boxes: Mailboxes, address: str) -> list[EmailMessage]:
         return found
 
     return list(wait_until(messages, 20, f"mail in {address}"))
+
+
+def _rfc3464(return_path: str, message_id: str, header_id: str, recipient: str, action: str, status: str) -> bytes:
+    """A delivery report as a remote MTA writes one (RFC 3464), for the copy of `message_id` to `recipient`."""
+    boundary = f"dsn-{_tag()}"
+    code = {"2": "250", "4": "450", "5": "552"}[status[0]]
+    text = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.remote.example>\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Delivery Status Notification\r\n"
+        f"Message-ID: <{boundary}@mx.remote.example>\r\n"
+        f"Date: {format_datetime(datetime.now(UTC))}\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+        "\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"This is the mail system at host mx.remote.example. Your message to <{recipient}>: {action}.\r\n\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.remote.example\r\n"
+        f"Original-Envelope-Id: {message_id}\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\n"
+        f"Action: {action}\r\n"
+        f"Status: {status}\r\n"
+        "Remote-MTA: dns; mx.remote.example\r\n"
+        f"Diagnostic-Code: smtp; {code} {status} {'Mailbox full' if action == 'failed' else 'Ok'}\r\n\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {header_id}\r\nTo: {recipient}\r\n\r\n"
+        f"--{boundary}--\r\n"
+    )
+    return text.encode()
+
+
+def test_a_report_pushed_raw_moves_a_relayed_message_and_only_forward(platform: LocalPlatform) -> None:
+    # A tenant whose reports no poller reads: its message stays `relayed` until the pushed report comes.
+    tenant = make_tenant(platform, "Pushed reports")
+    recipient = f"full-{_tag()}@{platform.config.recipient_domain}"
+    Mailboxes(platform.mailu, [recipient])
+    status, sent = tenant.api.call(
+        "POST", "/v1/emails", {"from": tenant.from_address, "to": recipient, "subject": f"push {_tag()}", "text": "x"}
+    )
+    assert status == 202, sent
+    view = tenant.api.wait_for(sent["id"], lambda v: _recipient(v)["status"] == "relayed")
+    message = _recipient(view)
+    args = (message["return_path"], message["id"], view["message_id_header"], recipient)
+
+    status, accepted = tenant.api.post_raw("/v1/inbound/raw", _rfc3464(*args, "failed", "5.2.2"))
+    assert status == 202, accepted
+    bounced = tenant.api.wait_for(sent["id"], lambda v: _recipient(v)["status"] == "bounced", timeout=_within(platform))
+    reply = _recipient(bounced)["last_reply"]
+    assert (reply["code"], reply["enhanced"]) == (552, "5.2.2"), reply
+    assert _events(bounced)[-1] == "email.bounced"
+    status, _ = tenant.api.call("GET", f"/v1/suppressions/{recipient}")
+    assert status == 404, "a full mailbox is not a reason to suppress (DESIGN §2)"
+    status, report = tenant.api.call("GET", f"/v1/inbound/{accepted['id']}")
+    assert status == 200 and report["kind"] == "delivery_report" and report["source"] == "push", report
+    assert report["related"] == {"email_id": sent["id"], "message_id": message["id"]}
+
+    # A later report that says the opposite: an event on the message, never a step back.
+    status, later = tenant.api.post_raw("/v1/inbound/raw", _rfc3464(*args, "delivered", "2.0.0"))
+    assert status == 202, later
+    after = tenant.api.wait_for(sent["id"], lambda v: "email.delivered" in _events(v), timeout=_within(platform))
+    assert _recipient(after)["status"] == "bounced"
+
+
+def test_mail_to_a_domain_the_tenant_receives_for_is_delivered_locally_without_smtp(
+    platform: LocalPlatform, api: Api
+) -> None:
+    colleague = f"colleague-{_tag()}@{platform.config.domain}"  # the domain of the demo tenant's mailboxes
+    sent = _send(api, platform, colleague, f"local {_tag()}", "Straight into our own inbound store.")
+    view = api.wait_for(sent["id"], lambda v: _recipient(v)["status"] == "delivered")
+    message = _recipient(view)
+    assert [a["outcome"] for a in message["attempt_log"]] == ["local"]
+    assert _events(view) == ["email.queued", "email.delivered"]
+
+    def listed() -> list[dict[str, Any]]:
+        status, page = api.call("GET", f"/v1/inbound?email_id={sent['id']}")
+        assert status == 200, page
+        return list(page["data"])
+
+    [copy] = wait_until(listed, _within(platform), "the local copy in GET /v1/inbound")
+    assert copy["source"] == "local" and copy["to"] == [colleague], copy
+    status, full = api.call("GET", f"/v1/inbound/{copy['id']}")
+    assert status == 200 and "Straight into our own inbound store." in full["text"], full
+    assert colleague not in platform.mailu.postfix_log.read_text(errors="replace"), "it went through Postfix"

@@ -105,3 +105,25 @@ def test_values_with_spaces_are_quoted_and_the_stdlib_lines_are_labelled_by_logg
     assert console_line({"level": "INFO", "service": "petrel-api", "message": "m", "note": {"a": 1}}) == (
         ' INFO    api         m note={"a":1}'
     )
+
+
+def test_an_idle_poll_is_left_off_the_text_console_and_a_poll_that_found_mail_or_failed_is_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    poller = _telemetry("imap-poller")
+    idle = {"folder": "INBOX", "fetched": 0, "queued": 0, "uidvalidity_reset": False, "conflict": False}
+    console = ConsoleLogs()
+    console.install([poller.logger])
+    try:
+        poller.logger.info("mailbox polled", extra={"fetched": 0, "error": None, "folders": [idle]})
+        poller.logger.info("mailbox polled", extra={"fetched": 2, "error": None, "folders": [idle | {"fetched": 2}]})
+        poller.logger.info("mailbox polled", extra={"fetched": 0, "folders": [idle | {"uidvalidity_reset": True}]})
+        poller.logger.warning("mailbox poll failed", extra={"fetched": 0, "error": "login refused"})
+    finally:
+        console.restore()
+    lines = _lines(capsys)
+    assert len(lines) == 3, lines
+    assert "fetched=2" in lines[0] and "uidvalidity_reset" in lines[1] and "login refused" in lines[2]
+    poller.logger.info("mailbox polled", extra={"fetched": 0, "error": None, "folders": [idle]})
+    [restored] = _lines(capsys)  # JSON once the stack stops: nothing filtered
+    assert json.loads(restored)["message"] == "mailbox polled"
