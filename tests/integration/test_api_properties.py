@@ -20,7 +20,6 @@ from tests.fakes import FakeWorld
 from tests.unit.api_fakes import Api
 
 
-
 def _raw_message(_ctx: Any, value: Any) -> bytes:
     """POST /v1/inbound/raw's body: the drawn value as bytes, whatever it is (a message or not)."""
     if isinstance(value, bytes):
