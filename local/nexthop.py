@@ -12,6 +12,7 @@ It runs in the caller's process on aiosmtpd's Controller (its own thread and eve
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Any
@@ -25,6 +26,8 @@ HOST = "127.0.0.1"
 # What Postfix answers for an address of a virtual domain that has no mailbox: what a real remote MailU says.
 REFUSAL = "550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
 _REMEMBERED = 1000
+# aiosmtpd logs every connection at INFO under this name: the local console shows its warnings only.
+_AIOSMTPD_LOGGER = "mail.log"
 
 
 class _RefusingHandler:
@@ -59,11 +62,16 @@ class RefusingNextHop:
         self._handler = _RefusingHandler()
         self._controller: Controller | None = None
         self._hostname = hostname
+        self._log_level: int | None = None
 
     def start(self) -> None:
         """Listen (no-op when already listening); returns once the server answers."""
         if self._controller is not None:
             return
+        aiosmtpd_log = logging.getLogger(_AIOSMTPD_LOGGER)
+        if aiosmtpd_log.level == logging.NOTSET:  # nobody chose a level: keep its per-connection lines quiet
+            self._log_level = aiosmtpd_log.level
+            aiosmtpd_log.setLevel(logging.WARNING)
         controller = Controller(
             self._handler,
             hostname=self.host,
@@ -79,6 +87,9 @@ class RefusingNextHop:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+        if self._log_level is not None:
+            logging.getLogger(_AIOSMTPD_LOGGER).setLevel(self._log_level)
+            self._log_level = None
 
     def __enter__(self) -> RefusingNextHop:
         self.start()

@@ -142,6 +142,7 @@ def test_a_failed_report_bounces_the_relayed_message_and_suppresses_a_bad_mailbo
     suppression = world.suppressions.get(seeded.tenant.tenant_id, "bob@example.org")
     assert suppression is not None and suppression.reason == "hard-bounce"
     assert suppression.message_id == message.message_id
+    assert suppression.detail == "550 5.1.1 <bob@example.org>: User unknown"
     record = done.record
     assert record.kind is InboundKind.DELIVERY_REPORT and record.outcome == BOUNCED
     assert record.related is not None and record.related.message_id == message.message_id

@@ -412,7 +412,7 @@ def _apply_report(
         change = Transition(MessageStatus.BOUNCED, (event,), reply=reply, bounce_class=str(bounce_class))
         moved = _move(deps, target, change, at, last_receive=last_receive)
         if isinstance(outcome, HardFail) and outcome.suppress:  # as for a bounce at the relay
-            _suppress(deps, target, "hard-bounce", str(_smtp_reply(report)), at)
+            _suppress(deps, target, "hard-bounce", _reply_line(_smtp_reply(report)), at)
         return BOUNCED if moved else EVENT
     # delivered, relayed (to a system that sends no reports) or expanded (to a list): it arrived
     event = _event(target, EventName.DELIVERED, at, f"{detail}: {action}", reply)
@@ -494,6 +494,11 @@ def _smtp_reply(report: DeliveryReport) -> SmtpReply:
     text = " ".join((report.diagnostic or report.status).split())[:500]
     enhanced = report.status if report.status[:1] == status_class and report.status.count(".") == 2 else None
     return SmtpReply(code=code, text=text, stage=Stage.RCPT, enhanced=enhanced)
+
+
+def _reply_line(reply: SmtpReply) -> str:
+    """The reply as one line, its code once (a report's diagnostic usually starts with the code)."""
+    return reply.text if reply.text.startswith(str(reply.code)) else f"{reply.code} {reply.text}"
 
 
 def _report_reply(report: DeliveryReport) -> Reply:
