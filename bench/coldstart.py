@@ -8,11 +8,18 @@ the layer build does (never into the working tree, where unchecked `.pyc` would 
 runs every figure in a fresh interpreter on that copy. CPU time (user + system, from the OS) is the
 figure: wall time on a shared machine is noise.
 
-Per function (api, authorizer, send_worker, sweeper), median of RUNS fresh interpreters:
+Per function (api, authorizer, send_worker, sweeper, imap_poller, ingest_worker), median of RUNS fresh
+interpreters:
 - cold import: import the handler module, beside `import boto3` + one client (what any function pays);
-- first invocation: import, build the container from a valid environment (moto server, a local SMTP
-  sink) and handle one representative event, beside `import boto3` + one client + one DynamoDB call
-  to the same moto server.
+- first invocation: import, build the container from an environment that validates against the
+  function's settings model (moto server, a local SMTP sink) and handle one representative event,
+  beside `import boto3` + one client + one DynamoDB call to the same moto server.
+Each round's first invocations follow one email: the authorizer admits the key, the API accepts the
+email, the send worker relays it to the sink, the sweeper runs, the poller polls the tenant's mailbox
+(registered on a loopback port that refuses connections, so the run reads its password, fails to
+connect and records that error in the mailbox's health), and the ingest worker takes the RFC 3464
+report that says the email was delivered, as the poller would have queued it, and moves the message
+from `relayed` to `delivered`.
 Also: four boto3 clients built on one shared session vs one session each (the containers share one),
 and the import of `email_validator` (petrel.mail.addresses imports it on first use).
 """
@@ -34,18 +41,29 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.sink import PASSWORD, USER, Sink
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from petrel.container.admin import AdminContainer
+    from petrel.models.inbound import IngestJob
+    from petrel.models.records import MessageRecord
+
 REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "child.py"
-FUNCTIONS = ("api", "authorizer", "send_worker", "sweeper")
+FUNCTIONS = ("api", "authorizer", "send_worker", "sweeper", "imap_poller", "ingest_worker")
 RUNS = 5
 REGION = "us-east-1"
 PREFIX = "bench"
 # The send worker's cold import target (CPU, with .pyc), kept from the relay bench.
 WORKER_IMPORT_TARGET_MS = 600.0
+# The mailbox the poller reads: on the seeded tenant's domain, at a port that refuses connections.
+MAILBOX_ADDRESS = "bounces@petrel.test"
+MAILBOX_PASSWORD = "bench-imap-password"  # in moto's Secrets Manager, for a mailbox no server has
+REPORTING_MTA = "mx.petrel.test"
 # Variables of the bench's own environment that must not reach a measured function.
 _SCRUBBED_PREFIXES = ("AWS_", "PETREL_", "POWERTOOLS_")
 
@@ -114,15 +132,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses every connection at once: bound and never listening, and held so that
+    nothing else can listen on it meanwhile (a closed port could be taken by another process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class Backend:
-    """A moto server provisioned like the local stack, with one tenant that can send through the sink."""
+    """A moto server provisioned like the local stack, with one tenant that can send through the sink and
+    has one mailbox registered for the poller."""
 
     endpoint: str
     environment: dict[str, str]  # every function's PETREL_* variables (each reads its own)
     api_key: str
     queue_url: str
     queue_arn: str
+    ingest_queue_url: str
+    ingest_queue_arn: str
+    tenant_id: str
+    mailbox_id: str
+    admin: AdminContainer  # the bench's own view of the tables, secrets, bucket and queues
 
 
 @contextmanager
@@ -140,12 +173,14 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-def seed_backend(endpoint: str, sink_port: int, sink_ca: str) -> Backend:
-    """Provision tables, queues, bucket and schedules as the local stack does, and seed a tenant."""
+def seed_backend(endpoint: str, sink_port: int, sink_ca: str, imap_port: int) -> Backend:
+    """Provision tables, queues, bucket and schedules as the local stack does, seed a tenant and register
+    its mailbox at `imap_port` (as `petrel mailbox add` would: the password in Secrets Manager only)."""
     from local.aws import LocalAws
     from local.provision import provision
-    from local.seed import RelayAccount, seed_tenant
+    from local.seed import ImapAccount, RelayAccount, register_mailbox, seed_tenant
     from petrel.container.admin import AdminContainer, AdminSettings
+    from petrel.resources import INGEST
 
     aws = LocalAws(endpoint, region=REGION)
     made = provision(
@@ -163,21 +198,45 @@ def seed_backend(endpoint: str, sink_port: int, sink_ca: str) -> Backend:
     )
     relay = RelayAccount(host="127.0.0.1", port=sink_port, username=USER, password=PASSWORD, ca_bundle=sink_ca)
     seeded = seed_tenant(admin.admin, "bench", domain="petrel.test", relay=relay)
+    account = ImapAccount(address=MAILBOX_ADDRESS, password=MAILBOX_PASSWORD, host="127.0.0.1", port=imap_port)
+    mailbox = register_mailbox(admin.mailbox_admin, seeded.tenant_id, account)
     return Backend(
         endpoint=endpoint,
         environment=made.environment(),
         api_key=seeded.api_key,
         queue_url=made.queue_urls["send-transactional"],
         queue_arn=made.queue_arns["send-transactional"],
+        ingest_queue_url=made.queue_urls[INGEST.name],
+        ingest_queue_arn=made.queue_arns[INGEST.name],
+        tenant_id=seeded.tenant_id,
+        mailbox_id=mailbox.mailbox_id,
+        admin=admin,
     )
 
 
+def settings_model(function: str) -> type[BaseModel]:
+    """The settings model a function's container validates its environment into on a cold start."""
+    from petrel import settings
+
+    models: dict[str, type[BaseModel]] = {
+        "api": settings.ApiSettings,
+        "authorizer": settings.AuthorizerSettings,
+        "send_worker": settings.SendWorkerSettings,
+        "sweeper": settings.SweeperSettings,
+        "imap_poller": settings.PollerSettings,
+        "ingest_worker": settings.IngestWorkerSettings,
+    }
+    return models[function]
+
+
 def function_environment(base: Mapping[str, str], backend: Backend, function: str, workdir: Path) -> dict[str, str]:
-    """What infra gives a deployed function (its settings, Powertools' names), pointed at moto."""
+    """What infra gives a deployed function (its settings, Powertools' names), pointed at moto. It is
+    validated here against the function's settings model, so a missing variable fails the bench before
+    any figure is taken rather than as a crash inside a measured child."""
     from petrel import resources as r
     from petrel.observability import METRICS_FILE_ENV, service_name
 
-    return {
+    env = {
         **base,
         **backend.environment,
         "AWS_ENDPOINT_URL": backend.endpoint,
@@ -185,6 +244,8 @@ def function_environment(base: Mapping[str, str], backend: Backend, function: st
         r.POWERTOOLS_LOG_LEVEL_ENV: "WARNING",
         METRICS_FILE_ENV: str(workdir / "metrics.jsonl"),
     }
+    settings_model(function).model_validate(env)
+    return env
 
 
 # -- representative events --------------------------------------------------------------------------
@@ -257,15 +318,90 @@ def scheduled_event() -> dict[str, Any]:
     }
 
 
-def receive_jobs(backend: Backend, count: int) -> list[dict[str, Any]]:
-    """The send jobs the API's invocations queued (held invisible while the worker runs)."""
-    from local.aws import LocalAws
+def delivery_report(message: MessageRecord, run: int) -> bytes:
+    """A small RFC 3464 report as the tenant's MailU writes one when the next hop took `message`
+    (`NOTIFY=SUCCESS`): sent to its VERP return path, naming it by `ENVID` and its recipient."""
+    assert message.return_path is not None, message
+    lines = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{REPORTING_MTA}>",
+        f"To: {message.return_path}",
+        "Subject: Successful Mail Delivery Report",
+        f"Message-ID: <dsn-{run}-{message.message_id}@{REPORTING_MTA}>",
+        "Date: Mon, 30 Nov 2026 12:00:00 +0000",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="dsn"',
+        "",
+        "--dsn",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        f"Your message was delivered to <{message.recipient}>.",
+        "",
+        "--dsn",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns; {REPORTING_MTA}",
+        f"Original-Envelope-Id: {message.message_id}",
+        "",
+        f"Final-Recipient: rfc822; {message.recipient}",
+        "Action: delivered",
+        "Status: 2.0.0",
+        "Diagnostic-Code: smtp; 250 2.0.0 Ok: queued",
+        "",
+        "--dsn--",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
 
-    sqs = LocalAws(backend.endpoint, region=REGION).client("sqs")
+
+def queue_report(backend: Backend, raw: bytes, uid: int) -> IngestJob:
+    """Put `raw` where the poller puts a message it read from the tenant's mailbox (the bucket, then the
+    ingest queue), keyed as it keys it; the job queued."""
+    from datetime import UTC, datetime
+
+    from petrel import resources as r
+    from petrel.container.base import ingest_queue
+    from petrel.mail.raw import raw_message_id
+    from petrel.models.inbound import IngestJob, inbound_id
+
+    found = inbound_id(backend.tenant_id, raw_message_id(raw), raw)
+    key = r.inbound_raw_key(backend.tenant_id, found)
+    backend.admin.clients.s3().put_object(Bucket=backend.environment[r.BODIES_BUCKET_ENV], Key=key, Body=raw)
+    job = IngestJob(
+        tenant_id=backend.tenant_id,
+        inbound_id=found,
+        raw_key=key,
+        received_at=datetime.now(UTC),
+        source="imap",
+        mailbox_id=backend.mailbox_id,
+        folder="INBOX",
+        uid=uid,
+    )
+    ingest_queue(backend.admin.clients, backend.ingest_queue_url).send_ingest(job)
+    return job
+
+
+def message_record(backend: Backend, message_id: str) -> MessageRecord:
+    messages = backend.admin.messages
+    key = messages.find_message_key(backend.tenant_id, message_id)
+    found = messages.get_message(key) if key is not None else None
+    assert found is not None, f"message {message_id} not found"
+    return found
+
+
+def response_body(response: Mapping[str, Any]) -> Any:
+    """The JSON body of an API Gateway proxy response."""
+    body = response["body"]
+    return json.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)
+
+
+def receive_jobs(backend: Backend, queue_url: str, count: int) -> list[dict[str, Any]]:
+    """The jobs the previous invocation queued on `queue_url` (held invisible while the next one runs)."""
+    sqs = backend.admin.clients.sqs()
     jobs: list[dict[str, Any]] = []
     for _ in range(20):
         got = sqs.receive_message(
-            QueueUrl=backend.queue_url,
+            QueueUrl=queue_url,
             MaxNumberOfMessages=10,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
@@ -274,7 +410,7 @@ def receive_jobs(backend: Backend, count: int) -> list[dict[str, Any]]:
         jobs += [dict(message) for message in got]
         if len(jobs) >= count:
             return jobs
-    raise RuntimeError(f"the API queued {len(jobs)} jobs, expected {count}")
+    raise RuntimeError(f"{len(jobs)} jobs on {queue_url}, expected {count}")
 
 
 # -- the figures -------------------------------------------------------------------------------------
@@ -305,9 +441,10 @@ def invoke(
 def measure(build: Build, base: Mapping[str, str], workdir: Path, samples: Samples) -> None:
     """RUNS rounds, each taking every figure once in a fresh interpreter. A round's first calls follow one
     email: the authorizer admits the key, the API accepts the email, the worker relays its job to the
-    sink; then the sweeper runs."""
-    with Sink() as sink, moto_server() as endpoint:
-        backend = seed_backend(endpoint, sink.port, sink.ca_pem)
+    sink; then the sweeper runs, the poller fails to reach the tenant's mailbox, and the ingest worker
+    takes the report of the email's delivery."""
+    with Sink() as sink, moto_server() as endpoint, refusing_port() as imap_port:
+        backend = seed_backend(endpoint, sink.port, sink.ca_pem, imap_port)
         envs = {fn: function_environment(base, backend, fn, workdir) for fn in FUNCTIONS}
         bare = {**base, "AWS_ENDPOINT_URL": backend.endpoint}
         for run in range(RUNS):
@@ -326,13 +463,50 @@ def measure(build: Build, base: Mapping[str, str], workdir: Path, samples: Sampl
             cpu, response = invoke(build, "api", send_event(context, run), envs["api"], workdir)
             assert response["statusCode"] == 202, response
             samples.add("first api", cpu)
-            [job] = receive_jobs(backend, 1)
+            [recipient] = response_body(response)["recipients"]
+            [job] = receive_jobs(backend, backend.queue_url, 1)
             cpu, response = invoke(
                 build, "send_worker", sqs_event([job], backend.queue_arn), envs["send_worker"], workdir
             )
             assert response == {"batchItemFailures": []}, response
             samples.add("first send_worker", cpu)
             samples.add("first sweeper", invoke(build, "sweeper", scheduled_event(), envs["sweeper"], workdir)[0])
+            samples.add("first imap_poller", first_poll(build, backend, envs["imap_poller"], workdir))
+            samples.add(
+                "first ingest_worker",
+                first_ingest(build, backend, envs["ingest_worker"], workdir, message_id=recipient["id"], run=run),
+            )
+
+
+def first_poll(build: Build, backend: Backend, env: Mapping[str, str], workdir: Path) -> float:
+    """One poller run: its one mailbox refuses the connection, which the run counts as failed and records
+    in the mailbox's health (a poll error newer than the previous one)."""
+    mailboxes = backend.admin.mailboxes
+    before = mailboxes.get_health(backend.tenant_id, backend.mailbox_id)
+    cpu, counts = invoke(build, "imap_poller", scheduled_event(), env, workdir)
+    assert counts == {"mailboxes": 1, "disabled": 0, "not_started": 0, "fetched": 0, "queued": 0, "failed": 1}, counts
+    after = mailboxes.get_health(backend.tenant_id, backend.mailbox_id)
+    assert after is not None and after.error is not None and after.error_at is not None, after
+    assert MAILBOX_PASSWORD not in after.error, "a password reached the mailbox's health"
+    assert before is None or (before.error_at is not None and after.error_at > before.error_at), (before, after)
+    return cpu
+
+
+def first_ingest(
+    build: Build, backend: Backend, env: Mapping[str, str], workdir: Path, *, message_id: str, run: int
+) -> float:
+    """One ingest batch: the report that the round's email (relayed by the send worker) was delivered,
+    queued as the poller queues what it reads; the message ends `delivered`."""
+    relayed = message_record(backend, message_id)
+    assert relayed.status == "relayed", relayed.status
+    queue_report(backend, delivery_report(relayed, run), uid=run + 1)
+    [job] = receive_jobs(backend, backend.ingest_queue_url, 1)
+    event = sqs_event([job], backend.ingest_queue_arn)
+    cpu, response = invoke(build, "ingest_worker", event, env, workdir)
+    assert response == {"batchItemFailures": []}, response
+    delivered = message_record(backend, message_id)
+    assert delivered.status == "delivered", delivered.status
+    return cpu
 
 
 def report(samples: Samples) -> bool:
@@ -343,10 +517,10 @@ def report(samples: Samples) -> bool:
         f"  baselines    python -c pass {samples['interpreter'] * ms:4.0f} ms"
         f" | import boto3 + one client {client * ms:4.0f} ms | + one DynamoDB call {call * ms:4.0f} ms"
     )
-    print(f"  {'function':<12} {'cold import':>11} {'x boto3+client':>15} {'first call':>11} {'x boto3+call':>13}")
+    print(f"  {'function':<13} {'cold import':>11} {'x boto3+client':>15} {'first call':>11} {'x boto3+call':>13}")
     for fn in FUNCTIONS:
         cold, first = samples[f"import {fn}"], samples[f"first {fn}"]
-        print(f"  {fn:<12} {cold * ms:8.0f} ms {cold / client:14.2f}x {first * ms:8.0f} ms {first / call:12.2f}x")
+        print(f"  {fn:<13} {cold * ms:8.0f} ms {cold / client:14.2f}x {first * ms:8.0f} ms {first / call:12.2f}x")
     shared, separate = samples["clients shared"], samples["clients separate"]
     print(
         f"  4 boto3 clients: one session {shared * ms:.0f} ms | a session each {separate * ms:.0f} ms"

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from imapclient import DELETED, SEEN, IMAPClient, SocketTimeout
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
+from petrel.adapters.net import timed_out
 from petrel.models.records import Mailbox, SmtpSecurity
 from petrel.ports import FetchedMessage, MailboxError
 
@@ -230,22 +231,13 @@ def _plain(exc: BaseException) -> str:
     return _BYTES_REPR.sub(lambda match: match.group(1), str(exc))
 
 
-def _timed_out(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, socket.timeout | TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _describe(exc: BaseException, stage: str) -> str:
     """A short, password-free account of a failure at `stage`."""
     if isinstance(exc, UnicodeError):  # never the text itself: at login it holds the password
         if stage == "login":
             return "the IMAP username or password is not ASCII: LOGIN cannot send it"
         return f"{type(exc).__name__}: the {stage} command cannot be sent as ASCII"
-    if _timed_out(exc):
+    if timed_out(exc):
         return f"timed out waiting for the server ({stage})"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"

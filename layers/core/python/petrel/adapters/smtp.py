@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from petrel.adapters.net import timed_out
 from petrel.mail.smtp_reply import ReplyCode, SmtpReply, Stage
 from petrel.models.records import SmtpSecurity, SmtpServer
 from petrel.ports import Envelope
@@ -393,23 +394,12 @@ def _quietly_close(conn: smtplib.SMTP | None, fuse: _Fuse, quit_first: bool = Fa
         fuse.close()  # the last descriptor of the socket: the connection really ends here
 
 
-def _timed_out(exc: BaseException) -> bool:
-    """A timeout, or an error smtplib raised because of one (it reports a read that timed out as
-    "Connection unexpectedly closed")."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, socket.timeout | TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _describe(exc: BaseException, stage: Stage) -> str:
     if isinstance(exc, UnicodeError):  # never the text itself: at AUTH it holds the password
         if stage is Stage.AUTH:
             return "the SMTP username or password is not ASCII: smtplib's AUTH cannot send it"
         return f"{type(exc).__name__}: the {stage} command cannot be sent as ASCII"
-    if _timed_out(exc):
+    if timed_out(exc):
         return "timed out waiting for the server"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
