@@ -61,6 +61,12 @@ def test_a_batch_ingests_each_job_and_reports_only_the_bad_ones(world: FakeWorld
     world.messages.lease(MessageKey.of(waiting), after_attempt=0, now=0, lease_until=10**10)
     later = _job(world, seeded, dsn(waiting, action="delivered", status="2.0.0"))
     missing = _job(world, seeded, b"Subject: gone\r\n\r\nx\r\n").model_copy(update={"raw_key": "inbound/none"})
+    broken = _job(  # broken boundaries, an unknown charset, bytes that are not UTF-8: stored raw, not a failure
+        world,
+        seeded,
+        b'From: x@example.net\r\nSubject: \xff\xfe\r\nContent-Type: multipart/mixed; boundary="Q"\r\n\r\n'
+        b"--Q\r\nContent-Type: text/plain; charset=no-such-charset\r\n\r\n\xe9t\xe9\r\n--Z--",
+    )
 
     result = _handler(world, captured)(
         {
@@ -69,6 +75,7 @@ def test_a_batch_ingests_each_job_and_reports_only_the_bad_ones(world: FakeWorld
                 sqs_record(later.model_dump_json(), message_id="later"),
                 sqs_record("not json", message_id="garbled"),
                 sqs_record(missing.model_dump_json(), message_id="missing"),
+                sqs_record(broken.model_dump_json(), message_id="broken"),
             ]
         },
         LocalContext(FUNCTION),
@@ -83,6 +90,8 @@ def test_a_batch_ingests_each_job_and_reports_only_the_bad_ones(world: FakeWorld
         line["kind"] == "delivery_report" and line["outcome"] == "bounced" and line["message_id"] == message.message_id
     )
     assert "InboundDeliveryReport" in captured.metric_names() and "IngestErrors" in captured.metric_names()
+    kept = world.inbound.get_inbound(broken.tenant_id, broken.inbound_id)
+    assert kept is not None and kept.parse_error and kept.kind.value == "message"
 
 
 def test_a_report_still_waiting_on_its_last_receive_is_recorded_as_an_event(
