@@ -487,6 +487,9 @@ def first_poll(build: Build, backend: Backend, env: Mapping[str, str], workdir: 
     assert counts == {"mailboxes": 1, "disabled": 0, "not_started": 0, "fetched": 0, "queued": 0, "failed": 1}, counts
     after = mailboxes.get_health(backend.tenant_id, backend.mailbox_id)
     assert after is not None and after.error is not None and after.error_at is not None, after
+    # Refused at connect: the run got as far as the password and the IMAP client (a missing secret or a
+    # mailbox never tried would measure a cheaper path).
+    assert "refused" in after.error, after.error
     assert MAILBOX_PASSWORD not in after.error, "a password reached the mailbox's health"
     assert before is None or (before.error_at is not None and after.error_at > before.error_at), (before, after)
     return cpu

@@ -85,7 +85,8 @@ def test_a_batch_ingests_each_job_and_reports_only_the_bad_ones(world: FakeWorld
     assert failed == ["garbled", "later", "missing"]
     current = world.messages.get_message(key)
     assert current is not None and current.status is MessageStatus.BOUNCED
-    [line] = captured.messages("inbound")
+    line, other = captured.messages("inbound")
+    assert other["kind"] == "message" and other["parse_error"] is True
     assert (
         line["kind"] == "delivery_report" and line["outcome"] == "bounced" and line["message_id"] == message.message_id
     )
