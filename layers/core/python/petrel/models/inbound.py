@@ -80,7 +80,7 @@ class InboundRecord(Record):
     attachments: tuple[InboundAttachment, ...] = ()
     outcome: str | None = None  # what ingesting it did to the related message (e.g. `bounced`, `event`)
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class InboundContent(Record):
@@ -99,7 +99,7 @@ class IngestJob(BaseModel):
     same message read twice, or read and pushed, is one record.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     v: int = 1
     tenant_id: str

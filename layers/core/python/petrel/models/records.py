@@ -13,7 +13,9 @@ POOLS: tuple[Pool, ...] = ("transactional", "bulk")
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # defer_build: a model's validator is built on its first use, so a function pays at cold start only
+    # for the records it really reads (the API never builds a Mailbox, the poller never an EmailRecord).
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Tenant(Record):
