@@ -22,7 +22,10 @@ class FakeMailboxStore:
     def create_mailbox(self, mailbox: Mailbox) -> None:
         key = (mailbox.tenant_id, mailbox.mailbox_id)
         if key in self.mailboxes:
-            raise AlreadyExists(f"tenant {mailbox.tenant_id} has mailbox {mailbox.mailbox_id} already")
+            raise AlreadyExists(f"tenant {mailbox.tenant_id} has a mailbox for mailbox {mailbox.mailbox_id} already")
+        address = mailbox.address.lower()
+        if any(t == mailbox.tenant_id and m.address.lower() == address for (t, _), m in self.mailboxes.items()):
+            raise AlreadyExists(f"tenant {mailbox.tenant_id} has a mailbox for {mailbox.address} already")
         self.mailboxes[key] = mailbox
 
     def put_mailbox(self, mailbox: Mailbox) -> None:

@@ -349,7 +349,10 @@ def test_two_mailboxes_one_down_the_other_is_polled(mailu: MailuStandIn, poller:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     down = poller.register(
-        mailbox(mailu, user, port=closed_port).model_copy(update={"mailbox_id": "mb_down"}), password_of(user)
+        mailbox(mailu, user, port=closed_port).model_copy(
+            update={"mailbox_id": "mb_down", "address": f"twin-down@{DOMAIN}"}
+        ),
+        password_of(user),
     )
     up = poller.register(mailbox(mailu, user), password_of(user))
     append(mailu, user, 2)

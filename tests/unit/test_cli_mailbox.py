@@ -26,7 +26,7 @@ from petrel.adapters.dead_letters import SqsDeadLetters
 from petrel.container.admin import AdminSettings
 from petrel.errors import ConfigurationError
 from petrel.models.records import FolderCursor, Mailbox, MailboxHealth
-from petrel.ports import FetchedMessage, MailboxError
+from petrel.ports import FetchedMessage, MailboxError, RecordNotFound
 from petrel.services import mailboxes as service
 from petrel.services.mailboxes import MailboxDeps
 from petrel.services.redrive import RedriveDeps
@@ -696,3 +696,47 @@ def test_the_service_refuses_an_empty_password_and_an_empty_folder_list(cli: Cli
     with pytest.raises(ConfigurationError, match="at least one folder"):
         service.add_mailbox(cli.deps, tenant_id, address="b@acme.example", host="h", password="pw", folders=())
     assert cli.world.mailboxes.mailboxes == {} and cli.world.secrets.secrets == {}
+
+
+def test_two_adds_of_one_address_racing_past_the_check_one_wins_and_the_loser_keeps_no_secret() -> None:
+    """Both adds read "no mailbox for this address" before either writes: the store's address claim
+    decides, and the loser takes its secret back."""
+    world = FakeWorld()
+    tenant = world.seed(domain="acme.example").tenant
+    deps = MailboxDeps(
+        tenants=world.tenants,
+        mailboxes=world.mailboxes,
+        secrets=world.secrets,
+        clock=world.clock,
+        secrets_prefix="petrel-test/tenants/",
+    )
+    first = service.new_mailbox(deps, tenant.tenant_id, address="bounces@acme.example", host="imap.acme.example")
+    second = service.new_mailbox(deps, tenant.tenant_id, address="Bounces@acme.example", host="imap.acme.example")
+
+    service.save_new_mailbox(deps, first, "pw-1")
+    racing = MailboxDeps(  # the loser's own read of the mailboxes still saw none
+        tenants=world.tenants,
+        mailboxes=_Blind(world.mailboxes),
+        secrets=world.secrets,
+        clock=world.clock,
+        secrets_prefix="petrel-test/tenants/",
+    )
+    with pytest.raises(ConfigurationError, match="already"):
+        service.save_new_mailbox(racing, second, "pw-2")
+
+    assert [m.mailbox_id for m in world.mailboxes.list_mailboxes(tenant.tenant_id)] == [first.mailbox_id]
+    with pytest.raises(RecordNotFound):
+        world.secrets.get_secret(second.secret_name)
+
+
+class _Blind:
+    """A MailboxStore whose listing misses what another add just wrote (a read that lost the race)."""
+
+    def __init__(self, inner: FakeMailboxStore) -> None:
+        self.inner = inner
+
+    def list_mailboxes(self, tenant_id: str) -> list[Mailbox]:
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

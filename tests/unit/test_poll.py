@@ -538,7 +538,7 @@ def test_a_refused_folder_does_not_stop_the_next_one(world: World) -> None:
 def test_disabled_mailboxes_are_skipped_and_a_shared_secret_is_read_once(world: World) -> None:
     first = world.add_mailbox("mb_1", username="a@example.com")
     world.add_mailbox("mb_2", username="b@example.com", enabled=False)
-    third = world.add_mailbox("mb_3", username="a@example.com", folders=("Bounces",))
+    third = world.add_mailbox("mb_3", username="a@example.com", address="c@example.com", folders=("Bounces",))
     world.mailboxes.put_mailbox(third.model_copy(update={"secret_name": first.secret_name}))
     world.secrets.reads = 0
 

@@ -15,10 +15,10 @@ from tests.integration.contracts.backends import Backend
 
 def _mailbox(tenant_id: str = "tn_a", mailbox_id: str = "mb_1", **fields: object) -> Mailbox:
     values: dict[str, object] = {
-        "address": f"bounces@{tenant_id}.example.com",
+        "address": f"{mailbox_id}@{tenant_id}.example.com",
         "host": "imap.example.com",
         "port": 993,
-        "username": f"bounces@{tenant_id}.example.com",
+        "username": f"{mailbox_id}@{tenant_id}.example.com",
         "secret_name": f"petrel-test/tenants/{tenant_id}/imap/{mailbox_id}",
         "folders": ("INBOX", "Junk"),
         "created_at": DEFAULT_START,
@@ -59,6 +59,21 @@ def test_creating_a_mailbox_twice_changes_nothing(backend: Backend) -> None:
     with pytest.raises(AlreadyExists):
         backend.mailboxes.create_mailbox(_mailbox(host="other.example.com"))
     assert backend.mailboxes.get_mailbox("tn_a", "mb_1") == original
+
+
+def test_one_mailbox_per_address_until_it_is_deleted(backend: Backend) -> None:
+    first = _mailbox(mailbox_id="mb_1", address="Bounces@a.example.com")
+    backend.mailboxes.create_mailbox(first)
+    backend.mailboxes.create_mailbox(_mailbox("tn_b", "mb_9", address="bounces@a.example.com"))  # another tenant
+
+    with pytest.raises(AlreadyExists):  # the same address, whatever its case, under another id
+        backend.mailboxes.create_mailbox(_mailbox(mailbox_id="mb_2", address="bounces@A.example.com"))
+    assert backend.mailboxes.list_mailboxes("tn_a") == [first]
+
+    backend.mailboxes.delete_mailbox("tn_a", "mb_1")
+    again = _mailbox(mailbox_id="mb_2", address="bounces@a.example.com")
+    backend.mailboxes.create_mailbox(again)
+    assert backend.mailboxes.list_mailboxes("tn_a") == [again]
 
 
 def test_put_replaces_a_mailbox(backend: Backend) -> None:

@@ -299,7 +299,8 @@ class MailboxStore(Protocol):
     """The mailboxes a tenant has Petrel read, and the poller's memory of each (tenants table)."""
 
     def create_mailbox(self, mailbox: Mailbox) -> None:
-        """AlreadyExists when the tenant has a mailbox by that id (nothing is written)."""
+        """AlreadyExists when the tenant has a mailbox by that id, or one for that address (compared
+        without case): nothing is written. Two concurrent creates for one address: one wins."""
         ...
 
     def put_mailbox(self, mailbox: Mailbox) -> None: ...
@@ -310,7 +311,8 @@ class MailboxStore(Protocol):
         ...
 
     def delete_mailbox(self, tenant_id: str, mailbox_id: str) -> None:
-        """Removes the mailbox with its cursors and health; RecordNotFound when there is none."""
+        """Removes the mailbox with its cursors and health (its address is free again); RecordNotFound
+        when there is none."""
         ...
 
     def get_cursor(self, tenant_id: str, mailbox_id: str, folder: str) -> FolderCursor | None: ...

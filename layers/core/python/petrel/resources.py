@@ -78,6 +78,7 @@ SERVER_SK_PREFIX = "SERVER#"
 MAILBOX_SK_PREFIX = "MAILBOX#"  # a mailbox the poller reads (its record)
 CURSOR_SK_PREFIX = "CURSOR#"  # how far it has read one folder: CURSOR#<mailbox id>#<folder>
 HEALTH_SK_PREFIX = "HEALTH#"  # its last poll: HEALTH#<mailbox id>
+MAILBOX_ADDRESS_SK_PREFIX = "MAILBOXADDR#"  # claims an address for one mailbox: MAILBOXADDR#<address>
 
 
 def api_key_sk(key_id: str) -> str:
@@ -102,6 +103,11 @@ def cursor_sk(mailbox_id: str, folder: str) -> str:
 
 def health_sk(mailbox_id: str) -> str:
     return f"{HEALTH_SK_PREFIX}{mailbox_id}"
+
+
+def mailbox_address_sk(address: str) -> str:
+    """The item that makes a mailbox's address the tenant's one mailbox for it (case-insensitive)."""
+    return f"{MAILBOX_ADDRESS_SK_PREFIX}{address.lower()}"
 
 
 # The sparse "due" index of the sweeper (petrel.services.sweep). Every non-final message carries

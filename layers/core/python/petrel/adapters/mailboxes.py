@@ -1,7 +1,8 @@
 """DynamoDB MailboxStore: the mailboxes a tenant has Petrel read, and the poller's memory of each.
 
-Everything lives in the tenant's partition of the tenants table: the mailbox (sk `MAILBOX#<id>`), one
-cursor per folder (`CURSOR#<id>#<folder>`) and the last poll's health (`HEALTH#<id>`). Passwords are
+Everything lives in the tenant's partition of the tenants table: the mailbox (sk `MAILBOX#<id>`), the
+claim on its address (`MAILBOXADDR#<address>`: one mailbox per address), one cursor per folder
+(`CURSOR#<id>#<folder>`) and the last poll's health (`HEALTH#<id>`). Passwords are
 never here: a mailbox names its Secrets Manager secret only.
 """
 
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
     from types_boto3_dynamodb.client import DynamoDBClient
     from types_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
-# TransactWriteItems takes at most 100 actions: the mailbox, its health and this many cursors.
-_CURSORS_PER_DELETE = 98
+# TransactWriteItems takes at most 100 actions: the mailbox, its address claim, its health and this
+# many cursors.
+_CURSORS_PER_DELETE = 97
 
 
 def _cursor_prefix(mailbox_id: str) -> str:
@@ -61,12 +63,24 @@ class DynamoMailboxStore:
         )
 
     def create_mailbox(self, mailbox: Mailbox) -> None:
+        """One transaction: the mailbox, and the item that claims its address for it, each only if it
+        is not there yet (so of two creates for one address, one wins)."""
         item = _dump(mailbox, pk=mailbox.tenant_id, sk=resources.mailbox_sk(mailbox.mailbox_id))
+        claim = {
+            "pk": mailbox.tenant_id,
+            "sk": resources.mailbox_address_sk(mailbox.address),
+            "mailbox_id": mailbox.mailbox_id,
+        }
+        actions: list[TransactWriteItemTypeDef] = [
+            {"Put": {"TableName": self._table, "Item": _encode(it), "ConditionExpression": "attribute_not_exists(pk)"}}
+            for it in (item, claim)
+        ]
         try:
-            self._db.put_item(TableName=self._table, Item=_encode(item), ConditionExpression="attribute_not_exists(pk)")
+            self._db.transact_write_items(TransactItems=actions)
         except ClientError as exc:
             if _conditional_failed(exc):
-                raise AlreadyExists(f"tenant {mailbox.tenant_id} has mailbox {mailbox.mailbox_id} already") from exc
+                what = "mailbox " + mailbox.mailbox_id if _first_condition_failed(exc) else mailbox.address
+                raise AlreadyExists(f"tenant {mailbox.tenant_id} has a mailbox for {what} already") from exc
             raise
 
     def put_mailbox(self, mailbox: Mailbox) -> None:
@@ -98,10 +112,11 @@ class DynamoMailboxStore:
         """The mailbox goes in one transaction with its health and cursors (a mailbox with more folders
         than a transaction holds loses the extra cursors first), so a crash leaves it whole or gone:
         a mailbox made again under the same id never starts from an old cursor."""
+        mailbox = self.get_mailbox(tenant_id, mailbox_id)
+        if mailbox is None:
+            raise RecordNotFound(f"no mailbox {mailbox_id}")
         cursors = [i["sk"] for i in self._query(tenant_id, _cursor_prefix(mailbox_id))]
         extra, cursors = cursors[_CURSORS_PER_DELETE:], cursors[:_CURSORS_PER_DELETE]
-        if extra and self.get_mailbox(tenant_id, mailbox_id) is None:
-            raise RecordNotFound(f"no mailbox {mailbox_id}")
         for sk in extra:
             self._db.delete_item(TableName=self._table, Key=_encode(self._key(tenant_id, sk)))
         actions: list[TransactWriteItemTypeDef] = [
@@ -113,7 +128,7 @@ class DynamoMailboxStore:
                 }
             },
         ]
-        for sk in [resources.health_sk(mailbox_id), *cursors]:
+        for sk in [resources.mailbox_address_sk(mailbox.address), resources.health_sk(mailbox_id), *cursors]:
             actions.append({"Delete": {"TableName": self._table, "Key": _encode(self._key(tenant_id, sk))}})
         try:
             self._db.transact_write_items(TransactItems=actions)

@@ -291,8 +291,8 @@ def save_new_mailbox(deps: MailboxDeps, mailbox: Mailbox, password: str) -> None
     except BaseException as exc:
         with contextlib.suppress(Exception):
             deps.secrets.delete_secret(mailbox.secret_name)
-        if isinstance(exc, AlreadyExists):  # a new id taken already: nothing of ours was stored
-            raise ConfigurationError(f"mailbox id {mailbox.mailbox_id} is taken; run the command again") from exc
+        if isinstance(exc, AlreadyExists):  # its id, or its address, taken meanwhile: nothing was stored
+            raise ConfigurationError(f"{exc}; see `mailbox list`") from exc
         raise
 
 
