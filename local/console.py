@@ -132,6 +132,11 @@ class IdlePolls(logging.Filter):
         return bool(getattr(record, "error", None)) or noteworthy
 
 
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
 class ConsoleLogs:
     """The text console on a set of Powertools loggers, undone by `restore`.
 
@@ -142,6 +147,17 @@ class ConsoleLogs:
     def __init__(self) -> None:
         self._replaced: list[tuple[logging.Handler, logging.Formatter | None]] = []
         self._idle = IdlePolls()
+        self._quiet = _WarningsOnly()
+        self._quieted: list[logging.Handler] = []
+
+    def quiet(self, loggers: Iterable[Logger]) -> None:
+        """From now on only warnings and errors (a stop: the work still in flight finishes without a
+        line, whatever the log format)."""
+        for logger in loggers:
+            handler = logger.registered_handler
+            if handler not in self._quieted:
+                handler.addFilter(self._quiet)
+                self._quieted.append(handler)
 
     def install(self, loggers: Iterable[Logger]) -> None:
         for logger in loggers:
@@ -160,6 +176,9 @@ class ConsoleLogs:
             handler.setFormatter(formatter)
             handler.removeFilter(self._idle)
         self._replaced.clear()
+        for handler in self._quieted:
+            handler.removeFilter(self._quiet)
+        self._quieted.clear()
 
 
 class MetricsToFile(io.TextIOBase):

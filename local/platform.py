@@ -298,7 +298,10 @@ class LocalPlatform:
         """Stop in order, each part before what it calls: the front (no new requests), the timers
         (the schedule firer, the sweeper and the poller), the queue pumps (each finishes its invocation),
         then moto, LocalStack, the stand-in and its next hop. Nothing is left polling a server that is gone,
-        so a stop prints nothing."""
+        so a stop prints nothing: the functions' work still in flight (a poll, an ingest) finishes
+        without its INFO line."""
+        if self.functions is not None:
+            self._console.quiet(self._loggers(self.functions))
         if self._front is not None:
             self._front.stop()
             self._front = None

@@ -90,7 +90,11 @@ class Accounts:
 
     def write_users_file(self, *, dovecot_running: bool) -> None:
         path = self.layout.dovecot_users_file
-        config.atomic_write(path, config.users_file(self.users), 0o640)
+        try:  # Dovecot's auth reads the file as its group: owned so before the rename, never after
+            group: int | None = grp.getgrnam("dovecot").gr_gid
+        except KeyError:
+            group = None
+        config.atomic_write(path, config.users_file(self.users), 0o640 if group is not None else 0o644, group=group)
         # Dovecot re-reads a passwd-file when its mtime (whole seconds) or size changes; a
         # password change within the same second keeps the size, so move the mtime on.
         written = time.time()
@@ -101,10 +105,6 @@ class Accounts:
             # Dovecot's auth process stats the file at most once per second of its clock: wait
             # for the next second so that the next login is checked against the new file.
             time.sleep(max(0.0, math.floor(written) + 1.0 - time.time()) + 0.01)
-        try:
-            os.chown(path, 0, grp.getgrnam("dovecot").gr_gid)
-        except KeyError:
-            os.chmod(path, 0o644)
 
     def make_maildirs(self, addresses: Iterable[str], mail: MailIds) -> None:
         for address in addresses:

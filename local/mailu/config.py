@@ -168,11 +168,14 @@ def ssha512(password: str) -> str:
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644, backdate: bool = False) -> None:
+def atomic_write(path: Path, text: str, mode: int = 0o644, backdate: bool = False, group: int | None = None) -> None:
     """Write a file by rename. ``backdate`` sets its mtime a few seconds back: Postfix waits
-    (5 x 300 ms) for a configuration file modified within the current second to settle."""
+    (5 x 300 ms) for a configuration file modified within the current second to settle. ``group``
+    owns the file before it replaces the old one, so a reader never finds it unreadable."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    if group is not None:
+        os.chown(tmp, 0, group)
     os.chmod(tmp, mode)
     if backdate:
         past = time.time() - 5

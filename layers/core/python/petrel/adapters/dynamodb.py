@@ -286,7 +286,9 @@ def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict
 def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tuple[str, dict[str, Any]]:
     """The UpdateExpression (and its values) that writes `change`: SET what it sets, REMOVE what a
     message in its new status no longer has (a lease, a next attempt, a failure reason, a due time)."""
-    sets = ["#s = :status", f"{_TENANT_STATUS} = :ts", "updated_at = :now"]
+    # The status goes last: moto applies a SET clause at a time, and a reader there must not see the new
+    # status without its reply (DynamoDB itself applies an update atomically).
+    sets = ["updated_at = :now"]
     values: dict[str, Any] = {
         ":status": change.status.value,
         ":ts": resources.tenant_status(key.tenant_id, change.status.value),
@@ -319,6 +321,7 @@ def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tu
         sets += [f"{_DUE_SHARD} = :due_shard", f"{_DUE_AT} = :due_at"]
         values[":due_shard"] = resources.due_shard(key.message_id)
         values[":due_at"] = due
+    sets += [f"{_TENANT_STATUS} = :ts", "#s = :status"]
     return "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes), values
 
 
