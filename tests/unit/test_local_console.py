@@ -127,3 +127,19 @@ def test_an_idle_poll_is_left_off_the_text_console_and_a_poll_that_found_mail_or
     poller.logger.info("mailbox polled", extra={"fetched": 0, "error": None, "folders": [idle]})
     [restored] = _lines(capsys)  # JSON once the stack stops: nothing filtered
     assert json.loads(restored)["message"] == "mailbox polled"
+
+
+def test_a_stop_keeps_warnings_only_in_either_format_until_restore(capsys: pytest.CaptureFixture[str]) -> None:
+    poller, worker = _telemetry("imap-poller"), _telemetry("ingest-worker")
+    console = ConsoleLogs()
+    console.install([poller.logger])  # text for one, JSON for the other: quiet covers both
+    console.quiet([poller.logger, worker.logger])
+    poller.logger.info("mailbox polled", extra={"fetched": 1})
+    worker.logger.info("inbound", extra={"outcome": "delivered"})
+    worker.logger.warning("ingest failed", extra={"detail": "RecordNotFound"})
+    console.restore()
+    worker.logger.info("after")
+
+    lines = _lines(capsys)
+    assert len(lines) == 2
+    assert json.loads(lines[0])["message"] == "ingest failed" and json.loads(lines[1])["message"] == "after"
