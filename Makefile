@@ -94,6 +94,7 @@ bench: venv mail
 	$(PY) -m bench.relay
 	$(PY) -m bench.coldstart
 	$(PY) -m bench.ingest
+	$(PY) -m bench.dkim
 
 clean:
 	rm -rf cdk.out .build .petrel
