@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import email
-import os
 import statistics
 import sys
 import time
@@ -28,9 +27,10 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+from bench.moto_session import moto_session
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "unit" / "fixtures" / "inbound"
-REGION = "us-east-1"
 TENANT = "tn_bench"
 PARSE_ROUNDS = 15
 PARSE_CALLS = 20  # per round and side
@@ -141,21 +141,9 @@ class Stored:
 
 def store_throughput(messages: list[bytes]) -> Stored:
     """The mix through the ingest worker's handler on moto, and the bare-boto3 floor on the same moto."""
-    import boto3
     from moto import mock_aws
 
-    from petrel import resources as r
-
-    os.environ.update(
-        {
-            r.POWERTOOLS_LOG_LEVEL_ENV: "ERROR",
-            r.POWERTOOLS_METRICS_NAMESPACE_ENV: r.METRICS_NAMESPACE,
-            r.POWERTOOLS_SERVICE_NAME_ENV: "bench",
-            r.POWERTOOLS_METRICS_DISABLED_ENV: "true",
-        }
-    )
-    os.environ.pop("AWS_ENDPOINT_URL", None)  # moto intercepts the calls of clients on AWS's own endpoints
-    session = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION)
+    session = moto_session()
     with mock_aws():
         from local.provision import provision
         from petrel.container.base import AwsClients

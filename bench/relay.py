@@ -10,7 +10,6 @@ Cold imports and first invocations of every function (with `.pyc`, as deployed):
 
 from __future__ import annotations
 
-import os
 import smtplib
 import statistics
 import sys
@@ -18,13 +17,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.moto_session import REGION, moto_session
 from bench.sink import PASSWORD, USER, Sink
 
 REPO = Path(__file__).resolve().parents[1]
 MESSAGES = 1000
 SIZE = 5 * 1024
 ROUNDS = 3
-REGION = "us-east-1"
 
 
 def _message(i: int) -> bytes:
@@ -70,21 +69,11 @@ def petrel_relay(sink: Sink, messages: list[bytes]) -> tuple[float, float]:
 
 def worker_path_cpu(sink: Sink, count: int = 300) -> float:
     """CPU seconds per message through the send worker handler, queue to record, under moto."""
-    import boto3
     from moto import mock_aws
 
     from petrel import resources as r
 
-    os.environ.update(
-        {
-            r.POWERTOOLS_LOG_LEVEL_ENV: "ERROR",
-            r.POWERTOOLS_METRICS_NAMESPACE_ENV: r.METRICS_NAMESPACE,
-            r.POWERTOOLS_SERVICE_NAME_ENV: "bench",
-            r.POWERTOOLS_METRICS_DISABLED_ENV: "true",
-        }
-    )
-    os.environ.pop("AWS_ENDPOINT_URL", None)  # moto intercepts the calls of clients on AWS's own endpoints
-    session = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION)
+    session = moto_session()
     with mock_aws():
         from local import handlers
         from local.lambda_runtime import QueuePump

@@ -3,14 +3,13 @@ and refuses an id that exists; listings are newest first with cursors only their
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable
 
 from petrel import resources
 from petrel.models.inbound import InboundContent, InboundKind, InboundRecord, IngestJob
-from petrel.ports import AlreadyExists, InboundPage, InvalidCursor, RecordNotFound
+from petrel.ports import AlreadyExists, InboundPage, RecordNotFound
+from tests.fakes.cursors import decode_cursor, encode_cursor
 
 
 def _received_key(record: InboundRecord) -> str:
@@ -70,26 +69,11 @@ class FakeInboundStore:
             reverse=True,
         )
         if cursor:
-            after = _decode_cursor(cursor, listing)
+            after = decode_cursor(cursor, listing)
             candidates = [r for r in candidates if _received_key(r) < after]
         page = candidates[:limit]
         more = len(candidates) > limit
-        return InboundPage(records=page, cursor=_encode_cursor(listing, _received_key(page[-1])) if more else None)
-
-
-def _encode_cursor(listing: str, after: str) -> str:
-    raw = json.dumps({"listing": listing, "after": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, listing: str) -> str:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidCursor("cursor is not valid") from exc
-    if not isinstance(raw, dict) or raw.get("listing") != listing or not isinstance(raw.get("after"), str):
-        raise InvalidCursor("cursor does not belong to this listing")
-    return str(raw["after"])
+        return InboundPage(records=page, cursor=encode_cursor(listing, _received_key(page[-1])) if more else None)
 
 
 class IngestQueueDown(RuntimeError):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -23,13 +20,13 @@ from petrel.ports import (
     DueMessage,
     DuePage,
     EmailKey,
-    InvalidCursor,
     MessageKey,
     Page,
     RecordNotFound,
     Transition,
     WriteConflict,
 )
+from tests.fakes.cursors import decode_cursor, encode_cursor
 
 
 def event_identity(event: Event) -> tuple[str, datetime, str | None]:
@@ -156,11 +153,11 @@ class FakeMessageStore:
             reverse=True,
         )
         if cursor:
-            after = _decode_cursor(cursor, listing)
+            after = decode_cursor(cursor, listing)
             candidates = [m for m in candidates if created_key(m) < after]
         page = candidates[:limit]
         more = len(candidates) > limit
-        return Page(messages=page, cursor=_encode_cursor(listing, created_key(page[-1])) if more else None)
+        return Page(messages=page, cursor=encode_cursor(listing, created_key(page[-1])) if more else None)
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
         listing = f"due:{shard}"
@@ -171,7 +168,7 @@ class FakeMessageStore:
         )
         rows = [f"{due:012d}#{message_id}" for due, message_id, _ in candidates]
         if cursor:
-            after = _decode_cursor(cursor, listing)
+            after = decode_cursor(cursor, listing)
             candidates = [c for c, row in zip(candidates, rows, strict=True) if row > after]
         page = candidates[:limit]
         found = []
@@ -191,7 +188,7 @@ class FakeMessageStore:
             )
         more = len(candidates) > limit
         last = f"{page[-1][0]:012d}#{page[-1][1]}" if page else ""
-        return DuePage(messages=found, cursor=_encode_cursor(listing, last) if more else None)
+        return DuePage(messages=found, cursor=encode_cursor(listing, last) if more else None)
 
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
         key = message.key
@@ -212,18 +209,3 @@ class FakeMessageStore:
                 added.append(event)
         if len(added) > len(current.events):  # nothing new: nothing written, as the adapter does
             self.messages[key] = current.model_copy(update={"events": tuple(added), "updated_at": now})
-
-
-def _encode_cursor(listing: str, after: str) -> str:
-    raw = json.dumps({"listing": listing, "after": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, listing: str) -> str:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidCursor("cursor is not valid") from exc
-    if not isinstance(raw, dict) or raw.get("listing") != listing or not isinstance(raw.get("after"), str):
-        raise InvalidCursor("cursor does not belong to this listing")
-    return str(raw["after"])

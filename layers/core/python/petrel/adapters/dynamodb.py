@@ -619,7 +619,12 @@ def _decode_due_cursor(cursor: str, shard: str) -> Item:
 
 
 def _encode_cursor(key: Mapping[str, AttributeValueTypeDef]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(_decode(key), separators=(",", ":")).encode()).decode().rstrip("=")
+    return _json_cursor(_decode(key))
+
+
+def _json_cursor(value: Any) -> str:
+    """An opaque cursor of a JSON value: what `_cursor_json` reads back."""
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def _cursor_json(cursor: str) -> Any:

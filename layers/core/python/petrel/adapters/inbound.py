@@ -10,16 +10,22 @@ prefix and the content item names its key. Nothing is ever truncated.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import zlib
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from petrel import resources
-from petrel.adapters.dynamodb import _cursor_json, _decode, _dump, _encode, _first_condition_failed, _lost
+from petrel.adapters.dynamodb import (
+    _cursor_json,
+    _decode,
+    _dump,
+    _encode,
+    _first_condition_failed,
+    _json_cursor,
+    _lost,
+)
 from petrel.models.inbound import InboundContent, InboundKind, InboundRecord
 from petrel.ports import AlreadyExists, BlobStore, InboundPage, InvalidCursor
 
@@ -193,8 +199,7 @@ class _Listing:
         return {name: str(item[name]) for name in ("pk", "sk", _RECEIVED_KEY, self.key_name)}
 
     def encode(self, item: dict[str, Any]) -> str:
-        raw = {"key": self._start(item), "kind": self.kind}
-        return base64.urlsafe_b64encode(json.dumps(raw, separators=(",", ":")).encode()).decode().rstrip("=")
+        return _json_cursor({"key": self._start(item), "kind": self.kind})
 
     def decode(self, cursor: str) -> Item:
         raw = _cursor_json(cursor)
