@@ -141,7 +141,7 @@ def parse_message(raw: bytes) -> EmailMessage:
     return message
 
 
-def _header(message: Message, name: str) -> str | None:
+def header_text(message: Message, name: str) -> str | None:
     """A header's unfolded text, or None; a header the email package cannot decode counts as absent."""
     try:
         value = message.get(name)
@@ -188,7 +188,10 @@ def petrel_email_id(message_id: str | None) -> str | None:
 
 def candidate_message_ids(message: Message) -> tuple[str, ...]:
     """Message-IDs this message answers, most likely first: In-Reply-To, then References newest first."""
-    ordered = [*message_ids(_header(message, "In-Reply-To")), *reversed(message_ids(_header(message, "References")))]
+    ordered = [
+        *message_ids(header_text(message, "In-Reply-To")),
+        *reversed(message_ids(header_text(message, "References"))),
+    ]
     return tuple(dict.fromkeys(ordered))
 
 
@@ -353,7 +356,7 @@ def _original_message_id(message: Message, text: str) -> str | None:
     """The enclosed original's Message-ID: from an enclosed part, else from headers copied into the text."""
     enclosed = _enclosed_headers(message)
     if enclosed is not None:
-        ids = message_ids(_header(enclosed, "Message-ID"))
+        ids = message_ids(header_text(enclosed, "Message-ID"))
         if ids:
             return ids[0]
     marker = _ORIGINAL_MARKERS.search(text)
@@ -525,9 +528,9 @@ _REMOTE_HOST = re.compile(r"\bhost\s+([A-Za-z0-9.-]+\.[A-Za-z]{2,})\s*\[", re.IG
 def _automatic_sender(message: Message) -> bool:
     """Real bounces come from a daemon address, the null sender, or under a bounce subject."""
     return bool(
-        _BOUNCE_SENDER.search(_header(message, "From") or "")
-        or (_header(message, "Return-Path") or "").strip() == "<>"
-        or _BOUNCE_SUBJECT.search(_header(message, "Subject") or "")
+        _BOUNCE_SENDER.search(header_text(message, "From") or "")
+        or (header_text(message, "Return-Path") or "").strip() == "<>"
+        or _BOUNCE_SUBJECT.search(header_text(message, "Subject") or "")
     )
 
 
@@ -716,11 +719,13 @@ _VACATION_SUBJECT = re.compile(
 
 
 def _auto_reply(message: Message) -> AutoReply | None:
-    submitted = (_header(message, "Auto-Submitted") or "").split(";")[0].strip().lower()
-    precedence = (_header(message, "Precedence") or "").strip().lower()
-    flagged = bool(_header(message, "X-Autoreply") or _header(message, "X-Autorespond")) or precedence == "auto_reply"
+    submitted = (header_text(message, "Auto-Submitted") or "").split(";")[0].strip().lower()
+    precedence = (header_text(message, "Precedence") or "").strip().lower()
+    flagged = (
+        bool(header_text(message, "X-Autoreply") or header_text(message, "X-Autorespond")) or precedence == "auto_reply"
+    )
     reason: AutoReplyReason | None = None
-    if _VACATION_SUBJECT.search(_header(message, "Subject") or ""):
+    if _VACATION_SUBJECT.search(header_text(message, "Subject") or ""):
         reason = AutoReplyReason.VACATION
     elif submitted and submitted != "no":
         reason = {
@@ -731,7 +736,7 @@ def _auto_reply(message: Message) -> AutoReply | None:
         reason = AutoReplyReason.AUTO_REPLIED
     if reason is None:
         return None
-    return AutoReply(reason, _first(message_ids(_header(message, "In-Reply-To"))), _references(message))
+    return AutoReply(reason, _first(message_ids(header_text(message, "In-Reply-To"))), _references(message))
 
 
 def _first(values: tuple[str, ...]) -> str | None:
@@ -739,7 +744,7 @@ def _first(values: tuple[str, ...]) -> str | None:
 
 
 def _references(message: Message) -> tuple[str, ...]:
-    return message_ids(_header(message, "References"))
+    return message_ids(header_text(message, "References"))
 
 
 # ----------------------------------------------------------------------------------- human replies
@@ -794,7 +799,7 @@ def _unquote(line: str) -> str:
 
 
 def _human_reply(message: Message) -> HumanReply | None:
-    in_reply_to = message_ids(_header(message, "In-Reply-To"))
+    in_reply_to = message_ids(header_text(message, "In-Reply-To"))
     references = _references(message)
     if not in_reply_to and not references:
         return None

@@ -42,6 +42,7 @@ from petrel.mail.reports import (
     HumanReply,
     candidate_message_ids,
     classify,
+    header_text,
     petrel_email_id,
     verp_message_id,
 )
@@ -116,7 +117,7 @@ def ingest(deps: IngestDeps, job: IngestJob, *, last_receive: bool = False) -> I
     message = _parse(raw)  # one parse, read for storing and for classifying
     parsed = read_inbound(message) if message is not None and raw.strip() else parse_inbound(raw)
     classification = classify(message) if message is not None else None
-    targets = correlate(deps, job, message, classification)
+    targets = correlate(deps, job, message, classification, sender=parsed.from_)
     record, created = store(deps, job, raw, parsed, classification=classification, targets=targets)
     if record.outcome is not None:  # applied by an earlier run
         return Ingested(record, record.outcome, created)
@@ -136,7 +137,12 @@ def _parse(raw: bytes) -> Message | None:
 
 
 def correlate(
-    deps: IngestDeps, job: IngestJob, message: Message | None, classification: Classification | None
+    deps: IngestDeps,
+    job: IngestJob,
+    message: Message | None,
+    classification: Classification | None,
+    *,
+    sender: str | None,
 ) -> list[Target]:
     """The Petrel messages this incoming message is about (several for a report on several
     recipients; none when it is about nothing Petrel sent, or nothing Petrel can find)."""
@@ -152,10 +158,9 @@ def correlate(
         key = key or _by_email(deps, tenant, classification.original_message_id, classification.complainant)
         return [] if key is None else [Target(key, classification.complainant or _recipient_of(deps, key))]
     if isinstance(classification, AutoReply | HumanReply) and message is not None:
-        sender = _sender(message)
-        key = _by_ids(deps, tenant, [verp_message_id(_header(message, name)) for name in _VERP_HEADERS])
+        key = _by_ids(deps, tenant, [verp_message_id(header_text(message, name)) for name in _VERP_HEADERS])
         for candidate in candidate_message_ids(message):
-            key = key or _by_email(deps, tenant, candidate, sender)
+            key = key or _by_email(deps, tenant, candidate, sender)  # the reply's From: the recipient
         return [] if key is None else [Target(key, _recipient_of(deps, key))]
     return []
 
@@ -200,20 +205,6 @@ def _by_email(deps: IngestDeps, tenant: str, header_message_id: str | None, reci
 def _recipient_of(deps: IngestDeps, key: MessageKey) -> str:
     message = deps.messages.get_message(key)
     return message.recipient if message is not None else ""
-
-
-def _header(message: Message, name: str) -> str | None:
-    try:
-        value = message.get(name)
-    except Exception:
-        return None
-    return None if value is None else str(value)
-
-
-def _sender(message: Message) -> str | None:
-    from email.utils import parseaddr
-
-    return parseaddr(_header(message, "From") or "")[1].lower() or None
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -401,18 +392,19 @@ def _apply_report(
     """One recipient's report: delivered/relayed/expanded → `delivered`; failed → `bounced`; delayed → an
     `email.deferred` event. Only from `relayed`; otherwise the report is an event."""
     action = str(report.action)
-    reply = _report_reply(report)
+    smtp = _smtp_reply(report)
+    reply = _report_reply(report, smtp)
     if action == "delayed":
         _events(deps, target, EventName.DEFERRED, at, f"{detail}: delayed", reply=reply)
         return EVENT
     if action == "failed":
-        outcome = classify_reply(_smtp_reply(report))
+        outcome = classify_reply(smtp)
         bounce_class = outcome.bounce_class if isinstance(outcome, HardFail) else "hard"
         event = _event(target, EventName.BOUNCED, at, f"{detail}: {bounce_class}", reply)
         change = Transition(MessageStatus.BOUNCED, (event,), reply=reply, bounce_class=str(bounce_class))
         moved = _move(deps, target, change, at, last_receive=last_receive)
         if isinstance(outcome, HardFail) and outcome.suppress:  # as for a bounce at the relay
-            _suppress(deps, target, "hard-bounce", _reply_line(_smtp_reply(report)), at)
+            _suppress(deps, target, "hard-bounce", _reply_line(smtp), at)
         return BOUNCED if moved else EVENT
     # delivered, relayed (to a system that sends no reports) or expanded (to a list): it arrived
     event = _event(target, EventName.DELIVERED, at, f"{detail}: {action}", reply)
@@ -501,6 +493,7 @@ def _reply_line(reply: SmtpReply) -> str:
     return reply.text if reply.text.startswith(str(reply.code)) else f"{reply.code} {reply.text}"
 
 
-def _report_reply(report: DeliveryReport) -> Reply:
-    smtp = _smtp_reply(report)
+def _report_reply(report: DeliveryReport, smtp: SmtpReply) -> Reply:
+    """The report as the message stores it (`last_reply`, and its events' reply): `smtp` is
+    `_smtp_reply(report)`."""
     return Reply(code=smtp.code, enhanced=report.status or smtp.enhanced, text=smtp.text, stage="dsn")
