@@ -405,6 +405,23 @@ class SecretStore(Protocol):
         ...
 
 
+class DnsLookupError(PortError):
+    """A lookup that got no answer (timeout, SERVFAIL, refused): the record's state is unknown,
+    unlike a name or type that does not exist, which is an empty answer."""
+
+
+class DnsResolver(Protocol):
+    def txt(self, name: str) -> list[str]:
+        """The TXT records at `name`, each one string (its character-strings joined); [] when the name
+        or the type does not exist. DnsLookupError when no answer came."""
+        ...
+
+    def mx(self, name: str) -> list[tuple[int, str]]:
+        """The MX records at `name` as (preference, host without the trailing dot, lower-cased); [] when
+        none. DnsLookupError when no answer came."""
+        ...
+
+
 IdempotencyState = Literal["new", "in_progress", "completed", "mismatch"]
 
 

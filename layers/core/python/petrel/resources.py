@@ -310,6 +310,10 @@ IDEMPOTENCY_PREFIX = "idempotency/"  # stored responses too large for an idempot
 ATTACHMENT_RETENTION_DAYS = 1
 INBOUND_PREFIX = "inbound/"  # raw incoming mail and its attachments: inbound/<tenant>/<inbound id>/...
 SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"
+# DNS (domain verification, the drift re-check, a MailU signer's key): the resolvers asked, as
+# "host" or "host:port" separated by commas (empty: the system's), and the timeout of one lookup.
+DNS_RESOLVERS_ENV = "PETREL_DNS_RESOLVERS"
+DNS_TIMEOUT_ENV = "PETREL_DNS_TIMEOUT_SECONDS"
 
 # -- the functions' other settings (petrel.settings): each name is the alias of one settings field, set
 # by infra/constructs/functions.py from cdk.json and by the local stack; nothing spells it elsewhere.

@@ -24,6 +24,24 @@ class Tenant(Record):
     created_at: datetime
     max_message_bytes: int = 25 * 1024 * 1024  # the encoded message, as hosted providers allow
     max_age_hours: int = 24
+    # Suspended: the API refuses its sends (403) and the workers hold its queued and scheduled mail
+    # (not lost: it goes out when the tenant is resumed).
+    suspended_at: datetime | None = None
+    suspended_reason: str | None = None
+    # Sending from a domain whose SPF and DKIM are not verified is refused unless this is set (testing).
+    allow_unverified_domains: bool = False
+    daily_quota: int | None = None  # emails' recipients accepted per UTC day; None: no limit
+    per_second_quota: int | None = None  # recipients accepted per second; None: no limit
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_at is not None
+
+
+Scope = Literal["send", "read", "domains", "suppressions", "inbound", "webhooks"]
+SCOPES: tuple[Scope, ...] = ("send", "read", "domains", "suppressions", "inbound", "webhooks")
+# Keys minted before scopes were split carry these two; they keep every scope.
+LEGACY_SCOPES = frozenset({"emails:send", "emails:read"})
 
 
 class ApiKey(Record):
@@ -32,7 +50,7 @@ class ApiKey(Record):
     name: str = ""
     key_hash: str
     prefix: str
-    scopes: tuple[str, ...] = ("emails:send", "emails:read")
+    scopes: tuple[str, ...] = SCOPES
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -40,12 +58,96 @@ class ApiKey(Record):
     def active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def granted(self) -> tuple[str, ...]:
+        """The scopes this key has: an older key's `emails:*` scopes grant every scope."""
+        if any(scope in LEGACY_SCOPES for scope in self.scopes):
+            return SCOPES
+        return tuple(scope for scope in SCOPES if scope in self.scopes)
+
+
+class DomainStatus(StrEnum):
+    PENDING = "pending"  # created; its SPF or DKIM record has not been verified yet: mail is refused
+    VERIFIED = "verified"  # SPF and DKIM verified: mail may go out
+    FAILED = "failed"  # was verified, then a re-check found SPF or DKIM gone or wrong: mail is refused
+
+
+class DkimSigner(StrEnum):
+    PETREL = "petrel"  # Petrel signs with its own keys (private keys in Secrets Manager)
+    MAILU = "mailu"  # the tenant's MailU (rspamd) signs; Petrel only verifies the published key
+
+
+DkimAlgorithm = Literal["rsa", "ed25519"]
+KeyState = Literal["active", "next", "retired"]
+# active: signs now; next: published for a rotation, signs once its record is verified;
+# retired: signed before a rotation, stays published until mail signed with it has landed.
+
+
+class DomainKey(Record):
+    """One DKIM key of a domain: its selector and public half (the private half is at `secret_name`)."""
+
+    selector: str
+    algorithm: DkimAlgorithm = "rsa"
+    secret_name: str | None = None  # None when the tenant's MailU signs
+    public_key: str = ""  # the p= value (base64), as published; "" when only the DNS knows it (mailu)
+    state: KeyState = "active"
+    created_at: datetime
+    retired_at: datetime | None = None
+
+
+RecordPurpose = Literal["spf", "dkim", "dmarc", "return_path_mx", "return_path_spf", "mx"]
+CheckStatus = Literal["pending", "verified", "missing", "wrong", "warning"]
+
+
+class DnsRecordCheck(Record):
+    """A DNS record the tenant must publish, and what the last verification found."""
+
+    purpose: RecordPurpose
+    type: Literal["TXT", "MX"]
+    name: str  # the fully qualified owner name
+    value: str  # what to publish (an MX is "<preference> <host>.")
+    selector: str | None = None  # a DKIM record's selector
+    required: bool = False  # SPF and DKIM: mail is refused until they are verified
+    status: CheckStatus = "pending"
+    found: tuple[str, ...] = ()  # what the lookup found (on wrong, warning)
+    detail: str | None = None
+
+
+class DomainEvent(Record):
+    """`domain.verified` or `domain.dns_error`, kept on the domain (the last few)."""
+
+    type: Literal["domain.verified", "domain.dns_error"]
+    at: datetime
+    detail: str | None = None
+
 
 class SendingDomain(Record):
     tenant_id: str
     domain: str
     return_path_domain: str
     created_at: datetime
+    status: DomainStatus = DomainStatus.PENDING
+    signer: DkimSigner = DkimSigner.PETREL
+    keys: tuple[DomainKey, ...] = ()
+    spf: tuple[str, ...] = ()  # the mechanisms that authorize the tenant's MailU: include:, a:, ip4:, ip6:
+    mx: tuple[str, ...] = ()  # the MailU hosts that receive for the return-path domain (and the domain)
+    receives: bool = False  # the tenant receives mail at the domain itself (an MX record is asked for)
+    dmarc_rua: str | None = None  # where aggregate reports go (mailto:...)
+    records: tuple[DnsRecordCheck, ...] = ()  # what to publish and the last verification of each
+    checked_at: datetime | None = None
+    verified_at: datetime | None = None
+    events: tuple[DomainEvent, ...] = ()
+
+    @property
+    def sendable(self) -> bool:
+        return self.status is DomainStatus.VERIFIED
+
+    @property
+    def signing_keys(self) -> tuple[DomainKey, ...]:
+        """Every key Petrel signs each message with: the active RSA key, then an active Ed25519 key."""
+        if self.signer is not DkimSigner.PETREL:
+            return ()
+        return tuple(k for k in self.keys if k.state == "active")
 
 
 class SmtpSecurity(StrEnum):
