@@ -16,7 +16,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 export CDK_DISABLE_VERSION_CHECK ?= 1
 export CDK_DISABLE_CLI_TELEMETRY ?= true
 
-.PHONY: venv localstack run test test-unit test-integration test-infra test-e2e lint format synth deploy diff bench openapi mail clean
+.PHONY: venv localstack run test test-unit test-integration test-infra test-e2e lint format synth deploy diff bench openapi mail dns clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ $(LOCALSTACK_VENV)/.installed: requirements-localstack.txt
 mail:
 	bash local/install_mail.sh
 
+# Debian's Knot DNS, the authoritative server the tests and `make run` publish records into (root and apt;
+# a no-op when knotd is present). Its system service is left stopped: local/knot.py runs its own knotd.
+dns:
+	bash local/install_dns.sh
+
 # `make run PORT=9000 LOG_LEVEL=DEBUG`: the API's port on 127.0.0.1 and the functions' log level
 # (DEBUG, INFO: a line per API request and delivery attempt, WARNING, ERROR). Metrics: .petrel/metrics.jsonl.
 # LOG_FORMAT=text (one short line per record) or json (Powertools' JSON, as on Lambda).
@@ -51,22 +56,22 @@ PORT ?= 8080
 LOG_LEVEL ?= INFO
 LOG_FORMAT ?= text
 BACKEND ?= moto
-run: venv mail $(if $(filter localstack,$(BACKEND)),localstack)
+run: venv mail dns $(if $(filter localstack,$(BACKEND)),localstack)
 	$(PY) -m local --port $(PORT) --log-level $(LOG_LEVEL) --log-format $(LOG_FORMAT) --backend $(BACKEND)
 
-test: venv mail localstack
+test: venv mail localstack dns
 	$(PY) -m pytest -p no:cacheprovider
 
 test-unit: venv
 	$(PY) -m pytest -p no:cacheprovider tests/unit
 
-test-integration: venv mail localstack
+test-integration: venv mail localstack dns
 	$(PY) -m pytest -p no:cacheprovider tests/integration
 
 test-infra: venv
 	$(PY) -m pytest -p no:cacheprovider tests/infra
 
-test-e2e: venv mail localstack
+test-e2e: venv mail localstack dns
 	$(PY) -m pytest -p no:cacheprovider tests/e2e
 
 lint: venv
@@ -90,7 +95,7 @@ diff: venv
 deploy: venv
 	npx --yes $(CDK_CLI) deploy --no-notices -c env=$(ENV) --app "$(PY) app.py"
 
-bench: venv mail
+bench: venv mail dns
 	$(PY) -m bench.relay
 	$(PY) -m bench.coldstart
 	$(PY) -m bench.ingest

@@ -8,18 +8,26 @@ the layer build does (never into the working tree, where unchecked `.pyc` would 
 runs every figure in a fresh interpreter on that copy. CPU time (user + system, from the OS) is the
 figure: wall time on a shared machine is noise.
 
-Per function (api, authorizer, send_worker, sweeper, imap_poller, ingest_worker), median of RUNS fresh
-interpreters:
+Per function (api, authorizer, send_worker, sweeper, imap_poller, ingest_worker, admin_api,
+domain_checker), median of RUNS fresh interpreters:
 - cold import: import the handler module, beside `import boto3` + one client (what any function pays);
 - first invocation: import, build the container from an environment that validates against the
-  function's settings model (moto server, a local SMTP sink) and handle one representative event,
-  beside `import boto3` + one client + one DynamoDB call to the same moto server.
+  function's settings model (moto server, a local SMTP sink, a local DNS server) and handle one
+  representative event, beside `import boto3` + one client + one DynamoDB call to the same moto server.
+The seeded tenant's domain is verified as a tenant verifies one: its records published in a Knot DNS
+server on loopback (local.knot, started by the bench; its CPU is not the children's) and looked up there,
+which every function is pointed at (PETREL_DNS_RESOLVERS). So the API accepts mail from it and the send
+worker signs what it relays with the domain's DKIM key (read from Secrets Manager, loaded on first use).
 Each round's first invocations follow one email: the authorizer admits the key, the API accepts the
 email, the send worker relays it to the sink, the sweeper runs, the poller polls the tenant's mailbox
 (registered on a loopback port that refuses connections, so the run reads its password, fails to
 connect and records that error in the mailbox's health), and the ingest worker takes the RFC 3464
 report that says the email was delivered, as the poller would have queued it, and moves the message
-from `relayed` to `delivered`.
+from `relayed` to `delivered`. Then the admin API answers `GET /v1/admin/tenants` (an API Gateway REST
+proxy event as the AWS_IAM-authorized route passes it, the caller's IAM identity in its request
+context) with the seeded tenant, and the domain checker's scheduled run re-checks the verified domain:
+every record is looked up in the Knot server (on loopback, it answers at once: the figure is the code's
+CPU, not a DNS timeout), all still match, and the domain stays verified with a newer `checked_at`.
 Also: four boto3 clients built on one shared session vs one session each (the containers share one),
 and the import of `email_validator` (petrel.mail.addresses imports it on first use).
 """
@@ -48,13 +56,23 @@ from bench.sink import PASSWORD, USER, Sink
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from local.knot import KnotServer
     from petrel.container.admin import AdminContainer
     from petrel.models.inbound import IngestJob
     from petrel.models.records import MessageRecord
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "child.py"
-FUNCTIONS = ("api", "authorizer", "send_worker", "sweeper", "imap_poller", "ingest_worker")
+FUNCTIONS = (
+    "api",
+    "authorizer",
+    "send_worker",
+    "sweeper",
+    "imap_poller",
+    "ingest_worker",
+    "admin_api",
+    "domain_checker",
+)
 RUNS = 5
 REGION = "us-east-1"
 PREFIX = "bench"
@@ -64,6 +82,9 @@ WORKER_IMPORT_TARGET_MS = 600.0
 MAILBOX_ADDRESS = "bounces@petrel.test"
 MAILBOX_PASSWORD = "bench-imap-password"  # in moto's Secrets Manager, for a mailbox no server has
 REPORTING_MTA = "mx.petrel.test"
+SENDING_DOMAIN = "petrel.test"  # the seeded tenant's, verified in the bench's DNS server
+# The IAM user the admin API's caller signs as (API Gateway puts it in the request context's identity).
+ADMIN_CALLER = "arn:aws:iam::000000000000:user/bench-operator"
 # Variables of the bench's own environment that must not reach a measured function.
 _SCRUBBED_PREFIXES = ("AWS_", "PETREL_", "POWERTOOLS_")
 
@@ -155,6 +176,7 @@ class Backend:
     ingest_queue_arn: str
     tenant_id: str
     mailbox_id: str
+    domain: str  # verified: its records in the DNS server every function asks
     admin: AdminContainer  # the bench's own view of the tables, secrets, bucket and queues
 
 
@@ -173,14 +195,45 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-def seed_backend(endpoint: str, sink_port: int, sink_ca: str, imap_port: int) -> Backend:
-    """Provision tables, queues, bucket and schedules as the local stack does, seed a tenant and register
-    its mailbox at `imap_port` (as `petrel mailbox add` would: the password in Secrets Manager only)."""
+@contextmanager
+def dns_server(workdir: Path) -> Iterator[KnotServer]:
+    """Knot DNS on a free loopback port (its own process, started and stopped here)."""
+    from local.knot import KnotServer
+
+    with KnotServer(workdir / "knot") as server:
+        yield server
+
+
+def verify_seeded_domain(admin: AdminContainer, dns: KnotServer, tenant_id: str, domain: str) -> None:
+    """Publish the seeded domain's records in `dns` and verify them there, as a tenant does after
+    `POST /v1/domains`: the domain must come out verified (else the API refuses its mail and the domain
+    checker would measure a failing domain)."""
+    from local.seed import publish_and_verify
+    from petrel.adapters.dns import DnsPythonResolver
+    from petrel.services.domains import DomainDeps
+
+    deps = DomainDeps(
+        tenants=admin.tenants,
+        secrets=admin.secrets,
+        resolver=DnsPythonResolver([(dns.host, dns.port)], timeout=2.0),
+        clock=admin.clock,
+        secrets_prefix=admin.admin.secrets_prefix,
+        mailboxes=admin.mailboxes,
+    )
+    verified = publish_and_verify(deps, dns.client, tenant_id, domain)
+    failing = [f"{r.purpose} {r.status}: {r.detail}" for r in verified.records if r.status != "verified"]
+    assert verified.sendable and verified.signing_keys, (verified.status, failing)
+
+
+def seed_backend(endpoint: str, sink_port: int, sink_ca: str, imap_port: int, dns: KnotServer) -> Backend:
+    """Provision tables, queues, bucket and schedules as the local stack does, seed a tenant, verify its
+    domain in `dns` and register its mailbox at `imap_port` (as `petrel mailbox add` would: the password
+    in Secrets Manager only)."""
     from local.aws import LocalAws
     from local.provision import provision
     from local.seed import ImapAccount, RelayAccount, register_mailbox, seed_tenant
     from petrel.container.admin import AdminContainer, AdminSettings
-    from petrel.resources import INGEST
+    from petrel.resources import DNS_RESOLVERS_ENV, INGEST
 
     aws = LocalAws(endpoint, region=REGION)
     made = provision(
@@ -197,12 +250,13 @@ def seed_backend(endpoint: str, sink_port: int, sink_ca: str, imap_port: int) ->
         AdminSettings.for_prefix(PREFIX, endpoint_url=endpoint, region=REGION), clients=aws.clients()
     )
     relay = RelayAccount(host="127.0.0.1", port=sink_port, username=USER, password=PASSWORD, ca_bundle=sink_ca)
-    seeded = seed_tenant(admin.admin, "bench", domain="petrel.test", relay=relay)
+    seeded = seed_tenant(admin.admin, "bench", domain=SENDING_DOMAIN, relay=relay)
+    verify_seeded_domain(admin, dns, seeded.tenant_id, seeded.domain)
     account = ImapAccount(address=MAILBOX_ADDRESS, password=MAILBOX_PASSWORD, host="127.0.0.1", port=imap_port)
     mailbox = register_mailbox(admin.mailbox_admin, seeded.tenant_id, account)
     return Backend(
         endpoint=endpoint,
-        environment=made.environment(),
+        environment={**made.environment(), DNS_RESOLVERS_ENV: dns.address},
         api_key=seeded.api_key,
         queue_url=made.queue_urls["send-transactional"],
         queue_arn=made.queue_arns["send-transactional"],
@@ -210,6 +264,7 @@ def seed_backend(endpoint: str, sink_port: int, sink_ca: str, imap_port: int) ->
         ingest_queue_arn=made.queue_arns[INGEST.name],
         tenant_id=seeded.tenant_id,
         mailbox_id=mailbox.mailbox_id,
+        domain=seeded.domain,
         admin=admin,
     )
 
@@ -225,6 +280,8 @@ def settings_model(function: str) -> type[BaseModel]:
         "sweeper": settings.SweeperSettings,
         "imap_poller": settings.PollerSettings,
         "ingest_worker": settings.IngestWorkerSettings,
+        "admin_api": settings.AdminApiSettings,
+        "domain_checker": settings.DomainCheckerSettings,
     }
     return models[function]
 
@@ -281,6 +338,27 @@ def send_event(authorizer_context: Mapping[str, Any], run: int) -> dict[str, Any
             "stage": "api",
             "httpMethod": "POST",
             "authorizer": dict(authorizer_context),
+        },
+    }
+
+
+def admin_event(run: int) -> dict[str, Any]:
+    """GET /v1/admin/tenants as API Gateway's REST proxy passes it on the AWS_IAM-authorized admin route:
+    no authorizer context, the signing caller in the request context's identity."""
+    return {
+        "resource": "/v1/admin/{proxy+}",
+        "path": "/v1/admin/tenants",
+        "httpMethod": "GET",
+        "headers": {"Accept": "application/json"},
+        "queryStringParameters": None,
+        "pathParameters": {"proxy": "tenants"},
+        "body": None,
+        "isBase64Encoded": False,
+        "requestContext": {
+            "requestId": f"bench-admin-{run}",
+            "stage": "api",
+            "httpMethod": "GET",
+            "identity": {"userArn": ADMIN_CALLER, "caller": "AIDABENCH", "accountId": "000000000000"},
         },
     }
 
@@ -441,10 +519,11 @@ def invoke(
 def measure(build: Build, base: Mapping[str, str], workdir: Path, samples: Samples) -> None:
     """RUNS rounds, each taking every figure once in a fresh interpreter. A round's first calls follow one
     email: the authorizer admits the key, the API accepts the email, the worker relays its job to the
-    sink; then the sweeper runs, the poller fails to reach the tenant's mailbox, and the ingest worker
-    takes the report of the email's delivery."""
-    with Sink() as sink, moto_server() as endpoint, refusing_port() as imap_port:
-        backend = seed_backend(endpoint, sink.port, sink.ca_pem, imap_port)
+    sink; then the sweeper runs, the poller fails to reach the tenant's mailbox, the ingest worker
+    takes the report of the email's delivery, the admin API lists the tenants and the domain checker
+    re-checks the tenant's domain in the DNS server."""
+    with Sink() as sink, moto_server() as endpoint, refusing_port() as imap_port, dns_server(workdir) as dns:
+        backend = seed_backend(endpoint, sink.port, sink.ca_pem, imap_port, dns)
         envs = {fn: function_environment(base, backend, fn, workdir) for fn in FUNCTIONS}
         bare = {**base, "AWS_ENDPOINT_URL": backend.endpoint}
         for run in range(RUNS):
@@ -476,6 +555,8 @@ def measure(build: Build, base: Mapping[str, str], workdir: Path, samples: Sampl
                 "first ingest_worker",
                 first_ingest(build, backend, envs["ingest_worker"], workdir, message_id=recipient["id"], run=run),
             )
+            samples.add("first admin_api", first_admin(build, backend, envs["admin_api"], workdir, run=run))
+            samples.add("first domain_checker", first_domain_check(build, backend, envs["domain_checker"], workdir))
 
 
 def first_poll(build: Build, backend: Backend, env: Mapping[str, str], workdir: Path) -> float:
@@ -512,6 +593,29 @@ def first_ingest(
     return cpu
 
 
+def first_admin(build: Build, backend: Backend, env: Mapping[str, str], workdir: Path, *, run: int) -> float:
+    """One admin API request: the tenant list, read from the tenants table, holds the seeded tenant."""
+    cpu, response = invoke(build, "admin_api", admin_event(run), env, workdir)
+    assert response["statusCode"] == 200, response
+    listed = [tenant["tenant_id"] for tenant in response_body(response)["tenants"]]
+    assert backend.tenant_id in listed, listed
+    return cpu
+
+
+def first_domain_check(build: Build, backend: Backend, env: Mapping[str, str], workdir: Path) -> float:
+    """One domain checker run: the one verified domain is looked up again in the DNS server, found as
+    published, and stays verified; its `checked_at` moves on (the run looked, rather than skipped it)."""
+    tenants = backend.admin.tenants
+    before = tenants.get_domain(backend.tenant_id, backend.domain)
+    assert before is not None and before.checked_at is not None, before
+    cpu, counts = invoke(build, "domain_checker", scheduled_event(), env, workdir)
+    assert counts == {"checked": 1, "failed": [], "recovered": [], "lookup_errors": [], "errors": []}, counts
+    after = tenants.get_domain(backend.tenant_id, backend.domain)
+    assert after is not None and after.sendable, after
+    assert after.checked_at is not None and after.checked_at > before.checked_at, (before.checked_at, after)
+    return cpu
+
+
 def report(samples: Samples) -> bool:
     ms = 1000.0
     client, call = samples["boto3-client"], samples["boto3-call"]
@@ -520,10 +624,11 @@ def report(samples: Samples) -> bool:
         f"  baselines    python -c pass {samples['interpreter'] * ms:4.0f} ms"
         f" | import boto3 + one client {client * ms:4.0f} ms | + one DynamoDB call {call * ms:4.0f} ms"
     )
-    print(f"  {'function':<13} {'cold import':>11} {'x boto3+client':>15} {'first call':>11} {'x boto3+call':>13}")
+    width = max(len("function"), *(len(fn) for fn in FUNCTIONS))
+    print(f"  {'function':<{width}} {'cold import':>11} {'x boto3+client':>15} {'first call':>11} {'x boto3+call':>13}")
     for fn in FUNCTIONS:
         cold, first = samples[f"import {fn}"], samples[f"first {fn}"]
-        print(f"  {fn:<13} {cold * ms:8.0f} ms {cold / client:14.2f}x {first * ms:8.0f} ms {first / call:12.2f}x")
+        print(f"  {fn:<{width}} {cold * ms:8.0f} ms {cold / client:14.2f}x {first * ms:8.0f} ms {first / call:12.2f}x")
     shared, separate = samples["clients shared"], samples["clients separate"]
     print(
         f"  4 boto3 clients: one session {shared * ms:.0f} ms | a session each {separate * ms:.0f} ms"

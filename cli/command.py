@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from cli.output import Output
 
 if TYPE_CHECKING:
+    from cli.client import AdminClient
     from cli.target import Target
     from petrel.adapters.dead_letters import SqsDeadLetters
     from petrel.services.mailboxes import MailboxDeps
@@ -29,7 +30,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        # A flag (store_true, store_false: no argument) says what it does; "(default: True)" would mislead.
+        if action.nargs == 0 or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
             return text
         return super()._get_help_string(action)
 
@@ -42,14 +44,19 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_parser(
-    groups: Groups[argparse.ArgumentParser], name: str, help_text: str, description: str = ""
+    groups: Groups[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    description: str = "",
+    aliases: tuple[str, ...] = (),
 ) -> argparse.ArgumentParser:
-    """A subcommand parser with Petrel's help formatter."""
+    """A subcommand parser with Petrel's help formatter (`aliases`: older names that keep working)."""
     return groups.add_parser(
         name,
         help=help_text,
         description=description or help_text[:1].upper() + help_text[1:] + ".",
         formatter_class=HelpFormatter,
+        aliases=list(aliases),
     )
 
 
@@ -75,8 +82,11 @@ class AdminServices(Protocol):
 
 
 class Context:
-    """What a handler runs against. The target and the container are built on first use, so `--help`
-    and argument errors never touch the environment; tests pass their own."""
+    """What a handler runs against. The target, the admin API's client and the container are built on
+    first use, so `--help` and argument errors never touch the environment; tests pass their own.
+
+    `client` (the admin API, SigV4-signed) is what the tenant, key, domain, server and mailbox commands
+    use; `services` (AWS directly) is left to bootstrapping and queue operations (`dlq`)."""
 
     def __init__(
         self,
@@ -86,12 +96,14 @@ class Context:
         *,
         target: Target | None = None,
         services: AdminServices | None = None,
+        client: AdminClient | None = None,
     ) -> None:
         self.env = env
         self.workdir = workdir
         self.output = output or Output()
         self._target = target
         self._services = services
+        self._client = client
 
     @property
     def target(self) -> Target:
@@ -100,6 +112,21 @@ class Context:
 
             self._target = resolve(self.env, self.workdir)
         return self._target
+
+    @property
+    def client(self) -> AdminClient:
+        if self._client is None:
+            from cli.client import AdminClient
+            from cli.target import LOCAL_DOWN
+
+            endpoint = self.target.admin_endpoint()
+            self._client = AdminClient(
+                endpoint.base_url,
+                endpoint.region,
+                endpoint.credentials,
+                unreachable_advice=LOCAL_DOWN if endpoint.local else None,
+            )
+        return self._client
 
     @property
     def services(self) -> AdminServices:

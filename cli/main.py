@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from cli import dlq
+from cli import dlq, dns
 from cli.admin import domain, key, mailbox, server, tenant
 from cli.command import Context, HelpFormatter, Parser, add_groups, handler_of
 from cli.errors import CliError
 from cli.output import Output
 from cli.target import LOCAL, LOCAL_DOWN
 
-COMMANDS: tuple[ModuleType, ...] = (tenant, key, domain, server, mailbox, dlq)
+COMMANDS: tuple[ModuleType, ...] = (tenant, key, domain, server, mailbox, dlq, dns)
 
 DESCRIPTION = """\
 Administer Petrel: tenants, API keys, sending domains, SMTP servers, the mailboxes Petrel reads;
@@ -28,13 +28,20 @@ check a server or a mailbox; list and redrive dead letters.
 Works against the local stack (--env local, the default: reads <workdir>/local.json, written by
 `make run`) or a deployed environment of cdk.json (--env dev|staging|prod, with the usual AWS
 credentials). Add --help after any command for its options.
+
+tenant, key, domain, server and mailbox are clients of the admin API (/v1/admin/..., IAM-authorized:
+each request is signed with SigV4, locally with the local stack's credentials, deployed with yours,
+at the URL of the stack's ApiUrl output). dlq works on the queues directly (an operation on AWS, not
+the admin API), and so do dns (the local stack's DNS server) and the local stack's seed (`make run`).
 """
 EXAMPLES = """\
 a first tenant on the local stack:
   petrel tenant create "Acme"
-  petrel domain add tn_... acme.example
   petrel server add tn_... --local-relay
   petrel server test tn_... srv_...
+  petrel domain add tn_... acme.example      (prints the DNS records to publish)
+  petrel dns publish acme.example            (into the local DNS server)
+  petrel domain verify tn_... acme.example
   petrel mailbox add tn_... --local
   petrel mailbox test tn_... mbx_...
   petrel key create tn_... --name first
@@ -79,9 +86,12 @@ def explain(exc: Exception, *, local: bool) -> tuple[str, int]:
     """The one line an operator reads for `exc`, and the exit status."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
 
+    from cli.client import ApiError
     from petrel.errors import ConfigurationError, PetrelError
     from petrel.ports import PortError
 
+    if isinstance(exc, ApiError) and exc.status >= 500:  # the admin API failed: not the operator's to fix
+        return _first_line(exc), EXIT_FAILED
     if isinstance(exc, CliError | ConfigurationError | PetrelError | PortError):
         return _first_line(exc), EXIT_REFUSED
     if isinstance(exc, EndpointConnectionError):

@@ -5,6 +5,10 @@
 `aws.endpoint_urls`), its region and its resource names. Any other name is an
 environment of cdk.json (`context.environments`), validated by `infra.config` (the same rules as
 synthesis); its names derive from its `name_prefix`, and AWS is reached with the usual credentials.
+
+The admin API (`AdminEndpoint`) is, locally, the front at local.json's `api_url`, signed with the local
+credentials; deployed, the URL of the stack's `ApiUrl` output (the stack is named after the
+environment's `name_prefix`), signed with the credentials of the usual boto3 chain.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from botocore.credentials import Credentials
+
 from cli.errors import CliError
 from petrel import resources
 from petrel.container.admin import AdminSettings
@@ -26,6 +32,18 @@ CDK_JSON = "cdk.json"
 # The embedded AWS (moto, LocalStack) accepts any credentials; these keep boto3 from looking for real
 # ones (and are the ones the local stack uses: LocalStack keeps state per access key).
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+API_URL_OUTPUT = "ApiUrl"  # the stack output holding the API stage's URL (infra/stacks/petrel_stack.py)
+DEFAULT_LOCAL_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class AdminEndpoint:
+    """Where the admin API answers and how requests to it are signed."""
+
+    base_url: str  # where `/v1/...` starts
+    region: str
+    credentials: Credentials
+    local: bool
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,31 @@ class Target:
             except OSError:
                 raise CliError(LOCAL_DOWN) from None
 
+    def admin_endpoint(self) -> AdminEndpoint:
+        """The admin API of this environment: local.json's `api_url`, or the deployed stack's output."""
+        if self.state is not None:
+            url = self.state.get("api_url")
+            if not isinstance(url, str) or not url:
+                raise CliError("local.json has no api_url: restart the local stack with `make run`")
+            credentials = Credentials(
+                _LOCAL_CREDENTIALS["aws_access_key_id"], _LOCAL_CREDENTIALS["aws_secret_access_key"]
+            )
+            return AdminEndpoint(url, self.settings.region or DEFAULT_LOCAL_REGION, credentials, local=True)
+        import boto3
+
+        session = boto3.session.Session(**self.session_arguments())
+        found = session.get_credentials()
+        if found is None:
+            raise CliError("no AWS credentials found: configure them (e.g. AWS_PROFILE) to reach the admin API")
+        if not session.region_name:
+            raise CliError("no AWS region: set one in cdk.json's environment or AWS_REGION")
+        url = stack_output(session.client("cloudformation"), self.settings.name_prefix, API_URL_OUTPUT)
+        frozen = found.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            raise CliError("the AWS credentials found are incomplete: configure them (e.g. AWS_PROFILE)")
+        credentials = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        return AdminEndpoint(url, session.region_name, credentials, local=False)
+
     def local_relay(self) -> LocalRelay:
         """The stand-in's relay account, from local.json: its `relay` section (the account, its password
         and CA), completed by `smtp_server` (the stand-in's submission and implicit-TLS ports)."""
@@ -93,6 +136,23 @@ class Target:
             password=section.get("password"),
             ca_file=str(ca_file) if ca_file else None,
         )
+
+
+def stack_output(cloudformation: Any, stack_name: str, output: str) -> str:
+    """One output of a deployed stack (CloudFormation's DescribeStacks), or one line of advice."""
+    from botocore.exceptions import ClientError
+
+    try:
+        [stack] = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if "does not exist" in message:
+            raise CliError(f"stack {stack_name} is not deployed in this account and region (make deploy)") from None
+        raise
+    for item in stack.get("Outputs") or []:
+        if item.get("OutputKey") == output:
+            return str(item["OutputValue"])
+    raise CliError(f"stack {stack_name} has no output {output}: deploy the current version (make deploy)")
 
 
 def resolve(env: str, workdir: Path, cdk_json: Path | None = None) -> Target:

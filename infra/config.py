@@ -9,6 +9,7 @@ This module imports no CDK code, so it is cheap to test on its own.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -25,10 +26,11 @@ from pydantic import (
 )
 
 from petrel import resources
+from petrel.adapters.dns import parse_resolvers
 from petrel.models.api import MAX_SCHEDULE_DAYS
 from petrel.models.records import Tenant
 from petrel.models.retry import parse_delays
-from petrel.settings import ApiSettings, PollerSettings, SweeperSettings
+from petrel.settings import ApiSettings, DomainCheckerSettings, PollerSettings, SweeperSettings
 
 CONTEXT_KEY = "environments"
 
@@ -114,6 +116,23 @@ class EnvironmentConfig(BaseModel):
     # (TTL) are kept, and how long the pre-signed link to an incoming attachment is valid.
     inbound_retention_days: int = Field(default=30, ge=1, le=3650)
     inbound_link_seconds: int = Field(default=ApiSettings.model_fields["link_seconds"].default, ge=60, le=604_800)
+    # -- sending domains (issue 10). The resolvers the API, the admin API and the domain checker ask for
+    # a domain's records: "ip" or "ip:port" ("[ipv6]:port"), comma-separated; empty: the Lambda
+    # environment's own resolver; and the timeout of one lookup (a verification looks several records up
+    # within API Gateway's 29 s). How often the domain checker re-checks
+    # every domain's records (drift: a DKIM record removed stops the domain's mail before receivers
+    # start failing it), one run at a time (reserved concurrency 1) unless the account has no
+    # concurrency to reserve.
+    dns_resolvers: str = ""
+    dns_timeout_seconds: float = Field(
+        default=DomainCheckerSettings.model_fields["dns_timeout_seconds"].default, gt=0, le=10
+    )
+    domain_check_minutes: int = Field(default=360, ge=5, le=1440)
+    domain_checker_memory_mb: int = Field(default=256, ge=128, le=10_240)
+    domain_checker_timeout_seconds: int = Field(default=300, ge=30, le=900)
+    domain_checker_one_at_a_time: StrictBool = True
+    # The admin API function (IAM-authorized /v1/admin/...): its own sizing, within API Gateway's 29 s.
+    admin_api_memory_mb: int = Field(default=512, ge=128, le=10_240)
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 
@@ -141,6 +160,12 @@ class EnvironmentConfig(BaseModel):
         # The parser the worker applies to PETREL_RETRY_DELAYS must read back the same ladder.
         if parse_delays(",".join(str(delay) for delay in value)) != value:
             raise ValueError(f"the worker would not read {list(value)} back unchanged")
+        return value
+
+    @field_validator("dns_resolvers")
+    @classmethod
+    def _resolver_addresses(cls, value: str) -> str:
+        _check_resolvers(value)
         return value
 
     @field_validator("max_concurrency")
@@ -237,6 +262,22 @@ class EnvironmentConfig(BaseModel):
 
     def queue_visibility_seconds(self, queue: resources.QueueSpec) -> int:
         return queue.visibility_factor * self.consumer_timeout_seconds(queue)
+
+
+def _check_resolvers(value: str) -> None:
+    """Each resolver of `dns_resolvers`, read by the functions' own parser, must be an IP address and
+    port: a Lambda function asks resolvers by address (a name would need a resolver of its own)."""
+    try:
+        servers = parse_resolvers(value)
+    except ValueError:
+        raise ValueError(f"{value!r}: expected ip, ip:port or [ipv6]:port, separated by commas") from None
+    for host, port in servers:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r}: a resolver is an IP address, optionally with :port") from None
+        if not 1 <= port <= 65_535:
+            raise ValueError(f"{host}:{port}: the port must be between 1 and 65535")
 
 
 def _describe(error: ValidationError, where: str) -> str:

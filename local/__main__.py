@@ -71,6 +71,14 @@ def _aws_line(info: dict[str, object]) -> str:
     return f"  AWS        moto {default}{' for the rest' if others else ''}{others}\n"
 
 
+def _dns_line(info: dict[str, object]) -> str:
+    """Where the sending domains' records are served (local.knot), and how to publish a new domain's."""
+    dns = info.get("dns")
+    if not isinstance(dns, dict):
+        return ""
+    return f"  DNS        Knot {dns['host']}:{dns['port']} (new domain's records: `petrel dns publish <domain>`)\n"
+
+
 def _banner(info: dict[str, object], workdir: Path) -> str:
     box = info["test_mailbox"]
     relay = info["relay"]
@@ -87,6 +95,7 @@ def _banner(info: dict[str, object], workdir: Path) -> str:
         f"(reports, replies); mail to {info['bounce_recipient']} bounces\n"
         f"  relay      {relay['username']} on {relay['host']}:{relay['port']} (`petrel server add`; local.json)\n"
         f"{_aws_line(info)}"
+        f"{_dns_line(info)}"
         f"  state      {workdir / 'local.json'}\n"
         f"  metrics    {workdir / 'metrics.jsonl'}\n"
         "Ctrl-C stops everything.\n"

@@ -2,7 +2,9 @@
 
 It runs the REQUEST authorizer first (except on the public routes: the OpenAPI document and Swagger UI
 at /v1/docs), then the API function, and answers a refused key with the same problem document the
-deployed gateway response gives.
+deployed gateway response gives. `/v1/admin` paths go to the admin function instead, only once their
+SigV4 signature checks out with the local credentials (local.sigv4, what API Gateway's AWS_IAM does
+deployed); a missing, wrong or expired signature is a 403 problem.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.lambda_runtime import Handler, LocalContext
+from local.sigv4 import SignatureError, SignedRequest, SigningCredentials, verify
 from petrel.api.http import problem_body, single_value_headers
 from petrel.api.openapi import PUBLIC_PATHS
 from petrel.errors import RequestTooLarge
@@ -30,6 +33,17 @@ UNAUTHORIZED = {
     "status": 401,
     "detail": "send a valid API key as `Authorization: Bearer <key>`",
 }
+ADMIN_PREFIX = "/v1/admin"
+# What a refused signature is answered with (the detail says which part failed).
+SIGNATURE_PROBLEM = {
+    "type": "urn:petrel:problem:signature-invalid",
+    "title": "Missing or invalid AWS signature",
+    "status": 403,
+}
+
+
+def is_admin_path(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
 def _discard(request: BaseHTTPRequestHandler, length: int) -> None:
@@ -41,7 +55,21 @@ def _discard(request: BaseHTTPRequestHandler, length: int) -> None:
 
 
 class ApiFront:
-    def __init__(self, host: str, port: int, authorizer: Handler, api: Handler, stage: str = "api") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        authorizer: Handler,
+        api: Handler,
+        stage: str = "api",
+        *,
+        admin: Handler | None = None,
+        credentials: SigningCredentials | None = None,
+    ) -> None:
+        """`admin` (with the `credentials` its callers must sign with): the admin function, for
+        `/v1/admin` paths; without it those paths go to the API like any other."""
+        if admin is not None and credentials is None:
+            raise ValueError("the admin function needs the credentials its callers sign with")
         front = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -82,6 +110,8 @@ class ApiFront:
 
         self._authorizer = authorizer
         self._api = api
+        self._admin = admin
+        self._credentials = credentials
         self._stage = stage
         self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
@@ -128,6 +158,9 @@ class ApiFront:
             "httpMethod": request.command,
             "path": split.path,
         }
+        if self._admin is not None and is_admin_path(split.path):
+            self._serve_admin(request, body, headers, context)
+            return
         if split.path not in PUBLIC_PATHS:
             auth_event = {
                 "type": "REQUEST",
@@ -161,6 +194,41 @@ class ApiFront:
             "requestContext": context,
         }
         result = self._api(event, LocalContext("api"))
+        self._reply(request, int(result["statusCode"]), result.get("body") or "", single_value_headers(result))
+
+    def _serve_admin(
+        self, request: BaseHTTPRequestHandler, body: bytes, headers: dict[str, str], context: dict[str, Any]
+    ) -> None:
+        """An admin request: verified as API Gateway's AWS_IAM does, then the admin function, whose request
+        context carries the caller's identity (the signing access key's user)."""
+        assert self._admin is not None and self._credentials is not None
+        split = urlsplit(request.path)
+        host = headers.get("Host") or headers.get("host") or ""
+        signed = SignedRequest(request.command, host, split.path, split.query, headers, body)
+        try:
+            verify(signed, self._credentials)
+        except SignatureError as refused:
+            document = {**SIGNATURE_PROBLEM, "detail": str(refused), "instance": split.path}
+            self._reply(request, 403, json.dumps(document), {"Content-Type": "application/problem+json"})
+            return
+        context["identity"] = {
+            "userArn": self._credentials.user_arn,
+            "caller": self._credentials.access_key,
+            "accessKey": self._credentials.access_key,
+            "accountId": self._credentials.account,
+        }
+        event = {
+            "resource": ADMIN_PREFIX + "/{proxy+}",
+            "path": split.path,
+            "httpMethod": request.command,
+            "headers": headers,
+            "queryStringParameters": dict(parse_qsl(split.query)) or None,
+            "pathParameters": {"proxy": split.path.removeprefix(ADMIN_PREFIX + "/")},
+            "body": base64.b64encode(body).decode("ascii") if body else None,
+            "isBase64Encoded": bool(body),
+            "requestContext": context,
+        }
+        result = self._admin(event, LocalContext("admin-api"))
         self._reply(request, int(result["statusCode"]), result.get("body") or "", single_value_headers(result))
 
     @staticmethod

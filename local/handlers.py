@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from local.lambda_runtime import Handler
 
 if TYPE_CHECKING:
+    from petrel.container.admin_api import AdminApiContainer
     from petrel.container.api import ApiContainer
     from petrel.container.authorizer import AuthorizerContainer
     from petrel.container.base import AwsClients
+    from petrel.container.domains import DomainCheckContainer
     from petrel.container.ingest import IngestContainer
     from petrel.container.poller import PollerContainer
     from petrel.container.sweeper import SweeperContainer
@@ -84,3 +86,21 @@ def ingest_worker(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[
 
     container = IngestContainer(IngestWorkerSettings.model_validate(dict(env)), clients=clients)
     return LocalFunction("ingest-worker", container, create_ingest_worker(container))
+
+
+def admin_api(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[AdminApiContainer]:
+    from petrel.container.admin_api import AdminApiContainer
+    from petrel.entrypoints.admin_api import create_admin_api
+    from petrel.settings import AdminApiSettings
+
+    container = AdminApiContainer(AdminApiSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("admin-api", container, create_admin_api(container))
+
+
+def domain_checker(env: Mapping[str, str], clients: AwsClients) -> LocalFunction[DomainCheckContainer]:
+    from petrel.container.domains import DomainCheckContainer
+    from petrel.entrypoints.domain_checker import create_domain_checker
+    from petrel.settings import DomainCheckerSettings
+
+    container = DomainCheckContainer(DomainCheckerSettings.model_validate(dict(env)), clients=clients)
+    return LocalFunction("domain-checker", container, create_domain_checker(container))

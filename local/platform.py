@@ -22,17 +22,25 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from local import handlers
 from local.aws import BACKENDS, LocalAws, MotoServer, free_port
 from local.console import LOG_FORMATS, ConsoleLogs
+from local.knot import KnotServer, install_knot
 from local.mailu import MailuStandIn, ensure_installed, install_packages
 from local.nexthop import RefusingNextHop
 from local.provision import LocalResources, provision
-from local.seed import ImapAccount, RelayAccount, SeededTenant, register_mailbox, seed_tenant
+from local.seed import (
+    ImapAccount,
+    RelayAccount,
+    SeededTenant,
+    publish_and_verify,
+    register_mailbox,
+    seed_tenant,
+)
 from petrel import resources as r
 
 if TYPE_CHECKING:
@@ -44,16 +52,28 @@ if TYPE_CHECKING:
     from local.scheduler import ScheduleFirer
     from local.timer import Every
     from petrel.container.admin import AdminContainer
+    from petrel.container.admin_api import AdminApiContainer
     from petrel.container.api import ApiContainer
     from petrel.container.authorizer import AuthorizerContainer
+    from petrel.container.domains import DomainCheckContainer
     from petrel.container.ingest import IngestContainer
     from petrel.container.poller import PollerContainer
     from petrel.container.sweeper import SweeperContainer
     from petrel.container.worker import WorkerContainer
     from petrel.models.records import Mailbox
+    from petrel.services.domains import DomainDeps
 
 log = logging.getLogger("petrel.local")
-FUNCTIONS = ("api", "authorizer", "send-worker", "sweeper", "imap-poller", "ingest-worker")
+FUNCTIONS = (
+    "api",
+    "authorizer",
+    "send-worker",
+    "sweeper",
+    "imap-poller",
+    "ingest-worker",
+    "admin-api",
+    "domain-checker",
+)
 # The AWS services Petrel's functions, its CLI and the local stack call: local.json names each one's endpoint.
 SERVICES = ("dynamodb", "iam", "s3", "scheduler", "secretsmanager", "sqs", "sts")
 
@@ -141,6 +161,9 @@ class LocalConfig:
     # The ingest worker: concurrent invocations on the ingest queue (threads), and each one's time.
     ingest_workers: int = 1
     ingest_timeout_seconds: int = 15
+    # The domain checker (deployed: a scheduled rule): how often its timer re-checks every sending domain's
+    # DNS records in the local DNS server (Knot), so a record removed there fails its domain within a minute.
+    domain_check_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -201,6 +224,9 @@ class LocalConfig:
             "sweeper": names | self.sweeper_environment(),
             "imap-poller": names | self.poller_environment(),
             "ingest-worker": names | self.ingest_environment(),
+            # The admin API (behind the front's SigV4 check): the same names as the API's.
+            "admin-api": dict(names),
+            "domain-checker": dict(names),
         }
 
     def process_environment(self) -> dict[str, str]:
@@ -242,9 +268,20 @@ class LocalFunctions:
     sweeper: handlers.LocalFunction[SweeperContainer]
     poller: handlers.LocalFunction[PollerContainer]
     ingest: handlers.LocalFunction[IngestContainer]
+    admin: handlers.LocalFunction[AdminApiContainer]
+    domain_checker: handlers.LocalFunction[DomainCheckContainer]
 
     def all(self) -> tuple[handlers.LocalFunction[Any], ...]:
-        return (self.api, self.authorizer, self.worker, self.sweeper, self.poller, self.ingest)
+        return (
+            self.api,
+            self.authorizer,
+            self.worker,
+            self.sweeper,
+            self.poller,
+            self.ingest,
+            self.admin,
+            self.domain_checker,
+        )
 
 
 class LocalPlatform:
@@ -253,6 +290,8 @@ class LocalPlatform:
         self.workdir = config.workdir.absolute()
         self.mailu = MailuStandIn(self.workdir / "mailu", domain=config.domain)
         self.next_hop = RefusingNextHop(host=config.host, hostname=f"mx.{config.refusing_domain}")
+        # The authoritative DNS server of the sending domains' records (local.knot): every function asks it.
+        self.dns = KnotServer(self.workdir / "knot", host=config.host)
         self.relay_password = secrets.token_urlsafe(18)
         self.aws: LocalAws | None = None
         self.resources: LocalResources | None = None
@@ -280,9 +319,11 @@ class LocalPlatform:
         self.next_hop.start()
         self.mailu.route_domain(self.config.refusing_domain, self.next_hop.host, self.next_hop.port)
         self.mailu.start()  # stops what a killed earlier run left in this work dir first
+        install_knot()  # a no-op when knotd is there
+        self.dns.start()  # afresh: no zones until the seed publishes the demo domain's
         self.aws = self._start_aws()
         self._environment.set(self.aws.environment() | self.config.process_environment())
-        self.resources = self._provision(self.aws)
+        self.resources = replace(self._provision(self.aws), dns_resolvers=self.dns.address)
         self.admin = self._admin(self.aws, self.resources)
         self.functions = self._build_functions(self.aws, self.resources)
         if self.config.log_format == "text":
@@ -318,6 +359,7 @@ class LocalPlatform:
             self._localstack = None
         self.mailu.stop()
         self.next_hop.stop()
+        self.dns.stop()
         self._console.restore()
         self._environment.restore()
         self.functions = None
@@ -414,17 +456,27 @@ class LocalPlatform:
             sweeper=handlers.sweeper(env["sweeper"], aws.clients()),
             poller=handlers.poller(env["imap-poller"], aws.clients()),
             ingest=handlers.ingest_worker(env["ingest-worker"], aws.clients()),
+            admin=handlers.admin_api(env["admin-api"], aws.clients()),
+            domain_checker=handlers.domain_checker(env["domain-checker"], aws.clients()),
         )
 
     def _start_drivers(self, aws: LocalAws, resources: LocalResources, functions: LocalFunctions) -> None:
         """What invokes the functions deployed: API Gateway, the SQS event sources, Scheduler, the rule."""
+        from local.aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY
         from local.front import ApiFront
         from local.lambda_runtime import QueuePump
         from local.scheduler import ScheduleFirer
+        from local.sigv4 import SigningCredentials
         from local.timer import Every
 
         self._front = ApiFront(
-            self.config.host, self.config.api_port, functions.authorizer.handler, functions.api.handler
+            self.config.host,
+            self.config.api_port,
+            functions.authorizer.handler,
+            functions.api.handler,
+            # /v1/admin: the admin function, behind the SigV4 check with the stack's own credentials.
+            admin=functions.admin.handler,
+            credentials=SigningCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY, aws.region),
         )
         self._front.start()
         sqs = aws.client("sqs")
@@ -470,7 +522,13 @@ class LocalPlatform:
             function_name="imap-poller",
             timeout_seconds=self.config.poll_timeout_seconds,
         )
-        for timer in (firer, sweeper, poller):
+        # What the domain checker's rule does deployed: re-check every domain's records (drift).
+        domain_checker = Every(
+            functions.domain_checker.handler,
+            interval_seconds=self.config.domain_check_seconds,
+            function_name="domain-checker",
+        )
+        for timer in (firer, sweeper, poller, domain_checker):
             timer.start()
             self._timers.append(timer)
 
@@ -485,11 +543,37 @@ class LocalPlatform:
         tenant_boxes = {f"bounces@{domain}": secrets.token_urlsafe(18), f"demo@{domain}": secrets.token_urlsafe(18)}
         self.mailu.add_users({relay.username: relay.password, inbox: inbox_password} | tenant_boxes)
         demo = seed_tenant(self.admin.admin, "Demo", domain=domain, relay=relay, key_name="local demo")
+        self._publish_demo_domain(demo, resources)
         mailboxes = [
             register_mailbox(self.admin.mailbox_admin, demo.tenant_id, self._imap_account(address, password))
             for address, password in tenant_boxes.items()
         ]
         return self._state(demo, aws, resources, inbox=inbox, inbox_password=inbox_password, mailboxes=mailboxes)
+
+    def domain_deps(self, resources: LocalResources) -> DomainDeps:
+        """The domain service on the local stores, looking records up in the local DNS server."""
+        from petrel.adapters.dns import DnsPythonResolver
+        from petrel.services.domains import DomainDeps
+
+        assert self.admin is not None
+        return DomainDeps(
+            tenants=self.admin.tenants,
+            secrets=self.admin.secrets,
+            resolver=DnsPythonResolver([(self.dns.host, self.dns.port)], timeout=2.0),
+            clock=self.admin.clock,
+            secrets_prefix=resources.secrets_prefix,
+            mailboxes=self.admin.mailboxes,
+        )
+
+    def _publish_demo_domain(self, demo: SeededTenant, resources: LocalResources) -> None:
+        """The demo domain's records into the local DNS server, then verified: the demo tenant sends
+        signed mail from a verified domain out of the box."""
+        domain = publish_and_verify(self.domain_deps(resources), self.dns.client, demo.tenant_id, demo.domain)
+        if not domain.sendable:
+            failing = [f"{r.purpose} {r.status}" for r in domain.records if r.required and r.status != "verified"]
+            log.warning(
+                "the demo domain %s is %s after publishing its records: %s", demo.domain, domain.status, failing
+            )
 
     def _imap_account(self, address: str, password: str) -> ImapAccount:
         """A stand-in user as the poller reads it: IMAPS, verified against the stand-in's CA."""
@@ -559,6 +643,9 @@ class LocalPlatform:
                 "ca_file": str(self.mailu.ca_file),
                 "domain": self.config.domain,
             },
+            # The local DNS server (Knot) every function asks: its address, and what `petrel dns publish`
+            # needs to change its zones (the TSIG key and the control socket).
+            "dns": self.dns.info(),
             "aws": {
                 "endpoint_url": aws.endpoint_url,
                 # Each service's endpoint (LocalStack's for some with the LocalStack backend); the CLI's

@@ -32,6 +32,9 @@ class LocalResources:
     scheduler_role_arn: str
     schedules_dlq_url: str
     schedules_dlq_arn: str
+    # The DNS servers every function asks (PETREL_DNS_RESOLVERS, "host:port,..."): the local stack's Knot;
+    # empty: the system's resolvers.
+    dns_resolvers: str = ""
 
     def environment(self) -> dict[str, str]:
         """The PETREL_* variables the functions read (petrel.settings)."""
@@ -45,6 +48,8 @@ class LocalResources:
         env[r.SCHEDULES.group_env_var] = self.schedule_group
         env[r.SCHEDULES.role_env_var] = self.scheduler_role_arn
         env[r.SCHEDULES.dlq_arn_env_var] = self.schedules_dlq_arn
+        if self.dns_resolvers:
+            env[r.DNS_RESOLVERS_ENV] = self.dns_resolvers
         return env
 
 

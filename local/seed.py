@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from petrel.services import tenants
 
 if TYPE_CHECKING:
-    from petrel.models.records import Mailbox
+    from local.dns_publish import ZonePublisher
+    from petrel.models.records import Mailbox, SendingDomain
+    from petrel.services.domains import DomainDeps
     from petrel.services.mailboxes import MailboxDeps
 
 
@@ -59,14 +61,17 @@ def seed_tenant(
     relay: RelayAccount,
     key_name: str = "",
     return_path_domain: str | None = None,
+    allow_unverified_domains: bool = False,
     **server: Any,
 ) -> SeededTenant:
     """A tenant sending from `domain` through one SMTP server: `relay`'s account, with any `add_smtp_server`
     setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle). Bounces go to
-    `return_path_domain` (default: `domain` itself)."""
-    tenant = tenants.create_tenant(admin, name)
-    tenants.add_domain(admin, tenant.tenant_id, domain, return_path_domain)
+    `return_path_domain` (default: `domain` itself). The domain is pending until its records are published
+    and verified (`publish_and_verify`); `allow_unverified_domains` lets the tenant send before (tests)."""
+    tenant = tenants.create_tenant(admin, name, allow_unverified_domains=allow_unverified_domains)
+    # the server first: the domain's SPF record authorizes the tenant's servers
     created = tenants.add_smtp_server(admin, tenant.tenant_id, **relay.server_settings(**server))
+    tenants.add_domain(admin, tenant.tenant_id, domain, return_path_domain)
     key = tenants.create_api_key(admin, tenant.tenant_id, key_name or name)
     return SeededTenant(tenant_id=tenant.tenant_id, server_id=created.server_id, api_key=key.secret, domain=domain)
 
@@ -98,3 +103,15 @@ def register_mailbox(deps: MailboxDeps, tenant_id: str, account: ImapAccount) ->
         password=account.password,
         ca_bundle=account.ca_bundle,
     )
+
+
+def publish_and_verify(deps: DomainDeps, dns: ZonePublisher, tenant_id: str, domain: str) -> SendingDomain:
+    """What a tenant does after `POST /v1/domains`: publish the domain's records (`SendingDomain.records`)
+    at its DNS host, here `dns` (the local Knot), then verify them; the domain as verification left it
+    (`verified` when SPF and DKIM check out). `deps.resolver` must ask that same server."""
+    from local.dns_publish import publish_domain
+    from petrel.services import domains
+
+    record = domains.get_domain(deps, tenant_id, domain)
+    publish_domain(dns, record)
+    return domains.verify_domain(deps, record)

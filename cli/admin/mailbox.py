@@ -1,25 +1,26 @@
-"""`petrel mailbox add|list|set|set-password|remove|test`: the tenant's MailU mailboxes Petrel reads.
+"""`petrel mailbox add|list|set|set-password|remove|test`: the tenant's MailU mailboxes Petrel reads,
+through the admin API.
 
 The poller reads each mailbox over IMAP (delivery reports at the return-path domain's mailbox, replies
 and new mail in any inbox the tenant wants). Passwords go to Secrets Manager only; they are read from an
-environment variable, standard input or a prompt that does not echo, never from the command line.
+environment variable, standard input or a prompt that does not echo, never from the command line, and
+sent only in the body of the signed request.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from cli import passwords
+from cli.admin.server import CHECK_TIMEOUT, read_ca, report_check
+from cli.admin.tenant import tenant_path
+from cli.client import segment
 from cli.command import Context, Groups, add_groups, add_parser
 from cli.errors import CliError
-from cli.imap_check import check_mailbox
-from cli.smtp_check import Step
-from petrel.models.records import FolderCursor, Mailbox, MailboxAfter, SmtpSecurity
-from petrel.services import mailboxes as admin
-from petrel.services.mailboxes import MailboxSettings, MailboxView
+from petrel.models.records import MailboxAfter, SmtpSecurity
 
 COLUMNS = ("mailbox_id", "address", "host", "port", "security", "username", "folders", "after", "enabled", "ca")
 LIST_COLUMNS = (
@@ -60,13 +61,14 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
         commands,
         "test",
         "check a mailbox before the poller depends on it (reads nothing, changes nothing)",
-        "Connect to the IMAP server, set up TLS as configured (the certificate verified), log in with the "
+        "Have the admin API (which reaches the server as the poller does) connect to the IMAP server, "
+        "set up TLS as configured (the certificate verified), log in with the "
         "stored password and examine each folder read-only, printing its UIDVALIDITY and message count. No "
         "message is fetched or flagged. Each step is printed; the exit status is 0 when every step passed, "
         "1 otherwise.",
     )
     _mailbox_id_arguments(test)
-    test.add_argument("--timeout", type=float, default=30.0, help="seconds for each network operation")
+    test.add_argument("--timeout", type=float, default=CHECK_TIMEOUT, help="seconds to wait for the check's answer")
     test.set_defaults(handler=test_mailbox)
 
     password = add_parser(commands, "set-password", "rotate a mailbox's IMAP password")
@@ -159,60 +161,61 @@ def _mailbox_id_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mailbox_id", help="the mailbox's id (mailbox list)")
 
 
-def _read_ca(ca_file: str | None) -> str | None:
-    try:
-        return Path(ca_file).read_text() if ca_file else None
-    except OSError as exc:
-        raise CliError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
-
-
 def _read_password(args: argparse.Namespace) -> str:
     return passwords.read_password(args, prompt=lambda _: getpass.getpass("IMAP password: "))
 
 
-def _after(mailbox: Mailbox) -> str:
-    return f"move:{mailbox.move_to}" if mailbox.after is MailboxAfter.MOVE else mailbox.after.value
+def _after(mailbox: Mapping[str, Any]) -> str:
+    after = str(mailbox.get("after") or MailboxAfter.LEAVE.value)
+    return f"move:{mailbox.get('move_to')}" if after == MailboxAfter.MOVE.value else after
 
 
-def _row(mailbox: Mailbox) -> dict[str, Any]:
-    """The mailbox as shown: never its secret's name (nor, in tables, its CA's text)."""
-    row = mailbox.model_dump(mode="json", exclude={"secret_name", "ca_bundle"})
-    row["ca"] = "own" if mailbox.ca_bundle else "system"
+def _row(mailbox: Mapping[str, Any]) -> dict[str, Any]:
+    """The mailbox as shown: never its CA's text (its presence only), nor its health and cursors."""
+    row = {name: value for name, value in mailbox.items() if name not in ("ca_bundle", "health", "cursors")}
+    row["ca"] = "own" if mailbox.get("ca_bundle") else "system"
     return row
 
 
-def _cells(row: dict[str, Any], mailbox: Mailbox) -> dict[str, Any]:
-    return {**row, "folders": ",".join(mailbox.folders), "after": _after(mailbox)}
+def _cells(mailbox: Mapping[str, Any]) -> dict[str, Any]:
+    return {**_row(mailbox), "folders": ",".join(mailbox.get("folders") or ()), "after": _after(mailbox)}
 
 
-def _cursor_cell(folder: str, cursor: FolderCursor | None) -> str:
-    return f"{folder}=-" if cursor is None else f"{folder}={cursor.uidvalidity}/{cursor.last_uid}"
+def _cursor_cell(folder: str, cursor: Mapping[str, Any] | None) -> str:
+    return f"{folder}=-" if cursor is None else f"{folder}={cursor['uidvalidity']}/{cursor['last_uid']}"
 
 
-def _cursor_fields(cursor: FolderCursor | None) -> dict[str, Any]:
-    """How far a folder is read (nothing before its first poll)."""
-    return {} if cursor is None else cursor.model_dump(mode="json", include={"uidvalidity", "last_uid", "updated_at"})
+def _cursors(mailbox: Mapping[str, Any]) -> dict[str, Mapping[str, Any] | None]:
+    """Each folder read, with how far (None before its first poll), in the mailbox's folder order."""
+    known: Mapping[str, Any] = mailbox.get("cursors") or {}
+    return {folder: known.get(folder) for folder in mailbox.get("folders") or known}
 
 
-def _view_row(view: MailboxView, *, as_json: bool) -> dict[str, Any]:
+def _view_row(mailbox: Mapping[str, Any], *, as_json: bool) -> dict[str, Any]:
     """A mailbox with its health and cursors: structured with --json, cells in a table."""
-    row = _row(view.mailbox)
-    health = view.health.model_dump(mode="json", exclude={"tenant_id", "mailbox_id"}) if view.health else {}
+    health: Mapping[str, Any] = mailbox.get("health") or {}
     if as_json:
-        cursors = [{"folder": folder, **_cursor_fields(cursor)} for folder, cursor in view.cursors.items()]
-        return {**row, "health": health or None, "cursors": cursors}
+        cursors = [{"folder": folder, **(cursor or {})} for folder, cursor in _cursors(mailbox).items()]
+        return {**_row(mailbox), "health": dict(health) or None, "cursors": cursors}
     error = health.get("error")
     return {
-        **_cells(row, view.mailbox),
+        **_cells(mailbox),
         **health,
         "error": " ".join(str(error).split()) if error else None,
-        "folders": ",".join(_cursor_cell(folder, cursor) for folder, cursor in view.cursors.items()),
+        "folders": ",".join(_cursor_cell(folder, cursor) for folder, cursor in _cursors(mailbox).items()),
     }
 
 
-def _show(context: Context, mailbox: Mailbox) -> None:
-    row = _row(mailbox)
-    context.output.record(row if context.output.as_json else _cells(row, mailbox), COLUMNS)
+def _show(context: Context, mailbox: Mapping[str, Any]) -> None:
+    context.output.record(_row(mailbox) if context.output.as_json else _cells(mailbox), COLUMNS)
+
+
+def mailboxes_path(tenant_id: str) -> str:
+    return f"{tenant_path(tenant_id)}/mailboxes"
+
+
+def mailbox_path(tenant_id: str, mailbox_id: str) -> str:
+    return f"{mailboxes_path(tenant_id)}/{segment(mailbox_id)}"
 
 
 def _local_imap(context: Context) -> dict[str, Any]:
@@ -255,68 +258,67 @@ def _with_local(args: argparse.Namespace, context: Context) -> argparse.Namespac
 
 def add_mailbox(args: argparse.Namespace, context: Context) -> int:
     args = _with_local(args, context) if args.local else argparse.Namespace(**vars(args), local_password=None)
-    address, host, port, security = args.address, args.host, args.port, args.security
-    if not address or not host:
+    if not args.address or not args.host:
         raise CliError("give --address and --host (or --local against the local stack)")
-    deps = _deps(context)
-    mailbox = admin.new_mailbox(
-        deps,
-        args.tenant,
-        address=address,
-        host=host,
-        port=port,
-        security=security or SmtpSecurity.TLS.value,
-        username=args.username,
-        folders=tuple(args.folders or admin.DEFAULT_FOLDERS),
-        after=args.after,
-        move_to=args.move_to,
-        ca_bundle=_read_ca(args.ca_file),
-    )
-    admin.save_new_mailbox(deps, mailbox, args.local_password or _read_password(args))  # asked once the rest is right
+    body: dict[str, Any] = {
+        "address": args.address,
+        "host": args.host,
+        "security": args.security or SmtpSecurity.TLS.value,
+        "after": args.after,
+    }
+    optional = {
+        "port": args.port,
+        "username": args.username,
+        "folders": list(args.folders) if args.folders else None,
+        "move_to": args.move_to,
+        "ca_bundle": read_ca(args.ca_file),
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    body["password"] = args.local_password or _read_password(args)
+    mailbox = context.client.post(mailboxes_path(args.tenant), body)
     _show(context, mailbox)
-    context.output.note(f"check it with: petrel --env {context.env} mailbox test {args.tenant} {mailbox.mailbox_id}")
+    context.output.note(f"check it with: petrel --env {context.env} mailbox test {args.tenant} {mailbox['mailbox_id']}")
     return 0
 
 
 def list_mailboxes(args: argparse.Namespace, context: Context) -> int:
-    views = admin.list_mailboxes(_deps(context), args.tenant)
+    mailboxes = context.client.get(mailboxes_path(args.tenant))["mailboxes"]
     as_json = context.output.as_json
-    context.output.rows([_view_row(view, as_json=as_json) for view in views], LIST_COLUMNS)
+    context.output.rows([_view_row(mailbox, as_json=as_json) for mailbox in mailboxes], LIST_COLUMNS)
     return 0
 
 
 def set_mailbox(args: argparse.Namespace, context: Context) -> int:
-    settings = MailboxSettings(
-        host=args.host,
-        port=args.port,
-        security=args.security,
-        username=args.username,
-        ca_bundle="" if args.system_ca else _read_ca(args.ca_file),
-        folders=tuple(args.folders) if args.folders else None,
-        after=args.after,
-        move_to=args.move_to,
-        enabled=args.enabled,
-    )
-    _show(context, admin.update_mailbox(_deps(context), args.tenant, args.mailbox_id, settings))
+    changes = {
+        "host": args.host,
+        "port": args.port,
+        "security": args.security,
+        "username": args.username,
+        "ca_bundle": "" if args.system_ca else read_ca(args.ca_file),
+        "folders": list(args.folders) if args.folders else None,
+        "after": args.after,
+        "move_to": args.move_to,
+        "enabled": args.enabled,
+    }
+    body = {name: value for name, value in changes.items() if value is not None}
+    if not body:
+        raise CliError("nothing to change: give at least one setting (see mailbox set --help)")
+    _show(context, context.client.patch(mailbox_path(args.tenant, args.mailbox_id), body))
     return 0
 
 
 def set_password(args: argparse.Namespace, context: Context) -> int:
-    deps = _deps(context)
-    admin.find_mailbox(deps, args.tenant, args.mailbox_id)  # before asking for a password
-    admin.set_password(deps, args.tenant, args.mailbox_id, _read_password(args))
+    path = mailbox_path(args.tenant, args.mailbox_id)
+    context.client.get(path)  # it exists, before asking for a password
+    context.client.put(f"{path}/password", {"password": _read_password(args)})
     _done(context, args.mailbox_id, "password updated")
     return 0
 
 
 def remove_mailbox(args: argparse.Namespace, context: Context) -> int:
-    admin.remove_mailbox(_deps(context), args.tenant, args.mailbox_id)
+    context.client.delete(mailbox_path(args.tenant, args.mailbox_id))
     _done(context, args.mailbox_id, "removed")
     return 0
-
-
-def _deps(context: Context) -> admin.MailboxDeps:
-    return context.services.mailbox_admin
 
 
 def _done(context: Context, mailbox_id: str, what: str) -> None:
@@ -327,26 +329,9 @@ def _done(context: Context, mailbox_id: str, what: str) -> None:
 
 
 def test_mailbox(args: argparse.Namespace, context: Context) -> int:
-    deps = _deps(context)
-    mailbox = admin.find_mailbox(deps, args.tenant, args.mailbox_id)
-    password = admin.mailbox_password(deps, mailbox)
-    steps: list[Step] = []
-
-    def report(step: Step) -> None:
-        steps.append(step)
-        if not context.output.as_json:
-            context.output.line(f"{step.name:<10} {'ok' if step.ok else 'FAILED':<6} {step.detail}")
-
-    from petrel.adapters.imap import ImapClientReader  # imapclient: imported by this command only
-
-    failed = check_mailbox(ImapClientReader(timeout=args.timeout), mailbox, password, report)
-    where = f"{mailbox.mailbox_id} ({mailbox.host}:{mailbox.port})"
-    if context.output.as_json:
-        context.output.json(
-            {"mailbox_id": mailbox.mailbox_id, "ok": failed is None, "steps": [vars(step) for step in steps]}
-        )
-    elif failed is None:
-        context.output.line(f"OK: {where} can be read ({', '.join(mailbox.folders)})")
-    else:
-        context.output.line(f"{where} FAILED at {failed.name}: {failed.detail}")
-    return 0 if failed is None else 1
+    path = mailbox_path(args.tenant, args.mailbox_id)
+    mailbox = context.client.get(path)
+    answer = context.client.post(f"{path}/test", timeout=args.timeout)
+    where = f"{args.mailbox_id} ({mailbox['host']}:{mailbox['port']})"
+    success = f"OK: {where} can be read ({', '.join(mailbox.get('folders') or ())})"
+    return report_check(context, {"mailbox_id": args.mailbox_id}, answer, success, where)

@@ -1,25 +1,31 @@
-"""`petrel server add|list|test|set-password|remove`: a tenant's MailU submission servers.
+"""`petrel server add|list|update|pause|resume|set-password|remove|test`: a tenant's MailU submission
+servers, through the admin API.
 
-Passwords go to Secrets Manager only; they are read from an environment variable, standard input or
-a prompt that does not echo, never from the command line.
+Passwords go to Secrets Manager only (the admin function stores them); the CLI reads them from an
+environment variable, standard input or a prompt that does not echo, never from the command line, and
+sends them only in the body of the signed request. `set-password` has the admin API try the new password
+with SMTP AUTH before storing it, so a wrong one never replaces a good one.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from cli import passwords
+from cli.admin.tenant import tenant_path
+from cli.client import segment
 from cli.command import Context, Groups, add_groups, add_parser
 from cli.errors import CliError
-from cli.smtp_check import Step, check_server
-from petrel.mail.addresses import AddressError, normalize_domain
-from petrel.models.records import POOLS, SmtpSecurity, SmtpServer
-from petrel.services import tenants as admin
+from petrel.models.records import POOLS, SmtpSecurity
 
 COLUMNS = ("server_id", "host", "port", "security", "username", "pool", "weight", "enabled", "ca")
 DEFAULT_PORTS = {SmtpSecurity.STARTTLS.value: 587, SmtpSecurity.TLS.value: 465}
 SECURITY_CHOICES = [security.value for security in SmtpSecurity]
+# The admin API's check runs several network steps (30 s each at most, from the function): the CLI
+# waits for all of them by default.
+CHECK_TIMEOUT = 120.0
 
 
 def register(groups: Groups[argparse.ArgumentParser]) -> None:
@@ -30,21 +36,45 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     listing.add_argument("tenant", help="the tenant id (tn_...)")
     listing.set_defaults(handler=list_servers)
 
+    _register_update(commands)
+
+    for name, help_text in (
+        ("pause", "stop sending through a server (its traffic goes to the pool's others)"),
+        ("resume", "send through a paused server again"),
+    ):
+        toggle = add_parser(commands, name, help_text)
+        _server_id_arguments(toggle)
+        toggle.set_defaults(handler=toggle_server, action=name)
+
     test = add_parser(
         commands,
         "test",
         "check a server before mail depends on it (sends nothing)",
-        "Connect to the server, set up TLS as configured (the certificate verified), AUTH with the stored "
-        "password and say MAIL FROM the tenant's return path, then RSET and QUIT: no mail is sent. Each "
-        "step is printed; the exit status is 0 when every step passed, 1 otherwise.",
+        "Have the admin API (which reaches the server as the send worker does) connect to the server, set "
+        "up TLS as configured (the certificate verified), AUTH with the stored password and say MAIL FROM "
+        "the tenant's return path, then RSET and QUIT: no mail is sent. Each step is printed; the exit "
+        "status is 0 when every step passed, 1 otherwise. The MAIL FROM is the return path of the tenant's "
+        "first sending domain.",
     )
     _server_id_arguments(test)
-    test.add_argument("--domain", help="the sending domain whose return path to use (default: the tenant's first)")
-    test.add_argument("--timeout", type=float, default=30.0, help="seconds for each network operation")
+    test.add_argument("--timeout", type=float, default=CHECK_TIMEOUT, help="seconds to wait for the check's answer")
     test.set_defaults(handler=test_server)
 
-    password = add_parser(commands, "set-password", "rotate a server's SMTP password")
+    password = add_parser(
+        commands,
+        "set-password",
+        "rotate a server's SMTP password",
+        "Rotate a server's SMTP password: the admin API first tries the new password with SMTP AUTH "
+        "against the server and stores it only if the server takes it (change it on MailU first), so "
+        "mail never goes out with a password the server refuses.",
+    )
     _server_id_arguments(password)
+    password.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="store the password without trying it first (the server is unreachable from the API)",
+    )
     passwords.add_arguments(password)
     password.set_defaults(handler=set_password)
 
@@ -80,15 +110,52 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
     add.set_defaults(handler=add_server)
 
 
+def _register_update(commands: Groups[argparse.ArgumentParser]) -> None:
+    change = add_parser(
+        commands,
+        "update",
+        "change a server's settings",
+        "Change some settings of a server; those not given stay as they are. The password changes with "
+        "`server set-password`; pausing with `server pause`.",
+    )
+    _server_id_arguments(change)
+    change.add_argument("--host", help="the server's host name")
+    change.add_argument("--port", type=int, help="the port")
+    change.add_argument("--security", choices=SECURITY_CHOICES, help="starttls or tls (implicit)")
+    change.add_argument("--username", help="the relay account")
+    change.add_argument("--pool", choices=POOLS, help="which traffic it carries")
+    change.add_argument("--weight", type=int, help="its share of the pool's traffic (1-1000)")
+    ca = change.add_mutually_exclusive_group()
+    ca.add_argument("--ca-file", metavar="PEM", help="CA bundle to trust from now on")
+    ca.add_argument("--system-ca", action="store_true", help="drop the server's own CA: trust the system's")
+    change.set_defaults(handler=update_server)
+
+
 def _server_id_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tenant", help="the tenant id (tn_...)")
     parser.add_argument("server_id", help="the server's id (server list)")
 
 
-def _row(server: SmtpServer) -> dict[str, object]:
-    row = server.model_dump(mode="json", exclude={"ca_bundle", "secret_name"})
-    row["ca"] = "own" if server.ca_bundle else "system"
+def read_ca(ca_file: str | None) -> str | None:
+    """A CA bundle file's PEM text (sent in the request; the admin API keeps it on the record)."""
+    try:
+        return Path(ca_file).read_text() if ca_file else None
+    except OSError as exc:
+        raise CliError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
+
+
+def _row(server: dict[str, Any]) -> dict[str, Any]:
+    row = {name: value for name, value in server.items() if name != "ca_bundle"}
+    row["ca"] = "own" if server.get("ca_bundle") else "system"
     return row
+
+
+def servers_path(tenant_id: str) -> str:
+    return f"{tenant_path(tenant_id)}/servers"
+
+
+def server_path(tenant_id: str, server_id: str) -> str:
+    return f"{servers_path(tenant_id)}/{segment(server_id)}"
 
 
 def add_server(args: argparse.Namespace, context: Context) -> int:
@@ -105,44 +172,66 @@ def add_server(args: argparse.Namespace, context: Context) -> int:
     if not host or not username:
         raise CliError("give --host and --username (or --local-relay against the local stack)")
     security = security or SmtpSecurity.STARTTLS.value
-    password = password or passwords.read_password(args)
-    try:
-        ca_bundle = Path(ca_file).read_text() if ca_file else None
-    except OSError as exc:
-        raise CliError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
-    server = admin.add_smtp_server(
-        context.admin,
-        args.tenant,
-        host=host,
-        port=port or DEFAULT_PORTS[security],
-        security=security,
-        username=username,
-        password=password,
-        pool=args.pool,
-        weight=args.weight,
-        ca_bundle=ca_bundle,
-    )
+    body: dict[str, Any] = {
+        "host": host,
+        "port": port or DEFAULT_PORTS[security],
+        "security": security,
+        "username": username,
+        "pool": args.pool,
+        "weight": args.weight,
+    }
+    ca_bundle = read_ca(ca_file)
+    if ca_bundle is not None:
+        body["ca_bundle"] = ca_bundle
+    body["password"] = password or passwords.read_password(args)
+    server = context.client.post(servers_path(args.tenant), body)
     context.output.record(_row(server), COLUMNS)
-    context.output.note(f"check it with: petrel --env {context.env} server test {args.tenant} {server.server_id}")
+    context.output.note(f"check it with: petrel --env {context.env} server test {args.tenant} {server['server_id']}")
     return 0
 
 
 def list_servers(args: argparse.Namespace, context: Context) -> int:
-    admin.get_tenant(context.admin, args.tenant)
-    servers = context.admin.tenants.list_servers(args.tenant)
-    context.output.rows([_row(server) for server in servers], COLUMNS)
+    context.output.rows([_row(server) for server in _servers(context, args.tenant)], COLUMNS)
+    return 0
+
+
+def _servers(context: Context, tenant_id: str) -> list[dict[str, Any]]:
+    servers: list[dict[str, Any]] = context.client.get(servers_path(tenant_id))["servers"]
+    return servers
+
+
+def update_server(args: argparse.Namespace, context: Context) -> int:
+    body = {
+        name: getattr(args, name)
+        for name in ("host", "port", "security", "username", "pool", "weight")
+        if getattr(args, name) is not None
+    }
+    ca_bundle = "" if args.system_ca else read_ca(args.ca_file)
+    if ca_bundle is not None:
+        body["ca_bundle"] = ca_bundle
+    if not body:
+        raise CliError("nothing to change: give at least one setting (see server update --help)")
+    server = context.client.patch(server_path(args.tenant, args.server_id), body)
+    context.output.record(_row(server), COLUMNS)
+    return 0
+
+
+def toggle_server(args: argparse.Namespace, context: Context) -> int:
+    server = context.client.post(f"{server_path(args.tenant, args.server_id)}/{args.action}")
+    context.output.record(_row(server), COLUMNS)
     return 0
 
 
 def set_password(args: argparse.Namespace, context: Context) -> int:
-    admin.find_server(context.admin, args.tenant, args.server_id)  # before asking for a password
-    admin.set_smtp_password(context.admin, args.tenant, args.server_id, passwords.read_password(args))
-    _done(context, args.server_id, "password updated")
+    context.client.get(server_path(args.tenant, args.server_id))  # it exists, before asking for a password
+    body = {"password": passwords.read_password(args), "verify": args.verify}
+    context.client.put(f"{server_path(args.tenant, args.server_id)}/password", body)
+    _done(context, args.server_id, "password updated" + ("" if args.verify else " (not tried)"))
     return 0
 
 
 def remove_server(args: argparse.Namespace, context: Context) -> int:
-    admin.remove_smtp_server(context.admin, args.tenant, args.server_id)
+    context.client.delete(server_path(args.tenant, args.server_id))
     _done(context, args.server_id, "removed")
     return 0
 
@@ -154,41 +243,34 @@ def _done(context: Context, server_id: str, what: str) -> None:
         context.output.line(f"{server_id}: {what}")
 
 
+def print_steps(context: Context, steps: list[dict[str, Any]]) -> None:
+    """A check's steps, one line each (with --json the caller prints the answer instead)."""
+    for step in steps:
+        context.output.line(f"{step['name']:<10} {'ok' if step['ok'] else 'FAILED':<6} {step['detail']}")
+
+
 def test_server(args: argparse.Namespace, context: Context) -> int:
-    deps = context.admin
-    server = admin.find_server(deps, args.tenant, args.server_id)
-    mail_from = f"bounces+petrel-server-test@{_return_path_domain(context, args.tenant, args.domain)}"
-    password = deps.secrets.get_secret(server.secret_name)
-    steps: list[Step] = []
+    path = server_path(args.tenant, args.server_id)
+    server = context.client.get(path)
+    answer = context.client.post(f"{path}/test", timeout=args.timeout)
+    where = f"{args.server_id} ({server['host']}:{server['port']})"
+    return report_check(
+        context, {"server_id": args.server_id}, answer, f"OK: {where} accepts mail from the tenant", where
+    )
 
-    def report(step: Step) -> None:
-        steps.append(step)
-        if not context.output.as_json:
-            context.output.line(f"{step.name:<10} {'ok' if step.ok else 'FAILED':<6} {step.detail}")
 
-    failed = check_server(server, password, mail_from, report, timeout=args.timeout)
-    where = f"{server.server_id} ({server.host}:{server.port})"
-    result = f"FAILED at {failed.name}: {failed.detail}" if failed else f"OK: {where} accepts mail from the tenant"
+def report_check(context: Context, subject: dict[str, Any], answer: dict[str, Any], success: str, where: str) -> int:
+    """A connectivity check's answer ({ok, steps}): its steps one to a line, then the verdict (the answer
+    itself with --json); exit status 0 when it passed, 1 otherwise."""
+    steps: list[dict[str, Any]] = answer.get("steps") or []
+    passed = bool(answer.get("ok"))
     if context.output.as_json:
-        context.output.json(
-            {"server_id": server.server_id, "ok": failed is None, "steps": [vars(step) for step in steps]}
-        )
-    else:
-        context.output.line(result if failed is None else f"{where} {result}")
-    return 0 if failed is None else 1
-
-
-def _return_path_domain(context: Context, tenant_id: str, wanted: str | None) -> str:
-    domains = context.admin.tenants.list_domains(tenant_id)
-    if wanted is not None:
-        try:
-            name = normalize_domain(wanted)
-        except AddressError as exc:
-            raise CliError(str(exc)) from None
-        found = next((d for d in domains if d.domain == name), None)
-        if found is None:
-            raise CliError(f"tenant {tenant_id!r} has no domain {wanted!r} (domain list)")
-        return found.return_path_domain
-    if not domains:
-        raise CliError(f"tenant {tenant_id!r} has no sending domain yet: add one with `domain add` first")
-    return domains[0].return_path_domain
+        context.output.json({**subject, "ok": passed, "steps": steps})
+        return 0 if passed else 1
+    print_steps(context, steps)
+    if passed:
+        context.output.line(success)
+        return 0
+    failed = next((step for step in steps if not step["ok"]), None)
+    context.output.line(f"{where} FAILED" + (f" at {failed['name']}: {failed['detail']}" if failed else ""))
+    return 1

@@ -1,15 +1,30 @@
-"""`petrel tenant create|list|set`: tenants and their settings."""
+"""`petrel tenant create|list|show|update|suspend|resume`: tenants and their settings, through the admin API."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from cli.client import segment
 from cli.command import Context, Groups, add_groups, add_parser
+from cli.errors import CliError
 from petrel.models.records import Tenant
-from petrel.services import tenants as admin
+from petrel.services import tenants as limits
 
-COLUMNS = ("tenant_id", "name", "max_message_bytes", "max_age_hours", "created_at")
+COLUMNS = ("tenant_id", "name", "status", "max_message_bytes", "max_age_hours", "created_at")
+DETAIL_COLUMNS = (
+    "tenant_id",
+    "name",
+    "status",
+    "max_message_bytes",
+    "max_age_hours",
+    "daily_quota",
+    "per_second_quota",
+    "allow_unverified_domains",
+    "suspended_reason",
+    "created_at",
+)
+NO_LIMIT = "none"
 
 
 def _default(field: str) -> Any:
@@ -26,17 +41,50 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
 
     add_parser(commands, "list", "list tenants").set_defaults(handler=list_tenants)
 
+    show = add_parser(commands, "show", "show a tenant: its settings, quotas and whether it is suspended")
+    show.add_argument("tenant", help="the tenant id (tn_...)")
+    show.set_defaults(handler=show_tenant)
+
     change = add_parser(
         commands,
-        "set",
+        "update",
         "change a tenant's settings",
         "Change some settings of a tenant; those not given stay as they are. Send workers see a change "
-        "once their configuration cache expires (about a minute).",
+        "once their configuration cache expires (about a minute). `tenant set` is the same command.",
+        aliases=("set",),
     )
     change.add_argument("tenant", help="the tenant id (tn_...)")
     change.add_argument("--name", help="a new name")
     _settings_arguments(change, defaults=False)
-    change.set_defaults(handler=set_tenant)
+    change.set_defaults(handler=update_tenant)
+
+    suspend = add_parser(
+        commands,
+        "suspend",
+        "suspend a tenant: its sends are refused (403), its queued and scheduled mail waits",
+        "Suspend a tenant: the API refuses its sends with a 403 problem, and its queued and scheduled mail "
+        "is held (not lost) until `tenant resume`.",
+    )
+    suspend.add_argument("tenant", help="the tenant id (tn_...)")
+    suspend.add_argument("--reason", help="why, for the operators and the 403's detail (default: none)")
+    suspend.set_defaults(handler=suspend_tenant)
+
+    resume = add_parser(commands, "resume", "resume a suspended tenant: its held mail goes out again")
+    resume.add_argument("tenant", help="the tenant id (tn_...)")
+    resume.set_defaults(handler=resume_tenant)
+
+
+def quota(value: str) -> int | None:
+    """A quota argument: a positive count, or `none` for no limit."""
+    if value.strip().lower() == NO_LIMIT:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or {NO_LIMIT!r}: {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a quota is at least 1 (or {NO_LIMIT!r} for no limit), not {count}")
+    return count
 
 
 def _settings_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -45,8 +93,8 @@ def _settings_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         "--max-message-bytes",
         type=int,
         metavar="BYTES",
-        help=f"largest message accepted, encoded, attachments included ({admin.MIN_MESSAGE_BYTES}-"
-        f"{admin.MAX_MESSAGE_BYTES})" + (f" (default: {size}, 25 MiB)" if defaults else ""),
+        help=f"largest message accepted, encoded, attachments included ({limits.MIN_MESSAGE_BYTES}-"
+        f"{limits.MAX_MESSAGE_BYTES})" + (f" (default: {size}, 25 MiB)" if defaults else ""),
     )
     parser.add_argument(
         "--max-age-hours",
@@ -55,24 +103,93 @@ def _settings_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         help="how long a message is retried before it fails as expired, at most the environment's "
         "max_message_age_hours" + (f" (default: {hours})" if defaults else ""),
     )
+    unset = argparse.SUPPRESS  # absent from the namespace unless given: `none` is a value (no limit)
+    parser.add_argument(
+        "--daily-quota",
+        type=quota,
+        default=unset,
+        metavar="N|none",
+        help="recipients accepted per UTC day; none: no limit" + (" (default: none)" if defaults else ""),
+    )
+    parser.add_argument(
+        "--per-second-quota",
+        type=quota,
+        default=unset,
+        metavar="N|none",
+        help="recipients accepted per second; none: no limit" + (" (default: none)" if defaults else ""),
+    )
+    verified = parser.add_mutually_exclusive_group()
+    verified.add_argument(
+        "--allow-unverified-domains",
+        dest="allow_unverified_domains",
+        action="store_const",
+        const=True,
+        help="let the tenant send from domains whose SPF and DKIM are not verified (testing only)",
+    )
+    verified.add_argument(
+        "--require-verified-domains",
+        dest="allow_unverified_domains",
+        action="store_const",
+        const=False,
+        help="refuse sends from domains whose SPF and DKIM are not verified" + (" (the default)" if defaults else ""),
+    )
+
+
+def settings_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, and only those: a quota given as `none` is an explicit
+    null (the admin API removes the limit), a setting not given is absent (left as it is)."""
+    body: dict[str, Any] = {}
+    for name in ("name", "max_message_bytes", "max_age_hours", "allow_unverified_domains"):
+        value = getattr(args, name, None)
+        if value is not None:
+            body[name] = value
+    for name in ("daily_quota", "per_second_quota"):
+        if hasattr(args, name):
+            body[name] = getattr(args, name)
+    return body
+
+
+def tenant_path(tenant_id: str) -> str:
+    return f"/tenants/{segment(tenant_id)}"
 
 
 def create_tenant(args: argparse.Namespace, context: Context) -> int:
-    tenant = admin.create_tenant(context.admin, args.name, args.max_message_bytes, max_age_hours=args.max_age_hours)
-    context.output.record(tenant.model_dump(mode="json"), COLUMNS)
+    tenant = context.client.post("/tenants", settings_body(args))
+    context.output.record(tenant, DETAIL_COLUMNS)
     return 0
 
 
 def list_tenants(args: argparse.Namespace, context: Context) -> int:
-    tenants = context.admin.tenants.list_tenants()
-    context.output.rows([tenant.model_dump(mode="json") for tenant in tenants], COLUMNS)
+    answer = context.client.get("/tenants")
+    context.output.rows(answer["tenants"], COLUMNS)
     return 0
 
 
-def set_tenant(args: argparse.Namespace, context: Context) -> int:
-    settings = admin.TenantSettings(
-        name=args.name, max_message_bytes=args.max_message_bytes, max_age_hours=args.max_age_hours
-    )
-    tenant = admin.update_tenant(context.admin, args.tenant, settings)
-    context.output.record(tenant.model_dump(mode="json"), COLUMNS)
+def show_tenant(args: argparse.Namespace, context: Context) -> int:
+    context.output.record(context.client.get(tenant_path(args.tenant)), DETAIL_COLUMNS)
+    return 0
+
+
+def update_tenant(args: argparse.Namespace, context: Context) -> int:
+    body = settings_body(args)
+    if not body:
+        raise CliError("nothing to change: give at least one setting (see tenant update --help)")
+    context.output.record(context.client.patch(tenant_path(args.tenant), body), DETAIL_COLUMNS)
+    return 0
+
+
+def suspend_tenant(args: argparse.Namespace, context: Context) -> int:
+    body = {"reason": args.reason} if args.reason else {}
+    tenant = context.client.post(f"{tenant_path(args.tenant)}/suspend", body)
+    context.output.record(tenant, DETAIL_COLUMNS)
+    return 0
+
+
+def resume_tenant(args: argparse.Namespace, context: Context) -> int:
+    answer = context.client.post(f"{tenant_path(args.tenant)}/resume")
+    if context.output.as_json:
+        context.output.json(answer)
+        return 0
+    context.output.record(answer["tenant"], DETAIL_COLUMNS)
+    context.output.note(f"{answer.get('released', 0)} held message(s) released to the send queue")
     return 0

@@ -10,7 +10,10 @@
 * the sweeper repairing any message (its way forward had been lost: a crash, a lost job or
   schedule), and the sweeper's own `Errors`;
 * the poller failing to read any mailbox (its EMF metric: login refused, server down, TLS error; the
-  mailbox's health record says which and when), and the poller's own `Errors`.
+  mailbox's health record says which and when), and the poller's own `Errors`;
+* the domain checker failing to look up any domain's records (its EMF metric: the resolvers did not
+  answer, so drift goes unseen), failing to re-check a domain at all (an unexpected error the run
+  survived), and the domain checker's own `Errors`.
 
 Every alarm treats missing data as not breaching (an idle queue or function publishes nothing).
 """
@@ -31,10 +34,11 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
-from infra.constructs.functions import IMAP_POLLER, INGEST_WORKER, SEND_WORKER, SWEEPER
+from infra.constructs.functions import DOMAIN_CHECKER, IMAP_POLLER, INGEST_WORKER, SEND_WORKER, SWEEPER
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from petrel import resources
+from petrel.entrypoints.domain_checker import DOMAIN_CHECK_ERRORS_METRIC
 
 PERIOD = Duration.minutes(5)
 
@@ -73,6 +77,7 @@ class AlarmedFunctions:
     sweeper: lambda_.IFunction
     poller: lambda_.IFunction
     ingest_worker: lambda_.IFunction
+    domain_checker: lambda_.IFunction
 
 
 class PetrelAlarms(Construct):
@@ -243,6 +248,7 @@ def alarm_specs(
         )
     )
     specs.extend(_ingest_specs(config, functions))
+    specs.extend(_domain_specs(config, functions))
     return specs
 
 
@@ -275,6 +281,49 @@ def _ingest_specs(config: EnvironmentConfig, functions: AlarmedFunctions) -> lis
             name=f"{INGEST_WORKER.slug}-errors",
             description=f"Invocations of {ingest_worker} failed as a whole (the batch goes back to its queue).",
             metric=functions.ingest_worker.metric_errors(period=PERIOD, statistic="Sum"),
+            threshold=0,
+        ),
+    ]
+
+
+def _domain_specs(config: EnvironmentConfig, functions: AlarmedFunctions) -> list[AlarmSpec]:
+    checker = config.physical_name(DOMAIN_CHECKER.slug)
+    return [
+        AlarmSpec(
+            name=f"{DOMAIN_CHECKER.slug}-dns-errors",
+            description=(
+                f"{checker} could not look up a sending domain's records (the resolvers timed out or "
+                "failed): drift of that domain goes unseen until they answer. A tenant's wrong or "
+                "missing record is not this alarm: it is a domain.dns_error event of the domain."
+            ),
+            metric=cloudwatch.Metric(
+                namespace=resources.METRICS_NAMESPACE,
+                metric_name=resources.DOMAIN_DNS_ERRORS_METRIC,
+                dimensions_map={"service": DOMAIN_CHECKER.service_name},
+                period=PERIOD,
+                statistic="Sum",
+            ),
+            threshold=0,
+        ),
+        AlarmSpec(
+            name=f"{DOMAIN_CHECKER.slug}-check-errors",
+            description=(
+                f"{checker} could not re-check a sending domain (an unexpected error; the run went on with "
+                "the others): that domain's drift goes unseen. Its log names the domain and the error."
+            ),
+            metric=cloudwatch.Metric(
+                namespace=resources.METRICS_NAMESPACE,
+                metric_name=DOMAIN_CHECK_ERRORS_METRIC,
+                dimensions_map={"service": DOMAIN_CHECKER.service_name},
+                period=PERIOD,
+                statistic="Sum",
+            ),
+            threshold=0,
+        ),
+        AlarmSpec(
+            name=f"{DOMAIN_CHECKER.slug}-errors",
+            description=f"Invocations of {checker} failed as a whole: no domain's records are being re-checked.",
+            metric=functions.domain_checker.metric_errors(period=PERIOD, statistic="Sum"),
             threshold=0,
         ),
     ]

@@ -10,6 +10,12 @@
   lacks, so a partial copy of the table here would turn the missing methods into 403s;
 * `GET /v1/openapi.json` and `GET /v1/docs` (Swagger UI) are public (no authorizer):
   `petrel.api.openapi.PUBLIC_PATHS`;
+* `ANY /v1/admin/{proxy+}` goes to the admin_api function (`petrel.api.admin`) with IAM
+  authorization: API Gateway checks each request's SigV4 signature and the caller's
+  `execute-api:Invoke` permission before the function runs, so no API key, tenant's or other, reaches
+  the admin routes (a literal `admin` beats `{proxy+}`: such requests never reach the tenant
+  authorizer), and the admin function trusts the caller API Gateway names (`$context.identity.userArn`,
+  in the access log);
 * errors produced by API Gateway itself (no or bad key, unknown route, throttling, integration
   failure, a body over its 10 MB) are `application/problem+json` bodies shaped like RFC 9457, as the
   api function's own are;
@@ -28,16 +34,19 @@ import json
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from infra.constructs.common import acknowledge, log_group
-from infra.constructs.functions import API, AUTHORIZER, FunctionDependencies, PetrelFunction
+from infra.config import EnvironmentConfig
+from infra.constructs.common import acknowledge, log_group, logical_ref
+from infra.constructs.functions import ADMIN_API, API, AUTHORIZER, FunctionDependencies, PetrelFunction
 from petrel.api.http import PROBLEM_TYPE_BASE
 from petrel.api.openapi import PUBLIC_PATHS
 from petrel.errors import RequestTooLarge
 
 STAGE_NAME = "api"
 API_VERSION_PATH = "v1"
+ADMIN_PATH = "admin"  # /v1/admin/...: the admin API's routes (IAM)
 AUTHORIZATION_HEADER = "Authorization"
 AUTHORIZER_CACHE_SECONDS = 60
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -49,6 +58,10 @@ LAMBDA_SYNC_PAYLOAD_BYTES = 6_291_456
 _GATEWAY_PROBLEMS: tuple[tuple[apigw.ResponseType, str | None, str, str], ...] = (
     (apigw.ResponseType.UNAUTHORIZED, "401", "Unauthorized", "about:blank"),
     (apigw.ResponseType.ACCESS_DENIED, "403", "Forbidden", "about:blank"),
+    # IAM authorization (the admin routes): no signature, a wrong one, or expired credentials.
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "Forbidden", "about:blank"),
+    (apigw.ResponseType.INVALID_SIGNATURE, "403", "Forbidden", "about:blank"),
+    (apigw.ResponseType.EXPIRED_TOKEN, "403", "Forbidden", "about:blank"),
     (
         apigw.ResponseType.REQUEST_TOO_LARGE,
         "413",
@@ -74,6 +87,7 @@ _ACCESS_LOG_FIELDS = {
     "integrationLatency": "$context.integrationLatency",
     "tenantId": "$context.authorizer.tenant_id",
     "keyId": "$context.authorizer.principalId",
+    "caller": "$context.identity.userArn",  # the IAM principal of an admin request
     "authorizerError": "$context.authorizer.error",
     "errorType": "$context.error.responseType",
     "errorMessage": "$context.error.message",
@@ -98,6 +112,7 @@ class PetrelApi(Construct):
         config = deps.config
         self.handler = PetrelFunction(self, "Handler", definition=API, deps=deps)
         self.authorizer_function = PetrelFunction(self, "AuthorizerFunction", definition=AUTHORIZER, deps=deps)
+        self.admin_handler = PetrelFunction(self, "AdminHandler", definition=ADMIN_API, deps=deps)
 
         api_name = config.physical_name("api")
         access_logs = log_group(self, "AccessLogs", config, f"/aws/apigateway/{api_name}/access")
@@ -105,7 +120,10 @@ class PetrelApi(Construct):
             self,
             "RestApi",
             rest_api_name=api_name,
-            description="Petrel: send and track email (tenants authenticate with an API key)",
+            description=(
+                "Petrel: send and track email (tenants authenticate with an API key; operators call "
+                "/v1/admin with SigV4)"
+            ),
             endpoint_types=[apigw.EndpointType.REGIONAL],
             binary_media_types=BINARY_MEDIA_TYPES,
             # Execution logging needs the account-wide API Gateway CloudWatch role; it is kept
@@ -144,7 +162,8 @@ class PetrelApi(Construct):
             self.rest_api,
             "AwsSolutions-COG4",
             "Tenants are machines holding API keys, not Cognito users: every tenant route is "
-            "protected by the Lambda REQUEST authorizer instead of a Cognito user pool authorizer.",
+            "protected by the Lambda REQUEST authorizer instead of a Cognito user pool authorizer; "
+            "operators are IAM principals, and the admin routes use IAM (SigV4) authorization.",
         )
 
         for response_type, status, title, problem_type in _GATEWAY_PROBLEMS:
@@ -187,6 +206,34 @@ class PetrelApi(Construct):
             request_validator=validator,
             request_parameters={f"method.request.header.{AUTHORIZATION_HEADER}": True},
         )
+        # The admin API: a resource of its own, so API Gateway never runs the tenant authorizer for it.
+        admin_integration = apigw.LambdaIntegration(self.admin_handler.function, proxy=True, allow_test_invoke=False)
+        self.admin_method = (
+            version.add_resource(ADMIN_PATH)
+            .add_resource("{proxy+}")
+            .add_method("ANY", admin_integration, authorization_type=apigw.AuthorizationType.IAM)
+        )
+        self.admin_policy = self._admin_policy(config)
+
+    def _admin_policy(self, config: EnvironmentConfig) -> iam.ManagedPolicy:
+        """What an operator's IAM user or role is given to call the admin API (and nothing else of it):
+        `execute-api:Invoke` on `/v1/admin/*` of this stage, any method."""
+        admin_routes = self.rest_api.arn_for_execute_api("*", f"/{API_VERSION_PATH}/{ADMIN_PATH}/*", STAGE_NAME)
+        policy = iam.ManagedPolicy(
+            self,
+            "AdminPolicy",
+            managed_policy_name=config.physical_name("admin-api-invoke"),
+            description=f"Calls the {config.name_prefix} admin API (/v1/admin/...): attach to operators",
+            statements=[iam.PolicyStatement(actions=["execute-api:Invoke"], resources=[admin_routes])],
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:"
+            f"<{logical_ref(self.rest_api)}>/{STAGE_NAME}/*/{API_VERSION_PATH}/{ADMIN_PATH}/*]",
+            "The admin routes are one greedy resource (/v1/admin/{proxy+}, any method): the wildcard "
+            "stops at this API's stage and the /v1/admin/ path, the narrowest ARN that spans the routes.",
+        )
+        return policy
 
     @staticmethod
     def _public_method(version: apigw.Resource, path: str, integration: apigw.Integration) -> apigw.Method:

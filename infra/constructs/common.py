@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, CfnElement, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_logs as logs
 from constructs import Construct, IConstruct
 
@@ -51,6 +51,14 @@ def log_group(scope: Construct, construct_id: str, config: EnvironmentConfig, na
         retention=log_retention(config),
         removal_policy=removal_policy(config),
     )
+
+
+def logical_ref(construct: Construct) -> str:
+    """The logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
+    child = construct.node.default_child
+    if not isinstance(child, CfnElement):
+        raise TypeError(f"{construct.node.path} has no CloudFormation resource of its own")
+    return Stack.of(construct).get_logical_id(child)
 
 
 def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aws_cdk import ArnFormat, CfnElement, Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from infra import REPO_ROOT
 from infra.config import EnvironmentConfig
 from infra.constructs.bodies_bucket import BodiesBucket, BodyAccess
-from infra.constructs.common import acknowledge, log_group
+from infra.constructs.common import acknowledge, log_group, logical_ref
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from infra.constructs.tables import PetrelTables, TableAccess
@@ -32,6 +32,26 @@ from petrel import resources, settings
 FUNCTIONS_ROOT = REPO_ROOT / "functions"
 HANDLER = "handler.lambda_handler"
 _ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests"]
+
+# What a function may do with the tenants' secrets it is granted (Secrets Manager; the actions
+# petrel.adapters.secrets calls): "read" their values; "delete" them (the end of retired DKIM keys);
+# "read_write" also create, replace and delete them (passwords set by an operator, DKIM keys made for a
+# new domain or a rotation).
+SecretAccess = Literal["read", "delete", "read_write"]
+SECRET_ACTIONS: dict[str, tuple[str, ...]] = {
+    "read": ("secretsmanager:GetSecretValue",),
+    "delete": ("secretsmanager:DeleteSecret",),
+    "read_write": (
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+    ),
+}
+# Secret names (after the environment's secrets prefix, `<prefix>/tenants/`): every tenant secret
+# (SMTP and IMAP passwords, DKIM keys), or only the DKIM private keys, `<tenant>/dkim/<domain>/<selector>`.
+ALL_SECRETS = "*"
+DKIM_SECRETS = resources.DKIM_SECRETS_PATTERN
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,9 @@ class FunctionDefinition:
     sends_to: tuple[resources.QueueSpec, ...] = ()
     # Creates, reads and deletes EventBridge Scheduler schedules (deferred and scheduled messages).
     schedules: bool = False
-    # "env": only PETREL_SECRETS_PREFIX is set; "read": it may also read the tenants' secrets.
-    secrets: Literal["env", "read"] | None = None
+    # Secret names under the environment's secrets prefix (ALL_SECRETS, DKIM_SECRETS) -> what it may do
+    # with them; any entry also sets PETREL_SECRETS_PREFIX.
+    secrets: Mapping[str, SecretAccess] = field(default_factory=dict)
     extra_environment: Callable[[EnvironmentConfig], dict[str, str]] = lambda _config: {}
     # Concurrent executions reserved for it (and so its ceiling); None: it shares the account's pool.
     reserved_concurrency: Callable[[EnvironmentConfig], int | None] = lambda _config: None
@@ -71,11 +92,20 @@ class FunctionDefinition:
         return service_name(self.slug)
 
 
+def _dns_environment(config: EnvironmentConfig) -> dict[str, str]:
+    """The resolvers a domain's records are looked up with, and the timeout of one lookup."""
+    return {
+        resources.DNS_RESOLVERS_ENV: config.dns_resolvers,
+        resources.DNS_TIMEOUT_ENV: f"{config.dns_timeout_seconds:g}",
+    }
+
+
 def _api_environment(config: EnvironmentConfig) -> dict[str, str]:
     return {
         resources.MESSAGE_RETENTION_DAYS_ENV: str(config.message_retention_days),
         resources.INBOUND_RETENTION_DAYS_ENV: str(config.inbound_retention_days),
         resources.LINK_SECONDS_ENV: str(config.inbound_link_seconds),
+        **_dns_environment(config),  # POST /v1/domains and /verify look the records up
     }
 
 
@@ -109,7 +139,10 @@ API = FunctionDefinition(
     memory_mb=lambda config: config.api_memory_mb,
     timeout_seconds=lambda config: config.api_timeout_seconds,
     tables={
-        resources.TENANTS.name: "read",
+        # Sending domains (/v1/domains: created, verified, deleted, with their claim items) and the
+        # tenants' quota counters, besides the tenant, its keys and servers it reads. IAM cannot tell
+        # the items of a partition apart.
+        resources.TENANTS.name: "read_write",
         resources.MESSAGES.name: "read_update",  # creates emails, transitions (cancel); deletes nothing
         resources.IDEMPOTENCY.name: "read_write",  # a failed request's claim is deleted
         resources.SUPPRESSIONS.name: "read_write",  # list, add, remove
@@ -139,7 +172,9 @@ API = FunctionDefinition(
     },
     sends_to=(*resources.SEND_QUEUES, resources.INGEST),  # POST /v1/inbound/raw queues what it stored
     schedules=True,  # send_at, and cancelling what is scheduled or deferred
-    secrets="env",
+    # A new domain's DKIM key pair (POST /v1/domains): the private key is stored as a secret only;
+    # DELETE /v1/domains/{domain} deletes it. No other tenant secret.
+    secrets={DKIM_SECRETS: "read_write"},
     extra_environment=_api_environment,
 )
 
@@ -157,7 +192,8 @@ SEND_WORKER = FunctionDefinition(
     bodies={resources.BODIES_PREFIX: "read", resources.INBOUND_PREFIX: "write"},
     # Releases scheduled emails; hands back jobs it has no time for; queues local deliveries for ingest.
     sends_to=(*resources.SEND_QUEUES, resources.INGEST),
-    secrets="read",
+    # SMTP passwords and the DKIM private keys it signs with.
+    secrets={ALL_SECRETS: "read"},
     schedules=True,  # the next attempt of a deferred message
     extra_environment=_send_worker_environment,
 )
@@ -202,7 +238,7 @@ IMAP_POLLER = FunctionDefinition(
     scans=(resources.TENANTS.name,),
     bodies={resources.INBOUND_PREFIX: "write"},  # each raw message it fetched
     sends_to=(resources.INGEST,),
-    secrets="read",  # the mailboxes' IMAP passwords
+    secrets={ALL_SECRETS: "read"},  # the mailboxes' IMAP passwords
     extra_environment=_poller_environment,
     reserved_concurrency=lambda config: 1 if config.poller_one_at_a_time else None,
 )
@@ -233,7 +269,61 @@ INGEST_WORKER = FunctionDefinition(
     extra_environment=_ingest_worker_environment,
 )
 
-FUNCTIONS: tuple[FunctionDefinition, ...] = (AUTHORIZER, API, SEND_WORKER, SWEEPER, IMAP_POLLER, INGEST_WORKER)
+
+def _admin_api_environment(config: EnvironmentConfig) -> dict[str, str]:
+    return {
+        # The longest max_age_hours a tenant may be given: what the retention periods were sized for.
+        resources.MAX_MESSAGE_AGE_HOURS_ENV: str(config.max_message_age_hours),
+        **_dns_environment(config),  # an operator's domain verification
+    }
+
+
+ADMIN_API = FunctionDefinition(
+    name="admin_api",
+    settings=settings.AdminApiSettings,
+    memory_mb=lambda config: config.admin_api_memory_mb,
+    timeout_seconds=lambda config: config.api_timeout_seconds,
+    tables={
+        resources.TENANTS.name: "read_write",  # tenants, keys (revoked), servers, mailboxes, domains
+        # Resuming a tenant reads its held messages (petrel.services.suspension); it changes none: their
+        # jobs go back on their queue, and the worker's lease rules do the rest.
+        resources.MESSAGES.name: "read",
+    },
+    # A tenant's held messages are its `deferred` ones (their failure reason tells a hold apart).
+    indexes={resources.MESSAGES.name: (resources.BY_TENANT_STATUS.name,)},
+    scans=(resources.TENANTS.name,),  # GET /v1/admin/tenants: every tenant's item
+    sends_to=resources.SEND_QUEUES,  # a resumed tenant's held messages go back on their queue
+    # Passwords (SMTP servers, IMAP mailboxes) set, rotated and deleted by operators; DKIM keys.
+    secrets={ALL_SECRETS: "read_write"},
+    extra_environment=_admin_api_environment,
+)
+
+
+DOMAIN_CHECKER = FunctionDefinition(
+    name="domain_checker",
+    settings=settings.DomainCheckerSettings,
+    memory_mb=lambda config: config.domain_checker_memory_mb,
+    timeout_seconds=lambda config: config.domain_checker_timeout_seconds,
+    # Every tenant's sending domains (a Scan), each domain's record written back with its checks and
+    # events; retired keys dropped from it.
+    tables={resources.TENANTS.name: "read_update"},
+    scans=(resources.TENANTS.name,),
+    # A retired DKIM key's secret is deleted once its grace has passed; no other secret.
+    secrets={DKIM_SECRETS: "delete"},
+    extra_environment=_dns_environment,
+    reserved_concurrency=lambda config: 1 if config.domain_checker_one_at_a_time else None,
+)
+
+FUNCTIONS: tuple[FunctionDefinition, ...] = (
+    AUTHORIZER,
+    API,
+    SEND_WORKER,
+    SWEEPER,
+    IMAP_POLLER,
+    INGEST_WORKER,
+    ADMIN_API,
+    DOMAIN_CHECKER,
+)
 
 
 class PetrelLayers(Construct):
@@ -382,7 +472,7 @@ class PetrelFunction(Construct):
             for prefix in definition.bodies:
                 acknowledge(
                     self.role,
-                    f"AwsSolutions-IAM5[Resource::<{_logical_ref(deps.bodies.bucket)}.Arn>/{prefix}*]",
+                    f"AwsSolutions-IAM5[Resource::<{logical_ref(deps.bodies.bucket)}.Arn>/{prefix}*]",
                     "Object keys of the bodies bucket are tenant and message (or attachment, or incoming "
                     f"message) ids minted at run time; the grant stops at the {prefix} prefix of this one "
                     "bucket and at GetObject and/or PutObject, as the function needs.",
@@ -391,29 +481,22 @@ class PetrelFunction(Construct):
             deps.queues.grant_send(self.function, queue)
         if definition.schedules:
             deps.schedules.grant_manage(self.role)
-        if definition.secrets == "read":
-            prefix = deps.config.secrets_prefix
-            secrets_arn = Stack.of(self).format_arn(
-                service="secretsmanager",
-                resource="secret",
-                resource_name=f"{prefix}*",
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-            self.role.add_to_policy(
-                iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets_arn])
-            )
-            acknowledge(
-                self.role,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
-                f"<AWS::AccountId>:secret:{prefix}*]",
-                "Tenant secrets are created at run time under this environment's prefix, and Secrets "
-                "Manager appends a random suffix to every ARN: a prefix wildcard is the narrowest grant.",
-            )
+        for pattern, secret_access in definition.secrets.items():
+            self._grant_secrets(f"{deps.config.secrets_prefix}{pattern}", secret_access)
 
-
-def _logical_ref(construct: Construct) -> str:
-    """The logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
-    child = construct.node.default_child
-    if not isinstance(child, CfnElement):
-        raise TypeError(f"{construct.node.path} has no CloudFormation resource of its own")
-    return Stack.of(construct).get_logical_id(child)
+    def _grant_secrets(self, name: str, access: SecretAccess) -> None:
+        """`access` to the secrets whose names match `name` (a pattern within the secrets prefix)."""
+        secrets_arn = Stack.of(self).format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.role.add_to_policy(iam.PolicyStatement(actions=list(SECRET_ACTIONS[access]), resources=[secrets_arn]))
+        acknowledge(
+            self.role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{name}]",
+            "Tenant secrets are created at run time under this environment's prefix (named by tenant and "
+            "server, mailbox or domain and selector), and Secrets Manager appends a random suffix to every "
+            "ARN: a wildcard within the prefix is the narrowest grant.",
+        )

@@ -11,6 +11,7 @@ from infra.config import EnvironmentConfig
 from infra.constructs.alarms import AlarmedFunctions, PetrelAlarms
 from infra.constructs.api import PetrelApi
 from infra.constructs.bodies_bucket import BodiesBucket
+from infra.constructs.domains import DomainChecker
 from infra.constructs.functions import FunctionDependencies, PetrelLayers
 from infra.constructs.ingest import IngestWorker, MailboxPoller
 from infra.constructs.queues import PetrelQueues
@@ -55,6 +56,7 @@ class PetrelStack(Stack):
         self.sweeper = Sweeper(self, "Sweeper", deps=deps)
         self.poller = MailboxPoller(self, "Poller", deps=deps)
         self.ingest = IngestWorker(self, "Ingest", deps=deps)
+        self.domain_checker = DomainChecker(self, "Domains", deps=deps)
         self.alarms = PetrelAlarms(
             self,
             "Alarms",
@@ -66,12 +68,19 @@ class PetrelStack(Stack):
                 sweeper=self.sweeper.sweeper.function,
                 poller=self.poller.poller.function,
                 ingest_worker=self.ingest.worker.function,
+                domain_checker=self.domain_checker.checker.function,
             ),
         )
         self._outputs()
 
     def _outputs(self) -> None:
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the API stage; routes start with v1/")
+        CfnOutput(
+            self,
+            "AdminPolicyArn",
+            value=self.api.admin_policy.managed_policy_arn,
+            description="Attach to an operator's IAM user or role to call the admin API (v1/admin/, SigV4)",
+        )
         for spec in resources.TABLES:
             CfnOutput(
                 self,

@@ -8,6 +8,7 @@ from typing import Any
 
 from petrel.ids import new_id
 from petrel.models.records import (
+    DomainStatus,
     EmailRecord,
     Event,
     EventName,
@@ -27,9 +28,14 @@ def tenant(name: str = "Acme", *, at: datetime = DEFAULT_START, **fields: Any) -
     return Tenant(tenant_id=fields.pop("tenant_id", new_id("tn")), name=name, created_at=at, **fields)
 
 
-def domain(tenant_id: str, name: str = "example.com", *, return_path: str | None = None) -> SendingDomain:
+def domain(
+    tenant_id: str, name: str = "example.com", *, return_path: str | None = None, **fields: Any
+) -> SendingDomain:
+    """A sending domain that may send (verified) and that Petrel does not sign (no keys), unless told."""
+    values: dict[str, Any] = {"status": DomainStatus.VERIFIED}
+    values.update(fields)
     return SendingDomain(
-        tenant_id=tenant_id, domain=name, return_path_domain=return_path or name, created_at=DEFAULT_START
+        tenant_id=tenant_id, domain=name, return_path_domain=return_path or name, created_at=DEFAULT_START, **values
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from petrel.models.records import ApiKey, SendingDomain, SmtpServer, Tenant
@@ -13,7 +14,12 @@ class FakeTenantStore:
         self.tenants: dict[str, Tenant] = {}
         self.api_keys: dict[tuple[str, str], ApiKey] = {}
         self.domains: dict[tuple[str, str], SendingDomain] = {}
+        self.domain_claims: dict[str, str] = {}  # domain -> the tenant that has it
         self.servers: dict[tuple[str, str], SmtpServer] = {}
+        self.quotas: dict[tuple[str, str], int] = {}  # (tenant, window) -> units counted
+        self.quota_expiry: dict[tuple[str, str], int] = {}
+        self._quota_lock = threading.Lock()  # a counter's check and add are one step, as in DynamoDB
+        self._domain_lock = threading.Lock()  # a domain's revision check and write are one step too
 
     def put_tenant(self, tenant: Tenant) -> None:
         self.tenants[tenant.tenant_id] = tenant
@@ -45,7 +51,44 @@ class FakeTenantStore:
     def create_domain(self, domain: SendingDomain) -> None:
         if (domain.tenant_id, domain.domain) in self.domains:
             raise AlreadyExists(f"tenant {domain.tenant_id} has domain {domain.domain} already")
+        if domain.domain.lower() in self.domain_claims:
+            raise AlreadyExists(f"domain {domain.domain} belongs to a tenant already")
         self.domains[(domain.tenant_id, domain.domain)] = domain
+        self.domain_claims[domain.domain.lower()] = domain.tenant_id
+
+    def delete_domain(self, tenant_id: str, domain: str, expected_revision: int | None = None) -> None:
+        with self._domain_lock:
+            current = self.domains.get((tenant_id, domain))
+            if current is None:
+                raise RecordNotFound(f"no domain {domain}")
+            if expected_revision is not None and current.revision != expected_revision:
+                raise WriteConflict(f"domain {domain} is at revision {current.revision}, not {expected_revision}")
+            del self.domains[(tenant_id, domain)]
+            if self.domain_claims.get(domain.lower()) == tenant_id:
+                del self.domain_claims[domain.lower()]
+
+    def update_domain(self, domain: SendingDomain, expected_revision: int, *, claim: bool = False) -> None:
+        if domain.revision != expected_revision + 1:
+            raise ValueError(f"a write on revision {expected_revision} stores revision {expected_revision + 1}")
+        with self._domain_lock:
+            current = self.domains.get((domain.tenant_id, domain.domain))
+            if current is None:
+                raise RecordNotFound(f"no domain {domain.domain}")
+            if current.revision != expected_revision:
+                raise WriteConflict(f"domain {domain.domain} is at revision {current.revision}")
+            owner = self.domain_claims.get(domain.domain.lower())
+            if claim and owner not in (None, domain.tenant_id):
+                raise AlreadyExists(f"domain {domain.domain} belongs to another tenant")
+            self.domains[(domain.tenant_id, domain.domain)] = domain
+            if claim:
+                self.domain_claims[domain.domain.lower()] = domain.tenant_id
+
+    def find_domain(self, domain: str) -> SendingDomain | None:
+        owner = self.domain_claims.get(domain.lower())
+        return None if owner is None else self.domains.get((owner, domain.lower()))
+
+    def list_all_domains(self) -> list[SendingDomain]:
+        return [d for _, d in sorted(self.domains.items())]
 
     def put_domain(self, domain: SendingDomain) -> None:
         self.domains[(domain.tenant_id, domain.domain)] = domain
@@ -65,3 +108,18 @@ class FakeTenantStore:
     def delete_server(self, tenant_id: str, server_id: str) -> None:
         if self.servers.pop((tenant_id, server_id), None) is None:
             raise RecordNotFound(f"no SMTP server {server_id}")
+
+    def consume_quota(self, tenant_id: str, window: str, units: int, *, limit: int, expires_at: int) -> bool:
+        with self._quota_lock:
+            count = self.quotas.get((tenant_id, window), 0)
+            if count + units > limit:
+                return False
+            self.quotas[(tenant_id, window)] = count + units
+            self.quota_expiry.setdefault((tenant_id, window), expires_at)
+            return True
+
+    def release_quota(self, tenant_id: str, window: str, units: int) -> None:
+        with self._quota_lock:
+            count = self.quotas.get((tenant_id, window))
+            if count is not None and count >= units:
+                self.quotas[(tenant_id, window)] = count - units

@@ -13,6 +13,7 @@ from petrel.services.cancel import CancelDeps
 from petrel.services.deliver import DeliverDeps
 from petrel.services.ingest import IngestDeps
 from petrel.services.release import ReleaseDeps
+from petrel.services.signing import MessageSigner
 from petrel.services.submit import SubmitDeps
 from petrel.services.sweep import SweepDeps
 from petrel.services.tenants import AdminDeps
@@ -97,6 +98,7 @@ class FakeWorld:
             max_receive_count=max_receive_count,
             mailboxes=cached.mailboxes,
             ingest=self.ingest_queue,
+            signer=MessageSigner(cached.secrets, self.clock),
         )
 
     def ingest_deps(self, *, retention_days: int = 30) -> IngestDeps:

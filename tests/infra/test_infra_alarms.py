@@ -100,7 +100,21 @@ def _expected(resources_of: Any, config: EnvironmentConfig) -> dict[str, dict[st
         "Dimensions": [{"Name": "service", "Value": "petrel-imap-poller"}],
         **above_zero,
     }
-    for slug in ("imap-poller", "ingest-worker"):
+    # Any domain whose records the domain checker could not look up (its EMF metric).
+    expected[name("domain-checker-dns-errors")] = {
+        "Namespace": "Petrel",
+        "MetricName": resources.DOMAIN_DNS_ERRORS_METRIC,
+        "Dimensions": [{"Name": "service", "Value": "petrel-domain-checker"}],
+        **above_zero,
+    }
+    # Any domain it could not re-check at all (an unexpected error the run survived).
+    expected[name("domain-checker-check-errors")] = {
+        "Namespace": "Petrel",
+        "MetricName": "DomainCheckErrors",
+        "Dimensions": [{"Name": "service", "Value": "petrel-domain-checker"}],
+        **above_zero,
+    }
+    for slug in ("imap-poller", "ingest-worker", "domain-checker"):
         function_id = _by_name(resources_of, "AWS::Lambda::Function", "FunctionName", name(slug))
         expected[name(f"{slug}-errors")] = {
             "Namespace": "AWS/Lambda",

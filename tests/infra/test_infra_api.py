@@ -30,8 +30,13 @@ TENANT_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/inbound"),
     ("POST", "/v1/inbound/raw"),
     ("GET", "/v1/inbound/{id}"),
+    ("POST", "/v1/domains"),
+    ("GET", "/v1/domains"),
+    ("GET", "/v1/domains/{domain}"),
+    ("DELETE", "/v1/domains/{domain}"),
+    ("POST", "/v1/domains/{domain}/verify"),
 )
-_SAMPLE_PARAMETERS = {"id": "01JD0000000000000000000000", "email": "someone@example.com"}
+_SAMPLE_PARAMETERS = {"id": "01JD0000000000000000000000", "email": "someone@example.com", "domain": "example.com"}
 
 
 def _resource_id(resources_of: Any, path_part: str) -> str:
@@ -65,12 +70,28 @@ def test_request_authorizer_reads_the_authorization_header(template: Template) -
     )
 
 
+def _child(resources_of: Any, parent_id: str, path_part: str) -> str:
+    found: list[str] = [
+        lid
+        for lid, r in resources_of("AWS::ApiGateway::Resource").items()
+        if r["Properties"]["ParentId"] == {"Ref": parent_id} and r["Properties"]["PathPart"] == path_part
+    ]
+    [resource_id] = found
+    return resource_id
+
+
+def _methods_of(resources_of: Any, resource_id: str) -> list[dict[str, Any]]:
+    return [
+        m["Properties"]
+        for m in resources_of("AWS::ApiGateway::Method").values()
+        if m["Properties"]["ResourceId"] == {"Ref": resource_id}
+    ]
+
+
 def test_proxy_route_uses_the_authorizer(resources_of: Any) -> None:
     [authorizer_id] = resources_of("AWS::ApiGateway::Authorizer")
-    v1 = _resource_id(resources_of, "v1")
-    proxy_id = _resource_id(resources_of, "{proxy+}")
-    assert resources_of("AWS::ApiGateway::Resource")[proxy_id]["Properties"]["ParentId"] == {"Ref": v1}
-    method = _method(resources_of, "{proxy+}")
+    proxy_id = _child(resources_of, _resource_id(resources_of, "v1"), "{proxy+}")
+    [method] = _methods_of(resources_of, proxy_id)
     assert method["HttpMethod"] == "ANY"
     assert method["AuthorizationType"] == "CUSTOM"
     assert method["AuthorizerId"] == {"Ref": authorizer_id}
@@ -97,8 +118,9 @@ def test_the_public_paths_include_the_document_and_swagger_ui() -> None:
     assert {"/v1/openapi.json", "/v1/docs"} <= PUBLIC_PATHS
 
 
-def test_only_the_proxy_and_the_public_methods(template: Template) -> None:
-    template.resource_count_is("AWS::ApiGateway::Method", 1 + len(PUBLIC_PATHS))
+def test_only_the_proxies_and_the_public_methods(template: Template) -> None:
+    """The tenant proxy, the admin proxy, and the public documents."""
+    template.resource_count_is("AWS::ApiGateway::Method", 2 + len(PUBLIC_PATHS))
 
 
 def test_stage_is_api_with_access_logs(template: Template, resources_of: Any) -> None:
@@ -120,7 +142,16 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         r["Properties"]["ResponseType"]: r["Properties"]
         for r in resources_of("AWS::ApiGateway::GatewayResponse").values()
     }
-    assert set(responses) == {"UNAUTHORIZED", "ACCESS_DENIED", "REQUEST_TOO_LARGE", "DEFAULT_4XX", "DEFAULT_5XX"}
+    assert set(responses) == {
+        "UNAUTHORIZED",
+        "ACCESS_DENIED",
+        "MISSING_AUTHENTICATION_TOKEN",  # an admin request without a signature
+        "INVALID_SIGNATURE",
+        "EXPIRED_TOKEN",
+        "REQUEST_TOO_LARGE",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    }
     for response_type, props in responses.items():
         assert props["ResponseParameters"] == {"gatewayresponse.header.Content-Type": "'application/problem+json'"}, (
             response_type
@@ -137,7 +168,8 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         if "status" in problem:
             assert str(problem["status"]) == props["StatusCode"]
     assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
-    assert responses["ACCESS_DENIED"]["StatusCode"] == "403"
+    for response_type in ("ACCESS_DENIED", "MISSING_AUTHENTICATION_TOKEN", "INVALID_SIGNATURE", "EXPIRED_TOKEN"):
+        assert responses[response_type]["StatusCode"] == "403", response_type
     # A body over API Gateway's own 10 MB: the same problem the api function gives over its limit.
     assert responses["REQUEST_TOO_LARGE"]["StatusCode"] == "413"
 
@@ -229,3 +261,88 @@ def test_every_documented_operation_is_served_with_its_security(resources_of: An
 
 def test_an_unknown_path_outside_v1_is_not_routed(resources_of: Any) -> None:
     assert _route(resources_of, "GET", "/v2/emails") is None
+
+
+# Admin routes (petrel.api.admin), each reaching the admin_api function with IAM auth.
+ADMIN_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/admin/tenants"),
+    ("GET", "/v1/admin/tenants"),
+    ("PATCH", "/v1/admin/tenants/t_1"),
+    ("POST", "/v1/admin/tenants/t_1/suspend"),
+    ("POST", "/v1/admin/tenants/t_1/keys"),
+    ("DELETE", "/v1/admin/tenants/t_1/keys/k_1"),
+    ("PUT", "/v1/admin/tenants/t_1/servers/s_1/password"),
+    ("GET", "/v1/admin/domains/example.com"),
+)
+
+
+def _function_id(resources_of: Any, name: str) -> str:
+    found: list[str] = [
+        lid for lid, f in resources_of("AWS::Lambda::Function").items() if f["Properties"]["FunctionName"] == name
+    ]
+    [function_id] = found
+    return function_id
+
+
+def test_the_admin_proxy_is_its_own_resource_with_iam_authorization(resources_of: Any) -> None:
+    admin_id = _child(resources_of, _resource_id(resources_of, "v1"), "admin")
+    assert _methods_of(resources_of, admin_id) == []  # /v1/admin itself: API Gateway's 403
+    [method] = _methods_of(resources_of, _child(resources_of, admin_id, "{proxy+}"))
+    assert method["HttpMethod"] == "ANY"
+    assert method["AuthorizationType"] == "AWS_IAM"
+    assert "AuthorizerId" not in method
+    assert method["Integration"]["Type"] == "AWS_PROXY"
+    admin_function = _function_id(resources_of, "petrel-dev-admin-api")
+    assert {"Fn::GetAtt": [admin_function, "Arn"]} in method["Integration"]["Uri"]["Fn::Join"][1]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+def test_admin_routes_reach_the_admin_function_signed_and_never_the_tenant_authorizer(
+    resources_of: Any, method: str, path: str
+) -> None:
+    found = _route(resources_of, method, path)
+    assert found is not None
+    assert found["AuthorizationType"] == "AWS_IAM"
+    uri = found["Integration"]["Uri"]["Fn::Join"][1]
+    assert {"Fn::GetAtt": [_function_id(resources_of, "petrel-dev-admin-api"), "Arn"]} in uri
+    assert {"Fn::GetAtt": [_api_function_id(resources_of), "Arn"]} not in uri
+
+
+def test_a_tenant_route_next_to_admin_keeps_the_tenant_authorizer(resources_of: Any) -> None:
+    """`/v1/administrators` is not `/v1/admin/...`: only the whole path part `admin` is IAM's."""
+    found = _route(resources_of, "GET", "/v1/administrators")
+    assert found is not None and found["AuthorizationType"] == "CUSTOM"
+
+
+def test_api_gateway_may_invoke_the_admin_function_from_this_api_only(resources_of: Any) -> None:
+    admin_function = _function_id(resources_of, "petrel-dev-admin-api")
+    [rest_api_id] = resources_of("AWS::ApiGateway::RestApi")
+    permissions = [
+        p["Properties"]
+        for p in resources_of("AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [admin_function, "Arn"]}
+    ]
+    assert permissions
+    for permission in permissions:
+        assert permission["Principal"] == "apigateway.amazonaws.com"
+        assert {"Ref": rest_api_id} in permission["SourceArn"]["Fn::Join"][1]
+
+
+def test_the_access_log_names_the_admin_caller(resources_of: Any) -> None:
+    [stage] = resources_of("AWS::ApiGateway::Stage").values()
+    fields = json.loads(stage["Properties"]["AccessLogSetting"]["Format"])
+    assert fields["caller"] == "$context.identity.userArn"
+
+
+def test_operators_get_a_policy_that_invokes_the_admin_routes_only(
+    resources_of: Any, template_json: dict[str, Any]
+) -> None:
+    [(policy_id, policy)] = resources_of("AWS::IAM::ManagedPolicy").items()
+    assert policy["Properties"]["ManagedPolicyName"] == "petrel-dev-admin-api-invoke"
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "execute-api:Invoke"
+    [rest_api_id] = resources_of("AWS::ApiGateway::RestApi")
+    parts = statement["Resource"]["Fn::Join"][1]
+    assert {"Ref": rest_api_id} in parts
+    assert parts[-1] == "/api/*/v1/admin/*"  # this stage, any method, the admin paths alone
+    assert template_json["Outputs"]["AdminPolicyArn"]["Value"] == {"Ref": policy_id}

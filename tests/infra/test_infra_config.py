@@ -72,6 +72,15 @@ def test_select_one_or_all(raw: dict[str, Any]) -> None:
         ("inbound_retention_days", 14, "environments.dev: inbound_retention_days 14 must be longer than the ingest"),
         ("ingest_batch_size", 11, "environments.dev: ingest_batch_size 11 > 10 needs max_batching_window_seconds"),
         ("imap_timeout_seconds", 290, "environments.dev: imap_timeout_seconds plus the poller's 10 s margin"),
+        ("dns_resolvers", "dns.google", "environments.dev.dns_resolvers: 'dns.google': a resolver is an IP address"),
+        ("dns_resolvers", "1.1.1.1, 9.9.9.9:0", "environments.dev.dns_resolvers: 9.9.9.9:0: the port must be"),
+        ("dns_resolvers", "1.1.1.1:dns", "environments.dev.dns_resolvers: '1.1.1.1:dns': expected ip, ip:port"),
+        ("dns_resolvers", ["1.1.1.1"], "environments.dev.dns_resolvers: Input should be a valid string"),
+        ("dns_timeout_seconds", 0, "environments.dev.dns_timeout_seconds: Input should be greater than 0"),
+        ("dns_timeout_seconds", 11, "environments.dev.dns_timeout_seconds: Input should be less than or equal"),
+        ("domain_check_minutes", 4, "environments.dev.domain_check_minutes: Input should be greater than or equal"),
+        ("domain_check_minutes", 1441, "environments.dev.domain_check_minutes: Input should be less than or equal"),
+        ("domain_checker_one_at_a_time", 0, "environments.dev.domain_checker_one_at_a_time: Input should be a valid"),
     ],
 )
 def test_bad_value_is_rejected_with_its_key(raw: dict[str, Any], key: str, value: Any, message: str) -> None:

@@ -45,8 +45,8 @@ def _required_env(model: type[BaseModel]) -> set[str]:
     return {str(f.validation_alias) for f in model.model_fields.values() if f.is_required()}
 
 
-def test_six_functions(resources_of: Any) -> None:
-    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 6
+def test_eight_functions(resources_of: Any) -> None:
+    assert len(resources_of("AWS::Lambda::Function")) == len(FUNCTIONS) == 8
 
 
 @pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
@@ -136,10 +136,14 @@ def test_ingest_environment_values(resources_of: Any, config: EnvironmentConfig)
     assert by_name["imap_poller"]["MemorySize"] == config.poller_memory_mb
     assert by_name["ingest_worker"]["Timeout"] == config.ingest_timeout_seconds
     assert by_name["ingest_worker"]["MemorySize"] == config.ingest_memory_mb
-    # Only the poller reserves concurrency: one run at a time.
-    assert config.poller_one_at_a_time
+    # Only the scheduled runs over every tenant reserve concurrency: one run at a time.
+    assert config.poller_one_at_a_time and config.domain_checker_one_at_a_time
     assert by_name["imap_poller"]["ReservedConcurrentExecutions"] == 1
-    assert [d.name for d in FUNCTIONS if "ReservedConcurrentExecutions" in by_name[d.name]] == ["imap_poller"]
+    assert by_name["domain_checker"]["ReservedConcurrentExecutions"] == 1
+    assert [d.name for d in FUNCTIONS if "ReservedConcurrentExecutions" in by_name[d.name]] == [
+        "imap_poller",
+        "domain_checker",
+    ]
 
 
 @pytest.mark.parametrize("definition", FUNCTIONS, ids=lambda d: d.name)
@@ -189,11 +193,17 @@ def test_api_permissions(resources_of: Any, config: EnvironmentConfig) -> None:
     assert _actions(statements, "sqs") == {"sqs:SendMessage"}
     # ListBucket: so that a missing upload is a 404 (not a 403) to HeadObject.
     assert _actions(statements, "s3") == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
-    assert _actions(statements, "secretsmanager") == set()
-    tenants_write = [
-        s for s in statements if "dynamodb:PutItem" in _as_list(s["Action"]) and "Tenants" in json.dumps(s["Resource"])
-    ]
-    assert tenants_write == []
+    # DKIM keys of the domains it creates (POST /v1/domains) and deletes; no password.
+    [secrets] = [s for s in statements if any(a.startswith("secretsmanager:") for a in _as_list(s["Action"]))]
+    assert set(_as_list(secrets["Action"])) == {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+    }
+    assert secrets["Resource"]["Fn::Join"][1][-1].endswith(
+        ":secret:" + resources.secrets_prefix(config.name_prefix) + "*/dkim/*"
+    )
 
 
 def test_worker_permissions_and_secrets_prefix(resources_of: Any, config: EnvironmentConfig) -> None:
@@ -228,6 +238,8 @@ def test_settings_models_are_the_ones_used() -> None:
         "sweeper": settings.SweeperSettings,
         "imap_poller": settings.PollerSettings,
         "ingest_worker": settings.IngestWorkerSettings,
+        "admin_api": settings.AdminApiSettings,
+        "domain_checker": settings.DomainCheckerSettings,
     }
 
 

@@ -124,6 +124,8 @@ BODY_GRANTS: dict[str, dict[str, set[str]]] = {
     "sweeper": {},
     "imap_poller": {resources.INBOUND_PREFIX: {"s3:PutObject"}},  # stores what it fetched, reads nothing
     "ingest_worker": {resources.INBOUND_PREFIX: {"s3:GetObject", "s3:PutObject"}},  # raw in, attachments out
+    "admin_api": {},  # tenants, keys, servers, mailboxes, domains: no message body
+    "domain_checker": {},
 }
 
 

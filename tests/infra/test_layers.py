@@ -49,7 +49,7 @@ def _pins(path: Path) -> dict[str, str]:
 def test_deps_requirements_are_pinned_like_the_repository_and_leave_boto3_to_the_runtime() -> None:
     deps = _pins(DEPS_REQUIREMENTS)
     repository = _pins(REPO_ROOT / "requirements.txt")
-    assert {"aws-lambda-powertools", "pydantic", "dnspython", "dkimpy"} <= set(deps)
+    assert {"aws-lambda-powertools", "pydantic", "dnspython", "dkimpy", "cryptography"} <= set(deps)
     assert "boto3" not in deps and "botocore" not in deps
     for name, version in deps.items():
         assert version, f"{name} is not pinned"

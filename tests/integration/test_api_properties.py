@@ -64,7 +64,7 @@ def _event(case: Any, tenant_id: str) -> dict[str, Any]:
         "isBase64Encoded": binary and body is not None,
         "requestContext": {
             "requestId": "req-prop",
-            "authorizer": {"tenant_id": tenant_id, "scopes": "emails:send emails:read"},
+            "authorizer": {"tenant_id": tenant_id, "scopes": "send read"},
         },
     }
 

@@ -1,6 +1,6 @@
-"""`petrel` end to end against a moto server laid out as `make run` leaves it (.petrel/local.json), and
-`petrel server test` against scripted submission servers (aiosmtpd): the real target, container and
-adapters, no fakes."""
+"""`petrel` end to end against a moto server laid out as `make run` leaves it (.petrel/local.json): every
+command a SigV4-signed request through the local front to the real admin function and its adapters, and
+`petrel server test` (run by the admin function) against scripted submission servers (aiosmtpd). No fakes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import socket
 import sys
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,13 @@ import pytest
 
 from cli.main import main
 from cli.target import LOCAL_DOWN
-from local.provision import provision
+from local.knot import KnotServer
+from local.provision import LocalResources, provision
 from local.tls import TlsFiles
 from tests.integration.aws_env import REGION, clean_aws_environment
+from tests.integration.cli_stack import admin_front
 from tests.integration.smtp_server import PASSWORD, USERNAME, RunningServer
+from tests.support_dns import unique_zone
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +83,14 @@ class Moto:
     endpoint: str
     session: boto3.session.Session
     aws: dict[str, Any]  # local.json's `aws` section
+    api_url: str  # the local front, serving the admin API
+    made: LocalResources
 
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[Moto]:
-    """One moto server for the module (each test makes tenants of its own, with new ids)."""
+    """One moto server and the front of the admin API for the module (each test makes tenants of its own,
+    with new ids, and domains of its own: a domain belongs to one tenant)."""
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -117,7 +124,8 @@ def moto() -> Iterator[Moto]:
                 "tables": made.tables,
                 "secrets_prefix": made.secrets_prefix,
             }
-            yield Moto(endpoint, session, aws)
+            with admin_front(made, session, endpoint, REGION) as api_url:
+                yield Moto(endpoint, session, aws, api_url, made)
         finally:
             urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
             server.stop()
@@ -132,28 +140,32 @@ def stack(
     capsys: pytest.CaptureFixture[str],
 ) -> Stack:
     clean_aws_environment(monkeypatch)
-    (tmp_path / "local.json").write_text(json.dumps({"aws": moto.aws}))
+    (tmp_path / "local.json").write_text(json.dumps({"aws": moto.aws, "api_url": moto.api_url}))
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(tls_files.ca_pem)
     return Stack(tmp_path, moto.session, moto.endpoint, ca_file, capsys, monkeypatch)
 
 
-def _tenant_with_domain(stack: Stack) -> str:
+def _tenant_with_domain(stack: Stack) -> tuple[str, str]:
+    """A new tenant and its new domain (`acme-<hex>.example`, return path `bounces.` of it)."""
     tenant_id: str = stack.json("tenant", "create", "Acme", "--max-age-hours", "12")["tenant_id"]
-    stack.json("domain", "add", tenant_id, "acme.example", "--return-path-domain", "bounces.acme.example")
-    return tenant_id
+    domain = f"acme-{uuid.uuid4().hex[:10]}.example"
+    stack.json(
+        "domain", "add", tenant_id, domain, "--return-path-domain", f"bounces.{domain}", "--spf", "ip4:127.0.0.1",
+    )  # fmt: skip
+    return tenant_id, domain
 
 
 def test_a_tenant_is_set_up_and_its_server_checked_without_sending_mail(
     stack: Stack, submission_server: RunningServer
 ) -> None:
     stack.relay(submission_server)
-    tenant_id = _tenant_with_domain(stack)
+    tenant_id, domain = _tenant_with_domain(stack)
 
-    [listed] = stack.json("tenant", "list")
-    assert (listed["tenant_id"], listed["max_age_hours"]) == (tenant_id, 12)
-    status, _, err = stack("domain", "add", tenant_id, "acme.example")
-    assert status == 2 and "already has domain 'acme.example'" in err
+    listed = {tenant["tenant_id"]: tenant for tenant in stack.json("tenant", "list")}
+    assert (listed[tenant_id]["max_age_hours"], listed[tenant_id]["status"]) == (12, "active")
+    status, _, err = stack("domain", "add", tenant_id, domain, "--spf", "ip4:127.0.0.1")
+    assert status == 2 and "petrel: Conflict: " in err and domain in err
     server = stack.json("server", "add", tenant_id, "--local-relay")
     assert (server["host"], server["port"], server["security"]) == ("127.0.0.1", submission_server.port, "starttls")
     assert stack.secret(f"{PREFIX}/tenants/{tenant_id}/smtp/{server['server_id']}") == PASSWORD
@@ -172,7 +184,7 @@ def test_a_tenant_is_set_up_and_its_server_checked_without_sending_mail(
         ["rset/quit", "ok"],
     ]
     assert "certificate verified" in lines[1]
-    assert "<bounces+petrel-server-test@bounces.acme.example>: 250" in lines[3]
+    assert f"<bounces+petrel-server-test@bounces.{domain}>: 250" in lines[3]
     assert lines[-1] == f"OK: {server['server_id']} (127.0.0.1:{submission_server.port}) accepts mail from the tenant"
     assert submission_server.handler.received == []  # nothing was sent
     assert submission_server.handler.logins == [("PLAIN", True)]
@@ -183,9 +195,11 @@ def test_a_wrong_password_fails_the_check_at_auth_with_exit_status_1(
     stack: Stack, submission_server: RunningServer
 ) -> None:
     stack.relay(submission_server)
-    tenant_id = _tenant_with_domain(stack)
+    tenant_id, _ = _tenant_with_domain(stack)
     server_id = stack.json("server", "add", tenant_id, "--local-relay")["server_id"]
-    status, _, _ = stack("server", "set-password", tenant_id, server_id, "--password-stdin", stdin="wrong\n")
+    status, _, _ = stack(
+        "server", "set-password", tenant_id, server_id, "--no-verify", "--password-stdin", stdin="wrong\n"
+    )  # fmt: skip
     assert status == 0
 
     status, out, err = stack("server", "test", tenant_id, server_id)
@@ -200,7 +214,7 @@ def test_a_wrong_password_fails_the_check_at_auth_with_exit_status_1(
 def test_implicit_tls_is_checked_too(stack: Stack, smtp_servers: Callable[..., RunningServer]) -> None:
     server = smtp_servers("tls")
     stack.relay(server)
-    tenant_id = _tenant_with_domain(stack)
+    tenant_id, _ = _tenant_with_domain(stack)
     added = stack.json("server", "add", tenant_id, "--local-relay")
     assert (added["port"], added["security"]) == (server.port, "tls")
 
@@ -211,7 +225,7 @@ def test_implicit_tls_is_checked_too(stack: Stack, smtp_servers: Callable[..., R
 
 
 def test_an_untrusted_certificate_fails_at_starttls(stack: Stack, submission_server: RunningServer) -> None:
-    tenant_id = _tenant_with_domain(stack)
+    tenant_id, _ = _tenant_with_domain(stack)
     stack.monkeypatch.setenv("RELAY_PASSWORD", PASSWORD)
     server_id = stack.json(
         "server", "add", tenant_id, "--host", "127.0.0.1", "--port", str(submission_server.port),
@@ -227,7 +241,70 @@ def test_an_untrusted_certificate_fails_at_starttls(stack: Stack, submission_ser
 
 def test_a_stopped_local_stack_is_named_as_such(stack: Stack) -> None:
     state = json.loads((stack.workdir / "local.json").read_text())
-    state["aws"]["endpoint_url"] = f"http://127.0.0.1:{_free_port()}"
+    state["api_url"] = f"http://127.0.0.1:{_free_port()}"
     (stack.workdir / "local.json").write_text(json.dumps(state))
 
     assert stack("tenant", "list") == (2, "", f"petrel: {LOCAL_DOWN}\n")
+
+
+def test_a_password_rotation_stores_only_a_password_the_server_takes(
+    stack: Stack, submission_server: RunningServer
+) -> None:
+    stack.relay(submission_server)
+    tenant_id, _ = _tenant_with_domain(stack)
+    server_id = stack.json("server", "add", tenant_id, "--local-relay")["server_id"]
+    secret = f"{PREFIX}/tenants/{tenant_id}/smtp/{server_id}"
+    logins = submission_server.handler.logins
+    before = len(logins)
+
+    status, out, err = stack("server", "set-password", tenant_id, server_id, "--password-stdin", stdin="wrong-pw\n")
+
+    assert (status, out) == (2, "") and err.count("\n") == 1
+    assert "the new password was not stored" in err and "535" in err and "wrong-pw" not in err
+    assert stack.secret(secret) == PASSWORD  # the good one kept: mail keeps going out
+    assert logins[before:] and not any(ok for _, ok in logins[before:])  # tried, refused
+    before = len(logins)
+
+    status, out, err = stack("server", "set-password", tenant_id, server_id, "--password-stdin", stdin=f"{PASSWORD}\n")
+
+    assert (status, out) == (0, f"{server_id}: password updated\n"), err
+    assert stack.secret(secret) == PASSWORD
+    assert logins[before:] == [("PLAIN", True)]
+    assert submission_server.handler.received == []  # tried, nothing sent
+
+
+@pytest.fixture(scope="module")
+def verifying_api(moto: Moto, dns_server: KnotServer) -> Iterator[str]:
+    """A second front whose admin function asks the real Knot server (as `make run` sets it up)."""
+    resolvers = f"{dns_server.host}:{dns_server.port}"
+    with admin_front(moto.made, moto.session, moto.endpoint, REGION, dns_resolvers=resolvers) as url:
+        yield url
+
+
+def test_a_domain_is_verified_once_its_records_are_in_dns(
+    stack: Stack, verifying_api: str, dns_server: KnotServer
+) -> None:
+    state = json.loads((stack.workdir / "local.json").read_text())
+    (stack.workdir / "local.json").write_text(json.dumps({**state, "api_url": verifying_api}))
+    tenant_id: str = stack.json("tenant", "create", "Acme")["tenant_id"]
+    domain = unique_zone("cli")
+    dns_server.add_zone(domain)
+    added = stack.json("domain", "add", tenant_id, domain, "--spf", "ip4:127.0.0.1", "--mx", f"mx.{domain}")
+    assert added["status"] == "pending" and added["sending_allowed"] is False
+
+    status, out, _ = stack("domain", "verify", tenant_id, domain)
+    assert status == 1 and " missing " in out  # nothing published yet
+
+    published: dict[tuple[str, str], list[str]] = {}
+    for record in added["records"]:
+        published.setdefault((record["name"], record["type"]), []).append(record["value"])
+    for (name, rtype), values in published.items():
+        dns_server.publish(name, rtype, values)
+    status, out, err = stack("--json", "domain", "verify", tenant_id, domain)
+
+    assert status == 0, out + err
+    view = json.loads(out)
+    assert (view["status"], view["sending_allowed"]) == ("verified", True)
+    assert {record["status"] for record in view["records"] if record["required"]} == {"verified"}
+    [listed] = stack.json("domain", "list", tenant_id)
+    assert (listed["domain"], listed["status"]) == (domain, "verified")

@@ -1,6 +1,7 @@
-"""`petrel mailbox ...` end to end: the real target, admin container and adapters against a moto server
-laid out as `make run` leaves it (.petrel/local.json), and `mailbox test` against the real Dovecot of
-the MailU stand-in (local/mailu)."""
+"""`petrel mailbox ...` end to end: every command a SigV4-signed request through the local front to the
+real admin function and its adapters, on a moto server laid out as `make run` leaves it
+(.petrel/local.json), and `mailbox test` (run by the admin function) against the real Dovecot of the
+MailU stand-in (local/mailu)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import socket
 import sys
 import tempfile
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -27,6 +29,7 @@ from cli.main import main
 from local.mailu import MailuStandIn, ensure_installed, install_packages
 from local.provision import provision
 from tests.integration.aws_env import REGION, clean_aws_environment
+from tests.integration.cli_stack import admin_front
 
 pytestmark = pytest.mark.integration
 
@@ -116,8 +119,11 @@ class Stack:
             return None
 
     def tenant(self) -> str:
+        """A new tenant whose bounces come back to DOMAIN (the stand-in's mailboxes); its sending domain
+        is its own (a domain belongs to one tenant)."""
         tenant_id: str = self.json("tenant", "create", "Acme")["tenant_id"]
-        self.json("domain", "add", tenant_id, DOMAIN)
+        domain = f"acme-{uuid.uuid4().hex[:10]}.example"
+        self.json("domain", "add", tenant_id, domain, "--return-path-domain", DOMAIN, "--spf", "ip4:127.0.0.1")
         return tenant_id
 
 
@@ -126,6 +132,7 @@ class Moto:
     endpoint: str
     session: boto3.session.Session
     aws: dict[str, Any]  # local.json's `aws` section
+    api_url: str  # the local front, serving the admin API
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +164,8 @@ def moto() -> Iterator[Moto]:
                 "tables": made.tables,
                 "secrets_prefix": made.secrets_prefix,
             }
-            yield Moto(endpoint, session, aws)
+            with admin_front(made, session, endpoint, REGION) as api_url:
+                yield Moto(endpoint, session, aws, api_url)
         finally:
             urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
             server.stop()
@@ -178,7 +186,8 @@ def stack(
         "password": INBOX_PASSWORD,
         "ca_file": str(mailu.ca_file),
     }
-    (tmp_path / "local.json").write_text(json.dumps({"aws": moto.aws, "test_mailbox": test_mailbox}))
+    state = {"aws": moto.aws, "api_url": moto.api_url, "test_mailbox": test_mailbox}
+    (tmp_path / "local.json").write_text(json.dumps(state))
     return Stack(tmp_path, moto.session, moto.endpoint, capsys, monkeypatch)
 
 
@@ -281,4 +290,4 @@ def test_set_and_remove_reach_dynamodb_and_secrets_manager(stack: Stack) -> None
 
     assert stack.json("mailbox", "list", tenant_id) == [] and stack.secret(secret) is None
     status, _, err = stack("mailbox", "remove", tenant_id, mailbox_id)
-    assert (status, err) == (2, f"petrel: no mailbox '{mailbox_id}' for tenant '{tenant_id}'\n")
+    assert (status, err) == (2, f"petrel: Not found: no mailbox '{mailbox_id}' for tenant '{tenant_id}'\n")

@@ -7,17 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from petrel.entrypoints.api import create_api
+from petrel.models import records
 from petrel.observability import Telemetry, telemetry
 from tests.fakes import FakeWorld
 from tests.fakes.clock import FixedClock
+from tests.fakes.dns import FakeResolver
 from tests.fakes.idempotency import FakeIdempotencyStore
 from tests.fakes.inbound import FakeInboundStore, FakeIngestQueue
-from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeRetryScheduler
+from tests.fakes.infra import FakeBlobStore, FakeJobQueue, FakeRetryScheduler, FakeSecretStore
+from tests.fakes.mailboxes import FakeMailboxStore
 from tests.fakes.messages import FakeMessageStore
 from tests.fakes.suppressions import FakeSuppressionStore
 from tests.fakes.tenants import FakeTenantStore
 
-SCOPES = "emails:send emails:read"
+# Every scope, as the authorizer puts them in its context (one key with all of them).
+SCOPES = " ".join(records.SCOPES)
 
 
 @dataclass
@@ -29,6 +33,8 @@ class FakeApiContainer:
     retention_days: int = 30
     inline_body_limit: int = 96 * 1024
     link_seconds: int = 900
+    resolver: FakeResolver = field(default_factory=FakeResolver)  # sending domains' DNS
+    secrets_prefix: str = "petrel-test/tenants/"
 
     @property
     def tenants(self) -> FakeTenantStore:
@@ -69,6 +75,14 @@ class FakeApiContainer:
     @property
     def ingest(self) -> FakeIngestQueue:
         return self.world.ingest_queue
+
+    @property
+    def secrets(self) -> FakeSecretStore:
+        return self.world.secrets
+
+    @property
+    def mailboxes(self) -> FakeMailboxStore:
+        return self.world.mailboxes
 
 
 class LambdaContext:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from petrel.entrypoints.authorizer import create_authorizer
-from petrel.errors import Unauthorized
+from petrel.errors import ConfigurationError, Unauthorized
+from petrel.models.records import SCOPES
 from petrel.observability import Telemetry, telemetry
-from petrel.services.auth import KEY_PREFIX, authenticate, bearer_token, hash_key, mint_api_key
+from petrel.services.auth import KEY_PREFIX, authenticate, bearer_token, hash_key, mint_api_key, valid_scopes
 from tests.fakes import FakeWorld
 from tests.fakes.tenants import FakeTenantStore
 from tests.unit.api_fakes import LambdaContext
@@ -24,7 +25,7 @@ def test_a_minted_key_authenticates(world: FakeWorld) -> None:
     key = authenticate(world.tenants, f"Bearer {minted.secret}")
 
     assert key.tenant_id == "tn_a" and key.key_id == minted.key.key_id
-    assert key.scopes == ("emails:send", "emails:read")
+    assert key.scopes == SCOPES == key.granted  # no scopes named: every scope
     assert minted.secret.startswith(KEY_PREFIX) and key.prefix == minted.secret[:10]
     assert key.created_at == world.clock.now()
 
@@ -35,8 +36,40 @@ def test_scheme_is_case_insensitive_and_spaces_are_tolerated(world: FakeWorld) -
 
 
 def test_custom_scopes(world: FakeWorld) -> None:
-    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=("emails:read",))
-    assert authenticate(world.tenants, f"Bearer {minted.secret}").scopes == ("emails:read",)
+    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=("read",))
+    assert authenticate(world.tenants, f"Bearer {minted.secret}").scopes == ("read",)
+
+
+def test_scopes_are_stored_once_each_in_their_canonical_order(world: FakeWorld) -> None:
+    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=["inbound", "send", " send ", "domains"])
+    assert minted.key.scopes == ("send", "domains", "inbound")
+    [stored] = world.tenants.list_api_keys("tn_a")
+    assert stored.scopes == ("send", "domains", "inbound") == stored.granted
+
+
+@pytest.mark.parametrize(
+    ("scopes", "named"),
+    [
+        ((), "at least one scope"),
+        (("send", "sned"), "'sned'"),
+        (("emails:send",), "'emails:send'"),  # the old names are read, never minted: they grant everything
+        (("read", "admin", "*"), "'*', 'admin'"),
+        (("",), "''"),
+    ],
+)
+def test_a_key_is_never_minted_with_scopes_that_are_not_a_non_empty_subset(
+    world: FakeWorld, scopes: tuple[str, ...], named: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        mint_api_key(world.tenants, world.clock, "tn_a", scopes=scopes)
+    assert named in str(caught.value)
+    assert world.tenants.list_api_keys("tn_a") == []  # refused before anything is stored
+
+
+def test_valid_scopes_accepts_each_scope_alone_and_all_together() -> None:
+    for scope in SCOPES:
+        assert valid_scopes([scope]) == (scope,)
+    assert valid_scopes(reversed(SCOPES)) == SCOPES
 
 
 def test_only_the_hash_is_stored(world: FakeWorld) -> None:
@@ -125,15 +158,27 @@ def _authorize(world: FakeWorld, header: str | None) -> dict[str, Any]:
 
 
 def test_the_authorizer_allows_a_key_on_every_route_of_its_stage(world: FakeWorld) -> None:
-    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=("emails:read",))
+    minted = mint_api_key(world.tenants, world.clock, "tn_a", scopes=("read", "domains"))
 
     policy = _authorize(world, f"Bearer {minted.secret}")
 
     [statement] = policy["policyDocument"]["Statement"]
     assert statement["Effect"] == "Allow"
     assert statement["Resource"] == "arn:aws:execute-api:us-east-1:000000000000:api123/api/*"
-    assert policy["context"] == {"tenant_id": "tn_a", "key_id": minted.key.key_id, "scopes": "emails:read"}
+    assert policy["context"] == {"tenant_id": "tn_a", "key_id": minted.key.key_id, "scopes": "read domains"}
     assert minted.secret not in json.dumps(policy)
+
+
+@pytest.mark.parametrize("stored", [("emails:send", "emails:read"), ("emails:read",), ("emails:send",)])
+def test_a_key_stored_with_the_old_scope_names_is_given_every_scope(world: FakeWorld, stored: tuple[str, ...]) -> None:
+    """Keys made before the scopes were split keep working on every route: the authorizer puts the
+    scopes the key is granted in its context, not the names it was stored with."""
+    minted = mint_api_key(world.tenants, world.clock, "tn_a")
+    world.tenants.put_api_key(minted.key.model_copy(update={"scopes": stored}))
+
+    policy = _authorize(world, f"Bearer {minted.secret}")
+
+    assert policy["context"]["scopes"] == " ".join(SCOPES)
 
 
 @pytest.mark.parametrize("header", [None, "Bearer ptl_unknown", "Basic eDp5"])

@@ -1,93 +1,21 @@
-"""`petrel tenant|key|domain|server` on the in-memory fakes: what an operator sees and what is stored."""
+"""`petrel tenant|key|domain|server` through the admin API (in process, signed, on the in-memory fakes):
+what an operator sees, what is stored, and what never travels or prints (passwords, key hashes)."""
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cli.command import Context
-from cli.main import parser, run
-from cli.output import Output
-from cli.target import LOCAL, Target
+from cli.main import parser
 from local.tls import make_tls_files
-from petrel.adapters.dead_letters import SqsDeadLetters
-from petrel.container.admin import AdminSettings
-from petrel.services.redrive import RedriveDeps
-from petrel.services.tenants import AdminDeps
+from petrel.models.admin import Step
+from petrel.models.records import SmtpServer
 from tests.fakes.world import FakeWorld
+from tests.unit.cli_fakes import Cli, one_line_refusal, stdin
 
-SETTINGS = AdminSettings(
-    name_prefix="petrel-test",
-    tenants_table="petrel-test-tenants",
-    messages_table="petrel-test-messages",
-    secrets_prefix="petrel-test/tenants/",
-)
-
-
-@dataclass
-class FakeServices:
-    """The admin container's surface, on fakes; the DLQ commands are tested against moto instead."""
-
-    admin: AdminDeps
-
-    @property
-    def redrive(self) -> RedriveDeps:
-        raise AssertionError("no DLQ here")
-
-    @property
-    def dead_letters(self) -> SqsDeadLetters:
-        raise AssertionError("no DLQ here")
-
-
-@dataclass
-class Result:
-    status: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-@dataclass
-class Cli:
-    world: FakeWorld
-    workdir: Path
-    state: dict[str, object] = field(default_factory=dict)
-    max_age_hours_limit: int = 48
-
-    def __call__(self, *argv: str) -> Result:
-        args: argparse.Namespace = parser().parse_args(argv)
-        out, err = io.StringIO(), io.StringIO()
-        deps = AdminDeps(
-            tenants=self.world.tenants,
-            secrets=self.world.secrets,
-            clock=self.world.clock,
-            secrets_prefix=SETTINGS.secrets_prefix,
-            max_age_hours_limit=self.max_age_hours_limit,
-        )
-        context = Context(
-            env=LOCAL,
-            workdir=self.workdir,
-            output=Output(as_json=args.json, out=out, err=err),
-            target=Target(env=LOCAL, settings=SETTINGS, state=self.state),
-            services=FakeServices(deps),
-        )
-        status = run(args, context)
-        return Result(status, out.getvalue(), err.getvalue())
-
-    def tenant(self, *options: str) -> str:
-        created = self("--json", "tenant", "create", "Acme", *options)
-        assert created.status == 0, created.err
-        tenant_id: str = created.json()["tenant_id"]
-        return tenant_id
+TENANT_HEADER = "TENANT_ID  NAME  STATUS  MAX_MESSAGE_BYTES  MAX_AGE_HOURS  CREATED_AT"
 
 
 @pytest.fixture
@@ -95,41 +23,73 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(FakeWorld(), tmp_path)
 
 
-def _stdin(monkeypatch: pytest.MonkeyPatch, text: str, *, tty: bool = False) -> None:
-    class Input(io.StringIO):
-        def isatty(self) -> bool:
-            return tty
+def _server(cli: Cli, tenant_id: str, monkeypatch: pytest.MonkeyPatch, password: str = "pw") -> SmtpServer:
+    stdin(monkeypatch, f"{password}\n")
+    added = cli("server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay", "--password-stdin")
+    assert added.status == 0, added.err
+    [server] = cli.world.tenants.list_servers(tenant_id)
+    return server
 
-    monkeypatch.setattr(sys, "stdin", Input(text))
+
+# tenants
 
 
 def test_tenant_create_takes_its_settings_and_prints_a_table_with_headers(cli: Cli) -> None:
-    result = cli("tenant", "create", "  Acme  ", "--max-message-bytes", "2000000", "--max-age-hours", "12")
+    result = cli(
+        "tenant", "create", "  Acme  ", "--max-message-bytes", "2000000", "--max-age-hours", "12",
+        "--daily-quota", "5000", "--per-second-quota", "10", "--allow-unverified-domains",
+    )  # fmt: skip
 
     assert result.status == 0, result.err
     header, row = result.out.splitlines()
-    assert header.split() == ["TENANT_ID", "NAME", "MAX_MESSAGE_BYTES", "MAX_AGE_HOURS", "CREATED_AT"]
+    assert header.split()[:7] == [
+        "TENANT_ID", "NAME", "STATUS", "MAX_MESSAGE_BYTES", "MAX_AGE_HOURS", "DAILY_QUOTA", "PER_SECOND_QUOTA",
+    ]  # fmt: skip
     [tenant] = cli.world.tenants.list_tenants()
-    assert row.split()[:4] == [tenant.tenant_id, "Acme", "2000000", "12"]
+    assert row.split()[:8] == [tenant.tenant_id, "Acme", "active", "2000000", "12", "5000", "10", "yes"]
     assert (tenant.max_message_bytes, tenant.max_age_hours) == (2_000_000, 12)
+    assert (tenant.daily_quota, tenant.per_second_quota, tenant.allow_unverified_domains) == (5000, 10, True)
 
 
 def test_tenant_create_without_settings_keeps_the_model_defaults(cli: Cli) -> None:
     tenant_id = cli.tenant()
     tenant = cli.world.tenants.get_tenant(tenant_id)
     assert tenant is not None and (tenant.max_message_bytes, tenant.max_age_hours) == (25 * 1024 * 1024, 24)
+    assert (tenant.daily_quota, tenant.per_second_quota, tenant.allow_unverified_domains) == (None, None, False)
 
 
-def test_tenant_set_changes_only_what_is_given(cli: Cli) -> None:
+@pytest.mark.parametrize("command", ["update", "set"])  # `set`: the older name keeps working
+def test_tenant_update_changes_only_what_is_given(cli: Cli, command: str) -> None:
     tenant_id = cli.tenant("--max-message-bytes", "2000000")
 
-    result = cli("--json", "tenant", "set", tenant_id, "--max-age-hours", "36")
+    result = cli("--json", "tenant", command, tenant_id, "--max-age-hours", "36")
 
     assert result.status == 0, result.err
     shown = result.json()
     assert (shown["max_age_hours"], shown["max_message_bytes"], shown["name"]) == (36, 2_000_000, "Acme")
     stored = cli.world.tenants.get_tenant(tenant_id)
     assert stored is not None and (stored.max_age_hours, stored.max_message_bytes) == (36, 2_000_000)
+
+
+def test_a_quota_of_none_removes_the_limit_and_travels_as_an_explicit_null(cli: Cli) -> None:
+    tenant_id = cli.tenant("--daily-quota", "100", "--per-second-quota", "5")
+
+    result = cli("tenant", "update", tenant_id, "--daily-quota", "none")
+
+    assert result.status == 0, result.err
+    stored = cli.world.tenants.get_tenant(tenant_id)
+    assert stored is not None and (stored.daily_quota, stored.per_second_quota) == (None, 5)
+    assert json.loads(cli.bodies()[-1]) == {"daily_quota": None}  # the per-second quota: not sent, kept
+
+
+def test_unverified_domains_are_allowed_and_required_again(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+    assert cli("tenant", "update", tenant_id, "--allow-unverified-domains").status == 0
+    tenant = cli.world.tenants.get_tenant(tenant_id)
+    assert tenant is not None and tenant.allow_unverified_domains
+    assert cli("tenant", "update", tenant_id, "--require-verified-domains").status == 0
+    tenant = cli.world.tenants.get_tenant(tenant_id)
+    assert tenant is not None and not tenant.allow_unverified_domains
 
 
 @pytest.mark.parametrize(
@@ -142,75 +102,80 @@ def test_tenant_set_changes_only_what_is_given(cli: Cli) -> None:
         ([], "nothing to change"),
     ],
 )
-def test_tenant_set_refuses_in_one_line_and_changes_nothing(cli: Cli, options: list[str], message: str) -> None:
+def test_tenant_update_refuses_in_one_line_and_changes_nothing(cli: Cli, options: list[str], message: str) -> None:
     tenant_id = cli.tenant()
     before = cli.world.tenants.get_tenant(tenant_id)
 
-    result = cli("tenant", "set", tenant_id, *options)
+    result = cli("tenant", "update", tenant_id, *options)
 
-    assert result.status == 2 and result.out == ""
-    assert result.err.startswith(f"petrel: {message}") and result.err.count("\n") == 1
+    one_line_refusal(result, message)
     assert cli.world.tenants.get_tenant(tenant_id) == before
 
 
-def test_setting_a_missing_tenant_names_it(cli: Cli) -> None:
-    result = cli("tenant", "set", "tn_nope", "--max-age-hours", "2")
-    assert (result.status, result.err) == (2, "petrel: no tenant 'tn_nope'\n")
+@pytest.mark.parametrize("value", ["0", "-3", "lots"])
+def test_a_quota_is_a_positive_count_or_none(cli: Cli, value: str) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["tenant", "update", "tn_1", "--daily-quota", value])
+
+
+def test_a_missing_tenant_is_named(cli: Cli) -> None:
+    for command in (["tenant", "update", "tn_nope", "--max-age-hours", "2"], ["tenant", "show", "tn_nope"]):
+        result = cli(*command)
+        assert (result.status, result.err) == (2, "petrel: Not found: no tenant 'tn_nope'\n")
+
+
+def test_suspend_holds_the_tenant_with_its_reason_and_resume_lifts_it(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+
+    suspended = cli("--json", "tenant", "suspend", tenant_id, "--reason", "unpaid invoice")
+
+    assert suspended.status == 0, suspended.err
+    assert (suspended.json()["status"], suspended.json()["suspended_reason"]) == ("suspended", "unpaid invoice")
+    tenant = cli.world.tenants.get_tenant(tenant_id)
+    assert tenant is not None and tenant.suspended and tenant.suspended_reason == "unpaid invoice"
+    shown = cli("tenant", "show", tenant_id)
+    assert shown.out.splitlines()[1].split()[2] == "suspended"
+
+    resumed = cli("tenant", "resume", tenant_id)
+
+    assert resumed.status == 0, resumed.err
+    assert resumed.out.splitlines()[1].split()[2] == "active"
+    assert "0 held message(s) released" in resumed.err
+    tenant = cli.world.tenants.get_tenant(tenant_id)
+    assert tenant is not None and not tenant.suspended
 
 
 @pytest.mark.parametrize(
     ("command", "header"),
     [
-        (["tenant", "list"], "TENANT_ID  NAME  MAX_MESSAGE_BYTES  MAX_AGE_HOURS  CREATED_AT"),
+        (["tenant", "list"], TENANT_HEADER),
         (["key", "list", "{tenant}"], "KEY_ID  PREFIX  NAME  SCOPES  CREATED_AT  REVOKED_AT"),
-        (["domain", "list", "{tenant}"], "DOMAIN  RETURN_PATH_DOMAIN  CREATED_AT"),
+        (["domain", "list", "{tenant}"], "DOMAIN  STATUS  SIGNER  RETURN_PATH_DOMAIN  SENDING_ALLOWED  CREATED_AT"),
         (["server", "list", "{tenant}"], "SERVER_ID  HOST  PORT  SECURITY  USERNAME  POOL  WEIGHT  ENABLED  CA"),
     ],
 )
 def test_every_list_has_a_header_even_when_empty(cli: Cli, command: list[str], header: str) -> None:
     tenant_id = cli.tenant() if "{tenant}" in command else ""
-    if not tenant_id:
-        cli.world.tenants.tenants.clear()
     result = cli(*(part.replace("{tenant}", tenant_id) for part in command))
-    assert (result.status, result.out) == (0, header + "\n")
+    assert result.status == 0, result.err
+    assert result.out == header + "\n" or (command == ["tenant", "list"] and result.out.startswith(header))
 
 
 @pytest.mark.parametrize("group", ["key", "domain", "server"])
 def test_a_list_of_a_missing_tenant_is_an_error_not_an_empty_table(cli: Cli, group: str) -> None:
     result = cli(group, "list", "tn_typo")
-    assert (result.status, result.out, result.err) == (2, "", "petrel: no tenant 'tn_typo'\n")
+    assert (result.status, result.out, result.err) == (2, "", "petrel: Not found: no tenant 'tn_typo'\n")
 
 
-def test_domain_add_refuses_to_overwrite_and_update_changes_the_return_path(cli: Cli) -> None:
-    tenant_id = cli.tenant()
-    assert cli("domain", "add", tenant_id, "Acme.Example", "--return-path-domain", "bounces.acme.example").status == 0
-
-    again = cli("domain", "add", tenant_id, "acme.example")
-
-    assert again.status == 2
-    assert "already has domain 'acme.example'" in again.err and "domain update" in again.err
-    [kept] = cli.world.tenants.list_domains(tenant_id)
-    assert kept.return_path_domain == "bounces.acme.example"
-
-    updated = cli("domain", "update", tenant_id, "acme.example", "--return-path-domain", "rp.acme.example")
-    assert updated.status == 0, updated.err
-    assert updated.out.splitlines()[1].split()[:2] == ["acme.example", "rp.acme.example"]
-    [changed] = cli.world.tenants.list_domains(tenant_id)
-    assert (changed.return_path_domain, changed.created_at) == ("rp.acme.example", kept.created_at)
-
-
-def test_domain_update_needs_an_existing_domain(cli: Cli) -> None:
-    tenant_id = cli.tenant()
-    result = cli("domain", "update", tenant_id, "acme.example", "--return-path-domain", "rp.acme.example")
-    assert result.status == 2 and "has no domain 'acme.example'; add it with `domain add`" in result.err
-    assert cli.world.tenants.list_domains(tenant_id) == []
+# keys
 
 
 def test_a_key_is_shown_once_and_its_listing_never_holds_it(cli: Cli) -> None:
     tenant_id = cli.tenant()
     created = cli("key", "create", tenant_id, "--name", "production")
-    assert created.status == 0
-    key_id, secret = created.out.splitlines()[1].split()
+    assert created.status == 0, created.err
+    key_id, secret, scopes = created.out.splitlines()[1].split()
+    assert scopes == "send,read,domains,suppressions,inbound,webhooks"  # every scope by default
     assert "shown once" in created.err  # advice on stderr, so --json output stays parseable
 
     listed = cli("key", "list", tenant_id)
@@ -219,11 +184,132 @@ def test_a_key_is_shown_once_and_its_listing_never_holds_it(cli: Cli) -> None:
     assert secret.startswith(stored.prefix) and secret not in listed.out and stored.key_hash not in listed.out
 
 
+def test_a_key_gets_the_scopes_asked_for_and_the_listing_filters_by_prefix(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+    reader = cli("--json", "key", "create", tenant_id, "--scope", "read", "--scope", "domains", "--scope", "read")
+    other = cli("--json", "key", "create", tenant_id)
+    assert reader.status == 0 and other.status == 0, reader.err + other.err
+    assert reader.json()["scopes"] == ["read", "domains"]
+
+    listed = cli("--json", "key", "list", tenant_id, "--prefix", reader.json()["prefix"])
+
+    assert [key["key_id"] for key in listed.json()] == [reader.json()["key_id"]]
+    assert all("key_hash" not in key and "api_key" not in key for key in listed.json())
+    stored = {key.key_id: key for key in cli.world.tenants.list_api_keys(tenant_id)}
+    assert stored[reader.json()["key_id"]].granted == ("read", "domains")
+
+
+def test_an_unknown_scope_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["key", "create", "tn_1", "--scope", "admin"])
+
+
+def test_a_revoked_key_is_listed_as_revoked(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+    key_id = cli("--json", "key", "create", tenant_id).json()["key_id"]
+
+    revoked = cli("key", "revoke", tenant_id, key_id)
+
+    assert revoked.status == 0 and revoked.out.startswith(f"revoked {key_id}")
+    [stored] = cli.world.tenants.list_api_keys(tenant_id)
+    assert stored.revoked_at is not None
+    assert cli("--json", "key", "list", tenant_id).json()[0]["revoked_at"] is not None
+    missing = cli("key", "revoke", tenant_id, "key_nope")
+    assert missing.status == 2 and "key_nope" in missing.err
+
+
+# domains
+
+
+def _publish(cli: Cli, view: dict[str, object], *, skip: str = "") -> None:
+    """Publish a domain's records in the fake DNS (all but those of purpose `skip`)."""
+    records = [r for r in view["records"] if isinstance(r, dict) and r["purpose"] != skip]  # type: ignore[attr-defined]
+    txts: dict[str, list[str]] = {}
+    for record in records:
+        if record["type"] == "TXT":
+            txts.setdefault(record["name"], []).append(record["value"])
+        else:
+            preference, host = record["value"].split()
+            cli.ports.resolver.publish_mx(record["name"], (int(preference), host))
+    for name, values in txts.items():
+        cli.ports.resolver.publish_txt(name, *values)
+
+
+def test_domain_add_prints_the_records_to_publish_and_verify_finds_them(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+    added = cli(
+        "domain", "add", tenant_id, "Acme.Example", "--return-path-domain", "bounces.acme.example",
+        "--spf", "a:mail.acme.example", "--mx", "mail.acme.example",
+    )  # fmt: skip
+    assert added.status == 0, added.err
+    summary, records = added.out.split("\n\n")
+    assert summary.splitlines()[1].split()[:4] == ["acme.example", "pending", "petrel", "bounces.acme.example"]
+    assert records.splitlines()[0].split() == ["PURPOSE", "TYPE", "NAME", "VALUE", "REQUIRED", "STATUS", "DETAIL"]
+    assert "v=spf1 a:mail.acme.example ~all" in records and "._domainkey.acme.example" in records
+    assert "domain verify" in added.err
+    view = cli("--json", "domain", "show", tenant_id, "acme.example").json()
+
+    unpublished = cli("domain", "verify", tenant_id, "acme.example")
+    assert unpublished.status == 1 and "missing" in unpublished.out
+
+    _publish(cli, view)
+    verified = cli("--json", "domain", "verify", tenant_id, "acme.example")
+    assert verified.status == 0, verified.out + verified.err
+    assert (verified.json()["status"], verified.json()["sending_allowed"]) == ("verified", True)
+    [stored] = cli.world.tenants.list_domains(tenant_id)
+    assert stored.sendable
+    assert all("PRIVATE KEY" not in body.decode() for body in cli.bodies())  # answers aside: never sent
+
+
+def test_a_domain_belongs_to_one_tenant_and_a_second_add_is_refused(cli: Cli) -> None:
+    first, second = cli.tenant(), cli.tenant()
+    assert cli("domain", "add", first, "acme.example", "--spf", "a:mail.acme.example").status == 0
+
+    again = cli("domain", "add", first, "acme.example", "--spf", "a:mail.acme.example")
+    other = cli("domain", "add", second, "acme.example", "--spf", "a:mail.acme.example")
+
+    assert again.status == 2 and again.out == "" and again.err.count("\n") == 1
+    assert other.status == 2 and other.out == "" and other.err.count("\n") == 1
+    assert [d.domain for d in cli.world.tenants.list_domains(first)] == ["acme.example"]
+    assert cli.world.tenants.list_domains(second) == []
+
+
+def test_domain_remove_takes_the_domain_and_its_dkim_keys(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+    assert cli("domain", "add", tenant_id, "acme.example", "--spf", "a:mail.acme.example", "--ed25519").status == 0
+    assert len(cli.world.secrets.secrets) == 2  # the RSA and the Ed25519 private keys
+
+    removed = cli("--json", "domain", "remove", tenant_id, "acme.example")
+
+    assert removed.json() == {"domain": "acme.example", "result": "removed"}
+    assert cli.world.tenants.list_domains(tenant_id) == [] and cli.world.secrets.secrets == {}
+    missing = cli("domain", "show", tenant_id, "acme.example")
+    assert missing.status == 2 and missing.err.startswith("petrel: Not found")
+
+
+def test_domain_rotate_adds_a_next_key_whose_record_is_listed_to_publish(cli: Cli) -> None:
+    tenant_id = cli.tenant()
+    first = cli("--json", "domain", "add", tenant_id, "acme.example", "--spf", "a:mail.acme.example").json()
+    [old] = [r for r in first["records"] if r["purpose"] == "dkim"]
+
+    rotated = cli("--json", "domain", "rotate", tenant_id, "acme.example")
+
+    assert rotated.status == 0, rotated.err
+    dkim = [r for r in rotated.json()["records"] if r["purpose"] == "dkim"]
+    [new] = [r for r in dkim if r["name"] != old["name"]]
+    assert new["name"].endswith("._domainkey.acme.example") and not new["required"]
+    assert "publish the new DKIM record" in rotated.err
+    assert len(cli.world.secrets.secrets) == 2  # both private keys, in the secret store only
+
+
+# servers
+
+
 def test_server_add_reads_the_password_from_stdin_and_never_prints_it(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant_id = cli.tenant()
-    _stdin(monkeypatch, "s3cret-pw\n")
+    stdin(monkeypatch, "s3cret-pw\n")
 
     result = cli(
         "server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay@acme.example",
@@ -236,6 +322,10 @@ def test_server_add_reads_the_password_from_stdin_and_never_prints_it(
     assert cli.world.secrets.secrets == {server.secret_name: "s3cret-pw"}
     assert "s3cret-pw" not in result.out + result.err
     assert f"server test {tenant_id} {server.server_id}" in result.err
+    [sent] = [body for body in cli.bodies() if b"s3cret-pw" in body]  # in one body only, the add's
+    assert json.loads(sent)["password"] == "s3cret-pw"
+    assert all(b"s3cret-pw" not in r.url.encode() for r in cli.transport.requests)
+    assert all("s3cret-pw" not in v for r in cli.transport.requests for v in r.headers.values())
 
 
 def test_server_add_with_the_local_relay_takes_local_json(cli: Cli, tmp_path: Path) -> None:
@@ -281,7 +371,7 @@ def test_a_password_is_never_an_argument_and_never_read_from_a_pipe_unasked(
     with pytest.raises(SystemExit):
         parser().parse_args(["server", "add", "tn_1", "--host", "h", "--username", "u", "--password", "pw"])
     tenant_id = cli.tenant()
-    _stdin(monkeypatch, "piped\n", tty=False)
+    stdin(monkeypatch, "piped\n", tty=False)
 
     result = cli("server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay")
 
@@ -289,39 +379,114 @@ def test_a_password_is_never_an_argument_and_never_read_from_a_pipe_unasked(
     assert cli.world.secrets.secrets == {}
 
 
-def test_set_password_from_the_environment_rotates_the_secret(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_set_password_is_tried_first_then_stored(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     tenant_id = cli.tenant()
-    _stdin(monkeypatch, "first\n")
-    cli("server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay", "--password-stdin")
-    [server] = cli.world.tenants.list_servers(tenant_id)
-    monkeypatch.setenv("MAILU_PASSWORD", "second")
+    server = _server(cli, tenant_id, monkeypatch, "first")
+    tried: list[str] = []
 
+    def check(server: SmtpServer, password: str, mail_from: str, report: object) -> Step | None:
+        tried.append(password)
+        step = Step("auth", password == "second", "235 ok" if password == "second" else "535 refused")
+        report(step)  # type: ignore[operator]
+        return None if step.ok else step
+
+    cli.ports.smtp_check = check
+    monkeypatch.setenv("MAILU_PASSWORD", "wrong")
+    refused = cli("server", "set-password", tenant_id, server.server_id, "--password-env", "MAILU_PASSWORD")
+    one_line_refusal(refused, "the new password was not stored")
+    assert cli.world.secrets.secrets == {server.secret_name: "first"}  # the good one kept
+
+    monkeypatch.setenv("MAILU_PASSWORD", "second")
     result = cli("server", "set-password", tenant_id, server.server_id, "--password-env", "MAILU_PASSWORD")
 
     assert (result.status, result.out) == (0, f"{server.server_id}: password updated\n")
-    assert cli.world.secrets.secrets == {server.secret_name: "second"}
+    assert cli.world.secrets.secrets == {server.secret_name: "second"} and tried == ["wrong", "second"]
+    assert "second" not in result.out + result.err
     monkeypatch.delenv("MAILU_PASSWORD")
     empty = cli("server", "set-password", tenant_id, server.server_id, "--password-env", "MAILU_PASSWORD")
     assert empty.status == 2 and empty.err == "petrel: environment variable MAILU_PASSWORD is empty or not set\n"
 
 
-def test_server_test_needs_a_sending_domain_for_its_mail_from(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_set_password_without_verify_stores_it_untried(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     tenant_id = cli.tenant()
-    _stdin(monkeypatch, "pw\n")
-    cli("server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay", "--password-stdin")
-    [server] = cli.world.tenants.list_servers(tenant_id)
+    server = _server(cli, tenant_id, monkeypatch, "first")
+    cli.ports.smtp_check = lambda *args: pytest.fail("the password was tried")
+    monkeypatch.setenv("MAILU_PASSWORD", "untried")
 
-    result = cli("server", "test", tenant_id, server.server_id)
+    result = cli(
+        "server", "set-password", tenant_id, server.server_id, "--no-verify", "--password-env", "MAILU_PASSWORD"
+    )
 
-    assert result.status == 2 and result.out == ""
-    assert result.err == f"petrel: tenant '{tenant_id}' has no sending domain yet: add one with `domain add` first\n"
+    assert result.status == 0 and "not tried" in result.out
+    assert cli.world.secrets.secrets == {server.secret_name: "untried"}
+
+
+def test_set_password_of_a_missing_server_never_asks_for_the_password(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = cli.tenant()
+    stdin(monkeypatch, "", tty=True)  # a prompt would fail the test: there is nothing to read
+
+    result = cli("server", "set-password", tenant_id, "srv_nope")
+
+    one_line_refusal(result, "srv_nope")
+
+
+def test_server_update_pause_and_resume(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    tenant_id = cli.tenant()
+    server = _server(cli, tenant_id, monkeypatch)
+    (tmp_path / "tls").mkdir()
+    ca = tmp_path / "ca.pem"
+    ca.write_text(make_tls_files(tmp_path / "tls").ca_pem)
+
+    changed = cli(
+        "server", "update", tenant_id, server.server_id, "--weight", "7", "--pool", "bulk", "--ca-file", str(ca)
+    )
+    paused = cli("--json", "server", "pause", tenant_id, server.server_id)
+
+    assert changed.status == 0 and paused.status == 0, changed.err + paused.err
+    assert changed.out.splitlines()[1].split()[5:] == ["bulk", "7", "yes", "own"]
+    assert paused.json()["enabled"] is False
+    [stored] = cli.world.tenants.list_servers(tenant_id)
+    assert (stored.weight, stored.pool, stored.enabled, stored.ca_bundle) == (7, "bulk", False, ca.read_text())
+    assert cli("server", "resume", tenant_id, server.server_id).status == 0
+    assert cli("server", "update", tenant_id, server.server_id, "--system-ca").status == 0
+    [stored] = cli.world.tenants.list_servers(tenant_id)
+    assert (stored.enabled, stored.ca_bundle) == (True, None)
+    one_line_refusal(cli("server", "update", tenant_id, server.server_id), "nothing to change")
+
+
+def test_server_test_prints_each_step_and_its_status_is_the_verdict(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant_id = cli.tenant()
+    assert cli("domain", "add", tenant_id, "acme.example", "--spf", "a:mail.acme.example").status == 0
+    server = _server(cli, tenant_id, monkeypatch)
+
+    passed = cli("server", "test", tenant_id, server.server_id)
+
+    assert passed.status == 0, passed.err
+    lines = passed.out.splitlines()
+    assert [line.split()[0] for line in lines[:2]] == ["connect", "auth"]
+    assert "bounces+" in lines[2] and "@acme.example" in lines[2]
+    assert lines[-1] == f"OK: {server.server_id} (mail.acme.example:587) accepts mail from the tenant"
+
+    def refuse(server: SmtpServer, password: str, mail_from: str, report: object) -> Step | None:
+        step = Step("auth", False, "535 5.7.8 authentication failed")
+        report(step)  # type: ignore[operator]
+        return step
+
+    cli.ports.smtp_check = refuse
+    failed = cli("--json", "server", "test", tenant_id, server.server_id)
+    assert failed.status == 1
+    assert failed.json() == {
+        "server_id": server.server_id,
+        "ok": False,
+        "steps": [{"name": "auth", "ok": False, "detail": "535 5.7.8 authentication failed"}],
+    }
 
 
 def test_server_remove_deletes_the_server_and_its_secret(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     tenant_id = cli.tenant()
-    _stdin(monkeypatch, "pw\n")
-    cli("server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay", "--password-stdin")
-    [server] = cli.world.tenants.list_servers(tenant_id)
+    server = _server(cli, tenant_id, monkeypatch)
 
     assert cli("--json", "server", "remove", tenant_id, server.server_id).json() == {
         "server_id": server.server_id,
@@ -329,4 +494,16 @@ def test_server_remove_deletes_the_server_and_its_secret(cli: Cli, monkeypatch: 
     }
     assert cli.world.tenants.list_servers(tenant_id) == [] and cli.world.secrets.secrets == {}
     again = cli("server", "remove", tenant_id, server.server_id)
-    assert again.status == 2 and again.err == f"petrel: no SMTP server '{server.server_id}' for tenant '{tenant_id}'\n"
+    one_line_refusal(again, server.server_id)
+
+
+# the signature
+
+
+def test_a_request_signed_with_another_secret_is_refused_and_changes_nothing(cli: Cli) -> None:
+    cli.secret_key = "not-the-local-secret"
+
+    result = cli("tenant", "create", "Acme")
+
+    one_line_refusal(result, "Missing or invalid AWS signature: the signature does not match the request")
+    assert cli.world.tenants.list_tenants() == []

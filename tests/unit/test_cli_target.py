@@ -140,12 +140,16 @@ def _subcommands(root: argparse.ArgumentParser) -> list[argparse.ArgumentParser]
 
 
 def test_help_explains_every_default() -> None:
-    """Every option with a default says it in `--help` (each subcommand uses cli.command's formatter)."""
+    """Every option with a default says it in `--help` (each subcommand uses cli.command's formatter); a
+    flag (no argument: store_true, store_false) says what it does instead, never "(default: True)"."""
     commands = _subcommands(parser())
     assert len(commands) > 20
     for command in commands:
         text = " ".join(command.format_help().split())
         for action in command._actions:
+            if action.option_strings and action.nargs == 0:
+                assert f"(default: {action.default})" not in text or action.default in (None, False), command.prog
+                continue
             if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
                 continue
             assert f"(default: {action.default})" in text or "default" in (action.help or ""), (
@@ -187,10 +191,10 @@ def test_every_error_is_one_line_and_a_non_zero_status(error: Exception, local: 
 
 def test_a_usage_error_is_one_line_naming_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        parser().parse_args(["tenant", "set", "tn_1", "--max-age-hours", "soon"])
+        parser().parse_args(["tenant", "update", "tn_1", "--max-age-hours", "soon"])
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
-        "petrel tenant set: argument --max-age-hours: invalid int value: 'soon' (see petrel tenant set --help)\n"
+        "petrel tenant update: argument --max-age-hours: invalid int value: 'soon' (see petrel tenant update --help)\n"
     )
 
 

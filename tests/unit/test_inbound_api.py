@@ -67,7 +67,7 @@ def _push(
     *,
     content_type: str | None = "message/rfc822",
     headers: dict[str, str] | None = None,
-    scopes: str = "emails:send emails:read",
+    scopes: str = "inbound",
 ) -> dict[str, Any]:
     """A push as API Gateway hands it over: the body base64-encoded (binary media type */*)."""
     request = event("POST", "/v1/inbound/raw", tenant_id=seeded.tenant.tenant_id, headers=headers, scopes=scopes)
@@ -201,8 +201,9 @@ def test_a_body_over_the_front_doors_limit_is_a_413(world: FakeWorld, api: Api, 
     _json(_push(api, seeded, at_limit), 202)
 
 
-def test_the_push_needs_the_send_scope(world: FakeWorld, api: Api, seeded: Seeded) -> None:
-    _problem(_push(api, seeded, scopes="emails:read"), 403)
+def test_the_push_needs_the_inbound_scope(world: FakeWorld, api: Api, seeded: Seeded) -> None:
+    body = _problem(_push(api, seeded, scopes="send read"), 403)
+    assert body["detail"] == "this API key does not have the 'inbound' scope"
     _nothing_pushed(world)
 
 
@@ -465,8 +466,8 @@ def test_another_tenants_incoming_message_is_a_404(world: FakeWorld, api: Api, s
     _json(_get(api, "tn_other", f"/v1/inbound/{theirs.inbound_id}"), 200)
 
 
-def test_reading_needs_the_read_scope(api: Api, seeded: Seeded) -> None:
-    request = event("GET", "/v1/inbound", tenant_id=seeded.tenant.tenant_id, scopes="emails:send")
+def test_reading_needs_the_inbound_scope(api: Api, seeded: Seeded) -> None:
+    request = event("GET", "/v1/inbound", tenant_id=seeded.tenant.tenant_id, scopes="send read")
     _problem(api(request), 403)
 
 

@@ -18,7 +18,7 @@ def _allow(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {
         "principalId": "key_1",
         "policyDocument": {"Statement": [{"Effect": "Allow"}]},
-        "context": {"tenant_id": "tn_a", "scopes": "emails:read"},
+        "context": {"tenant_id": "tn_a", "scopes": "read"},
     }
 
 

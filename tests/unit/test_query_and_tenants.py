@@ -125,10 +125,16 @@ def test_domains_and_keys_need_an_existing_tenant(world: FakeWorld) -> None:
     with pytest.raises(ConfigurationError):
         tenants.create_api_key(deps, "tn_missing")
     tenant = tenants.create_tenant(deps, "Acme")
-    domain = tenants.add_domain(deps, tenant.tenant_id, "Bücher.Example", "Bounce.Bücher.Example")
+    with pytest.raises(ConfigurationError, match="no SMTP server"):  # nothing for its SPF record to authorize
+        tenants.add_domain(deps, tenant.tenant_id, "example.com")
+    spf = ["a:mail.example.com"]
+    domain = tenants.add_domain(deps, tenant.tenant_id, "Bücher.Example", "Bounce.Bücher.Example", spf=spf)
     assert (domain.domain, domain.return_path_domain) == ("xn--bcher-kva.example", "bounce.xn--bcher-kva.example")
+    assert domain.status == "pending" and domain.keys[0].secret_name in world.secrets.secrets
     with pytest.raises(ConfigurationError):
-        tenants.add_domain(deps, tenant.tenant_id, "not a domain")
+        tenants.add_domain(deps, tenant.tenant_id, "not a domain", spf=spf)
+    with pytest.raises(ConfigurationError, match="already"):
+        tenants.add_domain(deps, tenant.tenant_id, "bücher.example", spf=spf)
 
 
 def test_revoke_api_key_twice_is_an_error(world: FakeWorld) -> None:

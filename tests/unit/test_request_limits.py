@@ -31,7 +31,7 @@ def _event(body: bytes) -> dict[str, Any]:
         "isBase64Encoded": True,
         "requestContext": {
             "requestId": "req-1",
-            "authorizer": {"tenant_id": "tn_a", "scopes": "emails:send"},
+            "authorizer": {"tenant_id": "tn_a", "scopes": "send"},
         },
     }
 
@@ -73,7 +73,7 @@ def _allow(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {
         "principalId": "key_1",
         "policyDocument": {"Statement": [{"Effect": "Allow"}]},
-        "context": {"tenant_id": "tn_a", "scopes": "emails:send"},
+        "context": {"tenant_id": "tn_a", "scopes": "send"},
     }
 
 

@@ -1,7 +1,8 @@
 """Tenants of a test's own, so faults never touch the demo tenant; mailbox users on the stand-in;
 unique addresses and large bodies.
 
-A test's tenant sends from the demo's domain but has a return-path domain of its own that no poller
+A test's tenant sends from a subdomain of the demo's domain (its own: a domain belongs to one tenant,
+unverified) and has a return-path domain of its own that no poller
 reads: its delivery reports land in a mailbox nobody ingests, so they neither show up in the demo
 tenant's inbound mail nor move its messages past `relayed`. Recipients are on the stand-in's recipient
 domain: the demo tenant's own domain is one it receives mail for, and mail to it never reaches SMTP."""
@@ -67,13 +68,17 @@ def make_tenant(platform: LocalPlatform, name: str, **server: Any) -> TestTenant
     """A tenant sending from the stand-in's domain through one server: the stand-in's relay account,
     with any `add_smtp_server` setting overridden by `server` (a fault proxy's port, another CA). Its
     delivery reports go to a return-path domain no poller reads (the module docstring)."""
+    # A domain belongs to one tenant: each test tenant sends from a subdomain of its own, unverified
+    # (these tests are not about DNS; the demo tenant's domain is the verified one).
+    domain = f"{secrets.token_hex(4)}.{platform.config.domain}"
     seeded = seed_tenant(
         admin_deps(platform),
         name,
-        domain=platform.config.domain,
+        domain=domain,
         relay=platform.relay_account,
         key_name=f"{name} e2e",
         return_path_domain=_unread_bounce_mailbox(platform),
+        allow_unverified_domains=True,
         **server,
     )
     return TestTenant(

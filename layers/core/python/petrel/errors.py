@@ -17,6 +17,10 @@ class PetrelError(Exception):
         self.detail = detail
         self.extra = extra or {}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the problem carries besides its body (a 429's `Retry-After`)."""
+        return {}
+
 
 class InvalidRequest(PetrelError):
     status = 422
@@ -43,6 +47,14 @@ class Forbidden(PetrelError):
     status = 403
     slug = "forbidden"
     title = "The API key lacks the scope this route needs"
+
+
+class TenantSuspended(PetrelError):
+    """The tenant is suspended: it may read, not send. Nothing of the request was stored."""
+
+    status = 403
+    slug = "tenant-suspended"
+    title = "The tenant is suspended"
 
 
 class NotFound(PetrelError):
@@ -82,6 +94,22 @@ class PayloadTooLarge(PetrelError):
 class RequestTooLarge(PayloadTooLarge):
     slug = "request-too-large"
     title = "The request body is larger than the API takes"
+
+
+class QuotaExceeded(PetrelError):
+    """The tenant's daily or per-second recipient quota has no room for the email now. Nothing was
+    stored; `retry_after` is the number of seconds until the window it exceeded starts afresh."""
+
+    status = 429
+    slug = "quota-exceeded"
+    title = "The tenant's sending quota is used up for now"
+
+    def __init__(self, detail: str, *, retry_after: int, quota: str, limit: int) -> None:
+        super().__init__(detail, extra={"retry_after": retry_after, "quota": quota, "limit": limit})
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class UnsupportedMediaType(PetrelError):

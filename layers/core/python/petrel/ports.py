@@ -124,16 +124,56 @@ class TenantStore(Protocol):
         ...
 
     def create_domain(self, domain: SendingDomain) -> None:
-        """Raises AlreadyExists when the tenant has the domain already (nothing is written)."""
+        """Store a new domain with the claim that makes it this tenant's alone. AlreadyExists when the
+        tenant or ANY other tenant has the domain already (nothing is written): of two concurrent
+        creates of one domain, by one tenant or two, one wins."""
         ...
 
-    def put_domain(self, domain: SendingDomain) -> None: ...
+    def delete_domain(self, tenant_id: str, domain: str, expected_revision: int | None = None) -> None:
+        """Remove the domain and its claim (the name is free again; a claim another tenant holds, on a
+        copy stored before claims, stays); RecordNotFound when the tenant has no such domain. With
+        `expected_revision`, only while the stored domain is at that revision (WriteConflict otherwise:
+        someone changed it since it was read; so too when its claim changed hands meanwhile)."""
+        ...
+
+    def find_domain(self, domain: str) -> SendingDomain | None:
+        """The domain, whichever tenant has it (through its claim); None when no tenant has it."""
+        ...
+
+    def list_all_domains(self) -> list[SendingDomain]:
+        """Every tenant's domains (the drift re-check's work list), by tenant then domain."""
+        ...
+
+    def update_domain(self, domain: SendingDomain, expected_revision: int, *, claim: bool = False) -> None:
+        """Replace the tenant's domain with `domain`, whose revision must be `expected_revision + 1`
+        (ValueError otherwise), only while the stored one is at `expected_revision` (a record stored
+        before revisions counts as 0): WriteConflict when someone else wrote it first, RecordNotFound
+        when it is gone. With `claim`, the domain's claim is made this tenant's in the same write
+        (AlreadyExists, nothing written, when another tenant has it)."""
+        ...
+
+    def put_domain(self, domain: SendingDomain) -> None:
+        """Store the domain unconditionally (seeding and tests; the services use update_domain)."""
+        ...
+
     def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None: ...
     def list_domains(self, tenant_id: str) -> list[SendingDomain]: ...
     def put_server(self, server: SmtpServer) -> None: ...
     def list_servers(self, tenant_id: str) -> list[SmtpServer]: ...
     def delete_server(self, tenant_id: str, server_id: str) -> None:
         """RecordNotFound when the tenant has no such server."""
+        ...
+
+    def consume_quota(self, tenant_id: str, window: str, units: int, *, limit: int, expires_at: int) -> bool:
+        """Count `units` against the tenant's counter for `window` (e.g. one UTC day), if the count
+        stays within `limit`: one atomic conditional add, so two concurrent callers cannot both take
+        the last units. False when they do not fit (nothing is counted). The counter may vanish after
+        `expires_at` (epoch seconds, a little after the window ends)."""
+        ...
+
+    def release_quota(self, tenant_id: str, window: str, units: int) -> None:
+        """Give back `units` counted in `window` by a submission that then failed (never below zero;
+        a counter that is gone stays gone)."""
         ...
 
 

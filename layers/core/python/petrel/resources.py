@@ -79,6 +79,7 @@ MAILBOX_SK_PREFIX = "MAILBOX#"  # a mailbox the poller reads (its record)
 CURSOR_SK_PREFIX = "CURSOR#"  # how far it has read one folder: CURSOR#<mailbox id>#<folder>
 HEALTH_SK_PREFIX = "HEALTH#"  # its last poll: HEALTH#<mailbox id>
 MAILBOX_ADDRESS_SK_PREFIX = "MAILBOXADDR#"  # claims an address for one mailbox: MAILBOXADDR#<address>
+QUOTA_SK_PREFIX = "QUOTA#"  # a quota window's counter: QUOTA#<window> (TTL: a little after the window)
 
 
 def api_key_sk(key_id: str) -> str:
@@ -87,6 +88,16 @@ def api_key_sk(key_id: str) -> str:
 
 def domain_sk(domain: str) -> str:
     return f"{DOMAIN_SK_PREFIX}{domain}"
+
+
+# A domain belongs to one tenant: its claim is an item of its own partition (pk DOMAINCLAIM#<domain>,
+# sk CLAIM, naming the tenant), written in one transaction with the tenant's domain record.
+DOMAIN_CLAIM_PK_PREFIX = "DOMAINCLAIM#"
+DOMAIN_CLAIM_SK = "CLAIM"
+
+
+def domain_claim_pk(domain: str) -> str:
+    return f"{DOMAIN_CLAIM_PK_PREFIX}{domain.lower()}"
 
 
 def server_sk(server_id: str) -> str:
@@ -103,6 +114,10 @@ def cursor_sk(mailbox_id: str, folder: str) -> str:
 
 def health_sk(mailbox_id: str) -> str:
     return f"{HEALTH_SK_PREFIX}{mailbox_id}"
+
+
+def quota_sk(window: str) -> str:
+    return f"{QUOTA_SK_PREFIX}{window}"
 
 
 def mailbox_address_sk(address: str) -> str:
@@ -314,6 +329,9 @@ SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"
 # "host" or "host:port" separated by commas (empty: the system's), and the timeout of one lookup.
 DNS_RESOLVERS_ENV = "PETREL_DNS_RESOLVERS"
 DNS_TIMEOUT_ENV = "PETREL_DNS_TIMEOUT_SECONDS"
+# A DKIM private key (PEM) is the secret `<secrets prefix><tenant>/dkim/<domain>/<selector>`; IAM grants
+# on DKIM keys alone (the API, the domain checker) match this pattern within the secrets prefix.
+DKIM_SECRETS_PATTERN = "*/dkim/*"
 
 # -- the functions' other settings (petrel.settings): each name is the alias of one settings field, set
 # by infra/constructs/functions.py from cdk.json and by the local stack; nothing spells it elsewhere.
@@ -326,6 +344,8 @@ CONFIG_CACHE_ENV = "PETREL_CONFIG_CACHE_SECONDS"  # worker: how long tenant conf
 MAX_RECEIVE_COUNT_ENV = "PETREL_MAX_RECEIVE_COUNT"  # worker: the send queues' maxReceiveCount
 INVOCATION_MARGIN_ENV = "PETREL_INVOCATION_MARGIN_SECONDS"  # worker: time kept at an invocation's end
 HANDBACK_DELAY_ENV = "PETREL_HANDBACK_DELAY_SECONDS"  # worker: delay of the jobs it hands back
+# Admin API: the environment's max_message_age_hours (cdk.json), the bound of a tenant's max_age_hours.
+MAX_MESSAGE_AGE_HOURS_ENV = "PETREL_MAX_MESSAGE_AGE_HOURS"
 # The ingest side: how long raw incoming mail (bucket lifecycle on INBOUND_PREFIX) and inbound records
 # (TTL) are kept; the poller's schedule (minutes between runs of its EventBridge rule), how many
 # mailboxes it reads at once, and the IMAP socket timeout; how long an attachment link is valid.
@@ -337,6 +357,9 @@ POLL_BATCH_ENV = "PETREL_POLL_BATCH"  # UIDs fetched per IMAP FETCH (the cursor 
 LINK_SECONDS_ENV = "PETREL_LINK_SECONDS"
 # The poller's EMF metric of mailboxes whose poll failed in a run (an alarm fires on any).
 POLL_ERRORS_METRIC = "MailboxPollErrors"
+# The domain checker's EMF metric of domains whose DNS lookups failed in a run (DnsLookupError: the
+# resolvers did not answer; an alarm fires on any); a tenant's wrong record is a domain.dns_error event.
+DOMAIN_DNS_ERRORS_METRIC = "DomainDnsErrors"
 
 # -- Powertools' own variables, which every function's environment sets (Powertools reads them).
 POWERTOOLS_SERVICE_NAME_ENV = "POWERTOOLS_SERVICE_NAME"

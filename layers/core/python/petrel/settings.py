@@ -12,6 +12,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from petrel import resources as r
+from petrel.models.records import Tenant
 from petrel.models.retry import DEFAULT_DELAYS, DEFAULT_JITTER, RetryLadder, parse_delays
 
 
@@ -90,6 +91,9 @@ class ApiSettings(QueueSettings):
     inbound_retention_days: int = Field(default=30, ge=1, validation_alias=r.INBOUND_RETENTION_DAYS_ENV)
     # How long an attachment's pre-signed link (GET /v1/inbound/{id}) is valid.
     link_seconds: int = Field(default=900, ge=60, le=604_800, validation_alias=r.LINK_SECONDS_ENV)
+    # POST /v1/domains and /verify look up the domain's records (empty resolvers: the system's).
+    dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
 
 
 class SendWorkerSettings(QueueSettings):
@@ -150,3 +154,34 @@ class IngestWorkerSettings(_Settings):
     inbound_retention_days: int = Field(default=30, ge=1, validation_alias=r.INBOUND_RETENTION_DAYS_ENV)
     # The ingest queue's maxReceiveCount: a job failing on its last receive is logged before its DLQ.
     max_receive_count: int = Field(default=3, ge=1, validation_alias=r.MAX_RECEIVE_COUNT_ENV)
+
+
+class DomainCheckerSettings(_Settings):
+    """The scheduled drift re-check of every sending domain's DNS records, and the end of retired DKIM
+    keys: their secrets are deleted once their grace has passed (hence the secrets prefix)."""
+
+    tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
+    secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
+    dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
+
+
+class AdminApiSettings(_Settings):
+    """The admin API (IAM-authorized): tenants, keys, servers, mailboxes and domains (the tenants table
+    and the tenants' secrets). Resuming a suspended tenant reads its held messages (the messages table)
+    and puts their jobs back on the send queues; it touches no body, suppression or schedule."""
+
+    tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
+    messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
+    send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
+    send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
+    secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
+    dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
+    # The environment's max_message_age_hours (cdk.json): the longest max_age_hours a tenant may have.
+    max_message_age_hours: int = Field(
+        default=Tenant.model_fields["max_age_hours"].default, ge=1, validation_alias=r.MAX_MESSAGE_AGE_HOURS_ENV
+    )
+
+    def queue_urls(self) -> dict[str, str]:
+        return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}

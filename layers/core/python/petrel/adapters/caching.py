@@ -119,6 +119,10 @@ class CachingTenantStore(_Delegating):
         self.inner.put_tenant(tenant)
         self._tenants.forget(tenant.tenant_id)
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop the cached tenant: the next read is fresh (the worker confirms a suspension so)."""
+        self._tenants.forget(tenant_id)
+
     def put_server(self, server: SmtpServer) -> None:
         self.inner.put_server(server)
         self._servers.forget(server.tenant_id)
@@ -132,6 +136,12 @@ class CachingTenantStore(_Delegating):
     def put_domain(self, domain: SendingDomain) -> None:
         self.inner.put_domain(domain)
         self._domains.forget((domain.tenant_id, domain.domain))
+
+    def update_domain(self, domain: SendingDomain, expected_revision: int, *, claim: bool = False) -> None:
+        try:
+            self.inner.update_domain(domain, expected_revision, claim=claim)
+        finally:  # refused or not, the next read is fresh (a refusal means the cached one is stale)
+            self._domains.forget((domain.tenant_id, domain.domain))
 
 
 class CachingSecretStore(_Delegating):

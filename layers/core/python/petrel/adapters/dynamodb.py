@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from types_boto3_dynamodb.client import DynamoDBClient
     from types_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
+        DeleteTypeDef,
+        PutTypeDef,
         QueryInputTypeDef,
         ScanInputTypeDef,
         TransactWriteItemTypeDef,
@@ -151,6 +153,20 @@ def _lost(exc: ClientError, what: str) -> Exception:
     return RecordNotFound(f"no {what}")
 
 
+def _revision_condition(expected: int | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The condition that a domain item exists and (given `expected`) is at that revision; an item
+    written before revisions has none, which counts as 0."""
+    if expected is None:
+        return "attribute_exists(pk)", {}, {}
+    at = "#rev = :rev"
+    condition = (
+        f"attribute_exists(pk) AND (attribute_not_exists(#rev) OR {at})"
+        if expected == 0
+        else f"attribute_exists(pk) AND {at}"
+    )
+    return condition, {"#rev": "revision"}, {":rev": expected}
+
+
 class DynamoTenantStore:
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
@@ -227,20 +243,155 @@ class DynamoTenantStore:
             raise _lost(exc, f"API key {key_id}") from exc
 
     def create_domain(self, domain: SendingDomain) -> None:
+        """One transaction: the tenant's domain record and the claim that makes the domain its alone,
+        each only if it is not there yet (of two creates of one domain, by any tenants, one wins)."""
         item = _dump(domain, pk=domain.tenant_id, sk=resources.domain_sk(domain.domain))
+        claim = {
+            "pk": resources.domain_claim_pk(domain.domain),
+            "sk": resources.DOMAIN_CLAIM_SK,
+            "tenant_id": domain.tenant_id,
+        }
         try:
-            self._db.put_item(TableName=self._table, Item=_encode(item), ConditionExpression="attribute_not_exists(sk)")
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _encode(it),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    }
+                    for it in (item, claim)
+                ]
+            )
         except ClientError as exc:
             if _conditional_failed(exc):
-                raise AlreadyExists(f"tenant {domain.tenant_id} has domain {domain.domain} already") from exc
+                raise AlreadyExists(f"domain {domain.domain} belongs to a tenant already") from exc
             raise
+
+    def delete_domain(self, tenant_id: str, domain: str, expected_revision: int | None = None) -> None:
+        """The record and its claim in one transaction (the claim only while it is this tenant's). A
+        record stored before claims may be one of two tenants' copies: when the claim is the other's,
+        the record goes alone, on the condition that the claim is still the other's."""
+        condition, names, values = _revision_condition(expected_revision)
+        record: DeleteTypeDef = {
+            "TableName": self._table,
+            "Key": self._key(tenant_id, resources.domain_sk(domain)),
+            "ConditionExpression": condition,
+        }
+        if names:
+            record["ExpressionAttributeNames"] = names
+            record["ExpressionAttributeValues"] = _encode(values)
+        claim_key = _encode({"pk": resources.domain_claim_pk(domain), "sk": resources.DOMAIN_CLAIM_SK})
+        found = self._db.get_item(TableName=self._table, Key=claim_key, ConsistentRead=True).get("Item")
+        claim: TransactWriteItemTypeDef
+        if found and _decode(found).get("tenant_id") != tenant_id:
+            claim = {
+                "ConditionCheck": {
+                    "TableName": self._table,
+                    "Key": claim_key,
+                    "ConditionExpression": "attribute_exists(pk) AND tenant_id <> :t",
+                    "ExpressionAttributeValues": _encode({":t": tenant_id}),
+                }
+            }
+        else:
+            claim = {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": claim_key,
+                    "ConditionExpression": "attribute_not_exists(pk) OR tenant_id = :t",
+                    "ExpressionAttributeValues": _encode({":t": tenant_id}),
+                }
+            }
+        try:
+            self._db.transact_write_items(TransactItems=[{"Delete": record}, claim])
+        except ClientError as exc:
+            if _first_condition_failed(exc):
+                raise self._domain_lost(tenant_id, domain) from exc
+            if _conditional_failed(exc):  # the claim changed hands since it was read: read again
+                raise WriteConflict(f"the claim of domain {domain} changed") from exc
+            raise
+
+    def _domain_lost(self, tenant_id: str, domain: str) -> Exception:
+        """Why a write guarded by the domain's revision was refused (a transaction does not say)."""
+        if self.get_domain(tenant_id, domain) is None:
+            return RecordNotFound(f"no domain {domain}")
+        return WriteConflict(f"domain {domain} was changed since it was read")
+
+    def update_domain(self, domain: SendingDomain, expected_revision: int, *, claim: bool = False) -> None:
+        """A put on the condition that the stored revision is the one read; with `claim`, one transaction
+        with the claim (put only while no other tenant has it)."""
+        if domain.revision != expected_revision + 1:
+            raise ValueError(f"a write on revision {expected_revision} stores revision {expected_revision + 1}")
+        condition, names, values = _revision_condition(expected_revision)
+        put: PutTypeDef = {
+            "TableName": self._table,
+            "Item": _encode(_dump(domain, pk=domain.tenant_id, sk=resources.domain_sk(domain.domain))),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _encode(values),
+        }
+        if not claim:
+            put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"  # which refusal it was: _lost
+            try:
+                self._db.put_item(**put)
+            except ClientError as exc:
+                raise _lost(exc, f"domain {domain.domain}") from exc
+            return
+        claim_item = {"pk": resources.domain_claim_pk(domain.domain), "sk": resources.DOMAIN_CLAIM_SK}
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {"Put": put},
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _encode({**claim_item, "tenant_id": domain.tenant_id}),
+                            "ConditionExpression": "attribute_not_exists(pk) OR tenant_id = :t",
+                            "ExpressionAttributeValues": _encode({":t": domain.tenant_id}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if _first_condition_failed(exc):
+                raise self._domain_lost(domain.tenant_id, domain.domain) from exc
+            if _conditional_failed(exc):
+                raise AlreadyExists(f"domain {domain.domain} belongs to another tenant") from exc
+            raise
+
+    def find_domain(self, domain: str) -> SendingDomain | None:
+        claim = self._db.get_item(
+            TableName=self._table,
+            Key=_encode({"pk": resources.domain_claim_pk(domain), "sk": resources.DOMAIN_CLAIM_SK}),
+            ConsistentRead=True,
+        ).get("Item")
+        if not claim:
+            return None
+        return self.get_domain(str(_decode(claim)["tenant_id"]), domain.lower())
+
+    def list_all_domains(self) -> list[SendingDomain]:
+        """A Scan for domain items, every page (tenants times their domains: small)."""
+        items = _scan_all(
+            self._db,
+            {
+                "TableName": self._table,
+                "FilterExpression": "begins_with(sk, :p)",
+                "ExpressionAttributeValues": _encode({":p": resources.DOMAIN_SK_PREFIX}),
+                "ConsistentRead": True,
+            },
+        )
+        return sorted((SendingDomain.model_validate(i) for i in items), key=lambda d: (d.tenant_id, d.domain))
 
     def put_domain(self, domain: SendingDomain) -> None:
         self._put(domain.tenant_id, resources.domain_sk(domain.domain), domain)
 
     def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None:
-        item = self._get(tenant_id, resources.domain_sk(domain))
-        return SendingDomain.model_validate(item) if item else None
+        """A consistent read: a write refused for its revision re-reads the one that won."""
+        found = self._db.get_item(
+            TableName=self._table, Key=self._key(tenant_id, resources.domain_sk(domain)), ConsistentRead=True
+        ).get("Item")
+        return SendingDomain.model_validate(_decode(found)) if found else None
 
     def list_domains(self, tenant_id: str) -> list[SendingDomain]:
         return [SendingDomain.model_validate(i) for i in self._query(tenant_id, resources.DOMAIN_SK_PREFIX)]
@@ -257,6 +408,38 @@ class DynamoTenantStore:
         )
         if "Attributes" not in out:
             raise RecordNotFound(f"no SMTP server {server_id}")
+
+    def consume_quota(self, tenant_id: str, window: str, units: int, *, limit: int, expires_at: int) -> bool:
+        if units > limit:
+            return False  # the condition below would pass on a counter not made yet
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(tenant_id, resources.quota_sk(window)),
+                UpdateExpression="ADD #c :n SET #e = if_not_exists(#e, :exp)",
+                ConditionExpression="attribute_not_exists(#c) OR #c <= :room",
+                ExpressionAttributeNames={"#c": "count", "#e": resources.TENANTS.ttl_attribute},
+                ExpressionAttributeValues=_encode({":n": units, ":room": limit - units, ":exp": expires_at}),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release_quota(self, tenant_id: str, window: str, units: int) -> None:
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(tenant_id, resources.quota_sk(window)),
+                UpdateExpression="ADD #c :back",
+                ConditionExpression="#c >= :n",
+                ExpressionAttributeNames={"#c": "count"},
+                ExpressionAttributeValues=_encode({":back": -units, ":n": units}),
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
 
 def _email_key(key: EmailKey) -> Item:

@@ -49,6 +49,7 @@ from petrel.errors import (
     Unauthorized,
 )
 from petrel.models.api import MAX_REQUEST_BYTES
+from petrel.models.records import granted_scopes
 from petrel.services import idempotency
 
 
@@ -140,7 +141,8 @@ class ApiApplication:
         def run() -> idempotency.StoredResponse:
             result = self._resolve(event, context)
             content_type = str(result["headers"]["Content-Type"])
-            return idempotency.StoredResponse(int(result["statusCode"]), str(result["body"]), content_type)
+            passing = {k: v for k, v in result["headers"].items() if k in idempotency.PASSING_HEADERS}
+            return idempotency.StoredResponse(int(result["statusCode"]), str(result["body"]), content_type, passing)
 
         method, path = str(event["httpMethod"]).upper(), str(event["path"])
         stored = idempotency.run_idempotent(
@@ -153,7 +155,7 @@ class ApiApplication:
             call=run,
             log=self.logger,
         )
-        headers = {"Idempotency-Key": key}
+        headers = {**stored.headers, "Idempotency-Key": key}
         if stored.replayed:
             headers["Idempotent-Replayed"] = "true"
         return proxy_response(stored.status_code, stored.body, stored.content_type, headers)
@@ -203,7 +205,8 @@ class ApiApplication:
         app = self.resolver
 
         def problem(error: PetrelError) -> Response[str]:
-            return Response(error.status, PROBLEM_JSON, json.dumps(problem_body(error, app.current_event.path)))
+            body = json.dumps(problem_body(error, app.current_event.path))
+            return Response(error.status, PROBLEM_JSON, body, headers=error.headers() or None)
 
         def invalid(error: RequestValidationError) -> Response[str]:
             errors = error.errors()
@@ -232,14 +235,16 @@ class ApiApplication:
 
 
 def _authorize(operation: Operation, event: Mapping[str, Any]) -> str:
-    """The caller's tenant, when its key has the operation's scope (the authorizer's context only)."""
+    """The caller's tenant, when its key has the operation's scope (the authorizer's context only:
+    the scopes the authorizer granted, read as `granted_scopes` reads them so that an answer the
+    gateway cached from before the scopes were split, `emails:send emails:read`, still grants all)."""
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
     tenant_id = str(authorizer.get("tenant_id") or "")
     if operation.scope is None:
         return tenant_id
     if not tenant_id:
         raise Unauthorized("the request carries no tenant (authorizer context missing)")
-    if operation.scope not in str(authorizer.get("scopes") or "").split():
+    if operation.scope not in granted_scopes(str(authorizer.get("scopes") or "").split()):
         raise Forbidden(f"this API key does not have the {operation.scope!r} scope")
     return tenant_id
 

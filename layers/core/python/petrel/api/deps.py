@@ -15,17 +15,21 @@ if TYPE_CHECKING:
     from petrel.ports import (
         BlobStore,
         Clock,
+        DnsResolver,
         IdempotencyStore,
         InboundStore,
         IngestQueue,
         JobQueue,
+        MailboxStore,
         MessageStore,
         RetryScheduler,
+        SecretStore,
         SuppressionStore,
         TenantStore,
     )
     from petrel.services.attachments import AttachmentDeps
     from petrel.services.cancel import CancelDeps
+    from petrel.services.domains import DomainDeps
     from petrel.services.inbound_api import InboundApiDeps
     from petrel.services.submit import SubmitDeps
 
@@ -61,6 +65,15 @@ class ApiPorts(Protocol):
     def ingest(self) -> IngestQueue: ...
     @property
     def link_seconds(self) -> int: ...
+    # sending domains: their DKIM keys (Secrets Manager), DNS lookups, the tenant's mailboxes (`receives`)
+    @property
+    def secrets(self) -> SecretStore: ...
+    @property
+    def resolver(self) -> DnsResolver: ...
+    @property
+    def mailboxes(self) -> MailboxStore: ...
+    @property
+    def secrets_prefix(self) -> str: ...
 
 
 class ApiServices:
@@ -106,4 +119,19 @@ class ApiServices:
         p = self.ports
         return InboundApiDeps(
             inbound=p.inbound, blobs=p.blobs, ingest=p.ingest, clock=p.clock, link_seconds=p.link_seconds
+        )
+
+    @cached_property
+    def domains(self) -> DomainDeps:
+        from petrel.services.domains import DomainDeps
+
+        p = self.ports
+        return DomainDeps(
+            tenants=p.tenants,
+            secrets=p.secrets,
+            resolver=p.resolver,
+            clock=p.clock,
+            secrets_prefix=p.secrets_prefix,
+            mailboxes=p.mailboxes,
+            log=p.telemetry.logger,
         )

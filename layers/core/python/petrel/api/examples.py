@@ -235,7 +235,7 @@ PROBLEMS: dict[int, dict[str, Any]] = {
         "type": "urn:petrel:problem:forbidden",
         "title": "The API key lacks the scope this route needs",
         "status": 403,
-        "detail": "this API key does not have the 'emails:send' scope",
+        "detail": "this API key does not have the 'send' scope",
         "instance": "/v1/emails",
     },
     404: {
@@ -260,6 +260,16 @@ PROBLEMS: dict[int, dict[str, Any]] = {
         "(POST /v1/attachments) and reference them by attachment_id",
         "instance": "/v1/emails",
     },
+    429: {
+        "type": "urn:petrel:problem:quota-exceeded",
+        "title": "The tenant's sending quota is used up for now",
+        "status": 429,
+        "detail": "this tenant's daily_quota of 10000 recipients is used up; retry in 5400 s",
+        "instance": "/v1/emails",
+        "retry_after": 5400,
+        "quota": "daily_quota",
+        "limit": 10000,
+    },
     415: {
         "type": "urn:petrel:problem:unsupported-media-type",
         "title": "Unsupported media type",
@@ -283,3 +293,73 @@ PROBLEMS: dict[int, dict[str, Any]] = {
         "instance": "/v1/emails",
     },
 }
+
+
+# -- sending domains
+CREATE_DOMAIN: dict[str, Any] = {"domain": "acme.example", "return_path_domain": "bounces.acme.example"}
+_DKIM_P = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAs1v...IDAQAB"
+DOMAIN: dict[str, Any] = {
+    "domain": "acme.example",
+    "status": "pending",
+    "signer": "petrel",
+    "return_path_domain": "bounces.acme.example",
+    "selectors": ["ptl202611k3v9"],
+    "records": [
+        {
+            "purpose": "spf",
+            "type": "TXT",
+            "name": "acme.example",
+            "value": "v=spf1 a:mail.acme.example ~all",
+            "required": True,
+            "status": "verified",
+            "found": [],
+            "detail": None,
+        },
+        {
+            "purpose": "dkim",
+            "type": "TXT",
+            "name": "ptl202611k3v9._domainkey.acme.example",
+            "value": f"v=DKIM1; k=rsa; p={_DKIM_P}",
+            "required": True,
+            "status": "missing",
+            "found": [],
+            "detail": "no TXT record at this name",
+        },
+        {
+            "purpose": "dmarc",
+            "type": "TXT",
+            "name": "_dmarc.acme.example",
+            "value": "v=DMARC1; p=quarantine; rua=mailto:dmarc@acme.example; adkim=r; aspf=r",
+            "required": False,
+            "status": "warning",
+            "found": ["v=DMARC1; p=none"],
+            "detail": "p=none only monitors: receivers still deliver mail that fails DMARC (use quarantine or reject)",
+        },
+        {
+            "purpose": "return_path_mx",
+            "type": "MX",
+            "name": "bounces.acme.example",
+            "value": "10 mail.acme.example.",
+            "required": False,
+            "status": "verified",
+            "found": [],
+            "detail": None,
+        },
+        {
+            "purpose": "return_path_spf",
+            "type": "TXT",
+            "name": "bounces.acme.example",
+            "value": "v=spf1 a:mail.acme.example ~all",
+            "required": True,
+            "status": "verified",
+            "found": [],
+            "detail": None,
+        },
+    ],
+    "sending_allowed": False,
+    "created_at": CREATED,
+    "checked_at": RELAYED,
+    "verified_at": None,
+    "events": [],
+}
+DOMAINS: dict[str, Any] = {"data": [DOMAIN]}

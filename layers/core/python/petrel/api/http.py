@@ -101,7 +101,7 @@ def proxy_response(
 
 
 def problem_response(error: PetrelError, instance: str | None = None) -> dict[str, Any]:
-    return proxy_response(error.status, json.dumps(problem_body(error, instance)), PROBLEM_JSON)
+    return proxy_response(error.status, json.dumps(problem_body(error, instance)), PROBLEM_JSON, error.headers())
 
 
 def single_value_headers(result: Mapping[str, Any]) -> dict[str, str]:

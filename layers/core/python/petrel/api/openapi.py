@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
     from petrel.api.deps import ApiPorts
+    from petrel.models.records import Scope
 
 DOCUMENT_PATH = "/v1/openapi.json"
 DOCS_PATH = "/v1/docs"
@@ -37,12 +38,24 @@ DESCRIPTION = (
     "each operation names the key scope it needs. Errors are RFC 9457 problem documents "
     "(`application/problem+json`, `type` `urn:petrel:problem:<slug>`)."
 )
+# What each key scope allows, for the security scheme's description (every scope of records.SCOPES:
+# tests/unit/test_scopes.py checks none is left out).
+SCOPE_TEXT: dict[Scope, str] = {
+    "send": "send and cancel email, declare attachments",
+    "read": "read emails and their per-recipient messages",
+    "domains": "add, verify and remove sending domains",
+    "suppressions": "list, add and remove suppressed addresses",
+    "inbound": "read incoming mail, and push raw incoming messages",
+    "webhooks": "manage webhooks (no operation needs it yet)",
+}
 BEARER = {
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "A Petrel API key (`ptl_...`); its scopes (`emails:send`, `emails:read`) are listed "
-        "on each operation",
+        "description": "A Petrel API key (`ptl_...`) with one or more scopes: "
+        + "; ".join(f"`{scope}`: {text}" for scope, text in SCOPE_TEXT.items())
+        + ". Each operation names the scope it needs; a key without it gets a 403 that names the scope. "
+        "Keys made before the scopes were split (`emails:send`, `emails:read`) have every scope.",
     }
 }
 _REF = re.compile(r'"#/components/schemas/([^"]+)"')

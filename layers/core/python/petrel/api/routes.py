@@ -17,16 +17,24 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ValidationError
 
 from petrel.api import examples, openapi
 from petrel.api.deps import ApiServices
 from petrel.api.http import JSON, PROBLEM_JSON, body_bytes, is_json, problem_body, validation_problem, within
-from petrel.errors import InternalError, InvalidRequest, MalformedBody, NotFound, PetrelError, UnsupportedMediaType
+from petrel.errors import (
+    InternalError,
+    InvalidRequest,
+    MalformedBody,
+    NotFound,
+    PetrelError,
+    QuotaExceeded,
+    UnsupportedMediaType,
+)
 from petrel.models.api import (
     MAX_BATCH,
     RAW_MESSAGE,
@@ -34,6 +42,9 @@ from petrel.models.api import (
     BatchSendRequest,
     BatchSendResponse,
     CancelResponse,
+    CreateDomainRequest,
+    DomainList,
+    DomainView,
     EmailView,
     InboundAccepted,
     InboundList,
@@ -49,11 +60,17 @@ from petrel.models.api import (
 )
 from petrel.models.attachments import AttachmentUpload, CreateAttachmentRequest
 from petrel.models.inbound import InboundKind
-from petrel.models.records import MessageStatus, Tenant
-from petrel.services import attachments, cancel, inbound_api, query, submit, suppressions
+from petrel.models.records import MessageStatus, Scope, Tenant
+from petrel.services import attachments, cancel, domains, inbound_api, query, submit, suppressions
 
-SEND = "emails:send"
-READ = "emails:read"
+# The scopes an operation can need, one per name of records.SCOPES (typed `Scope`: a name that is
+# not a scope fails mypy; tests/unit/test_scopes.py checks that every scope has its constant).
+SEND: Final[Scope] = "send"
+READ: Final[Scope] = "read"
+DOMAINS: Final[Scope] = "domains"
+SUPPRESSIONS: Final[Scope] = "suppressions"
+INBOUND: Final[Scope] = "inbound"
+WEBHOOKS: Final[Scope] = "webhooks"  # no route yet: webhooks are configured by a later issue
 PAGE_MAX = query.MAX_PAGE
 PAGE_DEFAULT = query.DEFAULT_PAGE
 
@@ -68,10 +85,18 @@ _PROBLEM_TEXT = {
     415: "The body is not sent with the media type this operation takes",
     422: "The request is not valid: `errors` lists each failure, with a JSON pointer into the body or "
     "the name of the parameter",
+    429: "The tenant's daily or per-second recipient quota has no room now: nothing was stored; retry after "
+    "`Retry-After` seconds (also `retry_after` in the body)",
     500: "Internal error (the detail names the request id; nothing was accepted)",
 }
 _AUTHENTICATED = (401, 403, 500)
 _WITH_BODY = (400, 409, 413, 422)
+# A send can also be refused for its tenant: suspended (403), or over a quota (429).
+_SENDING = (429,)
+_SEND_403 = (
+    "The API key lacks the `send` scope, or its tenant is suspended (type `urn:petrel:problem:tenant-suspended`, "
+    "the reason in `detail`): nothing was stored"
+)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -83,6 +108,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+DomainName = Annotated[str, Path(description="The domain name, e.g. `acme.example`")]
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE_MAX}")]
 
 
@@ -90,7 +116,7 @@ Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"Page size, 1-{PAGE
 class Operation:
     method: str
     rule: str  # Powertools' form: /v1/emails/<id>
-    scope: str | None  # None: public
+    scope: Scope | None  # None: public
     takes_body: bool
     media: str = JSON  # the media type of the body it takes (JSON: also `+json` types, or none named)
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -153,7 +179,17 @@ def responses(
                 PROBLEM_JSON: {"model": Problem, "examples": {"problem": {"value": examples.PROBLEMS[status]}}}
             },
         }
+        if status == QuotaExceeded.status:
+            table[status]["headers"] = RETRY_AFTER_HEADER
     return table
+
+
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds until the quota's next window starts (as `retry_after` in the body)",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
 # The response headers of an authenticated POST's answers, but for a 401 or 403 (answered before the
@@ -175,9 +211,23 @@ _BEFORE_THE_KEY = (401, 403)
 def with_idempotency_headers(table: dict[int, Any]) -> dict[int, Any]:
     """`table` with the idempotency response headers on each answer that can carry them."""
     return {
-        status: response if status in _BEFORE_THE_KEY else {**response, "headers": IDEMPOTENCY_HEADERS}
+        status: response
+        if status in _BEFORE_THE_KEY
+        else {**response, "headers": {**response.get("headers", {}), **IDEMPOTENCY_HEADERS}}
         for status, response in table.items()
     }
+
+
+def batch_quota_exceeded(refused: Sequence[BatchItemResult], total: int) -> QuotaExceeded:
+    """The 429 of a batch that accepted nothing because of quotas: the soonest retry of its emails."""
+    extras = [(r.error.model_extra or {}) if r.error else {} for r in refused]
+    soonest = min(extras, key=lambda extra: int(extra.get("retry_after") or 1))
+    return QuotaExceeded(
+        f"no email of the batch was accepted: {len(refused)} of {total} are over the tenant's quota",
+        retry_after=int(soonest.get("retry_after") or 1),
+        quota=str(soonest.get("quota") or ""),
+        limit=int(soonest.get("limit") or 0),
+    )
 
 
 def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Operations:
@@ -190,7 +240,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         rule: str,
         *,
         operation_id: str,
-        scope: str | None,
+        scope: Scope | None,
         status: int,
         summary: str,
         table: dict[int, Any],
@@ -239,10 +289,11 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         table=responses(
             202,
             "Accepted: one message per recipient (To, Cc and Bcc), each queued or scheduled",
-            _AUTHENTICATED + _WITH_BODY + (404,),
+            _AUTHENTICATED + _WITH_BODY + _SENDING + (404,),
             model=SendEmailResponse,
             example=examples.SENT,
             on_404=no_tenant,
+            on_403=_SEND_403,
         ),
     )
     def send_email(
@@ -287,11 +338,15 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         takes_body=True,
         table=responses(
             202,
-            "At least one email was accepted: one result per email, in order (202, or that email's problem)",
-            _AUTHENTICATED + _WITH_BODY + (404,),
+            "At least one email was accepted: one result per email, in order (202, or that email's problem: "
+            "each email takes its recipients from the quotas alone, so some may be 429 while others pass)",
+            _AUTHENTICATED + _WITH_BODY + _SENDING + (404,),
             model=BatchSendResponse,
             example=examples.BATCH_SENT,
             on_404=no_tenant,
+            on_403=_SEND_403,
+            on_429="No email was accepted and at least one was refused for a quota: retry after `Retry-After` "
+            "seconds (the soonest any of them may pass)",
             on_422="No email of the batch is valid (or the body is not a list of 1 to 100 emails): `errors` "
             "points into each",
         ),
@@ -310,6 +365,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
                 errors=[{"pointer": "/emails", "detail": f"a list of 1 to {MAX_BATCH} emails"}],
             )
         owner = tenant(tenant_id)
+        submit.check_not_suspended(owner)  # the whole batch: a 403, not one per email
         reads = submit.TenantReads()  # the emails of a batch share their tenant's domains and servers
         request_id = app.current_event.request_context.request_id
         results = [batch_item(owner, index, item, reads, request_id) for index, item in enumerate(items)]
@@ -317,6 +373,9 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
             return BatchSendResponse(results=results)
         if any(r.status >= 500 for r in results):  # nothing was accepted: the whole request may be retried
             raise InternalError(f"no email of the batch could be accepted (request {request_id})")
+        over_quota = [r for r in results if r.status == QuotaExceeded.status and r.error is not None]
+        if over_quota:  # nothing was accepted, and waiting would let some through: the batch is a 429
+            raise batch_quota_exceeded(over_quota, len(results))
         errors: list[dict[str, str]] = []
         for result in results:
             assert result.error is not None
@@ -434,7 +493,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "GET",
         "/v1/suppressions",
         operation_id="listSuppressions",
-        scope=READ,
+        scope=SUPPRESSIONS,
         status=200,
         summary="List suppressed addresses",
         table=responses(
@@ -453,7 +512,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "POST",
         "/v1/suppressions",
         operation_id="addSuppression",
-        scope=SEND,
+        scope=SUPPRESSIONS,
         status=201,
         summary="Suppress an address",
         takes_body=True,
@@ -479,7 +538,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "GET",
         "/v1/suppressions/<email>",
         operation_id="getSuppression",
-        scope=READ,
+        scope=SUPPRESSIONS,
         status=200,
         summary="One suppressed address",
         table=responses(
@@ -500,7 +559,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "DELETE",
         "/v1/suppressions/<email>",
         operation_id="removeSuppression",
-        scope=SEND,
+        scope=SUPPRESSIONS,
         status=204,
         summary="Stop suppressing an address",
         table=responses(
@@ -520,7 +579,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "POST",
         "/v1/inbound/raw",
         operation_id="pushInboundRaw",
-        scope=SEND,
+        scope=INBOUND,
         status=202,
         summary="Push a raw incoming message (a Postfix pipe, a MailU forward): ingested as mail read from a mailbox",
         takes_body=True,
@@ -556,7 +615,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "GET",
         "/v1/inbound",
         operation_id="listInbound",
-        scope=READ,
+        scope=INBOUND,
         status=200,
         summary="List incoming mail (reports, complaints, replies, other mail), newest first",
         table=responses(
@@ -584,7 +643,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         "GET",
         "/v1/inbound/<id>",
         operation_id="getInbound",
-        scope=READ,
+        scope=INBOUND,
         status=200,
         summary="One incoming message: its text, HTML, attachments (with short-lived links), report and original",
         table=responses(
@@ -599,6 +658,128 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
     def get_inbound(id: str) -> InboundView:
         tenant_id, _ = caller()
         return inbound_api.get_inbound(services.inbound, tenant_id, id)
+
+    # -- sending domains (scope `domains`): another tenant's domain is a 404, never revealed
+
+    @route(
+        "POST",
+        "/v1/domains",
+        operation_id="createDomain",
+        scope=DOMAINS,
+        status=201,
+        summary="Add a sending domain: its DKIM key is made, and the DNS records to publish are answered",
+        takes_body=True,
+        table=responses(
+            201,
+            "Created: publish `records`, then `POST /v1/domains/{domain}/verify`",
+            _AUTHENTICATED + _WITH_BODY + (404,),
+            model=DomainView,
+            example=examples.DOMAIN,
+            on_404=no_tenant,
+            on_409="The domain is this tenant's already, or another tenant's; or the Idempotency-Key was used "
+            "with another request",
+        ),
+    )
+    def create_domain(
+        body: Annotated[
+            CreateDomainRequest,
+            Body(openapi_examples={"bounces": {"summary": "A bounce subdomain", "value": examples.CREATE_DOMAIN}}),
+        ],
+        idempotency_key: IdempotencyKey = None,
+    ) -> DomainView:
+        tenant_id, _ = caller()
+        owner = tenant(tenant_id)
+        return domains.view(domains.create_domain(services.domains, owner, body), owner)
+
+    @route(
+        "GET",
+        "/v1/domains",
+        operation_id="listDomains",
+        scope=DOMAINS,
+        status=200,
+        summary="List the sending domains, each with its records as last verified",
+        table=responses(200, "The sending domains", (*_AUTHENTICATED, 404), model=DomainList, example=examples.DOMAINS),
+    )
+    def list_domains() -> DomainList:
+        tenant_id, _ = caller()
+        owner = tenant(tenant_id)
+        return DomainList(data=[domains.view(d, owner) for d in domains.list_domains(services.domains, tenant_id)])
+
+    @route(
+        "GET",
+        "/v1/domains/<domain>",
+        operation_id="getDomain",
+        scope=DOMAINS,
+        status=200,
+        summary="A sending domain: its status, the records to publish and what the last verification found",
+        table=responses(
+            200,
+            "The domain",
+            (*_AUTHENTICATED, 404),
+            model=DomainView,
+            example=examples.DOMAIN,
+            on_404="No such sending domain",
+        ),
+    )
+    def get_domain(domain: DomainName) -> DomainView:
+        tenant_id, _ = caller()
+        return domains.view(domains.get_domain(services.domains, tenant_id, domain), tenant(tenant_id))
+
+    @route(
+        "DELETE",
+        "/v1/domains/<domain>",
+        operation_id="deleteDomain",
+        scope=DOMAINS,
+        status=204,
+        summary="Remove a sending domain and its DKIM keys (mail from it is refused from now on)",
+        table=responses(204, "Removed", (*_AUTHENTICATED, 404), on_404="No such sending domain"),
+    )
+    def delete_domain(domain: DomainName) -> Response[str]:
+        tenant_id, _ = caller()
+        domains.delete_domain(services.domains, tenant_id, domain)
+        return Response(204, None, "")
+
+    @route(
+        "POST",
+        "/v1/domains/<domain>/verify",
+        operation_id="verifyDomain",
+        scope=DOMAINS,
+        status=200,
+        summary="Look up every record of the domain now: each is verified, missing, wrong or a warning",
+        table=responses(
+            200,
+            "The domain as verified now (`status` is `verified` once SPF and DKIM are)",
+            (*_AUTHENTICATED, 404, 409),
+            model=DomainView,
+            example=examples.DOMAIN,
+            on_404="No such sending domain",
+        ),
+    )
+    def verify_domain(domain: DomainName, idempotency_key: IdempotencyKey = None) -> DomainView:
+        tenant_id, _ = caller()
+        return domains.view(domains.verify(services.domains, tenant_id, domain), tenant(tenant_id))
+
+    @route(
+        "POST",
+        "/v1/domains/<domain>/rotate",
+        operation_id="rotateDomainKey",
+        scope=DOMAINS,
+        status=200,
+        summary="Start a DKIM key rotation: a new key under a new selector to publish; it signs once verified",
+        table=responses(
+            200,
+            "The domain with its `next` key's record (not required); publish it, then verify",
+            (*_AUTHENTICATED, 404, 409),
+            model=DomainView,
+            example=examples.DOMAIN,
+            on_404="No such sending domain",
+            on_409="A rotation is in progress already, or MailU signs the domain; or the Idempotency-Key was "
+            "used with another request",
+        ),
+    )
+    def rotate_domain_key(domain: DomainName, idempotency_key: IdempotencyKey = None) -> DomainView:
+        tenant_id, _ = caller()
+        return domains.view(domains.rotate_key(services.domains, tenant_id, domain), tenant(tenant_id))
 
     return ops
 

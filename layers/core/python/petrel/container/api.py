@@ -10,6 +10,7 @@ from petrel.container.base import (
     FunctionContainer,
     inbound_store,
     ingest_queue,
+    mailbox_store,
     message_store,
     retry_scheduler,
     suppression_store,
@@ -19,14 +20,17 @@ from petrel.settings import ApiSettings
 
 if TYPE_CHECKING:
     from petrel.adapters.blobs import S3BlobStore
+    from petrel.adapters.dns import DnsPythonResolver
     from petrel.adapters.dynamodb import (
         DynamoIdempotencyStore,
         DynamoMessageStore,
         DynamoSuppressionStore,
         DynamoTenantStore,
     )
+    from petrel.adapters.mailboxes import DynamoMailboxStore
     from petrel.adapters.queues import SqsJobQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
+    from petrel.adapters.secrets import SecretsManagerStore
     from petrel.ports import InboundStore, IngestQueue
 
 
@@ -90,3 +94,24 @@ class ApiContainer(FunctionContainer[ApiSettings]):
     @cached_property
     def ingest(self) -> IngestQueue:
         return ingest_queue(self.clients, self.settings.ingest_queue_url)
+
+    @property
+    def secrets_prefix(self) -> str:
+        return self.settings.secrets_prefix
+
+    @cached_property
+    def secrets(self) -> SecretsManagerStore:
+        """Sending domains' DKIM private keys (written at creation and rotation, deleted with the key)."""
+        from petrel.adapters.secrets import SecretsManagerStore
+
+        return SecretsManagerStore(self.clients.secretsmanager())
+
+    @cached_property
+    def resolver(self) -> DnsPythonResolver:
+        from petrel.adapters.dns import DnsPythonResolver
+
+        return DnsPythonResolver.from_setting(self.settings.dns_resolvers, self.settings.dns_timeout_seconds)
+
+    @cached_property
+    def mailboxes(self) -> DynamoMailboxStore:
+        return mailbox_store(self.clients, self.settings.tenants_table)

@@ -65,6 +65,7 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
     def deliver(self) -> DeliverDeps:
         from petrel.adapters.smtp import SmtplibRelay
         from petrel.services.deliver import DeliverDeps
+        from petrel.services.signing import MessageSigner
 
         return DeliverDeps(
             tenants=self.cached.tenants,
@@ -83,4 +84,6 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
             max_receive_count=self.settings.max_receive_count,
             mailboxes=self.cached.mailboxes,
             ingest=ingest_queue(self.clients, self.settings.ingest_queue_url),
+            # DKIM private keys come through the same cached secret store as the SMTP passwords.
+            signer=MessageSigner(self.cached.secrets, self.clock),
         )

@@ -34,7 +34,9 @@ def policy(effect: str, method_arn: str) -> dict[str, Any]:
 
 
 def create_authorizer(container: AuthorizerPorts) -> Handler:
-    """The authorizer's Lambda handler, its tenant store from `container`."""
+    """The authorizer's Lambda handler, its tenant store from `container`. Its context names the
+    tenant and the scopes the key is granted (`ApiKey.granted`: a key stored with the old `emails:*`
+    names has every scope), which the API checks per operation (petrel.api.app)."""
     logger = container.telemetry.logger
 
     @logger.inject_lambda_context(clear_state=True)
@@ -49,7 +51,7 @@ def create_authorizer(container: AuthorizerPorts) -> Handler:
         return {
             "principalId": key.key_id,
             "policyDocument": policy("Allow", str(event.get("methodArn", ""))),
-            "context": {"tenant_id": key.tenant_id, "key_id": key.key_id, "scopes": " ".join(key.scopes)},
+            "context": {"tenant_id": key.tenant_id, "key_id": key.key_id, "scopes": " ".join(key.granted)},
         }
 
     return lambda_handler

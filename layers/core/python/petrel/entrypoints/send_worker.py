@@ -32,6 +32,7 @@ from petrel.models.jobs import JobBody, ReleaseJob, SendJob
 from petrel.observability import redact_address
 from petrel.services.deliver import Batch, Delivery, InvocationBudget, JobResult, deliver_message, hand_back
 from petrel.services.release import release_email
+from petrel.services.suspension import HELD_REASON
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -190,9 +191,11 @@ class SendWorker:
         self.metrics.add_metric(name=_metric_name(label), unit=MetricUnit.Count, value=1)
 
     def log_skipped(self, job: SendJob, delivery: Delivery) -> None:
-        """A job that took no attempt: its attempt is done, or another worker holds it."""
-        self.logger.info("job skipped", extra={"attempt": job.attempt, "note": delivery.note})
-        self.metrics.add_metric(name="JobsSkipped", unit=MetricUnit.Count, value=1)
+        """A job that took no attempt: its attempt is done, another worker holds it, or its tenant is
+        suspended (the message is held: `JobsHeld`)."""
+        held = delivery.note == HELD_REASON and delivery.status is not None
+        self.logger.info("job held" if held else "job skipped", extra={"attempt": job.attempt, "note": delivery.note})
+        self.metrics.add_metric(name="JobsHeld" if held else "JobsSkipped", unit=MetricUnit.Count, value=1)
 
     def log_error(self, job: SendJob, error: Exception, started: float) -> None:
         """An attempt that raised: SQS will redeliver the job (or, on its last receive, dead-letter it)."""

@@ -493,3 +493,87 @@ class InboundView(InboundSummary):
 class InboundList(ApiModel):
     data: list[InboundSummary]
     next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page")
+
+
+# -- sending domains: POST/GET /v1/domains, GET/DELETE /v1/domains/{domain}, .../verify, .../rotate
+
+
+class CreateDomainRequest(ApiModel):
+    """A sending domain. Every field but `domain` has the default a tenant with MailU servers wants."""
+
+    domain: str = Field(min_length=1, max_length=253, description="The domain in the From address")
+    return_path_domain: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Where bounces come back (the VERP envelope sender's domain); the domain itself by default. "
+        "A subdomain (e.g. `bounces.example.com`) keeps the domain's own MX untouched",
+    )
+    signer: Literal["petrel", "mailu"] = Field(
+        default="petrel",
+        description="`petrel`: Petrel signs with a key it creates; `mailu`: the tenant's MailU (rspamd) signs "
+        "and Petrel only verifies its published key",
+    )
+    selector: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The DKIM selector: required for `mailu` (the one MailU signs with); generated for `petrel`",
+    )
+    ed25519: bool = Field(default=False, description="Also sign with an Ed25519 key (RFC 8463), besides RSA-2048")
+    spf: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description="SPF mechanisms that authorize the tenant's MailU servers (`include:`, `a`, `a:`, `mx`, "
+        "`ip4:`, `ip6:`); by default `a:<host>` (or `ip4:`/`ip6:`) of each of the tenant's SMTP servers",
+    )
+    mx: list[str] | None = Field(
+        default=None, max_length=10, description="The MailU hosts that receive bounces (default: the SMTP servers')"
+    )
+    receives: bool | None = Field(
+        default=None,
+        description="The tenant receives mail at the domain itself (an MX record is asked for); by default true "
+        "when the tenant has a mailbox on the domain",
+    )
+    dmarc_rua: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^mailto:[^\s;,]+@[^\s;,]+$",
+        description="Where DMARC aggregate reports go (default `mailto:dmarc@<domain>`)",
+    )
+
+
+class DnsRecordView(ApiModel):
+    purpose: Literal["spf", "dkim", "dmarc", "return_path_mx", "return_path_spf", "mx"]
+    type: Literal["TXT", "MX"]
+    name: str = Field(description="The fully qualified name to publish at")
+    value: str = Field(description="The value to publish, exactly (an MX: `<preference> <host>.`)")
+    required: bool = Field(description="Mail is refused until this record is verified")
+    status: Literal["pending", "verified", "missing", "wrong", "warning"]
+    found: list[str] = Field(default_factory=list, description="What the last lookup found (when wrong or a warning)")
+    detail: str | None = None
+
+
+class DomainEventView(ApiModel):
+    type: Literal["domain.verified", "domain.dns_error"]
+    at: datetime
+    detail: str | None = None
+
+
+class DomainView(ApiModel):
+    domain: str
+    status: Literal["pending", "verified", "failed"] = Field(
+        description="`verified`: SPF and DKIM are published as asked; `pending`: not yet; `failed`: was "
+        "verified, then a re-check found a required record gone or wrong (mail is refused)"
+    )
+    signer: Literal["petrel", "mailu"]
+    return_path_domain: str
+    selectors: list[str] = Field(description="The DKIM selectors the records name (active first)")
+    records: list[DnsRecordView]
+    sending_allowed: bool = Field(description="Mail from this domain is accepted now")
+    created_at: datetime
+    checked_at: datetime | None = None
+    verified_at: datetime | None = None
+    events: list[DomainEventView] = Field(default_factory=list, description="The last verifications and DNS errors")
+
+
+class DomainList(ApiModel):
+    data: list[DomainView]

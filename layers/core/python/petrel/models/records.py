@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -44,6 +45,16 @@ SCOPES: tuple[Scope, ...] = ("send", "read", "domains", "suppressions", "inbound
 LEGACY_SCOPES = frozenset({"emails:send", "emails:read"})
 
 
+def granted_scopes(scopes: Iterable[str]) -> tuple[Scope, ...]:
+    """The scopes a list of scope names grants, in SCOPES' order: an older key's `emails:*` names grant
+    every scope, a name that is no scope grants nothing. Shared by the key record and the API's scope
+    check (an authorizer answer cached before the scopes were split carries the old names)."""
+    names = set(scopes)
+    if names & LEGACY_SCOPES:
+        return SCOPES
+    return tuple(scope for scope in SCOPES if scope in names)
+
+
 class ApiKey(Record):
     tenant_id: str
     key_id: str
@@ -59,11 +70,9 @@ class ApiKey(Record):
         return self.revoked_at is None
 
     @property
-    def granted(self) -> tuple[str, ...]:
+    def granted(self) -> tuple[Scope, ...]:
         """The scopes this key has: an older key's `emails:*` scopes grant every scope."""
-        if any(scope in LEGACY_SCOPES for scope in self.scopes):
-            return SCOPES
-        return tuple(scope for scope in SCOPES if scope in self.scopes)
+        return granted_scopes(self.scopes)
 
 
 class DomainStatus(StrEnum):
@@ -137,6 +146,9 @@ class SendingDomain(Record):
     checked_at: datetime | None = None
     verified_at: datetime | None = None
     events: tuple[DomainEvent, ...] = ()
+    # bumped by every write after the create (TenantStore.update_domain writes only on the revision it
+    # read); a record stored before revisions existed reads as 0
+    revision: int = 0
 
     @property
     def sendable(self) -> bool:

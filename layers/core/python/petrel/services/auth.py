@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from petrel.errors import Unauthorized
+from petrel.errors import ConfigurationError, Unauthorized
 from petrel.ids import new_id
-from petrel.models.records import ApiKey
+from petrel.models.records import SCOPES, ApiKey, Scope
 from petrel.ports import Clock, TenantStore
 
 KEY_PREFIX = "ptl_"
@@ -25,9 +26,29 @@ class MintedKey:
     secret: str  # shown once, never stored
 
 
+def valid_scopes(scopes: Iterable[str]) -> tuple[Scope, ...]:
+    """`scopes` as a new key stores them (SCOPES' order, each once), or ConfigurationError: a key
+    with no scope could do nothing, and a name that is not a scope (a typo, an old `emails:*` name)
+    would silently grant less, or, for the old names, everything."""
+    names = [str(scope).strip() for scope in scopes]
+    unknown = sorted({name for name in names if name not in SCOPES})
+    if unknown:
+        raise ConfigurationError(f"unknown scope {', '.join(map(repr, unknown))}: the scopes are {', '.join(SCOPES)}")
+    if not names:
+        raise ConfigurationError(f"a key needs at least one scope of {', '.join(SCOPES)}")
+    return tuple(scope for scope in SCOPES if scope in names)
+
+
 def mint_api_key(
-    tenants: TenantStore, clock: Clock, tenant_id: str, name: str = "", scopes: tuple[str, ...] | None = None
+    tenants: TenantStore,
+    clock: Clock,
+    tenant_id: str,
+    name: str = "",
+    scopes: Iterable[str] | None = None,
 ) -> MintedKey:
+    """A new key of `tenant_id` with `scopes` (None: every scope), stored as its hash; the secret is
+    in the answer only. Scopes are validated before anything is stored."""
+    granted = SCOPES if scopes is None else valid_scopes(scopes)
     key_id = new_id("key")
     raw = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
     record = ApiKey(
@@ -36,8 +57,8 @@ def mint_api_key(
         name=name,
         key_hash=hash_key(raw),
         prefix=raw[:10],
+        scopes=granted,
         created_at=clock.now(),
-        **({"scopes": scopes} if scopes else {}),
     )
     tenants.put_api_key(record)
     return MintedKey(key=record, secret=raw)

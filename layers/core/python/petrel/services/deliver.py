@@ -1,9 +1,11 @@
 """Delivering one recipient's message: a pipeline of named steps (DESIGN §1, §2).
 
-lease → check takeovers → check age → check suppression → load body → (deliver locally) → choose
-server → relay → classify → (suppress | schedule the retry) → record. A recipient on a domain one of
-the tenant's own mailboxes receives for is delivered locally: its raw copy goes to the ingest queue,
-the same path as mail read from that mailbox, and it is `delivered` without SMTP.
+lease → check takeovers → check age → check suppression → load body → (deliver locally) → check the
+sending domain and DKIM-sign → choose server → relay → classify → (suppress | schedule the retry) →
+record. A recipient on a domain one of the tenant's own mailboxes receives for is delivered locally:
+its raw copy goes to the ingest queue, the same path as mail read from that mailbox, and it is
+`delivered` without SMTP (and unsigned: it never leaves the tenant). A suspended tenant's message is
+held after the age check (`hold_message`): deferred, not attempted, until the tenant is resumed.
 
 Outcomes are values; only an unexpected exception escapes (and SQS redelivers the job, then moves
 it to the DLQ). On the job's last receive the message is first ended `failed`/`worker-error`
@@ -50,6 +52,7 @@ from petrel.models.records import (
     FINAL_STATUSES,
     LEASABLE_STATUSES,
     Attempt,
+    DomainStatus,
     EmailRecord,
     Event,
     EventName,
@@ -82,6 +85,8 @@ from petrel.ports import (
     Transition,
     WriteConflict,
 )
+from petrel.services.signing import MessageSigner, Signed, SigningDeferred
+from petrel.services.suspension import HELD_REASON, HOLD_SECONDS
 
 # The failure reason of a message whose job the worker could not process (an unexpected error on the
 # job's last receive, or workers that kept dying holding its lease): its job is in (or bound for) the
@@ -101,9 +106,17 @@ class PasswordStore(SecretStore, Protocol):
     def forget_secret(self, name: str) -> None: ...
 
 
+class TenantConfig(TenantStore, Protocol):
+    """Where tenant configuration comes from: a TenantStore (cached, in the worker) that can drop what
+    it kept of a tenant, so a suspension is confirmed by a fresh read before mail is held for it (a
+    tenant resumed a moment ago is not held again for a cache's lifetime)."""
+
+    def forget_tenant(self, tenant_id: str) -> None: ...
+
+
 @dataclass
 class DeliverDeps:
-    tenants: TenantStore
+    tenants: TenantConfig
     messages: MessageStore
     blobs: BlobStore
     secrets: PasswordStore
@@ -115,10 +128,14 @@ class DeliverDeps:
     # Local delivery: the tenant's mailboxes (which domains it receives for) and the ingest queue.
     mailboxes: MailboxStore
     ingest: IngestQueue
+    # DKIM: signs each relayed message with its domain's active keys (petrel.services.signing).
+    signer: MessageSigner
     ladder: RetryLadder = field(default_factory=RetryLadder)
     rng: random.Random = field(default_factory=random.Random)
     # The send queues' maxReceiveCount: the number of dead workers an attempt may outlive.
     max_receive_count: int = 3
+    # How long a suspended tenant's message is held before the worker looks at the tenant again.
+    hold_seconds: int = HOLD_SECONDS
 
 
 @dataclass
@@ -279,10 +296,61 @@ def return_path(deps: DeliverDeps, email: EmailRecord, message: MessageRecord) -
     )
 
 
-def relay_message(
-    deps: DeliverDeps, batch: Batch, message: MessageRecord, email: EmailRecord, deadline: float | None
+# The reason of a deferral whose sending domain is gone, or was found broken by the drift check.
+DOMAIN_UNVERIFIED = "domain-unverified"
+
+
+def sign_message(deps: DeliverDeps, tenant: Tenant | None, email: EmailRecord) -> Signed | SoftFail:
+    """The bytes to relay: the stored body signed afresh with the From domain's active DKIM keys (never
+    stored signed, so a retry carries one signature per key, not one per attempt), or a deferral.
+
+    The domain is read now (through the worker's cache): one deleted since submission, or marked
+    `failed` by the drift check (its SPF or DKIM record is gone or wrong), stops sending before
+    receivers start failing it, unless the tenant allows unverified domains; it resumes when the
+    domain verifies again. A key that cannot be used defers the message: nothing that should be
+    signed goes out unsigned."""
+    domain = deps.tenants.get_domain(email.tenant_id, parse_mailbox(email.from_address).domain)
+    allowed = tenant is not None and tenant.allow_unverified_domains
+    if not allowed and (domain is None or domain.status is DomainStatus.FAILED):
+        state = "gone" if domain is None else "failing its DNS checks"
+        reply = SmtpReply.network(Stage.CONNECT, f"sending domain {state}")
+        return SoftFail(reply, reason=DOMAIN_UNVERIFIED)
+    body = load_body(deps, email)
+    if domain is None:
+        return Signed(body)
+    signed = deps.signer.sign(body, domain)
+    if isinstance(signed, SigningDeferred):
+        return SoftFail(SmtpReply.network(Stage.CONNECT, signed.detail), reason=signed.reason)
+    return signed
+
+
+def sign_and_relay(
+    deps: DeliverDeps,
+    batch: Batch,
+    tenant: Tenant | None,
+    message: MessageRecord,
+    email: EmailRecord,
+    *,
+    deadline: float | None,
 ) -> tuple[DeliveryOutcome, SmtpServer | None]:
-    """One SMTP transaction through a server of the message's pool; the outcome, and the server tried."""
+    """Sign, then relay what was signed; a message that cannot be signed is deferred before any SMTP."""
+    signed = sign_message(deps, tenant, email)
+    if isinstance(signed, SoftFail):
+        return signed, None
+    return relay_message(deps, batch, message, email, deadline, data=signed.message)
+
+
+def relay_message(
+    deps: DeliverDeps,
+    batch: Batch,
+    message: MessageRecord,
+    email: EmailRecord,
+    deadline: float | None,
+    *,
+    data: bytes,
+) -> tuple[DeliveryOutcome, SmtpServer | None]:
+    """One SMTP transaction of `data` (the signed message) through a server of the message's pool; the
+    outcome, and the server tried."""
     server = choose_server(deps, batch, message.tenant_id, message.pool)
     if server is None:
         reply = SmtpReply.network(Stage.CONNECT, f"no enabled SMTP server in pool {message.pool!r}")
@@ -295,7 +363,7 @@ def relay_message(
         reply = SmtpReply.network(Stage.AUTH, f"SMTP password unavailable: {type(exc).__name__}")
         return SoftFail(reply, reason="secret-unavailable"), server
     envelope = Envelope(sender=return_path(deps, email, message), recipient=message.recipient, envid=message.message_id)
-    reply = deps.relay.relay(server, password, envelope, load_body(deps, email), deadline=deadline)
+    reply = deps.relay.relay(server, password, envelope, data, deadline=deadline)
     outcome = classify(reply)
     if isinstance(outcome, SoftFail) and server_failed(reply):
         batch.server_failed(server.server_id, reply)
@@ -341,7 +409,7 @@ def schedule_retry(
     """Create the one-time schedule of the next attempt (named `<message id>-<attempt>`, so a second
     create for the same attempt collides); None when the ladder runs past the message's maximum age."""
     due = deps.ladder.next_attempt(
-        failures=message.attempt,
+        failures=len(message.attempts) + 1,  # attempts made, this one included: holds are not attempts
         retry_after=outcome.retry_after,
         now=now,
         expires=expiry(tenant, message),
@@ -429,6 +497,30 @@ def finish_without_sending(
     if not record(deps, message, change, now):
         return Delivery(JobResult.DONE, None, message, note="lease lost before recording", attempted=True)
     return Delivery(JobResult.DONE, None, message, note=detail, status=status, attempted=True)
+
+
+def hold_message(deps: DeliverDeps, message: MessageRecord, tenant: Tenant, now: datetime) -> Delivery:
+    """Hold a suspended tenant's leased message without attempting it (petrel.services.suspension):
+    `deferred`, reason `tenant-suspended`, its one way forward the schedule of its next attempt
+    `hold_seconds` ahead (or at its expiry, where it then fails `expired`), made before the status is
+    written so a crash in between leaves a lease whose takeover holds it again (the schedule's create
+    then collides). No attempt is logged; only the first hold adds an event."""
+    due = min(now + timedelta(seconds=deps.hold_seconds), expiry(tenant, message))
+    retry = SendJob(
+        tenant_id=message.tenant_id,
+        email_id=message.email_id,
+        message_id=message.message_id,
+        attempt=message.attempt,
+        pool=message.pool,
+    )
+    with contextlib.suppress(AlreadyExists):  # made by an earlier run of this hold
+        deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, retry)
+    first = message.failure_reason != HELD_REASON
+    events = (_event(message, EventName.DEFERRED, now, None, HELD_REASON),) if first else ()
+    change = Transition(MessageStatus.DEFERRED, events, failure_reason=HELD_REASON, next_attempt_at=due)
+    if not record(deps, message, change, now):
+        return Delivery(JobResult.DONE, None, message, note="lease lost before recording")
+    return Delivery(JobResult.DONE, None, message, note=HELD_REASON, status=MessageStatus.DEFERRED)
 
 
 def local_mailbox(deps: DeliverDeps, message: MessageRecord) -> Mailbox | None:
@@ -573,6 +665,11 @@ def attempt_delivery(
         return finish_without_sending(
             deps, leased, MessageStatus.FAILED, started, event=EventName.FAILED, detail="expired"
         )
+    if tenant is not None and tenant.suspended:
+        deps.tenants.forget_tenant(job.tenant_id)
+        tenant = deps.tenants.get_tenant(job.tenant_id)
+    if tenant is not None and tenant.suspended:
+        return hold_message(deps, leased, tenant, started)
     suppressed = check_suppression(deps, leased)
     if suppressed is not None:
         return finish_without_sending(
@@ -588,7 +685,7 @@ def attempt_delivery(
             SmtpReply.network(Stage.CONNECT, "email record missing"), "email-missing"
         )
     else:
-        outcome, server = relay_message(deps, batch, leased, email, deadline)
+        outcome, server = sign_and_relay(deps, batch, tenant, leased, email, deadline=deadline)
     finished = deps.clock.now()
     attempt = Attempt(
         number=leased.attempt,

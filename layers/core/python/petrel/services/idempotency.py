@@ -35,11 +35,21 @@ INLINE_LIMIT = 300 * 1024
 BLOB_PREFIX = "idempotency/"
 
 
+# Refusals that pass with time, so they are not kept: the key is released and the same request may
+# run again later. 429: a quota window was full; 403 from a send: its tenant is suspended (a key
+# without the scope is refused before the key is looked at). Neither stored anything.
+PASSING_STATUSES = frozenset({403, 429})
+# The response headers such a refusal carries to its caller (never kept: only kept answers replay).
+PASSING_HEADERS = frozenset({"Retry-After"})
+
+
 @dataclass(frozen=True)
 class StoredResponse:
     status_code: int
     body: str
     content_type: str = "application/json"
+    # Headers of a first answer that is not kept (a 429's Retry-After): a kept answer replays without.
+    headers: dict[str, str] = field(default_factory=dict, compare=False)
     replayed: bool = field(default=False, compare=False)  # True when this is the first response, replayed
 
 
@@ -102,8 +112,9 @@ def run_idempotent(
 ) -> StoredResponse:
     """Run `call` once per (tenant, key); replay its response, or refuse a conflicting reuse.
 
-    `call` raising, or answering 5xx, releases the key: routes answer those only when nothing was
-    stored (a batch isolates each email's failure in that email's result), so a retry is safe. A
+    `call` raising, or answering 5xx or a refusal that passes with time (`PASSING_STATUSES`), releases
+    the key: routes answer those only when nothing was stored (a batch isolates each email's failure
+    in that email's result), so a retry is safe. A
     failure to keep the response is logged, never answered: what `call` did stands.
     """
     if not 1 <= len(key) <= 255 or not key.isprintable():
@@ -131,7 +142,7 @@ def run_idempotent(
     except BaseException:
         store.release(scoped)
         raise
-    if response.status_code >= 500:
+    if response.status_code >= 500 or response.status_code in PASSING_STATUSES:
         store.release(scoped)
         return response
     try:

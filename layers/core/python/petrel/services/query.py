@@ -19,7 +19,9 @@ def _message_view(message: MessageRecord) -> MessageView:
         email=message.recipient,
         kind=message.kind,
         status=message.status,
-        attempts=message.attempt,
+        # Attempts logged, and the one in flight: a lease that attempted nothing (a suspended tenant's
+        # hold, a suppressed recipient) is not an attempt.
+        attempts=len(message.attempts) + (1 if message.status is MessageStatus.SENDING else 0),
         bounce_class=message.bounce_class,
         failure_reason=message.failure_reason,
         last_reply=message.last_reply,

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from petrel.errors import InvalidRequest, PayloadTooLarge
+from petrel.errors import InvalidRequest, PayloadTooLarge, TenantSuspended
 from petrel.ids import new_id
-from petrel.mail import verp
+from petrel.mail import dnsauth, verp
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.mime import AttachmentPart, MessageContent, build_mime, header_message_id
 from petrel.models.api import MAX_SCHEDULE_DAYS, RecipientStatus, SendEmailRequest, SendEmailResponse
@@ -42,7 +42,7 @@ from petrel.ports import (
     TenantStore,
     Transition,
 )
-from petrel.services import attachments
+from petrel.services import attachments, quotas
 from petrel.services.idempotency import ErrorLog
 from petrel.services.release import release_schedule_name, send_job
 
@@ -64,6 +64,13 @@ class SubmitDeps:
     # Where a failure after the email was stored is reported: the API passes its container's logger
     # (its lines then carry `petrel-api` and the request's context); the module's stdlib logger otherwise.
     log: ErrorLog = field(default_factory=lambda: logging.getLogger(__name__))
+
+
+def check_not_suspended(tenant: Tenant) -> None:
+    """A suspended tenant sends nothing (403); its reads still work and its queued mail waits."""
+    if tenant.suspended:
+        reason = f": {tenant.suspended_reason}" if tenant.suspended_reason else ""
+        raise TenantSuspended(f"this tenant is suspended{reason}; it cannot send until it is resumed")
 
 
 def check_send_at(request: SendEmailRequest, now: datetime) -> datetime | None:
@@ -98,11 +105,21 @@ class TenantReads:
 
 
 def check_sender_domain(deps: SubmitDeps, tenant: Tenant, from_: str, reads: TenantReads | None = None) -> str:
+    """The From domain, if the tenant has it and it may send: its SPF and DKIM verified (422 naming
+    each required record that is not), unless the tenant allows unverified domains (testing)."""
     domain = parse_mailbox(from_).domain
-    if (reads or TenantReads()).domain(deps, tenant, domain) is None:
+    sending = (reads or TenantReads()).domain(deps, tenant, domain)
+    if sending is None:
         raise InvalidRequest(
             f"the sender domain {domain!r} is not one of this tenant's sending domains",
             errors=[{"pointer": "/from", "detail": f"add {domain} as a sending domain first"}],
+        )
+    if not sending.sendable and not tenant.allow_unverified_domains:
+        unverified = [r for r in sending.records if r.required and r.status not in ("verified", "warning")]
+        details = [dnsauth.unverified_text(r) for r in unverified] or [f"verify {domain} first"]
+        raise InvalidRequest(
+            f"the sending domain {domain} is not verified",
+            errors=[{"pointer": "/from", "detail": detail} for detail in details],
         )
     return domain
 
@@ -313,6 +330,7 @@ def submit_email(
     deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest, reads: TenantReads | None = None
 ) -> SendEmailResponse:
     """Accept one email. `reads` shares the tenant's configuration among the emails of one request."""
+    check_not_suspended(tenant)
     reads = reads or TenantReads()
     now = deps.clock.now()
     email_id = new_id("em", int(now.timestamp() * 1000))
@@ -323,17 +341,23 @@ def submit_email(
     body = build_body(request, email_id=email_id, from_domain=from_domain, now=now, uploaded=uploaded)
     check_size(tenant, body)
     sending = reads.domain(deps, tenant, from_domain)  # read by check_sender_domain already
-    email, messages = store_email(
-        deps,
-        tenant,
-        request,
-        email_id=email_id,
-        from_domain=from_domain,
-        body=body,
-        now=now,
-        send_at=send_at,
-        return_path_domain=sending.return_path_domain if sending else None,
-    )
+    # Counted last, once nothing else can refuse the email; given back if it is not stored after all.
+    counted = quotas.consume(deps.tenants, tenant, len(request.recipients()), now)
+    try:
+        email, messages = store_email(
+            deps,
+            tenant,
+            request,
+            email_id=email_id,
+            from_domain=from_domain,
+            body=body,
+            now=now,
+            send_at=send_at,
+            return_path_domain=sending.return_path_domain if sending else None,
+        )
+    except BaseException:
+        quotas.give_back(deps.tenants, counted)
+        raise
     statuses = enqueue_or_leave_to_sweeper(deps, email, messages, send_at)
     return SendEmailResponse(
         id=email_id,

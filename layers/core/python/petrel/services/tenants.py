@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import Final
 
 from petrel.errors import ConfigurationError
 from petrel.ids import new_id
-from petrel.mail.addresses import AddressError, normalize_domain
 from petrel.models.records import POOLS, Pool, SendingDomain, SmtpSecurity, SmtpServer, Tenant
-from petrel.ports import AlreadyExists, Clock, RecordNotFound, SecretStore, TenantStore, WriteConflict
+from petrel.ports import (
+    Clock,
+    JobQueue,
+    MessageStore,
+    RecordNotFound,
+    SecretStore,
+    TenantStore,
+    WriteConflict,
+)
 from petrel.services.auth import MintedKey, mint_api_key
+from petrel.services.suspension import HeldMail, release_held
 
 # The longest `max_age_hours` anywhere: infra.config's bound on an environment's max_message_age_hours.
 # An environment passes its own (lower) limit in AdminDeps: its retention must outlast every retry.
@@ -37,16 +47,44 @@ class AdminDeps:
     max_age_hours_limit: int = MAX_AGE_HOURS_CEILING
 
 
+# The longest reason a suspension keeps (it is shown to the tenant in every refused send's problem).
+MAX_SUSPENDED_REASON = 500
+
+
+class Unchanged(Enum):
+    """The value of a setting whose None means something (a quota's None removes the limit)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+
+
 @dataclass(frozen=True)
 class TenantSettings:
-    """The settings of a tenant an operator may change; None leaves one as it is (or at its default)."""
+    """The settings of a tenant an operator may change. None leaves `name`, `max_message_bytes`,
+    `max_age_hours` and `allow_unverified_domains` as they are (or at their defaults); a quota is left
+    as it is by UNCHANGED, and None removes it (no limit)."""
 
     name: str | None = None
     max_message_bytes: int | None = None
     max_age_hours: int | None = None
+    daily_quota: int | Unchanged | None = UNCHANGED
+    per_second_quota: int | Unchanged | None = UNCHANGED
+    allow_unverified_domains: bool | None = None
 
     def changes(self) -> dict[str, object]:
-        return {key: value for key, value in vars(self).items() if value is not None}
+        found: dict[str, object] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is UNCHANGED or (value is None and item.name not in QUOTAS):
+                continue
+            found[item.name] = value
+        return found
+
+
+# The tenant's recipient quotas (petrel.services.quotas): each a positive whole number, or None.
+QUOTAS = ("daily_quota", "per_second_quota")
 
 
 def _require_tenant(deps: AdminDeps, tenant_id: str) -> Tenant:
@@ -74,15 +112,38 @@ def _checked(deps: AdminDeps, settings: TenantSettings) -> dict[str, object]:
             f"max age hours must be between 1 and {deps.max_age_hours_limit} in this environment "
             f"(its max_message_age_hours), not {hours}"
         )
+    for quota in QUOTAS:
+        value = changes.get(quota)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            name = quota.replace("_", " ")
+            raise ConfigurationError(f"{name} must be a whole number of recipients of at least 1, or none, not {value}")
+    flag = settings.allow_unverified_domains
+    if flag is not None and not isinstance(flag, bool):
+        raise ConfigurationError(f"allow unverified domains must be true or false, not {flag!r}")
     return changes
 
 
 def create_tenant(
-    deps: AdminDeps, name: str, max_message_bytes: int | None = None, *, max_age_hours: int | None = None
+    deps: AdminDeps,
+    name: str,
+    max_message_bytes: int | None = None,
+    *,
+    max_age_hours: int | None = None,
+    daily_quota: int | None = None,
+    per_second_quota: int | None = None,
+    allow_unverified_domains: bool | None = None,
 ) -> Tenant:
-    """A new tenant; settings not given keep the Tenant model's defaults."""
+    """A new tenant; settings not given keep the Tenant model's defaults (no quota: no limit)."""
     changes = _checked(
-        deps, TenantSettings(name=name, max_message_bytes=max_message_bytes, max_age_hours=max_age_hours)
+        deps,
+        TenantSettings(
+            name=name,
+            max_message_bytes=max_message_bytes,
+            max_age_hours=max_age_hours,
+            daily_quota=daily_quota,
+            per_second_quota=per_second_quota,
+            allow_unverified_domains=allow_unverified_domains,
+        ),
     )
     tenant = Tenant.model_validate({"tenant_id": new_id("tn"), "created_at": deps.clock.now(), **changes})
     deps.tenants.put_tenant(tenant)
@@ -99,6 +160,45 @@ def update_tenant(deps: AdminDeps, tenant_id: str, settings: TenantSettings) -> 
     return tenant
 
 
+def suspend_tenant(deps: AdminDeps, tenant_id: str, reason: str | None = None) -> Tenant:
+    """Stop the tenant's sending: its sends are refused (403, with `reason`), its queued and scheduled
+    mail is held by the workers (petrel.services.suspension) until `resume_tenant`. Suspending a
+    suspended tenant keeps the first `suspended_at` (and takes the new reason, when one is given).
+    Workers see it once their tenant cache expires; the API at once."""
+    tenant = _require_tenant(deps, tenant_id)
+    text = (reason or "").strip() or None
+    if text is not None and len(text) > MAX_SUSPENDED_REASON:
+        raise ConfigurationError(f"a suspension reason is at most {MAX_SUSPENDED_REASON} characters")
+    if tenant.suspended and text is None:
+        return tenant
+    suspended = tenant.model_copy(
+        update={"suspended_at": tenant.suspended_at or deps.clock.now(), "suspended_reason": text}
+    )
+    deps.tenants.put_tenant(suspended)
+    return suspended
+
+
+@dataclass(frozen=True)
+class Resumed:
+    tenant: Tenant
+    released: int  # held messages put back on their queues now
+
+
+def resume_tenant(deps: AdminDeps, tenant_id: str, *, messages: MessageStore, queue: JobQueue) -> Resumed:
+    """Let the tenant send again and put its held mail back on its queues at once (how many: `released`).
+
+    The suspension is cleared first, so a worker that leases a released message finds the tenant
+    active. Resuming an active tenant releases whatever is still held (a resume that stopped half-way
+    is finished by running it again); a message whose job the queue refused stays held, and its hold
+    schedule brings it within `HOLD_SECONDS`. A worker whose tenant cache still says suspended may
+    hold a message once more after this: that message goes when its hold schedule fires."""
+    tenant = _require_tenant(deps, tenant_id)
+    if tenant.suspended:
+        tenant = tenant.model_copy(update={"suspended_at": None, "suspended_reason": None})
+        deps.tenants.put_tenant(tenant)
+    return Resumed(tenant, release_held(HeldMail(messages, queue), tenant_id))
+
+
 def create_api_key(deps: AdminDeps, tenant_id: str, name: str = "") -> MintedKey:
     _require_tenant(deps, tenant_id)
     return mint_api_key(deps.tenants, deps.clock, tenant_id, name)
@@ -111,41 +211,33 @@ def revoke_api_key(deps: AdminDeps, tenant_id: str, key_id: str) -> None:
         raise ConfigurationError(f"no active API key {key_id!r} for tenant {tenant_id!r}") from exc
 
 
-def add_domain(deps: AdminDeps, tenant_id: str, domain: str, return_path_domain: str | None = None) -> SendingDomain:
-    """A new sending domain; one the tenant has already is refused (change it with `update_domain`)."""
-    _require_tenant(deps, tenant_id)
-    name, bounce = _domain_names(domain, return_path_domain)
-    record = SendingDomain(tenant_id=tenant_id, domain=name, return_path_domain=bounce, created_at=deps.clock.now())
+def add_domain(
+    deps: AdminDeps,
+    tenant_id: str,
+    domain: str,
+    return_path_domain: str | None = None,
+    *,
+    spf: list[str] | None = None,
+) -> SendingDomain:
+    """A new sending domain (for bootstrapping: the admin API's `domains` routes are the same service):
+    its DKIM key in Secrets Manager and the records to publish (petrel.services.domains). It is pending
+    until verified; a domain any tenant has already is refused."""
+    from petrel.errors import PetrelError
+    from petrel.models.api import CreateDomainRequest
+    from petrel.services import domains
+
+    tenant = _require_tenant(deps, tenant_id)
     try:
-        deps.tenants.create_domain(record)  # conditional: two concurrent adds cannot both win
-    except AlreadyExists as exc:
-        existing = deps.tenants.get_domain(tenant_id, name)
-        where = f" (return path {existing.return_path_domain})" if existing else ""
-        raise ConfigurationError(
-            f"tenant {tenant_id!r} already has domain {name!r}{where}; change it with `domain update`"
-        ) from exc
-    return record
-
-
-def update_domain(deps: AdminDeps, tenant_id: str, domain: str, return_path_domain: str | None) -> SendingDomain:
-    """Change the return-path (bounce) domain of an existing sending domain (None: the domain itself)."""
-    _require_tenant(deps, tenant_id)
-    name, bounce = _domain_names(domain, return_path_domain)
-    existing = deps.tenants.get_domain(tenant_id, name)
-    if existing is None:
-        raise ConfigurationError(f"tenant {tenant_id!r} has no domain {name!r}; add it with `domain add`")
-    record = existing.model_copy(update={"return_path_domain": bounce})
-    deps.tenants.put_domain(record)
-    return record
-
-
-def _domain_names(domain: str, return_path_domain: str | None) -> tuple[str, str]:
-    """(domain, return-path domain), both normalized (IDNA, lower case)."""
+        request = CreateDomainRequest(domain=domain, return_path_domain=return_path_domain, spf=spf)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc).splitlines()[0]) from exc
+    domain_deps = domains.DomainDeps(
+        tenants=deps.tenants, secrets=deps.secrets, resolver=None, clock=deps.clock, secrets_prefix=deps.secrets_prefix
+    )
     try:
-        name = normalize_domain(domain)
-        return name, normalize_domain(return_path_domain) if return_path_domain else name
-    except AddressError as exc:
-        raise ConfigurationError(str(exc)) from exc
+        return domains.create_domain(domain_deps, tenant, request)
+    except PetrelError as exc:
+        raise ConfigurationError(exc.detail) from exc
 
 
 def add_smtp_server(

@@ -1,0 +1,130 @@
+"""Changing a tenant's SMTP servers after they are added (petrel.services.tenants adds and removes them):
+their settings, pausing and resuming, the connectivity check, and password rotation.
+
+What always holds for a rotation with `verify`: the stored password changes only after the server
+accepted the new one with SMTP AUTH. A refused (or unverifiable) password is a ConfigurationError and
+nothing is written, so the password the workers use is always one the server took at some point; a
+worker whose cached password is refused re-reads it at once (petrel.services.deliver), so there is no
+window in which a good stored password goes unused. The check runs through `SmtpCheck` (the container
+passes petrel.adapters.smtp_check.check_server; tests pass their own), never smtplib from here.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from petrel.errors import ConfigurationError
+from petrel.models.admin import Step
+from petrel.models.records import Pool, SmtpSecurity, SmtpServer
+from petrel.ports import RecordNotFound
+from petrel.services.tenants import AdminDeps, find_server, set_smtp_password
+
+# check(server, password, mail_from, report) -> the failed step, or None: one SMTP conversation that
+# sends no mail (connect, TLS, AUTH, MAIL FROM, RSET).
+SmtpCheck = Callable[[SmtpServer, str, str, Callable[[Step], None]], "Step | None"]
+# The steps that must have passed for a password to count as accepted.
+_AUTH_STEP = "auth"
+
+
+@dataclass(frozen=True)
+class ServerChanges:
+    """The settings of a server an operator may change; None leaves one as it is. `ca_bundle=""` drops
+    the server's own CA (the system's CAs are trusted again)."""
+
+    host: str | None = None
+    port: int | None = None
+    security: SmtpSecurity | None = None
+    username: str | None = None
+    pool: Pool | None = None
+    weight: int | None = None
+    ca_bundle: str | None = None
+
+    def given(self) -> dict[str, object]:
+        return {key: value for key, value in vars(self).items() if value is not None}
+
+
+def _ca_bundle(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        ssl.create_default_context(cadata=value)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigurationError(f"the CA bundle is not valid PEM: {exc}") from exc
+    return value
+
+
+def update_server(deps: AdminDeps, tenant_id: str, server_id: str, changes: ServerChanges) -> SmtpServer:
+    """Change some settings of a server; the workers see it once their configuration cache expires."""
+    given = changes.given()
+    if not given:
+        raise ConfigurationError("nothing to change: give at least one setting")
+    server = find_server(deps, tenant_id, server_id)
+    if "host" in given:
+        given["host"] = str(given["host"]).strip()
+        if not given["host"]:
+            raise ConfigurationError("a server needs its host")
+    if "username" in given and not str(given["username"]).strip():
+        raise ConfigurationError("a server needs its username")
+    if given.get("port") == 25:
+        raise ConfigurationError("port 25 is not usable from Lambda; use 587 (starttls) or 465 (tls)")
+    if "ca_bundle" in given:
+        given["ca_bundle"] = _ca_bundle(str(given["ca_bundle"]))
+    try:
+        updated = SmtpServer.model_validate({**server.model_dump(), **given})
+    except ValueError as exc:
+        raise ConfigurationError(str(exc).splitlines()[0]) from exc
+    deps.tenants.put_server(updated)
+    return updated
+
+
+def set_enabled(deps: AdminDeps, tenant_id: str, server_id: str, enabled: bool) -> SmtpServer:
+    """Pause (False) or resume (True) a server: a paused one takes no new mail, its pool's others do."""
+    server = find_server(deps, tenant_id, server_id)
+    if server.enabled is enabled:
+        return server
+    updated = server.model_copy(update={"enabled": enabled})
+    deps.tenants.put_server(updated)
+    return updated
+
+
+def check_mail_from(deps: AdminDeps, server: SmtpServer) -> str:
+    """The envelope sender a check says MAIL FROM with: the tenant's first return path, like its mail,
+    else the relay account's own domain."""
+    domains = deps.tenants.list_domains(server.tenant_id)
+    domain = domains[0].return_path_domain if domains else server.username.rpartition("@")[2] or server.host
+    return f"bounces+petrel-server-test@{domain}"
+
+
+def stored_password(deps: AdminDeps, server: SmtpServer) -> str:
+    try:
+        return deps.secrets.get_secret(server.secret_name)
+    except RecordNotFound as exc:
+        raise ConfigurationError(
+            f"server {server.server_id} has no stored password: set one with PUT .../password"
+        ) from exc
+
+
+def test_server(deps: AdminDeps, tenant_id: str, server_id: str, check: SmtpCheck) -> list[Step]:
+    """The check with the stored password: every step, the failed one last."""
+    server = find_server(deps, tenant_id, server_id)
+    steps: list[Step] = []
+    check(server, stored_password(deps, server), check_mail_from(deps, server), steps.append)
+    return steps
+
+
+def rotate_password(
+    deps: AdminDeps, tenant_id: str, server_id: str, password: str, *, check: SmtpCheck | None
+) -> SmtpServer:
+    """Store a new SMTP password; with `check`, only once the server accepted it with SMTP AUTH."""
+    if not password:
+        raise ConfigurationError("a server needs its SMTP password")
+    server = find_server(deps, tenant_id, server_id)
+    if check is not None:
+        steps: list[Step] = []
+        failed = check(server, password, check_mail_from(deps, server), steps.append)
+        if not any(step.name == _AUTH_STEP and step.ok for step in steps):
+            where = f"{failed.name}: {failed.detail}" if failed else "no AUTH step ran"
+            raise ConfigurationError(f"the new password was not stored: the server did not accept it ({where})")
+    return set_smtp_password(deps, tenant_id, server_id, password)
