@@ -60,6 +60,11 @@ def add_parser(
     )
 
 
+def add_tenant_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional tenant id every per-tenant command takes first."""
+    parser.add_argument("tenant", help="the tenant id (tn_...)")
+
+
 def add_groups(parser: argparse.ArgumentParser, title: str) -> Groups[argparse.ArgumentParser]:
     """The subcommands of `parser` (one is required)."""
     return parser.add_subparsers(title=title, metavar="COMMAND", required=True)

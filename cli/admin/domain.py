@@ -12,7 +12,7 @@ from typing import Any
 
 from cli.admin.tenant import tenant_path
 from cli.client import segment
-from cli.command import Context, Groups, add_groups, add_parser
+from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argument
 
 COLUMNS = ("domain", "status", "signer", "return_path_domain", "sending_allowed", "created_at")
 RECORD_COLUMNS = ("purpose", "type", "name", "value", "required", "status", "detail")
@@ -28,7 +28,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     _register_add(commands)
 
     listing = add_parser(commands, "list", "list a tenant's sending domains and their verification status")
-    listing.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(listing)
     listing.set_defaults(handler=list_domains)
 
     show = add_parser(
@@ -75,7 +75,7 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
         "and print the DNS records to publish: SPF, DKIM, DMARC, the return path's MX and SPF, and MX when "
         "the tenant receives mail there. A domain any tenant already has is refused.",
     )
-    add.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(add)
     add.add_argument("domain", help="the domain of the From addresses, e.g. acme.example")
     add.add_argument("--return-path-domain", metavar="DOMAIN", help=_RETURN_PATH_HELP)
     add.add_argument(
@@ -112,7 +112,7 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
 
 
 def _domain_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(parser)
     parser.add_argument("domain", help="a domain of the tenant (domain list)")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from cli.admin.tenant import tenant_path
 from cli.client import segment
-from cli.command import Context, Groups, add_groups, add_parser
+from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argument
 from petrel.models.records import SCOPES
 
 COLUMNS = ("key_id", "prefix", "name", "scopes", "created_at", "revoked_at")
@@ -23,7 +23,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
         "Mint an API key for a tenant. The key is printed once and stored only as a SHA-256 hash: keep it "
         f"now. Its scopes are the routes it may call ({', '.join(SCOPES)}); by default, all of them.",
     )
-    create.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(create)
     create.add_argument("--name", default="", help="a label for people, e.g. production (default: none)")
     create.add_argument(
         "--scope",
@@ -36,7 +36,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     create.set_defaults(handler=create_key)
 
     listing = add_parser(commands, "list", "list a tenant's keys (never the keys themselves)")
-    listing.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(listing)
     listing.add_argument("--prefix", help="only the key with this prefix (ptl_..., the start of the key)")
     listing.set_defaults(handler=list_keys)
 
@@ -46,7 +46,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
         "revoke a key",
         "Revoke an API key. API Gateway may still accept it for up to its authorizer cache TTL (60 s).",
     )
-    revoke.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(revoke)
     revoke.add_argument("key_id", help="the key's id (key list)")
     revoke.set_defaults(handler=revoke_key)
 

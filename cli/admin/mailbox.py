@@ -18,7 +18,7 @@ from cli import passwords
 from cli.admin.server import CHECK_TIMEOUT, read_ca, report_check
 from cli.admin.tenant import tenant_path
 from cli.client import segment
-from cli.command import Context, Groups, add_groups, add_parser
+from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argument
 from cli.errors import CliError
 from petrel.models.records import MailboxAfter, SmtpSecurity
 
@@ -52,7 +52,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     _register_add(commands)
 
     listing = add_parser(commands, "list", "list a tenant's mailboxes and how their polls went", _LIST_DESCRIPTION)
-    listing.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(listing)
     listing.set_defaults(handler=list_mailboxes)
 
     _register_set(commands)
@@ -93,7 +93,7 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
         "stack, --local takes the host, port, security and CA of the MailU stand-in's IMAP server from "
         "local.json (and, without --address, its test mailbox's address and password).",
     )
-    add.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(add)
     add.add_argument("--address", help="the mailbox's address, e.g. bounces@acme.example (required unless --local)")
     add.add_argument("--host", help="the IMAP server's host name (required unless --local)")
     add.add_argument("--port", type=int, help="default: 993 with tls, 143 with starttls")
@@ -157,7 +157,7 @@ def _disposal_arguments(parser: argparse.ArgumentParser, *, default: str | None)
 
 
 def _mailbox_id_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(parser)
     parser.add_argument("mailbox_id", help="the mailbox's id (mailbox list)")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from cli import passwords
 from cli.admin.tenant import tenant_path
 from cli.client import segment
-from cli.command import Context, Groups, add_groups, add_parser
+from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argument
 from cli.errors import CliError
 from petrel.models.records import POOLS, SmtpSecurity
 
@@ -33,7 +33,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     _register_add(commands)
 
     listing = add_parser(commands, "list", "list a tenant's SMTP servers")
-    listing.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(listing)
     listing.set_defaults(handler=list_servers)
 
     _register_update(commands)
@@ -93,7 +93,7 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
         "`server test`.\n\nAgainst the local stack, --local-relay takes the host, port, username, "
         "password and CA of the MailU stand-in's relay account from local.json.",
     )
-    add.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(add)
     add.add_argument("--host", help="the server's host name (required unless --local-relay)")
     add.add_argument("--port", type=int, help="default: 587 with starttls, 465 with tls")
     add.add_argument("--security", choices=SECURITY_CHOICES, help="default: starttls")
@@ -132,7 +132,7 @@ def _register_update(commands: Groups[argparse.ArgumentParser]) -> None:
 
 
 def _server_id_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(parser)
     parser.add_argument("server_id", help="the server's id (server list)")
 
 

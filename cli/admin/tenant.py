@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from cli.client import segment
-from cli.command import Context, Groups, add_groups, add_parser
+from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argument
 from cli.errors import CliError
 from petrel.models.records import Tenant
 from petrel.services import tenants as limits
@@ -42,7 +42,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     add_parser(commands, "list", "list tenants").set_defaults(handler=list_tenants)
 
     show = add_parser(commands, "show", "show a tenant: its settings, quotas and whether it is suspended")
-    show.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(show)
     show.set_defaults(handler=show_tenant)
 
     change = add_parser(
@@ -53,7 +53,7 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
         "once their configuration cache expires (about a minute). `tenant set` is the same command.",
         aliases=("set",),
     )
-    change.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(change)
     change.add_argument("--name", help="a new name")
     _settings_arguments(change, defaults=False)
     change.set_defaults(handler=update_tenant)
@@ -65,12 +65,12 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
         "Suspend a tenant: the API refuses its sends with a 403 problem, and its queued and scheduled mail "
         "is held (not lost) until `tenant resume`.",
     )
-    suspend.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(suspend)
     suspend.add_argument("--reason", help="why, for the operators and the 403's detail (default: none)")
     suspend.set_defaults(handler=suspend_tenant)
 
     resume = add_parser(commands, "resume", "resume a suspended tenant: its held mail goes out again")
-    resume.add_argument("tenant", help="the tenant id (tn_...)")
+    add_tenant_argument(resume)
     resume.set_defaults(handler=resume_tenant)
 
 

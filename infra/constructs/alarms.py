@@ -34,7 +34,14 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.constructs.common import removal_policy
-from infra.constructs.functions import DOMAIN_CHECKER, IMAP_POLLER, INGEST_WORKER, SEND_WORKER, SWEEPER
+from infra.constructs.functions import (
+    DOMAIN_CHECKER,
+    IMAP_POLLER,
+    INGEST_WORKER,
+    SEND_WORKER,
+    SWEEPER,
+    FunctionDefinition,
+)
 from infra.constructs.queues import PetrelQueues
 from infra.constructs.schedules import PetrelSchedules
 from petrel import resources
@@ -59,6 +66,18 @@ class AlarmSpec:
     @property
     def construct_id(self) -> str:
         return self.id or _pascal(self.name)
+
+
+def _petrel_metric(name: str, function: FunctionDefinition) -> cloudwatch.Metric:
+    """The sum per PERIOD of one of Petrel's own metrics (EMF, petrel.observability) as `function`
+    emits it: its namespace, dimensioned by the function's service name."""
+    return cloudwatch.Metric(
+        namespace=resources.METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": function.service_name},
+        period=PERIOD,
+        statistic="Sum",
+    )
 
 
 def _pascal(name: str) -> str:
@@ -226,13 +245,7 @@ def alarm_specs(
                 "had been lost (a crash between storing and enqueuing, a lost job or schedule, a worker "
                 "that died): they will be sent, but find out why (its log counts them by status)."
             ),
-            metric=cloudwatch.Metric(
-                namespace=resources.METRICS_NAMESPACE,
-                metric_name=resources.SWEEP_REPAIRED_METRIC,
-                dimensions_map={"service": SWEEPER.service_name},
-                period=PERIOD,
-                statistic="Sum",
-            ),
+            metric=_petrel_metric(resources.SWEEP_REPAIRED_METRIC, SWEEPER),
             threshold=0,
         )
     )
@@ -262,13 +275,7 @@ def _ingest_specs(config: EnvironmentConfig, functions: AlarmedFunctions) -> lis
                 "error): its mail is not being ingested. The mailbox's health record (`petrel mailbox list "
                 "<tenant>`) and the poller's log say which and why."
             ),
-            metric=cloudwatch.Metric(
-                namespace=resources.METRICS_NAMESPACE,
-                metric_name=resources.POLL_ERRORS_METRIC,
-                dimensions_map={"service": IMAP_POLLER.service_name},
-                period=PERIOD,
-                statistic="Sum",
-            ),
+            metric=_petrel_metric(resources.POLL_ERRORS_METRIC, IMAP_POLLER),
             threshold=0,
         ),
         AlarmSpec(
@@ -296,13 +303,7 @@ def _domain_specs(config: EnvironmentConfig, functions: AlarmedFunctions) -> lis
                 "failed): drift of that domain goes unseen until they answer. A tenant's wrong or "
                 "missing record is not this alarm: it is a domain.dns_error event of the domain."
             ),
-            metric=cloudwatch.Metric(
-                namespace=resources.METRICS_NAMESPACE,
-                metric_name=resources.DOMAIN_DNS_ERRORS_METRIC,
-                dimensions_map={"service": DOMAIN_CHECKER.service_name},
-                period=PERIOD,
-                statistic="Sum",
-            ),
+            metric=_petrel_metric(resources.DOMAIN_DNS_ERRORS_METRIC, DOMAIN_CHECKER),
             threshold=0,
         ),
         AlarmSpec(
@@ -311,13 +312,7 @@ def _domain_specs(config: EnvironmentConfig, functions: AlarmedFunctions) -> lis
                 f"{checker} could not re-check a sending domain (an unexpected error; the run went on with "
                 "the others): that domain's drift goes unseen. Its log names the domain and the error."
             ),
-            metric=cloudwatch.Metric(
-                namespace=resources.METRICS_NAMESPACE,
-                metric_name=DOMAIN_CHECK_ERRORS_METRIC,
-                dimensions_map={"service": DOMAIN_CHECKER.service_name},
-                period=PERIOD,
-                statistic="Sum",
-            ),
+            metric=_petrel_metric(DOMAIN_CHECK_ERRORS_METRIC, DOMAIN_CHECKER),
             threshold=0,
         ),
         AlarmSpec(

@@ -124,6 +124,20 @@ def _scan_all(db: DynamoDBClient, kwargs: ScanInputTypeDef) -> list[dict[str, An
         kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
+def _scan_sk_prefix(db: DynamoDBClient, table: str, prefix: str) -> list[dict[str, Any]]:
+    """Every item of `table` whose sort key begins with `prefix` (one kind of item: all tenants'
+    domains, all tenants' mailboxes), read consistently, every page."""
+    return _scan_all(
+        db,
+        {
+            "TableName": table,
+            "FilterExpression": "begins_with(sk, :p)",
+            "ExpressionAttributeValues": _encode({":p": prefix}),
+            "ConsistentRead": True,
+        },
+    )
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -372,15 +386,7 @@ class DynamoTenantStore:
 
     def list_all_domains(self) -> list[SendingDomain]:
         """A Scan for domain items, every page (tenants times their domains: small)."""
-        items = _scan_all(
-            self._db,
-            {
-                "TableName": self._table,
-                "FilterExpression": "begins_with(sk, :p)",
-                "ExpressionAttributeValues": _encode({":p": resources.DOMAIN_SK_PREFIX}),
-                "ConsistentRead": True,
-            },
-        )
+        items = _scan_sk_prefix(self._db, self._table, resources.DOMAIN_SK_PREFIX)
         return sorted((SendingDomain.model_validate(i) for i in items), key=lambda d: (d.tenant_id, d.domain))
 
     def put_domain(self, domain: SendingDomain) -> None:

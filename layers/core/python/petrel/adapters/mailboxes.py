@@ -20,7 +20,7 @@ from petrel.adapters.dynamodb import (
     _encode,
     _first_condition_failed,
     _query_all,
-    _scan_all,
+    _scan_sk_prefix,
 )
 from petrel.models.records import FolderCursor, Mailbox, MailboxHealth
 from petrel.ports import AlreadyExists, RecordNotFound, WriteConflict
@@ -97,15 +97,7 @@ class DynamoMailboxStore:
     def list_all_mailboxes(self) -> list[Mailbox]:
         """A Scan of the tenants table for mailbox items, every page (the poller's work list is small:
         tenants times their mailboxes), in the order a tenant's own listing has."""
-        items = _scan_all(
-            self._db,
-            {
-                "TableName": self._table,
-                "FilterExpression": "begins_with(sk, :p)",
-                "ExpressionAttributeValues": _encode({":p": resources.MAILBOX_SK_PREFIX}),
-                "ConsistentRead": True,
-            },
-        )
+        items = _scan_sk_prefix(self._db, self._table, resources.MAILBOX_SK_PREFIX)
         return sorted((Mailbox.model_validate(i) for i in items), key=lambda m: (m.tenant_id, m.mailbox_id))
 
     def delete_mailbox(self, tenant_id: str, mailbox_id: str) -> None:

@@ -29,6 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from petrel.api.http import (
     JSON,
     PROBLEM_JSON,
+    access_fields,
     problem_body,
     problem_response,
     proxy_response,
@@ -101,19 +102,9 @@ class AdminApiApplication:
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
         result = self.handle(event, context)
-        request = event.get("requestContext") or {}
-        identity = request.get("identity") or {}
-        self.logger.info(
-            "admin request",
-            extra={
-                "method": str(event.get("httpMethod", "")).upper(),
-                "path": event.get("path"),
-                "status": result["statusCode"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "caller": identity.get("userArn") or identity.get("caller"),
-                "request_id": request.get("requestId"),
-            },
-        )
+        identity = (event.get("requestContext") or {}).get("identity") or {}
+        caller = identity.get("userArn") or identity.get("caller")
+        self.logger.info("admin request", extra={**access_fields(event, result, started), "caller": caller})
         return result
 
     def handle(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:

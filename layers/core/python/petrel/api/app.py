@@ -30,6 +30,7 @@ from petrel.api.deps import ApiPorts, ApiServices
 from petrel.api.http import (
     JSON,
     PROBLEM_JSON,
+    access_fields,
     body_bytes,
     media_type,
     problem_body,
@@ -90,15 +91,7 @@ class ApiApplication:
         result = self.handle(event, context)
         authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
         self.logger.info(
-            "request",
-            extra={
-                "method": str(event.get("httpMethod", "")).upper(),
-                "path": event.get("path"),
-                "status": result["statusCode"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "tenant_id": authorizer.get("tenant_id"),
-                "request_id": (event.get("requestContext") or {}).get("requestId"),
-            },
+            "request", extra={**access_fields(event, result, started), "tenant_id": authorizer.get("tenant_id")}
         )
         return result
 

@@ -123,15 +123,6 @@ class ApiServices:
 
     @cached_property
     def domains(self) -> DomainDeps:
-        from petrel.services.domains import DomainDeps
+        from petrel.services.domains import domain_deps
 
-        p = self.ports
-        return DomainDeps(
-            tenants=p.tenants,
-            secrets=p.secrets,
-            resolver=p.resolver,
-            clock=p.clock,
-            secrets_prefix=p.secrets_prefix,
-            mailboxes=p.mailboxes,
-            log=p.telemetry.logger,
-        )
+        return domain_deps(self.ports)

@@ -12,19 +12,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from petrel import resources
-from petrel.container.base import AwsClients, FunctionContainer, mailbox_store, message_store, tenant_store
+from petrel.container.base import AwsClients, TenantAdminContainer
 
 # The AWS services the admin commands reach.
 ADMIN_SERVICES = ("dynamodb", "secretsmanager", "sqs")
 
 if TYPE_CHECKING:
     from petrel.adapters.dead_letters import SqsDeadLetters
-    from petrel.adapters.dynamodb import DynamoMessageStore, DynamoTenantStore
-    from petrel.adapters.secrets import SecretsManagerStore
-    from petrel.ports import MailboxStore
-    from petrel.services.mailboxes import MailboxDeps
     from petrel.services.redrive import RedriveDeps
-    from petrel.services.tenants import AdminDeps
 
 
 class AdminSettings(BaseModel):
@@ -62,65 +57,25 @@ class AdminSettings(BaseModel):
         )
 
 
-class AdminContainer(FunctionContainer[AdminSettings]):
-    """Tenant administration and dead-letter redrive for one environment, wired lazily on one boto3
-    session (`clients`; by default one that reaches `settings.endpoint_url`)."""
+class AdminContainer(TenantAdminContainer[AdminSettings]):
+    """Tenant administration (TenantAdminContainer: the same wiring as the admin API's) and
+    dead-letter redrive for one environment, wired lazily on one boto3 session (`clients`; by default
+    one that reaches `settings.endpoint_url`)."""
 
     function = "admin"
 
     def __init__(self, settings: AdminSettings, *, clients: AwsClients | None = None) -> None:
         super().__init__(settings, clients=clients or AwsClients(endpoint_urls=settings.endpoint_urls()))
 
-    @cached_property
-    def tenants(self) -> DynamoTenantStore:
-        return tenant_store(self.clients, self.settings.tenants_table)
-
-    @cached_property
-    def mailboxes(self) -> MailboxStore:
-        """The mailboxes the poller reads (in the tenants table, beside their tenant)."""
-        return mailbox_store(self.clients, self.settings.tenants_table)
-
-    @cached_property
-    def messages(self) -> DynamoMessageStore:
-        return message_store(self.clients, self.settings.messages_table)
-
-    @cached_property
-    def secrets(self) -> SecretsManagerStore:
-        from petrel.adapters.secrets import SecretsManagerStore
-
-        return SecretsManagerStore(self.clients.secretsmanager())
+    @property
+    def max_age_hours_limit(self) -> int | None:
+        return self.settings.max_age_hours_limit
 
     @cached_property
     def dead_letters(self) -> SqsDeadLetters:
         from petrel.adapters.dead_letters import SqsDeadLetters
 
         return SqsDeadLetters(self.clients.sqs(), self.settings.name_prefix)
-
-    @cached_property
-    def admin(self) -> AdminDeps:
-        from petrel.services.tenants import AdminDeps
-
-        limit = self.settings.max_age_hours_limit
-        return AdminDeps(
-            tenants=self.tenants,
-            secrets=self.secrets,
-            clock=self.clock,
-            secrets_prefix=self.settings.secrets_prefix,
-            **({"max_age_hours_limit": limit} if limit is not None else {}),
-        )
-
-    @cached_property
-    def mailbox_admin(self) -> MailboxDeps:
-        """What `petrel mailbox ...` administers: the mailboxes, their tenants and their passwords."""
-        from petrel.services.mailboxes import MailboxDeps
-
-        return MailboxDeps(
-            tenants=self.tenants,
-            mailboxes=self.mailboxes,
-            secrets=self.secrets,
-            clock=self.clock,
-            secrets_prefix=self.settings.secrets_prefix,
-        )
 
     @cached_property
     def redrive(self) -> RedriveDeps:

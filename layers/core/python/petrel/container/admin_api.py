@@ -11,49 +11,34 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from petrel.container.base import FunctionContainer, mailbox_store, message_store, tenant_store
+from petrel.container.base import TenantAdminContainer, dns_resolver
 from petrel.settings import AdminApiSettings
 
 if TYPE_CHECKING:
-    from petrel.adapters.dynamodb import DynamoMessageStore, DynamoTenantStore
+    from petrel.adapters.dns import DnsPythonResolver
     from petrel.adapters.imap import ImapClientReader
     from petrel.adapters.queues import SqsJobQueue
-    from petrel.adapters.secrets import SecretsManagerStore
-    from petrel.ports import MailboxStore
     from petrel.services.domains import DomainDeps
-    from petrel.services.mailboxes import MailboxDeps
     from petrel.services.servers import SmtpCheck
-    from petrel.services.tenants import AdminDeps
 
 # Seconds each network step of a connectivity check may take: a check (and a verified password
 # rotation) must answer within API Gateway's 29 s.
 CHECK_TIMEOUT_SECONDS = 8.0
 
 
-class AdminApiContainer(FunctionContainer[AdminApiSettings]):
+class AdminApiContainer(TenantAdminContainer[AdminApiSettings]):
+    """The stores and the tenant and mailbox bundles as the CLI's container builds them
+    (TenantAdminContainer), plus the send queues, DNS and the connectivity checks."""
+
     function = "admin-api"
 
     @classmethod
     def from_env(cls) -> AdminApiContainer:
         return cls(AdminApiSettings.from_env())
 
-    @cached_property
-    def tenants(self) -> DynamoTenantStore:
-        return tenant_store(self.clients, self.settings.tenants_table)
-
-    @cached_property
-    def messages(self) -> DynamoMessageStore:
-        return message_store(self.clients, self.settings.messages_table)
-
-    @cached_property
-    def mailboxes(self) -> MailboxStore:
-        return mailbox_store(self.clients, self.settings.tenants_table)
-
-    @cached_property
-    def secrets(self) -> SecretsManagerStore:
-        from petrel.adapters.secrets import SecretsManagerStore
-
-        return SecretsManagerStore(self.clients.secretsmanager())
+    @property
+    def max_age_hours_limit(self) -> int:
+        return self.settings.max_message_age_hours
 
     @cached_property
     def queue(self) -> SqsJobQueue:
@@ -62,44 +47,14 @@ class AdminApiContainer(FunctionContainer[AdminApiSettings]):
         return SqsJobQueue(self.clients.sqs(), self.settings.queue_urls())
 
     @cached_property
-    def admin(self) -> AdminDeps:
-        from petrel.services.tenants import AdminDeps
-
-        return AdminDeps(
-            tenants=self.tenants,
-            secrets=self.secrets,
-            clock=self.clock,
-            secrets_prefix=self.settings.secrets_prefix,
-            max_age_hours_limit=self.settings.max_message_age_hours,
-        )
-
-    @cached_property
-    def mailbox_admin(self) -> MailboxDeps:
-        from petrel.services.mailboxes import MailboxDeps
-
-        return MailboxDeps(
-            tenants=self.tenants,
-            mailboxes=self.mailboxes,
-            secrets=self.secrets,
-            clock=self.clock,
-            secrets_prefix=self.settings.secrets_prefix,
-        )
+    def resolver(self) -> DnsPythonResolver:
+        return dns_resolver(self.settings)
 
     @cached_property
     def domains(self) -> DomainDeps:
-        from petrel.adapters.dns import DnsPythonResolver, parse_resolvers
-        from petrel.services.domains import DomainDeps
+        from petrel.services.domains import domain_deps
 
-        settings = self.settings
-        return DomainDeps(
-            tenants=self.tenants,
-            secrets=self.secrets,
-            resolver=DnsPythonResolver(parse_resolvers(settings.dns_resolvers), settings.dns_timeout_seconds),
-            clock=self.clock,
-            secrets_prefix=settings.secrets_prefix,
-            mailboxes=self.mailboxes,
-            log=self.telemetry.logger,
-        )
+        return domain_deps(self)
 
     @cached_property
     def smtp_check(self) -> SmtpCheck:

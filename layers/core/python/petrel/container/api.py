@@ -7,34 +7,30 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from petrel.container.base import (
-    FunctionContainer,
+    TenantStoresContainer,
+    dns_resolver,
     inbound_store,
     ingest_queue,
-    mailbox_store,
     message_store,
     retry_scheduler,
     suppression_store,
-    tenant_store,
 )
 from petrel.settings import ApiSettings
 
 if TYPE_CHECKING:
     from petrel.adapters.blobs import S3BlobStore
     from petrel.adapters.dns import DnsPythonResolver
-    from petrel.adapters.dynamodb import (
-        DynamoIdempotencyStore,
-        DynamoMessageStore,
-        DynamoSuppressionStore,
-        DynamoTenantStore,
-    )
-    from petrel.adapters.mailboxes import DynamoMailboxStore
+    from petrel.adapters.dynamodb import DynamoIdempotencyStore, DynamoMessageStore, DynamoSuppressionStore
     from petrel.adapters.queues import SqsJobQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
-    from petrel.adapters.secrets import SecretsManagerStore
     from petrel.ports import InboundStore, IngestQueue
 
 
-class ApiContainer(FunctionContainer[ApiSettings]):
+class ApiContainer(TenantStoresContainer[ApiSettings]):
+    """The tenants' stores (TenantStoresContainer: tenants, keys and domains; the DKIM keys' secrets,
+    written at a domain's creation and rotation; the mailboxes a domain's `receives` defaults from) and
+    the send and receive paths' stores, queues and scheduler."""
+
     function = "api"
 
     @classmethod
@@ -52,10 +48,6 @@ class ApiContainer(FunctionContainer[ApiSettings]):
     @property
     def link_seconds(self) -> int:
         return self.settings.link_seconds
-
-    @cached_property
-    def tenants(self) -> DynamoTenantStore:
-        return tenant_store(self.clients, self.settings.tenants_table)
 
     @cached_property
     def messages(self) -> DynamoMessageStore:
@@ -95,23 +87,6 @@ class ApiContainer(FunctionContainer[ApiSettings]):
     def ingest(self) -> IngestQueue:
         return ingest_queue(self.clients, self.settings.ingest_queue_url)
 
-    @property
-    def secrets_prefix(self) -> str:
-        return self.settings.secrets_prefix
-
-    @cached_property
-    def secrets(self) -> SecretsManagerStore:
-        """Sending domains' DKIM private keys (written at creation and rotation, deleted with the key)."""
-        from petrel.adapters.secrets import SecretsManagerStore
-
-        return SecretsManagerStore(self.clients.secretsmanager())
-
     @cached_property
     def resolver(self) -> DnsPythonResolver:
-        from petrel.adapters.dns import DnsPythonResolver
-
-        return DnsPythonResolver.from_setting(self.settings.dns_resolvers, self.settings.dns_timeout_seconds)
-
-    @cached_property
-    def mailboxes(self) -> DynamoMailboxStore:
-        return mailbox_store(self.clients, self.settings.tenants_table)
+        return dns_resolver(self.settings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from petrel.settings import StoreSettings
 
@@ -25,12 +25,16 @@ if TYPE_CHECKING:
     from types_boto3_sqs.client import SQSClient
 
     from petrel.adapters.clock import SystemClock
+    from petrel.adapters.dns import DnsPythonResolver
     from petrel.adapters.dynamodb import DynamoMessageStore, DynamoSuppressionStore, DynamoTenantStore
     from petrel.adapters.inbound import DynamoInboundStore
     from petrel.adapters.mailboxes import DynamoMailboxStore
     from petrel.adapters.queues import SqsIngestQueue
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
+    from petrel.adapters.secrets import SecretsManagerStore
     from petrel.observability import Telemetry
+    from petrel.services.mailboxes import MailboxDeps
+    from petrel.services.tenants import AdminDeps
 
 S = TypeVar("S")
 
@@ -157,6 +161,12 @@ def inbound_store(clients: AwsClients, table: str, bucket: str) -> DynamoInbound
     return DynamoInboundStore(clients.dynamodb(), table, S3BlobStore(clients.s3(), bucket))
 
 
+def secret_store(clients: AwsClients) -> SecretsManagerStore:
+    from petrel.adapters.secrets import SecretsManagerStore
+
+    return SecretsManagerStore(clients.secretsmanager())
+
+
 def ingest_queue(clients: AwsClients, url: str) -> SqsIngestQueue:
     from petrel.adapters.queues import SqsIngestQueue
 
@@ -173,3 +183,106 @@ def retry_scheduler(clients: AwsClients, settings: StoreSettings) -> EventBridge
         dead_letter_arn=settings.scheduler_dlq_arn,
         queue_arns=settings.queue_arns(),
     )
+
+
+class TenantSettings(Protocol):
+    """The names the tenants' stores are built from (every settings model of a function that reads
+    tenants' items and their secrets)."""
+
+    @property
+    def tenants_table(self) -> str: ...
+    @property
+    def secrets_prefix(self) -> str: ...
+
+
+class TenantAdminSettings(TenantSettings, Protocol):
+    """The names a container that administers tenants is built from (AdminSettings for the CLI,
+    AdminApiSettings for the admin API function): the tenants' and the messages table a resume reads
+    held mail from."""
+
+    @property
+    def messages_table(self) -> str: ...
+
+
+class DnsSettings(Protocol):
+    """PETREL_DNS_RESOLVERS and PETREL_DNS_TIMEOUT_SECONDS, as a function's settings read them."""
+
+    @property
+    def dns_resolvers(self) -> str: ...
+    @property
+    def dns_timeout_seconds(self) -> float: ...
+
+
+def dns_resolver(settings: DnsSettings) -> DnsPythonResolver:
+    from petrel.adapters.dns import DnsPythonResolver
+
+    return DnsPythonResolver.from_setting(settings.dns_resolvers, settings.dns_timeout_seconds)
+
+
+T = TypeVar("T", bound=TenantSettings)
+A = TypeVar("A", bound=TenantAdminSettings)
+
+
+class TenantStoresContainer(FunctionContainer[T]):
+    """The tenants' items (tenants, keys, servers, domains, mailboxes: the tenants table) and their
+    secrets (Secrets Manager, under `secrets_prefix`), as every container that reaches them builds them:
+    the API's, the domain checker's, the CLI's and the admin API's."""
+
+    @property
+    def secrets_prefix(self) -> str:
+        return self.settings.secrets_prefix
+
+    @cached_property
+    def tenants(self) -> DynamoTenantStore:
+        return tenant_store(self.clients, self.settings.tenants_table)
+
+    @cached_property
+    def mailboxes(self) -> DynamoMailboxStore:
+        """The mailboxes the poller reads (in the tenants table, beside their tenant)."""
+        return mailbox_store(self.clients, self.settings.tenants_table)
+
+    @cached_property
+    def secrets(self) -> SecretsManagerStore:
+        return secret_store(self.clients)
+
+
+class TenantAdminContainer(TenantStoresContainer[A]):
+    """What the `petrel` command's container and the admin API's share: the tenants' stores, the
+    messages table, and the tenant and mailbox services' bundles built on them, so the CLI (and the
+    local stack's seed) and the admin API administer through the same wiring."""
+
+    @property
+    def max_age_hours_limit(self) -> int | None:
+        """The environment's max_message_age_hours (None: only petrel.services.tenants' ceiling)."""
+        return None
+
+    @cached_property
+    def messages(self) -> DynamoMessageStore:
+        return message_store(self.clients, self.settings.messages_table)
+
+    @cached_property
+    def admin(self) -> AdminDeps:
+        from petrel.services.tenants import AdminDeps
+
+        limit = self.max_age_hours_limit
+        return AdminDeps(
+            tenants=self.tenants,
+            secrets=self.secrets,
+            clock=self.clock,
+            secrets_prefix=self.secrets_prefix,
+            **({"max_age_hours_limit": limit} if limit is not None else {}),
+        )
+
+    @cached_property
+    def mailbox_admin(self) -> MailboxDeps:
+        """What `petrel mailbox ...` and `/v1/admin/.../mailboxes` administer: the mailboxes, their
+        tenants and their passwords."""
+        from petrel.services.mailboxes import MailboxDeps
+
+        return MailboxDeps(
+            tenants=self.tenants,
+            mailboxes=self.mailboxes,
+            secrets=self.secrets,
+            clock=self.clock,
+            secrets_prefix=self.secrets_prefix,
+        )

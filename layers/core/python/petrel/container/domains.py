@@ -6,14 +6,18 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from petrel.container.base import FunctionContainer, tenant_store
+from petrel.container.base import TenantStoresContainer, dns_resolver
 from petrel.settings import DomainCheckerSettings
 
 if TYPE_CHECKING:
+    from petrel.adapters.dns import DnsPythonResolver
     from petrel.services.domains import DomainDeps
 
 
-class DomainCheckContainer(FunctionContainer[DomainCheckerSettings]):
+class DomainCheckContainer(TenantStoresContainer[DomainCheckerSettings]):
+    """The tenants' stores as every container builds them (TenantStoresContainer; only a create reads
+    the mailboxes, the re-check never does) and the domains service on them."""
+
     function = "domain-checker"
 
     @classmethod
@@ -21,17 +25,11 @@ class DomainCheckContainer(FunctionContainer[DomainCheckerSettings]):
         return cls(DomainCheckerSettings.from_env())
 
     @cached_property
-    def domains(self) -> DomainDeps:
-        from petrel.adapters.dns import DnsPythonResolver
-        from petrel.adapters.secrets import SecretsManagerStore
-        from petrel.services.domains import DomainDeps
+    def resolver(self) -> DnsPythonResolver:
+        return dns_resolver(self.settings)
 
-        settings = self.settings
-        return DomainDeps(
-            tenants=tenant_store(self.clients, settings.tenants_table),
-            secrets=SecretsManagerStore(self.clients.secretsmanager()),
-            resolver=DnsPythonResolver.from_setting(settings.dns_resolvers, settings.dns_timeout_seconds),
-            clock=self.clock,
-            secrets_prefix=settings.secrets_prefix,
-            log=self.telemetry.logger,
-        )
+    @cached_property
+    def domains(self) -> DomainDeps:
+        from petrel.services.domains import domain_deps
+
+        return domain_deps(self)

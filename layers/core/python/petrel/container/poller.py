@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from petrel.container.base import FunctionContainer, ingest_queue, mailbox_store
+from petrel.container.base import FunctionContainer, ingest_queue, mailbox_store, secret_store
 from petrel.settings import PollerSettings
 
 if TYPE_CHECKING:
@@ -24,14 +24,13 @@ class PollerContainer(FunctionContainer[PollerSettings]):
     def poll(self) -> PollDeps:
         from petrel.adapters.blobs import S3BlobStore
         from petrel.adapters.imap import ImapClientReader
-        from petrel.adapters.secrets import SecretsManagerStore
         from petrel.services.poll import PollDeps
 
         settings = self.settings
         return PollDeps(
             mailboxes=mailbox_store(self.clients, settings.tenants_table),
             reader=ImapClientReader(timeout=settings.imap_timeout_seconds),
-            secrets=SecretsManagerStore(self.clients.secretsmanager()),
+            secrets=secret_store(self.clients),
             blobs=S3BlobStore(self.clients.s3(), settings.bodies_bucket),
             queue=ingest_queue(self.clients, settings.ingest_queue_url),
             clock=self.clock,

@@ -12,6 +12,7 @@ from petrel.container.base import (
     mailbox_store,
     message_store,
     retry_scheduler,
+    secret_store,
     suppression_store,
     tenant_store,
 )
@@ -44,11 +45,10 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
         configuration and passwords for `config_cache_seconds`, email records and bodies for a minute."""
         from petrel.adapters.blobs import S3BlobStore
         from petrel.adapters.caching import cache_ports
-        from petrel.adapters.secrets import SecretsManagerStore
 
         return cache_ports(
             tenants=tenant_store(self.clients, self.settings.tenants_table),
-            secrets=SecretsManagerStore(self.clients.secretsmanager()),
+            secrets=secret_store(self.clients),
             blobs=S3BlobStore(self.clients.s3(), self.settings.bodies_bucket),
             messages=message_store(self.clients, self.settings.messages_table),
             mailboxes=mailbox_store(self.clients, self.settings.tenants_table),

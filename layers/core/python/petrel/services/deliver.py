@@ -86,7 +86,7 @@ from petrel.ports import (
     WriteConflict,
 )
 from petrel.services.signing import MessageSigner, Signed, SigningDeferred
-from petrel.services.suspension import HELD_REASON, HOLD_SECONDS
+from petrel.services.suspension import HELD_REASON, HOLD_SECONDS, attempt_job
 
 # The failure reason of a message whose job the worker could not process (an unexpected error on the
 # job's last receive, or workers that kept dying holding its lease): its job is in (or bound for) the
@@ -416,16 +416,16 @@ def schedule_retry(
         rng=deps.rng,
     )
     if due is not None:
-        retry = SendJob(
-            tenant_id=message.tenant_id,
-            email_id=message.email_id,
-            message_id=message.message_id,
-            attempt=message.attempt,
-            pool=message.pool,
-        )
-        with contextlib.suppress(AlreadyExists):  # an earlier run of this attempt made it: it is there once
-            deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, retry)
+        schedule_attempt(deps, message, due)
     return due
+
+
+def schedule_attempt(deps: DeliverDeps, message: MessageRecord, due: datetime) -> None:
+    """Schedule the job of `message`'s current attempt at `due`, once: the schedule is named
+    `<message id>-<attempt>`, so the create of an earlier run of this attempt (a retry or a hold)
+    makes a second one collide, and it is there once."""
+    with contextlib.suppress(AlreadyExists):
+        deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, attempt_job(message))
 
 
 def suppress_recipient(deps: DeliverDeps, message: MessageRecord, outcome: HardFail, now: datetime) -> None:
@@ -506,15 +506,7 @@ def hold_message(deps: DeliverDeps, message: MessageRecord, tenant: Tenant, now:
     written so a crash in between leaves a lease whose takeover holds it again (the schedule's create
     then collides). No attempt is logged; only the first hold adds an event."""
     due = min(now + timedelta(seconds=deps.hold_seconds), expiry(tenant, message))
-    retry = SendJob(
-        tenant_id=message.tenant_id,
-        email_id=message.email_id,
-        message_id=message.message_id,
-        attempt=message.attempt,
-        pool=message.pool,
-    )
-    with contextlib.suppress(AlreadyExists):  # made by an earlier run of this hold
-        deps.scheduler.schedule(schedule_name(message.message_id, message.attempt), due, retry)
+    schedule_attempt(deps, message, due)
     first = message.failure_reason != HELD_REASON
     events = (_event(message, EventName.DEFERRED, now, None, HELD_REASON),) if first else ()
     change = Transition(MessageStatus.DEFERRED, events, failure_reason=HELD_REASON, next_attempt_at=due)

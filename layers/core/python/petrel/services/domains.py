@@ -33,7 +33,7 @@ import secrets as random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from petrel.errors import Conflict, InvalidRequest, NotFound
 from petrel.mail import dnsauth
@@ -54,6 +54,7 @@ from petrel.ports import AlreadyExists, DnsLookupError, RecordNotFound, WriteCon
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
+    from petrel.observability import Telemetry
     from petrel.ports import Clock, DnsResolver, MailboxStore, SecretStore, TenantStore
 
 RSA_BITS = 2048
@@ -78,6 +79,39 @@ class DomainDeps:
     mailboxes: MailboxStore | None = None  # for `receives`' default (None: the tenant receives nowhere)
     log: Logger | None = None
     new_selector: Callable[[datetime], str] = field(default=generated_selector)
+
+
+class DomainPorts(Protocol):
+    """What DomainDeps is built from: the API's ports (petrel.api.deps.ApiPorts), the admin API's
+    container and the domain checker's."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def secrets(self) -> SecretStore: ...
+    @property
+    def resolver(self) -> DnsResolver: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def secrets_prefix(self) -> str: ...
+    @property
+    def mailboxes(self) -> MailboxStore: ...
+    @property
+    def telemetry(self) -> Telemetry: ...
+
+
+def domain_deps(ports: DomainPorts) -> DomainDeps:
+    """The one wiring of the domains service, wherever it runs."""
+    return DomainDeps(
+        tenants=ports.tenants,
+        secrets=ports.secrets,
+        resolver=ports.resolver,
+        clock=ports.clock,
+        secrets_prefix=ports.secrets_prefix,
+        mailboxes=ports.mailboxes,
+        log=ports.telemetry.logger,
+    )
 
 
 def secret_name(deps: DomainDeps, tenant_id: str, domain: str, selector: str) -> str:

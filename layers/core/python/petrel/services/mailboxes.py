@@ -14,7 +14,6 @@ the operator reads, and nothing is written when one is raised. What always holds
 from __future__ import annotations
 
 import contextlib
-import ssl
 from dataclasses import dataclass, field
 
 from petrel.errors import ConfigurationError
@@ -22,6 +21,7 @@ from petrel.ids import new_id
 from petrel.mail.addresses import AddressError, validate_address
 from petrel.models.records import FolderCursor, Mailbox, MailboxAfter, MailboxHealth, SmtpSecurity
 from petrel.ports import AlreadyExists, Clock, MailboxStore, RecordNotFound, SecretStore, TenantStore
+from petrel.services.tenants import checked_ca_bundle
 
 # The port each security setting means when none is given: IMAPS and IMAP with STARTTLS.
 DEFAULT_PORTS = {SmtpSecurity.TLS: 993, SmtpSecurity.STARTTLS: 143}
@@ -165,16 +165,6 @@ def _disposal(after: MailboxAfter, move_to: str | None, folders: tuple[str, ...]
     return folder
 
 
-def _ca_bundle(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        ssl.create_default_context(cadata=value)
-    except (ssl.SSLError, ValueError) as exc:
-        raise ConfigurationError(f"the CA bundle is not valid PEM: {exc}") from exc
-    return value
-
-
 def _password(value: str) -> str:
     if not value:
         raise ConfigurationError("a mailbox needs its IMAP password")
@@ -267,7 +257,7 @@ def new_mailbox(
         security=sec,
         username=_username(mailbox_address if username is None else username),
         secret_name=secret_name(deps, tenant_id, mailbox_id),
-        ca_bundle=_ca_bundle(ca_bundle),
+        ca_bundle=checked_ca_bundle(ca_bundle),
         folders=read,
         after=disposal,
         move_to=_disposal(disposal, move_to, read),
@@ -326,7 +316,7 @@ def update_mailbox(deps: MailboxDeps, tenant_id: str, mailbox_id: str, settings:
     if settings.username is not None:
         changes["username"] = _username(settings.username)
     if settings.ca_bundle is not None:
-        changes["ca_bundle"] = _ca_bundle(settings.ca_bundle)
+        changes["ca_bundle"] = checked_ca_bundle(settings.ca_bundle)
     if settings.enabled is not None:
         changes["enabled"] = settings.enabled
     updated = mailbox.model_copy(update=changes)

@@ -11,7 +11,6 @@ passes petrel.adapters.smtp_check.check_server; tests pass their own), never smt
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from petrel.errors import ConfigurationError
 from petrel.models.admin import Step
 from petrel.models.records import Pool, SmtpSecurity, SmtpServer
 from petrel.ports import RecordNotFound
-from petrel.services.tenants import AdminDeps, find_server, set_smtp_password
+from petrel.services.tenants import AdminDeps, checked_ca_bundle, find_server, set_smtp_password
 
 # check(server, password, mail_from, report) -> the failed step, or None: one SMTP conversation that
 # sends no mail (connect, TLS, AUTH, MAIL FROM, RSET).
@@ -45,16 +44,6 @@ class ServerChanges:
         return {key: value for key, value in vars(self).items() if value is not None}
 
 
-def _ca_bundle(value: str) -> str | None:
-    if not value:
-        return None
-    try:
-        ssl.create_default_context(cadata=value)
-    except (ssl.SSLError, ValueError) as exc:
-        raise ConfigurationError(f"the CA bundle is not valid PEM: {exc}") from exc
-    return value
-
-
 def update_server(deps: AdminDeps, tenant_id: str, server_id: str, changes: ServerChanges) -> SmtpServer:
     """Change some settings of a server; the workers see it once their configuration cache expires."""
     given = changes.given()
@@ -70,7 +59,7 @@ def update_server(deps: AdminDeps, tenant_id: str, server_id: str, changes: Serv
     if given.get("port") == 25:
         raise ConfigurationError("port 25 is not usable from Lambda; use 587 (starttls) or 465 (tls)")
     if "ca_bundle" in given:
-        given["ca_bundle"] = _ca_bundle(str(given["ca_bundle"]))
+        given["ca_bundle"] = checked_ca_bundle(str(given["ca_bundle"]))
     try:
         updated = SmtpServer.model_validate({**server.model_dump(), **given})
     except ValueError as exc:

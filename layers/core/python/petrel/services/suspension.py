@@ -43,8 +43,9 @@ def is_held(message: MessageRecord) -> bool:
     return message.status is MessageStatus.DEFERRED and message.failure_reason == HELD_REASON
 
 
-def held_job(message: MessageRecord) -> SendJob:
-    """The job of a held message's next attempt: the same job its hold schedule would send."""
+def attempt_job(message: MessageRecord) -> SendJob:
+    """The job of a message's current attempt: what its retry or hold schedule sends (deliver), and
+    what a resume puts on the queue for a held message instead of waiting for that schedule."""
     return SendJob(
         tenant_id=message.tenant_id,
         email_id=message.email_id,
@@ -64,7 +65,7 @@ def release_held(deps: HeldMail, tenant_id: str) -> int:
         by_pool: dict[Pool, list[SendJob]] = {}
         for message in page.messages:
             if is_held(message):
-                by_pool.setdefault(message.pool, []).append(held_job(message))
+                by_pool.setdefault(message.pool, []).append(attempt_job(message))
         for pool, jobs in by_pool.items():
             refused = deps.queue.send_jobs(pool, jobs)
             released += len(jobs) - len(refused)

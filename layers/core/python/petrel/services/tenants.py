@@ -240,6 +240,18 @@ def add_domain(
         raise ConfigurationError(exc.detail) from exc
 
 
+def checked_ca_bundle(value: str | None) -> str | None:
+    """A CA bundle an operator gave a server or a mailbox, refused unless Python's ssl loads it (a bad
+    one would fail every later connection instead); None for none ("" drops a bundle)."""
+    if not value:
+        return None
+    try:
+        ssl.create_default_context(cadata=value)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigurationError(f"the CA bundle is not valid PEM: {exc}") from exc
+    return value
+
+
 def add_smtp_server(
     deps: AdminDeps,
     tenant_id: str,
@@ -265,11 +277,7 @@ def add_smtp_server(
         raise ConfigurationError("host, username and password are required")
     if port == 25:
         raise ConfigurationError("port 25 is not usable from Lambda; use 587 (starttls) or 465 (tls)")
-    if ca_bundle:
-        try:
-            ssl.create_default_context(cadata=ca_bundle)
-        except (ssl.SSLError, ValueError) as exc:
-            raise ConfigurationError(f"the CA bundle is not valid PEM: {exc}") from exc
+    checked_ca_bundle(ca_bundle)
     server_id = new_id("srv")
     secret_name = f"{deps.secrets_prefix}{tenant_id}/smtp/{server_id}"
     try:
