@@ -92,6 +92,9 @@ def signing_step_cpu(count: int = 1000) -> float:
         def put_secret(self, name: str, value: str) -> None:
             raise NotImplementedError
 
+        def create_secret(self, name: str, value: str) -> None:
+            raise NotImplementedError
+
         def delete_secret(self, name: str) -> None:
             raise NotImplementedError
 

@@ -42,6 +42,8 @@ from local.seed import (
     seed_tenant,
 )
 from petrel import resources as r
+from petrel.models.records import Tenant
+from petrel.services.tenants import MAX_AGE_HOURS_CEILING
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -164,6 +166,10 @@ class LocalConfig:
     # The domain checker (deployed: a scheduled rule): how often its timer re-checks every sending domain's
     # DNS records in the local DNS server (Knot), so a record removed there fails its domain within a minute.
     domain_check_seconds: float = 60.0
+    # The local environment's max_message_age_hours (a deployed one's is cdk.json's, infra.config): the
+    # longest max_age_hours the admin API (and the bootstrapping container) lets a tenant have. Like a
+    # cdk.json environment that does not set it: a tenant's default max_age_hours.
+    max_message_age_hours: int = Tenant.model_fields["max_age_hours"].default
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -174,6 +180,10 @@ class LocalConfig:
             raise ValueError("domain, recipient_domain and refusing_domain must be three different domains")
         if self.poll_seconds <= 0:
             raise ValueError(f"poll_seconds must be positive, not {self.poll_seconds}")
+        if not 1 <= self.max_message_age_hours <= MAX_AGE_HOURS_CEILING:
+            raise ValueError(
+                f"max_message_age_hours must be between 1 and {MAX_AGE_HOURS_CEILING}, not {self.max_message_age_hours}"
+            )
 
     @property
     def bounce_recipient(self) -> str:
@@ -213,6 +223,11 @@ class LocalConfig:
             r.SWEEP_BACKLOG_LIMIT_ENV: str(self.sweep_backlog_limit),
         }
 
+    def admin_api_environment(self) -> dict[str, str]:
+        """What the admin API reads (petrel.settings.AdminApiSettings) that is not a resource name: the
+        bound of a tenant's max_age_hours, as infra's construct sets it from cdk.json deployed."""
+        return {r.MAX_MESSAGE_AGE_HOURS_ENV: str(self.max_message_age_hours)}
+
     def environments(self, resources: LocalResources) -> dict[str, dict[str, str]]:
         """Each function's own environment, as its CDK construct sets it deployed: the resources' names
         and the function's own knobs. A new dict each: no function sees another's."""
@@ -224,8 +239,8 @@ class LocalConfig:
             "sweeper": names | self.sweeper_environment(),
             "imap-poller": names | self.poller_environment(),
             "ingest-worker": names | self.ingest_environment(),
-            # The admin API (behind the front's SigV4 check): the same names as the API's.
-            "admin-api": dict(names),
+            # The admin API (behind the front's SigV4 check): the API's names, and max_age_hours' bound.
+            "admin-api": names | self.admin_api_environment(),
             "domain-checker": dict(names),
         }
 
@@ -441,6 +456,7 @@ class LocalPlatform:
             tenants_table=resources.tables[r.TENANTS.name],
             messages_table=resources.tables[r.MESSAGES.name],
             secrets_prefix=resources.secrets_prefix,
+            max_age_hours_limit=self.config.max_message_age_hours,
             region=aws.region,
             endpoint_url=aws.endpoint_url,
             service_endpoint_urls=dict(aws.service_endpoints),

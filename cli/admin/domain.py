@@ -1,8 +1,9 @@
-"""`petrel domain add|list|show|verify|rotate|remove`: a tenant's sending domains, through the admin API.
+"""`petrel domain add|list|show|update|verify|rotate|remove`: a tenant's sending domains, through the admin API.
 
 A domain is created with its DKIM key(s) (private keys in Secrets Manager only) and the DNS records the
 tenant must publish; `show` prints them as a table to copy, `verify` looks each one up and says what it
-found. Mail from the domain is refused until its SPF and DKIM records are verified.
+found. Mail from the domain is refused until its SPF and DKIM records are verified; `update` changes the
+return path, SPF, MX, receiving or DMARC reports, and a changed required record stops mail until verified.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from cli.admin.tenant import tenant_path
 from cli.client import segment
 from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argument
+from cli.errors import CliError
 
 COLUMNS = ("domain", "status", "signer", "return_path_domain", "sending_allowed", "created_at")
 RECORD_COLUMNS = ("purpose", "type", "name", "value", "required", "status", "detail")
@@ -40,6 +42,8 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     )
     _domain_arguments(show)
     show.set_defaults(handler=show_domain)
+
+    _register_update(commands)
 
     verify = add_parser(
         commands,
@@ -111,6 +115,40 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
     add.set_defaults(handler=add_domain)
 
 
+def _register_update(commands: Groups[argparse.ArgumentParser]) -> None:
+    update = add_parser(
+        commands,
+        "update",
+        "change a domain's return path, SPF, MX, receiving or DMARC reports",
+        "Change a sending domain: only the options given change. The records are recomputed and printed; "
+        "when a required record is new or changed, mail from the domain stops (status pending) until it is "
+        "published and `domain verify` finds it. DKIM keys are not changed here (domain rotate).",
+    )
+    _domain_arguments(update)
+    update.add_argument("--return-path-domain", metavar="DOMAIN", help=_RETURN_PATH_HELP)
+    update.add_argument(
+        "--spf",
+        action="append",
+        metavar="MECH",
+        help="an SPF mechanism authorizing the tenant's MailU (include:x, a:host, ip4:cidr, ...); repeat for "
+        "several: they replace the current ones",
+    )
+    update.add_argument(
+        "--mx",
+        action="append",
+        metavar="HOST",
+        help="a MailU host receiving for the return-path domain; repeat for several: they replace the current ones",
+    )
+    update.add_argument(
+        "--receives",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the tenant receives mail at the domain itself (an MX record is asked for)",
+    )
+    update.add_argument("--dmarc-rua", metavar="URI", help="where DMARC aggregate reports go")
+    update.set_defaults(handler=update_domain)
+
+
 def _domain_arguments(parser: argparse.ArgumentParser) -> None:
     add_tenant_argument(parser)
     parser.add_argument("domain", help="a domain of the tenant (domain list)")
@@ -130,6 +168,12 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.ed25519:
         body["ed25519"] = True
     return body
+
+
+def update_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The PATCH body: only the options given."""
+    fields = ("return_path_domain", "spf", "mx", "receives", "dmarc_rua")
+    return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 
 
 def _record_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +209,22 @@ def list_domains(args: argparse.Namespace, context: Context) -> int:
 
 def show_domain(args: argparse.Namespace, context: Context) -> int:
     show(context, context.client.get(domain_path(args.tenant, args.domain)))
+    return 0
+
+
+def update_domain(args: argparse.Namespace, context: Context) -> int:
+    body = update_body(args)
+    if not body:
+        raise CliError(
+            "nothing to change: give --return-path-domain, --spf, --mx, --receives/--no-receives or --dmarc-rua"
+        )
+    view = context.client.patch(domain_path(args.tenant, args.domain), body)
+    show(context, view)
+    if view.get("status") == "pending":
+        context.output.note(
+            f"publish the pending records, then: petrel --env {context.env} domain verify "
+            f"{args.tenant} {view['domain']}"
+        )
     return 0
 
 

@@ -163,10 +163,13 @@ class SecretStoreDown(RuntimeError):
 
 
 class FakeSecretStore:
-    """`down = True` makes every read fail, like an unreachable Secrets Manager."""
+    """`down = True` makes every read fail, like an unreachable Secrets Manager. `secrets` holds the
+    live secrets; `deleted` the names of deleted ones, still in their recovery window (taken for
+    `create_secret`, as Secrets Manager keeps them 7 days; `purge` ends the window here)."""
 
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
+        self.deleted: set[str] = set()
         self.down = False
         self.reads = 0
 
@@ -181,6 +184,16 @@ class FakeSecretStore:
     def put_secret(self, name: str, value: str) -> None:
         self.secrets[name] = value
 
+    def create_secret(self, name: str, value: str) -> None:
+        if name in self.secrets or name in self.deleted:
+            raise AlreadyExists(f"a secret {name} exists, or was deleted less than 7 days ago")
+        self.secrets[name] = value
+
     def delete_secret(self, name: str) -> None:
         if self.secrets.pop(name, None) is None:
             raise RecordNotFound(f"no secret {name}")
+        self.deleted.add(name)
+
+    def purge(self, name: str) -> None:
+        """The recovery window ended: the name may be created again."""
+        self.deleted.discard(name)

@@ -308,3 +308,37 @@ def test_a_domain_is_verified_once_its_records_are_in_dns(
     assert {record["status"] for record in view["records"] if record["required"]} == {"verified"}
     [listed] = stack.json("domain", "list", tenant_id)
     assert (listed["domain"], listed["status"]) == (domain, "verified")
+
+
+def test_a_domain_update_stops_mail_until_its_new_records_are_verified(
+    stack: Stack, verifying_api: str, dns_server: KnotServer
+) -> None:
+    """On DynamoDB (moto) and Knot: a new return path is pending until DNS has its records."""
+    state = json.loads((stack.workdir / "local.json").read_text())
+    (stack.workdir / "local.json").write_text(json.dumps({**state, "api_url": verifying_api}))
+    tenant_id: str = stack.json("tenant", "create", "Acme")["tenant_id"]
+    domain = unique_zone("upd")
+    dns_server.add_zone(domain)
+
+    def publish(view: dict[str, Any]) -> None:
+        published: dict[tuple[str, str], list[str]] = {}
+        for record in view["records"]:
+            published.setdefault((record["name"], record["type"]), []).append(record["value"])
+        for (name, rtype), values in published.items():
+            dns_server.publish(name, rtype, values)
+
+    publish(stack.json("domain", "add", tenant_id, domain, "--spf", "ip4:127.0.0.1", "--mx", f"mx.{domain}"))
+    assert stack.json("domain", "verify", tenant_id, domain)["status"] == "verified"
+
+    changed = stack.json("domain", "update", tenant_id, domain, "--return-path-domain", f"bounces.{domain}")
+    assert (changed["status"], changed["sending_allowed"]) == ("pending", False)
+    assert {r["status"] for r in changed["records"] if r["name"] == f"bounces.{domain}"} == {"pending"}
+    status, out, _ = stack("domain", "verify", tenant_id, domain)
+    assert status == 1 and " missing " in out  # the new return path's SPF is not published yet
+
+    publish(changed)
+    status, out, err = stack("--json", "domain", "verify", tenant_id, domain)
+    assert status == 0, out + err
+    view = json.loads(out)
+    assert (view["status"], view["return_path_domain"]) == ("verified", f"bounces.{domain}")
+    assert [e["type"] for e in view["events"]] == ["domain.verified", "domain.dns_error", "domain.verified"]

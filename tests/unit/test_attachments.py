@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from petrel.errors import InvalidRequest, PayloadTooLarge
+from petrel.errors import InvalidRequest, PayloadTooLarge, TenantSuspended
 from petrel.ids import is_id
 from petrel.models.api import SendEmailRequest
 from petrel.models.attachments import CreateAttachmentRequest
@@ -67,6 +67,21 @@ def test_declare_gives_a_tenant_scoped_upload_url(world: FakeWorld, seeded: Seed
     assert (upload.expires_at - world.clock.now()).total_seconds() == 86_400
     assert upload_key(seeded.tenant.tenant_id, upload.id) == f"attachments/{seeded.tenant.tenant_id}/{upload.id}"
     assert world.blobs.size(upload_key(seeded.tenant.tenant_id, upload.id)) is None  # nothing uploaded yet
+
+
+def test_a_suspended_tenant_declares_nothing(world: FakeWorld, seeded: Seeded) -> None:
+    """An upload is the first step of a send: a suspended tenant gets the sends' 403 and stores nothing."""
+    suspended = seeded.tenant.model_copy(
+        update={"suspended_at": world.clock.now(), "suspended_reason": "unpaid invoice"}
+    )
+
+    with pytest.raises(TenantSuspended) as caught:
+        _declare(world, suspended, 1234)
+
+    assert "unpaid invoice" in caught.value.detail
+    assert world.blobs.blobs == {}
+    resumed = suspended.model_copy(update={"suspended_at": None, "suspended_reason": None})
+    assert is_id(_declare(world, resumed, 1234).id, "att")  # resumed: the same declaration passes
 
 
 def test_an_email_of_several_megabytes_through_an_uploaded_attachment(world: FakeWorld, seeded: Seeded) -> None:

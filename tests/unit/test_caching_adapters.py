@@ -18,7 +18,7 @@ from petrel.adapters.caching import (
     cache_ports,
 )
 from petrel.models.records import MessageStatus, SmtpServer, Tenant
-from petrel.ports import EmailKey, MessageKey, RecordNotFound
+from petrel.ports import AlreadyExists, EmailKey, MessageKey, RecordNotFound
 from tests.fakes import records
 from tests.fakes.infra import FakeBlobStore, FakeSecretStore
 from tests.fakes.mailboxes import FakeMailboxStore
@@ -163,6 +163,20 @@ def test_a_forgotten_secret_is_read_again() -> None:
     secrets.delete_secret("smtp/1")
     with pytest.raises(RecordNotFound):
         secrets.get_secret("smtp/1")
+
+
+def test_a_create_through_the_cache_is_create_only_and_read_fresh() -> None:
+    inner = FakeSecretStore()
+    secrets = CachingSecretStore(inner, ttl=3600, timer=Ticker())
+    with pytest.raises(RecordNotFound):
+        secrets.get_secret("dkim/s1")
+
+    secrets.create_secret("dkim/s1", "key-1")
+    assert secrets.get_secret("dkim/s1") == "key-1"
+    inner.secrets["dkim/s1"] = "key-2"  # another writer's value, which the cache has not seen
+    with pytest.raises(AlreadyExists):
+        secrets.create_secret("dkim/s1", "key-3")
+    assert secrets.get_secret("dkim/s1") == "key-2"  # the refusal dropped the cached value: read fresh
 
 
 def test_bodies_are_bounded_by_their_total_size() -> None:

@@ -447,7 +447,9 @@ def test_the_caching_store_reads_a_domain_fresh_after_its_conditional_write() ->
     assert found is not None and found.revision == 2
 
 
-def test_a_beaten_rotation_never_deletes_the_winners_secret_of_the_same_name(world: World) -> None:
+def test_overlapping_rotations_drawing_one_selector_never_share_its_secret(world: World) -> None:
+    """The secret is written create-only: the rotation that draws a selector whose secret the other
+    one has written takes another, so the winner's record names a secret no other request wrote."""
     tenant, _ = verified_domain(world)
     same = "ptl202601s1"  # the selector the overlapping rotation is about to draw too
     store = Interleaved(world, lambda: domains.rotate_key(world.deps, tenant.tenant_id, "acme.test"))
@@ -456,7 +458,8 @@ def test_a_beaten_rotation_never_deletes_the_winners_secret_of_the_same_name(wor
         domains.rotate_key(loser, tenant.tenant_id, "acme.test")
     stored = world.stored(tenant)
     (winner,) = [k for k in stored.keys if k.state == "next"]
-    assert winner.selector == same and winner.secret_name in world.fakes.secrets.secrets
+    assert winner.secret_name is not None and winner.selector != same
+    assert domains.secret_name(world.deps, tenant.tenant_id, "acme.test", same) in world.fakes.secrets.deleted
     pem = world.fakes.secrets.secrets[winner.secret_name]
     assert dnsauth.tags(DkimKey.load(pem).public_record())["p"] == winner.public_key  # the winner's own key
     assert_no_orphan_secret(world)

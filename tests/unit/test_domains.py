@@ -6,7 +6,8 @@ key is in the secret store (and matches the published public half).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -190,10 +191,110 @@ def test_a_create_that_dies_between_the_secret_and_the_record_is_retried_twice(w
             domains.create_domain(deps, tenant, request)
         assert world.fakes.tenants.domains == {}  # no record: the domain is not half-made
     domain = domains.create_domain(deps, tenant, request)
-    # the retry with the same selector overwrote the orphaned secret: one secret, the record's own key
+    # the retry with the same selector adopted the orphaned secret: one secret, the record's own key
     assert list(world.fakes.secrets.secrets) == [f"{PREFIX}{tenant.tenant_id}/dkim/acme.test/fixed"]
     assert_one_active_rsa_key_in_secrets(world, world.stored(tenant))
     assert domain == world.stored(tenant)
+
+
+class SecretsRunningFirst:
+    """A SecretStore whose first `create_secret` first runs `between` (another request, to the end)."""
+
+    def __init__(self, world: World, between: Callable[[], object]) -> None:
+        self.inner = world.fakes.secrets
+        self.between: list[Callable[[], object]] = [between]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def create_secret(self, name: str, value: str) -> None:
+        if self.between:
+            self.between.pop()()
+        self.inner.create_secret(name, value)
+
+
+def test_two_creates_with_one_selector_never_pair_a_record_with_another_key(world: World) -> None:
+    """The second create passed the "not taken" check, then the first ran to its end: the second's key
+    write must not replace the key the first's record names."""
+    tenant = world.tenant()
+    request = CreateDomainRequest(domain="acme.test", selector="fixed")
+
+    def first() -> SendingDomain:
+        return domains.create_domain(world.deps, tenant, request)
+
+    second = dataclasses.replace(world.deps, secrets=SecretsRunningFirst(world, first))  # type: ignore[arg-type]
+
+    with pytest.raises(Conflict, match="has been added already"):
+        domains.create_domain(second, tenant, request)
+
+    stored = world.stored(tenant)
+    assert_one_active_rsa_key_in_secrets(world, stored)  # the record's public key is its secret's
+    assert list(world.fakes.secrets.secrets) == [f"{PREFIX}{tenant.tenant_id}/dkim/acme.test/fixed"]
+
+
+def test_a_selector_deleted_less_than_7_days_ago_is_refused_naming_it(world: World) -> None:
+    tenant = world.tenant()
+    world.create(tenant, selector="fixed", ed25519=True)
+    domains.delete_domain(world.deps, tenant.tenant_id, "acme.test")
+    before = (dict(world.fakes.secrets.secrets), set(world.fakes.secrets.deleted))
+
+    with pytest.raises(Conflict) as refused:
+        world.create(tenant, selector="fixed")
+
+    assert refused.value.status == 409
+    assert refused.value.detail == (
+        "selector fixed was used for this domain in the last 7 days; choose another or omit it"
+    )
+    assert (dict(world.fakes.secrets.secrets), set(world.fakes.secrets.deleted)) == before  # nothing written
+    assert world.fakes.tenants.domains == {} and world.fakes.tenants.list_all_domains() == []
+    generated = world.create(tenant)  # without a selector: a new one
+    assert_one_active_rsa_key_in_secrets(world, generated)
+    domains.delete_domain(world.deps, tenant.tenant_id, "acme.test")
+    for name in before[1]:
+        world.fakes.secrets.purge(name)  # the recovery window ended: the selector is free again
+    again = world.create(tenant, selector="fixed", ed25519=True)
+    assert [k.selector for k in again.keys] == ["fixed", "fixede"]
+    assert_one_active_rsa_key_in_secrets(world, again)
+
+
+def _ed25519_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+
+
+def test_a_live_secret_of_the_other_algorithm_is_not_adopted(world: World) -> None:
+    tenant = world.tenant()
+    name = domains.secret_name(world.deps, tenant.tenant_id, "acme.test", "fixede")
+    world.fakes.secrets.create_secret(name, _ed25519_pem())  # a create's Ed25519 key, orphaned
+
+    with pytest.raises(Conflict, match="selector fixede was used"):
+        world.create(tenant, selector="fixede")  # an RSA key asked for under that name
+
+    assert world.fakes.tenants.domains == {}
+    assert list(world.fakes.secrets.secrets) == [name]
+
+
+def test_a_rotation_skips_a_selector_whose_secret_is_in_its_recovery_window(world: World) -> None:
+    tenant = world.tenant()
+    domain = world.create(tenant)
+    drawn = "ptl202601s1"  # what the rotation draws first: a key of that name was deleted days ago
+    taken = domains.secret_name(world.deps, tenant.tenant_id, "acme.test", drawn)
+    world.fakes.secrets.deleted.add(taken)
+
+    rotated = domains.rotate_key(world.deps, tenant.tenant_id, "acme.test")
+
+    (next_key,) = [k for k in rotated.keys if k.state == "next"]
+    assert next_key.selector not in {drawn, domain.keys[0].selector}
+    assert next_key.secret_name is not None
+    pem = world.fakes.secrets.secrets[next_key.secret_name]
+    assert dnsauth.tags(DkimKey.load(pem).public_record())["p"] == next_key.public_key
+    assert taken not in world.fakes.secrets.secrets and world.stored(tenant) == rotated
 
 
 def test_verify_all_published(world: World) -> None:

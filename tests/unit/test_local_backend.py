@@ -15,6 +15,12 @@ from cli.errors import CliError
 from cli.target import LOCAL_DOWN, local_target
 from local.aws import LocalAws
 from local.platform import LocalConfig
+from local.provision import LocalResources
+from petrel import resources as r
+from petrel.container.admin_api import AdminApiContainer
+from petrel.models.records import Tenant
+from petrel.services.tenants import MAX_AGE_HOURS_CEILING
+from petrel.settings import AdminApiSettings
 
 MOTO = "http://127.0.0.1:5000"
 LOCALSTACK = "http://127.0.0.1:4566"
@@ -52,6 +58,49 @@ def test_moto_alone_serves_everything() -> None:
 def test_an_unknown_backend_or_log_format_is_refused(tmp_path: Path, field: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"unknown {field.replace('_', ' ')} '{value}'"):
         LocalConfig(workdir=tmp_path, **{field: value})  # type: ignore[arg-type]
+
+
+def _resources() -> LocalResources:
+    """Names as `local.provision` makes them (nothing is created: only the environments are built)."""
+    return LocalResources(
+        prefix="petrel-local",
+        tables={spec.name: f"petrel-local-{spec.name}" for spec in r.TABLES},
+        queue_urls={spec.name: f"{MOTO}/000000000000/petrel-local-{spec.name}" for spec in r.QUEUES},
+        queue_arns={spec.name: f"arn:aws:sqs:us-east-1:000000000000:petrel-local-{spec.name}" for spec in r.QUEUES},
+        dlq_urls={},
+        bucket="petrel-local-bodies",
+        secrets_prefix="petrel-local/tenants/",
+        schedule_group="petrel-local-retries",
+        scheduler_role_arn="arn:aws:iam::000000000000:role/petrel-local-scheduler",
+        schedules_dlq_url=f"{MOTO}/000000000000/petrel-local-schedules-dlq",
+        schedules_dlq_arn="arn:aws:sqs:us-east-1:000000000000:petrel-local-schedules-dlq",
+    )
+
+
+@pytest.mark.parametrize("hours", [None, 72])
+def test_the_admin_api_bounds_max_age_hours_by_the_local_environments_maximum(
+    tmp_path: Path, hours: int | None
+) -> None:
+    """As deployed (infra's construct sets it from cdk.json), the admin function's environment names
+    the environment's max_message_age_hours: not left to AdminApiSettings' default."""
+    config = (
+        LocalConfig(workdir=tmp_path) if hours is None else LocalConfig(workdir=tmp_path, max_message_age_hours=hours)
+    )
+    expected = Tenant.model_fields["max_age_hours"].default if hours is None else hours
+
+    environment = config.environments(_resources())["admin-api"]
+
+    assert environment[r.MAX_MESSAGE_AGE_HOURS_ENV] == str(expected)
+    settings = AdminApiSettings.model_validate(environment)
+    assert settings.max_message_age_hours == expected
+    assert AdminApiContainer(settings).max_age_hours_limit == expected
+    assert settings.tenants_table == "petrel-local-tenants"
+
+
+@pytest.mark.parametrize("hours", [0, MAX_AGE_HOURS_CEILING + 1])
+def test_a_maximum_message_age_out_of_bounds_is_refused(tmp_path: Path, hours: int) -> None:
+    with pytest.raises(ValueError, match=f"max_message_age_hours must be between 1 and {MAX_AGE_HOURS_CEILING}"):
+        LocalConfig(workdir=tmp_path, max_message_age_hours=hours)
 
 
 def _local_json(workdir: Path, moto: str, localstack: str) -> None:

@@ -92,6 +92,7 @@ def test_every_operation_has_a_readable_operation_id() -> None:
         ("POST", "/v1/domains"): "createDomain",
         ("GET", "/v1/domains"): "listDomains",
         ("GET", "/v1/domains/{domain}"): "getDomain",
+        ("PATCH", "/v1/domains/{domain}"): "updateDomain",
         ("DELETE", "/v1/domains/{domain}"): "deleteDomain",
         ("POST", "/v1/domains/{domain}/verify"): "verifyDomain",
         ("POST", "/v1/domains/{domain}/rotate"): "rotateDomainKey",

@@ -1,7 +1,7 @@
 """Suspending and resuming a tenant, through the API app and the send worker's handler on the fakes.
 
 Invariants:
-- a suspended tenant's send stores nothing (403); its reads still work;
+- a suspended tenant's send (and attachment declaration) stores nothing (403); its reads still work;
 - its queued and scheduled mail is held, never attempted: at every moment a held message has exactly
   one way forward (its hold schedule), also after the worker crashed at the hold step;
 - resume releases every held message at once, and no message is relayed twice, whichever of the
@@ -219,13 +219,22 @@ def test_a_suspended_tenant_cannot_send_but_can_read(stack: Stack) -> None:
     batch = stack.api(
         event("POST", "/v1/emails/batch", {"emails": [_email("carol@example.org")]}, tenant_id=stack.tenant_id)
     )
+    declared = stack.api(
+        event(
+            "POST",
+            "/v1/attachments",
+            {"filename": "a.pdf", "content_type": "application/pdf", "size": 10},
+            tenant_id=stack.tenant_id,
+        )
+    )
 
-    for refused in (single, batch):
+    for refused in (single, batch, declared):
         problem = json.loads(refused["body"])
         assert refused["statusCode"] == 403
         assert problem["type"] == "urn:petrel:problem:tenant-suspended"
         assert "unpaid invoice" in problem["detail"]
     assert stack.world.messages.messages == stored  # nothing stored
+    assert not [key for key in stack.world.blobs.blobs if key.startswith("attachments/")]
     assert stack.view(email_id)["id"] == email_id  # reads still work
     listed = stack.api(event("GET", "/v1/emails", tenant_id=stack.tenant_id))
     assert listed["statusCode"] == 200 and len(json.loads(listed["body"])["data"]) == 1

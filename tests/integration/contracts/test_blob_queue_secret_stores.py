@@ -15,7 +15,7 @@ from petrel.adapters.blobs import S3BlobStore, content_disposition
 from petrel.adapters.queues import SqsIngestQueue, SqsJobQueue
 from petrel.models.inbound import IngestJob
 from petrel.models.jobs import ReleaseJob, SendJob
-from petrel.ports import RecordNotFound
+from petrel.ports import AlreadyExists, RecordNotFound
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.aws_env import REGION, clean_aws_environment
 from tests.integration.contracts.backends import Backend
@@ -246,6 +246,27 @@ def test_secret_put_get_overwrite_delete(backend: Backend) -> None:
         backend.secrets.delete_secret(name)
     with pytest.raises(RecordNotFound):
         backend.secrets.delete_secret("petrel-test/tenants/tn_a/smtp/never")
+
+
+def test_create_secret_never_replaces_one_live_or_deleted(backend: Backend) -> None:
+    """Two writers of one name: the second is refused and the first's value stays. A deleted name
+    stays taken for its recovery window (Secrets Manager's 7 days), and reads as missing meanwhile."""
+    name = "petrel-test/tenants/tn_a/dkim/acme.test/s1"
+    backend.secrets.create_secret(name, "first")
+    assert backend.secrets.get_secret(name) == "first"
+
+    with pytest.raises(AlreadyExists):
+        backend.secrets.create_secret(name, "second")
+    assert backend.secrets.get_secret(name) == "first"
+
+    backend.secrets.delete_secret(name)
+    with pytest.raises(AlreadyExists):
+        backend.secrets.create_secret(name, "third")
+    with pytest.raises(RecordNotFound):  # refused: nothing was written, the deleted secret stays deleted
+        backend.secrets.get_secret(name)
+    other = "petrel-test/tenants/tn_a/dkim/acme.test/s2"
+    backend.secrets.create_secret(other, "fourth")  # another name is free
+    assert backend.secrets.get_secret(other) == "fourth"
 
 
 def test_missing_secret_raises(backend: Backend) -> None:

@@ -440,8 +440,15 @@ class SecretStore(Protocol):
         """Create the secret, or replace its value."""
         ...
 
+    def create_secret(self, name: str, value: str) -> None:
+        """Create the secret, never replacing one: AlreadyExists when the name is taken, also by a
+        deleted secret still in its recovery window (7 days: `delete_secret`), whose name cannot be
+        used again until the window ends. What makes two writers of one name see each other."""
+        ...
+
     def delete_secret(self, name: str) -> None:
-        """RecordNotFound when there is none by that name."""
+        """Schedule its deletion (a 7-day recovery window: the name stays taken for `create_secret`);
+        RecordNotFound when there is none by that name."""
         ...
 
 

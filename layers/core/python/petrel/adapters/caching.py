@@ -165,6 +165,12 @@ class CachingSecretStore(_Delegating):
         self.inner.put_secret(name, value)
         self._values.forget(name)
 
+    def create_secret(self, name: str, value: str) -> None:
+        try:
+            self.inner.create_secret(name, value)
+        finally:  # refused: the name is someone else's; read it fresh
+            self._values.forget(name)
+
     def delete_secret(self, name: str) -> None:
         try:
             self.inner.delete_secret(name)

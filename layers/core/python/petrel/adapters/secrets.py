@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from petrel.ports import RecordNotFound
+from petrel.ports import AlreadyExists, RecordNotFound
 
 if TYPE_CHECKING:
     from types_boto3_secretsmanager.client import SecretsManagerClient
 
 _NOT_FOUND = "ResourceNotFoundException"
+_EXISTS = "ResourceExistsException"
+RECOVERY_WINDOW_DAYS = 7  # a deleted secret's name stays taken this long (create_secret refuses it)
 
 
 def _code(exc: ClientError) -> str:
@@ -43,9 +45,20 @@ class SecretsManagerStore:
                 raise
             self._sm.create_secret(Name=name, SecretString=value)
 
+    def create_secret(self, name: str, value: str) -> None:
+        """CreateSecret alone: a live secret of that name answers ResourceExistsException, one in its
+        recovery window InvalidRequestException ("already scheduled for deletion"; moto answers the
+        former for both): either is AlreadyExists, with nothing written."""
+        try:
+            self._sm.create_secret(Name=name, SecretString=value)
+        except ClientError as exc:
+            if _code(exc) == _EXISTS or _deleted(exc):
+                raise AlreadyExists(f"a secret {name} exists, or was deleted less than 7 days ago") from exc
+            raise
+
     def delete_secret(self, name: str) -> None:
         try:
-            self._sm.delete_secret(SecretId=name, RecoveryWindowInDays=7)
+            self._sm.delete_secret(SecretId=name, RecoveryWindowInDays=RECOVERY_WINDOW_DAYS)
         except ClientError as exc:
             if _code(exc) == _NOT_FOUND or _deleted(exc):
                 raise RecordNotFound(f"no secret {name}") from exc

@@ -38,7 +38,7 @@ from petrel.api.http import (
 )
 from petrel.errors import ConfigurationError, Conflict, InternalError, InvalidRequest, NotFound, PetrelError
 from petrel.models import admin as views
-from petrel.models.api import CreateDomainRequest, DomainView
+from petrel.models.api import CreateDomainRequest, DomainView, UpdateDomainRequest
 from petrel.models.records import SmtpSecurity, Tenant
 from petrel.ports import AlreadyExists, RecordNotFound
 
@@ -504,6 +504,13 @@ def _domain_routes(app: APIGatewayRestResolver, ports: AdminApiPorts) -> None:
 
         owner = tenant(tenant_id)
         return domains.view(domains.get_domain(ports.domains, tenant_id, domain), owner)
+
+    @app.patch(f"{base}/<domain>")
+    def update_domain(tenant_id: str, domain: str, body: Annotated[UpdateDomainRequest, Body()]) -> DomainView:
+        from petrel.services import domains
+
+        owner = tenant(tenant_id)
+        return domains.view(domains.update_domain(ports.domains, tenant_id, domain, body), owner)
 
     @app.post(f"{base}/<domain>/verify")
     def verify_domain(tenant_id: str, domain: str) -> DomainView:

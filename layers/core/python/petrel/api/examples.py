@@ -297,6 +297,7 @@ PROBLEMS: dict[int, dict[str, Any]] = {
 
 # -- sending domains
 CREATE_DOMAIN: dict[str, Any] = {"domain": "acme.example", "return_path_domain": "bounces.acme.example"}
+UPDATE_DOMAIN: dict[str, Any] = {"return_path_domain": "bounces.acme.example", "spf": ["include:mailu.example"]}
 _DKIM_P = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAs1v...IDAQAB"
 DOMAIN: dict[str, Any] = {
     "domain": "acme.example",

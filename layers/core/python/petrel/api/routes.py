@@ -57,11 +57,12 @@ from petrel.models.api import (
     SuppressionList,
     SuppressionRequest,
     SuppressionView,
+    UpdateDomainRequest,
 )
 from petrel.models.attachments import AttachmentUpload, CreateAttachmentRequest
 from petrel.models.inbound import InboundKind
 from petrel.models.records import MessageStatus, Scope, Tenant
-from petrel.services import attachments, cancel, domains, inbound_api, query, submit, suppressions
+from petrel.services import attachments, cancel, domains, inbound_api, query, submit, suppressions, suspension
 
 # The scopes an operation can need, one per name of records.SCOPES (typed `Scope`: a name that is
 # not a scope fails mypy; tests/unit/test_scopes.py checks that every scope has its constant).
@@ -365,7 +366,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
                 errors=[{"pointer": "/emails", "detail": f"a list of 1 to {MAX_BATCH} emails"}],
             )
         owner = tenant(tenant_id)
-        submit.check_not_suspended(owner)  # the whole batch: a 403, not one per email
+        suspension.check_not_suspended(owner)  # the whole batch: a 403, not one per email
         reads = submit.TenantReads()  # the emails of a batch share their tenant's domains and servers
         request_id = app.current_event.request_context.request_id
         results = [batch_item(owner, index, item, reads, request_id) for index, item in enumerate(items)]
@@ -398,6 +399,7 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
             model=AttachmentUpload,
             example=examples.ATTACHMENT_UPLOAD,
             on_404=no_tenant,
+            on_403=_SEND_403,
             on_413="The file is larger than the tenant's message size allows",
         ),
     )
@@ -724,6 +726,35 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
     def get_domain(domain: DomainName) -> DomainView:
         tenant_id, _ = caller()
         return domains.view(domains.get_domain(services.domains, tenant_id, domain), tenant(tenant_id))
+
+    @route(
+        "PATCH",
+        "/v1/domains/<domain>",
+        operation_id="updateDomain",
+        scope=DOMAINS,
+        status=200,
+        summary="Change a sending domain's return path, SPF, MX, receiving or DMARC reports (keys: rotate)",
+        takes_body=True,
+        table=responses(
+            200,
+            "The domain with its records recomputed: a new or changed required record is `pending`, and so is "
+            "the domain until it is verified again",
+            _AUTHENTICATED + _WITH_BODY + (404,),
+            model=DomainView,
+            example=examples.DOMAIN,
+            on_404="No such sending domain",
+            on_409="The domain changed too often while the request ran, or it has no DKIM key yet (verify it)",
+        ),
+    )
+    def update_domain(
+        domain: DomainName,
+        body: Annotated[
+            UpdateDomainRequest,
+            Body(openapi_examples={"bounces": {"summary": "A bounce subdomain", "value": examples.UPDATE_DOMAIN}}),
+        ],
+    ) -> DomainView:
+        tenant_id, _ = caller()
+        return domains.view(domains.update_domain(services.domains, tenant_id, domain, body), tenant(tenant_id))
 
     @route(
         "DELETE",

@@ -541,6 +541,38 @@ class CreateDomainRequest(ApiModel):
     )
 
 
+class UpdateDomainRequest(ApiModel):
+    """A change to a sending domain: only the fields given change (keys are rotated, not updated). A
+    changed required record makes the domain `pending` again until it is verified."""
+
+    return_path_domain: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Where bounces come back (the VERP envelope sender's domain); the domain itself to undo a "
+        "bounce subdomain",
+    )
+    spf: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        description="SPF mechanisms that authorize the tenant's MailU servers (`include:`, `a`, `a:`, `mx`, "
+        "`ip4:`, `ip6:`): they replace the current ones",
+    )
+    mx: list[str] | None = Field(
+        default=None, max_length=10, description="The MailU hosts that receive bounces: they replace the current ones"
+    )
+    receives: bool | None = Field(
+        default=None, description="The tenant receives mail at the domain itself (an MX record is asked for)"
+    )
+    dmarc_rua: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^mailto:[^\s;,]+@[^\s;,]+$",
+        description="Where DMARC aggregate reports go",
+    )
+
+
 class DnsRecordView(ApiModel):
     purpose: Literal["spf", "dkim", "dmarc", "return_path_mx", "return_path_spf", "mx"]
     type: Literal["TXT", "MX"]

@@ -22,6 +22,7 @@ from petrel.models.attachments import AttachmentUpload, CreateAttachmentRequest,
 from petrel.models.records import Tenant
 from petrel.ports import BlobStore, Clock
 from petrel.resources import ATTACHMENT_RETENTION_DAYS, ATTACHMENTS_PREFIX
+from petrel.services.suspension import check_not_suspended
 
 UPLOAD_URL_SECONDS = 15 * 60  # how long the pre-signed upload URL works
 
@@ -55,7 +56,9 @@ def _too_large(what: str, encoded: int, tenant: Tenant) -> PayloadTooLarge:
 
 
 def create_attachment(deps: AttachmentDeps, tenant: Tenant, request: CreateAttachmentRequest) -> AttachmentUpload:
-    """Declare a file and get the URL to upload it to. Nothing is uploaded by Petrel itself."""
+    """Declare a file and get the URL to upload it to. Nothing is uploaded by Petrel itself. A suspended
+    tenant declares nothing (403, as its sends): an upload is the first step of a send."""
+    check_not_suspended(tenant)
     encoded = encoded_size(request.size)
     if encoded > tenant.max_message_bytes:
         raise _too_large(f"a file of {request.size} bytes", encoded, tenant)

@@ -14,14 +14,21 @@ Invariants:
   never undo each other. The loser re-reads and re-applies its change (at most MAX_TRIES times,
   then 409); a rotation whose key another rotation beat, or that finds the domain gone, deletes
   the secret it made (a retry after a conflict reuses it).
+- An update (return path, SPF, MX, receives, DMARC rua) recomputes the records: one whose name, type
+  and value did not change keeps its last result; when a required one is new or changed, the domain
+  is `pending` (mail stops) until a verification finds it (a verified one gets a `domain.dns_error`).
 - A domain stored before DKIM keys and records existed (no keys, no records, no claim) is made
   whole by its first verification: keys, records and its claim, as a create would, then verified.
 
 Crash safety: `create_domain` writes the secrets first, then the record; a create that dies between
-them leaves an unreferenced secret, which a retried create with the same selector overwrites (a
+them leaves an unreferenced secret, which a retried create with the same selector adopts (a
 generated selector differs each time: that secret stays orphaned, unused; so it is for a rotation
-and a first verification of an old domain). A secret is deleted on a failure only when the record
-certainly does not name it (a refused write), never on an error whose outcome is unknown.
+and a first verification of an old domain). Secrets are written create-only (SecretStore.create_secret),
+never replaced: a record's public key is always its secret's. A create finding a live secret at its
+name adopts it (`_created_key`); a selector whose secret was deleted less than 7 days ago (its recovery
+window) is refused with a 409 naming it when asked for, skipped when generated. A secret is deleted on
+a failure only when the record certainly does not name it (a refused write), never on an error whose
+outcome is unknown.
 `delete_domain` deletes the secrets first, then the record: a retry finishes it.
 """
 
@@ -38,7 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 from petrel.errors import Conflict, InvalidRequest, NotFound
 from petrel.mail import dnsauth
 from petrel.mail.addresses import AddressError, normalize_domain
-from petrel.models.api import CreateDomainRequest, DnsRecordView, DomainEventView, DomainView
+from petrel.models.api import CreateDomainRequest, DnsRecordView, DomainEventView, DomainView, UpdateDomainRequest
 from petrel.models.records import (
     DkimAlgorithm,
     DkimSigner,
@@ -198,26 +205,76 @@ def _private_pem(algorithm: DkimAlgorithm) -> str:
     ).decode()
 
 
-def _new_key(
-    deps: DomainDeps, tenant_id: str, domain: str, selector: str, *, algorithm: DkimAlgorithm, state: str
-) -> DomainKey:
-    """A key pair: the private half stored in Secrets Manager (first), the public half returned."""
+def _key_of(deps: DomainDeps, selector: str, *, algorithm: DkimAlgorithm, name: str, pem: str, state: str) -> DomainKey:
+    """The record's half of a key pair: its public half, computed from the private one in secret `name`
+    (so a record's public key is always that of the secret it names)."""
     from petrel.mail.dkim import DkimKey
 
-    pem = _private_pem(algorithm)
-    public = dnsauth.tags(DkimKey.load(pem).public_record())["p"]
-    name = secret_name(deps, tenant_id, domain, selector)
-    deps.secrets.put_secret(name, pem)
     return DomainKey.model_validate(
         {
             "selector": selector,
             "algorithm": algorithm,
             "secret_name": name,
-            "public_key": public,
+            "public_key": dnsauth.tags(DkimKey.load(pem).public_record())["p"],
             "state": state,
             "created_at": deps.clock.now(),
         }
     )
+
+
+def _new_key(
+    deps: DomainDeps, tenant_id: str, domain: str, selector: str, *, algorithm: DkimAlgorithm, state: str
+) -> DomainKey:
+    """A new key pair: the private half stored in Secrets Manager first, create-only (AlreadyExists when
+    the name is taken, by a live secret or by one deleted less than 7 days ago: never replaced, so no
+    record can end up naming a secret whose private half another request wrote), the public half returned."""
+    pem = _private_pem(algorithm)
+    name = secret_name(deps, tenant_id, domain, selector)
+    deps.secrets.create_secret(name, pem)
+    return _key_of(deps, selector, algorithm=algorithm, name=name, pem=pem, state=state)
+
+
+def _selector_used(selector: str) -> Conflict:
+    return Conflict(f"selector {selector} was used for this domain in the last 7 days; choose another or omit it")
+
+
+def _created_key(
+    deps: DomainDeps, tenant_id: str, domain: str, selector: str, *, algorithm: DkimAlgorithm
+) -> DomainKey:
+    """A create's key under the selector it was given. A live secret already at that name is adopted,
+    not replaced: the name is this tenant's, domain's and selector's, and the domain had no record when
+    _refuse_taken looked, so the secret is the key of an earlier create that died before its record (its
+    orphan) or of a concurrent create (whose record, if it wins, names the same secret and public half).
+    Either way the record pairs the secret with its own public half. A name held by a deleted secret
+    (a deleted domain's key, in its 7-day recovery window), or by a key of the other algorithm: 409."""
+    from petrel.mail.dkim import DkimError, DkimKey
+
+    try:
+        return _new_key(deps, tenant_id, domain, selector, algorithm=algorithm, state="active")
+    except AlreadyExists:
+        pass
+    name = secret_name(deps, tenant_id, domain, selector)
+    try:
+        pem = deps.secrets.get_secret(name)
+        loaded = DkimKey.load(pem)
+    except (RecordNotFound, DkimError) as exc:  # deleted (or not a key): the name is not usable for 7 days
+        raise _selector_used(selector) from exc
+    if not loaded.algorithm.startswith(algorithm):
+        raise _selector_used(selector)
+    return _key_of(deps, selector, algorithm=algorithm, name=name, pem=pem, state="active")
+
+
+def _fresh_key(deps: DomainDeps, tenant_id: str, domain: str, taken: set[str], *, state: str) -> DomainKey:
+    """An RSA key under a generated selector (a rotation's, an old domain's first). A selector the
+    domain has, or whose secret name is taken (a deleted key's, or another request's), gives way to
+    another generated one: no secret is ever shared or replaced."""
+    selector = deps.new_selector(deps.clock.now())
+    for _ in range(MAX_TRIES):
+        if selector not in taken:
+            with contextlib.suppress(AlreadyExists):
+                return _new_key(deps, tenant_id, domain, selector, algorithm="rsa", state=state)
+        selector = generated_selector(deps.clock.now())
+    raise Conflict(f"no free DKIM selector for the domain {domain} after {MAX_TRIES} tries: try again")
 
 
 def _selector(deps: DomainDeps, request: CreateDomainRequest, signer: DkimSigner) -> str:
@@ -250,9 +307,9 @@ def create_domain(deps: DomainDeps, tenant: Tenant, request: CreateDomainRequest
     _refuse_taken(deps, tenant_id, name)
     now = deps.clock.now()
     if signer is DkimSigner.PETREL:
-        keys = [_new_key(deps, tenant_id, name, selector, algorithm="rsa", state="active")]
+        keys = [_created_key(deps, tenant_id, name, selector, algorithm="rsa")]
         if request.ed25519:
-            keys.append(_new_key(deps, tenant_id, name, f"{selector}e", algorithm="ed25519", state="active"))
+            keys.append(_created_key(deps, tenant_id, name, f"{selector}e", algorithm="ed25519"))
     else:
         keys = [DomainKey(selector=selector, algorithm="ed25519" if request.ed25519 else "rsa", created_at=now)]
     domain = SendingDomain(
@@ -557,7 +614,7 @@ def _initialize(deps: DomainDeps, legacy: SendingDomain) -> SendingDomain:
     except InvalidRequest as exc:
         raise InvalidRequest(f"the domain {name} needs its DKIM key and records made, but: {exc.detail}") from exc
     receives = _receives(deps, tenant_id, name, None)
-    key = _new_key(deps, tenant_id, name, deps.new_selector(deps.clock.now()), algorithm="rsa", state="active")
+    key = _fresh_key(deps, tenant_id, name, set(), state="active")
 
     def initialized(current: SendingDomain) -> SendingDomain | None:
         if not predates_keys(current):
@@ -605,11 +662,7 @@ def rotate_key(deps: DomainDeps, tenant_id: str, name: str) -> SendingDomain:
     unless a rotation started meanwhile or the domain went: then our key's secret is deleted."""
     domain = get_domain(deps, tenant_id, name)
     _refuse_rotation(domain)
-    taken = {k.selector for k in domain.keys}
-    selector = deps.new_selector(deps.clock.now())
-    while selector in taken:
-        selector = generated_selector(deps.clock.now())
-    key = _new_key(deps, tenant_id, domain.domain, selector, algorithm="rsa", state="next")
+    key = _fresh_key(deps, tenant_id, domain.domain, {k.selector for k in domain.keys}, state="next")
 
     def rotated(current: SendingDomain) -> SendingDomain:
         _refuse_rotation(current)
@@ -623,8 +676,68 @@ def rotate_key(deps: DomainDeps, tenant_id: str, name: str) -> SendingDomain:
     except (Conflict, NotFound):  # refused or gone: the record does not name our key
         _drop_unless_named(deps, key, tenant_id, domain.domain)
         raise
-    _log(deps, "domain key rotation started", updated, selector=selector)
+    _log(deps, "domain key rotation started", updated, selector=key.selector)
     return updated
+
+
+# -- updating ----------------------------------------------------------------------------------------
+
+
+def _fields(deps: DomainDeps, domain: SendingDomain, request: UpdateDomainRequest) -> dict[str, object]:
+    """The fields the request changes, validated as a create validates them."""
+    fields: dict[str, object] = {}
+    if request.return_path_domain is not None:
+        fields["return_path_domain"] = _domain_name(request.return_path_domain, "/return_path_domain")
+    if request.spf is not None:
+        fields["spf"] = _spf(deps, domain.tenant_id, request.spf)
+    if request.mx is not None:
+        fields["mx"] = _mx(deps, domain.tenant_id, request.mx)
+    if request.receives is not None:
+        fields["receives"] = request.receives
+    if request.dmarc_rua is not None:
+        fields["dmarc_rua"] = request.dmarc_rua
+    return fields
+
+
+def _record_key(record: DnsRecordCheck) -> tuple[str, str, str, str | None, str]:
+    """What must be the same for a record's last result to still hold: it is the same record, published."""
+    return (record.purpose, record.type, record.name, record.selector, record.value)
+
+
+def _updated(deps: DomainDeps, current: SendingDomain, fields: dict[str, object]) -> SendingDomain | None:
+    """`current` with `fields` and its records recomputed (None: nothing changes). A required record
+    that is new or has a new value makes the domain pending; a verified one records why it stopped."""
+    changed = current.model_copy(update=fields)
+    last = {_record_key(r): r for r in current.records}
+    records = tuple(
+        expected.model_copy(update={"status": seen.status, "found": seen.found, "detail": seen.detail})
+        if (seen := last.get(_record_key(expected)))
+        else expected
+        for expected in dnsauth.expected_records(changed)
+    )
+    if changed.model_copy(update={"records": records}) == current:
+        return None
+    new = [r for r in records if r.required and _record_key(r) not in last]
+    status, events = current.status, list(current.events)
+    if new:
+        status = DomainStatus.PENDING
+        if current.status is DomainStatus.VERIFIED:
+            detail = "the records changed: publish " + ", ".join(dnsauth.describe(r) for r in new) + ", then verify"
+            events.append(DomainEvent(type="domain.dns_error", at=deps.clock.now(), detail=detail))
+    return changed.model_copy(update={"records": records, "status": status, "events": tuple(events[-MAX_EVENTS:])})
+
+
+def update_domain(deps: DomainDeps, tenant_id: str, name: str, request: UpdateDomainRequest) -> SendingDomain:
+    """`PATCH /v1/domains/{domain}`: change the return path, SPF, MX, receiving or DMARC reports, on
+    the revision read (re-applied after a conflict). Keys are untouched: that is a rotation."""
+    domain = get_domain(deps, tenant_id, name)
+    if predates_keys(domain):
+        raise Conflict(f"the domain {domain.domain} has no DKIM key and records yet: verify it first")
+    fields = _fields(deps, domain, request)
+    before, after = _settle(deps, domain, lambda current: _updated(deps, current, fields))
+    if after is not before:
+        _log(deps, "domain updated", after, before=before.status.value, changed=sorted(fields))
+    return after
 
 
 # -- drift -------------------------------------------------------------------------------------------

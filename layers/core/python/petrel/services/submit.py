@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from petrel.errors import InvalidRequest, PayloadTooLarge, TenantSuspended
+from petrel.errors import InvalidRequest, PayloadTooLarge
 from petrel.ids import new_id
 from petrel.mail import dnsauth, verp
 from petrel.mail.addresses import parse_mailbox
@@ -45,6 +45,7 @@ from petrel.ports import (
 from petrel.services import attachments, quotas
 from petrel.services.idempotency import ErrorLog
 from petrel.services.release import release_schedule_name, send_job
+from petrel.services.suspension import check_not_suspended
 
 # Up to this far ahead a scheduled message waits in its queue (SQS DelaySeconds, at most 900 s);
 # further ahead it waits in EventBridge Scheduler.
@@ -64,13 +65,6 @@ class SubmitDeps:
     # Where a failure after the email was stored is reported: the API passes its container's logger
     # (its lines then carry `petrel-api` and the request's context); the module's stdlib logger otherwise.
     log: ErrorLog = field(default_factory=lambda: logging.getLogger(__name__))
-
-
-def check_not_suspended(tenant: Tenant) -> None:
-    """A suspended tenant sends nothing (403); its reads still work and its queued mail waits."""
-    if tenant.suspended:
-        reason = f": {tenant.suspended_reason}" if tenant.suspended_reason else ""
-        raise TenantSuspended(f"this tenant is suspended{reason}; it cannot send until it is resumed")
 
 
 def check_send_at(request: SendEmailRequest, now: datetime) -> datetime | None:

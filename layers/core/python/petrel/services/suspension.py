@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from petrel.errors import TenantSuspended
 from petrel.models.jobs import SendJob
-from petrel.models.records import MessageRecord, MessageStatus, Pool
+from petrel.models.records import MessageRecord, MessageStatus, Pool, Tenant
 from petrel.ports import JobQueue, MessageStore
 
 # The failure reason of a held message (status `deferred`), and how long a hold lasts before the
@@ -29,6 +30,14 @@ from petrel.ports import JobQueue, MessageStore
 HELD_REASON = "tenant-suspended"
 HOLD_SECONDS = 300
 PAGE_SIZE = 100
+
+
+def check_not_suspended(tenant: Tenant) -> None:
+    """A suspended tenant sends nothing (403): no email, batch or attachment declaration is stored
+    (submit and attachments both call this, first). Its reads still work and its queued mail waits."""
+    if tenant.suspended:
+        reason = f": {tenant.suspended_reason}" if tenant.suspended_reason else ""
+        raise TenantSuspended(f"this tenant is suspended{reason}; it cannot send until it is resumed")
 
 
 @dataclass(frozen=True)
