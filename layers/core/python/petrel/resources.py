@@ -250,7 +250,16 @@ def inbound_attachment_key(tenant_id: str, inbound_id: str, attachment_id: str) 
     return f"{INBOUND_PREFIX}{tenant_id}/{inbound_id}/{attachment_id}"
 
 
-TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY, SUPPRESSIONS, INBOUND)
+# -- buckets: traffic shaping's state (petrel.services.shaping), one item per key (pk): the token
+# buckets (per server, server x provider, tenant), the servers' daily warm-up counters and their
+# recent outcomes. Written with conditional updates; daily items expire a little after their day.
+BUCKETS = TableSpec(
+    name="buckets",
+    env_var="PETREL_BUCKETS_TABLE",
+    partition_key=Key("pk"),
+)
+
+TABLES: tuple[TableSpec, ...] = (TENANTS, MESSAGES, IDEMPOTENCY, SUPPRESSIONS, INBOUND, BUCKETS)
 
 SEND_TRANSACTIONAL = QueueSpec(
     name="send-transactional",

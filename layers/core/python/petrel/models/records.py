@@ -33,6 +33,10 @@ class Tenant(Record):
     allow_unverified_domains: bool = False
     daily_quota: int | None = None  # emails' recipients accepted per UTC day; None: no limit
     per_second_quota: int | None = None  # recipients accepted per second; None: no limit
+    # The API Gateway usage plan its requests are throttled by (infra/config.py `api_plans`).
+    api_plan: str = "standard"
+    # Messages per second the workers relay for it, across its servers (None: only its servers' limits).
+    send_rate_per_second: float | None = Field(default=None, gt=0)
 
     @property
     def suspended(self) -> bool:
@@ -167,6 +171,54 @@ class SmtpSecurity(StrEnum):
     TLS = "tls"
 
 
+class WarmupStep(Record):
+    """From the server's `day`-th day of age (0: the day it was added), at most `daily_cap` messages a
+    UTC day through it."""
+
+    day: int = Field(ge=0)
+    daily_cap: int = Field(ge=1)
+
+
+# A new server's ramp (README "Traffic shaping"): after the last step it has no daily cap.
+DEFAULT_WARMUP: tuple[WarmupStep, ...] = (
+    WarmupStep(day=0, daily_cap=500),
+    WarmupStep(day=1, daily_cap=1_000),
+    WarmupStep(day=2, daily_cap=2_000),
+    WarmupStep(day=4, daily_cap=5_000),
+    WarmupStep(day=7, daily_cap=10_000),
+    WarmupStep(day=14, daily_cap=25_000),
+    WarmupStep(day=21, daily_cap=50_000),
+    WarmupStep(day=30, daily_cap=100_000),
+)
+WARMUP_DAYS = 45  # from this day of age on, no daily cap
+
+
+class ServerShaping(Record):
+    """How fast one SMTP server may be sent through, and when it is paused (petrel.services.shaping).
+    Every field has the platform's default; a server stores only what its operator changed."""
+
+    rate_per_second: float = Field(default=20.0, gt=0)  # messages per second through the server
+    burst: int = Field(default=40, ge=1)  # tokens its bucket holds
+    provider_rate_per_second: float = Field(default=5.0, gt=0)  # per destination provider (grouped by MX)
+    provider_burst: int = Field(default=10, ge=1)
+    # The daily cap by the server's age in days; () means none (a server already warm).
+    warmup: tuple[WarmupStep, ...] = DEFAULT_WARMUP
+    concurrency: int = Field(default=4, ge=1, le=32)  # SMTP sessions one worker keeps open to it
+    bounce_window: int = Field(default=200, ge=10)  # the last N sends the bounce rate is taken over
+    bounce_min_sends: int = Field(default=50, ge=1)  # fewer sends than this never pause the server
+    bounce_threshold: float = Field(default=0.10, gt=0, le=1)  # hard bounces / sends that pause it
+    failure_threshold: int = Field(default=5, ge=1)  # consecutive connection failures that pause it
+    probation_minutes: int = Field(default=60, ge=1)  # a paused server resumes on its own after this
+
+
+class ServerEvent(Record):
+    """`server.paused` or `server.resumed`, kept on the server (the last few)."""
+
+    type: Literal["server.paused", "server.resumed"]
+    at: datetime
+    detail: str | None = None
+
+
 class SmtpServer(Record):
     """A tenant's MailU submission endpoint. The password is in Secrets Manager at `secret_name`."""
 
@@ -182,6 +234,17 @@ class SmtpServer(Record):
     weight: int = Field(default=1, ge=1, le=1000)
     enabled: bool = True
     created_at: datetime
+    shaping: ServerShaping = ServerShaping()
+    # Paused by the worker's protection (bounce rate, connection failures) or by an operator: it takes
+    # no traffic until resumed by command, or on its own at `resume_at` (probation; None: by command).
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
+    resume_at: datetime | None = None
+    events: tuple[ServerEvent, ...] = ()
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
 
 
 class MailboxAfter(StrEnum):
