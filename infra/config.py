@@ -71,6 +71,8 @@ class EnvironmentConfig(BaseModel):
     # Optional tuning, with defaults that suit every environment.
     smtp_timeout_seconds: int = Field(default=30, ge=1, le=300)  # each socket operation of a transaction
     smtp_transaction_seconds: int = Field(default=45, ge=1, le=900)  # the whole transaction, connect to DATA
+    # Jobs of one worker batch relayed at once (threads; each server keeps up to its own session limit).
+    worker_relay_concurrency: int = Field(default=8, ge=1, le=64)
     api_timeout_seconds: int = Field(default=29, ge=1, le=29)
     api_throttle_rate_limit: int = Field(default=50, ge=1, le=10_000)  # requests/s for the whole stage
     api_throttle_burst_limit: int = Field(default=100, ge=1, le=5_000)

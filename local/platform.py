@@ -202,6 +202,8 @@ class LocalConfig:
             r.MAX_RECEIVE_COUNT_ENV: str(self.max_receive_count),
             r.INVOCATION_MARGIN_ENV: str(self.invocation_margin_seconds),
             r.HANDBACK_DELAY_ENV: str(self.handback_delay_seconds),
+            # A person reads the local console: a line for every attempt, relayed ones too.
+            r.LOG_EACH_ATTEMPT_ENV: "true",
         }
 
     def poller_environment(self) -> dict[str, str]:

@@ -239,6 +239,18 @@ def alarm_specs(
     )
     specs.append(
         AlarmSpec(
+            name=f"{SEND_WORKER.slug}-servers-paused",
+            description=(
+                f"{worker} paused a tenant's SMTP server: its bounce rate passed its threshold, or its "
+                "connections kept failing. Its pool's other servers take its traffic; it resumes after its "
+                "probation or with `petrel server resume` (the server's events say why)."
+            ),
+            metric=_petrel_metric(resources.SERVERS_PAUSED_METRIC, SEND_WORKER),
+            threshold=0,
+        )
+    )
+    specs.append(
+        AlarmSpec(
             name=f"{SWEEPER.slug}-repaired",
             description=(
                 f"{config.physical_name(SWEEPER.slug)} put messages back on their queue whose way forward "

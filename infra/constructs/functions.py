@@ -118,6 +118,8 @@ def _send_worker_environment(config: EnvironmentConfig) -> dict[str, str]:
         resources.SMTP_TRANSACTION_ENV: str(config.smtp_transaction_seconds),
         # The send queues' receive count: on a job's last receive, an unexpected error ends its message.
         resources.MAX_RECEIVE_COUNT_ENV: str(config.dlq_max_receive_count),
+        resources.RELAY_CONCURRENCY_ENV: str(config.worker_relay_concurrency),
+        **_dns_environment(config),  # recipient domains' MX hosts: their provider group
     }
     if config.retry_delays_env is not None:  # otherwise the code's default ladder applies
         environment[resources.RETRY_DELAYS_ENV] = config.retry_delays_env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from petrel.models.records import ApiKey, SendingDomain, SmtpServer, Tenant
+from petrel.models.records import ApiKey, SendingDomain, ServerEvent, SmtpServer, Tenant
 from petrel.ports import AlreadyExists, RecordNotFound, WriteConflict
 
 
@@ -108,6 +108,35 @@ class FakeTenantStore:
     def delete_server(self, tenant_id: str, server_id: str) -> None:
         if self.servers.pop((tenant_id, server_id), None) is None:
             raise RecordNotFound(f"no SMTP server {server_id}")
+
+    def pause_server(
+        self, tenant_id: str, server_id: str, *, at: datetime, reason: str, resume_at: datetime | None
+    ) -> bool:
+        with self._domain_lock:
+            server = self.servers.get((tenant_id, server_id))
+            if server is None or server.paused_at is not None:
+                return False
+            event = ServerEvent(type="server.paused", at=at, detail=reason)
+            self.servers[(tenant_id, server_id)] = server.model_copy(
+                update={
+                    "paused_at": at,
+                    "paused_reason": reason,
+                    "resume_at": resume_at,
+                    "events": (*server.events, event),
+                }
+            )
+            return True
+
+    def resume_server(self, tenant_id: str, server_id: str, *, paused_at: datetime, at: datetime, detail: str) -> bool:
+        with self._domain_lock:
+            server = self.servers.get((tenant_id, server_id))
+            if server is None or server.paused_at != paused_at:
+                return False
+            event = ServerEvent(type="server.resumed", at=at, detail=detail)
+            self.servers[(tenant_id, server_id)] = server.model_copy(
+                update={"paused_at": None, "paused_reason": None, "resume_at": None, "events": (*server.events, event)}
+            )
+            return True
 
     def consume_quota(self, tenant_id: str, window: str, units: int, *, limit: int, expires_at: int) -> bool:
         with self._quota_lock:

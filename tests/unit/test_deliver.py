@@ -150,7 +150,7 @@ def test_temporary_failure_defers_then_a_later_delivery_relays(world: FakeWorld,
     assert deferred.events[-1].type == "email.deferred" and deferred.events[-1].detail == "temporary-failure"
     [schedule] = world.scheduler.schedules.values()
     assert schedule.name == f"{message.message_id}-1" and schedule.at == deferred.next_attempt_at
-    assert schedule.job == job.model_copy(update={"attempt": 1})
+    assert schedule.job == job.model_copy(update={"attempt": 1, "domain": message.recipient.rpartition("@")[2]})
 
     assert deliver_message(deps, job).note == "attempt 0 is done already"  # SQS redelivered the first job
     world.clock.advance(minutes=2)

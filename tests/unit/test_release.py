@@ -72,7 +72,9 @@ def test_a_release_queues_every_scheduled_recipient_and_only_them(world: FakeWor
 
     assert isinstance(release, ReleaseJob)
     assert release_email(world.release_deps(), release).queued == 1
-    assert world.queue.drain("transactional") == [SendJob(tenant_id=tenant_id, email_id=sent.id, message_id=bob.id)]
+    assert world.queue.drain("transactional") == [
+        SendJob(tenant_id=tenant_id, email_id=sent.id, message_id=bob.id, domain="example.org")
+    ]
 
 
 def test_a_release_that_fires_twice_sends_each_recipient_once(world: FakeWorld, seeded: Seeded) -> None:

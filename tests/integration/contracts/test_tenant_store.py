@@ -326,3 +326,48 @@ def test_an_old_domain_of_a_tenant_without_the_claim_is_deleted_leaving_the_clai
     _old_style_domain(backend, request, "tn_b", "old.example")
     backend.tenants.delete_domain("tn_b", "old.example")
     assert backend.tenants.find_domain("old.example") == claimed
+
+
+def test_pause_server_once_and_keep_other_settings(backend: Backend) -> None:
+    """Two workers reaching the same verdict pause the server once (one event); the pause never rewrites
+    its settings, so an operator's change stored meanwhile is kept."""
+    server = records.server("tn_a")
+    backend.tenants.put_server(server)
+    backend.tenants.put_server(server.model_copy(update={"weight": 7}))  # an operator's change
+    resume_at = DEFAULT_START + timedelta(hours=1)
+
+    first = backend.tenants.pause_server(
+        "tn_a", server.server_id, at=DEFAULT_START, reason="bounce rate 12%", resume_at=resume_at
+    )
+    second = backend.tenants.pause_server(
+        "tn_a", server.server_id, at=DEFAULT_START + timedelta(seconds=1), reason="again", resume_at=None
+    )
+
+    assert (first, second) == (True, False)
+    (stored,) = backend.tenants.list_servers("tn_a")
+    assert stored.weight == 7
+    assert (stored.paused_at, stored.paused_reason, stored.resume_at) == (DEFAULT_START, "bounce rate 12%", resume_at)
+    assert [(e.type, e.detail) for e in stored.events] == [("server.paused", "bounce rate 12%")]
+
+
+def test_resume_server_ends_only_the_pause_it_saw(backend: Backend) -> None:
+    server = records.server("tn_a")
+    backend.tenants.put_server(server)
+    backend.tenants.pause_server("tn_a", server.server_id, at=DEFAULT_START, reason="failures", resume_at=None)
+    later = DEFAULT_START + timedelta(minutes=5)
+
+    assert not backend.tenants.resume_server("tn_a", server.server_id, paused_at=later, at=later, detail="x")
+    assert backend.tenants.resume_server(
+        "tn_a", server.server_id, paused_at=DEFAULT_START, at=later, detail="probation over"
+    )
+    assert not backend.tenants.resume_server(
+        "tn_a", server.server_id, paused_at=DEFAULT_START, at=later, detail="probation over"
+    )
+    (stored,) = backend.tenants.list_servers("tn_a")
+    assert not stored.paused and stored.paused_reason is None and stored.resume_at is None
+    assert [e.type for e in stored.events] == ["server.paused", "server.resumed"]
+
+
+def test_pause_of_a_missing_server_is_refused(backend: Backend) -> None:
+    assert not backend.tenants.pause_server("tn_a", "srv_gone", at=DEFAULT_START, reason="x", resume_at=None)
+    assert backend.tenants.list_servers("tn_a") == []

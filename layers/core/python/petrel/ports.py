@@ -164,6 +164,19 @@ class TenantStore(Protocol):
         """RecordNotFound when the tenant has no such server."""
         ...
 
+    def pause_server(
+        self, tenant_id: str, server_id: str, *, at: datetime, reason: str, resume_at: datetime | None
+    ) -> bool:
+        """Pause the server unless it is paused already, adding a `server.paused` event (detail: `reason`):
+        one conditional write, so workers that reach the same verdict at once pause it once. True when
+        this call paused it; False when it was paused already or is gone."""
+        ...
+
+    def resume_server(self, tenant_id: str, server_id: str, *, paused_at: datetime, at: datetime, detail: str) -> bool:
+        """End the pause that began at `paused_at` (never a later one), adding a `server.resumed` event:
+        one conditional write. True when this call resumed it."""
+        ...
+
     def consume_quota(self, tenant_id: str, window: str, units: int, *, limit: int, expires_at: int) -> bool:
         """Count `units` against the tenant's counter for `window` (e.g. one UTC day), if the count
         stays within `limit`: one atomic conditional add, so two concurrent callers cannot both take

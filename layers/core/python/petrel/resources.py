@@ -322,6 +322,8 @@ RETRY_JITTER_ENV = "PETREL_RETRY_JITTER"
 SWEEP_GRACE_ENV = "PETREL_SWEEP_GRACE_SECONDS"
 SWEEP_MAX_MESSAGES_ENV = "PETREL_SWEEP_MAX_MESSAGES"
 SWEEP_BACKLOG_LIMIT_ENV = "PETREL_SWEEP_BACKLOG_LIMIT"
+# The send worker's EMF metric of servers it paused (bounce rate, connection failures): an alarm fires on any.
+SERVERS_PAUSED_METRIC = "ServersPaused"
 # The sweeper's EMF metric of messages it repaired in a run (an alarm fires on any).
 SWEEP_REPAIRED_METRIC = "MessagesRepaired"
 
@@ -353,6 +355,8 @@ CONFIG_CACHE_ENV = "PETREL_CONFIG_CACHE_SECONDS"  # worker: how long tenant conf
 MAX_RECEIVE_COUNT_ENV = "PETREL_MAX_RECEIVE_COUNT"  # worker: the send queues' maxReceiveCount
 INVOCATION_MARGIN_ENV = "PETREL_INVOCATION_MARGIN_SECONDS"  # worker: time kept at an invocation's end
 HANDBACK_DELAY_ENV = "PETREL_HANDBACK_DELAY_SECONDS"  # worker: delay of the jobs it hands back
+RELAY_CONCURRENCY_ENV = "PETREL_RELAY_CONCURRENCY"  # worker: jobs of a batch relayed at once (threads)
+LOG_EACH_ATTEMPT_ENV = "PETREL_LOG_EACH_ATTEMPT"  # worker: a line per relayed attempt too (the local console)
 # Admin API: the environment's max_message_age_hours (cdk.json), the bound of a tenant's max_age_hours.
 MAX_MESSAGE_AGE_HOURS_ENV = "PETREL_MAX_MESSAGE_AGE_HOURS"
 # The ingest side: how long raw incoming mail (bucket lifecycle on INBOUND_PREFIX) and inbound records

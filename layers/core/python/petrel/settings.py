@@ -118,6 +118,14 @@ class SendWorkerSettings(QueueSettings):
     # Local delivery: a recipient on a domain one of the tenant's mailboxes receives for is stored raw
     # and queued for ingest instead of relayed.
     ingest_queue_url: str = Field(validation_alias=r.INGEST.env_var)
+    # Jobs of one batch relayed at once (threads; the relay keeps up to each server's `concurrency`
+    # sessions open to it).
+    relay_concurrency: int = Field(default=8, ge=1, le=64, validation_alias=r.RELAY_CONCURRENCY_ENV)
+    # One log line per relayed attempt too, not only per batch and per attempt that did not relay.
+    log_each_attempt: bool = Field(default=False, validation_alias=r.LOG_EACH_ATTEMPT_ENV)
+    # Recipient domains' MX hosts (their provider group, for the provider buckets) are looked up here.
+    dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
+    dns_timeout_seconds: float = Field(default=2.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
 from petrel.models.records import EmailRecord, Mailbox, SendingDomain, SmtpServer, Tenant
 from petrel.ports import BlobStore, EmailKey, MailboxStore, MessageStore, SecretStore, TenantStore
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -130,6 +133,20 @@ class CachingTenantStore(_Delegating):
     def delete_server(self, tenant_id: str, server_id: str) -> None:
         try:
             self.inner.delete_server(tenant_id, server_id)
+        finally:
+            self._servers.forget(tenant_id)
+
+    def pause_server(
+        self, tenant_id: str, server_id: str, *, at: datetime, reason: str, resume_at: datetime | None
+    ) -> bool:
+        try:
+            return self.inner.pause_server(tenant_id, server_id, at=at, reason=reason, resume_at=resume_at)
+        finally:  # paused by this call or by another worker: the next read is fresh either way
+            self._servers.forget(tenant_id)
+
+    def resume_server(self, tenant_id: str, server_id: str, *, paused_at: datetime, at: datetime, detail: str) -> bool:
+        try:
+            return self.inner.resume_server(tenant_id, server_id, paused_at=paused_at, at=at, detail=detail)
         finally:
             self._servers.forget(tenant_id)
 

@@ -12,6 +12,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
@@ -29,6 +30,7 @@ from petrel.models.records import (
     MessageRecord,
     MessageStatus,
     SendingDomain,
+    ServerEvent,
     SmtpServer,
     Suppression,
     Tenant,
@@ -86,18 +88,30 @@ def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """Decimals from DynamoDB back to int (Petrel stores no fractional numbers)."""
+    """Decimals from DynamoDB back to int, or to float where they have a fraction (rates, thresholds)."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if type(value).__name__ == "Decimal":
-        return int(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _numbers(value: Any) -> Any:
+    """Floats as Decimals, which is how boto3 sends numbers (it refuses floats): by their shortest
+    repr, so 0.1 is stored as 0.1, not as its binary expansion."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
     return value
 
 
 def _dump(model: BaseModel, **extra: Any) -> dict[str, Any]:
-    data = model.model_dump(mode="json", exclude_none=True, exclude={"body_inline"})
+    data: dict[str, Any] = _numbers(model.model_dump(mode="json", exclude_none=True, exclude={"body_inline"}))
     data.update(extra)
     return data
 
@@ -414,6 +428,47 @@ class DynamoTenantStore:
         )
         if "Attributes" not in out:
             raise RecordNotFound(f"no SMTP server {server_id}")
+
+    def pause_server(
+        self, tenant_id: str, server_id: str, *, at: datetime, reason: str, resume_at: datetime | None
+    ) -> bool:
+        event = ServerEvent(type="server.paused", at=at, detail=reason).model_dump(mode="json", exclude_none=True)
+        sets = "paused_at = :at, paused_reason = :reason, events = list_append(if_not_exists(events, :empty), :ev)"
+        values: dict[str, Any] = {":at": at.isoformat(), ":reason": reason, ":empty": [], ":ev": [event]}
+        if resume_at is not None:
+            sets += ", resume_at = :resume"
+            values[":resume"] = resume_at.isoformat()
+        update = f"SET {sets}" + ("" if resume_at is not None else " REMOVE resume_at")
+        return self._server_state(tenant_id, server_id, update, "attribute_not_exists(paused_at)", values)
+
+    def resume_server(self, tenant_id: str, server_id: str, *, paused_at: datetime, at: datetime, detail: str) -> bool:
+        event = ServerEvent(type="server.resumed", at=at, detail=detail).model_dump(mode="json", exclude_none=True)
+        return self._server_state(
+            tenant_id,
+            server_id,
+            "SET events = list_append(if_not_exists(events, :empty), :ev) REMOVE paused_at, paused_reason, resume_at",
+            "paused_at = :since",
+            {":since": paused_at.isoformat(), ":empty": [], ":ev": [event]},
+        )
+
+    def _server_state(
+        self, tenant_id: str, server_id: str, update: str, condition: str, values: dict[str, Any]
+    ) -> bool:
+        """One conditional update of a server's pause state (its other settings are never rewritten, so
+        an operator's change made meanwhile is kept); False when the condition or the server is not there."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(tenant_id, resources.server_sk(server_id)),
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_exists(pk) AND {condition}",
+                ExpressionAttributeValues=_encode(values),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def consume_quota(self, tenant_id: str, window: str, units: int, *, limit: int, expires_at: int) -> bool:
         if units > limit:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from petrel.container.base import (
     FunctionContainer,
+    dns_resolver,
     ingest_queue,
     mailbox_store,
     message_store,
@@ -19,10 +20,14 @@ from petrel.container.base import (
 from petrel.settings import SendWorkerSettings
 
 if TYPE_CHECKING:
+    from petrel.adapters.buckets import DynamoTokenBuckets
     from petrel.adapters.caching import CachedPorts
+    from petrel.mail.providers import ProviderCache
     from petrel.adapters.queues import SqsJobQueue
     from petrel.services.deliver import DeliverDeps
+    from petrel.services.dispatch import DispatchDeps
     from petrel.services.release import ReleaseDeps
+    from petrel.services.server_health import HealthDeps
 
 
 class WorkerContainer(FunctionContainer[SendWorkerSettings]):
@@ -87,3 +92,35 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
             # DKIM private keys come through the same cached secret store as the SMTP passwords.
             signer=MessageSigner(self.cached.secrets, self.clock),
         )
+
+    @cached_property
+    def dispatch(self) -> DispatchDeps:
+        """Routing and the token buckets of each batch, on the same cached configuration as delivery."""
+        from petrel.services.dispatch import DispatchDeps
+
+        return DispatchDeps(
+            tenants=self.cached.tenants,
+            mailboxes=self.cached.mailboxes,
+            buckets=self.buckets,
+            provider_of=self.providers.provider_of,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def health(self) -> HealthDeps:
+        from petrel.services.server_health import HealthDeps
+
+        return HealthDeps(tenants=self.cached.tenants, buckets=self.buckets)
+
+    @cached_property
+    def buckets(self) -> DynamoTokenBuckets:
+        from petrel.adapters.buckets import DynamoTokenBuckets
+
+        return DynamoTokenBuckets(self.clients.dynamodb(), self.settings.buckets_table)
+
+    @cached_property
+    def providers(self) -> ProviderCache:
+        """Recipient domains' provider groups, from their MX hosts, kept for an hour."""
+        from petrel.mail.providers import ProviderCache
+
+        return ProviderCache(dns_resolver(self.settings))

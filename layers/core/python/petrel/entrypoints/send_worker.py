@@ -1,8 +1,14 @@
 """The send worker's handler: one SQS batch of jobs (SendJobs, and ReleaseJobs of scheduled emails),
 partial failures reported back to SQS.
 
-Each record is parsed by the batch processor into `SendQueueRecord`, whose body is the job union of
-petrel.models.jobs: a body that is no job is a batch item failure (SQS retries it, then dead-letters it).
+Each record is parsed into `SendQueueRecord`, whose body is the job union of petrel.models.jobs: a body
+that is no job is a batch item failure (SQS retries it, then dead-letters it). Releases run first. The
+send jobs are then dispatched (petrel.services.dispatch: a server and the recipient's provider for each,
+the token buckets taken in bulk; a job without a token goes back to its queue with the buckets' delay,
+not an attempt and not a failed receive), and the admitted ones run on `relay_concurrency` threads at
+once (the relay keeps several SMTP sessions per server). The batch's outcomes then go to
+petrel.services.server_health (bounce rate and connection failures per server: a pause; a "slow down":
+the provider's bucket halved).
 
 The invocation's time is a budget (petrel.services.deliver.InvocationBudget): a job starts only while
 one SMTP transaction still fits, and the relay gets the invocation's deadline; a job there is no time
@@ -11,27 +17,34 @@ acknowledged. On a job's last receive (SQS's ApproximateReceiveCount reaching th
 maxReceiveCount) an unexpected error first ends its message `failed`/`worker-error`, then goes on to
 SQS, which moves the job to the DLQ.
 
-Logs: one line per delivery attempt ("delivery attempt": email, message, attempt, server, outcome,
-SMTP code and enhanced code, duration), with the job's keys added per record through the logger's
-thread-safe keys (the local stack runs several invocations of one function on threads).
+Logs: one line per batch ("batch": the jobs, how many of each outcome, the handed back, the paused
+servers, its duration), and one line per delivery attempt ("delivery attempt": email, message, attempt,
+server, outcome, SMTP code and enhanced code, duration) for every attempt that did not relay, and for
+relayed ones too when `log_each_attempt` is set (the local stack sets it: a person reads that console),
+with the job's keys added per record through the logger's thread-safe keys.
 """
 
 from __future__ import annotations
 
-import functools
+import contextvars
 import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import Json
+from pydantic import Json, ValidationError
 
+from petrel import resources
 from petrel.mail.smtp_reply import HardFail, PermanentFail, SoftFail
 from petrel.models.jobs import JobBody, ReleaseJob, SendJob
 from petrel.observability import redact_address
 from petrel.services.deliver import Batch, Delivery, InvocationBudget, JobResult, deliver_message, hand_back
+from petrel.services.dispatch import Route, dispatch
 from petrel.services.release import release_email
+from petrel.services.server_health import Observed, observe
 from petrel.services.suspension import HELD_REASON
 
 if TYPE_CHECKING:
@@ -42,7 +55,9 @@ if TYPE_CHECKING:
     from petrel.observability import Telemetry
     from petrel.ports import JobQueue
     from petrel.services.deliver import DeliverDeps
+    from petrel.services.dispatch import DispatchDeps
     from petrel.services.release import ReleaseDeps
+    from petrel.services.server_health import HealthDeps
     from petrel.settings import SendWorkerSettings
 
 
@@ -60,6 +75,10 @@ class WorkerParts(Protocol):
     def release(self) -> ReleaseDeps: ...
     @property
     def queue(self) -> JobQueue: ...
+    @property
+    def dispatch(self) -> DispatchDeps: ...
+    @property
+    def health(self) -> HealthDeps: ...
 
 
 class SendQueueRecord(SqsRecordModel):
@@ -78,6 +97,15 @@ class RetryLater(Exception):
 
 class HandBackFailed(Exception):
     """The queue refused a job handed back: reported as a batch item failure, so SQS keeps the original."""
+
+
+@dataclass
+class Item:
+    """One record of the batch: its SQS message id (what a batch item failure names) and its job."""
+
+    message_id: str
+    job: SendJob
+    last_receive: bool
 
 
 def receive_count(record: SendQueueRecord) -> int:
@@ -110,6 +138,7 @@ class SendWorker:
     """The handler's steps over one container: what a record is, and what each kind of job does."""
 
     def __init__(self, container: WorkerParts) -> None:
+        self._executor: ThreadPoolExecutor | None = None
         self.container = container
         self.settings = container.settings
         self.telemetry = container.telemetry
@@ -117,30 +146,139 @@ class SendWorker:
         self.metrics = container.telemetry.metrics
 
     def handle_batch(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        started = time.perf_counter()
         budget = InvocationBudget.from_remaining(
             context.get_remaining_time_in_millis(),
             record_seconds=self.settings.smtp_transaction_seconds,
             margin_seconds=self.settings.invocation_margin_seconds,
         )
-        processor = BatchProcessor(event_type=EventType.SQS, model=SendQueueRecord)
-        handle = functools.partial(self.handle_record, budget=budget, batch=Batch())
+        failures: list[str] = []
+        items: list[Item] = []
+        for raw in event.get("Records", []):
+            failed = self.parse(raw, items)
+            if failed is not None:
+                failures.append(failed)
+        counts: Counter[str] = Counter()
         try:
-            return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+            failures += self.run_sends(items, budget, counts)
         finally:
-            self.container.deliver.relay.close()  # the invocation's SMTP sessions end with it
+            self.container.deliver.relay.close_idle()  # sessions kept for the next invocation, up to their idle limit
+        self.logger.info(
+            "batch",
+            extra={
+                "records": len(event.get("Records", [])),
+                **dict(counts),
+                "failed_records": len(failures),
+                "duration_ms": round((time.perf_counter() - started) * 1000),
+            },
+        )
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
-    def handle_record(self, record: SendQueueRecord, *, budget: InvocationBudget, batch: Batch) -> None:
+    def parse(self, raw: dict[str, Any], items: list[Item]) -> str | None:
+        """Add the record's send job to `items`, or run its release now; the record's id when it failed."""
+        message_id = str(raw.get("messageId", ""))
+        try:
+            record = SendQueueRecord.model_validate(raw)
+        except ValidationError:
+            self.logger.exception("unreadable record", extra={"note": "not a job: SQS retries it, then dead-letters it"})
+            return message_id
         job = record.body
         if isinstance(job, ReleaseJob):
             with self.telemetry.record(tenant_id=job.tenant_id, email_id=job.email_id):
-                self.handle_release(job)
+                try:
+                    self.handle_release(job)
+                except Exception:
+                    self.logger.exception("release failed", extra={"note": "SQS brings the release back"})
+                    return message_id
+            return None
+        last_receive = receive_count(record) >= self.settings.max_receive_count
+        items.append(Item(record.messageId, job, last_receive))
+        return None
+
+    def run_sends(self, items: list[Item], budget: InvocationBudget, counts: Counter[str]) -> list[str]:
+        """Dispatch the send jobs, hand back what may not go now, run the rest at once; the failed ids."""
+        failures: list[str] = []
+        admitted: list[Item] = []
+        for item in items:
+            if budget.admit():
+                admitted.append(item)
+            elif not self.hand_back_job(item.job, self.settings.handback_delay_seconds, counts):
+                failures.append(item.message_id)
+        batch = Batch()
+        by_job = {id(item.job): item for item in admitted}
+        plan = dispatch(self.container.dispatch, batch, [item.job for item in admitted])
+        for job, delay in plan.later:
+            if not self.hand_back_job(job, delay, counts, note="waiting for tokens"):
+                failures.append(by_job[id(job)].message_id)
+        runs = [(by_job[id(r.job)], r) for r in plan.now]
+        results = self.run_concurrently(runs, budget, batch)
+        observed: list[Observed] = []
+        crash: BaseException | None = None
+        for (item, routed), result in zip(runs, results, strict=True):
+            error = result.exception()
+            if error is None:
+                delivery = result.result()
+                label = self.count(delivery)
+                counts[label] += 1
+                if delivery.server is not None and delivery.outcome is not None:
+                    observed.append(Observed(delivery.server, routed.provider, delivery.outcome))
+                continue
+            if not isinstance(error, Exception):  # the invocation died: nothing of the batch is acknowledged
+                crash = crash or error
+            elif isinstance(error, RetryLater):
+                counts["retry"] += 1
+                self.metrics.add_metric(name="JobsSkipped", unit=MetricUnit.Count, value=1)
+            else:
+                counts["errors"] += 1
+                self.metrics.add_metric(name="DeliveryErrors", unit=MetricUnit.Count, value=1)
+            failures.append(item.message_id)
+        if crash is not None:
+            raise crash
+        self.observe(observed)
+        return failures
+
+    def run_concurrently(
+        self, runs: list[tuple[Item, Route]], budget: InvocationBudget, batch: Batch
+    ) -> list[Future[Delivery]]:
+        """Each admitted job on the worker's threads; every one has ended when this returns."""
+        # Each job in a copy of this thread's context: its lines carry the invocation's keys too.
+        futures = [
+            self.executor.submit(
+                contextvars.copy_context().run, self.handle_send, item, route=routed, budget=budget, batch=batch
+            )
+            for item, routed in runs
+        ]
+        wait(futures)
+        return futures
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """Kept across invocations (a warm container's threads are reused)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.settings.relay_concurrency, thread_name_prefix="relay")
+        return self._executor
+
+    def observe(self, observed: list[Observed]) -> None:
+        """The batch's outcomes to the servers' health; a server paused now is logged and counted."""
+        if not observed:
             return
-        with self.telemetry.record(tenant_id=job.tenant_id, email_id=job.email_id, message_id=job.message_id):
-            if not budget.admit():
-                self.hand_back_job(job)
-                return
-            last_receive = receive_count(record) >= self.settings.max_receive_count
-            self.handle_send(job, last_receive=last_receive, budget=budget, batch=batch)
+        for server in observe(self.container.health, observed, self.container.deliver.clock.now()):
+            self.logger.warning(
+                "server paused",
+                extra={"server_id": server.server_id, "server_host": server.host, "tenant_id": server.tenant_id},
+            )
+            self.metrics.add_metric(name=resources.SERVERS_PAUSED_METRIC, unit=MetricUnit.Count, value=1)
+
+    def count(self, delivery: Delivery) -> str:
+        """A finished job's label in the batch line, and its metric (added here, on the invocation's own
+        thread: the metrics are not shared with the relay threads)."""
+        if delivery.attempted:
+            label = outcome_label(delivery)
+            self.metrics.add_metric(name=_metric_name(label), unit=MetricUnit.Count, value=1)
+            return label
+        held = delivery.note == HELD_REASON and delivery.status is not None
+        self.metrics.add_metric(name="JobsHeld" if held else "JobsSkipped", unit=MetricUnit.Count, value=1)
+        return "held" if held else "skipped"
 
     def handle_release(self, job: ReleaseJob) -> None:
         """Queue the scheduled email's recipients; a refused job raises, so SQS brings the release back."""
@@ -148,32 +286,46 @@ class SendWorker:
         self.logger.info("release", extra={"queued": released.queued, "note": released.note})
         self.metrics.add_metric(name="ReleasedMessages", unit=MetricUnit.Count, value=released.queued)
 
-    def hand_back_job(self, job: SendJob) -> None:
-        """No time left in this invocation for the job: back on its queue, acknowledged here."""
-        if not hand_back(self.container.queue, job, self.settings.handback_delay_seconds):
-            raise HandBackFailed(f"the {job.pool} send queue refused the job handed back")
-        self.logger.info("handed back", extra={"attempt": job.attempt, "note": "no time left in this invocation"})
+    def hand_back_job(self, job: SendJob, delay: int, counts: Counter[str], note: str = "no time left") -> bool:
+        """Back on its queue after `delay` seconds, acknowledged here; False when the queue refused it (SQS
+        then keeps the original)."""
+        if not hand_back(self.container.queue, job, delay):
+            self.logger.warning("hand back refused", extra={"message_id": job.message_id, "note": note})
+            return False
+        counts["handed_back"] += 1
         self.metrics.add_metric(name="JobsHandedBack", unit=MetricUnit.Count, value=1)
+        return True
 
-    def handle_send(self, job: SendJob, *, last_receive: bool, budget: InvocationBudget, batch: Batch) -> None:
-        started = time.perf_counter()
-        try:
-            delivery = deliver_message(
-                self.container.deliver, job, batch=batch, deadline=budget.relay_deadline, last_receive=last_receive
-            )
-        except Exception as error:
-            self.log_error(job, error, started)
-            raise
-        if delivery.attempted:
-            self.log_attempt(delivery, started)
-        else:
-            self.log_skipped(job, delivery)
-        if delivery.result is JobResult.RETRY:
-            raise RetryLater(delivery.note)
+    def handle_send(self, item: Item, *, route: Route, budget: InvocationBudget, batch: Batch) -> Delivery:
+        job = item.job
+        with self.telemetry.record(tenant_id=job.tenant_id, email_id=job.email_id, message_id=job.message_id):
+            started = time.perf_counter()
+            try:
+                delivery = deliver_message(
+                    self.container.deliver,
+                    job,
+                    batch=batch,
+                    deadline=budget.relay_deadline,
+                    last_receive=item.last_receive,
+                    server=route.server,
+                )
+            except Exception as error:
+                self.log_error(job, error, started)
+                raise
+            if delivery.attempted:
+                self.log_attempt(delivery, started)
+            else:
+                self.log_skipped(job, delivery)
+            if delivery.result is JobResult.RETRY:
+                raise RetryLater(delivery.note)
+            return delivery
 
     def log_attempt(self, delivery: Delivery, started: float) -> None:
-        """The one line of a delivery attempt, and its metric."""
+        """The one line of a delivery attempt: every one that did not relay, relayed ones when
+        `log_each_attempt` is set."""
         label = outcome_label(delivery)
+        if label == "relayed" and not self.settings.log_each_attempt:
+            return
         message, server, reply = delivery.message, delivery.server, delivery.outcome
         fields: dict[str, Any] = {
             "attempt": message.attempt if message else None,
@@ -188,14 +340,12 @@ class SendWorker:
         }
         level = self.logger.info if label in ("relayed", "suppressed") else self.logger.warning
         level("delivery attempt", extra=fields)
-        self.metrics.add_metric(name=_metric_name(label), unit=MetricUnit.Count, value=1)
 
     def log_skipped(self, job: SendJob, delivery: Delivery) -> None:
         """A job that took no attempt: its attempt is done, another worker holds it, or its tenant is
         suspended (the message is held: `JobsHeld`)."""
         held = delivery.note == HELD_REASON and delivery.status is not None
         self.logger.info("job held" if held else "job skipped", extra={"attempt": job.attempt, "note": delivery.note})
-        self.metrics.add_metric(name="JobsHeld" if held else "JobsSkipped", unit=MetricUnit.Count, value=1)
 
     def log_error(self, job: SendJob, error: Exception, started: float) -> None:
         """An attempt that raised: SQS will redeliver the job (or, on its last receive, dead-letter it)."""
@@ -206,7 +356,6 @@ class SendWorker:
             "duration_ms": round((time.perf_counter() - started) * 1000),
         }
         self.logger.exception("delivery attempt", extra=fields)
-        self.metrics.add_metric(name="DeliveryErrors", unit=MetricUnit.Count, value=1)
 
 
 def create_worker(container: WorkerParts) -> Handler:

@@ -27,6 +27,14 @@ class SendJob(BaseModel):
     message_id: str
     attempt: int = Field(default=0, ge=0)
     pool: Pool = "transactional"
+    # The recipient's domain, so the worker can shape traffic per destination provider before it leases
+    # the message (petrel.services.dispatch); jobs queued before it was added carry none.
+    domain: str | None = None
+
+
+def recipient_domain(address: str) -> str:
+    """The domain of a recipient's address, lower-cased (a SendJob's `domain`)."""
+    return address.rpartition("@")[2].lower()
 
 
 class ReleaseJob(BaseModel):

@@ -246,6 +246,12 @@ class SmtpServer(Record):
     def paused(self) -> bool:
         return self.paused_at is not None
 
+    def takes_traffic(self, now: datetime) -> bool:
+        """Enabled and not paused, or paused with its probation over (the next dispatch ends the pause)."""
+        if not self.enabled:
+            return False
+        return self.paused_at is None or (self.resume_at is not None and self.resume_at <= now)
+
 
 class MailboxAfter(StrEnum):
     """What the poller does with a message once it is ingested."""

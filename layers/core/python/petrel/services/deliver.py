@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,14 +145,24 @@ class Batch:
     421, timed out). The batch's other messages for them are deferred without another try; the next
     invocation, with a batch of its own, tries them again.
 
-    One per invocation, passed to each of its jobs; an invocation runs its jobs one after the other,
-    so a batch needs no lock.
+    One per invocation, passed to each of its jobs; the invocation runs its jobs on several threads at
+    once, so what it learns is behind a lock.
     """
 
     unavailable: dict[str, SmtpReply] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def server_failed(self, server_id: str, reply: SmtpReply) -> None:
-        self.unavailable[server_id] = reply
+        with self._lock:
+            self.unavailable[server_id] = reply
+
+    def failed(self, server_id: str) -> bool:
+        with self._lock:
+            return server_id in self.unavailable
+
+    def failure(self, server_id: str) -> SmtpReply | None:
+        with self._lock:
+            return self.unavailable.get(server_id)
 
 
 @dataclass
@@ -259,17 +270,24 @@ def check_suppression(deps: DeliverDeps, message: MessageRecord) -> Suppression 
     return deps.suppressions.get(message.tenant_id, message.recipient)
 
 
-def choose_server(deps: DeliverDeps, batch: Batch, tenant_id: str, pool: str) -> SmtpServer | SmtpReply | None:
-    """A weighted pick among the pool's enabled servers that have not failed in this batch.
+def choose_server(
+    deps: DeliverDeps, batch: Batch, tenant_id: str, pool: str, *, preferred: SmtpServer | None = None
+) -> SmtpServer | SmtpReply | None:
+    """The server the batch's dispatch chose for the job (`preferred`) unless it has failed in this
+    batch since, else a weighted pick among the pool's usable servers (enabled, not paused) that have
+    not failed in this batch.
 
-    None: the pool has no server. A reply: every server failed earlier in this batch (the last reply).
+    None: the pool has no usable server. A reply: every one failed earlier in this batch (the last reply).
     """
-    candidates = [s for s in deps.tenants.list_servers(tenant_id) if s.enabled and s.pool == pool]
+    if preferred is not None and not batch.failed(preferred.server_id):
+        return preferred
+    now = deps.clock.now()
+    candidates = [s for s in deps.tenants.list_servers(tenant_id) if s.pool == pool and s.takes_traffic(now)]
     if not candidates:
         return None
-    healthy = [s for s in candidates if s.server_id not in batch.unavailable]
+    healthy = [s for s in candidates if not batch.failed(s.server_id)]
     if not healthy:
-        return batch.unavailable[candidates[-1].server_id]
+        return batch.failure(candidates[-1].server_id)
     return deps.rng.choices(healthy, weights=[s.weight for s in healthy])[0]
 
 
@@ -332,12 +350,13 @@ def sign_and_relay(
     email: EmailRecord,
     *,
     deadline: float | None,
+    preferred: SmtpServer | None = None,
 ) -> tuple[DeliveryOutcome, SmtpServer | None]:
     """Sign, then relay what was signed; a message that cannot be signed is deferred before any SMTP."""
     signed = sign_message(deps, tenant, email)
     if isinstance(signed, SoftFail):
         return signed, None
-    return relay_message(deps, batch, message, email, deadline, data=signed.message)
+    return relay_message(deps, batch, message, email, deadline, data=signed.message, preferred=preferred)
 
 
 def relay_message(
@@ -348,12 +367,13 @@ def relay_message(
     deadline: float | None,
     *,
     data: bytes,
+    preferred: SmtpServer | None = None,
 ) -> tuple[DeliveryOutcome, SmtpServer | None]:
-    """One SMTP transaction of `data` (the signed message) through a server of the message's pool; the
-    outcome, and the server tried."""
-    server = choose_server(deps, batch, message.tenant_id, message.pool)
+    """One SMTP transaction of `data` (the signed message) through a server of the message's pool (the
+    one the dispatch chose, if it has not failed meanwhile); the outcome, and the server tried."""
+    server = choose_server(deps, batch, message.tenant_id, message.pool, preferred=preferred)
     if server is None:
-        reply = SmtpReply.network(Stage.CONNECT, f"no enabled SMTP server in pool {message.pool!r}")
+        reply = SmtpReply.network(Stage.CONNECT, f"no usable SMTP server in pool {message.pool!r}")
         return SoftFail(reply, reason="no-server"), None
     if isinstance(server, SmtpReply):  # not tried again in this batch: the server just failed
         return SoftFail(server, reason="server-unavailable", retry_after=server.retry_after_seconds()), None
@@ -622,17 +642,19 @@ def deliver_message(
     batch: Batch | None = None,
     deadline: float | None = None,
     last_receive: bool = False,
+    server: SmtpServer | None = None,
 ) -> Delivery:
     """Run one job. `batch` is the invocation's (a job run alone is a batch of its own); `deadline` (a
     `time.monotonic()` instant) bounds its SMTP transaction; `last_receive` says SQS dead-letters the job
-    if this run raises, and then `give_up` runs first."""
+    if this run raises, and then `give_up` runs first; `server` is the one the batch's dispatch chose
+    (petrel.services.dispatch; None: the attempt picks one)."""
     started = deps.clock.now()
     leased: MessageRecord | Delivery | None = None
     try:
         leased = lease_message(deps, job, started)
         if isinstance(leased, Delivery):
             return leased
-        return attempt_delivery(deps, batch or Batch(), job, leased, started, deadline=deadline)
+        return attempt_delivery(deps, batch or Batch(), job, leased, started, deadline=deadline, server=server)
     except Exception as error:
         if last_receive:
             try:
@@ -644,7 +666,14 @@ def deliver_message(
 
 
 def attempt_delivery(
-    deps: DeliverDeps, batch: Batch, job: SendJob, leased: MessageRecord, started: datetime, *, deadline: float | None
+    deps: DeliverDeps,
+    batch: Batch,
+    job: SendJob,
+    leased: MessageRecord,
+    started: datetime,
+    *,
+    deadline: float | None,
+    server: SmtpServer | None = None,
 ) -> Delivery:
     """The leased attempt: the checks before SMTP, the relay, its outcome recorded."""
     if leased.takeovers >= deps.max_receive_count:
@@ -671,13 +700,13 @@ def attempt_delivery(
     mailbox = local_mailbox(deps, leased)
     if email is not None and mailbox is not None:
         return deliver_locally(deps, leased, email, mailbox, started)
-    server: SmtpServer | None = None
+    preferred, server = server, None
     if email is None:  # cannot happen while retention outlives the queue; finish rather than loop
         outcome: DeliveryOutcome = PermanentFail(
             SmtpReply.network(Stage.CONNECT, "email record missing"), "email-missing"
         )
     else:
-        outcome, server = sign_and_relay(deps, batch, tenant, leased, email, deadline=deadline)
+        outcome, server = sign_and_relay(deps, batch, tenant, leased, email, deadline=deadline, preferred=preferred)
     finished = deps.clock.now()
     attempt = Attempt(
         number=leased.attempt,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from petrel.models.jobs import ReleaseJob, SendJob
+from petrel.models.jobs import ReleaseJob, SendJob, recipient_domain
 from petrel.models.records import MessageRecord, MessageStatus
 from petrel.ports import EmailKey, JobQueue, MessageStore
 
@@ -42,7 +42,11 @@ class Released:
 def send_job(message: MessageRecord) -> SendJob:
     """The first attempt's job of a message."""
     return SendJob(
-        tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id, pool=message.pool
+        tenant_id=message.tenant_id,
+        email_id=message.email_id,
+        message_id=message.message_id,
+        pool=message.pool,
+        domain=recipient_domain(message.recipient),
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from petrel.errors import TenantSuspended
-from petrel.models.jobs import SendJob
+from petrel.models.jobs import SendJob, recipient_domain
 from petrel.models.records import MessageRecord, MessageStatus, Pool, Tenant
 from petrel.ports import JobQueue, MessageStore
 
@@ -61,6 +61,7 @@ def attempt_job(message: MessageRecord) -> SendJob:
         message_id=message.message_id,
         attempt=message.attempt,
         pool=message.pool,
+        domain=recipient_domain(message.recipient),
     )
 
 

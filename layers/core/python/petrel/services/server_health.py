@@ -1,0 +1,110 @@
+"""What one batch's outcomes say about its servers and providers (DESIGN "Traffic shaping").
+
+- Each server's sends, hard bounces and connection failures in the batch are added to its recent
+  window: one write per server per batch (TokenBuckets.record_outcomes).
+- A bounce rate over the server's threshold (over at least `bounce_min_sends` of its last
+  `bounce_window` sends), or connection failures that keep coming (`failure_threshold` in a row), pause
+  it: one conditional write across all workers, a `server.paused` event, its pool's other servers take
+  its traffic, and it resumes after `probation_minutes` (petrel.services.dispatch) or by command.
+- A "slow down" (421, or an enhanced code 4.7.x) halves the rate of the bucket it concerns for a while:
+  the provider's through that server when the recipient's provider is known, else the server's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from petrel.mail.smtp_reply import DeliveryOutcome, HardFail, ReplyCode, SmtpReply, Stage
+from petrel.services import shaping
+
+if TYPE_CHECKING:
+    from petrel.models.records import SmtpServer
+    from petrel.ports import TokenBuckets
+    from petrel.services.deliver import TenantConfig
+
+# How long a "slow down" halves a bucket's rate before it starts to recover.
+SLOW_DOWN_SECONDS = 300.0
+
+
+@dataclass
+class HealthDeps:
+    tenants: TenantConfig
+    buckets: TokenBuckets
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One attempt's SMTP outcome through `server`, for a recipient with `provider` (None: unknown)."""
+
+    server: SmtpServer
+    provider: str | None
+    outcome: DeliveryOutcome
+
+
+@dataclass
+class _Tally:
+    server: SmtpServer
+    sends: int = 0
+    bounces: int = 0
+    failures: int = 0
+    slowed: set[str | None] = field(default_factory=set)
+
+
+def connection_failed(reply: SmtpReply) -> bool:
+    """The server could not take mail at all: no reply (refused, reset, timed out), a refusal before
+    MAIL (greeting, TLS, AUTH), or 421 closing."""
+    return (
+        reply.code == 0
+        or reply.stage in (Stage.CONNECT, Stage.TLS, Stage.AUTH)
+        or reply.code == ReplyCode.SERVICE_NOT_AVAILABLE
+    )
+
+
+def says_slow_down(reply: SmtpReply) -> bool:
+    """421, or a 4.7.x enhanced code (a policy deferral: rate limited, too many connections)."""
+    return reply.code == ReplyCode.SERVICE_NOT_AVAILABLE or (
+        reply.code // 100 == 4 and (reply.enhanced or "").startswith("4.7.")
+    )
+
+
+def observe(deps: HealthDeps, observed: Sequence[Observed], now: datetime) -> list[SmtpServer]:
+    """Record the batch's outcomes per server, slow down the buckets told to, pause the servers whose
+    window passes a threshold; the servers this call paused."""
+    tallies: dict[tuple[str, str], _Tally] = {}
+    for seen in observed:
+        tally = tallies.setdefault((seen.server.tenant_id, seen.server.server_id), _Tally(seen.server))
+        reply = seen.outcome.reply
+        if connection_failed(reply):
+            tally.failures += 1
+        else:
+            tally.sends += 1
+            tally.bounces += isinstance(seen.outcome, HardFail)
+        if says_slow_down(reply):
+            tally.slowed.add(seen.provider)
+    paused: list[SmtpServer] = []
+    for tally in tallies.values():
+        for provider in tally.slowed:
+            key = shaping.provider_key(tally.server, provider) if provider else shaping.server_key(tally.server)
+            deps.buckets.slow_down(key, now=now.timestamp(), seconds=SLOW_DOWN_SECONDS)
+        if _pause_if_unhealthy(deps, tally, now):
+            paused.append(tally.server)
+    return paused
+
+
+def _pause_if_unhealthy(deps: HealthDeps, tally: _Tally, now: datetime) -> bool:
+    server = tally.server
+    stats = deps.buckets.record_outcomes(
+        shaping.stats_key(server),
+        sends=tally.sends,
+        bounces=tally.bounces,
+        failures=tally.failures,
+        window=server.shaping.bounce_window,
+    )
+    reason = shaping.bounce_verdict(server, stats) or shaping.failure_verdict(server, stats)
+    if reason is None or server.paused_at is not None:
+        return False
+    resume_at = now + timedelta(minutes=server.shaping.probation_minutes)
+    return deps.tenants.pause_server(server.tenant_id, server.server_id, at=now, reason=reason, resume_at=resume_at)
