@@ -118,6 +118,8 @@ class SendWorkerSettings(QueueSettings):
     # Local delivery: a recipient on a domain one of the tenant's mailboxes receives for is stored raw
     # and queued for ingest instead of relayed.
     ingest_queue_url: str = Field(validation_alias=r.INGEST.env_var)
+    # Traffic shaping's shared state (petrel.adapters.buckets): rate buckets, warm-up counters, outcomes.
+    buckets_table: str = Field(validation_alias=r.BUCKETS.env_var)
 
     @field_validator("retry_delays", mode="before")
     @classmethod
