@@ -100,6 +100,7 @@ bench: venv mail dns
 	$(PY) -m bench.coldstart
 	$(PY) -m bench.ingest
 	$(PY) -m bench.dkim
+	$(PY) -m bench.buckets
 
 clean:
 	rm -rf cdk.out .build .petrel

@@ -189,6 +189,9 @@ SEND_WORKER = FunctionDefinition(
         resources.TENANTS.name: "read",
         resources.MESSAGES.name: "read_update",  # leases and transitions; deletes nothing
         resources.SUPPRESSIONS.name: "read_update",  # checked before each send; a hard bounce adds
+        # Traffic shaping: conditional updates of its buckets, counters and outcome windows, and the
+        # reads of a bucket's slow-down; never a delete (idle items expire by TTL).
+        resources.BUCKETS.name: "read_update",
     },
     # Reads large bodies; a local delivery stores the raw message it would have relayed (write only).
     bodies={resources.BODIES_PREFIX: "read", resources.INBOUND_PREFIX: "write"},

@@ -69,14 +69,22 @@ def test_dev_tables_are_destroyed_with_the_stack(resources_of: Any, config: Envi
 # function -> access to the suppressions table: the API lists, adds and removes entries; the worker
 # checks each recipient and adds the address of a hard bounce (never deletes); the authorizer never reads it.
 SUPPRESSIONS_ACCESS = {"api": "read_write", "send-worker": "read_update", "authorizer": None}
+# ... and to the buckets table: only the worker shapes traffic (conditional updates; idle items expire).
+BUCKETS_ACCESS = {"send-worker": "read_update", "api": None, "authorizer": None, "sweeper": None}
 
 
-@pytest.mark.parametrize(("slug", "access"), SUPPRESSIONS_ACCESS.items())
-def test_suppressions_table_grants(resources_of: Any, config: EnvironmentConfig, slug: str, access: str | None) -> None:
+@pytest.mark.parametrize(
+    ("spec", "slug", "access"),
+    [(resources.SUPPRESSIONS, slug, access) for slug, access in SUPPRESSIONS_ACCESS.items()]
+    + [(resources.BUCKETS, slug, access) for slug, access in BUCKETS_ACCESS.items()],
+)
+def test_table_grants(
+    resources_of: Any, config: EnvironmentConfig, spec: resources.TableSpec, slug: str, access: str | None
+) -> None:
     [(table_id, _)] = [
         (lid, t)
         for lid, t in resources_of("AWS::DynamoDB::Table").items()
-        if t["Properties"]["TableName"] == config.physical_name(resources.SUPPRESSIONS.name)
+        if t["Properties"]["TableName"] == config.physical_name(spec.name)
     ]
     [function] = [
         f["Properties"]
@@ -97,7 +105,7 @@ def test_suppressions_table_grants(resources_of: Any, config: EnvironmentConfig,
                 granted.update(actions if isinstance(actions, list) else [actions])
     if access is None:
         assert granted == set()
-        assert resources.SUPPRESSIONS.env_var not in env
+        assert spec.env_var not in env
         return
-    assert env[resources.SUPPRESSIONS.env_var] == {"Ref": table_id}
+    assert env[spec.env_var] == {"Ref": table_id}
     assert granted == set(ACCESS_ACTIONS[access])

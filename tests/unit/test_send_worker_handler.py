@@ -47,6 +47,7 @@ def _settings(**fields: Any) -> SendWorkerSettings:
         "send_bulk_queue_url": "https://sqs.example/send-bulk",
         "secrets_prefix": "petrel/tenants/",
         "ingest_queue_url": "https://sqs.example/ingest",
+        "buckets_table": "buckets",
     }
     return SendWorkerSettings(**names, **fields)
 

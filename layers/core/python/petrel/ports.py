@@ -594,3 +594,84 @@ class MailboxReader(Protocol):
         or the login is refused. `deadline` (a `time.monotonic()` instant): the connection is cut then,
         whatever it is doing."""
         ...
+
+
+# -- traffic shaping (petrel.services.shaping; adapters/buckets.py) ------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """One token bucket: its key (petrel.services.shaping builds them: `srv#<tenant>#<server>`,
+    `prov#<tenant>#<server>#<provider>`, `ten#<tenant>`), the tokens it earns per second (already
+    multiplied by any slow-down the caller knows of) and the most tokens it holds."""
+
+    key: str
+    rate: float
+    burst: float
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one `TokenBuckets.take` gave: `granted` tokens (0..wanted), and `wait_seconds` until the next
+    token (0.0 when every token wanted was granted)."""
+
+    granted: int
+    wait_seconds: float
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """A server's recent outcomes: over about its last `window` sends (between half and all of it),
+    how many it answered and how many of those were hard bounces; and the run of connection failures
+    since it last answered."""
+
+    sends: int
+    bounces: int
+    consecutive_failures: int
+
+    @property
+    def bounce_rate(self) -> float:
+        return self.bounces / self.sends if self.sends else 0.0
+
+
+MAX_SLOW_DOWN_HALVINGS = 4  # a slowed bucket's rate falls to 1/16 at the lowest
+
+
+class TokenBuckets(Protocol):
+    """Shared rate limits for every worker (one DynamoDB item per key), written with conditional
+    updates so that concurrent callers never spend a token twice nor lose one. Times are the caller's
+    (`now`: epoch seconds), so every decision can be replayed in a test."""
+
+    def take(self, bucket: BucketSpec, wanted: int, *, now: float) -> Grant:
+        """Up to `wanted` tokens now (never more than the bucket holds; a partial grant when it holds
+        fewer): one conditional write in the common case."""
+        ...
+
+    def give_back(self, bucket: BucketSpec, count: int, *, now: float) -> None:
+        """Return `count` tokens taken but not used; the bucket never ends up holding more than it would
+        have had they not been taken (never more than its burst)."""
+        ...
+
+    def take_daily(self, key: str, wanted: int, *, cap: int, day: str) -> int:
+        """Up to `wanted` of what is left of `cap` in `key`'s counter for the UTC `day` (`2026-11-30`),
+        atomically; a new day starts at zero. The counter expires a few days after its day."""
+        ...
+
+    def slow_down(self, key: str, *, now: float, seconds: float) -> float:
+        """A provider said "slow down" (421, 4.7.x): halve `key`'s factor and hold it for `seconds`
+        (halved again if already slowed, down to 1/2**MAX_SLOW_DOWN_HALVINGS). Each call halves: call it
+        once per bucket per batch. Returns the factor now in force."""
+        ...
+
+    def factor(self, key: str, *, now: float) -> float:
+        """The rate factor in force for `key`: 1.0 when never slowed; while slowed, 1/2**n, held for the
+        slow-down's `seconds` after the last one and then doubling back each further `seconds`."""
+        ...
+
+    def record_outcomes(self, key: str, *, sends: int, bounces: int, failures: int, window: int) -> ServerStats:
+        """Add one batch's outcomes for a server (one write): `sends` transactions it answered (relayed or
+        refused), `bounces` of them hard bounces, `failures` connection failures. The window keeps two
+        halves of `window // 2` sends, the older dropped when the newer fills. Failures: when the server
+        answered in this batch (`sends > 0`) the run becomes `failures` (those after its last answer,
+        usually 0); when it answered nothing, `failures` add to the run. Returns the stats after."""
+        ...

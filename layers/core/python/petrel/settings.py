@@ -118,6 +118,8 @@ class SendWorkerSettings(QueueSettings):
     # Local delivery: a recipient on a domain one of the tenant's mailboxes receives for is stored raw
     # and queued for ingest instead of relayed.
     ingest_queue_url: str = Field(validation_alias=r.INGEST.env_var)
+    # Traffic shaping's shared state (petrel.adapters.buckets): rate buckets, warm-up counters, outcomes.
+    buckets_table: str = Field(validation_alias=r.BUCKETS.env_var)
     # Jobs of one batch relayed at once (threads; the relay keeps up to each server's `concurrency`
     # sessions open to it).
     relay_concurrency: int = Field(default=8, ge=1, le=64, validation_alias=r.RELAY_CONCURRENCY_ENV)
