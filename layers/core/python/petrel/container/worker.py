@@ -22,8 +22,8 @@ from petrel.settings import SendWorkerSettings
 if TYPE_CHECKING:
     from petrel.adapters.buckets import DynamoTokenBuckets
     from petrel.adapters.caching import CachedPorts
-    from petrel.mail.providers import ProviderCache
     from petrel.adapters.queues import SqsJobQueue
+    from petrel.mail.providers import ProviderLookup
     from petrel.services.deliver import DeliverDeps
     from petrel.services.dispatch import DispatchDeps
     from petrel.services.release import ReleaseDeps
@@ -102,7 +102,7 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
             tenants=self.cached.tenants,
             mailboxes=self.cached.mailboxes,
             buckets=self.buckets,
-            provider_of=self.providers.provider_of,
+            provider_of=self.providers,
             clock=self.clock,
         )
 
@@ -119,8 +119,8 @@ class WorkerContainer(FunctionContainer[SendWorkerSettings]):
         return DynamoTokenBuckets(self.clients.dynamodb(), self.settings.buckets_table)
 
     @cached_property
-    def providers(self) -> ProviderCache:
-        """Recipient domains' provider groups, from their MX hosts, kept for an hour."""
-        from petrel.mail.providers import ProviderCache
+    def providers(self) -> ProviderLookup:
+        """Recipient domains' provider groups, from their MX hosts (remembered while the container lives)."""
+        from petrel.mail.providers import ProviderLookup
 
-        return ProviderCache(dns_resolver(self.settings))
+        return ProviderLookup(dns_resolver(self.settings).mx)

@@ -180,7 +180,8 @@ class SendWorker:
         try:
             record = SendQueueRecord.model_validate(raw)
         except ValidationError:
-            self.logger.exception("unreadable record", extra={"note": "not a job: SQS retries it, then dead-letters it"})
+            note = "not a job: SQS retries it, then dead-letters it"
+            self.logger.exception("unreadable record", extra={"note": note})
             return message_id
         job = record.body
         if isinstance(job, ReleaseJob):

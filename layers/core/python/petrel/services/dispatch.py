@@ -14,6 +14,7 @@ workers (a conditional write), with a `server.resumed` event.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,14 +46,18 @@ class DispatchDeps:
     rng: random.Random = field(default_factory=random.Random)
 
 
+# The provider group of a job that does not name its recipient's domain (queued before jobs did).
+UNKNOWN_PROVIDER = "unknown"
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a job goes: `server` (None: not shaped, the attempt chooses or finds none) and the
-    recipient's `provider` group (None: unknown, a job queued before jobs carried the domain)."""
+    recipient's `provider` group."""
 
     job: SendJob
     server: SmtpServer | None = None
-    provider: str | None = None
+    provider: str = UNKNOWN_PROVIDER
 
 
 @dataclass
@@ -96,7 +101,7 @@ def route(deps: DispatchDeps, batch: Batch, job: SendJob, now: datetime) -> tupl
     server = pick(deps, batch, pool_servers(deps, job.tenant_id, job.pool, now))
     if server is None:
         return Route(job), None
-    provider = deps.provider_of(job.domain) if job.domain is not None else None
+    provider = deps.provider_of(job.domain) if job.domain is not None else UNKNOWN_PROVIDER
     return Route(job, server, provider), tenant
 
 
@@ -104,7 +109,7 @@ def dispatch(deps: DispatchDeps, batch: Batch, jobs: Sequence[SendJob]) -> Dispa
     """Route every job, take the buckets' tokens for the shaped ones in bulk, and split the batch."""
     now = deps.clock.now()
     out = Dispatch()
-    groups: dict[tuple[str, str, str | None], tuple[shaping.Want, list[Route]]] = {}
+    groups: dict[tuple[str, str, str], tuple[shaping.Want, list[Route]]] = {}
     for job in jobs:
         routed, tenant = route(deps, batch, job, now)
         if tenant is None or routed.server is None:
@@ -120,6 +125,6 @@ def dispatch(deps: DispatchDeps, batch: Batch, jobs: Sequence[SendJob]) -> Dispa
     admissions = shaping.take_for_batch(deps.buckets, wants, now=now.timestamp(), today=now.date())
     for (_, routes), admission in zip(groups.values(), admissions, strict=True):
         out.now.extend(routes[: admission.admitted])
-        delay = min(MAX_WAIT_SECONDS, max(1, round(admission.delay_seconds)))
-        out.later.extend((r.job, delay) for r in routes[admission.admitted :])
+        for routed, wait in zip(routes[admission.admitted :], admission.delays, strict=True):
+            out.later.append((routed.job, min(MAX_WAIT_SECONDS, max(1, math.ceil(wait)))))
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from petrel.mail.smtp_reply import DeliveryOutcome, HardFail, ReplyCode, SmtpReply, Stage
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from petrel.services.deliver import TenantConfig
 
 # How long a "slow down" halves a bucket's rate before it starts to recover.
-SLOW_DOWN_SECONDS = 300.0
+SLOW_DOWN_SECONDS = shaping.SLOW_DOWN_SECONDS
 
 
 @dataclass
@@ -37,10 +37,10 @@ class HealthDeps:
 
 @dataclass(frozen=True)
 class Observed:
-    """One attempt's SMTP outcome through `server`, for a recipient with `provider` (None: unknown)."""
+    """One attempt's SMTP outcome through `server`, for a recipient with `provider`."""
 
     server: SmtpServer
-    provider: str | None
+    provider: str
     outcome: DeliveryOutcome
 
 
@@ -50,7 +50,8 @@ class _Tally:
     sends: int = 0
     bounces: int = 0
     failures: int = 0
-    slowed: set[str | None] = field(default_factory=set)
+    slowed: set[str] = field(default_factory=set)
+    server_slowed: bool = False
 
 
 def connection_failed(reply: SmtpReply) -> bool:
@@ -83,28 +84,27 @@ def observe(deps: HealthDeps, observed: Sequence[Observed], now: datetime) -> li
             tally.sends += 1
             tally.bounces += isinstance(seen.outcome, HardFail)
         if says_slow_down(reply):
-            tally.slowed.add(seen.provider)
+            # 421 speaks for the whole server; a 4.7.x to one recipient for that recipient's provider
+            if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
+                tally.server_slowed = True
+            else:
+                tally.slowed.add(seen.provider)
     paused: list[SmtpServer] = []
+    at = now.timestamp()
     for tally in tallies.values():
-        for provider in tally.slowed:
-            key = shaping.provider_key(tally.server, provider) if provider else shaping.server_key(tally.server)
-            deps.buckets.slow_down(key, now=now.timestamp(), seconds=SLOW_DOWN_SECONDS)
-        if _pause_if_unhealthy(deps, tally, now):
-            paused.append(tally.server)
+        server = tally.server
+        for provider in sorted(tally.slowed):
+            shaping.slow_down_provider(deps.buckets, server, provider, now=at, seconds=SLOW_DOWN_SECONDS)
+        if tally.server_slowed:
+            key = shaping.server_key(server.tenant_id, server.server_id)
+            deps.buckets.slow_down(key, now=at, seconds=SLOW_DOWN_SECONDS)
+        _, reason = shaping.record_batch(
+            deps.buckets, server, sends=tally.sends, bounces=tally.bounces, failures=tally.failures
+        )
+        if reason is not None and server.paused_at is None:
+            resume_at = shaping.probation_end(server, now)
+            if deps.tenants.pause_server(
+                server.tenant_id, server.server_id, at=now, reason=reason, resume_at=resume_at
+            ):
+                paused.append(server)
     return paused
-
-
-def _pause_if_unhealthy(deps: HealthDeps, tally: _Tally, now: datetime) -> bool:
-    server = tally.server
-    stats = deps.buckets.record_outcomes(
-        shaping.stats_key(server),
-        sends=tally.sends,
-        bounces=tally.bounces,
-        failures=tally.failures,
-        window=server.shaping.bounce_window,
-    )
-    reason = shaping.bounce_verdict(server, stats) or shaping.failure_verdict(server, stats)
-    if reason is None or server.paused_at is not None:
-        return False
-    resume_at = now + timedelta(minutes=server.shaping.probation_minutes)
-    return deps.tenants.pause_server(server.tenant_id, server.server_id, at=now, reason=reason, resume_at=resume_at)
