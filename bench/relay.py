@@ -238,6 +238,9 @@ def _count_signed(deps: DeliverDeps) -> dict[str, int]:
         def close(self) -> None:
             relay.close()
 
+        def close_idle(self) -> None:
+            relay.close_idle()
+
         def relay(
             self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
         ) -> SmtpReply:

@@ -1,7 +1,8 @@
 """A scripted SmtpRelay: replies per recipient (250 unless told otherwise), and a record of each call.
 
 Held to SmtplibRelay's contract (tests/integration/contracts/test_smtp_relay_contract.py): one
-session per server, reused until `close()`, a changed password or a failure that ends it; a server
+session per server (the fake is sequential: one is all a caller at a time needs), reused until
+`close()`, a changed password, an idle expiry or a failure that ends it; a server
 that refuses the password answers at AUTH and opens no session; an unreachable one is a network
 failure at CONNECT, a value like every other outcome, never an exception.
 """
@@ -47,6 +48,8 @@ class FakeSmtpRelay:
         self.default = OK
         self.calls: list[RelayCall] = []
         self.close_calls = 0
+        self.close_idle_calls = 0
+        self._expired: set[str] = set()  # server ids whose session has been idle past the limit
         self.deadlines: list[float | None] = []  # the deadline each call was given
         self.passwords: dict[str, str] = {}
         self.unreachable: set[str] = set()
@@ -72,6 +75,9 @@ class FakeSmtpRelay:
     def _session(self, server: SmtpServer, password: str) -> SmtpReply | None:
         """Reuse the server's session, or open one (connect, AUTH); the reply that refused it if not."""
         fingerprint = (server.host, server.port, server.security, server.username, password, server.ca_bundle)
+        if server.server_id in self._expired:  # idle too long: closed when taken, and replaced
+            self._expired.discard(server.server_id)
+            self._sessions.pop(server.server_id, None)
         if self._sessions.get(server.server_id) == fingerprint:
             return None
         self._sessions.pop(server.server_id, None)
@@ -92,6 +98,18 @@ class FakeSmtpRelay:
             self._sessions.pop(server.server_id, None)
         self.calls.append(RelayCall(server, password, envelope, bytes(data), answer))
         return answer
+
+    def close_idle(self) -> None:
+        """Sessions idle past the limit are closed: `expire_idle()` says which have aged past it."""
+        self.close_idle_calls += 1
+        for server_id in self._expired:
+            self._sessions.pop(server_id, None)
+        self._expired.clear()
+
+    def expire_idle(self) -> None:
+        """Every open session has now been idle past the relay's limit (as an injected clock would say):
+        the next call replaces it, or `close_idle()` closes it."""
+        self._expired.update(self._sessions)
 
     def close(self) -> None:
         self.close_calls += 1

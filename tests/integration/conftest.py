@@ -19,11 +19,12 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 @pytest.fixture
 def smtp_servers(tls_files: TlsFiles) -> Iterator[Callable[..., RunningServer]]:
-    """Start servers with `smtp_servers(security="starttls" | "tls", dsn=False)`; all stop after the test."""
+    """Start servers with `smtp_servers(security="starttls" | "tls", dsn=False, pipelining=False)`; all stop
+    after the test."""
     started: list[RunningServer] = []
 
-    def start(security: str = "starttls", dsn: bool = False) -> RunningServer:
-        server = start_server(tls_files, security=security, dsn=dsn)
+    def start(security: str = "starttls", dsn: bool = False, pipelining: bool = False) -> RunningServer:
+        server = start_server(tls_files, security=security, dsn=dsn, pipelining=pipelining)
         started.append(server)
         return server
 

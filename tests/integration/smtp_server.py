@@ -1,7 +1,10 @@
-"""A scripted submission server on 127.0.0.1 (aiosmtpd): STARTTLS or implicit TLS, AUTH, optional DSN.
+"""A scripted submission server on 127.0.0.1 (aiosmtpd): STARTTLS or implicit TLS, AUTH, optional DSN
+and PIPELINING.
 
 Replies are scripted per recipient (at RCPT or at DATA); everything the server saw is recorded:
-EHLOs, logins, connections, and each accepted message with its envelope and options.
+EHLOs, logins, connections (and the most open at once), each read from a client as it arrived (so a
+test can tell pipelined commands, which arrive in one read), and each accepted message with its
+envelope and options.
 """
 
 from __future__ import annotations
@@ -39,16 +42,29 @@ class ScriptedHandler:
     `("stall", "<seconds>")` takes the message and waits before answering; `("drop", "")` takes it and
     hangs up without answering (the client cannot know it was taken); `("trickle", "<seconds>")` takes
     it and answers with continuation lines (`250-...`), one byte every `<seconds>`, for as long as the
-    client listens: every read succeeds, the reply never ends.
+    client listens: every read succeeds, the reply never ends. `("lax", "550 ...")` refuses the RCPT
+    but, like a server that breaks RFC 2920, still answers 354 to DATA (what then arrives is kept in
+    `lax_bodies`, and refused).
+
+    `gate = k`: the first messages' DATA waits until k sessions are in DATA at once (451 if that does
+    not happen within 10 s), which proves k transactions ran concurrently.
     """
 
     dsn: bool = False
+    pipelining: bool = False
+    gate: int = 0
     password: str = PASSWORD
     script: dict[str, tuple[str, str]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     ehlos: int = 0
     logins: list[tuple[str, bool]] = field(default_factory=list)
     protocols: list[SMTP] = field(default_factory=list)  # one per connection that said EHLO
+    reads: list[tuple[int, bytes]] = field(default_factory=list)  # (connection's id, what one read got)
+    open_now: int = 0
+    most_open: int = 0  # the most connections open at once
+    lax_bodies: list[bytes] = field(default_factory=list)
+    _in_data: int = 0
+    _gate_open: asyncio.Event | None = None
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         ok = (
@@ -72,6 +88,8 @@ class ScriptedHandler:
             self.protocols.append(server)
         if self.dsn:
             responses.insert(len(responses) - 1, "250-DSN")
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
@@ -84,10 +102,18 @@ class ScriptedHandler:
         if stage == "rcpt":
             return reply
         envelope.rcpt_tos.append(address)
+        if stage == "lax":  # kept, so aiosmtpd answers DATA with 354
+            return reply
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope):
+        if self.gate:
+            await self._pass_gate()
+        for recipient in envelope.rcpt_tos:
+            if self.script.get(recipient.lower(), ("", ""))[0] == "lax":
+                self.lax_bodies.append(bytes(envelope.original_content or b""))
+                return "554 5.5.1 Error: no valid recipients"
         for recipient in envelope.rcpt_tos:
             stage, reply = self.script.get(recipient.lower(), ("", ""))
             if stage == "data":
@@ -104,6 +130,17 @@ class ScriptedHandler:
                 return "250 2.0.0 never sent"
         self.received.append(self._received(envelope))
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+    async def _pass_gate(self) -> None:
+        if self._gate_open is None:
+            self._gate_open = asyncio.Event()
+        self._in_data += 1
+        if self._in_data >= self.gate:
+            self._gate_open.set()
+        try:
+            await asyncio.wait_for(self._gate_open.wait(), timeout=10)
+        finally:
+            self._in_data -= 1
 
     @staticmethod
     async def _trickle(server: SMTP, interval: float) -> None:
@@ -133,7 +170,20 @@ class _Smtp(SMTP):
     def __init__(self, handler: ScriptedHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._dsn = handler.dsn
+        self._recorder = handler
+        self._counted = False
         self.closed = threading.Event()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if not self._counted:  # once per connection (STARTTLS makes it again)
+            self._counted = True
+            self._recorder.open_now += 1
+            self._recorder.most_open = max(self._recorder.most_open, self._recorder.open_now)
+
+    def data_received(self, data: bytes) -> None:
+        self._recorder.reads.append((id(self), bytes(data)))
+        super().data_received(data)
 
     def _getparams(self, params: Any) -> Any:
         result = super()._getparams(params)
@@ -143,6 +193,8 @@ class _Smtp(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        if not self.closed.is_set():
+            self._recorder.open_now -= 1
         self.closed.set()
 
 
@@ -177,8 +229,10 @@ class RunningServer:
         self.controller.stop()
 
 
-def start_server(tls: TlsFiles, *, security: str = "starttls", dsn: bool = False) -> RunningServer:
-    handler = ScriptedHandler(dsn=dsn)
+def start_server(
+    tls: TlsFiles, *, security: str = "starttls", dsn: bool = False, pipelining: bool = False
+) -> RunningServer:
+    handler = ScriptedHandler(dsn=dsn, pipelining=pipelining)
     port = free_port()
     common: dict[str, Any] = {
         "hostname": "127.0.0.1",

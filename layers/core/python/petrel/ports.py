@@ -530,10 +530,18 @@ class SmtpRelay(Protocol):
 
         `deadline` (a `time.monotonic()` instant) bounds the whole transaction, connect to the end of
         DATA, besides the relay's own per-transaction limit: the earlier of the two wins.
+        Safe to call from several threads at once: each transaction has a session of its own.
         """
         ...
 
-    def close(self) -> None: ...
+    def close_idle(self) -> None:
+        """Close the sessions idle past the relay's limit; the others stay open for the next invocation
+        of a warm container (the worker calls this at the end of each invocation)."""
+        ...
+
+    def close(self) -> None:
+        """Close every session (those in use as soon as their transactions end)."""
+        ...
 
 
 class Clock(Protocol):
