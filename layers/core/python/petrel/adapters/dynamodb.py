@@ -12,6 +12,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
@@ -74,7 +75,18 @@ _DUE_AT = resources.DUE_AT
 
 
 def _encode(values: Mapping[str, Any]) -> Item:
-    return {k: _SER.serialize(v) for k, v in values.items() if v is not None}
+    return {k: _SER.serialize(_exact(v)) for k, v in values.items() if v is not None}
+
+
+def _exact(value: Any) -> Any:
+    """Floats (a server's shaping rates and thresholds) as Decimals, which DynamoDB's serializer takes."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact(v) for v in value]
+    return value
 
 
 def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
@@ -86,13 +98,13 @@ def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """Decimals from DynamoDB back to int (Petrel stores no fractional numbers)."""
+    """Decimals from DynamoDB back to int, or to float when fractional (shaping's rates, thresholds)."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if type(value).__name__ == "Decimal":
-        return int(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
 
 
