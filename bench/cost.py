@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from infra.config import EnvironmentConfig
     from local.lambda_runtime import Handler
 
+ApiCall = Callable[[str, Mapping[str, Any]], dict[str, Any]]
+
 REPO = Path(__file__).resolve().parents[1]
 EMAILS = int(os.environ.get("COST_EMAILS", "100"))
 BATCH = 100
@@ -199,16 +201,16 @@ def lambda_architecture() -> str:
 
     tree = ast.parse((REPO / "infra" / "layers.py").read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(
+        named = isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "LAMBDA_ARCHITECTURE" for t in node.targets
-        ):
-            if isinstance(node.value, ast.Attribute):
-                return "arm64" if node.value.attr == "ARM_64" else "x86_64"
+        )
+        if named and isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute):
+            return "arm64" if node.value.attr == "ARM_64" else "x86_64"
     raise LookupError("infra/layers.py names no LAMBDA_ARCHITECTURE")
 
 
 def run_scenario(
-    name: str, sink: Sink, config: EnvironmentConfig, harness: Harness, submit: Callable[[Handler, str, int], int]
+    name: str, sink: Sink, config: EnvironmentConfig, harness: Harness, submit: Callable[[ApiCall, str, int], int]
 ) -> Scenario:
     """Provision a fresh mock, seed a tenant, submit EMAILS through the API with `submit` (the API
     handler, the tenant's key; it returns the API calls it made), then drain the send queue."""
@@ -273,7 +275,7 @@ def run_scenario(
             assert int(result["statusCode"]) in (200, 201, 202, 207), result
             return result
 
-        api_calls = submit(call_api, seeded.api_key, EMAILS)  # type: ignore[arg-type]
+        api_calls = submit(call_api, seeded.api_key, EMAILS)
         pump = QueuePump(
             AwsClients(harness.session()).sqs(),
             res.queue_urls[r.SEND_TRANSACTIONAL.name],
@@ -363,13 +365,13 @@ def _api_event(path: str, body: Mapping[str, Any], api_key: str, answer: Mapping
     }
 
 
-def submit_single(call: Callable[[str, Mapping[str, Any]], Any], api_key: str, count: int) -> int:
+def submit_single(call: ApiCall, api_key: str, count: int) -> int:
     for i in range(count):
         call("/v1/emails", receipt(i))
     return count
 
 
-def submit_batch(call: Callable[[str, Mapping[str, Any]], Any], api_key: str, count: int) -> int:
+def submit_batch(call: ApiCall, api_key: str, count: int) -> int:
     calls = 0
     for start in range(0, count, BATCH):
         result = call("/v1/emails/batch", {"emails": [receipt(i) for i in range(start, min(count, start + BATCH))]})
@@ -438,8 +440,8 @@ def print_side(title: str, tally: Tally, emails: int) -> None:
             print(f"    {'. ' + step:<58} {_per(units, emails)}")
     if tally.rru:
         print(f"  {title}: DynamoDB read units per email")
-        for where, units in sorted(tally.rru.items()):
-            print(f"    {where:<40} {_per(units, emails)}")
+        for where, read in sorted(tally.rru.items()):
+            print(f"    {where:<40} {_per(read, emails)}")
 
 
 def print_scenario(scenario: Scenario, architecture: str) -> Costs:
@@ -489,7 +491,10 @@ def main() -> int:
     with Sink() as sink:
         raw = moto_session()  # unhooked: the meter's own reads
         scenarios = []
-        for name, submit in (("single: POST /v1/emails", submit_single), ("batch: POST /v1/emails/batch", submit_batch)):
+        for name, submit in (
+            ("single: POST /v1/emails", submit_single),
+            ("batch: POST /v1/emails/batch", submit_batch),
+        ):
             logs.written.clear()
             meter = Meter(raw.client("dynamodb"), {}, cpu)
             harness = Harness(meter, cpu, logs, config.log_level)

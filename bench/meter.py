@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.history import BaseHistoryHandler
+
 from petrel.resources import IndexSpec, TableSpec
 
 Item = Mapping[str, Mapping[str, Any]]  # an item in DynamoDB's typed JSON: {"name": {"S": "value"}}
@@ -166,14 +168,14 @@ class Tally:
     calls: Counter[str] = field(default_factory=Counter)
     wru: Counter[str] = field(default_factory=Counter)
     wru_steps: Counter[str] = field(default_factory=Counter)
-    rru: Counter[str] = field(default_factory=Counter)
+    rru: dict[str, float] = field(default_factory=dict)
     sqs_requests: int = 0
 
     def add(self, other: Tally) -> None:
         self.calls.update(other.calls)
         self.wru.update(other.wru)
         self.wru_steps.update(other.wru_steps)
-        self.rru.update(other.rru)
+        _add_units(self.rru, other.rru)
         self.sqs_requests += other.sqs_requests
 
     @property
@@ -185,11 +187,14 @@ class Tally:
         return float(sum(self.rru.values()))
 
     def count(self, service: str, *operations: str) -> int:
-        return sum(n for name, n in self.calls.items() if name.split(":", 1)[0] == service and (
-            not operations or name.split(":", 1)[1] in operations))
+        return sum(
+            n
+            for name, n in self.calls.items()
+            if name.split(":", 1)[0] == service and (not operations or name.split(":", 1)[1] in operations)
+        )
 
 
-class CpuWindows:
+class CpuWindows(BaseHistoryHandler):
     """Per-thread CPU spent outside the function's own work: in moto (the history recorder's
     HTTP_REQUEST to HTTP_RESPONSE) and in the meter's hooks. `excluded` is the running total."""
 
@@ -277,7 +282,9 @@ class Meter:
         with self._cpu.hook():
             state["before"] = self._images(model.name, state["params"])
 
-    def _after_call(self, http_response: Any, parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    def _after_call(
+        self, http_response: Any, parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
         state = context.get(_CONTEXT_KEY)
         if state is None:
             return
@@ -309,7 +316,9 @@ class Meter:
     def _writes(self, operation: str, params: Mapping[str, Any]) -> list[tuple[str, str, str, Item, Item | None]]:
         """(table, kind, label, key, new item if a put) of each item a write operation touches."""
         if operation == "PutItem":
-            return [(params["TableName"], "Put", "PutItem", self._key(params["TableName"], params["Item"]), params["Item"])]
+            return [
+                (params["TableName"], "Put", "PutItem", self._key(params["TableName"], params["Item"]), params["Item"])
+            ]
         if operation in ("UpdateItem", "DeleteItem"):
             kind = operation.removesuffix("Item")
             return [(params["TableName"], kind, operation, params["Key"], None)]
@@ -343,7 +352,14 @@ class Meter:
             self._count_reads(tally, operation, params, parsed)
 
     def _count_writes(
-        self, tally: Tally, operation: str, params: Mapping[str, Any], befores: Sequence[Item | None], *, ok: bool, error: str
+        self,
+        tally: Tally,
+        operation: str,
+        params: Mapping[str, Any],
+        befores: Sequence[Item | None],
+        *,
+        ok: bool,
+        error: str,
     ) -> None:
         charged = ok or error in ("ConditionalCheckFailedException", "TransactionCanceledException")
         if not charged:
@@ -352,7 +368,9 @@ class Meter:
         for (table_name, kind, label, key, new), before in zip(self._writes(operation, params), befores, strict=True):
             spec = self._spec(table_name)
             if ok:
-                after = None if kind == "Delete" else (self._get(table_name, key) if kind != "ConditionCheck" else before)
+                after = (
+                    None if kind == "Delete" else (self._get(table_name, key) if kind != "ConditionCheck" else before)
+                )
             else:  # a failed condition: nothing changed, but the write is charged (at least its item's size)
                 after = before if new is None else new
             units = factor * write_units(before, after)
@@ -371,31 +389,32 @@ class Meter:
         return self._spec(table_name).name if table_name in self._tables else table_name
 
     def _count_reads(self, tally: Tally, operation: str, params: Mapping[str, Any], parsed: Mapping[str, Any]) -> None:
-        units: Counter[str] = Counter()
+        units: dict[str, float] = {}
         consistent = bool(params.get("ConsistentRead"))
         if operation == "GetItem":
             item = parsed.get("Item")
             if item is not None and "ProjectionExpression" in params:
                 item = self._get(params["TableName"], params["Key"])  # charged for the whole item
-            units[self._table_of(params["TableName"])] += read_units(item_size(item), consistent=consistent)
+            _add_units(units, {self._table_of(params["TableName"]): read_units(item_size(item), consistent=consistent)})
         elif operation in ("Query", "Scan"):
             where = self._table_of(params["TableName"])
             if params.get("IndexName"):
                 where = f"{where}/{params['IndexName']}"
             size = sum(item_size(i) for i in parsed.get("Items", []))
-            units[where] += read_units(size, consistent=consistent)
+            _add_units(units, {where: read_units(size, consistent=consistent)})
         elif operation == "BatchGetItem":
             for table_name, items in parsed.get("Responses", {}).items():
                 strong = bool(params["RequestItems"].get(table_name, {}).get("ConsistentRead"))
-                for item in items:
-                    units[self._table_of(table_name)] += read_units(item_size(item), consistent=strong)
+                for item in items:  # each item rounded up on its own
+                    _add_units(units, {self._table_of(table_name): read_units(item_size(item), consistent=strong)})
         elif operation == "TransactGetItems":
             for entry, response in zip(params["TransactItems"], parsed.get("Responses", []), strict=False):
                 table_name = entry["Get"]["TableName"]
-                units[self._table_of(table_name)] += 2 * read_units(item_size(response.get("Item")), consistent=True)
+                size = item_size(response.get("Item"))
+                _add_units(units, {self._table_of(table_name): 2 * read_units(size, consistent=True)})
         if units:
             with self._lock:
-                tally.rru.update(units)
+                _add_units(tally.rru, units)
 
     # -- SQS --------------------------------------------------------------------------------------
 
@@ -410,6 +429,11 @@ class Meter:
             size = sum(len(str(m.get("Body", "")).encode()) for m in received)
             return sqs_chunks(size)
         return 1
+
+
+def _add_units(into: dict[str, float], more: Mapping[str, float]) -> None:
+    for where, units in more.items():
+        into[where] = into.get(where, 0.0) + units
 
 
 def _step(label: str, kind: str, key: Item, before: Item | None, after: Item | None) -> str:
