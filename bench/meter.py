@@ -304,6 +304,9 @@ class Meter:
     # -- DynamoDB ---------------------------------------------------------------------------------
 
     def _spec(self, table_name: str) -> TableSpec:
+        """The table's spec; one `petrel.resources` does not name is described from moto instead."""
+        if table_name not in self._tables:
+            self._tables[table_name] = describe_table(self._raw, table_name)
         return self._tables[table_name]
 
     def _key(self, table_name: str, item: Item) -> dict[str, Mapping[str, Any]]:
@@ -386,7 +389,7 @@ class Meter:
                 tally.wru_steps[f"{spec.name}: {step}"] += sum(counted.values())
 
     def _table_of(self, table_name: str) -> str:
-        return self._spec(table_name).name if table_name in self._tables else table_name
+        return self._spec(table_name).name
 
     def _count_reads(self, tally: Tally, operation: str, params: Mapping[str, Any], parsed: Mapping[str, Any]) -> None:
         units: dict[str, float] = {}
@@ -429,6 +432,29 @@ class Meter:
             size = sum(len(str(m.get("Body", "")).encode()) for m in received)
             return sqs_chunks(size)
         return 1
+
+
+def describe_table(dynamodb: Any, table_name: str) -> TableSpec:
+    """A table's keys and global secondary indexes (with their projections) as DynamoDB describes them."""
+    from petrel.resources import Key
+
+    described = dynamodb.describe_table(TableName=table_name)["Table"]
+    types = {a["AttributeName"]: a["AttributeType"] for a in described.get("AttributeDefinitions", [])}
+
+    def keys(schema: Sequence[Mapping[str, str]]) -> tuple[Key, Key | None]:
+        by_role = {k["KeyType"]: Key(k["AttributeName"], types.get(k["AttributeName"], "S")) for k in schema}
+        return by_role["HASH"], by_role.get("RANGE")
+
+    def projection(index: Mapping[str, Any]) -> tuple[str, ...] | None:
+        kind = index["Projection"]["ProjectionType"]
+        return None if kind == "ALL" else tuple(index["Projection"].get("NonKeyAttributes", ()))
+
+    indexes = tuple(
+        IndexSpec(index["IndexName"], *keys(index["KeySchema"]), projection=projection(index))
+        for index in described.get("GlobalSecondaryIndexes", [])
+    )
+    partition, sort = keys(described["KeySchema"])
+    return TableSpec(table_name, "", partition, sort, indexes=indexes)
 
 
 def _add_units(into: dict[str, float], more: Mapping[str, float]) -> None:

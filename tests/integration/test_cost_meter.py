@@ -162,3 +162,15 @@ def test_sqs_requests_count_64kb_chunks() -> None:
             sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
         assert tally.sqs_requests == 1 + 3 + 1
         assert tally.count("sqs") == 3  # CreateQueue was made before the side: not in it
+
+
+@pytest.mark.usefixtures("metered")
+def test_a_table_petrel_resources_does_not_name_is_described_from_moto() -> None:
+    """The meter measures whatever the code writes: an unknown table's keys and indexes come from moto."""
+    meter = Meter(_session().client("dynamodb"), {}, CpuWindows())  # knows no table (the fixture's moto)
+    session = _session()
+    meter.attach(session)
+    hooked = session.client("dynamodb")
+    with meter.side(Tally()) as tally:
+        hooked.put_item(TableName=TABLE, Item=_item("z", 10, state="q", created="1"))
+    assert tally.wru == {TABLE: 1, f"{TABLE}/by_state": 1}

@@ -175,3 +175,10 @@ def test_dollars_per_million_come_from_the_price_table() -> None:
     assert got["CloudWatch Logs"] == pytest.approx(logs * 0.50 / 1024**3 * 1e6)
     x86 = costs(scenario, "x86_64", sides=("api",)).lines["Lambda GB-s"]
     assert x86 == pytest.approx(0.011 * prices.LAMBDA_GB_SECOND_X86.dollars * 1e6)
+
+
+def test_a_cold_first_invocation_is_billed_as_a_warm_one() -> None:
+    run = FunctionRun("send-worker", 512, cpu=[0.5, 0.002, 0.004, 0.003])
+    assert run.warm_cpu() == [0.003, 0.002, 0.004, 0.003]
+    assert run.billed_gb_seconds() == pytest.approx((0.003 + 0.002 + 0.004 + 0.003) / 2)
+    assert FunctionRun("api", 1024, cpu=[0.25]).warm_cpu() == [0.25]  # nothing warm to compare with
