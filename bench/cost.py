@@ -9,7 +9,8 @@ as Lambda's event source runs it) against a local SMTP sink:
 Every AWS request of each function is counted by botocore hooks (bench.meter), DynamoDB's units by
 AWS's rules; dollars come from bench.prices alone. Lambda duration is modelled as each function's
 measured CPU time (moto's own work and the meter's excluded) at its prod memory (infra/config.py,
-cdk.json): a lower bound, since deployed a function also waits on the network.
+cdk.json): a lower bound, since deployed a function also waits on the network. COST_EMAILS sets N
+(default 100; the batch path needs 100 for a full batch). It exits 1 while a target is missed.
 """
 
 from __future__ import annotations

@@ -403,8 +403,9 @@ class Meter:
             where = self._table_of(params["TableName"])
             if params.get("IndexName"):
                 where = f"{where}/{params['IndexName']}"
-            size = sum(item_size(i) for i in parsed.get("Items", []))
-            _add_units(units, {where: read_units(size, consistent=consistent)})
+            _add_units(
+                units, {where: read_units(self._evaluated_size(operation, params, parsed), consistent=consistent)}
+            )
         elif operation == "BatchGetItem":
             for table_name, items in parsed.get("Responses", {}).items():
                 strong = bool(params["RequestItems"].get(table_name, {}).get("ConsistentRead"))
@@ -418,6 +419,26 @@ class Meter:
         if units:
             with self._lock:
                 _add_units(tally.rru, units)
+
+    def _evaluated_size(self, operation: str, params: Mapping[str, Any], parsed: Mapping[str, Any]) -> int:
+        """What a Query or Scan is charged for: the items it read, before its filter and projection (the
+        same page again, unhooked, with its key condition alone), else the items it returned."""
+        narrowed = any(name in params for name in ("FilterExpression", "ProjectionExpression", "Select"))
+        if not narrowed:
+            return sum(item_size(i) for i in parsed.get("Items", []))
+        kept = ("TableName", "IndexName", "Limit", "ExclusiveStartKey", "ScanIndexForward", "ConsistentRead")
+        again: dict[str, Any] = {name: params[name] for name in kept if name in params}
+        condition = str(params.get("KeyConditionExpression", ""))
+        if condition:
+            again["KeyConditionExpression"] = condition
+            names = {k: v for k, v in (params.get("ExpressionAttributeNames") or {}).items() if k in condition}
+            values = {k: v for k, v in (params.get("ExpressionAttributeValues") or {}).items() if k in condition}
+            if names:
+                again["ExpressionAttributeNames"] = names
+            if values:
+                again["ExpressionAttributeValues"] = values
+        read = self._raw.query(**again) if operation == "Query" else self._raw.scan(**again)
+        return sum(item_size(i) for i in read.get("Items", []))
 
     # -- SQS --------------------------------------------------------------------------------------
 

@@ -174,3 +174,23 @@ def test_a_table_petrel_resources_does_not_name_is_described_from_moto() -> None
     with meter.side(Tally()) as tally:
         hooked.put_item(TableName=TABLE, Item=_item("z", 10, state="q", created="1"))
     assert tally.wru == {TABLE: 1, f"{TABLE}/by_state": 1}
+
+
+def test_a_filtered_or_projected_query_is_charged_for_what_it_read(metered: tuple[Any, Meter]) -> None:
+    """DynamoDB charges a Query for the items it read, before its filter and projection."""
+    db, meter = metered
+    for sk in "abc":
+        db.put_item(TableName=TABLE, Item=_item(sk, 3000, colour=sk))
+    query = {
+        "TableName": TABLE,
+        "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "p"}, ":c": {"S": "a"}},
+        "ConsistentRead": True,
+    }
+    with meter.side(Tally()) as tally:
+        got = db.query(**query, FilterExpression="colour = :c", ProjectionExpression="sk")
+    assert len(got["Items"]) == 1
+    assert tally.rru == {"things": 3.0}  # three items of 3 KB read: 9 KB, 3 units
+    with meter.side(Tally()) as tally:
+        db.query(**query, FilterExpression="colour = :c", Limit=1)  # one item read: 1 unit
+    assert tally.rru == {"things": 1.0}
