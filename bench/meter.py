@@ -40,12 +40,11 @@ _CONTEXT_KEY = "petrel_cost_meter"
 
 
 def number_size(text: str) -> int:
-    """About (significant digits / 2) + 1 bytes: leading and trailing zeros do not count; a negative
-    number one byte more. `text` is DynamoDB's string form of the number (it may have an exponent)."""
+    """(1 byte per two significant digits) + 1 byte, AWS's approximation: leading and trailing zeros
+    do not count, nor the sign, the point or an exponent. `text` is DynamoDB's string form of it."""
     mantissa = text.strip().lower().split("e", 1)[0]
-    negative = mantissa.startswith("-")
     digits = mantissa.lstrip("+-").replace(".", "").strip("0")
-    return (len(digits) + 1) // 2 + 1 + (1 if negative else 0)
+    return (len(digits) + 1) // 2 + 1
 
 
 def _binary_length(value: Any) -> int:
