@@ -11,13 +11,16 @@ from petrel.models.records import SendingDomain, SmtpServer, Tenant
 from petrel.models.retry import RetryLadder
 from petrel.services.cancel import CancelDeps
 from petrel.services.deliver import DeliverDeps
+from petrel.services.dispatch import DispatchDeps
 from petrel.services.ingest import IngestDeps
 from petrel.services.release import ReleaseDeps
+from petrel.services.server_health import HealthDeps
 from petrel.services.signing import MessageSigner
 from petrel.services.submit import SubmitDeps
 from petrel.services.sweep import SweepDeps
 from petrel.services.tenants import AdminDeps
 from tests.fakes import records
+from tests.fakes.buckets import FakeTokenBuckets
 from tests.fakes.clock import FixedClock
 from tests.fakes.idempotency import FakeIdempotencyStore
 from tests.fakes.inbound import FakeInboundStore, FakeIngestQueue
@@ -51,6 +54,9 @@ class FakeWorld:
     mailboxes: FakeMailboxStore = field(default_factory=FakeMailboxStore)
     inbound: FakeInboundStore = field(default_factory=FakeInboundStore)
     ingest_queue: FakeIngestQueue = field(default_factory=FakeIngestQueue)
+    buckets: FakeTokenBuckets = field(default_factory=FakeTokenBuckets)
+    # A recipient domain's provider group (the worker looks its MX up): the domain itself here.
+    providers: dict[str, str] = field(default_factory=dict)
 
     def submit_deps(self, *, inline_body_limit: int = 96 * 1024, retention_days: int = 30) -> SubmitDeps:
         return SubmitDeps(
@@ -100,6 +106,27 @@ class FakeWorld:
             ingest=self.ingest_queue,
             signer=MessageSigner(cached.secrets, self.clock),
         )
+
+    def dispatch_deps(self, *, seed: int = 7) -> DispatchDeps:
+        """The worker's batch dispatch on the fakes (configuration read uncached)."""
+        return DispatchDeps(
+            tenants=cache_ports(
+                tenants=self.tenants,
+                secrets=self.secrets,
+                blobs=self.blobs,
+                messages=self.messages,
+                mailboxes=self.mailboxes,
+                config_ttl=0,
+            ).tenants,
+            mailboxes=self.mailboxes,
+            buckets=self.buckets,
+            provider_of=lambda domain: self.providers.get(domain, domain),
+            clock=self.clock,
+            rng=random.Random(seed),
+        )
+
+    def health_deps(self) -> HealthDeps:
+        return HealthDeps(tenants=self.tenants, buckets=self.buckets)
 
     def ingest_deps(self, *, retention_days: int = 30) -> IngestDeps:
         return IngestDeps(

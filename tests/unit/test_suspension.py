@@ -31,7 +31,9 @@ from petrel.observability import Telemetry, telemetry
 from petrel.ports import JobQueue, MessageKey, Transition
 from petrel.services import tenants
 from petrel.services.deliver import DeliverDeps
+from petrel.services.dispatch import DispatchDeps
 from petrel.services.release import ReleaseDeps
+from petrel.services.server_health import HealthDeps
 from petrel.services.suspension import HELD_REASON, HOLD_SECONDS
 from petrel.services.sweep import sweep
 from petrel.settings import SendWorkerSettings
@@ -68,6 +70,8 @@ class WorkerParts:
     deliver: DeliverDeps
     release: ReleaseDeps
     queue: JobQueue
+    dispatch: DispatchDeps
+    health: HealthDeps
 
 
 def _record(job: Job, ident: str, receive_count: int) -> dict[str, Any]:
@@ -181,6 +185,8 @@ def _stack(world: FakeWorld, tmp_path: Path, *, cache_seconds: float = 0) -> Sta
         deliver=world.deliver_deps(lease_seconds=LEASE, cache_seconds=cache_seconds),
         release=world.release_deps(),
         queue=world.queue,
+        dispatch=world.dispatch_deps(),
+        health=world.health_deps(),
     )
     made = Stack(world, seeded, Api(world), create_worker(parts))  # type: ignore[arg-type]
     transition = world.messages.transition

@@ -22,8 +22,7 @@ from petrel.services import shaping
 
 if TYPE_CHECKING:
     from petrel.models.records import SmtpServer
-    from petrel.ports import TokenBuckets
-    from petrel.services.deliver import TenantConfig
+    from petrel.ports import TenantStore, TokenBuckets
 
 # How long a "slow down" halves a bucket's rate before it starts to recover.
 SLOW_DOWN_SECONDS = shaping.SLOW_DOWN_SECONDS
@@ -31,7 +30,7 @@ SLOW_DOWN_SECONDS = shaping.SLOW_DOWN_SECONDS
 
 @dataclass
 class HealthDeps:
-    tenants: TenantConfig
+    tenants: TenantStore
     buckets: TokenBuckets
 
 
