@@ -8,7 +8,9 @@ The rate arithmetic (GCRA on one `tat` number per bucket) is petrel.models.bucke
 - tat < now or no item (the bucket is full): `tat = now + inc`.
 Which side to try comes from the tat this instance last saw (ReturnValues); a condition that fails
 returns the item as it is (ReturnValuesOnConditionCheckFailure=ALL_OLD), from which the grant is
-recomputed and written again: no read in any case, and never a token spent twice.
+recomputed and written again: never a token spent twice. No read in the common case; only a bucket
+this instance last saw empty is read first (someone may have given tokens back since), since a
+consistent read costs a fifth of a failed write.
 
 The same item carries the bucket's slow-down (`slow_n` halvings held until `slow_until`, then undone one
 each `slow_step`), daily counters are items of their own (`<key>#<day>`, count `n`), and a server's recent
