@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from petrel.models.records import WARMUP_DAYS, ServerShaping, SmtpServer, Tenant, WarmupStep
-from petrel.ports import ServerStats
+from petrel.ports import BucketSpec, Grant, ServerStats
 from petrel.services.shaping import (
     PROVIDER_RATE,
     SERVER_RATE,
@@ -196,6 +196,37 @@ def test_a_slowed_provider_gets_a_smaller_bucket_then_recovers() -> None:
     later = NOW + 120  # held 60 s, then doubled back after another 60 s
     [recovered] = take_for_batch(buckets, [Want(_tenant(), server, "yahoo", 8)], now=later, today=TODAY)
     assert recovered.admitted == 8
+
+
+class FailingBuckets(FakeTokenBuckets):
+    """The store fails on its `fail_at`-th take (numbered from 1), then works again."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at, self.takes = fail_at, 0
+
+    def take(self, bucket: BucketSpec, wanted: int, *, now: float) -> Grant:
+        self.takes += 1
+        if self.takes == self.fail_at:
+            raise ConnectionError("store unreachable")
+        return super().take(bucket, wanted, now=now)
+
+
+@pytest.mark.parametrize("fail_at", [2, 3, 4])
+def test_a_stage_that_fails_gives_back_every_token_taken_however_often_it_fails(fail_at: int) -> None:
+    """The store fails at the server, the first or the second provider stage, twice in a row at the same
+    step: each time the batch raises, and the buckets end exactly as they were before it."""
+    buckets = FailingBuckets(fail_at)
+    tenant, server = _tenant(rate=50), _server(shaping=ServerShaping(warmup=(), burst=40, provider_burst=10))
+    wants = [Want(tenant, server, "google", 6), Want(tenant, server, "microsoft", 3)]
+    for _ in range(2):
+        buckets.takes = 0
+        with pytest.raises(ConnectionError):
+            take_for_batch(buckets, wants, now=NOW, today=TODAY)
+    # nothing was spent: every bucket it touched is full again (its tat not after now)
+    assert buckets.tats and all(tat <= round(NOW * 1_000_000) for tat in buckets.tats.values())
+    [first, second] = take_for_batch(buckets, wants, now=NOW, today=TODAY)  # and the store works again
+    assert (first.admitted, second.admitted) == (6, 3)
 
 
 def test_nothing_wanted_takes_nothing() -> None:

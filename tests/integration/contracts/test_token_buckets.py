@@ -214,7 +214,7 @@ def test_concurrent_daily_takers_never_pass_the_cap(make_buckets: Callable[[], T
 def test_concurrent_takers_never_exceed_the_rate_and_sustain_it(make_buckets: Callable[[], TokenBuckets]) -> None:
     """Eight workers that always want more, on the wall clock for about 1.5 s: the bucket gives at most
     rate x elapsed + burst, and at least 95 % of that."""
-    bucket, duration = BucketSpec("srv#tn_a#rate", rate=100.0, burst=20), 1.5
+    bucket, duration = BucketSpec("srv#tn_a#rate", rate=100.0, burst=50), 1.5  # burst: half a second of hiccup
     start = threading.Barrier(8)
     seen: list[float] = []
 
@@ -233,3 +233,40 @@ def test_concurrent_takers_never_exceed_the_rate_and_sustain_it(make_buckets: Ca
     allowed = bucket.rate * (max(seen) - min(seen)) + bucket.burst
     assert granted <= allowed
     assert granted >= 0.95 * allowed, f"granted {granted} of {allowed:.0f}"
+
+
+def test_a_fractional_rate_rounds_against_the_taker_only(buckets: TokenBuckets) -> None:
+    """3 tokens a second (a third of a second each, not a whole microsecond): never a token early, and
+    none lost over time."""
+    bucket = BucketSpec("prov#tn_a#srv_1#thirds", rate=3.0, burst=10)
+    assert buckets.take(bucket, 100, now=T0).granted == 10
+    assert buckets.take(bucket, 100, now=T0 + 0.33).granted == 0
+    assert buckets.take(bucket, 100, now=T0 + 0.34).granted == 1
+    assert buckets.take(bucket, 100, now=T0 + 1.01).granted == 2  # 3 in the first 1.01 s
+    assert buckets.take(bucket, 100, now=T0 + 31.01).granted == 10  # the burst, not 90
+    total = sum(buckets.take(bucket, 100, now=T0 + 31.01 + i / 10).granted for i in range(1, 301))
+    total += buckets.take(bucket, 100, now=T0 + 61.02).granted  # 300 roundings cost microseconds only
+    assert total == 90  # 30 s at 3/s, to the token
+
+
+def test_concurrent_outcome_records_lose_no_batch(make_buckets: Callable[[], TokenBuckets]) -> None:
+    """Eight workers recording batches of 3 sends with 1 bounce each: with a window larger than all of
+    them, every send and bounce is counted once; with a small one (rotating under the race), the window
+    holds whole batches only, so its bounces are exactly a third of its sends."""
+    for window, expect_all in ((10_000, True), (20, False)):
+        key = f"stat#tn_a#race{window}"
+        start = threading.Barrier(8)
+
+        def record(_: int, key: str = key, window: int = window, start: threading.Barrier = start) -> None:
+            buckets = make_buckets()
+            start.wait()
+            for _ in range(8):
+                buckets.record_outcomes(key, sends=3, bounces=1, failures=0, window=window)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(record, range(8)))
+        stats = make_buckets().record_outcomes(key, sends=0, bounces=0, failures=0, window=window)
+        if expect_all:
+            assert stats == ServerStats(192, 64, 0)
+        else:
+            assert 0 < stats.sends <= window + 8 * 3 and stats.sends == 3 * stats.bounces, stats

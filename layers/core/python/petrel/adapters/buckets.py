@@ -8,7 +8,9 @@ The rate arithmetic (GCRA on one `tat` number per bucket) is petrel.models.bucke
 - tat < now or no item (the bucket is full): `tat = now + inc`.
 Which side to try comes from the tat this instance last saw (ReturnValues); a condition that fails
 returns the item as it is (ReturnValuesOnConditionCheckFailure=ALL_OLD), from which the grant is
-recomputed and written again: no read in any case, and never a token spent twice.
+recomputed and written again: never a token spent twice. No read in the common case; only a bucket
+this instance last saw empty is read first (someone may have given tokens back since), since a
+consistent read costs a fifth of a failed write.
 
 The same item carries the bucket's slow-down (`slow_n` halvings held until `slow_until`, then undone one
 each `slow_step`), daily counters are items of their own (`<key>#<day>`, count `n`), and a server's recent
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from types_boto3_dynamodb.client import DynamoDBClient
 
 ATTEMPTS = 8  # conditional writes one call makes before it gives up (granting nothing)
+OUTCOME_ATTEMPTS = 16  # rotations of an outcome window tried before the batch is added unrotated
 FACTOR_CACHE_SECONDS = 1.0  # how long a factor seen by this instance is trusted without a read
 
 _TTL = resources.BUCKETS.ttl_attribute
@@ -271,7 +274,7 @@ class DynamoTokenBuckets:
             old = added
         else:
             old = self._read_window(key)
-        for _ in range(ATTEMPTS):
+        for _ in range(OUTCOME_ATTEMPTS):
             new = old.after(sends, bounces, failures, window)
             try:
                 self._put_window(key, old, new)
@@ -279,28 +282,32 @@ class DynamoTokenBuckets:
                 old = _window(_failed_item(exc))
                 continue
             return new.stats()
-        raise RuntimeError(f"record_outcomes: {key} kept changing under {ATTEMPTS} writes")
+        added = self._add_outcomes(key, sends, bounces, failures, None)
+        return added if isinstance(added, ServerStats) else added.stats()
 
-    def _add_outcomes(self, key: str, sends: int, bounces: int, failures: int, half: int) -> ServerStats | Window:
+    def _add_outcomes(
+        self, key: str, sends: int, bounces: int, failures: int, half: int | None
+    ) -> ServerStats | Window:
         """The common case in one write: the batch fits the newer half-window. Returns the stats, or
-        the window as it is when it does not fit (it must rotate)."""
+        the window as it is when it does not fit (it must rotate). `half` None: add whatever the window
+        holds (no condition; the newer half may run over until the next rotation): the last resort of a
+        rotation that lost every race, so that a batch is never lost."""
         run = "SET f = :f" if sends > 0 else "ADD f :f"
         update = f"ADD cs :s, cb :b, v :one {run}" if sends > 0 else "ADD cs :s, cb :b, v :one, f :f"
+        values = {":s": _n(sends), ":b": _n(bounces), ":one": _n(1), ":f": _n(failures)}
+        condition = "attribute_not_exists(v) OR attribute_exists(v)"  # always true: the last resort
+        if half is not None:
+            condition = "attribute_not_exists(cs) OR cs < :room"
+            values[":room"] = _n(half - sends)
         try:
             out = self._db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": key}},
                 UpdateExpression=update,
-                ConditionExpression="attribute_not_exists(cs) OR cs < :room",
-                ExpressionAttributeValues={
-                    ":s": _n(sends),
-                    ":b": _n(bounces),
-                    ":one": _n(1),
-                    ":f": _n(failures),
-                    ":room": _n(half - sends),
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ConditionExpression=condition,
             )
         except ClientError as exc:
             return _window(_failed_item(exc))

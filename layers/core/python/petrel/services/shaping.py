@@ -10,9 +10,11 @@ message, in this order:
 4. the server's daily warm-up cap (a counter per UTC day; none once the ramp is over).
 
 Each stage sees only what the stages before it admitted; rate tokens that a later stage refused are
-given back (a daily count cannot be, which is why the cap comes last). A message that finds no token
-is not an attempt: the worker hands it back to its queue with the delay given here, and the delays of
-one bucket's refused messages are spaced at that bucket's rate so that they do not all return at once.
+given back (a daily count cannot be, which is why the cap comes last). When a stage fails (the store
+raised), every token taken is given back and the error goes to the caller: nothing of the batch may go.
+A message that finds no token is not an attempt: the worker hands it back to its queue with the delay
+given here, and the delays of one bucket's refused messages are spaced at that bucket's rate so that
+they do not all return at once.
 
 `bounce_verdict` and `failure_verdict` turn a server's recent outcomes (TokenBuckets.record_outcomes)
 into the reason to pause it, or None.
@@ -20,6 +22,7 @@ into the reason to pause it, or None.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -180,18 +183,31 @@ def take_for_batch(buckets: TokenBuckets, wants: Sequence[Want], *, now: float, 
         ),
     )
     taken: list[_Taken] = []
-    for reason, bucket_of in stages:
-        for bucket, members in _by_bucket(groups, bucket_of):
-            wanted = sum(g.allowed for g in members)
-            grant = buckets.take(bucket, wanted, now=now)
-            _share(members, grant.granted, _spaced(grant.wait_seconds, bucket.rate), reason)
-            taken.append(_Taken(bucket, members, grant.granted))
-    _take_daily(buckets, groups, now=now, today=today)
+    try:
+        for reason, bucket_of in stages:
+            for bucket, members in _by_bucket(groups, bucket_of):
+                wanted = sum(g.allowed for g in members)
+                grant = buckets.take(bucket, wanted, now=now)
+                _share(members, grant.granted, _spaced(grant.wait_seconds, bucket.rate), reason)
+                taken.append(_Taken(bucket, members, grant.granted))
+        _take_daily(buckets, groups, now=now, today=today)
+    except Exception:
+        _give_back_all(buckets, taken, now=now)
+        raise
     for t in taken:
         unused = t.granted - sum(g.allowed for g in t.groups)
         if unused > 0:
             buckets.give_back(t.bucket, unused, now=now)
     return [Admission(g.want, g.allowed, tuple(sorted(g.delays)), g.limited_by) for g in groups]
+
+
+def _give_back_all(buckets: TokenBuckets, taken: Sequence[_Taken], *, now: float) -> None:
+    """A stage failed (the store refused or was unreachable): nothing of the batch goes, so every token
+    already taken goes back, as far as the store lets it (a token it keeps is only a token lost)."""
+    for t in taken:
+        if t.granted > 0:
+            with contextlib.suppress(Exception):
+                buckets.give_back(t.bucket, t.granted, now=now)
 
 
 def _by_bucket(
