@@ -276,8 +276,9 @@ class SmtplibRelay:
     def _take(self, server: SmtpServer, password: str, watch: _Watch, *, fresh: bool) -> _Slot | SmtpReply:
         """A session to use, or the right to open one; deadline exceeded if none frees up in time.
 
-        `fresh`: the session just reused was found dropped by the server, which likely dropped its idle
-        siblings too: take the slot of an idle session (closed) rather than reuse it."""
+        `fresh`: the session just reused was found dropped by the server, which has likely dropped its
+        idle siblings too (an idle timeout, a restart): close them all and open a new session, so the
+        retry is on a live one, never on another dead one."""
         key = self._key(server, password)
         limit = server.shaping.concurrency
         stale: list[_Session] = []
@@ -289,14 +290,18 @@ class SmtplibRelay:
             self._keys[server.server_id] = key
             while True:
                 pool = self._pools.setdefault(key, _Pool())
+                if fresh:
+                    pool.count -= len(pool.idle)
+                    stale += pool.idle
+                    pool.idle = []
+                    fresh = False  # those given back while this thread waits are live
                 now = self._wall_clock()
                 session = None
                 while pool.idle:
                     candidate = pool.idle.pop()
-                    if fresh or now - candidate.last_used > self._idle_seconds:
+                    if now - candidate.last_used > self._idle_seconds:
                         pool.count -= 1
                         stale.append(candidate)
-                        fresh = False  # one slot is enough
                         continue
                     session = candidate
                     break
