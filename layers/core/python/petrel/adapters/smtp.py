@@ -268,8 +268,8 @@ class SmtplibRelay:
     def _key(server: SmtpServer, password: str) -> str:
         """What a session was opened with, as a digest (never the password itself): a change (a rotated
         password, another CA bundle) means a new pool."""
-        parts = (server.host, str(server.port), str(server.security), server.username, password, server.ca_bundle or "")
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        parts = (server.host, server.port, str(server.security), server.username, password, server.ca_bundle)
+        return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
     # ------------------------------------------------------------------ the pool
 
@@ -475,7 +475,11 @@ class SmtplibRelay:
                 return slot, None
             session = slot.session
             if session is None:
-                opened = self._open(server, password, watch, slot.pool)
+                try:
+                    opened = self._open(server, password, watch, slot.pool)
+                except BaseException:  # a bug: the slot must not leak, or the server's pool shrinks for good
+                    self._free_slot(slot.pool)
+                    raise
                 if isinstance(opened, SmtpReply):
                     self._free_slot(slot.pool)
                     return opened, None
@@ -483,7 +487,12 @@ class SmtplibRelay:
             else:
                 watch.arm(session.fuse)
             reused = session.used > 0
-            reply = self._transaction(session, envelope, data)
+            try:
+                reply = self._transaction(session, envelope, data)
+            except BaseException:  # a bug: close the session (in an unknown state) and free its slot
+                session.broken = True
+                self._give_back(session, healthy=False)
+                raise
             if reply is not None:
                 return reply, session
             session.broken = True  # found closed before the server accepted anything: nothing was sent
