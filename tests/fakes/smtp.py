@@ -9,6 +9,7 @@ failure at CONNECT, a value like every other outcome, never an exception.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class FakeSmtpRelay:
         self.calls: list[RelayCall] = []
         self.close_calls = 0
         self.close_idle_calls = 0
+        self._lock = threading.Lock()
         self._expired: set[str] = set()  # server ids whose session has been idle past the limit
         self.deadlines: list[float | None] = []  # the deadline each call was given
         self.passwords: dict[str, str] = {}
@@ -91,6 +93,12 @@ class FakeSmtpRelay:
 
     def relay(
         self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, *, deadline: float | None = None
+    ) -> SmtpReply:
+        with self._lock:  # threads may relay at once, as with the real relay; the record stays consistent
+            return self._relay(server, password, envelope, data, deadline)
+
+    def _relay(
+        self, server: SmtpServer, password: str, envelope: Envelope, data: bytes, deadline: float | None
     ) -> SmtpReply:
         self.deadlines.append(deadline)
         answer = self._session(server, password) or self._next_reply(envelope.recipient)

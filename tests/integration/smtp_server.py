@@ -81,7 +81,7 @@ class ScriptedHandler:
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ):
+    ) -> list[str]:
         session.host_name = hostname
         self.ehlos += 1
         if not any(p is server for p in self.protocols):
@@ -92,12 +92,16 @@ class ScriptedHandler:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         stage, reply = self.script.get(address.lower(), ("", ""))
         if stage == "rcpt":
             return reply
@@ -107,7 +111,7 @@ class ScriptedHandler:
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope):
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.gate:
             await self._pass_gate()
         for recipient in envelope.rcpt_tos:
@@ -145,7 +149,7 @@ class ScriptedHandler:
     @staticmethod
     async def _trickle(server: SMTP, interval: float) -> None:
         transport = server.transport
-        assert transport is not None
+        assert isinstance(transport, asyncio.WriteTransport)
         while True:
             for byte in b"250-2.0.0 still working\r\n":
                 if transport.is_closing():

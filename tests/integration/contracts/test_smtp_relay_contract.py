@@ -38,6 +38,7 @@ class RelayBackend:
     rotate_password: Callable[[str], None]  # the server accepts only this password from now on
     accepted: Callable[[], list[str]]  # the recipients whose message the server took, in order
     sessions: Callable[[], int]  # sessions that got past AUTH
+    expire_idle: Callable[[], None]  # every open session has now been idle past the relay's limit
 
 
 def _record(port: int, tls: TlsFiles | None, server_id: str) -> SmtpServer:
@@ -76,11 +77,28 @@ def _fake_backend() -> RelayBackend:
         rotate,
         lambda: [call.envelope.recipient for call in relay.relayed],
         lambda: relay.sessions_opened,
+        relay.expire_idle,
     )
 
 
-def _real_backend(running: RunningServer, tls: TlsFiles, relay: SmtplibRelay) -> RelayBackend:
+class _WallClock:
+    """The real relay's injected wall clock: idle time passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+IDLE_SECONDS = 30.0
+
+
+def _real_backend(running: RunningServer, tls: TlsFiles, relay: SmtplibRelay, clock: _WallClock) -> RelayBackend:
     handler = running.handler
+
+    def expire_idle() -> None:
+        clock.now += IDLE_SECONDS + 1
 
     def refuse(recipient: str, stage: Stage, reply: str) -> None:
         handler.script[recipient.lower()] = (str(stage), reply)
@@ -97,6 +115,7 @@ def _real_backend(running: RunningServer, tls: TlsFiles, relay: SmtplibRelay) ->
         rotate,
         lambda: [rcpt for received in handler.received for rcpt in received.rcpt_to],
         lambda: sum(1 for _, ok in handler.logins if ok),
+        expire_idle,
     )
 
 
@@ -105,9 +124,13 @@ def relay_backend(request: pytest.FixtureRequest) -> Iterator[RelayBackend]:
     if request.param == "fake":
         yield _fake_backend()
         return
-    relay = SmtplibRelay(timeout=5.0, transaction_seconds=30.0, local_hostname="petrel.test")
+    clock = _WallClock()
+    relay = SmtplibRelay(
+        timeout=5.0, transaction_seconds=30.0, local_hostname="petrel.test", idle_seconds=IDLE_SECONDS, wall_clock=clock
+    )
     try:
-        yield _real_backend(request.getfixturevalue("submission_server"), request.getfixturevalue("tls_files"), relay)
+        running, tls = request.getfixturevalue("submission_server"), request.getfixturevalue("tls_files")
+        yield _real_backend(running, tls, relay, clock)
     finally:
         relay.close()
 
@@ -213,3 +236,29 @@ def test_a_rotated_password_opens_a_new_session(relay_backend: RelayBackend) -> 
     assert _send(relay_backend, "b@example.org", password="rotated").code == 250
     assert relay_backend.sessions() == 2
     assert relay_backend.accepted() == ["a@example.org", "b@example.org"]
+
+
+def test_close_idle_keeps_a_recent_session_for_the_next_invocation(relay_backend: RelayBackend) -> None:
+    assert _send(relay_backend, "a@example.org").code == 250
+    relay_backend.relay.close_idle()  # the end of an invocation
+
+    assert _send(relay_backend, "b@example.org").code == 250
+    assert relay_backend.sessions() == 1
+
+
+def test_a_session_idle_past_the_limit_is_replaced(relay_backend: RelayBackend) -> None:
+    assert _send(relay_backend, "a@example.org").code == 250
+    relay_backend.expire_idle()
+
+    assert _send(relay_backend, "b@example.org").code == 250
+    assert relay_backend.sessions() == 2
+    assert relay_backend.accepted() == ["a@example.org", "b@example.org"]
+
+
+def test_close_idle_closes_a_session_idle_past_the_limit(relay_backend: RelayBackend) -> None:
+    assert _send(relay_backend, "a@example.org").code == 250
+    relay_backend.expire_idle()
+    relay_backend.relay.close_idle()
+
+    assert _send(relay_backend, "b@example.org").code == 250
+    assert relay_backend.sessions() == 2

@@ -268,16 +268,17 @@ class SmtplibRelay:
     def _key(server: SmtpServer, password: str) -> str:
         """What a session was opened with, as a digest (never the password itself): a change (a rotated
         password, another CA bundle) means a new pool."""
-        parts = (server.host, str(server.port), str(server.security), server.username, password, server.ca_bundle or "")
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        parts = (server.host, server.port, str(server.security), server.username, password, server.ca_bundle)
+        return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
     # ------------------------------------------------------------------ the pool
 
     def _take(self, server: SmtpServer, password: str, watch: _Watch, *, fresh: bool) -> _Slot | SmtpReply:
         """A session to use, or the right to open one; deadline exceeded if none frees up in time.
 
-        `fresh`: the session just reused was found dropped by the server, which likely dropped its idle
-        siblings too: take the slot of an idle session (closed) rather than reuse it."""
+        `fresh`: the session just reused was found dropped by the server, which has likely dropped its
+        idle siblings too (an idle timeout, a restart): close them all and open a new session, so the
+        retry is on a live one, never on another dead one."""
         key = self._key(server, password)
         limit = server.shaping.concurrency
         stale: list[_Session] = []
@@ -289,14 +290,18 @@ class SmtplibRelay:
             self._keys[server.server_id] = key
             while True:
                 pool = self._pools.setdefault(key, _Pool())
+                if fresh:
+                    pool.count -= len(pool.idle)
+                    stale += pool.idle
+                    pool.idle = []
+                    fresh = False  # those given back while this thread waits are live
                 now = self._wall_clock()
                 session = None
                 while pool.idle:
                     candidate = pool.idle.pop()
-                    if fresh or now - candidate.last_used > self._idle_seconds:
+                    if now - candidate.last_used > self._idle_seconds:
                         pool.count -= 1
                         stale.append(candidate)
-                        fresh = False  # one slot is enough
                         continue
                     session = candidate
                     break
@@ -470,7 +475,11 @@ class SmtplibRelay:
                 return slot, None
             session = slot.session
             if session is None:
-                opened = self._open(server, password, watch, slot.pool)
+                try:
+                    opened = self._open(server, password, watch, slot.pool)
+                except BaseException:  # a bug: the slot must not leak, or the server's pool shrinks for good
+                    self._free_slot(slot.pool)
+                    raise
                 if isinstance(opened, SmtpReply):
                     self._free_slot(slot.pool)
                     return opened, None
@@ -478,7 +487,12 @@ class SmtplibRelay:
             else:
                 watch.arm(session.fuse)
             reused = session.used > 0
-            reply = self._transaction(session, envelope, data)
+            try:
+                reply = self._transaction(session, envelope, data)
+            except BaseException:  # a bug: close the session (in an unknown state) and free its slot
+                session.broken = True
+                self._give_back(session, healthy=False)
+                raise
             if reply is not None:
                 return reply, session
             session.broken = True  # found closed before the server accepted anything: nothing was sent
