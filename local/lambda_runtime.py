@@ -66,6 +66,10 @@ def fair_order(messages: Sequence[dict[str, Any]], in_flight: dict[str, int] | N
     return out
 
 
+# A held message handed out within this long of its receive (or renewal) keeps the visibility it has.
+_FRESH_SECONDS = 0.5
+
+
 @dataclass
 class _Held:
     message: dict[str, Any]
@@ -79,7 +83,7 @@ class FairBuffer:
     would hold every receive until it drains. The buffer receives ahead (up to `max_held` messages, kept
     invisible: each is received once, so no receive count grows without a delivery) and hands each pump a
     batch in `fair_order`. A held message's visibility is renewed before a third of it has passed, so it
-    is never delivered twice while held; a batch handed out has at least two thirds of it left.
+    is never delivered twice while held; a batch handed out has its visibility timeout afresh, as Lambda's.
     """
 
     def __init__(self, sqs: Any, queue_url: str, *, max_held: int = 1000, refresh_seconds: float = 0.25) -> None:
@@ -105,10 +109,17 @@ class FairBuffer:
             if len(self._held) < count or time.monotonic() - self._refilled_at >= self._refresh:
                 self._refill(wait_seconds)
                 self._refilled_at = time.monotonic()
-            self._renew(time.monotonic())
+            now = time.monotonic()
+            self._renew(now)
             batch = fair_order([h.message for h in self._held.values()], self._in_flight)[:count]
+            # Lambda's batch is invisible for the whole visibility timeout from its receive: one held a
+            # while gets it afresh. One whose handle went stale is SQS's again, not this batch's.
+            waited = [m for m in batch if now - self._held[m["MessageId"]].renewed_at > _FRESH_SECONDS]
+            lost = self._change_visibility(waited, self._queue_visibility())
             for message in batch:
                 del self._held[message["MessageId"]]
+            batch = [m for m in batch if m["MessageId"] not in lost]
+            for message in batch:
                 group = message_group(message)
                 self._in_flight[group] = self._in_flight.get(group, 0) + 1
             return batch
