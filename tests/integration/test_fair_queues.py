@@ -7,6 +7,7 @@ receive counted without a delivery); a failed record comes back; a redriven job 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ import pytest
 from moto import mock_aws
 
 from local.lambda_runtime import FairBuffer, QueuePump
-from petrel.adapters.dead_letters import DeadLetter
+from petrel import resources
+from petrel.adapters.dead_letters import DeadLetter, SqsDeadLetters
 from petrel.adapters.queues import SqsJobQueue
 from petrel.models.jobs import Job, ReleaseJob, SendJob, parse_job
 from tests.integration.aws_env import REGION, clean_aws_environment
@@ -203,3 +205,29 @@ def test_a_redriven_job_goes_back_in_its_tenants_group(sqs: Any) -> None:
     assert DeadLetter.from_sqs(grouped).message_group == "tn_own"  # type: ignore[arg-type]
     ingest = DeadLetter.from_sqs(message, "ingest")  # type: ignore[arg-type]
     assert ingest.message_group is None
+
+
+def test_redriven_jobs_go_back_in_their_tenants_group(sqs: Any) -> None:
+    """A job dead-lettered by its send queue keeps its group through the DLQ and the redrive; one
+    Scheduler dead-lettered (put there without a group) goes back in its tenant's."""
+    prefix = "fairtest"
+    spec = resources.SEND_TRANSACTIONAL
+    dlq = _queue(sqs, resources.physical_name(prefix, resources.dlq_name(spec)))
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    send = _queue(sqs, resources.physical_name(prefix, spec.name))
+    sqs.set_queue_attributes(
+        QueueUrl=send,
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})},
+    )
+    schedules_dlq = _queue(sqs, resources.physical_name(prefix, resources.SCHEDULES.dlq))
+    assert SqsJobQueue(sqs, {"transactional": send}).send_jobs("transactional", _jobs("tn_a", 1)) == []
+    for _ in range(2):  # received once and not deleted: the second receive moves it to the DLQ
+        sqs.receive_message(QueueUrl=send, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    sqs.send_message(QueueUrl=schedules_dlq, MessageBody=_jobs("tn_s", 1)[0].model_dump_json())
+    letters = SqsDeadLetters(sqs, prefix, wait_seconds=0)
+
+    assert len(letters.redrive(spec.name).moved) == 1
+    assert len(letters.redrive(resources.SCHEDULES.group).moved) == 1
+
+    groups = {parse_job(m["Body"]).tenant_id: m["Attributes"].get("MessageGroupId") for m in _drain(sqs, send)}
+    assert groups == {"tn_a": "tn_a", "tn_s": "tn_s"}
