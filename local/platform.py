@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
     from local.front import ApiFront
-    from local.lambda_runtime import QueuePump
+    from local.lambda_runtime import FairBuffer, QueuePump
     from local.localstack import LocalStack
     from local.scheduler import ScheduleFirer
     from local.timer import Every
@@ -321,6 +321,7 @@ class LocalPlatform:
         self._environment = ProcessEnvironment()
         self._front: ApiFront | None = None
         self._pumps: list[QueuePump] = []
+        self._buffers: list[FairBuffer] = []
         self._timers: list[ScheduleFirer | Every] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -370,6 +371,9 @@ class LocalPlatform:
             for thread in threads:
                 thread.join(timeout=max(self.config.lease_seconds, self.config.poll_timeout_seconds) + 5)
             group.clear()
+        for buffer in self._buffers:  # what the pumps received ahead is visible again at once
+            buffer.release()
+        self._buffers.clear()
         self._moto.stop()
         if self._localstack is not None:
             self._localstack.stop()
@@ -482,7 +486,7 @@ class LocalPlatform:
         """What invokes the functions deployed: API Gateway, the SQS event sources, Scheduler, the rule."""
         from local.aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY
         from local.front import ApiFront
-        from local.lambda_runtime import QueuePump
+        from local.lambda_runtime import FairBuffer, QueuePump
         from local.scheduler import ScheduleFirer
         from local.sigv4 import SigningCredentials
         from local.timer import Every
@@ -499,6 +503,9 @@ class LocalPlatform:
         self._front.start()
         sqs = aws.client("sqs")
         for queue in r.SEND_QUEUES:
+            # One buffer per send queue, shared by its pumps: the fair-queue view SQS has of the backlog.
+            buffer = FairBuffer(sqs, resources.queue_urls[queue.name])
+            self._buffers.append(buffer)
             for _ in range(self.config.workers_per_queue):
                 pump = QueuePump(
                     sqs,
@@ -508,6 +515,7 @@ class LocalPlatform:
                     function_name=f"send-worker-{queue.name}",
                     batch_size=self.config.batch_size,
                     timeout_seconds=self.config.lease_seconds,  # as deployed: the lease lasts the invocation
+                    buffer=buffer,
                 )
                 pump.start()
                 self._pumps.append(pump)

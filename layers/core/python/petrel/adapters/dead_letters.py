@@ -113,6 +113,7 @@ class DeadLetter:
     trace_header: str | None = None
     receipt_handle: str = field(default="", repr=False, compare=False)
     kind: LetterKind = "send"
+    group_id: str | None = None
 
     @classmethod
     def from_sqs(cls, message: MessageTypeDef, kind: LetterKind = "send") -> DeadLetter:
@@ -128,7 +129,17 @@ class DeadLetter:
             trace_header=system.get("AWSTraceHeader"),
             receipt_handle=message["ReceiptHandle"],
             kind=kind,
+            group_id=system.get("MessageGroupId"),
         )
+
+    @property
+    def message_group(self) -> str | None:
+        """The MessageGroupId to send it back with: its own, else its job's tenant (a job Scheduler
+        dead-lettered had none), so a redriven job counts for its tenant on a fair queue."""
+        if self.group_id:
+            return self.group_id
+        job = self.job
+        return job.tenant_id if job is not None else None
 
     @property
     def job(self) -> Job | None:
@@ -411,6 +422,8 @@ class SqsDeadLetters:
             entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": body}
             if attributes := letter.resent_attributes():
                 entry["MessageAttributes"] = attributes
+            if group := letter.message_group:
+                entry["MessageGroupId"] = group
             if letter.trace_header:
                 trace: MessageSystemAttributeValueTypeDef = {"DataType": "String", "StringValue": letter.trace_header}
                 entry["MessageSystemAttributes"] = {"AWSTraceHeader": trace}

@@ -33,13 +33,22 @@ class SqsJobQueue:
         self._urls = queue_urls
 
     def send_jobs(self, pool: Pool, jobs: Sequence[J], delay_seconds: int = 0) -> list[J]:
-        """SendJobs (or ReleaseJobs) on the pool's queue, 10 per SendMessageBatch; returns those refused."""
+        """SendJobs (or ReleaseJobs) on the pool's queue, 10 per SendMessageBatch; returns those refused.
+
+        Each job carries its tenant as `MessageGroupId`: on a standard queue that makes it an SQS fair
+        queue, which delivers quiet tenants' jobs ahead of a flooding tenant's backlog (the local pump
+        emulates it, local/lambda_runtime.py)."""
         failed: list[J] = []
         delay = max(0, min(delay_seconds, MAX_DELAY_SECONDS))
         for start in range(0, len(jobs), 10):
             chunk = list(jobs[start : start + 10])
             entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(i), "MessageBody": job.model_dump_json(), "DelaySeconds": delay}
+                {
+                    "Id": str(i),
+                    "MessageBody": job.model_dump_json(),
+                    "DelaySeconds": delay,
+                    "MessageGroupId": job.tenant_id,
+                }
                 for i, job in enumerate(chunk)
             ]
             try:

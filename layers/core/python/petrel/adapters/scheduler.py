@@ -27,7 +27,13 @@ def at_expression(at: datetime) -> str:
 class EventBridgeRetryScheduler:
     """Schedules are named by the caller (`<message id>-<attempt>`, `<email id>-release`): a second
     create of the same name collides (ConflictException, AlreadyExists) and changes nothing. Each is deleted after
-    it fires; what Scheduler cannot put on the queue goes to the schedules' dead-letter queue."""
+    it fires; what Scheduler cannot put on the queue goes to the schedules' dead-letter queue.
+
+    The target sets no `SqsParameters.MessageGroupId`: Scheduler documents it for FIFO targets only (unlike
+    EventBridge rules, which document it for fair queues too), and a rejected target would send every retry
+    to the dead-letter queue. A job without a group counts as a tenant of its own on a fair queue, so it is
+    never held back as a noisy neighbour's: a retry or a release is one message, and the jobs a release
+    puts on the queue carry their tenant (SqsJobQueue.send_jobs)."""
 
     def __init__(
         self,
