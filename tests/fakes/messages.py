@@ -65,9 +65,9 @@ class FakeMessageStore:
 
     def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None:
         email = self.emails.get(key)
-        if email is None:
-            return None
         found = [m for k, m in self.messages.items() if k.email == key]
+        if email is None or not found:  # an email stored without its messages is not shown
+            return None
         return email, sorted(found, key=lambda m: m.message_id)
 
     def get_email_record(self, key: EmailKey) -> EmailRecord | None:
@@ -107,8 +107,7 @@ class FakeMessageStore:
         else:
             raise WriteConflict(f"message {key.message_id} is not leasable by this job")
         leased = current.model_copy(update=update)
-        self.messages[key] = leased
-        self._set_due(key, lease_until)
+        self.messages[key] = leased  # the due time stays (the sweeper reads the lease from the message)
         return leased
 
     def transition(
@@ -184,6 +183,7 @@ class FakeMessageStore:
                     attempt=message.attempt,
                     pool=message.pool,
                     due_at=due,
+                    lease_until=message.lease_until,
                 )
             )
         more = len(candidates) > limit
@@ -191,6 +191,9 @@ class FakeMessageStore:
         return DuePage(messages=found, cursor=encode_cursor(listing, last) if more else None)
 
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
+        self.move_due(message, to=now)
+
+    def move_due(self, message: DueMessage, *, to: int) -> None:
         key = message.key
         current = self._current(key)
         if (
@@ -199,7 +202,7 @@ class FakeMessageStore:
             or current.attempt != message.attempt
         ):
             raise WriteConflict(f"message {key.message_id} moved on since it was seen")
-        self.due[key] = now
+        self.due[key] = to
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
         current = self._current(key)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from petrel import resources
+from petrel.ids import new_email_id
 from petrel.mail.smtp_reply import Stage
 from petrel.models.api import SendEmailRequest
 from petrel.models.jobs import SendJob
@@ -44,7 +45,7 @@ def _stored_without_job(world: FakeWorld, seeded: Seeded, **fields: Any) -> Mess
         world.submit_deps(),
         seeded.tenant,
         request,
-        email_id=f"em_{len(world.messages.emails):026d}",
+        email_id=new_email_id(),
         from_domain="example.com",
         body=b"Subject: Hi\r\n\r\nHello\r\n",
         now=now,
@@ -78,7 +79,7 @@ def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: F
 
     now = world.clock.timestamp()
     world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
-    assert world.messages.due[_key(message)] == now + 120  # sending: the lease's end
+    assert world.messages.due[_key(message)] == created  # sending: unmoved (the lease writes no index)
     world.messages.transition(
         MessageKey.of(message),
         expected=[MessageStatus.SENDING],
@@ -228,6 +229,33 @@ def test_a_sending_message_whose_lease_long_expired_is_taken_over(world: FakeWor
     relayed = _current(world, message)
     assert relayed.status is MessageStatus.RELAYED and relayed.attempt == 1
     assert len(world.relay.calls) == 1
+
+
+def test_a_live_lease_found_due_is_looked_at_again_at_its_end_and_only_then_repaired(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    message = _stored_without_job(world, seeded)
+    created = world.clock.timestamp()
+    world.clock.advance(60)
+    now = world.clock.timestamp()
+    lease_until = now + 3 * GRACE  # a long lease, still held when the creation's due time is swept
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=lease_until)
+    world.clock.advance(GRACE)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.total == 0 and report.leased == 1 and world.queue.sent["transactional"] == []
+    assert world.messages.due[_key(message)] == lease_until != created
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).examined == 0  # not due again before then
+    world.clock.advance(lease_until + GRACE + 1 - world.clock.timestamp())  # the worker died: lease over
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.SENDING: 1} and report.leased == 0
+    [job] = world.queue.sent["transactional"]
+    assert job.attempt == 0  # the takeover of the attempt in flight
+    _deliver_all(world)
+    assert _current(world, message).status is MessageStatus.RELAYED
 
 
 def test_a_repair_the_queue_refuses_is_retried_a_grace_later(world: FakeWorld, seeded: Seeded) -> None:

@@ -551,13 +551,23 @@ def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
     assert (found.status, found.due_at, found.pool) == (MessageStatus.SCHEDULED, due, "bulk")
 
 
-def test_sending_is_due_at_the_end_of_its_lease_and_deferred_at_its_next_attempt(backend: Backend) -> None:
+def test_a_lease_leaves_the_due_time_and_move_due_moves_it_to_the_lease_end(backend: Backend) -> None:
     _, (message,) = _stored(backend)
     backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    [sending] = _due(backend, message, T0 + 120)
-    assert (sending.status, sending.attempt, sending.due_at) == (MessageStatus.SENDING, 1, T0 + 120)
+    [sending] = _due(backend, message, T0)  # still due from its creation: the lease writes no index
+    assert (sending.status, sending.attempt, sending.due_at, sending.lease_until) == (
+        MessageStatus.SENDING,
+        1,
+        T0,
+        T0 + 120,
+    )
+    backend.messages.move_due(sending, to=T0 + 120)
+    with pytest.raises(WriteConflict):  # the same sighting again: it moved
+        backend.messages.move_due(sending, to=T0 + 120)
     assert _due(backend, message, T0 + 119) == []
+    [later] = _due(backend, message, T0 + 120)
+    assert later.due_at == T0 + 120 and later.lease_until == T0 + 120
 
     retry = DEFAULT_START + timedelta(minutes=5)
     backend.messages.transition(

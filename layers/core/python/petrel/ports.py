@@ -201,8 +201,10 @@ class DueMessage:
     """A non-final message as the sweeper sees it (the "due" index's projection).
 
     `due_at` (epoch seconds) is when its way forward should have acted: queued, its creation;
-    scheduled, its `send_at`; deferred, its `next_attempt_at`; sending, the end of its lease; or the
-    last repair of it.
+    scheduled, its `send_at`; deferred, its `next_attempt_at`; or the sweeper's last look at it. The
+    lease does not move it (one index write less per message): a `sending` message found due whose
+    `lease_until` is still live is moved to its lease's end (`move_due`), one whose lease is long over
+    is repaired.
     """
 
     tenant_id: str
@@ -212,6 +214,7 @@ class DueMessage:
     attempt: int
     pool: Pool
     due_at: int
+    lease_until: int | None = None  # a `sending` message's lease (the lease does not move `due_at`)
 
     @property
     def key(self) -> MessageKey:
@@ -226,11 +229,12 @@ class DuePage:
 
 class MessageStore(Protocol):
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        """Store an email and all its messages at once (all or nothing); AlreadyExists when the
-        tenant has an email by that id.
+        """Store an email, then its messages; AlreadyExists (nothing written) when the tenant has an
+        email by that id. Not all or nothing: an email stored without all its messages (a crash in
+        between) is not shown by `get_email` (a 404; nobody was answered 202 for it) and expires.
 
-        Every write that sets a non-final status also sets the message's due time (see `DueMessage`);
-        a final status removes it.
+        Every write that sets a non-final status, but the lease, also sets the message's due time (see
+        `DueMessage`); a final status removes it.
         """
         ...
 
@@ -287,6 +291,12 @@ class MessageStore(Protocol):
         """Move the message's due time to `now` if it is still as seen (status, attempt and due time):
         succeeds once, for one sweeper, however many look at the same message; the others get
         WriteConflict (RecordNotFound when the message is gone)."""
+        ...
+
+    def move_due(self, message: DueMessage, *, to: int) -> None:
+        """Move the message's due time to `to` if it is still as seen (status, attempt and due time),
+        as `claim_repair` does: the sweeper's later look at a message whose way forward is still live
+        (a `sending` message's lease). WriteConflict / RecordNotFound as `claim_repair`."""
         ...
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:

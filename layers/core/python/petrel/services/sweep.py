@@ -9,6 +9,9 @@ worker that died twice, a lost schedule) and is repaired:
 1. claim: a conditional write that moves its due time to now, only if status, attempt and due time
    are still those seen, so a concurrent or repeated sweep does not repair it twice (and a message
    that moved on meanwhile is left alone);
+   A `sending` message is due from its last waiting state (the lease does not move its due time, so
+   a send writes no index): while its lease is live (not over by a grace) its due time is moved to
+   the lease's end instead (`move_due`, conditional the same way), and it is looked at again then;
 2. a job on its pool's send queue: SendJob(attempt) for queued, scheduled and deferred; for
    `sending` with a lease long expired, SendJob(attempt - 1), the job of the attempt in flight,
    which the worker's takeover path leases again.
@@ -58,6 +61,7 @@ class SweepReport:
     truncated: bool = False  # stopped at max_messages with more due
     backlogged: int = 0  # waiting messages left alone: their pool's queue is over the backlog limit
     backlogs: dict[Pool, int] = field(default_factory=dict)  # each pool's queue, read once per run
+    leased: int = 0  # `sending` messages whose lease is live: due again at the lease's end
 
     @property
     def total(self) -> int:
@@ -84,6 +88,26 @@ def behind_backlog(deps: SweepDeps, message: DueMessage, report: SweepReport) ->
     if message.pool not in report.backlogs:
         report.backlogs[message.pool] = deps.queue.backlog(message.pool)
     return report.backlogs[message.pool] > deps.backlog_limit
+
+
+def lease_live(deps: SweepDeps, message: DueMessage, *, now: int) -> bool:
+    """Whether a `sending` message's lease may still be held (it ended less than a grace ago)."""
+    return (
+        message.status is MessageStatus.SENDING
+        and message.lease_until is not None
+        and message.lease_until > now - deps.grace_seconds
+    )
+
+
+def postpone(deps: SweepDeps, message: DueMessage, report: SweepReport) -> None:
+    """Due again when the live lease ends; lost to a concurrent change, the message moved on anyway."""
+    assert message.lease_until is not None
+    try:
+        deps.messages.move_due(message, to=message.lease_until)
+    except (WriteConflict, RecordNotFound):
+        report.claim_lost += 1
+        return
+    report.leased += 1
 
 
 def claim(deps: SweepDeps, message: DueMessage, *, now: int) -> bool:
@@ -124,6 +148,9 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
         for message in page.messages:
             if message.status is MessageStatus.SENDING and message.attempt == 0:
                 continue  # cannot be: a lease always counts an attempt
+            if lease_live(deps, message, now=now):
+                postpone(deps, message, report)
+                continue
             if behind_backlog(deps, message, report):
                 report.backlogged += 1
                 continue
