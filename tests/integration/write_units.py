@@ -67,7 +67,7 @@ class WriteUnitMeter:
         self.calls.clear()
 
     def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        found = self._peek.get_item(TableName=table, Key=key, ConsistentRead=True)
+        found: dict[str, Any] = self._peek.get_item(TableName=table, Key=key, ConsistentRead=True)
         return found.get("Item")
 
     def _key(self, table: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,17 +118,7 @@ class WriteUnitMeter:
         units = 0
         for index in spec.indexes:
             keys = [index.partition_key.name] + ([index.sort_key.name] if index.sort_key else [])
-            table_keys = [spec.partition_key.name] + ([spec.sort_key.name] if spec.sort_key else [])
-
-            def projected(item: dict[str, Any] | None, keys: list[str] = keys, index: Any = index) -> Any:
-                if item is None or not all(k in item for k in keys):
-                    return None
-                if index.projection is None:
-                    return item
-                names = {*keys, *table_keys, *index.projection}
-                return {k: v for k, v in item.items() if k in names}
-
-            before, after = projected(old), projected(new)
+            before, after = _projected(spec, index, old), _projected(spec, index, new)
             if before is None and after is None:
                 continue
             if before is None or after is None:
@@ -138,3 +128,17 @@ class WriteUnitMeter:
             elif before != after:
                 units += _units(item_size(after))
         return units
+
+
+def _projected(
+    spec: resources.TableSpec, index: resources.IndexSpec, item: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The item as `index` holds it, or None when the item is not in the index (a key is missing)."""
+    keys = [index.partition_key.name] + ([index.sort_key.name] if index.sort_key else [])
+    if item is None or not all(k in item for k in keys):
+        return None
+    if index.projection is None:
+        return item
+    table_keys = [spec.partition_key.name] + ([spec.sort_key.name] if spec.sort_key else [])
+    names = {*keys, *table_keys, *index.projection}
+    return {k: v for k, v in item.items() if k in names}

@@ -212,8 +212,9 @@ BODY_Z = "body_z"
 
 def email_item(email: EmailRecord, expires_at: int) -> dict[str, Any]:
     """A new email item: the ids are in the key, the body compressed when that is smaller."""
-    item: dict[str, Any] = email.model_dump(mode="json", exclude_none=True, exclude={"tenant_id", "email_id"})
-    item.pop("body_inline", None)
+    item: dict[str, Any] = email.model_dump(
+        mode="json", exclude_none=True, exclude={"tenant_id", "email_id", "body_inline"}
+    )
     item["pk"] = resources.email_pk(email.tenant_id, email.email_id)
     item["sk"] = resources.EMAIL_SK
     item[resources.MESSAGES.ttl_attribute] = expires_at
