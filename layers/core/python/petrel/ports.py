@@ -279,7 +279,10 @@ class MessageStore(Protocol):
         ...
 
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
-        """The tenant's messages, newest first; InvalidCursor for a cursor of another listing."""
+        """The tenant's messages, newest first; InvalidCursor for a cursor of another listing. A page
+        may hold fewer than `limit` messages (even none) and still a cursor: the listing ends when
+        the cursor is None (a status without an index of its own is found by examining a bounded
+        number of messages per call)."""
         ...
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
