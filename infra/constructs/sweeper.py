@@ -20,8 +20,8 @@ from petrel import resources
 QUERY_ACTIONS = ("dynamodb:Query",)
 UPDATE_ACTIONS = ("dynamodb:UpdateItem",)
 # The due index projects only what never changes: the sweeper reads each entry's message (its status,
-# attempt and lease) with BatchGetItem.
-READ_ACTIONS = ("dynamodb:BatchGetItem",)
+# attempt and lease) with BatchGetItem, and its watermark per shard with GetItem (UpdateItem writes it).
+READ_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:GetItem")
 QUEUE_DEPTH_ACTIONS = ("sqs:GetQueueAttributes",)
 
 

@@ -125,12 +125,12 @@ def mailbox_address_sk(address: str) -> str:
     return f"{MAILBOX_ADDRESS_SK_PREFIX}{address.lower()}"
 
 
-# The sparse "due" index of the sweeper (petrel.services.sweep). A non-final message carries `due_shard`
+# The sparse "due" index of the sweeper (petrel.services.sweep). A message that waits carries `due_shard`
 # and `due_at`: the epoch second by which its way forward should have acted (queued: its creation;
-# scheduled: send_at; deferred: next_attempt_at; or the sweeper's last look at it). The lease does not
-# move it (the sweeper reads a `sending` message's lease from the item itself, and moves the entry to
-# the lease's end when it is still live); a final status removes it. Only `pool`, which never changes,
-# is projected: the sweeper reads each entry's message (BatchGetItem, consistent) to see its state.
+# scheduled: send_at; deferred: next_attempt_at; or the sweeper's last look at it). Written when the
+# message is created or waits again, and by the sweeper; nothing else moves it: not the lease, not a
+# final status (the sweeper reads each entry's message, passes final ones, and keeps a watermark per
+# shard, so each entry is read about once). Only `pool`, which never changes, is projected.
 # The shard spreads the index's partition key (`due#0` .. `due#<DUE_SHARDS - 1>`) over messages.
 DUE_SHARDS = 8
 DUE_SHARD = "due_shard"

@@ -23,7 +23,6 @@ from petrel.adapters import message_items as items
 from petrel.ids import email_id_of
 from petrel.models.due import due_time
 from petrel.models.records import (
-    FINAL_STATUSES,
     LEASABLE_STATUSES,
     ApiKey,
     EmailRecord,
@@ -511,9 +510,8 @@ def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tu
         sets.append(f"{_TENANT_STATUS} = :ts")
         values[":ts"] = indexed
     due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
-    if due is None:  # final: out of the sweeper's index
-        removes += [_DUE_SHARD, _DUE_AT]
-    else:
+    # A final status leaves the due entry where it is (no index write): the sweeper passes it.
+    if due is not None:
         sets += [f"{_DUE_SHARD} = :due_shard", f"{_DUE_AT} = :due_at"]
         values[":due_shard"] = resources.due_shard(key.message_id)
         values[":due_at"] = due
@@ -521,6 +519,8 @@ def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tu
     return "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes), values
 
 
+# The sweeper's watermark of each due shard: one item per shard (sk = the shard), in no index.
+_WATERMARK_PK = "SWEEPER#watermark"
 # BatchGetItem reads at most this many keys per request.
 _BATCH_GET = 100
 # A listing of a status that has no index of its own examines at most this many items per request
@@ -757,7 +757,8 @@ class DynamoMessageStore:
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
         """The shard's entries due at or before `due_before`, each read from its item (consistent):
-        the index holds only what never changes, so a lease or a retry writes no index."""
+        the index holds only what never changes, so a lease, a retry's wait or a final status
+        writes no index."""
         kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": resources.DUE_INDEX.name,
@@ -772,12 +773,10 @@ class DynamoMessageStore:
         entries = page.get("Items", [])
         fetched = self._batch_get([{"pk": e["pk"], "sk": e["sk"]} for e in entries], consistent=True)
         found: list[DueMessage] = []
-        for entry in (_raw(e) for e in entries):
+        for raw_entry in entries:
+            entry = _raw(raw_entry)
             item = fetched.get((str(entry["pk"]), str(entry["sk"])))
-            if item is None or _DUE_AT not in item:  # gone, or moved on since the index was read
-                continue
-            status = MessageStatus(item[_STATUS])
-            if status in FINAL_STATUSES:  # cannot be indexed; never act on it if it were
+            if item is None:  # gone (its email expired)
                 continue
             tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
             found.append(
@@ -785,15 +784,30 @@ class DynamoMessageStore:
                     tenant_id=tenant_id,
                     email_id=email_id,
                     message_id=str(item["sk"]).removeprefix(resources.MESSAGE_SK_PREFIX),
-                    status=status,
+                    status=MessageStatus(item[_STATUS]),
                     attempt=int(item.get("attempt", 0)),
-                    pool=item["pool"],
-                    due_at=int(item[_DUE_AT]),
+                    pool=entry["pool"],
+                    due_at=int(entry[_DUE_AT]),  # the entry's (the item may have moved on since)
                     lease_until=int(item["lease_until"]) if item.get("lease_until") is not None else None,
+                    position=_encode_cursor({k: raw_entry[k] for k in ("pk", "sk", _DUE_SHARD, _DUE_AT)}),
                 )
             )
         last = page.get("LastEvaluatedKey")
         return DuePage(messages=found, cursor=_encode_cursor(last) if last else None)
+
+    def due_watermark(self, shard: str) -> str | None:
+        item = self._get(_encode({"pk": _WATERMARK_PK, "sk": shard}))
+        return str(item["position"]) if item else None
+
+    def set_due_watermark(self, shard: str, position: str) -> None:
+        _decode_due_cursor(position, shard)  # a position of this shard, or InvalidCursor
+        self._db.update_item(  # UpdateItem: the sweeper's grant has no PutItem
+            TableName=self._table,
+            Key=_encode({"pk": _WATERMARK_PK, "sk": shard}),
+            UpdateExpression="SET #p = :p",
+            ExpressionAttributeNames={"#p": "position"},
+            ExpressionAttributeValues=_encode({":p": position}),
+        )
 
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
         self.move_due(message, to=now)
