@@ -161,6 +161,12 @@ INDEXED_STATUSES = frozenset({"scheduled", "deferred", "bounced", "failed", "sup
 # projected but the keys and `tenant_id` (checked against the caller's), which never change.
 BY_MESSAGE_ID = IndexSpec("by_message_id", Key("message_id"), projection=("tenant_id",))
 
+# Migration from the indexes before issue 11 (by_tenant, by_tenant_status: ALL; by_due: six attributes
+# projected): a projection cannot change in place, so the new ones have new names, and CloudFormation
+# creates or deletes one GSI per stack update. An existing deployment goes in steps: add by_tenant_v2,
+# by_tenant_status_v2, by_due_v2 to the old release's spec, one per deploy, each ACTIVE (backfilled)
+# before the next; deploy this code with the old three still declared; then drop them one per deploy.
+# Old items keep working (petrel.adapters.message_items reads both forms; by_message_id finds old ids).
 MESSAGES = TableSpec(
     name="messages",
     env_var="PETREL_MESSAGES_TABLE",
