@@ -85,6 +85,8 @@ def _table_args(spec: r.TableSpec, name: str) -> dict[str, Any]:
 def _projection(index: r.IndexSpec) -> dict[str, Any]:
     if index.projection is None:
         return {"ProjectionType": "ALL"}
+    if not index.projection:
+        return {"ProjectionType": "KEYS_ONLY"}
     return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(index.projection)}
 
 

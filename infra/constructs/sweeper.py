@@ -19,6 +19,9 @@ from petrel import resources
 
 QUERY_ACTIONS = ("dynamodb:Query",)
 UPDATE_ACTIONS = ("dynamodb:UpdateItem",)
+# The due index projects only what never changes: the sweeper reads each entry's message (its status,
+# attempt and lease) with BatchGetItem, and its watermark per shard with GetItem (UpdateItem writes it).
+READ_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:GetItem")
 QUEUE_DEPTH_ACTIONS = ("sqs:GetQueueAttributes",)
 
 
@@ -38,6 +41,7 @@ class Sweeper(Construct):
             resource_arns=[f"{table.table_arn}/index/{resources.DUE_INDEX.name}"],
         )
         iam.Grant.add_to_principal(grantee=function, actions=list(UPDATE_ACTIONS), resource_arns=[table.table_arn])
+        iam.Grant.add_to_principal(grantee=function, actions=list(READ_ACTIONS), resource_arns=[table.table_arn])
         # The send queues' depth: a backlog is not a lost job (petrel.services.sweep).
         iam.Grant.add_to_principal(
             grantee=function,

@@ -71,10 +71,8 @@ class PetrelTables(Construct):
                     index_name=index.name,
                     partition_key=_attribute(index.partition_key),
                     sort_key=_attribute(index.sort_key) if index.sort_key else None,
-                    projection_type=(
-                        dynamodb.ProjectionType.ALL if index.projection is None else dynamodb.ProjectionType.INCLUDE
-                    ),
-                    non_key_attributes=list(index.projection) if index.projection is not None else None,
+                    projection_type=_projection_type(index),
+                    non_key_attributes=list(index.projection) if index.projection else None,
                 )
             self.tables[spec.name] = table
 
@@ -115,3 +113,10 @@ class PetrelTables(Construct):
 
 def _construct_id(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Table"
+
+
+def _projection_type(index: resources.IndexSpec) -> dynamodb.ProjectionType:
+    """ALL for no projection given, KEYS_ONLY for an empty one, INCLUDE for a list of attributes."""
+    if index.projection is None:
+        return dynamodb.ProjectionType.ALL
+    return dynamodb.ProjectionType.INCLUDE if index.projection else dynamodb.ProjectionType.KEYS_ONLY

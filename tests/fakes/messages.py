@@ -8,7 +8,6 @@ from datetime import datetime
 from petrel import resources
 from petrel.models.due import due_time
 from petrel.models.records import (
-    FINAL_STATUSES,
     LEASABLE_STATUSES,
     EmailRecord,
     Event,
@@ -43,7 +42,9 @@ class FakeMessageStore:
         self.emails: dict[EmailKey, EmailRecord] = {}
         self.messages: dict[MessageKey, MessageRecord] = {}
         self.expires_at: dict[EmailKey, int] = {}
-        # The "due" index: message key -> due time; only non-final messages are in it.
+        # The "due" index: message key -> due time. Written at creation and when a message waits again;
+        # a lease does not move it, a final status leaves it (the sweeper passes it).
+        self.watermarks: dict[str, str] = {}
         self.due: dict[MessageKey, int] = {}
 
     def _set_due(self, key: MessageKey, due: int | None) -> None:
@@ -65,9 +66,9 @@ class FakeMessageStore:
 
     def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None:
         email = self.emails.get(key)
-        if email is None:
-            return None
         found = [m for k, m in self.messages.items() if k.email == key]
+        if email is None or not found:  # an email stored without its messages is not shown
+            return None
         return email, sorted(found, key=lambda m: m.message_id)
 
     def get_email_record(self, key: EmailKey) -> EmailRecord | None:
@@ -107,8 +108,7 @@ class FakeMessageStore:
         else:
             raise WriteConflict(f"message {key.message_id} is not leasable by this job")
         leased = current.model_copy(update=update)
-        self.messages[key] = leased
-        self._set_due(key, lease_until)
+        self.messages[key] = leased  # the due time stays (the sweeper reads the lease from the message)
         return leased
 
     def transition(
@@ -143,7 +143,9 @@ class FakeMessageStore:
         update["failure_reason"] = change.failure_reason
         update["next_attempt_at"] = change.next_attempt_at
         self.messages[key] = current.model_copy(update=update)
-        self._set_due(key, due_time(change.status, at=now, next_attempt_at=change.next_attempt_at))
+        due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
+        if due is not None:  # a final status leaves the entry where it is
+            self._set_due(key, due)
 
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
         listing = tenant_id if status is None else resources.tenant_status(tenant_id, status.value)
@@ -172,9 +174,8 @@ class FakeMessageStore:
             candidates = [c for c, row in zip(candidates, rows, strict=True) if row > after]
         page = candidates[:limit]
         found = []
-        for due, _, key in page:
+        for due, message_id, key in page:
             message = self.messages[key]
-            assert message.status not in FINAL_STATUSES  # the index holds non-final messages only
             found.append(
                 DueMessage(
                     tenant_id=message.tenant_id,
@@ -184,13 +185,25 @@ class FakeMessageStore:
                     attempt=message.attempt,
                     pool=message.pool,
                     due_at=due,
+                    lease_until=message.lease_until,
+                    position=encode_cursor(listing, f"{due:012d}#{message_id}"),
                 )
             )
         more = len(candidates) > limit
         last = f"{page[-1][0]:012d}#{page[-1][1]}" if page else ""
         return DuePage(messages=found, cursor=encode_cursor(listing, last) if more else None)
 
+    def due_watermark(self, shard: str) -> str | None:
+        return self.watermarks.get(shard)
+
+    def set_due_watermark(self, shard: str, position: str) -> None:
+        decode_cursor(position, f"due:{shard}")  # a position of this shard, or InvalidCursor
+        self.watermarks[shard] = position
+
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
+        self.move_due(message, to=now)
+
+    def move_due(self, message: DueMessage, *, to: int) -> None:
         key = message.key
         current = self._current(key)
         if (
@@ -199,7 +212,7 @@ class FakeMessageStore:
             or current.attempt != message.attempt
         ):
             raise WriteConflict(f"message {key.message_id} moved on since it was seen")
-        self.due[key] = now
+        self.due[key] = to
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
         current = self._current(key)

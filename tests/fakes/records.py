@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from petrel.ids import new_id
+from petrel.ids import message_id, new_email_id, new_id
 from petrel.models.records import (
     DomainStatus,
     EmailRecord,
@@ -62,11 +62,16 @@ def email(
     body: bytes = b"Subject: hi\r\n\r\nhello\r\n",
     body_key: str | None = None,
     from_address: str = "sender@example.com",
+    legacy_ids: bool = False,
 ) -> tuple[EmailRecord, list[MessageRecord]]:
-    """An email and its messages, as submit would store them (queued, with an `email.queued` event)."""
-    email_id = new_id("em", int(at.timestamp() * 1000))
+    """An email and its messages, as submit would store them (queued, with an `email.queued` event).
+    `legacy_ids`: random message ids, as made before they derived from the email's (petrel.ids)."""
+    email_id = new_email_id(int(at.timestamp() * 1000))
     people = [(r, "to") if isinstance(r, str) else r for r in recipients]
-    recips = tuple(Recipient(message_id=new_id("msg"), email=address, kind=kind) for address, kind in people)
+    recips = tuple(
+        Recipient(message_id=new_id("msg") if legacy_ids else message_id(email_id, n), email=address, kind=kind)
+        for n, (address, kind) in enumerate(people, start=1)
+    )
     record = EmailRecord(
         tenant_id=tenant_id,
         email_id=email_id,

@@ -81,7 +81,7 @@ def test_only_the_authorizer_may_query_the_key_hash_index(resources_of: Any, con
 
 def test_the_api_queries_the_listing_indexes_and_the_worker_none(resources_of: Any, config: EnvironmentConfig) -> None:
     api = _statements(resources_of, config, API)
-    for index in ("by_tenant", "by_tenant_status", "by_message_id"):
+    for index in (resources.BY_TENANT.name, resources.BY_TENANT_STATUS.name, resources.BY_MESSAGE_ID.name):
         assert _actions_on(api, _index_arn(resources_of, config, resources.MESSAGES, index)) == {"dynamodb:Query"}
     worker = json.dumps(_statements(resources_of, config, SEND_WORKER))
     assert "/index/" not in worker

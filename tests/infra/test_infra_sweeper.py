@@ -75,7 +75,7 @@ def test_the_sweeper_reads_its_settings(resources_of: Any, config: EnvironmentCo
     assert resources.TENANTS.env_var not in env and resources.BODIES_BUCKET_ENV not in env
 
 
-def test_the_sweeper_may_query_the_due_index_update_messages_and_send_jobs_only(
+def test_the_sweeper_may_query_the_due_index_read_and_update_messages_and_send_jobs_only(
     resources_of: Any, config: EnvironmentConfig
 ) -> None:
     _, function = _sweeper(resources_of, config)
@@ -88,15 +88,19 @@ def test_the_sweeper_may_query_the_due_index_update_messages_and_send_jobs_only(
         for action in _as_list(statement["Action"]):
             granted.setdefault(action, []).extend(_as_list(statement["Resource"]))
     dynamodb = {a for a in granted if a.startswith("dynamodb:")}
-    assert dynamodb == {"dynamodb:Query", "dynamodb:UpdateItem"}
+    assert dynamodb == {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:GetItem"}
     assert granted["dynamodb:Query"] == [due_index_arn]
     assert granted["dynamodb:UpdateItem"] == [table_arn]
+    assert granted["dynamodb:BatchGetItem"] == [table_arn]
+    assert granted["dynamodb:GetItem"] == [table_arn]
     assert {a for a in granted if a.startswith("sqs:")} == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
     assert len(granted["sqs:SendMessage"]) == len(resources.SEND_QUEUES)
     assert sorted(map(str, granted["sqs:GetQueueAttributes"])) == sorted(map(str, granted["sqs:SendMessage"]))
     assert set(granted) == {
         "dynamodb:Query",
         "dynamodb:UpdateItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
         "sqs:SendMessage",
         "sqs:GetQueueAttributes",
         *_log_actions(),

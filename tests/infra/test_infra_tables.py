@@ -49,6 +49,8 @@ def test_table_matches_its_spec(resources_of: Any, config: EnvironmentConfig, sp
         assert indexes[index.name]["KeySchema"] == _key_schema(index.partition_key, index.sort_key)
         if index.projection is None:
             assert indexes[index.name]["Projection"] == {"ProjectionType": "ALL"}
+        elif not index.projection:
+            assert indexes[index.name]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
         else:
             assert indexes[index.name]["Projection"] == {
                 "ProjectionType": "INCLUDE",

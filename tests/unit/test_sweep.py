@@ -3,12 +3,14 @@ is put back on its queue, once, and then reaches a final state through the worke
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from petrel import resources
+from petrel.ids import new_email_id
 from petrel.mail.smtp_reply import Stage
 from petrel.models.api import SendEmailRequest
 from petrel.models.jobs import SendJob
@@ -44,7 +46,7 @@ def _stored_without_job(world: FakeWorld, seeded: Seeded, **fields: Any) -> Mess
         world.submit_deps(),
         seeded.tenant,
         request,
-        email_id=f"em_{len(world.messages.emails):026d}",
+        email_id=new_email_id(),
         from_domain="example.com",
         body=b"Subject: Hi\r\n\r\nHello\r\n",
         now=now,
@@ -70,7 +72,7 @@ def _deliver_all(world: FakeWorld) -> None:
         deliver_message(deps, job)
 
 
-def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: FakeWorld, seeded: Seeded) -> None:
+def test_due_times_follow_the_waiting_statuses_and_stay_for_the_final_ones(world: FakeWorld, seeded: Seeded) -> None:
     world.relay.default = reply(451, "4.7.1 try later")
     message = _stored_without_job(world, seeded)
     created = world.clock.timestamp()
@@ -78,7 +80,7 @@ def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: F
 
     now = world.clock.timestamp()
     world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
-    assert world.messages.due[_key(message)] == now + 120  # sending: the lease's end
+    assert world.messages.due[_key(message)] == created  # sending: unmoved (the lease writes no index)
     world.messages.transition(
         MessageKey.of(message),
         expected=[MessageStatus.SENDING],
@@ -94,7 +96,7 @@ def test_due_times_follow_the_status_and_final_statuses_leave_the_index(world: F
         change=_cancelled(),
         now=world.clock.now(),
     )
-    assert _key(message) not in world.messages.due  # final: out of the index
+    assert world.messages.due[_key(message)] == now + 300  # final: left where it was, for the sweeper to pass
 
 
 def _deferred(world: FakeWorld, *, minutes: int) -> Transition:
@@ -124,8 +126,10 @@ def test_a_queued_message_without_a_job_is_requeued_and_sent(world: FakeWorld, s
     ]
     _deliver_all(world)
     assert _current(world, message).status is MessageStatus.RELAYED
-    assert _key(message) not in world.messages.due
-    assert sweep(world.sweep_deps(grace_seconds=GRACE)).examined == 0
+    world.clock.advance(GRACE + 1)  # its entry (moved to the repair's time) is due again: passed, final
+    later = sweep(world.sweep_deps(grace_seconds=GRACE))
+    assert (later.examined, later.passed, later.total) == (0, 1, 0)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).passed == 0  # behind the watermark now
 
 
 def test_nothing_within_its_grace_is_repaired(world: FakeWorld, seeded: Seeded) -> None:
@@ -230,6 +234,33 @@ def test_a_sending_message_whose_lease_long_expired_is_taken_over(world: FakeWor
     assert len(world.relay.calls) == 1
 
 
+def test_a_live_lease_found_due_is_looked_at_again_at_its_end_and_only_then_repaired(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    message = _stored_without_job(world, seeded)
+    created = world.clock.timestamp()
+    world.clock.advance(60)
+    now = world.clock.timestamp()
+    lease_until = now + 3 * GRACE  # a long lease, still held when the creation's due time is swept
+    world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=lease_until)
+    world.clock.advance(GRACE)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.total == 0 and report.leased == 1 and world.queue.sent["transactional"] == []
+    assert world.messages.due[_key(message)] == lease_until != created
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).examined == 0  # not due again before then
+    world.clock.advance(lease_until + GRACE + 1 - world.clock.timestamp())  # the worker died: lease over
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.SENDING: 1} and report.leased == 0
+    [job] = world.queue.sent["transactional"]
+    assert isinstance(job, SendJob) and job.attempt == 0  # the takeover of the attempt in flight
+    _deliver_all(world)
+    assert _current(world, message).status is MessageStatus.RELAYED
+
+
 def test_a_repair_the_queue_refuses_is_retried_a_grace_later(world: FakeWorld, seeded: Seeded) -> None:
     _stored_without_job(world, seeded)
     world.clock.advance(GRACE + 1)
@@ -273,7 +304,9 @@ def test_waiting_messages_behind_a_backlog_are_left_alone_until_it_drains(world:
 
     assert report.total == 0 and report.backlogged == 1 and report.backlogs == {"transactional": 5}
     assert len(world.queue.sent["transactional"]) == 5  # no job added
+    assert world.messages.due[_key(message)] == world.clock.timestamp()  # looked at again a grace later
     world.queue.drain("transactional")  # the workers caught up: the message's job was not among them
+    world.clock.advance(GRACE)
 
     report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
 
@@ -293,3 +326,107 @@ def test_a_dead_workers_lease_is_repaired_whatever_the_backlog(world: FakeWorld,
 
     assert report.repaired == {MessageStatus.SENDING: 1} and report.backlogged == 0
     assert report.backlogs == {}  # the queue was not even asked
+
+
+# -- the watermark: entries stay (a lease and a final status write no index); each is looked at once,
+# and the watermark never passes an entry that was not looked at or that must be looked at again.
+
+
+def test_relayed_messages_are_passed_once_and_the_watermark_moves_past_them(world: FakeWorld, seeded: Seeded) -> None:
+    messages = [_stored_without_job(world, seeded) for _ in range(12)]
+    for message in messages:  # relayed on their first try, through the worker
+        world.queue.send_jobs("transactional", [send_job(message)])
+    _deliver_all(world)
+    assert all(_current(world, m).status is MessageStatus.RELAYED for m in messages)
+    assert all(world.messages.due[_key(m)] for m in messages)  # their entries stay
+    world.clock.advance(GRACE + 1)
+
+    first = sweep(world.sweep_deps(grace_seconds=GRACE))
+    second = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert (first.passed, first.examined, first.total) == (12, 0, 0)
+    assert (second.passed, second.examined) == (0, 0)
+    assert world.queue.sent["transactional"] == []
+
+
+def test_a_message_leased_after_it_was_read_holds_the_watermark_and_is_looked_at_again(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """The race the watermark must survive: the sweep reads a queued message, its job's lease lands
+    before the claim (which then loses), and the worker dies. The lease moves no entry, so a watermark
+    that passed it would never see the message again."""
+    message = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    now = world.clock.timestamp()
+    real_claim = world.messages.claim_repair
+
+    def lease_first(seen: Any, *, now: int) -> None:
+        world.messages.lease(_key(message), after_attempt=0, now=now, lease_until=now + 120)
+        real_claim(seen, now=now)
+
+    setattr(world.messages, "claim_repair", lease_first)  # noqa: B010
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+    setattr(world.messages, "claim_repair", real_claim)  # noqa: B010
+
+    assert report.claim_lost == 1 and report.total == 0
+    assert world.messages.due[_key(message)] == now - GRACE - 1  # unmoved, and not passed:
+    again = sweep(world.sweep_deps(grace_seconds=GRACE))
+    assert again.leased == 1  # seen again: a live lease, due at its end
+    world.clock.advance(120 + GRACE + 1)  # the worker died
+
+    last = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert last.repaired == {MessageStatus.SENDING: 1}
+    _deliver_all(world)
+    assert _current(world, message).status is MessageStatus.RELAYED and len(world.relay.calls) == 1
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("step", ["find_due", "claim_repair", "send_jobs", "set_due_watermark"])
+def test_a_sweep_that_crashes_at_a_step_twice_still_repairs_each_lost_message_once(
+    world: FakeWorld, seeded: Seeded, step: str
+) -> None:
+    lost = [_stored_without_job(world, seeded) for _ in range(6)]
+    done = _stored_without_job(world, seeded)
+    world.queue.send_jobs("transactional", [send_job(done)])
+    _deliver_all(world)  # relayed: its entry stays, to be passed
+    world.clock.advance(GRACE + 1)
+    owner = world.queue if step == "send_jobs" else world.messages
+    real = getattr(owner, step)
+    crashes = {"left": 2}
+
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise Crash(step)
+        return real(*args, **kwargs)
+
+    setattr(owner, step, crashing)
+    jobs: list[Any] = []
+
+    def workers_run() -> None:  # between two sweeps, the workers take what is queued
+        for job in world.queue.drain("transactional"):
+            jobs.append(job)
+            deliver_message(world.deliver_deps(), job)
+
+    runs = 0
+    while crashes["left"]:  # a grace apart, so a step that a run does not reach crashes a later one
+        runs += 1
+        assert runs < 10
+        with contextlib.suppress(Crash):
+            sweep(world.sweep_deps(grace_seconds=GRACE))
+        workers_run()
+        world.clock.advance(GRACE + 1)
+    setattr(owner, step, real)
+    for _ in range(2):
+        sweep(world.sweep_deps(grace_seconds=GRACE))
+        workers_run()
+        world.clock.advance(GRACE + 1)
+
+    assert sorted(j.message_id for j in jobs) == sorted(m.message_id for m in lost)  # each once, no other
+    assert all(_current(world, m).status is MessageStatus.RELAYED for m in [*lost, done])
+    assert len(world.relay.calls) == len(lost) + 1
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).examined == 0

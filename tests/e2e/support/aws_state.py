@@ -30,21 +30,29 @@ def dead_letters(platform: LocalPlatform) -> dict[str, int]:
 
 
 def backdate_message(platform: LocalPlatform, tenant_id: str, email_id: str, message_id: str, hours: float) -> None:
-    """Move one message's `created_at` back, straight in the (moto) messages table.
+    """Move one message's creation time back, straight in the (moto) messages table.
 
-    The key layout is petrel.adapters.dynamodb's: pk `<tenant id>#<email id>`, sk `MSG#<message id>`.
+    The key layout is petrel.adapters.dynamodb's: pk `<tenant id>#<email id>`, sk `MSG#<message id>`;
+    the compact stored form (petrel.adapters.message_items) keeps the creation time only in
+    `created_key` (`<ISO time>#<message id>`), older items in `created_at` too.
     """
     aws = platform.info["aws"]
     db = aws_client(platform, "dynamodb")
     key = {"pk": {"S": f"{tenant_id}#{email_id}"}, "sk": {"S": f"MSG#{message_id}"}}
     item = db.get_item(TableName=aws["tables"]["messages"], Key=key, ConsistentRead=True)["Item"]
-    created = datetime.fromisoformat(item["created_at"]["S"])
+    if "created_at" in item:
+        attribute, created = "created_at", datetime.fromisoformat(item["created_at"]["S"])
+        value = (created - timedelta(hours=hours)).isoformat()
+    else:
+        attribute, created = "created_key", datetime.fromisoformat(item["created_key"]["S"].rpartition("#")[0])
+        value = f"{(created - timedelta(hours=hours)).isoformat()}#{message_id}"
     db.update_item(
         TableName=aws["tables"]["messages"],
         Key=key,
-        UpdateExpression="SET created_at = :c",
+        UpdateExpression="SET #c = :c",
         ConditionExpression="attribute_exists(pk)",
-        ExpressionAttributeValues={":c": {"S": (created - timedelta(hours=hours)).isoformat()}},
+        ExpressionAttributeNames={"#c": attribute},
+        ExpressionAttributeValues={":c": {"S": value}},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -534,9 +535,11 @@ def test_a_queued_message_is_due_from_its_creation(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
 
     assert _due(backend, message, T0 - 1) == []
-    assert _due(backend, message, T0) == [
-        DueMessage("tn_a", email_id, message.message_id, MessageStatus.QUEUED, 0, "transactional", T0)
-    ]
+    [found] = _due(backend, message, T0)
+    assert found.position  # where it is in its shard: what the sweeper's watermark records
+    assert replace(found, position="") == DueMessage(
+        "tn_a", email_id, message.message_id, MessageStatus.QUEUED, 0, "transactional", T0
+    )
 
 
 def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
@@ -551,13 +554,23 @@ def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
     assert (found.status, found.due_at, found.pool) == (MessageStatus.SCHEDULED, due, "bulk")
 
 
-def test_sending_is_due_at_the_end_of_its_lease_and_deferred_at_its_next_attempt(backend: Backend) -> None:
+def test_a_lease_leaves_the_due_time_and_move_due_moves_it_to_the_lease_end(backend: Backend) -> None:
     _, (message,) = _stored(backend)
     backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    [sending] = _due(backend, message, T0 + 120)
-    assert (sending.status, sending.attempt, sending.due_at) == (MessageStatus.SENDING, 1, T0 + 120)
+    [sending] = _due(backend, message, T0)  # still due from its creation: the lease writes no index
+    assert (sending.status, sending.attempt, sending.due_at, sending.lease_until) == (
+        MessageStatus.SENDING,
+        1,
+        T0,
+        T0 + 120,
+    )
+    backend.messages.move_due(sending, to=T0 + 120)
+    with pytest.raises(WriteConflict):  # the same sighting again: it moved
+        backend.messages.move_due(sending, to=T0 + 120)
     assert _due(backend, message, T0 + 119) == []
+    [later] = _due(backend, message, T0 + 120)
+    assert later.due_at == T0 + 120 and later.lease_until == T0 + 120
 
     retry = DEFAULT_START + timedelta(minutes=5)
     backend.messages.transition(
@@ -572,7 +585,7 @@ def test_sending_is_due_at_the_end_of_its_lease_and_deferred_at_its_next_attempt
 
 
 @pytest.mark.parametrize("final", [MessageStatus.RELAYED, MessageStatus.FAILED, MessageStatus.CANCELLED])
-def test_a_final_status_leaves_the_due_index(backend: Backend, final: MessageStatus) -> None:
+def test_a_final_status_leaves_the_due_entry_for_the_sweeper_to_pass(backend: Backend, final: MessageStatus) -> None:
     _, (message,) = _stored(backend)
     assert _due(backend, message, T0 + 10**9) != []
 
@@ -581,10 +594,33 @@ def test_a_final_status_leaves_the_due_index(backend: Backend, final: MessageSta
         expected=[MessageStatus.QUEUED],
         attempt=None,
         change=Transition(final),
-        now=DEFAULT_START,
+        now=DEFAULT_START + timedelta(seconds=30),
     )
 
-    assert _due(backend, message, T0 + 10**9) == []
+    [entry] = _due(backend, message, T0 + 10**9)  # no index write: the entry stays where it was
+    assert (entry.status, entry.due_at) == (final, T0)
+
+
+def test_the_watermark_of_a_shard_is_a_position_that_find_due_goes_on_after(backend: Backend) -> None:
+    every: list[MessageRecord] = []
+    for i in range(40):
+        email, messages = records.email("tn_a", at=DEFAULT_START + timedelta(seconds=i))
+        backend.messages.create_email(email, messages, EXPIRES)
+        every += messages
+    shard = max(resources.due_shards(), key=lambda s: sum(resources.due_shard(m.message_id) == s for m in every))
+    stored = [m for m in every if resources.due_shard(m.message_id) == shard]
+    other = next(s for s in resources.due_shards() if s != shard)
+    assert len(stored) >= 2 and backend.messages.due_watermark(shard) is None
+    first = backend.messages.find_due(shard, due_before=T0 + 10**9, limit=1, cursor=None).messages[0]
+
+    backend.messages.set_due_watermark(shard, first.position)
+
+    assert backend.messages.due_watermark(shard) == first.position
+    rest = backend.messages.find_due(shard, due_before=T0 + 10**9, limit=100, cursor=first.position)
+    assert [m.message_id for m in rest.messages] == [m.message_id for m in stored[1:]]
+    assert backend.messages.due_watermark(other) is None
+    with pytest.raises(InvalidCursor):  # a position of another shard
+        backend.messages.set_due_watermark(other, first.position)
 
 
 def test_a_message_created_final_is_never_due(backend: Backend) -> None:

@@ -211,11 +211,15 @@ class Transition:
 
 @dataclass(frozen=True)
 class DueMessage:
-    """A non-final message as the sweeper sees it (the "due" index's projection).
+    """An entry of the "due" index as the sweeper sees it: the message's state read from its item.
 
     `due_at` (epoch seconds) is when its way forward should have acted: queued, its creation;
-    scheduled, its `send_at`; deferred, its `next_attempt_at`; sending, the end of its lease; or the
-    last repair of it.
+    scheduled, its `send_at`; deferred, its `next_attempt_at`; or the sweeper's last look at it. It is
+    written when the message is created or waits again, and nothing else: the lease does not move it
+    and a final status does not remove it (one index write each saved per message). So an entry may
+    be a final message's (the sweeper passes it), or a `sending` one's whose `lease_until` is still
+    live (moved to its lease's end, `move_due`). `position` is where this entry is in its shard: the
+    cursor that goes on after it (the sweeper's watermark).
     """
 
     tenant_id: str
@@ -225,6 +229,8 @@ class DueMessage:
     attempt: int
     pool: Pool
     due_at: int
+    lease_until: int | None = None  # a `sending` message's lease (the lease does not move `due_at`)
+    position: str = ""
 
     @property
     def key(self) -> MessageKey:
@@ -239,11 +245,12 @@ class DuePage:
 
 class MessageStore(Protocol):
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        """Store an email and all its messages at once (all or nothing); AlreadyExists when the
-        tenant has an email by that id.
+        """Store an email, then its messages; AlreadyExists (nothing written) when the tenant has an
+        email by that id. Not all or nothing: an email stored without all its messages (a crash in
+        between) is not shown by `get_email` (a 404; nobody was answered 202 for it) and expires.
 
-        Every write that sets a non-final status also sets the message's due time (see `DueMessage`);
-        a final status removes it.
+        Every write that sets a waiting status (not the lease, not a final status) also sets the
+        message's due time (see `DueMessage`).
         """
         ...
 
@@ -288,18 +295,36 @@ class MessageStore(Protocol):
         ...
 
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
-        """The tenant's messages, newest first; InvalidCursor for a cursor of another listing."""
+        """The tenant's messages, newest first; InvalidCursor for a cursor of another listing. A page
+        may hold fewer than `limit` messages (even none) and still a cursor: the listing ends when
+        the cursor is None (a status without an index of its own is found by examining a bounded
+        number of messages per call)."""
         ...
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
-        """Non-final messages of one due shard whose due time is at or before `due_before`, earliest
-        first; InvalidCursor for a cursor of another shard."""
+        """The entries of one due shard whose due time is at or before `due_before`, earliest first,
+        after `cursor` (a page's cursor or an entry's `position`), final messages' included; an entry
+        whose message is gone is left out. InvalidCursor for a cursor of another shard."""
+        ...
+
+    def due_watermark(self, shard: str) -> str | None:
+        """The position in `shard` up to which the sweeper has looked at every entry (None: none yet)."""
+        ...
+
+    def set_due_watermark(self, shard: str, position: str) -> None:
+        """Record the sweeper's watermark of `shard` (a `position` of `find_due`)."""
         ...
 
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
         """Move the message's due time to `now` if it is still as seen (status, attempt and due time):
         succeeds once, for one sweeper, however many look at the same message; the others get
         WriteConflict (RecordNotFound when the message is gone)."""
+        ...
+
+    def move_due(self, message: DueMessage, *, to: int) -> None:
+        """Move the message's due time to `to` if it is still as seen (status, attempt and due time),
+        as `claim_repair` does: the sweeper's later look at a message whose way forward is still live
+        (a `sending` message's lease). WriteConflict / RecordNotFound as `claim_repair`."""
         ...
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:

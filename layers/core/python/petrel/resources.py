@@ -125,20 +125,17 @@ def mailbox_address_sk(address: str) -> str:
     return f"{MAILBOX_ADDRESS_SK_PREFIX}{address.lower()}"
 
 
-# The sparse "due" index of the sweeper (petrel.services.sweep). Every non-final message carries
-# `due_shard` and `due_at`: the epoch second by which its way forward should have acted (queued: its
-# creation; scheduled: send_at; deferred: next_attempt_at; sending: lease_until, the lease's end).
-# Writes to a final status remove both, so the index holds only messages that still need something.
+# The sparse "due" index of the sweeper (petrel.services.sweep). A message that waits carries `due_shard`
+# and `due_at`: the epoch second by which its way forward should have acted (queued: its creation;
+# scheduled: send_at; deferred: next_attempt_at; or the sweeper's last look at it). Written when the
+# message is created or waits again, and by the sweeper; nothing else moves it: not the lease, not a
+# final status (the sweeper reads each entry's message, passes final ones, and keeps a watermark per
+# shard, so each entry is read about once). Only `pool`, which never changes, is projected.
 # The shard spreads the index's partition key (`due#0` .. `due#<DUE_SHARDS - 1>`) over messages.
 DUE_SHARDS = 8
 DUE_SHARD = "due_shard"
 DUE_AT = "due_at"
-DUE_INDEX = IndexSpec(
-    "by_due",
-    Key(DUE_SHARD),
-    Key(DUE_AT, "N"),
-    projection=("tenant_id", "email_id", "message_id", "status", "attempt", "pool"),
-)
+DUE_INDEX = IndexSpec("by_due_v2", Key(DUE_SHARD), Key(DUE_AT, "N"), projection=("pool",))
 
 
 def due_shard(message_id: str) -> str:
@@ -151,16 +148,25 @@ def due_shards() -> tuple[str, ...]:
 
 
 # -- messages: one partition per email (pk = `<tenant>#<email>`): the email item, then its messages --
-# GET /v1/emails lists a tenant's messages newest first (`created_key` = `<created_at>#<message id>`),
-# all of them or those in one status (`tenant_status` = `<tenant>#<status>`, rewritten on each change).
-BY_TENANT = IndexSpec("by_tenant", Key("tenant_id"), Key("created_key"))
-BY_TENANT_STATUS = IndexSpec("by_tenant_status", Key("tenant_status"), Key("created_key"))
-# A message id to its email (GET /v1/emails/{msg id}, GET /v1/messages/{id}): message items carry
-# `message_id` already, the email item does not (sparse). Nothing projected but the keys and
-# `tenant_id` (checked against the caller's), which never change: one index write per message, at
-# creation.
+# GET /v1/emails lists a tenant's messages newest first (`created_key` = `<created_at>#<message id>`)
+# from `by_tenant` (keys only, written once, at creation; the page's items are read with BatchGetItem).
+# `by_tenant_status` (`tenant_status` = `<tenant>#<status>`) is sparse: only the statuses off the happy
+# path (INDEXED_STATUSES) carry it, so a message relayed first try never writes it; listing one of the
+# other statuses walks `by_tenant` and filters.
+BY_TENANT = IndexSpec("by_tenant_v2", Key("tenant_id"), Key("created_key"), projection=())
+BY_TENANT_STATUS = IndexSpec("by_tenant_status_v2", Key("tenant_status"), Key("created_key"), projection=())
+INDEXED_STATUSES = frozenset({"scheduled", "deferred", "bounced", "failed", "suppressed", "cancelled"})
+# A message id to its email, for messages stored before message ids derived from their email's id
+# (petrel.ids.email_id_of): those items carry `message_id`, newer ones do not (sparse). Nothing
+# projected but the keys and `tenant_id` (checked against the caller's), which never change.
 BY_MESSAGE_ID = IndexSpec("by_message_id", Key("message_id"), projection=("tenant_id",))
 
+# Migration from the indexes before issue 11 (by_tenant, by_tenant_status: ALL; by_due: six attributes
+# projected): a projection cannot change in place, so the new ones have new names, and CloudFormation
+# creates or deletes one GSI per stack update. An existing deployment goes in steps: add by_tenant_v2,
+# by_tenant_status_v2, by_due_v2 to the old release's spec, one per deploy, each ACTIVE (backfilled)
+# before the next; deploy this code with the old three still declared; then drop them one per deploy.
+# Old items keep working (petrel.adapters.message_items reads both forms; by_message_id finds old ids).
 MESSAGES = TableSpec(
     name="messages",
     env_var="PETREL_MESSAGES_TABLE",

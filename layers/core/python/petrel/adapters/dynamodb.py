@@ -20,9 +20,10 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from petrel import resources
+from petrel.adapters import message_items as items
+from petrel.ids import email_id_of
 from petrel.models.due import due_time
 from petrel.models.records import (
-    FINAL_STATUSES,
     LEASABLE_STATUSES,
     ApiKey,
     EmailRecord,
@@ -511,46 +512,45 @@ def _message_key(key: MessageKey) -> Item:
     return _encode({"pk": resources.email_pk(key.tenant_id, key.email_id), "sk": resources.message_sk(key.message_id)})
 
 
-def _message_item(message: MessageRecord, expires_at: int | None = None) -> dict[str, Any]:
-    due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
-    return _dump(
-        message,
-        pk=resources.email_pk(message.tenant_id, message.email_id),
-        sk=resources.message_sk(message.message_id),
-        **{
-            _CREATED_KEY: resources.created_key(message.created_at, message.message_id),
-            _TENANT_STATUS: resources.tenant_status(message.tenant_id, message.status.value),
-            resources.MESSAGES.ttl_attribute: expires_at,
-            _DUE_SHARD: resources.due_shard(message.message_id) if due is not None else None,
-            _DUE_AT: due,
-        },
-    )
+def _raw(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
+    """An item's values with DynamoDB's numbers kept as Decimals (the stored form has fractional epochs)."""
+    out = {k: _DESER.deserialize(v) for k, v in item.items()}
+    return {k: bytes(v) if isinstance(v, Binary) else v for k, v in out.items()}  # type: ignore[call-overload]
+
+
+def _indexed(tenant_id: str, status: MessageStatus) -> str | None:
+    """The `by_tenant_status` key of a message in `status`, or None for the happy path's statuses."""
+    return resources.tenant_status(tenant_id, status.value) if status.value in resources.INDEXED_STATUSES else None
 
 
 def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tuple[str, dict[str, Any]]:
     """The UpdateExpression (and its values) that writes `change`: SET what it sets, REMOVE what a
-    message in its new status no longer has (a lease, a next attempt, a failure reason, a due time)."""
+    message in its new status no longer has (a lease, a next attempt, a failure reason, a due time, an
+    entry in `by_tenant_status`). Replies are stored once (petrel.adapters.message_items)."""
     # The status goes last: moto applies a SET clause at a time, and a reader there must not see the new
     # status without its reply (DynamoDB itself applies an update atomically).
     sets = ["updated_at = :now"]
-    values: dict[str, Any] = {
-        ":status": change.status.value,
-        ":ts": resources.tenant_status(key.tenant_id, change.status.value),
-        ":now": now.isoformat(),
-    }
+    values: dict[str, Any] = {":status": change.status.value, ":now": items.epoch(now)}
     if change.events:
+        # An event that names this message is about its recipient, which the item holds: stored
+        # without it (message_items.event_out leaves out what equals the message's own).
         sets.append("events = list_append(if_not_exists(events, :empty), :events)")
-        values[":events"] = [e.model_dump(mode="json", exclude_none=True) for e in change.events]
+        values[":events"] = [
+            items.event_out(e, message_id=key.message_id, recipient=e.recipient, attempt=change.attempt)
+            if e.message_id == key.message_id
+            else items.event_out(e, message_id=key.message_id, recipient="", attempt=change.attempt)
+            for e in change.events
+        ]
     if change.attempt is not None:
         sets.append("attempts = list_append(if_not_exists(attempts, :empty), :attempts)")
-        values[":attempts"] = [change.attempt.model_dump(mode="json", exclude_none=True)]
+        values[":attempts"] = [items.attempt_out(change.attempt)]
     if ":events" in values or ":attempts" in values:
         values[":empty"] = []
     for name, value in (
-        ("last_reply", change.reply.model_dump(mode="json", exclude_none=True) if change.reply else None),
+        ("last_reply", items.reply_ref(change.reply, change.attempt)),
         ("bounce_class", change.bounce_class),
         ("failure_reason", change.failure_reason),
-        ("next_attempt_at", change.next_attempt_at.isoformat() if change.next_attempt_at else None),
+        ("next_attempt_at", items.epoch(change.next_attempt_at) if change.next_attempt_at else None),
     ):
         if value is not None:
             sets.append(f"{name} = :{name}")
@@ -558,82 +558,110 @@ def _transition_update(key: MessageKey, change: Transition, now: datetime) -> tu
     removes = ["lease_until"] + ([] if change.next_attempt_at else ["next_attempt_at"])
     if change.failure_reason is None:  # only a failed message has one (a reopened one drops it)
         removes.append("failure_reason")
-    due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
-    if due is None:  # final: out of the sweeper's index
-        removes += [_DUE_SHARD, _DUE_AT]
+    indexed = _indexed(key.tenant_id, change.status)
+    if indexed is None:
+        removes.append(_TENANT_STATUS)
     else:
+        sets.append(f"{_TENANT_STATUS} = :ts")
+        values[":ts"] = indexed
+    due = due_time(change.status, at=now, next_attempt_at=change.next_attempt_at)
+    # A final status leaves the due entry where it is (no index write): the sweeper passes it.
+    if due is not None:
         sets += [f"{_DUE_SHARD} = :due_shard", f"{_DUE_AT} = :due_at"]
         values[":due_shard"] = resources.due_shard(key.message_id)
         values[":due_at"] = due
-    sets += [f"{_TENANT_STATUS} = :ts", "#s = :status"]
+    sets.append("#s = :status")
     return "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes), values
 
 
+# The sweeper's watermark of each due shard: one item per shard (sk = the shard), in no index.
+_WATERMARK_PK = "SWEEPER#watermark"
+# BatchGetItem reads at most this many keys per request.
+_BATCH_GET = 100
+# A listing of a status that has no index of its own examines at most this many items per request
+# for each item it may return (so a page may hold fewer than asked, with a cursor to go on).
+_WALK_FACTOR = 10
+
+
 class DynamoMessageStore:
+    """Emails and their messages in one partition per email (petrel.resources MESSAGES).
+
+    Creation is no transaction: the email item first (conditional: AlreadyExists), then each message
+    item. A crash in between leaves an email without messages: `get_email` does not show it, nothing
+    was answered 202 for it, no job names it, and TTL removes it.
+    """
+
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
 
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        email_item = _dump(
-            email,
-            pk=resources.email_pk(email.tenant_id, email.email_id),
-            sk=resources.EMAIL_SK,
-            **{resources.MESSAGES.ttl_attribute: expires_at},
-        )
-        if email.body_inline is not None:
-            email_item["body_inline"] = email.body_inline
-        puts: list[TransactWriteItemTypeDef] = [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": _encode(email_item),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-        ]
-        puts += [{"Put": {"TableName": self._table, "Item": _encode(_message_item(m, expires_at))}} for m in messages]
         try:
-            self._db.transact_write_items(TransactItems=puts)
+            self._db.put_item(
+                TableName=self._table,
+                Item=_encode(items.email_item(email, expires_at)),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
         except ClientError as exc:
-            # The email's Put (the first item) is the only one with a condition.
-            reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            if _conditional_failed(exc):
                 raise AlreadyExists(f"email {email.email_id} exists") from exc
             raise
+        for message in messages:
+            # One PutItem each (the API's grant has no BatchWriteItem, which could delete too).
+            due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
+            self._db.put_item(
+                TableName=self._table,
+                Item=_encode(items.message_item(message, expires_at, due)),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
 
     def _items(self, key: EmailKey) -> list[dict[str, Any]]:
-        return _query_all(
-            self._db,
-            {
-                "TableName": self._table,
-                "KeyConditionExpression": "pk = :pk",
-                "ExpressionAttributeValues": _encode({":pk": resources.email_pk(key.tenant_id, key.email_id)}),
-                "ConsistentRead": True,
-            },
-        )
+        kwargs: QueryInputTypeDef = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": _encode({":pk": resources.email_pk(key.tenant_id, key.email_id)}),
+            "ConsistentRead": True,
+        }
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self._db.query(**kwargs)
+            out += [_raw(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None:
-        items = self._items(key)
-        emails = [EmailRecord.model_validate(i) for i in items if i["sk"] == resources.EMAIL_SK]
-        if not emails:
+        """The email and its messages; None also for an email stored without its messages (a crash
+        during `create_email`), which nobody was told about."""
+        found = self._items(key)
+        emails = [items.email_record(i) for i in found if i["sk"] == resources.EMAIL_SK]
+        messages = [items.message_record(i) for i in found if str(i["sk"]).startswith(resources.MESSAGE_SK_PREFIX)]
+        if not emails or not messages:
             return None
-        messages = [MessageRecord.model_validate(i) for i in items if i["sk"].startswith(resources.MESSAGE_SK_PREFIX)]
         return emails[0], messages
 
     def _get(self, key: Item) -> dict[str, Any] | None:
         found = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True)
-        return _decode(found["Item"]) if "Item" in found else None
+        return _raw(found["Item"]) if "Item" in found else None
 
     def get_email_record(self, key: EmailKey) -> EmailRecord | None:
         item = self._get(_email_key(key))
-        return EmailRecord.model_validate(item) if item else None
+        return items.email_record(item) if item else None
 
     def get_message(self, key: MessageKey) -> MessageRecord | None:
         item = self._get(_message_key(key))
-        return MessageRecord.model_validate(item) if item else None
+        return items.message_record(item) if item else None
 
     def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
+        """The message's key from its id (petrel.ids.email_id_of) and one read; ids made before that
+        rule are found with the `by_message_id` index."""
+        email_id = email_id_of(message_id)
+        if email_id is None:
+            return None
+        derived = MessageKey(tenant_id, email_id, message_id)
+        found = self._db.get_item(TableName=self._table, Key=_message_key(derived), ProjectionExpression="pk")
+        if "Item" in found:
+            return derived
         index = resources.BY_MESSAGE_ID
         page = self._db.query(
             TableName=self._table,
@@ -642,13 +670,15 @@ class DynamoMessageStore:
             ExpressionAttributeNames={"#m": index.partition_key.name},
             ExpressionAttributeValues=_encode({":m": message_id}),
         )
-        for item in (_decode(i) for i in page.get("Items", [])):
-            owner, email_id = resources.split_email_pk(str(item["pk"]))
+        for item in (_raw(i) for i in page.get("Items", [])):
+            owner, old_email_id = resources.split_email_pk(str(item["pk"]))
             if owner == tenant_id and item.get("tenant_id") == tenant_id:
-                return MessageKey(tenant_id, email_id, message_id)
+                return MessageKey(tenant_id, old_email_id, message_id)
         return None
 
     def lease(self, key: MessageKey, *, after_attempt: int, now: int, lease_until: int) -> MessageRecord:
+        """One write to the item and none to an index on the happy path: `sending` is in no listing
+        index, and the due entry stays (the sweeper reads the lease from the item)."""
         item_key = _message_key(key)
         leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
         # The common case, one write: a waiting message becomes this job's next attempt.
@@ -656,27 +686,18 @@ class DynamoMessageStore:
             return self._lease_write(
                 item_key,
                 update=(
-                    f"SET #s = :sending, {_TENANT_STATUS} = :ts, lease_until = :until, "
-                    f"{_DUE_SHARD} = :shard, {_DUE_AT} = :until, "
-                    "attempt = if_not_exists(attempt, :zero) + :one REMOVE takeovers"
+                    "SET #s = :sending, lease_until = :until, "
+                    f"attempt = if_not_exists(attempt, :zero) + :one REMOVE takeovers, {_TENANT_STATUS}"
                 ),
                 condition=f"attribute_exists(pk) AND #s IN ({', '.join(leasable)}) AND attempt = :job",
-                values={
-                    ":ts": resources.tenant_status(key.tenant_id, MessageStatus.SENDING.value),
-                    ":until": lease_until,
-                    ":shard": resources.due_shard(key.message_id),
-                    ":zero": 0,
-                    ":one": 1,
-                    ":job": after_attempt,
-                    **leasable,
-                },
+                values={":until": lease_until, ":zero": 0, ":one": 1, ":job": after_attempt, **leasable},
             )
         except WriteConflict:
             pass
         # The worker that held this job's attempt died: take the same attempt over, and count it.
         return self._lease_write(
             item_key,
-            update=f"SET lease_until = :until, {_DUE_AT} = :until, takeovers = if_not_exists(takeovers, :zero) + :one",
+            update="SET lease_until = :until, takeovers = if_not_exists(takeovers, :zero) + :one",
             condition="#s = :sending AND lease_until < :now AND attempt = :next",
             values={":until": lease_until, ":now": now, ":zero": 0, ":one": 1, ":next": after_attempt + 1},
         )
@@ -695,7 +716,7 @@ class DynamoMessageStore:
             )
         except ClientError as exc:
             raise _lost(exc, "leasable message") from exc
-        return MessageRecord.model_validate(_decode(out["Attributes"]))
+        return items.message_record(_raw(out["Attributes"]))
 
     def transition(
         self,
@@ -730,29 +751,69 @@ class DynamoMessageStore:
         except ClientError as exc:
             raise _lost(exc, f"message {key.message_id}") from exc
 
+    def _batch_get(self, keys: Sequence[Item], *, consistent: bool) -> dict[tuple[str, str], dict[str, Any]]:
+        """The items at `keys` (those that exist), by (pk, sk); unprocessed keys are asked again."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(keys), _BATCH_GET):
+            pending: list[Item] = list(keys[start : start + _BATCH_GET])
+            while pending:
+                out = self._db.batch_get_item(
+                    RequestItems={self._table: {"Keys": pending, "ConsistentRead": consistent}}
+                )
+                for raw in out.get("Responses", {}).get(self._table, []):
+                    item = _raw(raw)
+                    found[(str(item["pk"]), str(item["sk"]))] = item
+                unprocessed = out.get("UnprocessedKeys", {}).get(self._table)
+                pending = list(unprocessed["Keys"]) if unprocessed else []
+        return found
+
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
-        if status is None:
-            index, key_value = resources.BY_TENANT, tenant_id
+        """Newest first, from a keys-only index and one BatchGetItem per page. A status with an index of
+        its own (resources.INDEXED_STATUSES) is read from it; another is found by walking all of the
+        tenant's messages and examining at most `_WALK_FACTOR` x `limit` of them per call: the page
+        then may hold fewer than `limit` messages (even none) with a cursor to go on."""
+        indexed = _indexed(tenant_id, status) if status is not None else None
+        if indexed is not None:
+            index, key_value, listing = resources.BY_TENANT_STATUS, indexed, indexed
         else:
-            index, key_value = resources.BY_TENANT_STATUS, resources.tenant_status(tenant_id, status.value)
+            index, key_value = resources.BY_TENANT, tenant_id
+            listing = tenant_id if status is None else resources.tenant_status(tenant_id, status.value)
         key_name = index.partition_key.name
-        kwargs: QueryInputTypeDef = {
-            "TableName": self._table,
-            "IndexName": index.name,
-            "KeyConditionExpression": "#k = :k",
-            "ExpressionAttributeNames": {"#k": key_name},
-            "ExpressionAttributeValues": _encode({":k": key_value}),
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, key_name, key_value)
-        page = self._db.query(**kwargs)
-        messages = [MessageRecord.model_validate(_decode(i)) for i in page.get("Items", [])]
-        last = page.get("LastEvaluatedKey")
-        return Page(messages=messages, cursor=_encode_cursor(last) if last and len(messages) == limit else None)
+        start = _decode_listing_cursor(cursor, listing, key_name, key_value) if cursor else None
+        budget = limit if status is None or indexed is not None else limit * _WALK_FACTOR
+        found: list[MessageRecord] = []
+        while True:
+            kwargs: QueryInputTypeDef = {
+                "TableName": self._table,
+                "IndexName": index.name,
+                "KeyConditionExpression": "#k = :k",
+                "ExpressionAttributeNames": {"#k": key_name},
+                "ExpressionAttributeValues": _encode({":k": key_value}),
+                "ScanIndexForward": False,
+                "Limit": min(budget, max(limit, _BATCH_GET)) if budget > limit else budget,
+            }
+            if start is not None:
+                kwargs["ExclusiveStartKey"] = start
+            page = self._db.query(**kwargs)
+            keys = page.get("Items", [])
+            fetched = self._batch_get([{"pk": k["pk"], "sk": k["sk"]} for k in keys], consistent=False)
+            for raw_key in keys:
+                start = dict(raw_key)
+                budget -= 1
+                item = fetched.get((str(_raw(raw_key)["pk"]), str(_raw(raw_key)["sk"])))
+                if item is not None and (status is None or item["status"] == status.value):
+                    found.append(items.message_record(item))
+                if len(found) == limit or budget == 0:
+                    more = raw_key is not keys[-1] or "LastEvaluatedKey" in page
+                    return Page(messages=found, cursor=_listing_cursor(listing, start) if more else None)
+            if "LastEvaluatedKey" not in page:
+                return Page(messages=found, cursor=None)
+            start = page["LastEvaluatedKey"]
 
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
+        """The shard's entries due at or before `due_before`, each read from its item (consistent):
+        the index holds only what never changes, so a lease, a retry's wait or a final status
+        writes no index."""
         kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": resources.DUE_INDEX.name,
@@ -764,41 +825,58 @@ class DynamoMessageStore:
         if cursor:
             kwargs["ExclusiveStartKey"] = _decode_due_cursor(cursor, shard)
         page = self._db.query(**kwargs)
+        entries = page.get("Items", [])
+        fetched = self._batch_get([{"pk": e["pk"], "sk": e["sk"]} for e in entries], consistent=True)
         found: list[DueMessage] = []
-        for raw in page.get("Items", []):
-            item = _decode(raw)
-            status = MessageStatus(item[_STATUS])
-            if status in FINAL_STATUSES:  # cannot be indexed; never act on it if it were
+        for raw_entry in entries:
+            entry = _raw(raw_entry)
+            item = fetched.get((str(entry["pk"]), str(entry["sk"])))
+            if item is None:  # gone (its email expired)
                 continue
+            tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
             found.append(
                 DueMessage(
-                    tenant_id=item["tenant_id"],
-                    email_id=item["email_id"],
-                    message_id=item["message_id"],
-                    status=status,
+                    tenant_id=tenant_id,
+                    email_id=email_id,
+                    message_id=str(item["sk"]).removeprefix(resources.MESSAGE_SK_PREFIX),
+                    status=MessageStatus(item[_STATUS]),
                     attempt=int(item.get("attempt", 0)),
-                    pool=item["pool"],
-                    due_at=int(item[_DUE_AT]),
+                    pool=entry["pool"],
+                    due_at=int(entry[_DUE_AT]),  # the entry's (the item may have moved on since)
+                    lease_until=int(item["lease_until"]) if item.get("lease_until") is not None else None,
+                    position=_encode_cursor({k: raw_entry[k] for k in ("pk", "sk", _DUE_SHARD, _DUE_AT)}),
                 )
             )
         last = page.get("LastEvaluatedKey")
         return DuePage(messages=found, cursor=_encode_cursor(last) if last else None)
 
+    def due_watermark(self, shard: str) -> str | None:
+        item = self._get(_encode({"pk": _WATERMARK_PK, "sk": shard}))
+        return str(item["position"]) if item else None
+
+    def set_due_watermark(self, shard: str, position: str) -> None:
+        _decode_due_cursor(position, shard)  # a position of this shard, or InvalidCursor
+        self._db.update_item(  # UpdateItem: the sweeper's grant has no PutItem
+            TableName=self._table,
+            Key=_encode({"pk": _WATERMARK_PK, "sk": shard}),
+            UpdateExpression="SET #p = :p",
+            ExpressionAttributeNames={"#p": "position"},
+            ExpressionAttributeValues=_encode({":p": position}),
+        )
+
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
+        self.move_due(message, to=now)
+
+    def move_due(self, message: DueMessage, *, to: int) -> None:
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=_message_key(message.key),
-                UpdateExpression="SET #due = :now",
+                UpdateExpression="SET #due = :to",
                 ConditionExpression="#s = :status AND attempt = :attempt AND #due = :seen",
                 ExpressionAttributeNames={"#s": _STATUS, "#due": _DUE_AT},
                 ExpressionAttributeValues=_encode(
-                    {
-                        ":now": now,
-                        ":status": message.status.value,
-                        ":attempt": message.attempt,
-                        ":seen": message.due_at,
-                    }
+                    {":to": to, ":status": message.status.value, ":attempt": message.attempt, ":seen": message.due_at}
                 ),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -813,13 +891,16 @@ class DynamoMessageStore:
             item = self._get(_message_key(key))
             if item is None:
                 raise RecordNotFound(f"no message {key.message_id}")
+            record = items.message_record(item)
             stored = list(item.get("events", []))
-            seen = {_event_identity(Event.model_validate(e)) for e in stored}
+            seen = {_event_identity(e) for e in record.events}
             new: list[dict[str, Any]] = []
             for event in events:
                 if _event_identity(event) not in seen:
                     seen.add(_event_identity(event))
-                    new.append(event.model_dump(mode="json", exclude_none=True))
+                    new.append(
+                        items.event_out(event, message_id=key.message_id, recipient=record.recipient, attempt=None)
+                    )
             if not new:
                 return
             unchanged = "size(events) = :n"
@@ -832,7 +913,7 @@ class DynamoMessageStore:
                     UpdateExpression="SET events = list_append(if_not_exists(events, :empty), :new), updated_at = :now",
                     ConditionExpression=f"attribute_exists(pk) AND {unchanged}",
                     ExpressionAttributeValues=_encode(
-                        {":empty": [], ":new": new, ":now": now.isoformat(), ":n": len(stored)}
+                        {":empty": [], ":new": new, ":now": items.epoch(now), ":n": len(stored)}
                     ),
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
@@ -844,6 +925,26 @@ class DynamoMessageStore:
                 if isinstance(lost, RecordNotFound):
                     raise lost from exc
         raise WriteConflict(f"the timeline of message {key.message_id} kept changing")
+
+
+def _listing_cursor(listing: str, start: Mapping[str, AttributeValueTypeDef]) -> str:
+    """A listing's cursor: which listing it belongs to, and the index key to go on after."""
+    return _json_cursor({"l": listing, "k": _raw(start)})
+
+
+def _decode_listing_cursor(cursor: str, listing: str, key_name: str, key_value: str) -> Item:
+    raw = _cursor_json(cursor)
+    key = raw.get("k") if isinstance(raw, dict) else None
+    if (
+        not isinstance(raw, dict)
+        or raw.get("l") != listing
+        or not isinstance(key, dict)
+        or set(key) != {"pk", "sk", _CREATED_KEY, key_name}  # exactly the index's start key, nothing missing
+        or key.get(key_name) != key_value
+        or not all(isinstance(v, str) for v in key.values())
+    ):
+        raise InvalidCursor("cursor does not belong to this listing")
+    return _encode(key)
 
 
 # How often record_events re-reads a timeline that another writer appended to meanwhile.

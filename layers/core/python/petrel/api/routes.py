@@ -421,7 +421,10 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         summary="List messages (one per recipient), newest first",
         table=responses(
             200,
-            "A page of messages; `next_cursor` fetches the next",
+            "A page of messages; `next_cursor` fetches the next. Filtered by `queued`, `sending`, `relayed` "
+            "or `delivered`, a page examines a bounded number of messages (10 x `limit`) and may hold fewer "
+            "than `limit`, even none, with a `next_cursor` to go on: the listing ends when `next_cursor` "
+            "is absent, not when a page is short",
             (*_AUTHENTICATED, 422),
             model=MessageList,
             example=examples.MESSAGES,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from petrel.errors import InvalidRequest, PayloadTooLarge
-from petrel.ids import new_id
+from petrel.ids import message_id, new_email_id
 from petrel.mail import dnsauth, verp
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.mime import AttachmentPart, MessageContent, build_mime, header_message_id
@@ -189,7 +189,8 @@ def store_email(
         deps.blobs.put(body_key, body)
         inline = None
     recipients = tuple(
-        Recipient(message_id=new_id("msg"), email=address, kind=kind) for address, kind in request.recipients()
+        Recipient(message_id=message_id(email_id, n), email=address, kind=kind)
+        for n, (address, kind) in enumerate(request.recipients(), start=1)
     )
     email = EmailRecord(
         tenant_id=tenant.tenant_id,
@@ -327,7 +328,7 @@ def submit_email(
     check_not_suspended(tenant)
     reads = reads or TenantReads()
     now = deps.clock.now()
-    email_id = new_id("em", int(now.timestamp() * 1000))
+    email_id = new_email_id(int(now.timestamp() * 1000))
     from_domain = check_sender_domain(deps, tenant, request.from_, reads)
     check_pool(deps, tenant, request.pool, reads)
     send_at = check_send_at(request, now)

@@ -1,17 +1,32 @@
 """The sweeper: finds non-final messages whose way forward is gone, and puts each back on its queue.
 
 At every moment each non-final message has exactly one way forward: a job on a queue, a schedule, a
-live lease, or a dead letter that an alarm reports. Each message carries a due time (the sparse
-"due" index, petrel.resources.DUE_INDEX): when that way forward should have acted. A message still
-there `grace_seconds` after its due time has lost it (a crash between storing and enqueuing, a
-worker that died twice, a lost schedule) and is repaired:
+live lease, or a dead letter that an alarm reports. Each message carries a due time (the "due" index,
+petrel.resources.DUE_INDEX): when that way forward should have acted. It is written when a message is
+created or waits again (deferred, reopened) and by the sweeper, and by nothing else: the lease does
+not move it and a final status does not remove it (two index writes saved per message). So each
+shard's entries are read in order from a watermark (`due_watermark`) up to `now - grace_seconds`,
+each with its message's current state, and:
 
-1. claim: a conditional write that moves its due time to now, only if status, attempt and due time
-   are still those seen, so a concurrent or repeated sweep does not repair it twice (and a message
-   that moved on meanwhile is left alone);
-2. a job on its pool's send queue: SendJob(attempt) for queued, scheduled and deferred; for
-   `sending` with a lease long expired, SendJob(attempt - 1), the job of the attempt in flight,
-   which the worker's takeover path leases again.
+- a final message's entry is passed (`passed`);
+- a `sending` message whose lease is still live (not over by a grace) has its entry moved to the
+  lease's end (`move_due`), to be looked at again then;
+- a waiting message behind a backlog (below) has its entry moved to now: looked at one grace later;
+- any other has lost its way forward (a crash between storing and enqueuing, a worker that died
+  twice, a lost schedule) and is repaired:
+  1. claim: a conditional write that moves its due time to now, only if status, attempt and due time
+     are still those seen, so a concurrent or repeated sweep does not repair it twice (and a message
+     that moved on meanwhile is left alone);
+  2. a job on its pool's send queue: SendJob(attempt) for queued, scheduled and deferred; for
+     `sending` with a lease long expired, SendJob(attempt - 1), the job of the attempt in flight,
+     which the worker's takeover path leases again.
+
+Every move is a key change ahead of the watermark, so the entry is seen again. The watermark then
+moves past every entry looked at, up to the first whose conditional write lost to a change this
+sweep did not see (say a lease that landed between the read and the claim: a lease moves no entry,
+so a watermark past it would never see that message again); the next run looks at it again. The
+watermark is written after the page's jobs: a crash before it only makes the next run look again,
+and an entry already moved is no longer where it was.
 
 A job for an attempt already done does nothing (the lease rules), so a repair is always safe. A job
 the queue refused is repaired again one grace later.
@@ -20,9 +35,9 @@ A backlog is not a lost job. A queued, scheduled (released) or deferred (its ret
 job waits behind a backlog longer than the grace looks exactly like one whose job is gone; repairing it
 would add a job per waiting message every grace period and feed the very backlog it waits behind. So
 while a pool's queue holds more than `backlog_limit` jobs, the sweeper leaves that pool's waiting
-messages alone (and counts them as `backlogged`); it repairs them once the queue is under the limit,
-when a job still missing really is missing. `sending` messages (a dead worker's lease) are repaired
-whatever the backlog: their job, redelivered, would only be taken over.
+messages alone (counted as `backlogged`, looked at again a grace later); it repairs them once the queue
+is under the limit, when a job still missing really is missing. `sending` messages (a dead worker's
+lease) are repaired whatever the backlog: their job, redelivered, would only be taken over.
 """
 
 from __future__ import annotations
@@ -32,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from petrel.models.jobs import SendJob
-from petrel.models.records import MessageStatus, Pool
+from petrel.models.records import FINAL_STATUSES, MessageStatus, Pool
 from petrel.ports import Clock, DueMessage, JobQueue, MessageStore, RecordNotFound, WriteConflict
 
 PAGE_SIZE = 100
@@ -52,12 +67,14 @@ class SweepDeps:
 @dataclass
 class SweepReport:
     repaired: Counter[MessageStatus] = field(default_factory=Counter)
-    examined: int = 0
+    examined: int = 0  # entries of non-final messages looked at
     claim_lost: int = 0  # another sweep, or the message's own way forward, got there first
     requeue_failed: int = 0  # claimed, but the queue refused the job: repaired again one grace later
     truncated: bool = False  # stopped at max_messages with more due
     backlogged: int = 0  # waiting messages left alone: their pool's queue is over the backlog limit
     backlogs: dict[Pool, int] = field(default_factory=dict)  # each pool's queue, read once per run
+    leased: int = 0  # `sending` messages whose lease is live: due again at the lease's end
+    passed: int = 0  # entries of final messages: passed by the watermark, nothing to do
 
     @property
     def total(self) -> int:
@@ -86,6 +103,35 @@ def behind_backlog(deps: SweepDeps, message: DueMessage, report: SweepReport) ->
     return report.backlogs[message.pool] > deps.backlog_limit
 
 
+def lease_live(deps: SweepDeps, message: DueMessage, *, now: int) -> bool:
+    """Whether a `sending` message's lease may still be held (it ended less than a grace ago)."""
+    return (
+        message.status is MessageStatus.SENDING
+        and message.lease_until is not None
+        and message.lease_until > now - deps.grace_seconds
+    )
+
+
+def postpone(deps: SweepDeps, message: DueMessage, report: SweepReport) -> bool:
+    """Due again when the live lease ends; whether the entry moved (see `move_ahead`)."""
+    assert message.lease_until is not None
+    if not move_ahead(deps, message, to=message.lease_until, report=report):
+        return False
+    report.leased += 1
+    return True
+
+
+def move_ahead(deps: SweepDeps, message: DueMessage, *, to: int, report: SweepReport) -> bool:
+    """Move the entry to `to`, where a later run sees it again; False when the message changed since it
+    was read (counted as a lost claim: the next run looks at it again)."""
+    try:
+        deps.messages.move_due(message, to=to)
+    except (WriteConflict, RecordNotFound):
+        report.claim_lost += 1
+        return False
+    return True
+
+
 def claim(deps: SweepDeps, message: DueMessage, *, now: int) -> bool:
     """Whether this sweep won the message's repair (False: another sweep, or the message's own way
     forward, moved it on; or it is gone)."""
@@ -109,8 +155,34 @@ def _requeue(deps: SweepDeps, claimed: list[DueMessage], report: SweepReport) ->
                 report.repaired[message.status] += 1
 
 
+def look_at(deps: SweepDeps, message: DueMessage, *, now: int, report: SweepReport, claimed: list[DueMessage]) -> bool:
+    """Act on one due entry; whether the watermark may pass it: yes when its message is final, or its
+    entry was moved ahead (repaired, a live lease, a backlog), where a later run sees it again; no when
+    a conditional write lost to a change this sweep did not see (the next run looks at it again)."""
+    if message.status in FINAL_STATUSES:
+        report.passed += 1
+        return True
+    report.examined += 1
+    if message.status is MessageStatus.SENDING and message.attempt == 0:
+        return True  # cannot be: a lease always counts an attempt
+    if lease_live(deps, message, now=now):
+        return postpone(deps, message, report)
+    if behind_backlog(deps, message, report):
+        report.backlogged += 1
+        return move_ahead(deps, message, to=now, report=report)
+    if claim(deps, message, now=now):
+        claimed.append(message)
+        return True
+    report.claim_lost += 1
+    return False
+
+
 def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -> None:
-    cursor: str | None = None
+    """Look at the shard's entries from its watermark up to `now - grace`, and move the watermark past
+    every entry looked at (up to the first one that must be looked at again)."""
+    mark = deps.messages.due_watermark(shard)
+    cursor = mark
+    held = False  # an entry was not passed: the watermark stays before it for this run
     while True:
         budget = deps.max_messages - report.examined
         if budget <= 0:
@@ -119,19 +191,16 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
         page = deps.messages.find_due(
             shard, due_before=now - deps.grace_seconds, limit=min(PAGE_SIZE, budget), cursor=cursor
         )
-        report.examined += len(page.messages)
         claimed: list[DueMessage] = []
+        start = mark
         for message in page.messages:
-            if message.status is MessageStatus.SENDING and message.attempt == 0:
-                continue  # cannot be: a lease always counts an attempt
-            if behind_backlog(deps, message, report):
-                report.backlogged += 1
-                continue
-            if claim(deps, message, now=now):
-                claimed.append(message)
-            else:
-                report.claim_lost += 1
+            passed = look_at(deps, message, now=now, report=report, claimed=claimed)
+            held = held or not passed
+            if not held:
+                mark = message.position
         _requeue(deps, claimed, report)
+        if mark is not None and mark != start:  # after the jobs: a crash before it only looks again
+            deps.messages.set_due_watermark(shard, mark)
         cursor = page.cursor
         if cursor is None:
             return

@@ -1,0 +1,238 @@
+"""The stored form of the messages table's items (petrel.adapters.dynamodb.DynamoMessageStore).
+
+Why a stored form of its own: a message item relayed first try must stay under 1 KB (one write unit
+per write), so nothing is stored twice. The ids are in the keys (`pk` = `<tenant>#<email>`, `sk` =
+`MSG#<message id>`) and not repeated; the creation time is in `created_key`; each SMTP reply is stored
+once, in its attempt: an event whose reply is its attempt's holds the attempt's number (`ra`), and so
+does `last_reply` when it is the last attempt's; events and attempts use short keys and epoch seconds.
+`message_record` and `email_record` rebuild the records the API shows, unchanged, and also read the
+items written before this form (full ids and ISO times, every reply in full), which keep working.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from petrel import resources
+from petrel.models.records import Attempt, EmailRecord, Event, MessageRecord, Reply
+
+_MICRO = Decimal("0.000001")
+
+
+def epoch(at: datetime) -> Decimal:
+    """`at` as epoch seconds, exact to the microsecond (a DynamoDB number)."""
+    whole = int(at.replace(microsecond=0).timestamp())
+    return Decimal(whole) + Decimal(at.microsecond) * _MICRO
+
+
+def when(value: Any) -> datetime:
+    """A stored time back: epoch seconds (this form) or an ISO string (older items)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    number = Decimal(value)
+    whole = int(number)
+    return datetime.fromtimestamp(whole, UTC).replace(microsecond=int((number - whole) / _MICRO))
+
+
+def reply_out(reply: Reply) -> list[Any]:
+    return [reply.code, reply.enhanced, reply.text, reply.stage]
+
+
+def reply_in(value: Any) -> Reply:
+    if isinstance(value, dict):  # older items
+        return Reply.model_validate(value)
+    code, enhanced, text, stage = value
+    return Reply(code=int(code), enhanced=enhanced, text=text, stage=stage)
+
+
+def attempt_out(attempt: Attempt) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": attempt.number, "s": epoch(attempt.started_at)}
+    if attempt.finished_at is not None:
+        out["f"] = epoch(attempt.finished_at)
+    if attempt.server_id is not None:
+        out["v"] = attempt.server_id
+    if attempt.outcome is not None:
+        out["o"] = attempt.outcome
+    if attempt.reply is not None:
+        out["r"] = reply_out(attempt.reply)
+    return out
+
+
+def attempt_in(value: dict[str, Any]) -> Attempt:
+    if "number" in value:  # older items
+        return Attempt.model_validate(value)
+    return Attempt(
+        number=int(value["n"]),
+        started_at=when(value["s"]),
+        finished_at=when(value["f"]) if "f" in value else None,
+        server_id=value.get("v"),
+        outcome=value.get("o"),
+        reply=reply_in(value["r"]) if "r" in value else None,
+    )
+
+
+def reply_ref(reply: Reply | None, attempt: Attempt | None) -> Any:
+    """How a reply that comes with `attempt` is stored: the attempt's number when it is that attempt's
+    reply (stored there already), else in full."""
+    if reply is None:
+        return None
+    if attempt is not None and attempt.reply == reply:
+        return attempt.number
+    return reply_out(reply)
+
+
+def resolve_reply(value: Any, attempts: dict[int, Attempt]) -> Reply | None:
+    """A stored reply back: a number names the attempt that holds it; older items hold it in full."""
+    if value is None:
+        return None
+    if isinstance(value, (int, Decimal)):
+        return attempts[int(value)].reply
+    return reply_in(value)
+
+
+def event_out(event: Event, *, message_id: str, recipient: str, attempt: Attempt | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"t": event.type.value, "at": epoch(event.at)}
+    if event.message_id != message_id:
+        out["m"] = event.message_id
+    if event.recipient != recipient:
+        out["rc"] = event.recipient
+    if event.detail is not None:
+        out["d"] = event.detail
+    ref = reply_ref(event.reply, attempt)
+    if ref is not None:
+        out["r"] = ref
+    return out
+
+
+def event_in(value: dict[str, Any], *, message_id: str, recipient: str, attempts: dict[int, Attempt]) -> Event:
+    if "type" in value:  # older items
+        return Event.model_validate(value)
+    return Event.model_validate(
+        {
+            "type": value["t"],
+            "at": when(value["at"]),
+            "message_id": value.get("m", message_id),
+            "recipient": value.get("rc", recipient),
+            "detail": value.get("d"),
+            "reply": resolve_reply(value.get("r"), attempts),
+        }
+    )
+
+
+def message_item(message: MessageRecord, expires_at: int | None, due: int | None) -> dict[str, Any]:
+    """A new message item (None values are left out by the caller's encoding)."""
+    attempts = {a.number: a for a in message.attempts}
+    last = message.attempts[-1] if message.attempts else None
+    status = message.status.value
+    return {
+        "pk": resources.email_pk(message.tenant_id, message.email_id),
+        "sk": resources.message_sk(message.message_id),
+        "tenant_id": message.tenant_id,  # the key of `by_tenant`
+        "created_key": resources.created_key(message.created_at, message.message_id),
+        "tenant_status": (
+            resources.tenant_status(message.tenant_id, status) if status in resources.INDEXED_STATUSES else None
+        ),
+        "recipient": message.recipient,
+        "kind": message.kind,
+        "pool": message.pool,
+        "status": status,
+        "attempt": message.attempt,
+        "lease_until": message.lease_until,
+        "takeovers": message.takeovers or None,
+        "bounce_class": message.bounce_class,
+        "failure_reason": message.failure_reason,
+        "last_reply": reply_ref(message.last_reply, last),
+        "next_attempt_at": epoch(message.next_attempt_at) if message.next_attempt_at else None,
+        "send_at": epoch(message.send_at) if message.send_at else None,
+        "attempts": [attempt_out(a) for a in message.attempts] or None,
+        "events": [
+            event_out(
+                e,
+                message_id=message.message_id,
+                recipient=message.recipient,
+                attempt=attempts.get(message.attempt) if e.reply else None,
+            )
+            for e in message.events
+        ]
+        or None,
+        "return_path": message.return_path,
+        "updated_at": epoch(message.updated_at) if message.updated_at != message.created_at else None,
+        resources.MESSAGES.ttl_attribute: expires_at,
+        resources.DUE_SHARD: resources.due_shard(message.message_id) if due is not None else None,
+        resources.DUE_AT: due,
+    }
+
+
+def message_record(item: dict[str, Any]) -> MessageRecord:
+    """The MessageRecord of a stored message item, of this form or an older one."""
+    tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
+    message_id = str(item["sk"]).removeprefix(resources.MESSAGE_SK_PREFIX)
+    recipient = str(item["recipient"])
+    attempt_list = [attempt_in(a) for a in item.get("attempts", [])]
+    attempts = {a.number: a for a in attempt_list}
+    created_at = when(item["created_at"]) if "created_at" in item else when_of_created_key(item["created_key"])
+    fields: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "email_id": email_id,
+        "message_id": message_id,
+        "recipient": recipient,
+        "kind": item["kind"],
+        "pool": item["pool"],
+        "status": item["status"],
+        "attempt": int(item.get("attempt", 0)),
+        "lease_until": int(item["lease_until"]) if item.get("lease_until") is not None else None,
+        "takeovers": int(item.get("takeovers", 0)),
+        "bounce_class": item.get("bounce_class"),
+        "failure_reason": item.get("failure_reason"),
+        "last_reply": resolve_reply(item.get("last_reply"), attempts),
+        "next_attempt_at": when(item["next_attempt_at"]) if item.get("next_attempt_at") is not None else None,
+        "send_at": when(item["send_at"]) if item.get("send_at") is not None else None,
+        "attempts": tuple(attempt_list),
+        "events": tuple(
+            event_in(e, message_id=message_id, recipient=recipient, attempts=attempts) for e in item.get("events", [])
+        ),
+        "return_path": item.get("return_path"),
+        "created_at": created_at,
+        "updated_at": when(item["updated_at"]) if "updated_at" in item else created_at,
+    }
+    return MessageRecord.model_validate(fields)
+
+
+def when_of_created_key(created_key: str) -> datetime:
+    return datetime.fromisoformat(created_key.rpartition("#")[0])
+
+
+# An inline body is stored zlib-compressed under this attribute when that is smaller; older items,
+# and bodies that do not compress, hold it as is in `body_inline`.
+BODY_Z = "body_z"
+
+
+def email_item(email: EmailRecord, expires_at: int) -> dict[str, Any]:
+    """A new email item: the ids are in the key, the body compressed when that is smaller."""
+    item: dict[str, Any] = email.model_dump(
+        mode="json", exclude_none=True, exclude={"tenant_id", "email_id", "body_inline"}
+    )
+    item["pk"] = resources.email_pk(email.tenant_id, email.email_id)
+    item["sk"] = resources.EMAIL_SK
+    item[resources.MESSAGES.ttl_attribute] = expires_at
+    if email.body_inline is not None:
+        packed = zlib.compress(email.body_inline, 6)
+        if len(packed) < len(email.body_inline):
+            item[BODY_Z] = packed
+        else:
+            item["body_inline"] = email.body_inline
+    return item
+
+
+def email_record(item: dict[str, Any]) -> EmailRecord:
+    """The EmailRecord of a stored email item, of this form or an older one."""
+    tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
+    fields = {k: v for k, v in item.items() if k not in ("pk", "sk", BODY_Z, resources.MESSAGES.ttl_attribute)}
+    fields.setdefault("tenant_id", tenant_id)
+    fields.setdefault("email_id", email_id)
+    if BODY_Z in item:
+        fields["body_inline"] = zlib.decompress(bytes(item[BODY_Z]))
+    return EmailRecord.model_validate(fields)

@@ -1,0 +1,237 @@
+"""The DynamoDB message store's stored form (moto only: the fake has no stored form).
+
+Items written before the compact form (full ids, ISO times, every reply three times, random message
+ids found through `by_message_id`) keep working for every read and write; new items stay under 1 KB
+after a first-try relay; the happy path costs at most 6 estimated write units (tests/integration/
+write_units.py); an email stored without its messages is not shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from boto3.dynamodb.types import TypeSerializer
+from moto import mock_aws
+
+from local.provision import provision
+from petrel import resources
+from petrel.adapters.dynamodb import DynamoMessageStore
+from petrel.adapters.message_items import BODY_Z
+from petrel.models.records import Attempt, EmailRecord, Event, EventName, MessageRecord, MessageStatus, Reply
+from petrel.ports import EmailKey, MessageKey, Transition
+from tests.fakes import records
+from tests.fakes.clock import DEFAULT_START
+from tests.integration.aws_env import clean_aws_environment
+from tests.integration.write_units import WriteUnitMeter, item_size
+
+pytestmark = pytest.mark.integration
+
+T0 = int(DEFAULT_START.timestamp())
+EXPIRES = T0 + 30 * 86400
+SENT = Reply(code=250, enhanced="2.0.0", text="2.0.0 Ok: queued as 4dLq2X3Yz8z9vJ", stage="data")
+TENANT = "tn_01KB0000000000000000000000"
+_SER = TypeSerializer()
+
+
+@dataclass
+class Table:
+    store: DynamoMessageStore
+    client: Any
+    name: str
+    meter: WriteUnitMeter
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
+    clean_aws_environment(monkeypatch)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        made = provision(
+            client,
+            boto3.client("sqs", region_name="us-east-1"),
+            boto3.client("s3", region_name="us-east-1"),
+            prefix="fmt",
+            visibility_timeout=30,
+            max_receive_count=3,
+        )
+        name = made.tables[resources.MESSAGES.name]
+        peek = boto3.client("dynamodb", region_name="us-east-1")
+        meter = WriteUnitMeter(client, peek, {name: resources.MESSAGES})
+        yield Table(DynamoMessageStore(client, name), peek, name, meter)
+
+
+def _put_legacy(table: Table, email: EmailRecord, messages: list[MessageRecord]) -> None:
+    """The items as the store wrote them before the compact form."""
+    email_item = email.model_dump(mode="json", exclude_none=True, exclude={"body_inline"})
+    email_item.update(pk=resources.email_pk(email.tenant_id, email.email_id), sk=resources.EMAIL_SK)
+    if email.body_inline is not None:
+        email_item["body_inline"] = email.body_inline
+    items = [email_item]
+    for m in messages:
+        item = m.model_dump(mode="json", exclude_none=True)
+        item.update(
+            pk=resources.email_pk(m.tenant_id, m.email_id),
+            sk=resources.message_sk(m.message_id),
+            created_key=resources.created_key(m.created_at, m.message_id),
+            tenant_status=resources.tenant_status(m.tenant_id, m.status.value),
+            expires_at=EXPIRES,
+            due_shard=resources.due_shard(m.message_id),
+            due_at=T0,
+        )
+        items.append(item)
+    for item in items:
+        table.client.put_item(TableName=table.name, Item={k: _SER.serialize(v) for k, v in item.items()})
+
+
+def _raw_item(table: Table, message: MessageRecord) -> dict[str, Any]:
+    key = {
+        "pk": {"S": resources.email_pk(message.tenant_id, message.email_id)},
+        "sk": {"S": resources.message_sk(message.message_id)},
+    }
+    item: dict[str, Any] = table.client.get_item(TableName=table.name, Key=key)["Item"]
+    return item
+
+
+def _relay(table: Table, message: MessageRecord) -> MessageRecord:
+    key = MessageKey.of(message)
+    leased = table.store.lease(key, after_attempt=0, now=T0, lease_until=T0 + 120)
+    at = DEFAULT_START + timedelta(seconds=1)
+    table.store.transition(
+        key,
+        expected=[MessageStatus.SENDING],
+        attempt=leased.attempt,
+        lease_until=T0 + 120,
+        now=at,
+        change=Transition(
+            MessageStatus.RELAYED,
+            events=(
+                Event(type="email.sent", at=at, message_id=key.message_id, recipient=message.recipient, reply=SENT),
+            ),
+            attempt=Attempt(
+                number=leased.attempt,
+                started_at=DEFAULT_START,
+                finished_at=at,
+                server_id="srv_01KB0000000000000000000000",
+                outcome="relayed",
+                reply=SENT,
+            ),
+            reply=SENT,
+        ),
+    )
+    relayed = table.store.get_message(key)
+    assert relayed is not None
+    return relayed
+
+
+def test_legacy_items_are_read_found_listed_leased_relayed_and_reported(table: Table) -> None:
+    email, messages = records.email(TENANT, ["a@example.org", "b@example.org"], legacy_ids=True)
+    _put_legacy(table, email, messages)
+    first = messages[0]
+
+    found = table.store.get_email(EmailKey.of(email))
+    assert found is not None and found[0] == email
+    assert sorted(found[1], key=lambda m: m.message_id) == sorted(messages, key=lambda m: m.message_id)
+    assert table.store.find_message_key(TENANT, first.message_id) == MessageKey.of(first)  # via the index
+    assert table.store.find_message_key("tn_other", first.message_id) is None
+    listed = table.store.list_messages(TENANT, status=None, limit=10, cursor=None).messages
+    assert sorted(listed, key=lambda m: m.message_id) == sorted(messages, key=lambda m: m.message_id)
+
+    relayed = _relay(table, first)  # new compact events and attempt appended to the old lists
+
+    assert relayed.status is MessageStatus.RELAYED and relayed.last_reply == SENT
+    assert [e.type for e in relayed.events] == [EventName.QUEUED, EventName.SENT]
+    assert relayed.events[0] == first.events[0] and relayed.events[1].reply == SENT
+    assert relayed.attempts[0].reply == SENT
+    delivered = Event(
+        type="email.delivered",
+        at=DEFAULT_START + timedelta(minutes=1),
+        message_id=first.message_id,
+        recipient=first.recipient,
+    )
+    table.store.record_events(MessageKey.of(first), [delivered], now=DEFAULT_START + timedelta(minutes=1))
+    table.store.record_events(MessageKey.of(first), [delivered], now=DEFAULT_START + timedelta(minutes=2))
+    reported = table.store.get_message(MessageKey.of(first))
+    assert reported is not None and reported.events[-1] == delivered and len(reported.events) == 3
+    relayed_now = table.store.list_messages(TENANT, status=MessageStatus.RELAYED, limit=10, cursor=None)
+    assert [m.message_id for m in relayed_now.messages] == [first.message_id]
+    assert "tenant_status" not in _raw_item(table, first)  # a happy-path status leaves by_tenant_status
+
+
+def test_a_new_item_stores_each_reply_once_stays_under_a_kilobyte_and_reads_back_whole(table: Table) -> None:
+    email, [message] = records.email(TENANT)
+    table.store.create_email(email, [message], EXPIRES)
+
+    relayed = _relay(table, message)
+
+    raw = _raw_item(table, message)
+    assert str(raw).count(SENT.text) == 1
+    assert item_size(raw) < 1024
+    assert "message_id" not in raw and "email_id" not in raw  # in the key: sparse by_message_id
+    assert relayed.last_reply == SENT and relayed.attempts[0].reply == SENT and relayed.events[-1].reply == SENT
+    assert relayed.events[-1].message_id == message.message_id and relayed.events[-1].recipient == message.recipient
+    assert relayed.created_at == message.created_at and relayed.updated_at == DEFAULT_START + timedelta(seconds=1)
+    assert table.store.find_message_key(TENANT, message.message_id) == MessageKey.of(message)  # no index
+
+
+def test_an_inline_body_is_compressed_when_that_is_smaller_and_read_back_as_is(table: Table) -> None:
+    text = b"Subject: receipt\r\n\r\n" + b"Thank you for your order.\r\n" * 80
+    email, messages = records.email(TENANT, body=text)
+    table.store.create_email(email, messages, EXPIRES)
+    noise = bytes(range(256)) * 2  # does not compress: stored as is
+    other, other_messages = records.email(TENANT, body=noise)
+    table.store.create_email(other, other_messages, EXPIRES)
+
+    raw = table.client.get_item(
+        TableName=table.name, Key={"pk": {"S": resources.email_pk(TENANT, email.email_id)}, "sk": {"S": "EMAIL"}}
+    )["Item"]
+    assert BODY_Z in raw and "body_inline" not in raw and len(raw[BODY_Z]["B"]) < len(text) // 4
+    assert table.store.get_email_record(EmailKey.of(email)) == email
+    assert table.store.get_email_record(EmailKey.of(other)) == other
+
+
+def test_an_email_stored_without_its_messages_is_not_shown(table: Table) -> None:
+    email, [message] = records.email(TENANT)
+    table.store.create_email(email, [message], EXPIRES)
+    table.client.delete_item(  # what a crash between the email's write and its message's leaves
+        TableName=table.name,
+        Key={
+            "pk": {"S": resources.email_pk(TENANT, email.email_id)},
+            "sk": {"S": resources.message_sk(message.message_id)},
+        },
+    )
+
+    assert table.store.get_email(EmailKey.of(email)) is None
+    assert table.store.list_messages(TENANT, status=None, limit=10, cursor=None).messages == []
+
+
+@pytest.mark.parametrize(("recipients", "most_per_message"), [(1, 6), (10, 6)])
+def test_write_units_of_a_first_try_relay(table: Table, recipients: int, most_per_message: int) -> None:
+    email, messages = records.email(TENANT, [f"r{i}@example.org" for i in range(recipients)], body=b"x" * 3000)
+    table.meter.reset()
+
+    table.store.create_email(email, messages, EXPIRES)
+    for message in messages:
+        _relay(table, message)
+
+    assert table.meter.units <= most_per_message * recipients
+    assert table.meter.calls["TransactWriteItems"] == 0
+
+
+def test_listing_a_status_without_an_index_examines_a_bounded_number_per_page(table: Table) -> None:
+    stored: list[MessageRecord] = []
+    for i in range(25):
+        email, messages = records.email(TENANT, at=DEFAULT_START + timedelta(seconds=i))
+        table.store.create_email(email, messages, EXPIRES)
+        stored += messages
+    newest_first = list(reversed(stored))
+    _relay(table, newest_first[-1])  # the oldest: the only relayed one
+
+    first = table.store.list_messages(TENANT, status=MessageStatus.RELAYED, limit=2, cursor=None)
+    assert first.messages == [] and first.cursor is not None  # 20 examined, none relayed: go on
+    second = table.store.list_messages(TENANT, status=MessageStatus.RELAYED, limit=2, cursor=first.cursor)
+    assert [m.message_id for m in second.messages] == [newest_first[-1].message_id] and second.cursor is None
