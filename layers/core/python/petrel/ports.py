@@ -581,3 +581,35 @@ class MailboxReader(Protocol):
         or the login is refused. `deadline` (a `time.monotonic()` instant): the connection is cut then,
         whatever it is doing."""
         ...
+
+
+class UsagePlans(Protocol):
+    """API Gateway's API keys and usage plans, as the edge throttles tenants by them (one key per tenant,
+    in its plan's usage plan; the authorizer names the key by its value, `usageIdentifierKey`).
+
+    Every method is safe to repeat: `ensure_key` finds the key it made before, `add_key` of a key in
+    the plan already and `remove_key` of one not in it do nothing."""
+
+    def ensure_key(self, name: str, value: str) -> str:
+        """The id of the API key called `name` (created, enabled, with `value` when there is none)."""
+        ...
+
+    def find_key(self, name: str) -> str | None:
+        """The id of the API key called `name`, or None."""
+        ...
+
+    def delete_key(self, key_id: str) -> None:
+        """Delete an API key (RecordNotFound when there is none)."""
+        ...
+
+    def plan_keys(self, plan_id: str) -> set[str]:
+        """The ids of the API keys in a usage plan."""
+        ...
+
+    def add_key(self, plan_id: str, key_id: str) -> None:
+        """Put an API key in a usage plan (no-op when it is there)."""
+        ...
+
+    def remove_key(self, plan_id: str, key_id: str) -> None:
+        """Take an API key out of a usage plan (no-op when it is not there)."""
+        ...
