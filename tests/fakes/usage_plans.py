@@ -20,6 +20,14 @@ class FakeUsagePlans:
     def add_plan(self, plan_id: str) -> None:
         self.plans.setdefault(plan_id, set())
 
+    def plan_id(self, name: str) -> str:
+        """Here a plan's name is its id."""
+        with self._lock:
+            self.calls += 1
+            if name not in self.plans:
+                raise RecordNotFound(f"no usage plan called {name}")
+            return name
+
     def find_key(self, name: str) -> str | None:
         with self._lock:
             self.calls += 1

@@ -590,6 +590,12 @@ class UsagePlans(Protocol):
     Every method is safe to repeat: `ensure_key` finds the key it made before, `add_key` of a key in
     the plan already and `remove_key` of one not in it do nothing."""
 
+    def plan_id(self, name: str) -> str:
+        """The id of the usage plan called `name` (RecordNotFound when there is none). The stack names
+        its plans, not their ids: an id in the admin function's environment would make a dependency
+        cycle (plan -> stage -> deployment -> admin method -> admin function)."""
+        ...
+
     def ensure_key(self, name: str, value: str) -> str:
         """The id of the API key called `name` (created, enabled, with `value` when there is none)."""
         ...

@@ -63,7 +63,7 @@ class QueueSettings(StoreSettings):
     send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
     send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
 
-    # The tenants' API plans: name -> API Gateway usage plan id ("" where there is no API Gateway, as in
+    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
     # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
     api_plans: dict[str, str] = Field(
         default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
@@ -95,7 +95,7 @@ class SweeperSettings(_Settings):
     # feed the backlog it is waiting behind.
     backlog_limit: int = Field(default=1_000, ge=0, validation_alias=r.SWEEP_BACKLOG_LIMIT_ENV)
 
-    # The tenants' API plans: name -> API Gateway usage plan id ("" where there is no API Gateway, as in
+    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
     # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
     api_plans: dict[str, str] = Field(
         default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
@@ -213,7 +213,7 @@ class AdminApiSettings(_Settings):
         default=Tenant.model_fields["max_age_hours"].default, ge=1, validation_alias=r.MAX_MESSAGE_AGE_HOURS_ENV
     )
 
-    # The tenants' API plans: name -> API Gateway usage plan id ("" where there is no API Gateway, as in
+    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
     # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
     api_plans: dict[str, str] = Field(
         default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV

@@ -27,6 +27,16 @@ class ApiGatewayUsagePlans:
 
     def __init__(self, client: Any) -> None:
         self._apigw = client
+        self._plan_ids: dict[str, str] = {}  # a plan's id never changes: found once per container
+
+    def plan_id(self, name: str) -> str:
+        if name not in self._plan_ids:
+            for page in self._apigw.get_paginator("get_usage_plans").paginate(PaginationConfig={"PageSize": _PAGE}):
+                for item in page.get("items", []):
+                    self._plan_ids.setdefault(str(item.get("name")), str(item["id"]))
+        if name not in self._plan_ids:
+            raise RecordNotFound(f"no usage plan called {name}")
+        return self._plan_ids[name]
 
     def find_key(self, name: str) -> str | None:
         # nameQuery is a prefix match: keep the exact name only.

@@ -48,8 +48,8 @@ class AdminDeps:
     # The environment's max_message_age_hours (cdk.json): a tenant may not retry longer than its
     # messages and bodies are kept.
     max_age_hours_limit: int = MAX_AGE_HOURS_CEILING
-    # The environment's API plans: name -> API Gateway usage plan id ("": none, the local stack). A
-    # tenant's `api_plan` must be one of these names.
+    # The environment's API plans: name -> the name of its API Gateway usage plan ("": none, the local
+    # stack). A tenant's `api_plan` must be one of these names.
     api_plans: Mapping[str, str] = field(default_factory=lambda: {DEFAULT_API_PLAN: ""})
     # Where the plans' usage plans are (None: no API Gateway, nothing to enroll), and the environment's
     # name prefix its tenants' usage keys are made of (petrel.services.auth.usage_key).
@@ -216,20 +216,21 @@ def enroll_tenant(deps: AdminDeps, tenant: Tenant) -> Enrollment:
     plans of one stage), so while a plan changes the tenant's requests may be refused (403) for the
     moment between the two calls. A tenant whose plan is not (or no longer) one of the environment's is
     a ConfigurationError, and nothing is changed."""
-    plan_id = deps.api_plans.get(tenant.api_plan)
-    if plan_id is None:
+    usage_plan = deps.api_plans.get(tenant.api_plan)
+    if usage_plan is None:
         raise ConfigurationError(
             f"tenant {tenant.tenant_id!r} is on API plan {tenant.api_plan!r}, which this environment does not "
             f"have ({', '.join(deps.api_plans)}): give it one with PATCH (petrel tenant update --api-plan)"
         )
-    if deps.usage_plans is None or not plan_id:
+    if deps.usage_plans is None or not usage_plan:
         return Enrollment(tenant.tenant_id, tenant.api_plan, None)
     plans = deps.usage_plans
+    plan_id = plans.plan_id(usage_plan)
     key_id = plans.ensure_key(
         usage_key_name(deps.usage_key_prefix, tenant.tenant_id), usage_key(deps.usage_key_prefix, tenant.tenant_id)
     )
-    for other in sorted({pid for pid in deps.api_plans.values() if pid and pid != plan_id}):
-        plans.remove_key(other, key_id)
+    for other in sorted({name for name in deps.api_plans.values() if name and name != usage_plan}):
+        plans.remove_key(plans.plan_id(other), key_id)
     plans.add_key(plan_id, key_id)
     return Enrollment(tenant.tenant_id, tenant.api_plan, key_id)
 
