@@ -95,6 +95,10 @@ class ApiGatewayUsagePlans:
             raise
 
     def remove_key(self, plan_id: str, key_id: str) -> None:
+        # Looked up first: most enrollments find the key in no other plan (and moto fails a DELETE on
+        # a plan that never had a key, where API Gateway answers NotFound).
+        if key_id not in self.plan_keys(plan_id):
+            return
         try:
             self._apigw.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
         except ClientError as exc:
