@@ -74,7 +74,21 @@ _DUE_AT = resources.DUE_AT
 
 
 def _encode(values: Mapping[str, Any]) -> Item:
-    return {k: _SER.serialize(v) for k, v in values.items() if v is not None}
+    return {k: _SER.serialize(_numbers(v)) for k, v in values.items() if v is not None}
+
+
+def _numbers(value: Any) -> Any:
+    """Floats (a server's shaping rates, a tenant's sending rate) as the Decimals boto3 writes: by their
+    shortest repr, so 7.5 is stored and read back as 7.5."""
+    if isinstance(value, float):
+        from decimal import Decimal
+
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
@@ -86,13 +100,13 @@ def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """Decimals from DynamoDB back to int (Petrel stores no fractional numbers)."""
+    """Decimals from DynamoDB back to int, or float where they have a fraction (rates)."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if type(value).__name__ == "Decimal":
-        return int(value)
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
 
 
