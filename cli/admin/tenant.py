@@ -243,11 +243,22 @@ ENROLL_COLUMNS = ("tenant_id", "api_plan", "enrolled")
 
 
 def enroll_tenants(args: argparse.Namespace, context: Context) -> int:
-    if args.all:
-        answer = context.client.post("/tenants/enroll")
-        context.output.rows(answer["enrollments"], ENROLL_COLUMNS)
-        if not context.output.as_json and not any(e["enrolled"] for e in answer["enrollments"]):
-            context.output.note("this environment has no API Gateway usage plans: nothing to enroll")
+    """One request per tenant (each within API Gateway's 29 s, however many tenants there are); a
+    tenant that fails is reported and the others still enrolled: exit status 1 then, and running it
+    again finishes the job."""
+    if not args.all:
+        context.output.record(context.client.post(f"{tenant_path(args.tenant)}/enroll"), ENROLL_COLUMNS)
         return 0
-    context.output.record(context.client.post(f"{tenant_path(args.tenant)}/enroll"), ENROLL_COLUMNS)
-    return 0
+    done: list[dict[str, Any]] = []
+    failed = 0
+    for tenant in context.client.get("/tenants")["tenants"]:
+        try:
+            done.append(context.client.post(f"{tenant_path(tenant['tenant_id'])}/enroll"))
+        except CliError as refused:
+            failed += 1
+            done.append({"tenant_id": tenant["tenant_id"], "api_plan": tenant.get("api_plan"), "enrolled": False})
+            context.output.note(f"{tenant['tenant_id']}: {refused}")
+    context.output.rows(done, ENROLL_COLUMNS)
+    if not failed and not any(e["enrolled"] for e in done) and done:
+        context.output.note("this environment has no API Gateway usage plans: nothing to enroll")
+    return 1 if failed else 0

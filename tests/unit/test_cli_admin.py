@@ -618,3 +618,19 @@ def test_server_resume_ends_an_automatic_pause_and_shows_its_event(cli: Cli, mon
     assert view["events"][-1]["type"] == "server.resumed" and view["paused_at"] is None
     [stored] = cli.world.tenants.list_servers(tenant_id)
     assert not stored.paused and stored.events[-1].type == "server.resumed"
+
+
+def test_enroll_all_goes_on_past_a_tenant_it_cannot_enroll_and_says_so(cli: Cli) -> None:
+    from petrel.models.records import Tenant
+
+    world = cli.world
+    for tenant_id, plan in (("tn_a", "standard"), ("tn_b", "retired-plan"), ("tn_c", "bulk")):
+        world.tenants.put_tenant(
+            Tenant(tenant_id=tenant_id, name=tenant_id, created_at=world.clock.now(), api_plan=plan)
+        )
+    result = cli("--json", "tenant", "enroll", "--all")
+    assert result.status == 1
+    assert [(e["tenant_id"], e["enrolled"]) for e in result.json()] == [("tn_a", True), ("tn_b", False), ("tn_c", True)]
+    assert "tn_b" in result.err and "retired-plan" in result.err
+    plans = cli.ports.usage_plans.plans
+    assert (len(plans["petrel-test-plan-standard"]), len(plans["petrel-test-plan-bulk"])) == (1, 1)

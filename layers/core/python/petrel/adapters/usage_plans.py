@@ -84,20 +84,30 @@ class ApiGatewayUsagePlans:
             raise
         return keys
 
+    def _in_plan(self, plan_id: str, key_id: str) -> bool:
+        """One GET for one key (not a listing of the plan's keys, which grows with its tenants)."""
+        try:
+            self._apigw.get_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
+        except ClientError as exc:
+            if _code(exc) == _NOT_FOUND:
+                return False
+            raise
+        return True
+
     def add_key(self, plan_id: str, key_id: str) -> None:
-        if key_id in self.plan_keys(plan_id):
+        if self._in_plan(plan_id, key_id):
             return
         try:
             self._apigw.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
         except ClientError as exc:
-            if _code(exc) == _CONFLICT and key_id in self.plan_keys(plan_id):
+            if _code(exc) == _CONFLICT and self._in_plan(plan_id, key_id):
                 return  # added meanwhile
             raise
 
     def remove_key(self, plan_id: str, key_id: str) -> None:
         # Looked up first: most enrollments find the key in no other plan (and moto fails a DELETE on
         # a plan that never had a key, where API Gateway answers NotFound).
-        if key_id not in self.plan_keys(plan_id):
+        if not self._in_plan(plan_id, key_id):
             return
         try:
             self._apigw.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
