@@ -47,6 +47,35 @@ class ConfigError(ValueError):
     """The cdk.json context does not describe a valid environment."""
 
 
+class ApiPlan(BaseModel):
+    """One API Gateway usage plan: the throttle (and optional daily quota) of each tenant on it, per API
+    key, i.e. per tenant (the authorizer names the tenant's key). A tenant over it gets 429 from API
+    Gateway before any Petrel Lambda function runs; the local front applies the same numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    rate_per_second: float = Field(gt=0, le=10_000)  # steady requests per second
+    burst: int = Field(ge=1, le=5_000)  # requests at once
+    # Requests per UTC day (API Gateway's plan quota); None: no quota, only the rate.
+    requests_per_day: int | None = Field(default=None, ge=1)
+
+    @field_validator("rate_per_second", mode="before")
+    @classmethod
+    def _whole_numbers_too(cls, value: Any) -> Any:
+        # cdk.json's 50 is an int; strict mode would refuse it for a float.
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# The plans of an environment that names none (Tenant.api_plan's default is "standard").
+DEFAULT_API_PLANS: dict[str, ApiPlan] = {
+    Tenant.model_fields["api_plan"].default: ApiPlan(rate_per_second=50, burst=100),
+    "bulk": ApiPlan(rate_per_second=500, burst=1000),
+}
+# AWS WAF's bounds on a rate-based rule's limit (requests per 5 minutes per IP).
+WAF_RATE_LIMIT_MIN = 10
+WAF_RATE_LIMIT_MAX = 2_000_000_000
+
+
 class EnvironmentConfig(BaseModel):
     """Everything that differs between `dev`, `staging` and `prod`."""
 
@@ -74,8 +103,16 @@ class EnvironmentConfig(BaseModel):
     # Jobs of one worker batch relayed at once (threads; each server keeps up to its own session limit).
     worker_relay_concurrency: int = Field(default=8, ge=1, le=64)
     api_timeout_seconds: int = Field(default=29, ge=1, le=29)
-    api_throttle_rate_limit: int = Field(default=50, ge=1, le=10_000)  # requests/s for the whole stage
-    api_throttle_burst_limit: int = Field(default=100, ge=1, le=5_000)
+    # Requests/s for the whole stage (every tenant and every unauthenticated request together): at least
+    # each plan's per-tenant throttle, which is checked against it.
+    api_throttle_rate_limit: int = Field(default=1_000, ge=1, le=10_000)
+    api_throttle_burst_limit: int = Field(default=2_000, ge=1, le=5_000)
+    # The tenants' API plans (name -> per-tenant throttle), each an API Gateway usage plan on the stage;
+    # a tenant's `api_plan` must name one of them (the admin API checks it).
+    api_plans: dict[str, ApiPlan] = Field(default_factory=lambda: dict(DEFAULT_API_PLANS), min_length=1)
+    # The web ACL's rate-based rule: requests per 5 minutes from one IP address above which that address
+    # gets 429 (the API's problem document) until it slows down; None: no rate rule. Needs `waf: true`.
+    waf_rate_limit: int | None = Field(default=None, ge=WAF_RATE_LIMIT_MIN, le=WAF_RATE_LIMIT_MAX)
     authorizer_memory_mb: int = Field(default=256, ge=128, le=10_240)
     authorizer_timeout_seconds: int = Field(default=10, ge=1, le=30)
     # Age of the oldest message in a send queue that raises an alarm. A deferred or scheduled
@@ -146,6 +183,24 @@ class EnvironmentConfig(BaseModel):
             raise ValueError(f"CloudWatch Logs accepts only these retention periods (days): {allowed}")
         return value
 
+    @field_validator("api_plans", mode="before")
+    @classmethod
+    def _plans_from_json(cls, value: Any) -> Any:
+        # strict mode takes a model instance only: build each plan from cdk.json's object here.
+        if isinstance(value, dict):
+            return {
+                name: ApiPlan.model_validate(plan) if isinstance(plan, dict) else plan for name, plan in value.items()
+            }
+        return value
+
+    @field_validator("api_plans")
+    @classmethod
+    def _plan_names(cls, value: dict[str, ApiPlan]) -> dict[str, ApiPlan]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", name):
+                raise ValueError(f"plan name {name!r}: lower-case letters, digits and '-', starting with a letter")
+        return value
+
     @field_validator("retry_delays", mode="before")
     @classmethod
     def _delays_from_json(cls, value: Any) -> Any:
@@ -211,9 +266,22 @@ class EnvironmentConfig(BaseModel):
                     f"{math.ceil(longest / 24)} days"
                 )
         self._consistent_ingest()
+        self._consistent_edge()
         if (self.account is None) != (self.region is None):
             raise ValueError("account and region must be given together (or both left out)")
         return self
+
+    def _consistent_edge(self) -> None:
+        # A tenant's throttle above the stage's would never be reached: the stage refuses first.
+        for name, plan in self.api_plans.items():
+            if plan.rate_per_second > self.api_throttle_rate_limit or plan.burst > self.api_throttle_burst_limit:
+                raise ValueError(
+                    f"api_plans.{name}: rate {plan.rate_per_second:g}/s burst {plan.burst} is over the stage's "
+                    f"api_throttle_rate_limit {self.api_throttle_rate_limit} / api_throttle_burst_limit "
+                    f"{self.api_throttle_burst_limit}"
+                )
+        if self.waf_rate_limit is not None and not self.waf:
+            raise ValueError("waf_rate_limit needs waf: true (the rate rule is a rule of the web ACL)")
 
     def _consistent_ingest(self) -> None:
         if self.ingest_batch_size > _MAX_BATCH_WITHOUT_WINDOW and self.max_batching_window_seconds == 0:

@@ -5,6 +5,12 @@ at /v1/docs), then the API function, and answers a refused key with the same pro
 deployed gateway response gives. `/v1/admin` paths go to the admin function instead, only once their
 SigV4 signature checks out with the local credentials (local.sigv4, what API Gateway's AWS_IAM does
 deployed); a missing, wrong or expired signature is a 403 problem.
+
+With a `TenantThrottle`, it also does what the usage plans do deployed: each tenant's requests (keyed by
+the authorizer's `usageIdentifierKey`) take a token from a bucket with its API plan's rate and burst, and
+a request that finds none is refused with 429 `too-many-requests` (with `Retry-After`) before the api
+function runs; a tenant whose plan is not one of the plans is refused with 403, as API Gateway refuses a
+key in no usage plan.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import threading
+import time
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,7 +33,7 @@ from local.lambda_runtime import Handler, LocalContext
 from local.sigv4 import SignatureError, SignedRequest, SigningCredentials, verify
 from petrel.api.http import problem_body, single_value_headers
 from petrel.api.openapi import PUBLIC_PATHS
-from petrel.errors import RequestTooLarge
+from petrel.errors import RequestTooLarge, TooManyRequests
 from petrel.models.api import MAX_REQUEST_BYTES
 
 log = logging.getLogger("petrel.local")
@@ -40,6 +50,79 @@ SIGNATURE_PROBLEM = {
     "title": "Missing or invalid AWS signature",
     "status": 403,
 }
+
+
+# What API Gateway answers a key that is in no usage plan (infra/constructs/api.py: INVALID_API_KEY).
+NOT_ENROLLED = {
+    "type": "about:blank",
+    "title": "Forbidden",
+    "status": 403,
+    "detail": "Forbidden: the tenant is not enrolled in an API plan (petrel tenant enroll)",
+}
+# How long the throttle keeps a tenant's plan before it reads it again (a changed plan applies then).
+PLAN_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """A usage plan's per-tenant throttle: steady requests per second, and requests at once."""
+
+    rate_per_second: float
+    burst: int
+
+
+@dataclass
+class _Bucket:
+    limits: PlanLimits
+    tokens: float
+    at: float
+
+
+class TenantThrottle:
+    """A token bucket per usage key with its tenant's plan's rate and burst (what API Gateway's usage plan
+    throttle does per API key). `plan_of(tenant_id)` names the tenant's plan (None: no such tenant);
+    it is asked again after `PLAN_CACHE_SECONDS`. Thread-safe: the front serves requests in threads."""
+
+    def __init__(
+        self,
+        plans: Mapping[str, PlanLimits],
+        plan_of: Callable[[str], str | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._plans = dict(plans)
+        self._plan_of = plan_of
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+        self._known: dict[str, tuple[str | None, float]] = {}  # tenant -> (plan, when read)
+
+    def _plan(self, tenant_id: str, now: float) -> str | None:
+        cached = self._known.get(tenant_id)
+        if cached is not None and now - cached[1] < PLAN_CACHE_SECONDS:
+            return cached[0]
+        plan = self._plan_of(tenant_id)
+        self._known[tenant_id] = (plan, now)
+        return plan
+
+    def take(self, usage_key: str, tenant_id: str) -> float | None:
+        """Take one token: None when there was one, else the seconds until there is one again.
+        KeyError when the tenant's plan is none of the plans (not enrolled)."""
+        with self._lock:
+            now = self._clock()
+            plan = self._plan(tenant_id, now)
+            if plan is None or plan not in self._plans:
+                raise KeyError(f"tenant {tenant_id!r} is on no known plan ({plan!r})")
+            limits = self._plans[plan]
+            bucket = self._buckets.get(usage_key)
+            if bucket is None or bucket.limits != limits:  # new, or its plan changed: starts full
+                bucket = self._buckets[usage_key] = _Bucket(limits, float(limits.burst), now)
+            bucket.tokens = min(float(limits.burst), bucket.tokens + (now - bucket.at) * limits.rate_per_second)
+            bucket.at = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return None
+            return (1.0 - bucket.tokens) / limits.rate_per_second
 
 
 def is_admin_path(path: str) -> bool:
@@ -65,9 +148,11 @@ class ApiFront:
         *,
         admin: Handler | None = None,
         credentials: SigningCredentials | None = None,
+        throttle: TenantThrottle | None = None,
     ) -> None:
         """`admin` (with the `credentials` its callers must sign with): the admin function, for
-        `/v1/admin` paths; without it those paths go to the API like any other."""
+        `/v1/admin` paths; without it those paths go to the API like any other. `throttle`: each
+        tenant's requests limited by its API plan, as the usage plans do deployed (None: no limit)."""
         if admin is not None and credentials is None:
             raise ValueError("the admin function needs the credentials its callers sign with")
         front = self
@@ -113,6 +198,7 @@ class ApiFront:
         self._admin = admin
         self._credentials = credentials
         self._stage = stage
+        self._throttle = throttle
         self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="api-front", daemon=True)
@@ -181,6 +267,8 @@ class ApiFront:
                 self._reply(request, 401, json.dumps(UNAUTHORIZED), {"Content-Type": "application/problem+json"})
                 return
             context["authorizer"] = {**policy.get("context", {}), "principalId": policy.get("principalId")}
+            if self._throttle is not None and not self._admit(request, policy, split.path):
+                return
         event = {
             "resource": "/v1/{proxy+}",
             "path": split.path,
@@ -195,6 +283,29 @@ class ApiFront:
         }
         result = self._api(event, LocalContext("api"))
         self._reply(request, int(result["statusCode"]), result.get("body") or "", single_value_headers(result))
+
+    def _admit(self, request: BaseHTTPRequestHandler, policy: Mapping[str, Any], path: str) -> bool:
+        """The throttle's verdict on an authorized request; a refusal is answered here."""
+        assert self._throttle is not None
+        tenant_id = str((policy.get("context") or {}).get("tenant_id") or "")
+        usage_key = str(policy.get("usageIdentifierKey") or "")
+        try:
+            if not usage_key:  # as deployed: with key source AUTHORIZER, no usage key is no plan
+                raise KeyError("no usage identifier key")
+            wait = self._throttle.take(usage_key, tenant_id)
+        except KeyError:
+            document = {**NOT_ENROLLED, "instance": path}
+            self._reply(request, 403, json.dumps(document), {"Content-Type": "application/problem+json"})
+            return False
+        if wait is None:
+            return True
+        seconds = max(1, math.ceil(wait))
+        refused = TooManyRequests(
+            f"the tenant's API plan allows no more requests now: retry in {seconds} s", retry_after=seconds
+        )
+        headers = {"Content-Type": "application/problem+json", **refused.headers()}
+        self._reply(request, refused.status, json.dumps(problem_body(refused, path)), headers)
+        return False
 
     def _serve_admin(
         self, request: BaseHTTPRequestHandler, body: bytes, headers: dict[str, str], context: dict[str, Any]

@@ -21,11 +21,12 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.config import DEFAULT_API_PLANS, ApiPlan
 from local import handlers
 from local.aws import BACKENDS, LocalAws, MotoServer, free_port
 from local.console import LOG_FORMATS, ConsoleLogs
@@ -148,6 +149,9 @@ class LocalConfig:
     # Jobs on a send queue above which the sweeper leaves that pool's waiting messages alone (deployed
     # 1,000): about what the local workers drain within the grace.
     sweep_backlog_limit: int = 100
+    # The tenants' API plans, as cdk.json's `api_plans` (infra.config; the same defaults): the front
+    # throttles each tenant by its plan's rate and burst, as API Gateway's usage plans do deployed.
+    api_plans: Mapping[str, ApiPlan] = field(default_factory=lambda: dict(DEFAULT_API_PLANS))
     # How often the schedule firer looks for due schedules (moto stores them, never fires them).
     schedule_poll_seconds: float = 0.25
     # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
@@ -228,7 +232,12 @@ class LocalConfig:
     def admin_api_environment(self) -> dict[str, str]:
         """What the admin API reads (petrel.settings.AdminApiSettings) that is not a resource name: the
         bound of a tenant's max_age_hours, as infra's construct sets it from cdk.json deployed."""
-        return {r.MAX_MESSAGE_AGE_HOURS_ENV: str(self.max_message_age_hours)}
+        return {
+            r.MAX_MESSAGE_AGE_HOURS_ENV: str(self.max_message_age_hours),
+            # The plan names a tenant may be given; no usage plan ids: the front throttles locally.
+            r.API_PLANS_ENV: json.dumps({name: "" for name in sorted(self.api_plans)}),
+            r.USAGE_KEY_PREFIX_ENV: self.prefix,
+        }
 
     def environments(self, resources: LocalResources) -> dict[str, dict[str, str]]:
         """Each function's own environment, as its CDK construct sets it deployed: the resources' names
@@ -236,7 +245,7 @@ class LocalConfig:
         names = resources.environment()
         return {
             "api": dict(names),
-            "authorizer": dict(names),
+            "authorizer": names | {r.USAGE_KEY_PREFIX_ENV: self.prefix},
             "send-worker": names | self.worker_environment(),
             "sweeper": names | self.sweeper_environment(),
             "imap-poller": names | self.poller_environment(),
@@ -252,6 +261,16 @@ class LocalConfig:
             r.POWERTOOLS_METRICS_NAMESPACE_ENV: r.METRICS_NAMESPACE,
             r.POWERTOOLS_LOG_LEVEL_ENV: self.log_level.upper(),
         }
+
+
+def _plan_reader(authorizer: AuthorizerContainer) -> Callable[[str], str | None]:
+    """A tenant's API plan from the tenants table the authorizer reads (None: no such tenant)."""
+
+    def plan_of(tenant_id: str) -> str | None:
+        tenant = authorizer.tenants.get_tenant(tenant_id)
+        return tenant.api_plan if tenant is not None else None
+
+    return plan_of
 
 
 class ProcessEnvironment:
@@ -485,7 +504,7 @@ class LocalPlatform:
     def _start_drivers(self, aws: LocalAws, resources: LocalResources, functions: LocalFunctions) -> None:
         """What invokes the functions deployed: API Gateway, the SQS event sources, Scheduler, the rule."""
         from local.aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY
-        from local.front import ApiFront
+        from local.front import ApiFront, PlanLimits, TenantThrottle
         from local.lambda_runtime import FairBuffer, QueuePump
         from local.scheduler import ScheduleFirer
         from local.sigv4 import SigningCredentials
@@ -499,6 +518,12 @@ class LocalPlatform:
             # /v1/admin: the admin function, behind the SigV4 check with the stack's own credentials.
             admin=functions.admin.handler,
             credentials=SigningCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY, aws.region),
+            # Each tenant limited by its API plan, its plan read from the tenants table (as deployed,
+            # where API Gateway reads the usage plan its key is in).
+            throttle=TenantThrottle(
+                {name: PlanLimits(plan.rate_per_second, plan.burst) for name, plan in self.config.api_plans.items()},
+                _plan_reader(functions.authorizer.container),
+            ),
         )
         self._front.start()
         sqs = aws.client("sqs")

@@ -20,7 +20,22 @@ from cli.command import Context, Groups, add_groups, add_parser, add_tenant_argu
 from cli.errors import CliError
 from petrel.models.records import POOLS, SmtpSecurity
 
-COLUMNS = ("server_id", "host", "port", "security", "username", "pool", "weight", "enabled", "ca")
+COLUMNS = ("server_id", "host", "port", "security", "username", "pool", "weight", "enabled", "ca", "paused")
+# `server show`: a server with its shaping, its pause and its last events.
+DETAIL_COLUMNS = (*COLUMNS, "paused_reason", "resume_at", "rate", "warmup", "last_events")
+# --flag -> the ServerShaping field it sets, its type and its help.
+SHAPING_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--rate", "rate_per_second", float, "messages per second through the server (default 20)"),
+    ("--burst", "burst", int, "messages it may take at once (its bucket; default 40)"),
+    ("--provider-rate", "provider_rate_per_second", float, "messages per second to one provider (default 5)"),
+    ("--provider-burst", "provider_burst", int, "at once to one provider (default 10)"),
+    ("--concurrency", "concurrency", int, "SMTP sessions a worker keeps open to it (1-32; default 4)"),
+    ("--bounce-window", "bounce_window", int, "the last N sends its bounce rate is taken over (default 200)"),
+    ("--bounce-min-sends", "bounce_min_sends", int, "fewer sends than this never pause it (default 50)"),
+    ("--bounce-threshold", "bounce_threshold", float, "hard bounces / sends that pause it (0-1; default 0.10)"),
+    ("--failure-threshold", "failure_threshold", int, "consecutive connection failures that pause it (default 5)"),
+    ("--probation-minutes", "probation_minutes", int, "a paused server resumes on its own after this (default 60)"),
+)
 DEFAULT_PORTS = {SmtpSecurity.STARTTLS.value: 587, SmtpSecurity.TLS.value: 465}
 SECURITY_CHOICES = [security.value for security in SmtpSecurity]
 # The admin API's check runs several network steps (30 s each at most, from the function): the CLI
@@ -101,6 +116,7 @@ def _register_add(commands: Groups[argparse.ArgumentParser]) -> None:
     add.add_argument("--pool", choices=POOLS, default=POOLS[0], help="which traffic it carries")
     add.add_argument("--weight", type=int, default=1, help="its share of the pool's traffic (1-1000)")
     add.add_argument("--ca-file", metavar="PEM", help="CA bundle to trust (a self-signed MailU certificate)")
+    _shaping_arguments(add)
     add.add_argument(
         "--local-relay",
         action="store_true",
@@ -128,7 +144,52 @@ def _register_update(commands: Groups[argparse.ArgumentParser]) -> None:
     ca = change.add_mutually_exclusive_group()
     ca.add_argument("--ca-file", metavar="PEM", help="CA bundle to trust from now on")
     ca.add_argument("--system-ca", action="store_true", help="drop the server's own CA: trust the system's")
+    _shaping_arguments(change)
     change.set_defaults(handler=update_server)
+
+
+def warmup(value: str) -> list[dict[str, int]]:
+    """A warm-up ramp argument: `DAY:CAP,DAY:CAP,...` (from the server's DAY-th day of age, at most CAP
+    messages a UTC day)."""
+    steps: list[dict[str, int]] = []
+    for part in value.split(","):
+        day, sep, cap = part.strip().partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            steps.append({"day": int(day), "daily_cap": int(cap)})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not DAY:CAP,DAY:CAP,...: {value!r}") from None
+    return steps
+
+
+def _shaping_arguments(parser: argparse.ArgumentParser) -> None:
+    """The traffic shaping flags (README "Traffic shaping"); one not given keeps its value."""
+    group = parser.add_argument_group("traffic shaping (a setting not given keeps its value, or the default)")
+    for flag, field, kind, help_text in SHAPING_FLAGS:
+        group.add_argument(flag, dest=f"shaping_{field}", type=kind, metavar=kind.__name__.upper(), help=help_text)
+    ramp = group.add_mutually_exclusive_group()
+    ramp.add_argument(
+        "--warmup",
+        dest="shaping_warmup",
+        type=warmup,
+        metavar="DAY:CAP,...",
+        help="the warm-up ramp: from the server's DAY-th day of age at most CAP messages a day, e.g. "
+        "0:500,1:1000,2:2000 (default: the platform's 45-day ramp)",
+    )
+    ramp.add_argument(
+        "--no-warmup",
+        dest="shaping_warmup",
+        action="store_const",
+        const=[],
+        help="no warm-up ramp (a server that is warm already)",
+    )
+
+
+def shaping_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The shaping settings given on the command line, and only those."""
+    fields = [field for _, field, _, _ in SHAPING_FLAGS] + ["warmup"]
+    return {field: value for field in fields if (value := getattr(args, f"shaping_{field}", None)) is not None}
 
 
 def _server_id_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +208,16 @@ def read_ca(ca_file: str | None) -> str | None:
 def _row(server: dict[str, Any]) -> dict[str, Any]:
     row = {name: value for name, value in server.items() if name != "ca_bundle"}
     row["ca"] = "own" if server.get("ca_bundle") else "system"
+    row["paused"] = "yes" if server.get("paused_at") else "no"
+    shaping = server.get("shaping") or {}
+    if shaping:
+        row["rate"] = f"{shaping['rate_per_second']:g}/s burst {shaping['burst']}"
+        ramp = shaping.get("warmup") or []
+        row["warmup"] = ",".join(f"{step['day']}:{step['daily_cap']}" for step in ramp) or "none"
+    events = server.get("events") or []
+    row["last_events"] = "; ".join(
+        f"{e['at']} {e['type']}" + (f" ({e['detail']})" if e.get("detail") else "") for e in events[-3:]
+    )
     return row
 
 
@@ -183,9 +254,11 @@ def add_server(args: argparse.Namespace, context: Context) -> int:
     ca_bundle = read_ca(ca_file)
     if ca_bundle is not None:
         body["ca_bundle"] = ca_bundle
+    if shaping := shaping_body(args):
+        body["shaping"] = shaping
     body["password"] = password or passwords.read_password(args)
     server = context.client.post(servers_path(args.tenant), body)
-    context.output.record(_row(server), COLUMNS)
+    context.output.record(_row(server), DETAIL_COLUMNS)
     context.output.note(f"check it with: petrel --env {context.env} server test {args.tenant} {server['server_id']}")
     return 0
 
@@ -209,16 +282,18 @@ def update_server(args: argparse.Namespace, context: Context) -> int:
     ca_bundle = "" if args.system_ca else read_ca(args.ca_file)
     if ca_bundle is not None:
         body["ca_bundle"] = ca_bundle
+    if shaping := shaping_body(args):
+        body["shaping"] = shaping
     if not body:
         raise CliError("nothing to change: give at least one setting (see server update --help)")
     server = context.client.patch(server_path(args.tenant, args.server_id), body)
-    context.output.record(_row(server), COLUMNS)
+    context.output.record(_row(server), DETAIL_COLUMNS)
     return 0
 
 
 def toggle_server(args: argparse.Namespace, context: Context) -> int:
     server = context.client.post(f"{server_path(args.tenant, args.server_id)}/{args.action}")
-    context.output.record(_row(server), COLUMNS)
+    context.output.record(_row(server), DETAIL_COLUMNS)
     return 0
 
 

@@ -11,7 +11,7 @@ from cli.errors import CliError
 from petrel.models.records import Tenant
 from petrel.services import tenants as limits
 
-COLUMNS = ("tenant_id", "name", "status", "max_message_bytes", "max_age_hours", "created_at")
+COLUMNS = ("tenant_id", "name", "status", "api_plan", "max_message_bytes", "max_age_hours", "created_at")
 DETAIL_COLUMNS = (
     "tenant_id",
     "name",
@@ -21,6 +21,8 @@ DETAIL_COLUMNS = (
     "daily_quota",
     "per_second_quota",
     "allow_unverified_domains",
+    "api_plan",
+    "send_rate_per_second",
     "suspended_reason",
     "created_at",
 )
@@ -73,6 +75,20 @@ def register(groups: Groups[argparse.ArgumentParser]) -> None:
     add_tenant_argument(resume)
     resume.set_defaults(handler=resume_tenant)
 
+    enroll = add_parser(
+        commands,
+        "enroll",
+        "put tenants' API keys in their API plans' usage plans",
+        "Enroll a tenant (or, with --all, every tenant) in its API plan's API Gateway usage plan, which "
+        "throttles its requests at the edge. New tenants and plan changes are enrolled by themselves; run "
+        "`tenant enroll --all` once after upgrading, for tenants made before usage plans (API Gateway "
+        "refuses their requests with 403 until then). Safe to repeat.",
+    )
+    which = enroll.add_mutually_exclusive_group(required=True)
+    which.add_argument("tenant", nargs="?", help="the tenant's id")
+    which.add_argument("--all", action="store_true", help="every tenant")
+    enroll.set_defaults(handler=enroll_tenants)
+
 
 def quota(value: str) -> int | None:
     """A quota argument: a positive count, or `none` for no limit."""
@@ -85,6 +101,19 @@ def quota(value: str) -> int | None:
     if count < 1:
         raise argparse.ArgumentTypeError(f"a quota is at least 1 (or {NO_LIMIT!r} for no limit), not {count}")
     return count
+
+
+def rate(value: str) -> float | None:
+    """A rate argument: messages per second above 0, or `none` for no limit."""
+    if value.strip().lower() == NO_LIMIT:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or {NO_LIMIT!r}: {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"a rate is above 0 (or {NO_LIMIT!r} for no limit), not {value}")
+    return number
 
 
 def _settings_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -118,6 +147,21 @@ def _settings_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         metavar="N|none",
         help="recipients accepted per second; none: no limit" + (" (default: none)" if defaults else ""),
     )
+    parser.add_argument(
+        "--api-plan",
+        metavar="PLAN",
+        help="the API plan whose usage plan throttles its requests (the environment's api_plans)"
+        + (f" (default: {_default('api_plan')})" if defaults else ""),
+    )
+    parser.add_argument(
+        "--send-rate",
+        dest="send_rate_per_second",
+        type=rate,
+        default=unset,
+        metavar="N|none",
+        help="messages per second the workers relay for it, across its servers; none: only its servers' "
+        "limits" + (" (default: none)" if defaults else ""),
+    )
     verified = parser.add_mutually_exclusive_group()
     verified.add_argument(
         "--allow-unverified-domains",
@@ -139,11 +183,11 @@ def settings_body(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line, and only those: a quota given as `none` is an explicit
     null (the admin API removes the limit), a setting not given is absent (left as it is)."""
     body: dict[str, Any] = {}
-    for name in ("name", "max_message_bytes", "max_age_hours", "allow_unverified_domains"):
+    for name in ("name", "max_message_bytes", "max_age_hours", "allow_unverified_domains", "api_plan"):
         value = getattr(args, name, None)
         if value is not None:
             body[name] = value
-    for name in ("daily_quota", "per_second_quota"):
+    for name in ("daily_quota", "per_second_quota", "send_rate_per_second"):
         if hasattr(args, name):
             body[name] = getattr(args, name)
     return body
@@ -193,3 +237,28 @@ def resume_tenant(args: argparse.Namespace, context: Context) -> int:
     context.output.record(answer["tenant"], DETAIL_COLUMNS)
     context.output.note(f"{answer.get('released', 0)} held message(s) released to the send queue")
     return 0
+
+
+ENROLL_COLUMNS = ("tenant_id", "api_plan", "enrolled")
+
+
+def enroll_tenants(args: argparse.Namespace, context: Context) -> int:
+    """One request per tenant (each within API Gateway's 29 s, however many tenants there are); a
+    tenant that fails is reported and the others still enrolled: exit status 1 then, and running it
+    again finishes the job."""
+    if not args.all:
+        context.output.record(context.client.post(f"{tenant_path(args.tenant)}/enroll"), ENROLL_COLUMNS)
+        return 0
+    done: list[dict[str, Any]] = []
+    failed = 0
+    for tenant in context.client.get("/tenants")["tenants"]:
+        try:
+            done.append(context.client.post(f"{tenant_path(tenant['tenant_id'])}/enroll"))
+        except CliError as refused:
+            failed += 1
+            done.append({"tenant_id": tenant["tenant_id"], "api_plan": tenant.get("api_plan"), "enrolled": False})
+            context.output.note(f"{tenant['tenant_id']}: {refused}")
+    context.output.rows(done, ENROLL_COLUMNS)
+    if not failed and not any(e["enrolled"] for e in done) and done:
+        context.output.note("this environment has no API Gateway usage plans: nothing to enroll")
+    return 1 if failed else 0

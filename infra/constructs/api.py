@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -40,9 +40,10 @@ from constructs import Construct
 from infra.config import EnvironmentConfig
 from infra.constructs.common import acknowledge, log_group, logical_ref
 from infra.constructs.functions import ADMIN_API, API, AUTHORIZER, FunctionDependencies, PetrelFunction
+from petrel import resources
 from petrel.api.http import PROBLEM_TYPE_BASE
 from petrel.api.openapi import PUBLIC_PATHS
-from petrel.errors import RequestTooLarge
+from petrel.errors import RequestTooLarge, TooManyRequests
 
 STAGE_NAME = "api"
 API_VERSION_PATH = "v1"
@@ -68,6 +69,13 @@ _GATEWAY_PROBLEMS: tuple[tuple[apigw.ResponseType, str | None, str, str], ...] =
         RequestTooLarge.title,
         PROBLEM_TYPE_BASE + RequestTooLarge.slug,
     ),
+    # A tenant over its usage plan's throttle or quota (the API's own 429 problem type; no Retry-After:
+    # API Gateway does not say when a token is back).
+    (apigw.ResponseType.THROTTLED, "429", TooManyRequests.title, PROBLEM_TYPE_BASE + TooManyRequests.slug),
+    (apigw.ResponseType.QUOTA_EXCEEDED, "429", TooManyRequests.title, PROBLEM_TYPE_BASE + TooManyRequests.slug),
+    # A tenant whose usage key is in no usage plan (made before usage plans and not yet enrolled:
+    # `petrel tenant enroll --all`).
+    (apigw.ResponseType.INVALID_API_KEY, "403", "Forbidden", "about:blank"),
     (apigw.ResponseType.DEFAULT_4_XX, None, "Request rejected", "about:blank"),
     (apigw.ResponseType.DEFAULT_5_XX, None, "Gateway error", "about:blank"),
 )
@@ -126,6 +134,9 @@ class PetrelApi(Construct):
             ),
             endpoint_types=[apigw.EndpointType.REGIONAL],
             binary_media_types=BINARY_MEDIA_TYPES,
+            # The usage key is the authorizer's `usageIdentifierKey` (the tenant's), never a header a
+            # client sends: per-tenant throttling by usage plan, without a second credential.
+            api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
             # Execution logging needs the account-wide API Gateway CloudWatch role; it is kept
             # when the stack goes, so the account setting never points at a deleted role.
             cloud_watch_role=True,
@@ -154,9 +165,11 @@ class PetrelApi(Construct):
                 self.rest_api.deployment_stage,
                 "AwsSolutions-APIG3",
                 "This environment has no WAFv2 web ACL (`waf: false` in cdk.json): every tenant route "
-                "needs a valid API key (Lambda authorizer, cached) and the stage is throttled "
-                "(api_throttle_* in cdk.json); a body over the API's limit that Lambda cannot take "
-                "then gets API Gateway's 5xx integration failure instead of the 413 problem.",
+                "needs a valid API key (Lambda authorizer, cached) and is throttled per tenant by its "
+                "usage plan (api_plans in cdk.json), the whole stage by api_throttle_*; an "
+                "unauthenticated flood is refused by the authorizer (401, cached) but not rate-limited "
+                "per IP, and a body over the API's limit that Lambda cannot take gets API Gateway's 5xx "
+                "integration failure instead of the 413 problem.",
             )
         acknowledge(
             self.rest_api,
@@ -205,7 +218,10 @@ class PetrelApi(Construct):
             authorization_type=apigw.AuthorizationType.CUSTOM,
             request_validator=validator,
             request_parameters={f"method.request.header.{AUTHORIZATION_HEADER}": True},
+            # Throttled by the tenant's usage plan (the authorizer names its key).
+            api_key_required=True,
         )
+        self.usage_plans = self._usage_plans(config)
         # The admin API: a resource of its own, so API Gateway never runs the tenant authorizer for it.
         admin_integration = apigw.LambdaIntegration(self.admin_handler.function, proxy=True, allow_test_invoke=False)
         self.admin_method = (
@@ -214,6 +230,61 @@ class PetrelApi(Construct):
             .add_method("ANY", admin_integration, authorization_type=apigw.AuthorizationType.IAM)
         )
         self.admin_policy = self._admin_policy(config)
+
+    def _usage_plans(self, config: EnvironmentConfig) -> dict[str, apigw.UsagePlan]:
+        """One usage plan per API plan of the environment, on the stage: its throttle (and quota) apply
+        per API key, i.e. per tenant. The admin function enrolls tenants' keys in them: it gets their ids
+        (PETREL_API_PLANS) and may manage API keys and these plans' keys, nothing else of API Gateway."""
+        plans: dict[str, apigw.UsagePlan] = {}
+        for name, plan in sorted(config.api_plans.items()):
+            plans[name] = self.rest_api.add_usage_plan(
+                f"UsagePlan-{name}",
+                name=resources.usage_plan_name(config.name_prefix, name),
+                description=f"Petrel API plan {name!r}: each tenant on it, throttled by its own API key",
+                throttle=apigw.ThrottleSettings(rate_limit=plan.rate_per_second, burst_limit=plan.burst),
+                quota=(
+                    apigw.QuotaSettings(limit=plan.requests_per_day, period=apigw.Period.DAY)
+                    if plan.requests_per_day is not None
+                    else None
+                ),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.rest_api, stage=self.rest_api.deployment_stage)],
+            )
+        self._grant_enrollment(config)
+        return plans
+
+    def _grant_enrollment(self, config: EnvironmentConfig) -> None:
+        """What the admin function needs to enroll tenants (petrel.adapters.usage_plans): find the
+        plans by name, find, create and delete API keys, and put keys in and out of plans. Nothing else
+        of API Gateway (no plan, stage or API changes)."""
+        stack = Stack.of(self)
+        base = f"arn:{stack.partition}:apigateway:{stack.region}::"
+        self.admin_handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="EnrollTenantsInUsagePlans",
+                actions=["apigateway:GET", "apigateway:POST", "apigateway:DELETE"],
+                resources=[
+                    f"{base}/apikeys",  # GET: a tenant's key by name; POST: create it
+                    f"{base}/apikeys/*",  # DELETE a key
+                    f"{base}/usageplans/*/keys",  # GET a plan's keys; POST: add one
+                    f"{base}/usageplans/*/keys/*",  # DELETE: take one out
+                ],
+            )
+        )
+        self.admin_handler.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="FindUsagePlansByName", actions=["apigateway:GET"], resources=[f"{base}/usageplans"]
+            )
+        )
+        for resource in ("apikeys/*", "usageplans/*/keys", "usageplans/*/keys/*"):
+            acknowledge(
+                self.admin_handler,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::/{resource}]",
+                "Enrolling a tenant creates its API key (an id API Gateway assigns) and puts it in its plan's "
+                "usage plan, whose id cannot be named in this policy: the plans depend on the stage, which "
+                "depends on the admin route and so on this function (a cycle). The wildcard covers only API "
+                "keys and usage-plan key links of this account and region, never a plan, stage or API.",
+            )
+        del config
 
     def _admin_policy(self, config: EnvironmentConfig) -> iam.ManagedPolicy:
         """What an operator's IAM user or role is given to call the admin API (and nothing else of it):

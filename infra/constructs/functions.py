@@ -9,6 +9,7 @@ reads a variable and the infrastructure that sets it cannot drift apart.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -133,6 +134,8 @@ AUTHORIZER = FunctionDefinition(
     timeout_seconds=lambda config: config.authorizer_timeout_seconds,
     tables={resources.TENANTS.name: "read"},
     indexes={resources.TENANTS.name: (resources.BY_KEY_HASH.name,)},
+    # The tenant's usage key (its usage plan's throttle) is made of the environment's name prefix.
+    extra_environment=lambda config: {resources.USAGE_KEY_PREFIX_ENV: config.name_prefix},
 )
 
 API = FunctionDefinition(
@@ -280,6 +283,11 @@ def _admin_api_environment(config: EnvironmentConfig) -> dict[str, str]:
         # The longest max_age_hours a tenant may be given: what the retention periods were sized for.
         resources.MAX_MESSAGE_AGE_HOURS_ENV: str(config.max_message_age_hours),
         **_dns_environment(config),  # an operator's domain verification
+        # Tenants' usage keys, enrolled in their plans' usage plans (infra/constructs/api.py makes them).
+        resources.USAGE_KEY_PREFIX_ENV: config.name_prefix,
+        resources.API_PLANS_ENV: json.dumps(
+            {name: resources.usage_plan_name(config.name_prefix, name) for name in sorted(config.api_plans)}
+        ),
     }
 
 

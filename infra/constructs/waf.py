@@ -7,6 +7,9 @@ function cannot take is refused before it costs an invocation, with the API's ow
   5xx integration failure;
 * a `Transfer-Encoding` header (a chunked body, whose size nobody knows before it has arrived) gets
   411 `length-required`: every body the API takes is JSON or MIME of a known length;
+* where the environment sets `waf_rate_limit`, an address that sent more than that many requests in
+  the last 5 minutes gets 429 `too-many-requests` until its rate falls under it again: what caps an
+  unauthenticated flood (a tenant's own requests are throttled by its usage plan, infra/constructs/api.py);
 * anything else is allowed; every rule has its CloudWatch metrics and sampled requests.
 
 WAF sets the content type of a custom response itself (`application/json`: it refuses a
@@ -19,7 +22,7 @@ A new rule (e.g. a rate limit) is one more `BlockRule` in `block_rules`: priorit
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_cdk import aws_apigateway as apigw
@@ -28,12 +31,13 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from petrel.api.http import PROBLEM_TYPE_BASE, problem_body
-from petrel.errors import RequestTooLarge
+from petrel.errors import RequestTooLarge, TooManyRequests
 from petrel.models.api import MAX_REQUEST_BYTES
 
 WAF_SCOPE = "REGIONAL"  # an API Gateway REST stage (CLOUDFRONT is for distributions)
 CONTENT_LENGTH_HEADER = "content-length"  # WAF matches header names case-insensitively
 TRANSFER_ENCODING_HEADER = "transfer-encoding"
+RATE_WINDOW_SECONDS = 300  # the window WAF counts a rate-based rule's requests over (its default)
 # WAF's limit on a RegexMatchStatement's RegexString.
 WAF_REGEX_MAX_CHARS = 512
 _NO_TRANSFORMATION = [wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")]
@@ -75,6 +79,7 @@ class BlockRule:
     statement: wafv2.CfnWebACL.StatementProperty
     status: int
     problem: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)  # besides the body (WAF sets the content type)
 
     @property
     def body_key(self) -> str:
@@ -99,11 +104,38 @@ def length_required_problem() -> dict[str, Any]:
     }
 
 
+def too_many_requests_problem(limit: int) -> dict[str, Any]:
+    """The API's 429 problem (petrel.errors.TooManyRequests), for an address over the rate rule."""
+    error = TooManyRequests(
+        f"more than {limit} requests in {RATE_WINDOW_SECONDS // 60} minutes from this address: slow down",
+        retry_after=60,
+    )
+    return problem_body(error)
+
+
+def rate_rule(limit: int) -> BlockRule:
+    """Requests per 5 minutes from one IP address over `limit`: 429 until the address slows down."""
+    return BlockRule(
+        name="rate-limit",
+        statement=wafv2.CfnWebACL.StatementProperty(
+            rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                aggregate_key_type="IP", limit=limit, evaluation_window_sec=RATE_WINDOW_SECONDS
+            )
+        ),
+        status=429,
+        problem=too_many_requests_problem(limit),
+        # WAF re-evaluates an address's rate continually; a minute is a fair hint of when to try again.
+        headers={"Retry-After": "60"},
+    )
+
+
 def block_rules(config: EnvironmentConfig) -> tuple[BlockRule, ...]:
-    """The web ACL's rules, in priority order."""
-    del config  # no rule depends on the environment yet (a rate limit will)
+    """The web ACL's rules, in priority order: the rate rule first (when the environment has one), so a
+    flood is counted and refused before anything else is looked at."""
+    rate = (rate_rule(config.waf_rate_limit),) if config.waf_rate_limit is not None else ()
     statement = wafv2.CfnWebACL.StatementProperty
     return (
+        *rate,
         BlockRule(
             name="request-too-large",
             statement=statement(
@@ -169,7 +201,13 @@ class ApiFirewall(Construct):
                     action=wafv2.CfnWebACL.RuleActionProperty(
                         block=wafv2.CfnWebACL.BlockActionProperty(
                             custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-                                response_code=rule.status, custom_response_body_key=rule.body_key
+                                response_code=rule.status,
+                                custom_response_body_key=rule.body_key,
+                                response_headers=[
+                                    wafv2.CfnWebACL.CustomHTTPHeaderProperty(name=name, value=value)
+                                    for name, value in rule.headers.items()
+                                ]
+                                or None,
                             )
                         )
                     ),

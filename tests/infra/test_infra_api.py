@@ -98,6 +98,7 @@ def test_proxy_route_uses_the_authorizer(resources_of: Any) -> None:
     assert method["Integration"]["Type"] == "AWS_PROXY"
     assert method["RequestParameters"] == {"method.request.header.Authorization": True}
     assert "RequestValidatorId" in method
+    assert method["ApiKeyRequired"] is True  # throttled by the tenant's usage plan
 
 
 @pytest.mark.parametrize("path", sorted(PUBLIC_PATHS))
@@ -149,6 +150,9 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         "INVALID_SIGNATURE",
         "EXPIRED_TOKEN",
         "REQUEST_TOO_LARGE",
+        "THROTTLED",  # a tenant over its usage plan's throttle
+        "QUOTA_EXCEEDED",  # or its quota
+        "INVALID_API_KEY",  # a tenant not enrolled in any usage plan
         "DEFAULT_4XX",
         "DEFAULT_5XX",
     }
@@ -160,9 +164,11 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         # Fill in what API Gateway substitutes, then the body must be an RFC 9457 problem.
         rendered = body.replace("$context.error.messageString", '"Unauthorized"').replace("$context.requestId", "r-1")
         problem = json.loads(rendered)
-        assert problem["type"] == (
-            "urn:petrel:problem:request-too-large" if response_type == "REQUEST_TOO_LARGE" else "about:blank"
-        )
+        assert problem["type"] == {
+            "REQUEST_TOO_LARGE": "urn:petrel:problem:request-too-large",
+            "THROTTLED": "urn:petrel:problem:too-many-requests",
+            "QUOTA_EXCEEDED": "urn:petrel:problem:too-many-requests",
+        }.get(response_type, "about:blank")
         assert isinstance(problem["title"], str) and problem["title"]
         assert problem["detail"] == "Unauthorized"
         if "status" in problem:
@@ -172,6 +178,68 @@ def test_gateway_responses_are_problem_json(resources_of: Any) -> None:
         assert responses[response_type]["StatusCode"] == "403", response_type
     # A body over API Gateway's own 10 MB: the same problem the api function gives over its limit.
     assert responses["REQUEST_TOO_LARGE"]["StatusCode"] == "413"
+    assert responses["THROTTLED"]["StatusCode"] == responses["QUOTA_EXCEEDED"]["StatusCode"] == "429"
+    assert responses["INVALID_API_KEY"]["StatusCode"] == "403"
+
+
+def test_the_api_key_of_a_request_is_the_authorizers(resources_of: Any) -> None:
+    [api] = resources_of("AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+
+
+def test_one_usage_plan_per_api_plan_on_the_stage(resources_of: Any, config: Any) -> None:
+    [stage_id] = resources_of("AWS::ApiGateway::Stage")
+    [api_id] = resources_of("AWS::ApiGateway::RestApi")
+    plans = {
+        p["Properties"]["UsagePlanName"]: p["Properties"] for p in resources_of("AWS::ApiGateway::UsagePlan").values()
+    }
+    assert set(plans) == {f"petrel-dev-plan-{name}" for name in config.api_plans}
+    for name, plan in config.api_plans.items():
+        props = plans[f"petrel-dev-plan-{name}"]
+        assert props["Throttle"] == {"RateLimit": plan.rate_per_second, "BurstLimit": plan.burst}
+        assert ("Quota" in props) == (plan.requests_per_day is not None)
+        [stage] = props["ApiStages"]
+        assert stage["ApiId"] == {"Ref": api_id} and stage["Stage"] == {"Ref": stage_id}
+
+
+def test_the_admin_function_knows_the_plans_and_may_enroll_keys_only(resources_of: Any, config: Any) -> None:
+    admin_id = _function_id(resources_of, "petrel-dev-admin-api")
+    [admin] = [f for i, f in resources_of("AWS::Lambda::Function").items() if i == admin_id]
+    env = admin["Properties"]["Environment"]["Variables"]
+    assert json.loads(env["PETREL_API_PLANS"]) == {n: f"petrel-dev-plan-{n}" for n in config.api_plans}
+    assert env["PETREL_USAGE_KEY_PREFIX"] == "petrel-dev"
+    statements = [
+        st
+        for policy in resources_of("AWS::IAM::Policy").values()
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(str(a).startswith("apigateway:") for a in _as_list(st["Action"]))
+    ]
+    actions = {a for st in statements for a in _as_list(st["Action"])}
+    assert actions <= {"apigateway:GET", "apigateway:POST", "apigateway:DELETE"}
+    resources = {json.dumps(r) for st in statements for r in _as_list(st["Resource"])}
+    for resource in resources:
+        assert any(part in resource for part in ("/apikeys", "/usageplans")), resource
+        assert "/restapis" not in resource
+    # Only the admin function's role holds them.
+    [role] = {
+        policy["Properties"]["Roles"][0]["Ref"]
+        for policy in resources_of("AWS::IAM::Policy").values()
+        if any(
+            any(str(a).startswith("apigateway:") for a in _as_list(st["Action"]))
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        )
+    }
+    assert admin["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+
+
+def test_the_authorizer_knows_the_usage_key_prefix(resources_of: Any) -> None:
+    authorizer_id = _function_id(resources_of, "petrel-dev-authorizer")
+    [authorizer] = [f for i, f in resources_of("AWS::Lambda::Function").items() if i == authorizer_id]
+    assert authorizer["Properties"]["Environment"]["Variables"]["PETREL_USAGE_KEY_PREFIX"] == "petrel-dev"
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def test_api_url_output(template: Template) -> None:
@@ -291,6 +359,7 @@ def test_the_admin_proxy_is_its_own_resource_with_iam_authorization(resources_of
     assert method["HttpMethod"] == "ANY"
     assert method["AuthorizationType"] == "AWS_IAM"
     assert "AuthorizerId" not in method
+    assert not method.get("ApiKeyRequired")  # operators have no usage plan: IAM only
     assert method["Integration"]["Type"] == "AWS_PROXY"
     admin_function = _function_id(resources_of, "petrel-dev-admin-api")
     assert {"Fn::GetAtt": [admin_function, "Arn"]} in method["Integration"]["Uri"]["Fn::Join"][1]

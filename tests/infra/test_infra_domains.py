@@ -264,7 +264,11 @@ def test_the_admin_api_may_do_its_job_only(resources_of: Any, config: Environmen
     everything = resources.secrets_prefix(config.name_prefix) + "*"
     for action in SECRET_WRITE:
         assert _secret_names(granted, action) == {everything}, action
+    # Tenants' API keys and their usage plans' key links (tests/infra/test_infra_api.py checks where).
     assert set(granted) == {
+        "apigateway:GET",
+        "apigateway:POST",
+        "apigateway:DELETE",
         *ACCESS_ACTIONS["read_write"],
         "dynamodb:Scan",
         "sqs:SendMessage",

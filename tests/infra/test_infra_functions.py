@@ -87,6 +87,7 @@ def test_environment_values(resources_of: Any, config: EnvironmentConfig) -> Non
         resources.POWERTOOLS_METRICS_NAMESPACE_ENV,
         resources.POWERTOOLS_LOG_LEVEL_ENV,
         resources.TENANTS.env_var,
+        resources.USAGE_KEY_PREFIX_ENV,  # the tenant's usage key is made of it
     }
     for env in (api, worker):
         assert env[resources.SECRETS_PREFIX_ENV] == resources.secrets_prefix(config.name_prefix)

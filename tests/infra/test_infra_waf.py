@@ -190,3 +190,50 @@ def test_every_configured_environment_has_its_web_acl(
         acls = [r for r in found if r["Type"] == "AWS::WAFv2::WebACL"]
         associations = [r for r in found if r["Type"] == "AWS::WAFv2::WebACLAssociation"]
         assert len(acls) == len(associations) == (1 if config.waf else 0), name
+
+
+def test_a_rate_limit_is_the_first_rule_and_answers_the_apis_429(tmp_path: Path, synthesizer: Any) -> None:
+    """`waf_rate_limit` adds a rate-based rule per IP, first in the web ACL, answering the API's
+    too-many-requests problem with Retry-After; cdk-nag stays clean (synthesis raises otherwise)."""
+    raw = copy.deepcopy(petrel_app.cdk_json_context()[CONTEXT_KEY])
+    raw["dev"]["waf_rate_limit"] = 3000
+    assembly = synthesizer(tmp_path, "dev", environments=raw)
+    found = assembly.get_stack_artifact(petrel_app.stack_id("dev")).template["Resources"].values()
+    [acl] = [r["Properties"] for r in found if r["Type"] == "AWS::WAFv2::WebACL"]
+    rule = _rule(acl, "rate-limit")
+    assert rule["Priority"] == 0
+    assert rule["Statement"]["RateBasedStatement"] == {
+        "AggregateKeyType": "IP",
+        "Limit": 3000,
+        "EvaluationWindowSec": 300,
+    }
+    response = rule["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 429
+    assert response["ResponseHeaders"] == [{"Name": "Retry-After", "Value": "60"}]
+    problem = json.loads(acl["CustomResponseBodies"][response["CustomResponseBodyKey"]]["Content"])
+    assert (problem["type"], problem["status"]) == ("urn:petrel:problem:too-many-requests", 429)
+    assert "3000 requests in 5 minutes" in problem["detail"]
+    # The other rules keep their order after it.
+    assert [r["Name"] for r in sorted(acl["Rules"], key=lambda r: r["Priority"])] == [
+        "rate-limit",
+        "request-too-large",
+        "length-required",
+    ]
+
+
+def test_without_a_rate_limit_there_is_no_rate_rule(resources_of: Any, config: EnvironmentConfig) -> None:
+    _, props = _web_acl(resources_of)
+    assert config.waf_rate_limit is None  # dev
+    assert "rate-limit" not in {rule["Name"] for rule in props["Rules"]}
+
+
+def test_a_rate_limit_without_waf_is_refused() -> None:
+    from infra.config import ConfigError, parse_environment
+
+    raw = copy.deepcopy(petrel_app.cdk_json_context()[CONTEXT_KEY]["dev"])
+    raw.update(waf=False, waf_rate_limit=1000)
+    with pytest.raises(ConfigError, match="waf_rate_limit needs waf: true"):
+        parse_environment("dev", raw)
+    raw.update(waf=True, waf_rate_limit=5)
+    with pytest.raises(ConfigError, match="waf_rate_limit"):
+        parse_environment("dev", raw)

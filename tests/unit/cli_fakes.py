@@ -34,6 +34,7 @@ from petrel.ports import MailboxReader
 from petrel.services.mailboxes import MailboxDeps
 from petrel.services.tenants import AdminDeps
 from tests.fakes.dns import FakeResolver
+from tests.fakes.usage_plans import FakeUsagePlans
 from tests.fakes.world import FakeWorld
 
 REGION = "us-east-1"
@@ -90,7 +91,14 @@ class FakeAdminPorts:
             clock=self.world.clock,
             secrets_prefix=SETTINGS.secrets_prefix,
             max_age_hours_limit=self.max_age_hours_limit,
+            api_plans={"standard": "petrel-test-plan-standard", "bulk": "petrel-test-plan-bulk"},
+            usage_plans=self.usage_plans,
+            usage_key_prefix="petrel-test",
         )
+
+    @cached_property
+    def usage_plans(self) -> FakeUsagePlans:
+        return FakeUsagePlans(("petrel-test-plan-standard", "petrel-test-plan-bulk"))
 
     @cached_property
     def mailbox_admin(self) -> MailboxDeps:

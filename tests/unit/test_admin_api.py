@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from petrel.entrypoints.admin_api import create_admin_api
+from petrel.errors import ConfigurationError
 from petrel.models.admin import Step
 from petrel.models.records import SendingDomain, SmtpServer
 from petrel.observability import Telemetry, telemetry
@@ -30,6 +31,7 @@ from petrel.services.mailboxes import MailboxDeps
 from petrel.services.tenants import AdminDeps
 from tests.fakes.dns import FakeResolver
 from tests.fakes.imap import FakeImapServer
+from tests.fakes.usage_plans import FakeUsagePlans
 from tests.fakes.world import FakeWorld
 
 CALLER = "arn:aws:iam::123456789012:user/ops"
@@ -43,6 +45,7 @@ class LambdaContext:
 
 
 PREFIX = "petrel-test/tenants/"
+PLANS = {"standard": "up-standard", "bulk": "up-bulk"}  # plan name -> usage plan id
 
 
 @dataclass
@@ -79,6 +82,7 @@ class FakeAdminApiContainer:
     smtp: FakeSmtp = field(default_factory=FakeSmtp)
     imap: FakeImapServer = field(default_factory=FakeImapServer)
     telemetry: Telemetry = field(default_factory=lambda: telemetry("admin-api"))
+    usage_plans: FakeUsagePlans = field(default_factory=lambda: FakeUsagePlans(tuple(PLANS.values())))
 
     @property
     def tenants(self) -> Any:
@@ -112,6 +116,9 @@ class FakeAdminApiContainer:
             clock=self.world.clock,
             secrets_prefix=PREFIX,
             max_age_hours_limit=48,
+            api_plans=PLANS,
+            usage_plans=self.usage_plans,
+            usage_key_prefix="petrel-test",
         )
 
     @cached_property
@@ -219,6 +226,8 @@ TENANT_FIELDS = {
     "suspended_at",
     "suspended_reason",
     "status",
+    "api_plan",
+    "send_rate_per_second",
 }
 
 
@@ -506,3 +515,193 @@ def test_a_route_that_fails_unexpectedly_is_a_500_problem(api: AdminApi, world: 
     world.tenants.list_api_keys = broken  # type: ignore[method-assign]
     failed = problem(api("GET", f"/v1/admin/tenants/{tenant_id}/keys"), 500)
     assert "the table is gone" not in failed["detail"] and "req-1" in failed["detail"]
+
+
+# -- API plans (edge throttling) and sending rates ---------------------------------------------
+
+
+def key_of(api: AdminApi, tenant_id: str) -> str:
+    from petrel.services.auth import usage_key, usage_key_name
+
+    plans = api.container.usage_plans
+    key_id = plans.find_key(usage_key_name("petrel-test", tenant_id))
+    assert key_id is not None
+    assert plans.keys[key_id][1] == usage_key("petrel-test", tenant_id)  # the value the authorizer returns
+    return key_id
+
+
+def test_a_new_tenant_is_enrolled_in_its_plan_and_a_patch_moves_it(api: AdminApi, world: FakeWorld) -> None:
+    """Invariant: a tenant's usage key is in exactly one usage plan, its plan's."""
+    plans = api.container.usage_plans
+    standard = api("POST", "/v1/admin/tenants", {"name": "Acme"}).json()
+    assert (standard["api_plan"], standard["send_rate_per_second"]) == ("standard", None)
+    assert plans.plans_of(key_of(api, standard["tenant_id"])) == {"up-standard"}
+
+    bulk = api("POST", "/v1/admin/tenants", {"name": "Big", "api_plan": "bulk", "send_rate_per_second": 12.5}).json()
+    assert (bulk["api_plan"], bulk["send_rate_per_second"]) == ("bulk", 12.5)
+    assert plans.plans_of(key_of(api, bulk["tenant_id"])) == {"up-bulk"}
+
+    moved = api("PATCH", f"/v1/admin/tenants/{standard['tenant_id']}", {"api_plan": "bulk"})
+    assert moved.status == 200 and moved.json()["api_plan"] == "bulk"
+    assert plans.plans_of(key_of(api, standard["tenant_id"])) == {"up-bulk"}
+    stored = world.tenants.get_tenant(standard["tenant_id"])
+    assert stored is not None and stored.api_plan == "bulk"
+    # One key per tenant, however often it is enrolled.
+    assert len(plans.keys) == 2
+
+    unlimited = api("PATCH", f"/v1/admin/tenants/{bulk['tenant_id']}", {"send_rate_per_second": None}).json()
+    assert (unlimited["send_rate_per_second"], unlimited["api_plan"]) == (None, "bulk")
+
+
+def test_an_unknown_plan_or_a_bad_rate_is_refused_and_changes_nothing(api: AdminApi, world: FakeWorld) -> None:
+    unknown = problem(api("POST", "/v1/admin/tenants", {"name": "Acme", "api_plan": "gold"}), 422)
+    assert "unknown API plan 'gold'" in unknown["detail"] and "standard, bulk" in unknown["detail"]
+    problem(api("POST", "/v1/admin/tenants", {"name": "Acme", "send_rate_per_second": 0}), 422)
+    assert world.tenants.list_tenants() == [] and api.container.usage_plans.keys == {}
+    tenant_id = api.tenant()
+    problem(api("PATCH", f"/v1/admin/tenants/{tenant_id}", {"api_plan": "gold"}), 422)
+    stored = world.tenants.get_tenant(tenant_id)
+    assert stored is not None and stored.api_plan == "standard"
+    assert api.container.usage_plans.plans_of(key_of(api, tenant_id)) == {"up-standard"}
+
+
+def test_enroll_all_enrolls_tenants_made_before_usage_plans_and_is_safe_to_repeat(
+    api: AdminApi, world: FakeWorld
+) -> None:
+    from petrel.models.records import Tenant
+
+    plans = api.container.usage_plans
+    for tenant_id, plan in (("tn_old1", "standard"), ("tn_old2", "bulk")):
+        world.tenants.put_tenant(
+            Tenant(tenant_id=tenant_id, name=tenant_id, created_at=world.clock.now(), api_plan=plan)
+        )
+    # A run that stopped half-way: tn_old1's key exists already, in the wrong plan.
+    half = plans.ensure_key("petrel-test-tenant-tn_old1", "x" * 20)
+    plans.add_key("up-bulk", half)
+    for _ in range(2):
+        answer = api("POST", "/v1/admin/tenants/enroll")
+        assert answer.status == 200, answer
+        assert answer.json() == {
+            "enrollments": [
+                {"tenant_id": "tn_old1", "api_plan": "standard", "enrolled": True},
+                {"tenant_id": "tn_old2", "api_plan": "bulk", "enrolled": True},
+            ]
+        }
+    assert plans.plans_of(half) == {"up-standard"}
+    assert plans.plans_of(key_of(api, "tn_old2")) == {"up-bulk"}
+    assert len(plans.keys) == 2
+    one = api("POST", "/v1/admin/tenants/tn_old2/enroll")
+    assert one.json() == {"tenant_id": "tn_old2", "api_plan": "bulk", "enrolled": True}
+    problem(api("POST", "/v1/admin/tenants/tn_nobody/enroll"), 404)
+
+
+def test_without_api_gateway_a_tenant_is_not_enrolled_but_its_plan_is_checked(world: FakeWorld) -> None:
+    from petrel.services import tenants
+
+    deps = AdminDeps(tenants=world.tenants, secrets=world.secrets, clock=world.clock, secrets_prefix=PREFIX)
+    made = tenants.create_tenant(deps, "Acme")
+    assert tenants.enroll_tenant(deps, made) == tenants.Enrollment(made.tenant_id, "standard", None)
+    with pytest.raises(ConfigurationError, match="unknown API plan 'bulk'"):
+        tenants.create_tenant(deps, "Big", api_plan="bulk")
+
+
+SHAPING = {
+    "rate_per_second": 7.5,
+    "burst": 15,
+    "warmup": [{"day": 1, "daily_cap": 300}, {"day": 0, "daily_cap": 100}],
+    "bounce_threshold": 0.05,
+    "probation_minutes": 30,
+}
+
+
+def test_a_server_is_added_with_its_shaping_and_a_patch_changes_only_the_fields_sent(
+    api: AdminApi, world: FakeWorld
+) -> None:
+    from petrel.models.records import DEFAULT_WARMUP, ServerShaping
+
+    tenant_id = api.tenant()
+    default = add_server(api, tenant_id)
+    assert default["shaping"] == {**ServerShaping().model_dump(), "warmup": [s.model_dump() for s in DEFAULT_WARMUP]}
+    assert (default["paused_at"], default["paused_reason"], default["resume_at"], default["events"]) == (
+        None,
+        None,
+        None,
+        [],
+    )
+    server = add_server(api, tenant_id, shaping=SHAPING)
+    shaping = server["shaping"]
+    assert (shaping["rate_per_second"], shaping["burst"], shaping["bounce_threshold"]) == (7.5, 15, 0.05)
+    assert shaping["warmup"] == [{"day": 0, "daily_cap": 100}, {"day": 1, "daily_cap": 300}]  # by day
+    assert shaping["concurrency"] == ServerShaping().concurrency  # not sent: the default
+
+    path = f"/v1/admin/tenants/{tenant_id}/servers/{server['server_id']}"
+    changed = api("PATCH", path, {"shaping": {"concurrency": 8, "warmup": []}}).json()
+    assert changed["shaping"] == {**shaping, "concurrency": 8, "warmup": []}
+    [stored] = [s for s in world.tenants.list_servers(tenant_id) if s.server_id == server["server_id"]]
+    assert stored.shaping.warmup == () and stored.shaping.rate_per_second == 7.5 and stored.shaping.concurrency == 8
+
+
+@pytest.mark.parametrize(
+    "shaping",
+    [
+        {"rate_per_second": 0},
+        {"concurrency": 33},
+        {"warmup": [{"day": 0, "daily_cap": 0}]},
+        {"warmup": [{"day": 1, "daily_cap": 10}, {"day": 1, "daily_cap": 20}]},
+        {"bounce_window": 20, "bounce_min_sends": 50},
+        {"rate": 3},
+    ],
+)
+def test_a_shaping_out_of_bounds_is_refused_and_changes_nothing(
+    api: AdminApi, world: FakeWorld, shaping: dict[str, Any]
+) -> None:
+    tenant_id = api.tenant()
+    server = add_server(api, tenant_id)
+    before = world.tenants.list_servers(tenant_id)
+    problem(api("PATCH", f"/v1/admin/tenants/{tenant_id}/servers/{server['server_id']}", {"shaping": shaping}), 422)
+    assert world.tenants.list_servers(tenant_id) == before
+    body = {"host": "mail.b.test", "username": "u@b.test", "password": "p", "shaping": shaping}
+    problem(api("POST", f"/v1/admin/tenants/{tenant_id}/servers", body), 422)
+    assert world.tenants.list_servers(tenant_id) == before
+
+
+def test_resume_ends_an_automatic_pause_with_an_event_and_keeps_the_last_twenty(
+    api: AdminApi, world: FakeWorld
+) -> None:
+    from datetime import timedelta
+
+    from petrel.models.records import ServerEvent
+
+    tenant_id = api.tenant()
+    server_id = add_server(api, tenant_id)["server_id"]
+    [server] = world.tenants.list_servers(tenant_id)
+    now = world.clock.now()
+    old = tuple(ServerEvent(type="server.paused", at=now - timedelta(minutes=i), detail=f"e{i}") for i in range(25))
+    world.tenants.put_server(
+        server.model_copy(
+            update={
+                "paused_at": now,
+                "paused_reason": "bounce rate 0.15 over the last 200 sends",
+                "resume_at": now + timedelta(hours=1),
+                "events": old,
+            }
+        )
+    )
+    shown = api("GET", f"/v1/admin/tenants/{tenant_id}/servers/{server_id}").json()
+    assert shown["paused_reason"].startswith("bounce rate") and len(shown["events"]) == 25
+
+    resumed = api("POST", f"/v1/admin/tenants/{tenant_id}/servers/{server_id}/resume").json()
+    assert (resumed["enabled"], resumed["paused_at"], resumed["paused_reason"], resumed["resume_at"]) == (
+        True,
+        None,
+        None,
+        None,
+    )
+    assert len(resumed["events"]) == 20
+    assert resumed["events"][-1]["type"] == "server.resumed" and "bounce rate" in resumed["events"][-1]["detail"]
+    assert resumed["events"][0]["detail"] == "e6"  # the oldest dropped
+    [stored] = world.tenants.list_servers(tenant_id)
+    assert not stored.paused and stored.enabled and len(stored.events) == 20
+    # A second resume changes nothing: no second event.
+    again = api("POST", f"/v1/admin/tenants/{tenant_id}/servers/{server_id}/resume").json()
+    assert again["events"] == resumed["events"]

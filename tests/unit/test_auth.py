@@ -13,7 +13,16 @@ from petrel.entrypoints.authorizer import create_authorizer
 from petrel.errors import ConfigurationError, Unauthorized
 from petrel.models.records import SCOPES
 from petrel.observability import Telemetry, telemetry
-from petrel.services.auth import KEY_PREFIX, authenticate, bearer_token, hash_key, mint_api_key, valid_scopes
+from petrel.services.auth import (
+    KEY_PREFIX,
+    USAGE_KEY_MIN_LENGTH,
+    authenticate,
+    bearer_token,
+    hash_key,
+    mint_api_key,
+    usage_key,
+    valid_scopes,
+)
 from tests.fakes import FakeWorld
 from tests.fakes.tenants import FakeTenantStore
 from tests.unit.api_fakes import LambdaContext
@@ -144,6 +153,7 @@ def test_bearer_token() -> None:
 class _AuthorizerPorts:
     tenants: FakeTenantStore
     telemetry: Telemetry = field(default_factory=lambda: telemetry("authorizer"))
+    usage_key_prefix: str = "petrel-test"
 
 
 def _authorize(world: FakeWorld, header: str | None) -> dict[str, Any]:
@@ -167,6 +177,17 @@ def test_the_authorizer_allows_a_key_on_every_route_of_its_stage(world: FakeWorl
     assert statement["Resource"] == "arn:aws:execute-api:us-east-1:000000000000:api123/api/*"
     assert policy["context"] == {"tenant_id": "tn_a", "key_id": minted.key.key_id, "scopes": "read domains"}
     assert minted.secret not in json.dumps(policy)
+    # API Gateway throttles the request by the usage plan this key (the tenant's, not the API key's) is in.
+    assert policy["usageIdentifierKey"] == usage_key("petrel-test", "tn_a")
+
+
+def test_a_usage_key_is_the_tenants_own_and_long_enough_for_api_gateway() -> None:
+    keys = {usage_key("petrel-dev", tenant) for tenant in ("tn_a", "tn_b")}
+    assert len(keys) == 2
+    assert all(len(key) >= USAGE_KEY_MIN_LENGTH for key in keys)
+    assert usage_key("petrel-dev", "tn_a") != usage_key("petrel-prod", "tn_a")
+    assert usage_key("p1", "t") == usage_key("p1", "t")  # deterministic: the authorizer computes it
+    assert len(usage_key("ab", "t")) == USAGE_KEY_MIN_LENGTH
 
 
 @pytest.mark.parametrize("stored", [("emails:send", "emails:read"), ("emails:read",), ("emails:send",)])

@@ -15,7 +15,7 @@ from petrel.models.records import SmtpServer
 from tests.fakes.world import FakeWorld
 from tests.unit.cli_fakes import Cli, one_line_refusal, stdin
 
-TENANT_HEADER = "TENANT_ID  NAME  STATUS  MAX_MESSAGE_BYTES  MAX_AGE_HOURS  CREATED_AT"
+TENANT_HEADER = "TENANT_ID  NAME  STATUS  API_PLAN  MAX_MESSAGE_BYTES  MAX_AGE_HOURS  CREATED_AT"
 
 
 @pytest.fixture
@@ -151,7 +151,10 @@ def test_suspend_holds_the_tenant_with_its_reason_and_resume_lifts_it(cli: Cli) 
         (["tenant", "list"], TENANT_HEADER),
         (["key", "list", "{tenant}"], "KEY_ID  PREFIX  NAME  SCOPES  CREATED_AT  REVOKED_AT"),
         (["domain", "list", "{tenant}"], "DOMAIN  STATUS  SIGNER  RETURN_PATH_DOMAIN  SENDING_ALLOWED  CREATED_AT"),
-        (["server", "list", "{tenant}"], "SERVER_ID  HOST  PORT  SECURITY  USERNAME  POOL  WEIGHT  ENABLED  CA"),
+        (
+            ["server", "list", "{tenant}"],
+            "SERVER_ID  HOST  PORT  SECURITY  USERNAME  POOL  WEIGHT  ENABLED  CA  PAUSED",
+        ),
     ],
 )
 def test_every_list_has_a_header_even_when_empty(cli: Cli, command: list[str], header: str) -> None:
@@ -445,7 +448,7 @@ def test_server_update_pause_and_resume(cli: Cli, monkeypatch: pytest.MonkeyPatc
     paused = cli("--json", "server", "pause", tenant_id, server.server_id)
 
     assert changed.status == 0 and paused.status == 0, changed.err + paused.err
-    assert changed.out.splitlines()[1].split()[5:] == ["bulk", "7", "yes", "own"]
+    assert changed.out.splitlines()[1].split()[5:10] == ["bulk", "7", "yes", "own", "no"]
     assert paused.json()["enabled"] is False
     [stored] = cli.world.tenants.list_servers(tenant_id)
     assert (stored.weight, stored.pool, stored.enabled, stored.ca_bundle) == (7, "bulk", False, ca.read_text())
@@ -507,3 +510,127 @@ def test_a_request_signed_with_another_secret_is_refused_and_changes_nothing(cli
 
     one_line_refusal(result, "Missing or invalid AWS signature: the signature does not match the request")
     assert cli.world.tenants.list_tenants() == []
+
+
+# API plans, sending rates and traffic shaping (issue 11)
+
+
+def test_tenant_create_and_update_take_the_api_plan_and_the_send_rate(cli: Cli) -> None:
+    tenant_id = cli.tenant("--api-plan", "bulk", "--send-rate", "12.5")
+    stored = cli.world.tenants.get_tenant(tenant_id)
+    assert stored is not None and (stored.api_plan, stored.send_rate_per_second) == ("bulk", 12.5)
+    plans = cli.ports.usage_plans
+    [key] = plans.keys
+    assert plans.plans_of(key) == {"petrel-test-plan-bulk"}  # enrolled on creation
+
+    shown = cli("--json", "tenant", "update", tenant_id, "--api-plan", "standard", "--send-rate", "none")
+    assert shown.status == 0, shown.err
+    assert (shown.json()["api_plan"], shown.json()["send_rate_per_second"]) == ("standard", None)
+    assert plans.plans_of(key) == {"petrel-test-plan-standard"}  # moved
+    one_line_refusal(cli("tenant", "update", tenant_id, "--api-plan", "gold"), "unknown API plan 'gold'")
+    with pytest.raises(SystemExit):  # a usage error
+        cli("tenant", "update", tenant_id, "--send-rate", "0")
+
+
+def test_tenant_enroll_all_enrolls_every_tenant_and_one_tenant_alone(cli: Cli) -> None:
+    from petrel.models.records import Tenant
+
+    world = cli.world
+    for tenant_id in ("tn_old1", "tn_old2"):
+        world.tenants.put_tenant(Tenant(tenant_id=tenant_id, name=tenant_id, created_at=world.clock.now()))
+    result = cli("--json", "tenant", "enroll", "--all")
+    assert result.status == 0, result.err
+    assert [(e["tenant_id"], e["enrolled"]) for e in result.json()] == [("tn_old1", True), ("tn_old2", True)]
+    assert len(cli.ports.usage_plans.plans["petrel-test-plan-standard"]) == 2
+    one = cli("--json", "tenant", "enroll", "tn_old1")
+    assert one.status == 0 and one.json() == {"tenant_id": "tn_old1", "api_plan": "standard", "enrolled": True}
+    with pytest.raises(SystemExit):  # a tenant or --all
+        cli("tenant", "enroll")
+
+
+def test_server_add_and_update_take_the_shaping_flags(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant_id = cli.tenant()
+    stdin(monkeypatch, "pw\n")
+    added = cli(
+        "--json", "server", "add", tenant_id, "--host", "mail.acme.example", "--username", "relay",
+        "--password-stdin", "--rate", "7.5", "--burst", "15", "--warmup", "1:1000,0:500",
+        "--bounce-threshold", "0.05", "--probation-minutes", "30",
+    )  # fmt: skip
+    assert added.status == 0, added.err
+    [server] = cli.world.tenants.list_servers(tenant_id)
+    shaping = server.shaping
+    assert (shaping.rate_per_second, shaping.burst, shaping.bounce_threshold, shaping.probation_minutes) == (
+        7.5,
+        15,
+        0.05,
+        30,
+    )
+    assert [(s.day, s.daily_cap) for s in shaping.warmup] == [(0, 500), (1, 1000)]
+    assert added.json()["shaping"]["warmup"] == [{"day": 0, "daily_cap": 500}, {"day": 1, "daily_cap": 1000}]
+
+    changed = cli(
+        "server", "update", tenant_id, server.server_id, "--no-warmup", "--concurrency", "8",
+        "--provider-rate", "2", "--provider-burst", "4", "--bounce-window", "500", "--bounce-min-sends", "100",
+        "--failure-threshold", "3",
+    )  # fmt: skip
+    assert changed.status == 0, changed.err
+    assert "7.5/s burst 15" in changed.out and "none" in changed.out
+    [stored] = cli.world.tenants.list_servers(tenant_id)
+    after = stored.shaping
+    assert after.warmup == () and after.rate_per_second == 7.5  # kept
+    assert (after.concurrency, after.provider_rate_per_second, after.provider_burst) == (8, 2.0, 4)
+    assert (after.bounce_window, after.bounce_min_sends, after.failure_threshold) == (500, 100, 3)
+
+
+@pytest.mark.parametrize("options", [["--warmup", "0-500"], ["--warmup", "0:500", "--no-warmup"], ["--rate", "x"]])
+def test_a_malformed_shaping_flag_is_a_usage_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, options: list[str]
+) -> None:
+    tenant_id = cli.tenant()
+    server = _server(cli, tenant_id, monkeypatch)
+    with pytest.raises(SystemExit):
+        cli("server", "update", tenant_id, server.server_id, *options)
+    assert cli.world.tenants.list_servers(tenant_id) == [server]
+
+
+@pytest.mark.parametrize("options", [["--concurrency", "99"], ["--bounce-window", "20", "--bounce-min-sends", "50"]])
+def test_a_shaping_out_of_bounds_is_refused_and_changes_nothing(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, options: list[str]
+) -> None:
+    tenant_id = cli.tenant()
+    server = _server(cli, tenant_id, monkeypatch)
+    result = cli("server", "update", tenant_id, server.server_id, *options)
+    assert result.status == 2 and result.out == "", result
+    assert cli.world.tenants.list_servers(tenant_id) == [server]
+
+
+def test_server_resume_ends_an_automatic_pause_and_shows_its_event(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant_id = cli.tenant()
+    server = _server(cli, tenant_id, monkeypatch)
+    now = cli.world.clock.now()
+    cli.world.tenants.put_server(server.model_copy(update={"paused_at": now, "paused_reason": "5 connection failures"}))
+    listed = cli("server", "list", tenant_id)
+    assert listed.out.splitlines()[1].split()[-1] == "yes"  # PAUSED
+    resumed = cli("--json", "server", "resume", tenant_id, server.server_id)
+    assert resumed.status == 0, resumed.err
+    view = resumed.json()
+    assert view["paused"] == "no" and "server.resumed" in view["last_events"]
+    assert view["events"][-1]["type"] == "server.resumed" and view["paused_at"] is None
+    [stored] = cli.world.tenants.list_servers(tenant_id)
+    assert not stored.paused and stored.events[-1].type == "server.resumed"
+
+
+def test_enroll_all_goes_on_past_a_tenant_it_cannot_enroll_and_says_so(cli: Cli) -> None:
+    from petrel.models.records import Tenant
+
+    world = cli.world
+    for tenant_id, plan in (("tn_a", "standard"), ("tn_b", "retired-plan"), ("tn_c", "bulk")):
+        world.tenants.put_tenant(
+            Tenant(tenant_id=tenant_id, name=tenant_id, created_at=world.clock.now(), api_plan=plan)
+        )
+    result = cli("--json", "tenant", "enroll", "--all")
+    assert result.status == 1
+    assert [(e["tenant_id"], e["enrolled"]) for e in result.json()] == [("tn_a", True), ("tn_b", False), ("tn_c", True)]
+    assert "tn_b" in result.err and "retired-plan" in result.err
+    plans = cli.ports.usage_plans.plans
+    assert (len(plans["petrel-test-plan-standard"]), len(plans["petrel-test-plan-bulk"])) == (1, 1)

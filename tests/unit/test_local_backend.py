@@ -142,3 +142,21 @@ def test_the_cli_says_the_stack_is_down_when_localstack_is_gone(tmp_path: Path, 
     _local_json(tmp_path, listening, _closed_endpoint())
     with pytest.raises(CliError, match=re.escape(LOCAL_DOWN)):
         local_target(tmp_path).check_reachable()
+
+
+def test_the_local_admin_api_and_authorizer_know_the_plans_and_the_usage_key_prefix(tmp_path: Path) -> None:
+    """The plans make run's front throttles by are the ones a tenant may be given, with no usage plan
+    to enroll in (the front is the edge locally); both functions make usage keys of the same prefix."""
+    from infra.config import ApiPlan
+    from petrel.settings import AuthorizerSettings
+
+    plans = {"standard": ApiPlan(rate_per_second=5, burst=10), "gold": ApiPlan(rate_per_second=50, burst=60)}
+    config = LocalConfig(workdir=tmp_path, api_plans=plans)
+    environments = config.environments(_resources())
+    admin = AdminApiSettings.model_validate(environments["admin-api"])
+    assert admin.api_plans == {"standard": "", "gold": ""}
+    container = AdminApiContainer(admin)
+    assert container.usage_plans is None  # nothing to enroll in
+    assert container.api_plans == {"standard": "", "gold": ""}  # what AdminDeps checks a plan against
+    authorizer = AuthorizerSettings.model_validate(environments["authorizer"])
+    assert authorizer.usage_key_prefix == admin.usage_key_prefix == config.prefix

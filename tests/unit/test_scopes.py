@@ -103,6 +103,7 @@ def test_the_send_scope_covers_sending_cancelling_and_attachments() -> None:
 class _AuthorizerPorts:
     tenants: FakeTenantStore
     telemetry: Telemetry = field(default_factory=lambda: telemetry("authorizer"))
+    usage_key_prefix: str = "petrel-test"
 
 
 class Caller:

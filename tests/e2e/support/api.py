@@ -14,6 +14,10 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+# The problem type of a request over the tenant's API plan (petrel.errors.TooManyRequests).
+THROTTLED = "urn:petrel:problem:too-many-requests"
+THROTTLE_RETRIES = 30
+
 
 @dataclass(frozen=True)
 class Api:
@@ -24,27 +28,34 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.key}")
-        request.add_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        return self._send(method, path, data, "application/json", headers)
 
     def post_raw(self, path: str, data: bytes, content_type: str = "message/rfc822") -> tuple[int, Any]:
         """POST raw bytes (not JSON), e.g. a whole message to `/v1/inbound/raw`."""
-        request = urllib.request.Request(self.base + path, data=data, method="POST")
-        request.add_header("Authorization", f"Bearer {self.key}")
-        request.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        return self._send("POST", path, data, content_type, None)
+
+    def _send(
+        self, method: str, path: str, data: bytes | None, content_type: str, headers: dict[str, str] | None
+    ) -> tuple[int, Any]:
+        """One request; a 429 of the tenant's API plan (the front's per-tenant throttle, as API Gateway's
+        usage plan deployed) is waited out for its Retry-After and the request sent again, as a client
+        of a throttled API does. Any other answer, a quota's 429 included, is returned as it is."""
+        for _ in range(THROTTLE_RETRIES):
+            request = urllib.request.Request(self.base + path, data=data, method=method)
+            request.add_header("Authorization", f"Bearer {self.key}")
+            request.add_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                request.add_header(name, value)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as error:
+                answer = json.loads(error.read() or b"null")
+                throttled = error.code == 429 and isinstance(answer, dict) and answer.get("type") == THROTTLED
+                if not throttled:
+                    return error.code, answer
+                time.sleep(float(error.headers.get("Retry-After") or 1))
+        return 429, answer
 
     def wait_for(self, email_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 40.0) -> dict[str, Any]:
         """Poll `GET /v1/emails/{id}` until `done(view)`; the view then."""

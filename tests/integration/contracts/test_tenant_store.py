@@ -371,3 +371,29 @@ def test_resume_server_ends_only_the_pause_it_saw(backend: Backend) -> None:
 def test_pause_of_a_missing_server_is_refused(backend: Backend) -> None:
     assert not backend.tenants.pause_server("tn_a", "srv_gone", at=DEFAULT_START, reason="x", resume_at=None)
     assert backend.tenants.list_servers("tn_a") == []
+
+
+def test_fractional_rates_and_a_servers_shaping_round_trip(backend: Backend) -> None:
+    """DynamoDB stores numbers as Decimals: a rate of 7.5 must come back 7.5 (not 7), a whole one whole."""
+    from petrel.models.records import ServerEvent, ServerShaping, SmtpServer, WarmupStep
+
+    tenant = records.tenant(send_rate_per_second=2.5, api_plan="bulk")
+    backend.tenants.put_tenant(tenant)
+    assert backend.tenants.get_tenant(tenant.tenant_id) == tenant
+    server = SmtpServer(
+        tenant_id=tenant.tenant_id,
+        server_id="srv_1",
+        host="mail.acme.test",
+        port=587,
+        username="relay@acme.test",
+        secret_name="petrel-test/tenants/x",
+        created_at=DEFAULT_START,
+        shaping=ServerShaping(
+            rate_per_second=7.5, bounce_threshold=0.05, warmup=(WarmupStep(day=0, daily_cap=100),), burst=15
+        ),
+        paused_at=DEFAULT_START,
+        paused_reason="bounce rate",
+        events=(ServerEvent(type="server.paused", at=DEFAULT_START, detail="bounce rate"),),
+    )
+    backend.tenants.put_server(server)
+    assert backend.tenants.list_servers(tenant.tenant_id) == [server]

@@ -112,6 +112,23 @@ class QuotaExceeded(PetrelError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class TooManyRequests(PetrelError):
+    """The tenant sends requests faster than its API plan allows (API Gateway's usage plan deployed,
+    the local front's token bucket locally): refused before the API function runs. `retry_after`
+    seconds: when a token is back (API Gateway's own 429 does not say)."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests for the tenant's API plan"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail, extra={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class UnsupportedMediaType(PetrelError):
     status = 415
     slug = "unsupported-media-type"

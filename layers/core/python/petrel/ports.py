@@ -708,3 +708,41 @@ class TokenBuckets(Protocol):
         answered in this batch (`sends > 0`) the run becomes `failures` (those after its last answer,
         usually 0); when it answered nothing, `failures` add to the run. Returns the stats after."""
         ...
+
+
+class UsagePlans(Protocol):
+    """API Gateway's API keys and usage plans, as the edge throttles tenants by them (one key per tenant,
+    in its plan's usage plan; the authorizer names the key by its value, `usageIdentifierKey`).
+
+    Every method is safe to repeat: `ensure_key` finds the key it made before, `add_key` of a key in
+    the plan already and `remove_key` of one not in it do nothing."""
+
+    def plan_id(self, name: str) -> str:
+        """The id of the usage plan called `name` (RecordNotFound when there is none). The stack names
+        its plans, not their ids: an id in the admin function's environment would make a dependency
+        cycle (plan -> stage -> deployment -> admin method -> admin function)."""
+        ...
+
+    def ensure_key(self, name: str, value: str) -> str:
+        """The id of the API key called `name` (created, enabled, with `value` when there is none)."""
+        ...
+
+    def find_key(self, name: str) -> str | None:
+        """The id of the API key called `name`, or None."""
+        ...
+
+    def delete_key(self, key_id: str) -> None:
+        """Delete an API key (RecordNotFound when there is none)."""
+        ...
+
+    def plan_keys(self, plan_id: str) -> set[str]:
+        """The ids of the API keys in a usage plan."""
+        ...
+
+    def add_key(self, plan_id: str, key_id: str) -> None:
+        """Put an API key in a usage plan (no-op when it is there)."""
+        ...
+
+    def remove_key(self, plan_id: str, key_id: str) -> None:
+        """Take an API key out of a usage plan (no-op when it is not there)."""
+        ...

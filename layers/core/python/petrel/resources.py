@@ -342,6 +342,11 @@ IDEMPOTENCY_PREFIX = "idempotency/"  # stored responses too large for an idempot
 ATTACHMENT_RETENTION_DAYS = 1
 INBOUND_PREFIX = "inbound/"  # raw incoming mail and its attachments: inbound/<tenant>/<inbound id>/...
 SECRETS_PREFIX_ENV = "PETREL_SECRETS_PREFIX"
+# Edge throttling (API Gateway usage plans): the environment's name prefix, which a tenant's usage key
+# is made of (the authorizer and the admin API), and the admin API's plans as JSON
+# {"<plan name>": "<usage plan name>"} (empty: no API Gateway, as in the local stack).
+USAGE_KEY_PREFIX_ENV = "PETREL_USAGE_KEY_PREFIX"
+API_PLANS_ENV = "PETREL_API_PLANS"
 # DNS (domain verification, the drift re-check, a MailU signer's key): the resolvers asked, as
 # "host" or "host:port" separated by commas (empty: the system's), and the timeout of one lookup.
 DNS_RESOLVERS_ENV = "PETREL_DNS_RESOLVERS"
@@ -396,6 +401,11 @@ def physical_name(prefix: str, name: str) -> str:
 
 def dlq_name(queue: QueueSpec) -> str:
     return f"{queue.name}-dlq"
+
+
+def usage_plan_name(prefix: str, plan: str) -> str:
+    """The deployed name of an API plan's usage plan, e.g. `petrel-dev-plan-standard`."""
+    return physical_name(prefix, f"plan-{plan}")
 
 
 def secrets_prefix(prefix: str) -> str:

@@ -6,14 +6,18 @@ them and the code that reads them cannot disagree.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from petrel import resources as r
 from petrel.models.records import Tenant
 from petrel.models.retry import DEFAULT_DELAYS, DEFAULT_JITTER, RetryLadder, parse_delays
+
+# The plan a tenant is on unless an operator chose another (Tenant.api_plan's default).
+DEFAULT_API_PLAN: str = Tenant.model_fields["api_plan"].default
 
 
 class _Settings(BaseModel):
@@ -29,6 +33,8 @@ class _Settings(BaseModel):
 
 class AuthorizerSettings(_Settings):
     tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
+    # The environment's name prefix: the tenant's usage key (petrel.services.auth.usage_key) is made of it.
+    usage_key_prefix: str = Field(default="petrel-local", min_length=1, validation_alias=r.USAGE_KEY_PREFIX_ENV)
 
 
 class StoreSettings(_Settings):
@@ -57,6 +63,18 @@ class QueueSettings(StoreSettings):
     send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
     send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
 
+    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
+    # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
+    api_plans: dict[str, str] = Field(
+        default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
+    )
+    usage_key_prefix: str = Field(default="petrel-local", min_length=1, validation_alias=r.USAGE_KEY_PREFIX_ENV)
+
+    @field_validator("api_plans", mode="before")
+    @classmethod
+    def _plans_from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
     def queue_urls(self) -> dict[str, str]:
         return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
 
@@ -76,6 +94,18 @@ class SweeperSettings(_Settings):
     # reports the backlog). Repairing them would add a job per waiting message every grace period and
     # feed the backlog it is waiting behind.
     backlog_limit: int = Field(default=1_000, ge=0, validation_alias=r.SWEEP_BACKLOG_LIMIT_ENV)
+
+    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
+    # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
+    api_plans: dict[str, str] = Field(
+        default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
+    )
+    usage_key_prefix: str = Field(default="petrel-local", min_length=1, validation_alias=r.USAGE_KEY_PREFIX_ENV)
+
+    @field_validator("api_plans", mode="before")
+    @classmethod
+    def _plans_from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
     def queue_urls(self) -> dict[str, str]:
         return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
@@ -192,6 +222,18 @@ class AdminApiSettings(_Settings):
     max_message_age_hours: int = Field(
         default=Tenant.model_fields["max_age_hours"].default, ge=1, validation_alias=r.MAX_MESSAGE_AGE_HOURS_ENV
     )
+
+    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
+    # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
+    api_plans: dict[str, str] = Field(
+        default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
+    )
+    usage_key_prefix: str = Field(default="petrel-local", min_length=1, validation_alias=r.USAGE_KEY_PREFIX_ENV)
+
+    @field_validator("api_plans", mode="before")
+    @classmethod
+    def _plans_from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
     def queue_urls(self) -> dict[str, str]:
         return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}

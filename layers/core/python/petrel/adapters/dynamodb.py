@@ -77,7 +77,7 @@ _DUE_AT = resources.DUE_AT
 
 
 def _encode(values: Mapping[str, Any]) -> Item:
-    return {k: _SER.serialize(v) for k, v in values.items() if v is not None}
+    return {k: _SER.serialize(_numbers(v)) for k, v in values.items() if v is not None}
 
 
 def _decode(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, Any]:

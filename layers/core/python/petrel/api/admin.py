@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from petrel.services.domains import DomainDeps
     from petrel.services.mailboxes import MailboxDeps
     from petrel.services.servers import SmtpCheck
-    from petrel.services.tenants import AdminDeps
+    from petrel.services.tenants import AdminDeps, Enrollment
 
 PREFIX = "/v1/admin"
 # The submission port each security setting means when none is given.
@@ -193,8 +193,28 @@ def _tenant_routes(app: APIGatewayRestResolver, ports: AdminApiPorts) -> None:
             daily_quota=body.daily_quota,
             per_second_quota=body.per_second_quota,
             allow_unverified_domains=body.allow_unverified_domains,
+            api_plan=body.api_plan,
+            send_rate_per_second=body.send_rate_per_second,
         )
         return views.TenantView.of(created)
+
+    @app.post(f"{PREFIX}/tenants/enroll")
+    def enroll_all() -> views.EnrollmentList:
+        """Every tenant's API key in its plan's usage plan (the upgrade step for tenants made before
+        usage plans; safe to repeat)."""
+        from petrel.services import tenants
+
+        done = tenants.enroll_all(ports.admin)
+        return views.EnrollmentList(enrollments=[_enrollment(e) for e in done])
+
+    @app.post(f"{PREFIX}/tenants/<tenant_id>/enroll")
+    def enroll(tenant_id: str) -> views.EnrollmentView:
+        from petrel.services import tenants
+
+        tenant = ports.tenants.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        return _enrollment(tenants.enroll_tenant(ports.admin, tenant))
 
     @app.get(f"{PREFIX}/tenants")
     def list_tenants() -> views.TenantList:
@@ -234,6 +254,10 @@ def _tenant_routes(app: APIGatewayRestResolver, ports: AdminApiPorts) -> None:
         _require_tenant(ports, tenant_id)
         resumed = tenants.resume_tenant(ports.admin, tenant_id, messages=ports.messages, queue=ports.queue)
         return views.ResumedTenant(tenant=views.TenantView.of(resumed.tenant), released=resumed.released)
+
+
+def _enrollment(done: Enrollment) -> views.EnrollmentView:
+    return views.EnrollmentView(tenant_id=done.tenant_id, api_plan=done.api_plan, enrolled=done.key_id is not None)
 
 
 def _key_routes(app: APIGatewayRestResolver, ports: AdminApiPorts) -> None:
@@ -304,6 +328,7 @@ def _server_routes(app: APIGatewayRestResolver, ports: AdminApiPorts) -> None:
             pool=body.pool,
             weight=body.weight,
             ca_bundle=body.ca_bundle or None,
+            shaping=body.shaping.given() if body.shaping is not None else None,
         )
         return views.ServerView.of(server)
 
@@ -326,7 +351,9 @@ def _server_routes(app: APIGatewayRestResolver, ports: AdminApiPorts) -> None:
         from petrel.services import servers
 
         require(tenant_id, server_id)
-        changes = servers.ServerChanges(**body.model_dump(exclude_none=True))
+        given = body.model_dump(exclude_none=True, exclude={"shaping"})
+        shaping = body.shaping.given() if body.shaping is not None else None
+        changes = servers.ServerChanges(**given, shaping=shaping or None)
         return views.ServerView.of(servers.update_server(ports.admin, tenant_id, server_id, changes))
 
     def enabled_route(action: str, enabled: bool) -> None:

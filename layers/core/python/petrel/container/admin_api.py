@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from petrel.adapters.dns import DnsPythonResolver
     from petrel.adapters.imap import ImapClientReader
     from petrel.adapters.queues import SqsJobQueue
+    from petrel.adapters.usage_plans import ApiGatewayUsagePlans
     from petrel.services.domains import DomainDeps
     from petrel.services.servers import SmtpCheck
 
@@ -39,6 +40,24 @@ class AdminApiContainer(TenantAdminContainer[AdminApiSettings]):
     @property
     def max_age_hours_limit(self) -> int:
         return self.settings.max_message_age_hours
+
+    @property
+    def api_plans(self) -> dict[str, str]:
+        return self.settings.api_plans
+
+    @property
+    def usage_key_prefix(self) -> str:
+        return self.settings.usage_key_prefix
+
+    @cached_property
+    def usage_plans(self) -> ApiGatewayUsagePlans | None:
+        """API Gateway's usage plans, where the stack made them (none in the local stack: its front
+        throttles each tenant by its plan itself)."""
+        if not any(self.settings.api_plans.values()):
+            return None
+        from petrel.adapters.usage_plans import ApiGatewayUsagePlans
+
+        return ApiGatewayUsagePlans(self.clients.client("apigateway"))
 
     @cached_property
     def queue(self) -> SqsJobQueue:

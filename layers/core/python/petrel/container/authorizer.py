@@ -19,6 +19,10 @@ class AuthorizerContainer(FunctionContainer[AuthorizerSettings]):
     def from_env(cls) -> AuthorizerContainer:
         return cls(AuthorizerSettings.from_env())
 
+    @property
+    def usage_key_prefix(self) -> str:
+        return self.settings.usage_key_prefix
+
     @cached_property
     def tenants(self) -> DynamoTenantStore:
         return tenant_store(self.clients, self.settings.tenants_table)

@@ -9,6 +9,7 @@ build the services' deps from in-memory fakes instead.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping
 from functools import cached_property
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from petrel.adapters.scheduler import EventBridgeRetryScheduler
     from petrel.adapters.secrets import SecretsManagerStore
     from petrel.observability import Telemetry
+    from petrel.ports import UsagePlans
     from petrel.services.mailboxes import MailboxDeps
     from petrel.services.tenants import AdminDeps
 
@@ -265,13 +267,35 @@ class TenantAdminContainer(TenantStoresContainer[A]):
         from petrel.services.tenants import AdminDeps
 
         limit = self.max_age_hours_limit
-        return AdminDeps(
+        deps = AdminDeps(
             tenants=self.tenants,
             secrets=self.secrets,
             clock=self.clock,
             secrets_prefix=self.secrets_prefix,
-            **({"max_age_hours_limit": limit} if limit is not None else {}),
+            usage_plans=self.usage_plans,
         )
+        replaced: dict[str, Any] = {}
+        if limit is not None:
+            replaced["max_age_hours_limit"] = limit
+        if (plans := self.api_plans) is not None:
+            replaced["api_plans"] = plans
+            replaced["usage_key_prefix"] = self.usage_key_prefix
+        return dataclasses.replace(deps, **replaced) if replaced else deps
+
+    @property
+    def api_plans(self) -> Mapping[str, str] | None:
+        """The environment's API plans, name -> usage plan id (None: AdminDeps' default, one plan and
+        no API Gateway, as the CLI's bootstrapping container has)."""
+        return None
+
+    @property
+    def usage_plans(self) -> UsagePlans | None:
+        """Where tenants are enrolled in their plans (None: nowhere, no API Gateway)."""
+        return None
+
+    @property
+    def usage_key_prefix(self) -> str:
+        return "petrel-local"
 
     @cached_property
     def mailbox_admin(self) -> MailboxDeps:

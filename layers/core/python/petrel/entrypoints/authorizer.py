@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from petrel.errors import Unauthorized
-from petrel.services.auth import authenticate
+from petrel.services.auth import authenticate, usage_key
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -22,6 +22,8 @@ class AuthorizerPorts(Protocol):
     def tenants(self) -> TenantStore: ...
     @property
     def telemetry(self) -> Telemetry: ...
+    @property
+    def usage_key_prefix(self) -> str: ...
 
 
 def policy(effect: str, method_arn: str) -> dict[str, Any]:
@@ -36,7 +38,13 @@ def policy(effect: str, method_arn: str) -> dict[str, Any]:
 def create_authorizer(container: AuthorizerPorts) -> Handler:
     """The authorizer's Lambda handler, its tenant store from `container`. Its context names the
     tenant and the scopes the key is granted (`ApiKey.granted`: a key stored with the old `emails:*`
-    names has every scope), which the API checks per operation (petrel.api.app)."""
+    names has every scope), which the API checks per operation (petrel.api.app).
+
+    `usageIdentifierKey` is the tenant's usage key (petrel.services.auth.usage_key): API Gateway
+    throttles the request by the usage plan that key is in (the API's key source is AUTHORIZER). It is
+    computed, not looked up, so the authorizer reads nothing more; a tenant whose key was never enrolled
+    (created before usage plans, not yet `petrel tenant enroll`ed) is refused by API Gateway with 403
+    `Forbidden` after this returns, never by the authorizer."""
     logger = container.telemetry.logger
 
     @logger.inject_lambda_context(clear_state=True)
@@ -51,6 +59,7 @@ def create_authorizer(container: AuthorizerPorts) -> Handler:
         return {
             "principalId": key.key_id,
             "policyDocument": policy("Allow", str(event.get("methodArn", ""))),
+            "usageIdentifierKey": usage_key(container.usage_key_prefix, key.tenant_id),
             "context": {"tenant_id": key.tenant_id, "key_id": key.key_id, "scopes": " ".join(key.granted)},
         }
 

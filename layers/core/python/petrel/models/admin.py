@@ -21,6 +21,7 @@ from petrel.models.records import (
     MailboxHealth,
     Pool,
     Scope,
+    ServerShaping,
     SmtpSecurity,
     SmtpServer,
     Tenant,
@@ -29,6 +30,8 @@ from petrel.models.records import Mailbox as MailboxRecord
 
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 Quota = Annotated[int, Field(ge=1, le=1_000_000_000)]
+PlanName = Annotated[str, Field(min_length=1, max_length=64)]  # one of the environment's API plans
+SendRate = Annotated[float, Field(gt=0, le=100_000)]  # messages per second
 
 
 class _Request(BaseModel):
@@ -58,6 +61,8 @@ class CreateTenantRequest(_Request):
     daily_quota: Quota | None = None
     per_second_quota: Quota | None = None
     allow_unverified_domains: bool = False
+    api_plan: PlanName | None = None  # None: the default plan ("standard")
+    send_rate_per_second: SendRate | None = None  # None: no rate of its own (its servers' limits)
 
 
 class UpdateTenantRequest(_Request):
@@ -69,6 +74,8 @@ class UpdateTenantRequest(_Request):
     daily_quota: Quota | None = None
     per_second_quota: Quota | None = None
     allow_unverified_domains: bool | None = None
+    api_plan: PlanName | None = None  # moves the tenant's API key to that plan's usage plan
+    send_rate_per_second: SendRate | None = None  # null: no rate of its own
 
 
 class SuspendRequest(_Request):
@@ -87,6 +94,8 @@ class TenantView(_View):
     suspended_at: datetime | None
     suspended_reason: str | None
     status: Literal["active", "suspended"]
+    api_plan: str
+    send_rate_per_second: float | None
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantView:
@@ -102,11 +111,23 @@ class TenantView(_View):
             suspended_at=tenant.suspended_at,
             suspended_reason=tenant.suspended_reason,
             status="suspended" if tenant.suspended else "active",
+            api_plan=tenant.api_plan,
+            send_rate_per_second=tenant.send_rate_per_second,
         )
 
 
 class TenantList(_View):
     tenants: list[TenantView]
+
+
+class EnrollmentView(_View):
+    tenant_id: str
+    api_plan: str
+    enrolled: bool  # False: this environment has no API Gateway usage plans (the local stack)
+
+
+class EnrollmentList(_View):
+    enrollments: list[EnrollmentView]
 
 
 class ResumedTenant(_View):
@@ -163,6 +184,61 @@ class RevokedKey(_View):
 # -- SMTP servers ------------------------------------------------------------------------------
 
 
+class WarmupStepRequest(_Request):
+    day: int = Field(ge=0, le=3650)  # the server's age in days from which the cap applies
+    daily_cap: int = Field(ge=1, le=1_000_000_000)  # messages per UTC day
+
+
+class ShapingRequest(_Request):
+    """A server's traffic shaping (ServerShaping); a field left out keeps its value (the default, on
+    create). `warmup: []` means no warm-up ramp (a server that is warm already)."""
+
+    rate_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    burst: int | None = Field(default=None, ge=1, le=100_000)
+    provider_rate_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    provider_burst: int | None = Field(default=None, ge=1, le=100_000)
+    warmup: list[WarmupStepRequest] | None = Field(default=None, max_length=100)
+    concurrency: int | None = Field(default=None, ge=1, le=32)
+    bounce_window: int | None = Field(default=None, ge=10, le=100_000)
+    bounce_min_sends: int | None = Field(default=None, ge=1, le=100_000)
+    bounce_threshold: float | None = Field(default=None, gt=0, le=1)
+    failure_threshold: int | None = Field(default=None, ge=1, le=1000)
+    probation_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+
+    def given(self) -> dict[str, object]:
+        """The fields sent, as petrel.services.servers.shaped takes them."""
+        return self.model_dump(exclude_none=True)
+
+
+class WarmupStepView(_View):
+    day: int
+    daily_cap: int
+
+
+class ShapingView(_View):
+    rate_per_second: float
+    burst: int
+    provider_rate_per_second: float
+    provider_burst: int
+    warmup: list[WarmupStepView]
+    concurrency: int
+    bounce_window: int
+    bounce_min_sends: int
+    bounce_threshold: float
+    failure_threshold: int
+    probation_minutes: int
+
+    @classmethod
+    def of(cls, shaping: ServerShaping) -> ShapingView:
+        return cls.model_validate(shaping.model_dump())
+
+
+class ServerEventView(_View):
+    type: Literal["server.paused", "server.resumed"]
+    at: datetime
+    detail: str | None
+
+
 class CreateServerRequest(_Request):
     host: str = Field(min_length=1, max_length=253)
     port: int | None = Field(default=None, ge=1, le=65535)  # None: 587 with starttls, 465 with tls
@@ -172,6 +248,7 @@ class CreateServerRequest(_Request):
     pool: Pool = "transactional"
     weight: int = Field(default=1, ge=1, le=1000)
     ca_bundle: str | None = Field(default=None, max_length=256 * 1024)  # PEM text
+    shaping: ShapingRequest | None = None  # None: the platform's defaults
 
 
 class UpdateServerRequest(_Request):
@@ -184,6 +261,7 @@ class UpdateServerRequest(_Request):
     pool: Pool | None = None
     weight: int | None = Field(default=None, ge=1, le=1000)
     ca_bundle: str | None = Field(default=None, max_length=256 * 1024)
+    shaping: ShapingRequest | None = None  # only the shaping fields sent change
 
 
 class ServerPasswordRequest(_Request):
@@ -203,6 +281,12 @@ class ServerView(_View):
     enabled: bool
     ca_bundle: str | None
     created_at: datetime
+    shaping: ShapingView
+    # An automatic pause (bounce rate, connection failures) or one by command: no traffic until resumed.
+    paused_at: datetime | None
+    paused_reason: str | None
+    resume_at: datetime | None  # probation: it resumes on its own then (None: by command only)
+    events: list[ServerEventView]  # the last server.paused / server.resumed, the newest last
 
     @classmethod
     def of(cls, server: SmtpServer) -> ServerView:

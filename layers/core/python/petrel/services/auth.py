@@ -14,6 +14,23 @@ from petrel.models.records import SCOPES, ApiKey, Scope
 from petrel.ports import Clock, TenantStore
 
 KEY_PREFIX = "ptl_"
+# API Gateway refuses an API key value shorter than this.
+USAGE_KEY_MIN_LENGTH = 20
+
+
+def usage_key(name_prefix: str, tenant_id: str) -> str:
+    """The value of a tenant's API Gateway API key, which the authorizer returns as its
+    `usageIdentifierKey` so that the tenant's usage plan throttles it at the edge.
+
+    Deterministic (the environment's name prefix and the tenant id), so the authorizer needs no lookup,
+    and not a secret: with the API's key source AUTHORIZER, a client cannot present a key itself. Padded
+    to API Gateway's minimum length."""
+    return f"{name_prefix}.usage.{tenant_id}".ljust(USAGE_KEY_MIN_LENGTH, ".")
+
+
+def usage_key_name(name_prefix: str, tenant_id: str) -> str:
+    """The name of a tenant's API Gateway API key: how enrollment finds it again."""
+    return f"{name_prefix}-tenant-{tenant_id}"
 
 
 def hash_key(raw_key: str) -> str:

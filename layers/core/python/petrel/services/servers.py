@@ -11,12 +11,15 @@ passes petrel.adapters.smtp_check.check_server; tests pass their own), never smt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from petrel.errors import ConfigurationError
 from petrel.models.admin import Step
-from petrel.models.records import Pool, SmtpSecurity, SmtpServer
+from petrel.models.records import Pool, ServerEvent, ServerShaping, SmtpSecurity, SmtpServer
 from petrel.ports import RecordNotFound
 from petrel.services.tenants import AdminDeps, checked_ca_bundle, find_server, set_smtp_password
 
@@ -25,6 +28,38 @@ from petrel.services.tenants import AdminDeps, checked_ca_bundle, find_server, s
 SmtpCheck = Callable[[SmtpServer, str, str, Callable[[Step], None]], "Step | None"]
 # The steps that must have passed for a password to count as accepted.
 _AUTH_STEP = "auth"
+# The events a server keeps (the newest last).
+MAX_SERVER_EVENTS = 20
+
+
+def shaped(current: ServerShaping, changes: Mapping[str, Any] | None) -> ServerShaping:
+    """`current` with the fields `changes` names replaced (`warmup`: a list of {day, daily_cap}, [] for
+    none), checked as a whole; a value out of bounds is a ConfigurationError naming the field."""
+    if not changes:
+        return current
+    unknown = sorted(set(changes) - set(ServerShaping.model_fields))
+    if unknown:
+        raise ConfigurationError(f"unknown shaping setting {', '.join(unknown)}")
+    merged = {**current.model_dump(), **changes}
+    if merged.get("warmup") is not None:
+        days = [step["day"] if isinstance(step, Mapping) else getattr(step, "day", None) for step in merged["warmup"]]
+        if len(set(days)) != len(days):
+            raise ConfigurationError("warmup: each day at most once")
+        merged["warmup"] = sorted(
+            merged["warmup"], key=lambda step: step["day"] if isinstance(step, Mapping) else step.day
+        )
+    try:
+        result = ServerShaping.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigurationError(f"shaping {where}: {first['msg']}") from exc
+    if result.bounce_min_sends > result.bounce_window:
+        raise ConfigurationError(
+            f"shaping bounce_min_sends ({result.bounce_min_sends}) cannot be more than bounce_window "
+            f"({result.bounce_window}): the rate is taken over the last bounce_window sends"
+        )
+    return result
 
 
 @dataclass(frozen=True)
@@ -39,6 +74,7 @@ class ServerChanges:
     pool: Pool | None = None
     weight: int | None = None
     ca_bundle: str | None = None
+    shaping: Mapping[str, Any] | None = None  # the shaping fields to change (the others are kept)
 
     def given(self) -> dict[str, object]:
         return {key: value for key, value in vars(self).items() if value is not None}
@@ -60,6 +96,8 @@ def update_server(deps: AdminDeps, tenant_id: str, server_id: str, changes: Serv
         raise ConfigurationError("port 25 is not usable from Lambda; use 587 (starttls) or 465 (tls)")
     if "ca_bundle" in given:
         given["ca_bundle"] = checked_ca_bundle(str(given["ca_bundle"]))
+    if "shaping" in given:
+        given["shaping"] = shaped(server.shaping, changes.shaping)
     try:
         updated = SmtpServer.model_validate({**server.model_dump(), **given})
     except ValueError as exc:
@@ -69,11 +107,30 @@ def update_server(deps: AdminDeps, tenant_id: str, server_id: str, changes: Serv
 
 
 def set_enabled(deps: AdminDeps, tenant_id: str, server_id: str, enabled: bool) -> SmtpServer:
-    """Pause (False) or resume (True) a server: a paused one takes no new mail, its pool's others do."""
+    """Pause (False) or resume (True) a server: a paused one takes no new mail, its pool's others do.
+
+    Resuming also ends an automatic pause (the workers' bounce-rate or connection-failure protection:
+    `paused_at`, `paused_reason`, `resume_at`) and records `server.resumed`; a server that is enabled
+    and not paused is left as it is (no event), so a repeated resume changes nothing."""
     server = find_server(deps, tenant_id, server_id)
-    if server.enabled is enabled:
-        return server
-    updated = server.model_copy(update={"enabled": enabled})
+    if not enabled:
+        if not server.enabled:
+            return server
+        updated = server.model_copy(update={"enabled": False})
+    else:
+        if server.enabled and not server.paused:
+            return server
+        detail = f"by operator (was paused: {server.paused_reason})" if server.paused_reason else "by operator"
+        event = ServerEvent(type="server.resumed", at=deps.clock.now(), detail=detail)
+        updated = server.model_copy(
+            update={
+                "enabled": True,
+                "paused_at": None,
+                "paused_reason": None,
+                "resume_at": None,
+                "events": (*server.events, event)[-MAX_SERVER_EVENTS:],
+            }
+        )
     deps.tenants.put_server(updated)
     return updated
 

@@ -7,14 +7,16 @@ the operator reads.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Final
 
 from petrel.errors import ConfigurationError
 from petrel.ids import new_id
-from petrel.models.records import POOLS, Pool, SendingDomain, SmtpSecurity, SmtpServer, Tenant
+from petrel.models.records import POOLS, Pool, SendingDomain, ServerShaping, SmtpSecurity, SmtpServer, Tenant
 from petrel.ports import (
     Clock,
     JobQueue,
@@ -22,9 +24,10 @@ from petrel.ports import (
     RecordNotFound,
     SecretStore,
     TenantStore,
+    UsagePlans,
     WriteConflict,
 )
-from petrel.services.auth import MintedKey, mint_api_key
+from petrel.services.auth import MintedKey, mint_api_key, usage_key, usage_key_name
 from petrel.services.suspension import HeldMail, release_held
 
 # The longest `max_age_hours` anywhere: infra.config's bound on an environment's max_message_age_hours.
@@ -45,7 +48,18 @@ class AdminDeps:
     # The environment's max_message_age_hours (cdk.json): a tenant may not retry longer than its
     # messages and bodies are kept.
     max_age_hours_limit: int = MAX_AGE_HOURS_CEILING
+    # The environment's API plans: name -> the name of its API Gateway usage plan ("": none, the local
+    # stack). A tenant's `api_plan` must be one of these names.
+    api_plans: Mapping[str, str] = field(default_factory=lambda: {DEFAULT_API_PLAN: ""})
+    # Where the plans' usage plans are (None: no API Gateway, nothing to enroll), and the environment's
+    # name prefix its tenants' usage keys are made of (petrel.services.auth.usage_key).
+    usage_plans: UsagePlans | None = None
+    usage_key_prefix: str = "petrel-local"
 
+
+DEFAULT_API_PLAN: Final = "standard"  # Tenant.api_plan's default
+# The most messages per second a tenant's own sending rate may be set to.
+MAX_SEND_RATE = 100_000.0
 
 # The longest reason a suspension keeps (it is shown to the tenant in every refused send's problem).
 MAX_SUSPENDED_REASON = 500
@@ -72,12 +86,15 @@ class TenantSettings:
     daily_quota: int | Unchanged | None = UNCHANGED
     per_second_quota: int | Unchanged | None = UNCHANGED
     allow_unverified_domains: bool | None = None
+    api_plan: str | None = None  # one of the environment's plans (AdminDeps.api_plans)
+    # Messages per second the workers relay for the tenant; None: no limit of its own.
+    send_rate_per_second: float | Unchanged | None = UNCHANGED
 
     def changes(self) -> dict[str, object]:
         found: dict[str, object] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if value is UNCHANGED or (value is None and item.name not in QUOTAS):
+            if value is UNCHANGED or (value is None and item.name not in NULLABLE):
                 continue
             found[item.name] = value
         return found
@@ -85,6 +102,8 @@ class TenantSettings:
 
 # The tenant's recipient quotas (petrel.services.quotas): each a positive whole number, or None.
 QUOTAS = ("daily_quota", "per_second_quota")
+# The settings whose None is a value (no limit), not "unchanged".
+NULLABLE = (*QUOTAS, "send_rate_per_second")
 
 
 def _require_tenant(deps: AdminDeps, tenant_id: str) -> Tenant:
@@ -120,6 +139,17 @@ def _checked(deps: AdminDeps, settings: TenantSettings) -> dict[str, object]:
     flag = settings.allow_unverified_domains
     if flag is not None and not isinstance(flag, bool):
         raise ConfigurationError(f"allow unverified domains must be true or false, not {flag!r}")
+    plan = settings.api_plan
+    if plan is not None and plan not in deps.api_plans:
+        raise ConfigurationError(f"unknown API plan {plan!r}: this environment's plans are {', '.join(deps.api_plans)}")
+    rate = changes.get("send_rate_per_second")
+    if rate is not None and (
+        not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= MAX_SEND_RATE or math.isnan(rate)
+    ):
+        raise ConfigurationError(
+            f"send rate must be a number of messages per second above 0 and at most {MAX_SEND_RATE:g}, or none, "
+            f"not {rate}"
+        )
     return changes
 
 
@@ -132,8 +162,12 @@ def create_tenant(
     daily_quota: int | None = None,
     per_second_quota: int | None = None,
     allow_unverified_domains: bool | None = None,
+    api_plan: str | None = None,
+    send_rate_per_second: float | None = None,
 ) -> Tenant:
-    """A new tenant; settings not given keep the Tenant model's defaults (no quota: no limit)."""
+    """A new tenant; settings not given keep the Tenant model's defaults (no quota: no limit), enrolled
+    in its API plan (`enroll_tenant`) once it is stored: an enrollment that fails leaves the tenant
+    stored, and creating its key, or `petrel tenant enroll`, finishes it."""
     changes = _checked(
         deps,
         TenantSettings(
@@ -143,21 +177,67 @@ def create_tenant(
             daily_quota=daily_quota,
             per_second_quota=per_second_quota,
             allow_unverified_domains=allow_unverified_domains,
+            api_plan=api_plan,
+            send_rate_per_second=send_rate_per_second,
         ),
     )
     tenant = Tenant.model_validate({"tenant_id": new_id("tn"), "created_at": deps.clock.now(), **changes})
     deps.tenants.put_tenant(tenant)
+    enroll_tenant(deps, tenant)
     return tenant
 
 
 def update_tenant(deps: AdminDeps, tenant_id: str, settings: TenantSettings) -> Tenant:
-    """Change some settings of an existing tenant. Workers see the change once their cache expires."""
+    """Change some settings of an existing tenant. Workers see the change once their cache expires; a
+    new API plan is enrolled at once (after the tenant is stored: running the update again, or
+    `petrel tenant enroll`, finishes an enrollment that failed)."""
     changes = _checked(deps, settings)
     if not changes:
         raise ConfigurationError("nothing to change: give at least one setting")
     tenant = _require_tenant(deps, tenant_id).model_copy(update=changes)
     deps.tenants.put_tenant(tenant)
+    if "api_plan" in changes:
+        enroll_tenant(deps, tenant)
     return tenant
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    tenant_id: str
+    api_plan: str
+    key_id: str | None  # the tenant's API Gateway key; None where there is no API Gateway
+
+
+def enroll_tenant(deps: AdminDeps, tenant: Tenant) -> Enrollment:
+    """Put the tenant's API Gateway key (made once, found again by its name) in its plan's usage plan
+    and in no other: the edge then throttles its requests by that plan (the authorizer names the key).
+
+    Safe to repeat at any step. The key leaves its other plans first (API Gateway refuses a key in two
+    plans of one stage), so while a plan changes the tenant's requests may be refused (403) for the
+    moment between the two calls. A tenant whose plan is not (or no longer) one of the environment's is
+    a ConfigurationError, and nothing is changed."""
+    usage_plan = deps.api_plans.get(tenant.api_plan)
+    if usage_plan is None:
+        raise ConfigurationError(
+            f"tenant {tenant.tenant_id!r} is on API plan {tenant.api_plan!r}, which this environment does not "
+            f"have ({', '.join(deps.api_plans)}): give it one with PATCH (petrel tenant update --api-plan)"
+        )
+    if deps.usage_plans is None or not usage_plan:
+        return Enrollment(tenant.tenant_id, tenant.api_plan, None)
+    plans = deps.usage_plans
+    plan_id = plans.plan_id(usage_plan)
+    key_id = plans.ensure_key(
+        usage_key_name(deps.usage_key_prefix, tenant.tenant_id), usage_key(deps.usage_key_prefix, tenant.tenant_id)
+    )
+    for other in sorted({name for name in deps.api_plans.values() if name and name != usage_plan}):
+        plans.remove_key(plans.plan_id(other), key_id)
+    plans.add_key(plan_id, key_id)
+    return Enrollment(tenant.tenant_id, tenant.api_plan, key_id)
+
+
+def enroll_all(deps: AdminDeps) -> list[Enrollment]:
+    """`enroll_tenant` for every tenant (the upgrade step for tenants made before usage plans)."""
+    return [enroll_tenant(deps, tenant) for tenant in sorted(deps.tenants.list_tenants(), key=lambda t: t.tenant_id)]
 
 
 def suspend_tenant(deps: AdminDeps, tenant_id: str, reason: str | None = None) -> Tenant:
@@ -264,8 +344,12 @@ def add_smtp_server(
     pool: str = "transactional",
     weight: int = 1,
     ca_bundle: str | None = None,
+    shaping: Mapping[str, object] | None = None,
 ) -> SmtpServer:
-    """Register a MailU submission endpoint; the password goes to Secrets Manager only."""
+    """Register a MailU submission endpoint; the password goes to Secrets Manager only. `shaping`: the
+    fields of its ServerShaping that differ from the defaults (petrel.services.servers.shaped)."""
+    from petrel.services.servers import shaped
+
     _require_tenant(deps, tenant_id)
     if pool not in POOLS:
         raise ConfigurationError(f"pool must be one of {', '.join(POOLS)}")
@@ -293,6 +377,7 @@ def add_smtp_server(
             pool=_pool(pool),
             weight=weight,
             created_at=deps.clock.now(),
+            shaping=shaped(ServerShaping(), shaping),
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc).splitlines()[0]) from exc
