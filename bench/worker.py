@@ -433,9 +433,7 @@ class Invocation:
 
 @dataclass
 class ScaleFigures:
-    batch_size: int
-    concurrency: int
-    relay_concurrency: int
+    prod: ProdSettings
     new: Invocation
     today: Invocation
 
@@ -459,23 +457,43 @@ def measure_invocations(*, pipelining: bool, relay_concurrency: int, batch_size:
     )
 
 
-def prod_settings() -> tuple[int, int, int, dict[str, int]]:
-    """(batch size, send queues' max concurrency summed, relay threads, memory MB per environment)."""
+SEND_QUEUES = ("send-transactional", "send-bulk")
+
+
+@dataclass
+class ProdSettings:
+    """What the model reads from cdk.json (through infra.config, as the CDK app does)."""
+
+    batch_size: int
+    max_concurrency: dict[str, int]  # environments.prod.max_concurrency, by send queue
+    relay_concurrency: int
+    worker_memory_mb: dict[str, int]  # by environment
+
+    @property
+    def concurrency(self) -> int:
+        """The worker invocations that may run at once: the send queues' maximum concurrency summed."""
+        return sum(self.max_concurrency.values())
+
+
+def prod_settings() -> ProdSettings:
     from infra.config import EnvironmentConfig, parse_environments
 
     raw = json.loads((REPO / "cdk.json").read_text())["context"]["environments"]
     envs: dict[str, EnvironmentConfig] = parse_environments(raw)
     prod = envs["prod"]
-    concurrency = sum(prod.max_concurrency.get(q, 0) for q in ("send-transactional", "send-bulk"))
-    memory = {name: env.worker_memory_mb for name, env in envs.items()}
-    return prod.batch_size, concurrency, prod.worker_relay_concurrency, memory
+    return ProdSettings(
+        batch_size=prod.batch_size,
+        max_concurrency={q: prod.max_concurrency.get(q, 0) for q in SEND_QUEUES},
+        relay_concurrency=prod.worker_relay_concurrency,
+        worker_memory_mb={name: env.worker_memory_mb for name, env in envs.items()},
+    )
 
 
 def scale_part() -> ScaleFigures:
-    batch_size, concurrency, relay_concurrency, _ = prod_settings()
-    new = measure_invocations(pipelining=True, relay_concurrency=relay_concurrency, batch_size=batch_size)
-    today = measure_invocations(pipelining=False, relay_concurrency=1, batch_size=batch_size)
-    return ScaleFigures(batch_size, concurrency, relay_concurrency, new, today)
+    prod = prod_settings()
+    new = measure_invocations(pipelining=True, relay_concurrency=prod.relay_concurrency, batch_size=prod.batch_size)
+    today = measure_invocations(pipelining=False, relay_concurrency=1, batch_size=prod.batch_size)
+    return ScaleFigures(prod, new, today)
 
 
 def memory_child(batch_size: int, relay_concurrency: int) -> None:
@@ -521,38 +539,47 @@ def print_cpu(cpu: CpuFigures) -> bool:
 
 def print_scale(scale: ScaleFigures) -> bool:
     new, today = scale.new, scale.today
-    rate = modelled_rate(new.warm_rate, scale.concurrency)
+    rate = modelled_rate(new.warm_rate, scale.prod.concurrency)
     ok = rate >= TARGET_RATE
     print(
-        f"scale model   inputs: prod batch_size {scale.batch_size}, max_concurrency (send queues summed)"
-        f" {scale.concurrency}, relay_concurrency {scale.relay_concurrency}, {TENANTS} tenants each its own server,"
-        f" {AWS_LATENCY_MS:g} ms per AWS call, sink {SINK_DELAY_MS:g} ms per message's 250"
+        f"scale model   inputs: prod batch_size {scale.prod.batch_size}, max_concurrency (send queues summed)"
+        f" {scale.prod.concurrency} {scale.prod.max_concurrency}, relay_concurrency {scale.prod.relay_concurrency},"
+        f" {TENANTS} tenants each its own server, {AWS_LATENCY_MS:g} ms per AWS call,"
+        f" sink {SINK_DELAY_MS:g} ms per message's 250"
     )
     print(
         f"              one invocation {new.warm_rate:4.0f} msg/s warm ({new.wall_ms:.0f} ms wall, {new.cpu_ms:.0f} ms"
-        f" CPU), {new.cold_rate:.0f} msg/s cold | x {scale.concurrency} = {rate:,.0f} msg/s"
+        f" CPU), {new.cold_rate:.0f} msg/s cold | x {scale.prod.concurrency} = {rate:,.0f} msg/s"
         f" | {'PASS' if ok else 'FAIL'} (>= {TARGET_RATE:,.0f}; {concurrency_needed(TARGET_RATE, new.warm_rate)}"
         " concurrent invocations reach it)"
     )
     print(
         f"              today (relay_concurrency 1, no PIPELINING, same shaping and latencies) {today.warm_rate:.0f}"
-        f" msg/s warm x {scale.concurrency} = {modelled_rate(today.warm_rate, scale.concurrency):,.0f} msg/s"
+        f" msg/s warm x {scale.prod.concurrency} = {modelled_rate(today.warm_rate, scale.prod.concurrency):,.0f} msg/s"
     )
     print(
         f"              AWS calls per warm invocation: {new.calls_on('invocation'):g} one after the other on the"
         f" invocation's thread ({new.serial_detail()}), {new.calls_on('relay'):g} on the relay threads"
     )
+    serial_ms = new.calls_on("invocation") * AWS_LATENCY_MS
+    print(
+        f"              the serial calls are {serial_ms:.0f} ms of the invocation's {new.wall_ms:.0f} ms: taken at once"
+        f" (one round per stage) the invocation would be about {new.wall_ms - serial_ms + 4 * AWS_LATENCY_MS:.0f} ms"
+    )
     if not ok:
+        extra = concurrency_needed(TARGET_RATE, new.warm_rate) - scale.prod.concurrency
+        queues = scale.prod.max_concurrency
         print(
-            f"              cdk.json prod max_concurrency summed >= {concurrency_needed(TARGET_RATE, new.warm_rate)}"
-            " would meet it"
+            f"              cdk.json environments.prod.max_concurrency summed >= {scale.prod.concurrency + extra}"
+            f" would meet it, e.g. send-transactional {queues['send-transactional'] + extra}"
+            f" (now {queues['send-transactional']}), send-bulk {queues['send-bulk']}"
         )
     return ok
 
 
 def print_memory(scale: ScaleFigures) -> None:
-    _, _, _, configured = prod_settings()
-    mem = memory_part(scale.batch_size, scale.relay_concurrency)
+    configured = scale.prod.worker_memory_mb
+    mem = memory_part(scale.prod.batch_size, scale.prod.relay_concurrency)
     cpu_ms = scale.new.cpu_ms
     io_ms = max(0.0, scale.new.wall_ms - cpu_ms)
     chosen = choose_memory(mem["peak_rss_mb"], io_ms, cpu_ms)
@@ -560,7 +587,7 @@ def print_memory(scale: ScaleFigures) -> None:
     print(
         f"memory        peak RSS {mem['peak_rss_mb']:.0f} MB (before the first batch {mem['loaded_rss_mb']:.0f} MB,"
         f" Python allocations peak {mem['traced_peak_mb']:.1f} MB) over 60 warm batches on"
-        f" {scale.relay_concurrency} relay threads"
+        f" {scale.prod.relay_concurrency} relay threads"
     )
     print(
         f"              an invocation: {cpu_ms:.0f} ms CPU-bound, {io_ms:.0f} ms I/O-bound at 1 vCPU;"
