@@ -298,6 +298,7 @@ def run_scenario(
         with harness.meter.side(event_source):
             while pump.poll_once():
                 pass
+        worker.container.deliver.relay.close()  # the sessions it keeps for a next invocation
         sent = _count_relayed_first_try(admin, seeded.tenant_id)
         assert sent == EMAILS, f"{sent} of {EMAILS} emails were relayed first try"
     return Scenario(name, EMAILS, api_calls, functions, event_source, dict(harness.logs.written))

@@ -145,7 +145,11 @@ class Sink:
     def __exit__(self, *exc: object) -> None:
         assert self._process.stdin is not None
         self._process.stdin.close()
-        self._process.wait(timeout=10)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a client left a session open: aiosmtpd waits for it
+            self._process.kill()
+            self._process.wait()
 
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=self.ca_pem)

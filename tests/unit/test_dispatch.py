@@ -179,7 +179,10 @@ def test_a_policy_deferral_halves_the_providers_bucket_and_a_421_the_servers(wor
     worker.world.relay.script["r0@slow.example"] = [reply(451, "4.7.1 Rate limited, slow down", Stage.RCPT)]
     worker.world.relay.script["r0@busy.example"] = [reply(421, "4.7.0 Too many connections", Stage.MAIL)]
 
-    _run(worker, [slow, closing])
+    # One batch each: in one batch, whichever ran first would decide the other's server (a 421 ends the
+    # server's use for the rest of its batch).
+    _run(worker, [slow])
+    _run(worker, [closing])
 
     at = worker.world.clock.now().timestamp()
     buckets = worker.world.buckets

@@ -1,5 +1,6 @@
 """The send worker's handler: one SQS batch of jobs (SendJobs, and ReleaseJobs of scheduled emails),
-partial failures reported back to SQS.
+partial failures reported back to SQS (a batch none of whose records succeeded fails the invocation, as
+Powertools' batch processor does).
 
 Each record is parsed into `SendQueueRecord`, whose body is the job union of petrel.models.jobs: a body
 that is no job is a batch item failure (SQS retries it, then dead-letters it). Releases run first. The
@@ -29,11 +30,13 @@ from __future__ import annotations
 import contextvars
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json, ValidationError
 
@@ -45,6 +48,7 @@ from petrel.services.deliver import Batch, Delivery, InvocationBudget, JobResult
 from petrel.services.dispatch import Route, dispatch
 from petrel.services.release import release_email
 from petrel.services.server_health import Observed, observe
+from petrel.services.shaping import one_by_one
 from petrel.services.suspension import HELD_REASON
 
 if TYPE_CHECKING:
@@ -59,6 +63,9 @@ if TYPE_CHECKING:
     from petrel.services.release import ReleaseDeps
     from petrel.services.server_health import HealthDeps
     from petrel.settings import SendWorkerSettings
+
+
+T = TypeVar("T")
 
 
 class WorkerParts(Protocol):
@@ -172,6 +179,10 @@ class SendWorker:
                 "duration_ms": round((time.perf_counter() - started) * 1000),
             },
         )
+        if failures and len(failures) == len(event.get("Records", [])):
+            # As Powertools' batch processor does: a batch none of whose records succeeded fails the
+            # invocation (Lambda reports an error; SQS brings every record back).
+            raise BatchProcessingError(f"all {len(failures)} records of the batch failed")
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
     def parse(self, raw: dict[str, Any], items: list[Item]) -> str | None:
@@ -207,7 +218,7 @@ class SendWorker:
                 failures.append(item.message_id)
         batch = Batch()
         by_job = {id(item.job): item for item in admitted}
-        plan = dispatch(self.container.dispatch, batch, [item.job for item in admitted])
+        plan = dispatch(self.container.dispatch, batch, [item.job for item in admitted], fan_out=self.fan_out)
         for job, delay in plan.later:
             if not self.hand_back_job(job, delay, counts, note="waiting for tokens"):
                 failures.append(by_job[id(job)].message_id)
@@ -259,11 +270,21 @@ class SendWorker:
             self._executor = ThreadPoolExecutor(self.settings.relay_concurrency, thread_name_prefix="relay")
         return self._executor
 
+    def fan_out(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The shaping's independent calls to the store (one per bucket, one per server) on the relay
+        threads, which are idle then: a stage costs one round trip, not one per bucket."""
+        if len(calls) <= 1:
+            return one_by_one(calls)
+        futures = [self.executor.submit(contextvars.copy_context().run, call) for call in calls]
+        wait(futures)
+        return [future.result() for future in futures]
+
     def observe(self, observed: list[Observed]) -> None:
         """The batch's outcomes to the servers' health; a server paused now is logged and counted."""
         if not observed:
             return
-        for server in observe(self.container.health, observed, self.container.deliver.clock.now()):
+        now = self.container.deliver.clock.now()
+        for server in observe(self.container.health, observed, now, fan_out=self.fan_out):
             self.logger.warning(
                 "server paused",
                 extra={"server_id": server.server_id, "server_host": server.host, "tenant_id": server.tenant_id},

@@ -105,8 +105,11 @@ def route(deps: DispatchDeps, batch: Batch, job: SendJob, now: datetime) -> tupl
     return Route(job, server, provider), tenant
 
 
-def dispatch(deps: DispatchDeps, batch: Batch, jobs: Sequence[SendJob]) -> Dispatch:
-    """Route every job, take the buckets' tokens for the shaped ones in bulk, and split the batch."""
+def dispatch(
+    deps: DispatchDeps, batch: Batch, jobs: Sequence[SendJob], *, fan_out: shaping.FanOut = shaping.one_by_one
+) -> Dispatch:
+    """Route every job, take the buckets' tokens for the shaped ones in bulk (each stage's takes at once
+    through `fan_out`), and split the batch."""
     now = deps.clock.now()
     out = Dispatch()
     groups: dict[tuple[str, str, str], tuple[shaping.Want, list[Route]]] = {}
@@ -122,7 +125,7 @@ def dispatch(deps: DispatchDeps, batch: Batch, jobs: Sequence[SendJob]) -> Dispa
     if not groups:
         return out
     wants = [want for want, _ in groups.values()]
-    admissions = shaping.take_for_batch(deps.buckets, wants, now=now.timestamp(), today=now.date())
+    admissions = shaping.take_for_batch(deps.buckets, wants, now=now.timestamp(), today=now.date(), fan_out=fan_out)
     for (_, routes), admission in zip(groups.values(), admissions, strict=True):
         out.now.extend(routes[: admission.admitted])
         for routed, wait in zip(routes[admission.admitted :], admission.delays, strict=True):

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -70,9 +70,12 @@ def says_slow_down(reply: SmtpReply) -> bool:
     )
 
 
-def observe(deps: HealthDeps, observed: Sequence[Observed], now: datetime) -> list[SmtpServer]:
+def observe(
+    deps: HealthDeps, observed: Sequence[Observed], now: datetime, *, fan_out: shaping.FanOut = shaping.one_by_one
+) -> list[SmtpServer]:
     """Record the batch's outcomes per server, slow down the buckets told to, pause the servers whose
-    window passes a threshold; the servers this call paused."""
+    window passes a threshold; the servers this call paused. The servers are settled at once through
+    `fan_out` (each server's writes are its own)."""
     tallies: dict[tuple[str, str], _Tally] = {}
     for seen in observed:
         tally = tallies.setdefault((seen.server.tenant_id, seen.server.server_id), _Tally(seen.server))
@@ -88,9 +91,10 @@ def observe(deps: HealthDeps, observed: Sequence[Observed], now: datetime) -> li
                 tally.server_slowed = True
             else:
                 tally.slowed.add(seen.provider)
-    paused: list[SmtpServer] = []
     at = now.timestamp()
-    for tally in tallies.values():
+
+    def settle(tally: _Tally) -> SmtpServer | None:
+        """One server's slow-downs, its outcomes recorded, and its pause when they call for one."""
         server = tally.server
         for provider in sorted(tally.slowed):
             shaping.slow_down_provider(deps.buckets, server, provider, now=at, seconds=SLOW_DOWN_SECONDS)
@@ -105,5 +109,12 @@ def observe(deps: HealthDeps, observed: Sequence[Observed], now: datetime) -> li
             if deps.tenants.pause_server(
                 server.tenant_id, server.server_id, at=now, reason=reason, resume_at=resume_at
             ):
-                paused.append(server)
-    return paused
+                return server
+        return None
+
+    settled = fan_out([_bind(settle, tally) for tally in tallies.values()])
+    return [server for server in settled if server is not None]
+
+
+def _bind(settle: Callable[[_Tally], SmtpServer | None], tally: _Tally) -> Callable[[], SmtpServer | None]:
+    return lambda: settle(tally)

@@ -16,6 +16,10 @@ A message that finds no token is not an attempt: the worker hands it back to its
 given here, and the delays of one bucket's refused messages are spaced at that bucket's rate so that
 they do not all return at once.
 
+The takes of one stage are independent of each other (one bucket each), and so are the rate factors
+read before the first stage: each group of them goes through `fan_out` at once (the worker runs them
+on its threads: a batch's calls to DynamoDB then cost a round trip per stage, not one per bucket).
+
 `bounce_verdict` and `failure_verdict` turn a server's recent outcomes (TokenBuckets.record_outcomes)
 into the reason to pause it, or None.
 """
@@ -26,9 +30,10 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol, TypeVar
 
 from petrel.models.records import WARMUP_DAYS, SmtpServer, Tenant
-from petrel.ports import BucketSpec, ServerStats, TokenBuckets
+from petrel.ports import BucketSpec, Grant, ServerStats, TokenBuckets
 
 SLOW_DOWN_SECONDS = 300.0  # a provider's "slow down" halves its bucket for this long, then recovers as long
 
@@ -36,6 +41,29 @@ TENANT_RATE = "tenant-rate"
 SERVER_RATE = "server-rate"
 PROVIDER_RATE = "provider-rate"
 WARMUP_CAP = "warmup-cap"
+
+T = TypeVar("T")
+
+
+class FanOut(Protocol):
+    """Runs independent calls, at once where it can; their results in order, once every call has
+    returned. A call that raised raises here (the first in order), after the others have ended."""
+
+    def __call__(self, calls: Sequence[Callable[[], T]]) -> list[T]: ...
+
+
+def one_by_one(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """The FanOut that runs its calls one after the other (tests, and any caller without threads)."""
+    results: list[T] = []
+    error: Exception | None = None
+    for call in calls:
+        try:
+            results.append(call())
+        except Exception as raised:  # the others still run, as they would on threads
+            error = error or raised
+    if error is not None:
+        raise error
+    return results
 
 
 # -- keys -------------------------------------------------------------------------------------------
@@ -162,52 +190,86 @@ class _Taken:
     granted: int
 
 
-def take_for_batch(buckets: TokenBuckets, wants: Sequence[Want], *, now: float, today: date) -> list[Admission]:
+def take_for_batch(
+    buckets: TokenBuckets, wants: Sequence[Want], *, now: float, today: date, fan_out: FanOut = one_by_one
+) -> list[Admission]:
     """How many of each Want may be relayed now (module docstring), one Admission per Want, in order."""
     groups = [_Group(want, max(0, want.count)) for want in wants]
-    factors: dict[str, float] = {}
-
-    def factor(key: str) -> float:
-        if key not in factors:
-            factors[key] = buckets.factor(key, now=now)
-        return factors[key]
-
+    keys = sorted(
+        {server_key(w.server.tenant_id, w.server.server_id) for w in wants}
+        | {provider_key(w.server.tenant_id, w.server.server_id, w.provider) for w in wants}
+    )
+    factors = dict(zip(keys, fan_out([_factor_call(buckets, key, now) for key in keys]), strict=True))
     stages: tuple[tuple[str, Callable[[Want], BucketSpec | None]], ...] = (
         (TENANT_RATE, lambda w: tenant_bucket(w.tenant)),
-        (SERVER_RATE, lambda w: server_bucket(w.server, factor(server_key(w.server.tenant_id, w.server.server_id)))),
+        (SERVER_RATE, lambda w: server_bucket(w.server, factors[server_key(w.server.tenant_id, w.server.server_id)])),
         (
             PROVIDER_RATE,
             lambda w: provider_bucket(
-                w.server, w.provider, factor(provider_key(w.server.tenant_id, w.server.server_id, w.provider))
+                w.server, w.provider, factors[provider_key(w.server.tenant_id, w.server.server_id, w.provider)]
             ),
         ),
     )
     taken: list[_Taken] = []
     try:
         for reason, bucket_of in stages:
-            for bucket, members in _by_bucket(groups, bucket_of):
-                wanted = sum(g.allowed for g in members)
-                grant = buckets.take(bucket, wanted, now=now)
+            found = _by_bucket(groups, bucket_of)
+            calls = [_take_call(buckets, bucket, sum(g.allowed for g in members), now) for bucket, members in found]
+            results = fan_out(calls)
+            for (bucket, members), grant in zip(found, results, strict=True):
+                if isinstance(grant, Grant):
+                    taken.append(_Taken(bucket, members, grant.granted))
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            for (bucket, members), grant in zip(found, results, strict=True):
+                assert isinstance(grant, Grant)
                 _share(members, grant.granted, _spaced(grant.wait_seconds, bucket.rate), reason)
-                taken.append(_Taken(bucket, members, grant.granted))
-        _take_daily(buckets, groups, now=now, today=today)
+        _take_daily(buckets, groups, now=now, today=today, fan_out=fan_out)
     except Exception:
-        _give_back_all(buckets, taken, now=now)
+        _give_back_all(buckets, taken, now=now, fan_out=fan_out)
         raise
+    returns: list[Callable[[], None]] = []
     for t in taken:
         unused = t.granted - sum(g.allowed for g in t.groups)
         if unused > 0:
-            buckets.give_back(t.bucket, unused, now=now)
+            returns.append(_give_back_call(buckets, t.bucket, unused, now))
+    fan_out(returns)
     return [Admission(g.want, g.allowed, tuple(sorted(g.delays)), g.limited_by) for g in groups]
 
 
-def _give_back_all(buckets: TokenBuckets, taken: Sequence[_Taken], *, now: float) -> None:
+def _factor_call(buckets: TokenBuckets, key: str, now: float) -> Callable[[], float]:
+    return lambda: buckets.factor(key, now=now)
+
+
+def _take_call(buckets: TokenBuckets, bucket: BucketSpec, wanted: int, now: float) -> Callable[[], Grant | Exception]:
+    """A take whose failure is a value: the takes that succeeded beside it are then given back."""
+
+    def take() -> Grant | Exception:
+        try:
+            return buckets.take(bucket, wanted, now=now)
+        except Exception as error:
+            return error
+
+    return take
+
+
+def _give_back_call(buckets: TokenBuckets, bucket: BucketSpec, count: int, now: float) -> Callable[[], None]:
+    return lambda: buckets.give_back(bucket, count, now=now)
+
+
+def _give_back_all(buckets: TokenBuckets, taken: Sequence[_Taken], *, now: float, fan_out: FanOut) -> None:
     """A stage failed (the store refused or was unreachable): nothing of the batch goes, so every token
     already taken goes back, as far as the store lets it (a token it keeps is only a token lost)."""
-    for t in taken:
-        if t.granted > 0:
+
+    def give_back(t: _Taken) -> Callable[[], None]:
+        def call() -> None:
             with contextlib.suppress(Exception):
                 buckets.give_back(t.bucket, t.granted, now=now)
+
+        return call
+
+    fan_out([give_back(t) for t in taken if t.granted > 0])
 
 
 def _by_bucket(
@@ -241,7 +303,7 @@ def _share(members: Sequence[_Group], granted: int, delay: Callable[[int], float
             refused += cut
 
 
-def _take_daily(buckets: TokenBuckets, groups: Sequence[_Group], *, now: float, today: date) -> None:
+def _take_daily(buckets: TokenBuckets, groups: Sequence[_Group], *, now: float, today: date, fan_out: FanOut) -> None:
     """The warm-up stage: one counter per capped server and day; what it refuses waits for tomorrow."""
     tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC).timestamp()
     wait = max(1.0, tomorrow - now)
@@ -250,13 +312,19 @@ def _take_daily(buckets: TokenBuckets, groups: Sequence[_Group], *, now: float, 
         server = group.want.server
         if group.allowed > 0:
             servers.setdefault((server.tenant_id, server.server_id), (server, []))[1].append(group)
+    capped: list[tuple[int, SmtpServer, list[_Group]]] = []
     for server, members in servers.values():
         cap = daily_cap(server, today)
-        if cap is None:
-            continue
-        wanted = sum(g.allowed for g in members)
-        got = buckets.take_daily(daily_key(server.tenant_id, server.server_id), wanted, cap=cap, day=today.isoformat())
-        _share(members, got, _spaced(wait, float("inf")), WARMUP_CAP)
+        if cap is not None:
+            capped.append((cap, server, members))
+
+    def take(cap: int, server: SmtpServer, wanted: int) -> Callable[[], int]:
+        key = daily_key(server.tenant_id, server.server_id)
+        return lambda: buckets.take_daily(key, wanted, cap=cap, day=today.isoformat())
+
+    got = fan_out([take(cap, server, sum(g.allowed for g in members)) for cap, server, members in capped])
+    for (_, _, members), granted in zip(capped, got, strict=True):
+        _share(members, granted, _spaced(wait, float("inf")), WARMUP_CAP)
 
 
 # -- adaptive protection ----------------------------------------------------------------------------
