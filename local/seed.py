@@ -40,6 +40,19 @@ class RelayAccount:
         return settings | overrides
 
 
+# The shaping of a seeded server (the local stack's, the tests', the benchmarks'): a server on this
+# machine has no reputation to warm up, and the platform's default rates (20/s, 5/s per provider) would
+# make every local run wait on tokens. Its protection (bounce rate, connection failures) is the
+# default's. A caller's own `shaping=` replaces this.
+LOCAL_SHAPING: dict[str, Any] = {
+    "warmup": [],
+    "rate_per_second": 500.0,
+    "burst": 1000,
+    "provider_rate_per_second": 250.0,
+    "provider_burst": 500,
+}
+
+
 @dataclass(frozen=True)
 class SeededTenant:
     """What a seeded tenant sends with: its id, its server's id and its API key (shown once)."""
@@ -65,12 +78,14 @@ def seed_tenant(
     **server: Any,
 ) -> SeededTenant:
     """A tenant sending from `domain` through one SMTP server: `relay`'s account, with any `add_smtp_server`
-    setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle). Bounces go to
+    setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle; its shaping is
+LOCAL_SHAPING unless `shaping` is given). Bounces go to
     `return_path_domain` (default: `domain` itself). The domain is pending until its records are published
     and verified (`publish_and_verify`); `allow_unverified_domains` lets the tenant send before (tests)."""
     tenant = tenants.create_tenant(admin, name, allow_unverified_domains=allow_unverified_domains)
     # the server first: the domain's SPF record authorizes the tenant's servers
-    created = tenants.add_smtp_server(admin, tenant.tenant_id, **relay.server_settings(**server))
+    settings = relay.server_settings(**({"shaping": LOCAL_SHAPING} | server))
+    created = tenants.add_smtp_server(admin, tenant.tenant_id, **settings)
     tenants.add_domain(admin, tenant.tenant_id, domain, return_path_domain)
     key = tenants.create_api_key(admin, tenant.tenant_id, key_name or name)
     return SeededTenant(tenant_id=tenant.tenant_id, server_id=created.server_id, api_key=key.secret, domain=domain)
