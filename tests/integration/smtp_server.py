@@ -230,6 +230,11 @@ class RunningServer:
             assert protocol.closed.wait(timeout), "the server did not close the session"  # type: ignore[attr-defined]
 
     def stop(self) -> None:
+        """Stop the server. Sessions a client still holds open (the relay keeps them for its next
+        invocation) are aborted first: aiosmtpd would otherwise wait for them to end."""
+        for protocol in self.handler.protocols:
+            if protocol.transport is not None:
+                self.controller.loop.call_soon_threadsafe(protocol.transport.abort)
         self.controller.stop()
 
 
