@@ -78,10 +78,10 @@ def seed_tenant(
     **server: Any,
 ) -> SeededTenant:
     """A tenant sending from `domain` through one SMTP server: `relay`'s account, with any `add_smtp_server`
-    setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle; its shaping is
-LOCAL_SHAPING unless `shaping` is given). Bounces go to
-    `return_path_domain` (default: `domain` itself). The domain is pending until its records are published
-    and verified (`publish_and_verify`); `allow_unverified_domains` lets the tenant send before (tests)."""
+        setting overridden by `server` (e.g. a fault proxy's host and port, another CA bundle; its shaping is
+    LOCAL_SHAPING unless `shaping` is given). Bounces go to
+        `return_path_domain` (default: `domain` itself). The domain is pending until its records are published
+        and verified (`publish_and_verify`); `allow_unverified_domains` lets the tenant send before (tests)."""
     tenant = tenants.create_tenant(admin, name, allow_unverified_domains=allow_unverified_domains)
     # the server first: the domain's SPF record authorizes the tenant's servers
     settings = relay.server_settings(**({"shaping": LOCAL_SHAPING} | server))

@@ -106,14 +106,14 @@ def test_a_control_character_is_a_422_before_anything_is_stored(world: FakeWorld
 def test_a_batch_item_that_fails_unexpectedly_is_that_items_problem(
     world: FakeWorld, api: Api, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = submit.submit_email
+    real = submit.accept_email
 
-    def flaky(deps: SubmitDeps, tenant: Tenant, request: Any, reads: Any = None) -> Any:
+    def flaky(deps: SubmitDeps, tenant: Tenant, request: Any, reads: Any) -> Any:
         if request.subject == "boom":
             raise RuntimeError("disk on fire")
         return real(deps, tenant, request, reads)
 
-    monkeypatch.setattr(submit, "submit_email", flaky)
+    monkeypatch.setattr(submit, "accept_email", flaky)
     batch = {"emails": [_email(), _email(subject="boom"), _email(subject="a\x85b"), _email()]}
     result = _call(api, seeded, "POST", "/v1/emails/batch", batch, headers={"Idempotency-Key": "b-1"})
 
@@ -255,3 +255,37 @@ def test_a_failure_after_storing_is_logged_on_the_api_functions_logger(
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.name == "petrel-api"
     assert record.getMessage() == "enqueue failed after the email was stored; the sweeper will queue it"
+
+
+def test_a_batchs_jobs_are_queued_together_and_a_refused_one_is_failed(
+    world: FakeWorld, api: Api, seeded: Seeded
+) -> None:
+    """25 emails of one pool and delay: their jobs go in 3 SendMessageBatch calls, not 25; the one job the
+    queue refuses ends its message `failed`/`enqueue-failed`, and the others are queued."""
+    emails = [_email(to=[f"r{i}@example.org"]) for i in range(24)] + [_email(to=["refused@example.org"])]
+
+    def refuse(job: Any) -> bool:
+        return any(
+            m.message_id == job.message_id and m.recipient == "refused@example.org"
+            for m in world.messages.messages.values()
+        )
+
+    world.queue.refuse_when = refuse
+    result = _ok(_call(api, seeded, "POST", "/v1/emails/batch", {"emails": emails}), 202)
+
+    statuses = [r["email"]["recipients"][0]["status"] for r in result["results"]]
+    assert statuses == ["queued"] * 24 + ["failed"]
+    assert world.queue.batches == 3
+    assert len(world.queue.sent["transactional"]) == 24
+
+
+def test_a_batch_whose_queue_fails_leaves_its_emails_to_the_sweeper(world: FakeWorld, api: Api, seeded: Seeded) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("queue unreachable")
+
+    world.queue.send_jobs = broken  # type: ignore[method-assign]
+    result = _ok(_call(api, seeded, "POST", "/v1/emails/batch", {"emails": [_email(), _email()]}), 202)
+
+    assert [r["status"] for r in result["results"]] == [202, 202]
+    assert [r["email"]["recipients"][0]["status"] for r in result["results"]] == ["queued", "queued"]
+    assert len(world.messages.emails) == 2  # stored and due: the sweeper queues them

@@ -8,6 +8,7 @@ write_units.py); an email stored without its messages is not shown.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +22,8 @@ from moto import mock_aws
 from local.provision import provision
 from petrel import resources
 from petrel.adapters.dynamodb import DynamoMessageStore
-from petrel.adapters.message_items import BODY_Z
+from petrel.adapters.message_items import BODY_Z, BODY_ZD1
+from petrel.ids import message_id
 from petrel.models.records import Attempt, EmailRecord, Event, EventName, MessageRecord, MessageStatus, Reply
 from petrel.ports import EmailKey, MessageKey, Transition
 from tests.fakes import records
@@ -189,9 +191,83 @@ def test_an_inline_body_is_compressed_when_that_is_smaller_and_read_back_as_is(t
     raw = table.client.get_item(
         TableName=table.name, Key={"pk": {"S": resources.email_pk(TENANT, email.email_id)}, "sk": {"S": "EMAIL"}}
     )["Item"]
-    assert BODY_Z in raw and "body_inline" not in raw and len(raw[BODY_Z]["B"]) < len(text) // 4
+    assert BODY_ZD1 in raw and "body_inline" not in raw and len(raw[BODY_ZD1]["B"]) < len(text) // 4
     assert table.store.get_email_record(EmailKey.of(email)) == email
     assert table.store.get_email_record(EmailKey.of(other)) == other
+
+
+def test_an_email_item_of_the_form_before_is_read_back(table: Table) -> None:
+    """The form before the preset dictionary: zlib alone under `body_z`, ISO creation time, recipients and
+    Message-ID header in full, pool and tags always there."""
+    body = b"Subject: receipt\r\n\r\n" + b"Thank you for your order.\r\n" * 40
+    email, _ = records.email(TENANT, body=body)
+    email = email.model_copy(update={"tags": {"campaign": "autumn"}})
+    before = email.model_dump(mode="json", exclude_none=True, exclude={"tenant_id", "email_id", "body_inline"})
+    before |= {
+        "pk": resources.email_pk(TENANT, email.email_id),
+        "sk": resources.EMAIL_SK,
+        "expires_at": EXPIRES,
+        BODY_Z: zlib.compress(body, 6),
+    }
+    table.client.put_item(TableName=table.name, Item={k: _SER.serialize(v) for k, v in before.items()})
+
+    assert table.store.get_email_record(EmailKey.of(email)) == email
+
+
+def test_a_password_reset_email_of_html_and_text_is_one_write_unit(table: Table) -> None:
+    """A 1.7 KB password-reset email as Petrel builds it (text and HTML, quoted-printable): its item, body
+    included, stays under 1 KB."""
+    from petrel.ids import new_email_id
+    from petrel.mail.mime import MessageContent, build_mime, header_message_id
+
+    email_id = new_email_id(T0 * 1000)
+    link = "https://app.example.io/account/reset?token=8f2a9c1e4b7d6f3a0c5e9b2d"
+    text = (
+        "Hi Ana,\n\nSomeone asked to reset the password of your account. If it was you, open this link"
+        f" within 30 minutes:\n\n{link}\n\nIf it was not you, ignore this email; your password stays as it"
+        " is. Questions? Reply to this email and a person will answer.\n\nThe Example team\n"
+    )
+    html = (
+        '<html><body><div style="max-width:600px;margin:0 auto;font-family:Arial,sans-serif;color:#333333">'
+        '<h1 style="font-size:20px">Reset your password</h1><p>Hi Ana,</p><p>Someone asked to reset the'
+        " password of your account. If it was you, use the button below within 30 minutes.</p>"
+        f'<p><a href="{link}" style="background:#1a73e8;color:#ffffff;padding:12px 20px;border-radius:4px;'
+        'text-decoration:none">Reset password</a></p><p>If it was not you, ignore this email; your password'
+        " stays as it is.</p><p>Questions? Reply to this email and a person will answer.</p>"
+        '<p style="color:#888888;font-size:12px">Example Inc., 1 Harbour Street, Lyon</p></div></body></html>'
+    )
+    content = MessageContent(
+        from_="Example <no-reply@app.example.io>",
+        subject="Reset your password",
+        to=["ana@example.org"],
+        text=text,
+        html=html,
+    )
+    body = build_mime(
+        content, message_id=header_message_id(email_id, "app.example.io"), date=DEFAULT_START, email_id=email_id
+    )
+    assert len(body) > 1700
+    email, messages = records.email(TENANT, ["ana@example.org"], body=body)
+    email = email.model_copy(
+        update={
+            "email_id": email_id,
+            "from_address": content.from_,
+            "header_message_id": header_message_id(email_id, "app.example.io"),
+            "subject": content.subject,
+            "recipients": tuple(
+                r.model_copy(update={"message_id": message_id(email_id, n)}) for n, r in enumerate(email.recipients, 1)
+            ),
+        }
+    )
+    messages = [m.model_copy(update={"email_id": email_id, "message_id": message_id(email_id, 1)}) for m in messages]
+    table.store.create_email(email, messages, EXPIRES)
+
+    raw = table.client.get_item(
+        TableName=table.name, Key={"pk": {"S": resources.email_pk(TENANT, email_id)}, "sk": {"S": "EMAIL"}}
+    )["Item"]
+    assert item_size(raw) < 1024, item_size(raw)
+    assert "header_message_id" not in raw and "pool" not in raw  # what the key and the From give back
+    assert table.store.get_email_record(EmailKey.of(email)) == email
 
 
 def test_an_email_stored_without_its_messages_is_not_shown(table: Table) -> None:

@@ -17,7 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from petrel import resources
-from petrel.models.records import Attempt, EmailRecord, Event, MessageRecord, Reply
+from petrel.ids import message_id
+from petrel.mail import body_dictionary
+from petrel.mail.addresses import parse_mailbox
+from petrel.mail.mime import header_message_id
+from petrel.models.records import Attempt, EmailRecord, Event, MessageRecord, Recipient, Reply
+
+DEFAULT_POOL = "transactional"
 
 _MICRO = Decimal("0.000001")
 
@@ -205,34 +211,92 @@ def when_of_created_key(created_key: str) -> datetime:
     return datetime.fromisoformat(created_key.rpartition("#")[0])
 
 
-# An inline body is stored zlib-compressed under this attribute when that is smaller; older items,
-# and bodies that do not compress, hold it as is in `body_inline`.
+# An inline body is stored zlib-compressed against Petrel's preset dictionary (petrel.mail.body_dictionary)
+# under BODY_ZD1 when that is smaller. Items of the form before hold it under BODY_Z (zlib alone), and
+# bodies that do not compress hold it as is in `body_inline`: both are still read.
 BODY_Z = "body_z"
+BODY_ZD1 = "body_zd1"
+
+
+def pack_body(body: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, body_dictionary.V1)
+    return packer.compress(body) + packer.flush()
+
+
+def unpack_body(packed: bytes) -> bytes:
+    unpacker = zlib.decompressobj(zdict=body_dictionary.V1)
+    return unpacker.decompress(packed) + unpacker.flush()
+
+
+def derived_header_message_id(email: EmailRecord) -> str | None:
+    """The Message-ID header Petrel gives an email (petrel.mail.mime.header_message_id), from its id and
+    its From domain; None when the From address does not parse."""
+    try:
+        domain = parse_mailbox(email.from_address).address.rpartition("@")[2]
+    except ValueError:
+        return None
+    return header_message_id(email.email_id, domain)
 
 
 def email_item(email: EmailRecord, expires_at: int) -> dict[str, Any]:
-    """A new email item: the ids are in the key, the body compressed when that is smaller."""
+    """A new email item, under 1 KB for a few-KB email (one write unit): the ids are in the key, the body
+    compressed when that is smaller, nothing stored that the item's key and other fields give back (a
+    recipient's message id when it is the one its position gives, the Message-ID header when it is the
+    one Petrel makes, the default pool, no tags), the creation time as epoch seconds."""
     item: dict[str, Any] = email.model_dump(
-        mode="json", exclude_none=True, exclude={"tenant_id", "email_id", "body_inline"}
+        mode="json",
+        exclude_none=True,
+        exclude={"tenant_id", "email_id", "body_inline", "recipients", "created_at", "header_message_id"},
     )
     item["pk"] = resources.email_pk(email.tenant_id, email.email_id)
     item["sk"] = resources.EMAIL_SK
     item[resources.MESSAGES.ttl_attribute] = expires_at
+    item["created_at"] = epoch(email.created_at)
+    if email.header_message_id != derived_header_message_id(email):
+        item["header_message_id"] = email.header_message_id
+    if item.get("pool") == DEFAULT_POOL:
+        del item["pool"]
+    if not item.get("tags"):
+        item.pop("tags", None)
+    item["recipients"] = [_recipient_out(email.email_id, position, r) for position, r in enumerate(email.recipients, 1)]
     if email.body_inline is not None:
-        packed = zlib.compress(email.body_inline, 6)
+        packed = pack_body(email.body_inline)
         if len(packed) < len(email.body_inline):
-            item[BODY_Z] = packed
+            item[BODY_ZD1] = packed
         else:
             item["body_inline"] = email.body_inline
     return item
 
 
+def _recipient_out(email_id: str, position: int, recipient: Recipient) -> Any:
+    """`[address, kind]` when the message id is the one the position gives, else the recipient in full."""
+    if recipient.message_id == message_id(email_id, position):
+        return [recipient.email, recipient.kind]
+    return recipient.model_dump(mode="json")
+
+
+def _recipient_in(email_id: str, position: int, value: Any) -> Recipient:
+    if isinstance(value, dict):
+        return Recipient.model_validate(value)
+    address, kind = value
+    return Recipient(message_id=message_id(email_id, position), email=address, kind=kind)
+
+
 def email_record(item: dict[str, Any]) -> EmailRecord:
     """The EmailRecord of a stored email item, of this form or an older one."""
     tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
-    fields = {k: v for k, v in item.items() if k not in ("pk", "sk", BODY_Z, resources.MESSAGES.ttl_attribute)}
+    skip = ("pk", "sk", BODY_Z, BODY_ZD1, resources.MESSAGES.ttl_attribute, "recipients", "created_at")
+    fields = {k: v for k, v in item.items() if k not in skip}
     fields.setdefault("tenant_id", tenant_id)
     fields.setdefault("email_id", email_id)
-    if BODY_Z in item:
+    fields.setdefault("pool", DEFAULT_POOL)
+    fields["created_at"] = when(item["created_at"])
+    fields["recipients"] = [_recipient_in(email_id, n, r) for n, r in enumerate(item.get("recipients", []), 1)]
+    if BODY_ZD1 in item:
+        fields["body_inline"] = unpack_body(bytes(item[BODY_ZD1]))
+    elif BODY_Z in item:
         fields["body_inline"] = zlib.decompress(bytes(item[BODY_Z]))
+    if "header_message_id" not in fields:
+        partial = EmailRecord.model_validate({**fields, "header_message_id": ""})
+        fields["header_message_id"] = derived_header_message_id(partial) or ""
     return EmailRecord.model_validate(fields)

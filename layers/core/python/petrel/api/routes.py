@@ -313,15 +313,17 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         tenant_id, _ = caller()
         return submit.submit_email(services.submit, tenant(tenant_id), body)
 
-    def batch_item(owner: Tenant, index: int, item: Any, reads: submit.TenantReads, request_id: str) -> BatchItemResult:
-        """One email of a batch: accepted, or its own problem. Nothing one email does fails the others."""
+    def batch_item(
+        owner: Tenant, index: int, item: Any, reads: submit.TenantReads, request_id: str
+    ) -> submit.Accepted | BatchItemResult:
+        """One email of a batch: stored (its jobs queued with the others'), or its own problem. Nothing
+        one email does fails the others."""
         try:
             try:
                 email = SendEmailRequest.model_validate(item)
             except ValidationError as exc:
                 raise validation_problem(exc, f"email at index {index}") from exc
-            sent = submit.submit_email(services.submit, owner, email, reads)
-            return BatchItemResult(index=index, status=202, email=sent)
+            return submit.accept_email(services.submit, owner, email, reads)
         except PetrelError as error:
             failure = within(error, f"/emails/{index}")
         except Exception:
@@ -369,7 +371,13 @@ def register_routes(app: APIGatewayRestResolver, services: ApiServices) -> Opera
         suspension.check_not_suspended(owner)  # the whole batch: a 403, not one per email
         reads = submit.TenantReads()  # the emails of a batch share their tenant's domains and servers
         request_id = app.current_event.request_context.request_id
-        results = [batch_item(owner, index, item, reads, request_id) for index, item in enumerate(items)]
+        outcomes = [batch_item(owner, index, item, reads, request_id) for index, item in enumerate(items)]
+        stored = [(index, o) for index, o in enumerate(outcomes) if isinstance(o, submit.Accepted)]
+        statuses = submit.enqueue_together(services.submit, [accepted for _, accepted in stored])
+        results = [o for o in outcomes if isinstance(o, BatchItemResult)]
+        for (index, accepted), queued in zip(stored, statuses, strict=True):
+            results.append(BatchItemResult(index=index, status=202, email=accepted.response(queued)))
+        results.sort(key=lambda r: r.index)
         if any(r.status == 202 for r in results):
             return BatchSendResponse(results=results)
         if any(r.status >= 500 for r in results):  # nothing was accepted: the whole request may be retried

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -321,12 +321,27 @@ def enqueue_or_leave_to_sweeper(
         return {m.message_id: m.status for m in messages}
 
 
-def submit_email(
-    deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest, reads: TenantReads | None = None
-) -> SendEmailResponse:
-    """Accept one email. `reads` shares the tenant's configuration among the emails of one request."""
+@dataclass(frozen=True)
+class Accepted:
+    """An email stored (accepted), its jobs not queued yet."""
+
+    email: EmailRecord
+    messages: list[MessageRecord]
+    send_at: datetime | None
+
+    def response(self, statuses: Mapping[str, MessageStatus]) -> SendEmailResponse:
+        return SendEmailResponse(
+            id=self.email.email_id,
+            recipients=[
+                RecipientStatus(id=m.message_id, email=m.recipient, status=statuses[m.message_id])
+                for m in self.messages
+            ],
+        )
+
+
+def accept_email(deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest, reads: TenantReads) -> Accepted:
+    """Check and store one email (every refusal is raised before anything is stored or counted)."""
     check_not_suspended(tenant)
-    reads = reads or TenantReads()
     now = deps.clock.now()
     email_id = new_email_id(int(now.timestamp() * 1000))
     from_domain = check_sender_domain(deps, tenant, request.from_, reads)
@@ -353,10 +368,44 @@ def submit_email(
     except BaseException:
         quotas.give_back(deps.tenants, counted)
         raise
-    statuses = enqueue_or_leave_to_sweeper(deps, email, messages, send_at)
-    return SendEmailResponse(
-        id=email_id,
-        recipients=[
-            RecipientStatus(id=m.message_id, email=m.recipient, status=statuses[m.message_id]) for m in messages
-        ],
-    )
+    return Accepted(email, messages, send_at)
+
+
+def submit_email(
+    deps: SubmitDeps, tenant: Tenant, request: SendEmailRequest, reads: TenantReads | None = None
+) -> SendEmailResponse:
+    """Accept one email and queue its jobs."""
+    accepted = accept_email(deps, tenant, request, reads or TenantReads())
+    return accepted.response(enqueue_or_leave_to_sweeper(deps, accepted.email, accepted.messages, accepted.send_at))
+
+
+def enqueue_together(deps: SubmitDeps, accepted: Sequence[Accepted]) -> list[dict[str, MessageStatus]]:
+    """The jobs of several stored emails (a batch request's) queued together: those of one pool and one
+    delay in one call, 10 per SendMessageBatch, rather than a call per email. An email scheduled further
+    ahead than a queue can delay gets its release schedule (`enqueue`). What the queue refuses is marked
+    as `enqueue` marks it; a call that fails unexpectedly leaves its messages to the sweeper. The
+    statuses of each email, in order."""
+    now = deps.clock.now()
+    statuses: list[dict[str, MessageStatus]] = [{} for _ in accepted]
+    groups: dict[tuple[Pool, int], list[tuple[int, MessageRecord]]] = {}
+    for index, item in enumerate(accepted):
+        delay = 0 if item.send_at is None else math.ceil((item.send_at - now).total_seconds())
+        if delay > QUEUE_DELAY_LIMIT:
+            statuses[index] = enqueue_or_leave_to_sweeper(deps, item.email, item.messages, item.send_at)
+            continue
+        groups.setdefault((item.email.pool, max(delay, 0)), []).extend((index, m) for m in item.messages)
+    for (pool, delay), members in groups.items():
+        waiting = MessageStatus.QUEUED if delay == 0 else MessageStatus.SCHEDULED
+        try:
+            refused = {job.message_id for job in deps.queue.send_jobs(pool, [send_job(m) for _, m in members], delay)}
+        except Exception:
+            deps.log.exception("enqueue failed after the emails were stored; the sweeper will queue them")
+            for index, message in members:
+                statuses[index][message.message_id] = message.status
+            continue
+        for index, message in members:
+            status = waiting
+            if message.message_id in refused:
+                status = mark_not_queued(deps, message, waiting, now)
+            statuses[index][message.message_id] = status
+    return statuses
