@@ -101,6 +101,8 @@ bench: venv mail dns
 	$(PY) -m bench.ingest
 	$(PY) -m bench.dkim
 	$(PY) -m bench.buckets
+	$(PY) -m bench.worker
+	$(PY) -m bench.cost
 
 clean:
 	rm -rf cdk.out .build .petrel

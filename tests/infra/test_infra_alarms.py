@@ -85,6 +85,13 @@ def _expected(resources_of: Any, config: EnvironmentConfig) -> dict[str, dict[st
         "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": sweeper_id}}],
         **above_zero,
     }
+    # Any SMTP server the send worker paused (its EMF metric): the alarm on paused servers.
+    expected[name("send-worker-servers-paused")] = {
+        "Namespace": "Petrel",
+        "MetricName": resources.SERVERS_PAUSED_METRIC,
+        "Dimensions": [{"Name": "service", "Value": "petrel-send-worker"}],
+        **above_zero,
+    }
     # Any message the sweeper had to repair (its Powertools EMF metric, by service).
     expected[name("sweeper-repaired")] = {
         "Namespace": "Petrel",
