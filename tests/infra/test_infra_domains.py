@@ -169,7 +169,8 @@ def test_cdk_json_sets_the_dns_keys_of_every_environment() -> None:
 def test_only_the_functions_that_look_records_up_get_the_resolvers(
     resources_of: Any, config: EnvironmentConfig
 ) -> None:
-    looking_up = {API.name, ADMIN_API.name, DOMAIN_CHECKER.name}
+    # The send worker looks up its recipients' MX hosts (their provider group, for its token buckets).
+    looking_up = {API.name, ADMIN_API.name, DOMAIN_CHECKER.name, SEND_WORKER.name}
     for definition in FUNCTIONS:
         env = _env(resources_of, config, definition)
         if definition.name in looking_up:
