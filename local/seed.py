@@ -41,11 +41,13 @@ class RelayAccount:
 
 
 # The shaping of a seeded server (the local stack's, the tests', the benchmarks'): a server on this
-# machine has no reputation to warm up, and the platform's default rates (20/s, 5/s per provider) would
-# make every local run wait on tokens. Its protection (bounce rate, connection failures) is the
-# default's. A caller's own `shaping=` replaces this.
+# machine has no reputation to warm up, the platform's default rates (20/s, 5/s per provider) would
+# make every local run wait on tokens; and local mail bounces on purpose (the tests, a developer trying
+# bounces), which must not pause a lone server for an hour: it is paused only when every one of its
+# last sends bounced. A caller's own `shaping=` replaces this.
 LOCAL_SHAPING: dict[str, Any] = {
     "warmup": [],
+    "bounce_threshold": 1.0,
     "rate_per_second": 500.0,
     "burst": 1000,
     "provider_rate_per_second": 250.0,

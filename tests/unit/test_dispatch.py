@@ -160,17 +160,37 @@ def test_a_bounce_rate_over_the_threshold_pauses_the_server_once(worker: Worker)
     assert len(worker.world.relay.calls) == 10
 
 
-def test_connection_failures_that_keep_coming_pause_the_server(worker: Worker) -> None:
-    server = _shaped(worker, failure_threshold=3)
+def _refuse_connections(worker: Worker, rounds: int) -> None:
     refused = [SmtpReply.network(Stage.CONNECT, "connection refused")]
-    for round_ in range(3):
+    for round_ in range(rounds):
         (job,) = _jobs(worker, 1, f"d{round_}.example")
         worker.world.relay.script[f"r0@d{round_}.example"] = list(refused)
         _run(worker, [job])
         assert _status(worker, job)[0] is MessageStatus.DEFERRED
 
+
+def test_connection_failures_that_keep_coming_pause_the_server(worker: Worker) -> None:
+    server = _shaped(worker, failure_threshold=3)
+    # Its pool mate takes traffic (weighted so that the failing server is the one picked).
+    worker.world.tenants.put_server(server.model_copy(update={"weight": 1000}))
+    mate = _second_server(worker)
+
+    _refuse_connections(worker, 3)
+
+    stored = {s.server_id: s for s in worker.world.tenants.list_servers(server.tenant_id)}
+    assert stored[server.server_id].paused
+    assert "3 consecutive connection failures" in (stored[server.server_id].paused_reason or "")
+    assert not stored[mate.server_id].paused
+
+
+def test_a_pools_last_server_is_not_paused_for_connection_failures(worker: Worker) -> None:
+    """Nothing would take its traffic, and its probation would keep it out once it is back."""
+    server = _shaped(worker, failure_threshold=3)
+
+    _refuse_connections(worker, 5)
+
     (stored,) = worker.world.tenants.list_servers(server.tenant_id)
-    assert stored.paused and "3 consecutive connection failures" in (stored.paused_reason or "")
+    assert not stored.paused and stored.events == ()
 
 
 def test_a_policy_deferral_halves_the_providers_bucket_and_a_421_the_servers(worker: Worker) -> None:

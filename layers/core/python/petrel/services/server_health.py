@@ -3,9 +3,10 @@
 - Each server's sends, hard bounces and connection failures in the batch are added to its recent
   window: one write per server per batch (TokenBuckets.record_outcomes).
 - A bounce rate over the server's threshold (over at least `bounce_min_sends` of its last
-  `bounce_window` sends), or connection failures that keep coming (`failure_threshold` in a row), pause
-  it: one conditional write across all workers, a `server.paused` event, its pool's other servers take
-  its traffic, and it resumes after `probation_minutes` (petrel.services.dispatch) or by command.
+  `bounce_window` sends), or connection failures that keep coming (`failure_threshold` in a row) while
+  another server of its pool takes traffic, pause it: one conditional write across all workers, a
+  `server.paused` event, its pool's other servers take its traffic, and it resumes after
+  `probation_minutes` (petrel.services.dispatch) or by command.
 - A "slow down" (421, or an enhanced code 4.7.x) halves the rate of the bucket it concerns for a while:
   the provider's through that server when the recipient's provider is known, else the server's.
 """
@@ -93,6 +94,12 @@ def observe(
                 tally.slowed.add(seen.provider)
     at = now.timestamp()
 
+    def has_pool_mate(server: SmtpServer) -> bool:
+        return any(
+            other.server_id != server.server_id and other.pool == server.pool and other.takes_traffic(now)
+            for other in deps.tenants.list_servers(server.tenant_id)
+        )
+
     def settle(tally: _Tally) -> SmtpServer | None:
         """One server's slow-downs, its outcomes recorded, and its pause when they call for one."""
         server = tally.server
@@ -101,9 +108,14 @@ def observe(
         if tally.server_slowed:
             key = shaping.server_key(server.tenant_id, server.server_id)
             deps.buckets.slow_down(key, now=at, seconds=SLOW_DOWN_SECONDS)
-        _, reason = shaping.record_batch(
+        stats, reason = shaping.record_batch(
             deps.buckets, server, sends=tally.sends, bounces=tally.bounces, failures=tally.failures
         )
+        if reason is not None and shaping.bounce_verdict(server, stats) is None and not has_pool_mate(server):
+            # Connection failures alone: a pause would move no traffic (no other server of its pool takes
+            # any) and would keep the server out for its probation after it comes back; its deferred
+            # messages' retries find it as soon as it answers.
+            reason = None
         if reason is not None and server.paused_at is None:
             resume_at = shaping.probation_end(server, now)
             if deps.tenants.pause_server(
