@@ -208,6 +208,10 @@ class LocalConfig:
             r.HANDBACK_DELAY_ENV: str(self.handback_delay_seconds),
             # A person reads the local console: a line for every attempt, relayed ones too.
             r.LOG_EACH_ATTEMPT_ENV: "true",
+            # No session kept from one invocation to the next: the stand-in MailU's users are Postfix
+            # lookup tables, which a session open before a user was added never re-reads (a real
+            # MailU's database is read by every session). Within an invocation sessions are shared.
+            r.KEEP_SESSIONS_ENV: "false",
         }
 
     def poller_environment(self) -> dict[str, str]:

@@ -367,6 +367,7 @@ MAX_RECEIVE_COUNT_ENV = "PETREL_MAX_RECEIVE_COUNT"  # worker: the send queues' m
 INVOCATION_MARGIN_ENV = "PETREL_INVOCATION_MARGIN_SECONDS"  # worker: time kept at an invocation's end
 HANDBACK_DELAY_ENV = "PETREL_HANDBACK_DELAY_SECONDS"  # worker: delay of the jobs it hands back
 RELAY_CONCURRENCY_ENV = "PETREL_RELAY_CONCURRENCY"  # worker: jobs of a batch relayed at once (threads)
+KEEP_SESSIONS_ENV = "PETREL_KEEP_SMTP_SESSIONS"  # worker: keep SMTP sessions open for the next invocation
 LOG_EACH_ATTEMPT_ENV = "PETREL_LOG_EACH_ATTEMPT"  # worker: a line per relayed attempt too (the local console)
 # Admin API: the environment's max_message_age_hours (cdk.json), the bound of a tenant's max_age_hours.
 MAX_MESSAGE_AGE_HOURS_ENV = "PETREL_MAX_MESSAGE_AGE_HOURS"

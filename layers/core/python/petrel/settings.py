@@ -155,6 +155,9 @@ class SendWorkerSettings(QueueSettings):
     relay_concurrency: int = Field(default=8, ge=1, le=64, validation_alias=r.RELAY_CONCURRENCY_ENV)
     # One log line per relayed attempt too, not only per batch and per attempt that did not relay.
     log_each_attempt: bool = Field(default=False, validation_alias=r.LOG_EACH_ATTEMPT_ENV)
+    # Keep SMTP sessions open for the next invocation of a warm container (up to the relay's idle limit);
+    # false: every session is closed at the end of each invocation.
+    keep_smtp_sessions: bool = Field(default=True, validation_alias=r.KEEP_SESSIONS_ENV)
     # Recipient domains' MX hosts (their provider group, for the provider buckets) are looked up here.
     dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
     dns_timeout_seconds: float = Field(default=2.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)

@@ -169,7 +169,10 @@ class SendWorker:
         try:
             failures += self.run_sends(items, budget, counts)
         finally:
-            self.container.deliver.relay.close_idle()  # sessions kept for the next invocation, up to their idle limit
+            if self.settings.keep_smtp_sessions:
+                self.container.deliver.relay.close_idle()  # the others are kept for the next invocation
+            else:
+                self.container.deliver.relay.close()
         self.logger.info(
             "batch",
             extra={
