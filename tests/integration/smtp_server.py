@@ -105,6 +105,10 @@ class ScriptedHandler:
         stage, reply = self.script.get(address.lower(), ("", ""))
         if stage == "rcpt":
             return reply
+        if stage == "rcpt-close":  # as Postfix does after a 421: the reply, then the connection closes
+            server.transport.write(f"{reply}\r\n".encode())  # type: ignore[union-attr]
+            server.transport.close()  # type: ignore[union-attr]
+            return reply
         envelope.rcpt_tos.append(address)
         if stage == "lax":  # kept, so aiosmtpd answers DATA with 354
             return reply

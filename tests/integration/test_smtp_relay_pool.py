@@ -212,6 +212,21 @@ def test_a_421_closes_the_session(server: RunningServer, tls_files: TlsFiles, re
     assert [r.rcpt_to for r in server.handler.received] == [("first@example.org",), ("after@example.org",)]
 
 
+def test_a_421_to_a_pipelined_rcpt_is_the_answer_when_the_server_then_hangs_up(
+    server: RunningServer, tls_files: TlsFiles, relay: SmtplibRelay
+) -> None:
+    # Postfix answers 421 and closes at once: the reply to the pipelined DATA never comes.
+    server.handler.script["busy@example.org"] = ("rcpt-close", "421 4.3.2 Service shutting down")
+    target = _server(server, tls_files)
+
+    reply = _send(relay, target, "busy@example.org")
+
+    assert (reply.code, reply.enhanced, reply.stage) == (421, "4.3.2", Stage.RCPT)
+    assert _send(relay, target, "after@example.org").code == 250  # on a new session
+    assert server.handler.connections == 2
+    assert [r.rcpt_to for r in server.handler.received] == [("after@example.org",)]
+
+
 # --------------------------------------------------------------------------- threads and the pool
 
 

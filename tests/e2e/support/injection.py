@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -79,35 +81,35 @@ class ThrottlingMessages:
         self._inner.transition(key, **kwargs)
 
 
+@dataclass(frozen=True)
+class Relayed:
+    recipient: str
+    code: int
+    started: float  # time.monotonic()
+    ended: float
+
+
 class RecordingRelay:
-    """Wraps the worker's SmtpRelay and records, batch by batch, each relay to one of `recipients`
-    as (recipient, reply code). The local stack runs several invocations at once, as threads: a batch
-    is what one thread relays until its `close()` (DeliverDeps.end_batch)."""
+    """Wraps the worker's SmtpRelay and records each relay to one of `recipients` as a `Relayed`: its
+    reply code and when it started and ended. The worker relays a batch's messages on several threads
+    at once, so what a batch did is read from these times, not from the thread that relayed."""
 
     def __init__(self, inner: Any, recipients: Iterable[str]) -> None:
         self._inner = inner
         self._recipients = {r.lower() for r in recipients}
-        self._thread = threading.local()
         self._lock = threading.Lock()
-        self.batches: list[list[tuple[str, int]]] = []
+        self.relays: list[Relayed] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def relay(self, server: Any, password: str, envelope: Any, data: bytes, **kwargs: Any) -> Any:
+        started = time.monotonic()
         reply = self._inner.relay(server, password, envelope, data, **kwargs)
         if envelope.recipient.lower() in self._recipients:
-            batch: list[tuple[str, int]] | None = getattr(self._thread, "batch", None)
-            if batch is None:
-                batch = self._thread.batch = []
-                with self._lock:
-                    self.batches.append(batch)
-            batch.append((envelope.recipient.lower(), reply.code))
+            with self._lock:
+                self.relays.append(Relayed(envelope.recipient.lower(), reply.code, started, time.monotonic()))
         return reply
-
-    def close(self) -> None:
-        self._thread.batch = None
-        self._inner.close()
 
 
 class WorkerCrash(BaseException):

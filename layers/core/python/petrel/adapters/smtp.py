@@ -581,11 +581,21 @@ def _pipelined(
     try:
         stage = Stage.RCPT
         rcpt = _read(conn, Stage.RCPT)
-        stage = Stage.DATA
-        go_ahead = _read(conn, Stage.DATA)
-        if ReplyCode.SERVICE_NOT_AVAILABLE in (rcpt.code, go_ahead.code):
+        if rcpt.code == ReplyCode.SERVICE_NOT_AVAILABLE:
+            # The server is closing the session: its reply to DATA will not come, only the close.
             session.broken = True
+            return rcpt
         refusal = _first_refusal(mail, rcpt)
+        stage = Stage.DATA
+        try:
+            go_ahead = _read(conn, Stage.DATA)
+        except _FAILURES:
+            if refusal is None:
+                raise
+            session.broken = True  # the refusal is the answer; the session is not reused
+            return refusal
+        if go_ahead.code == ReplyCode.SERVICE_NOT_AVAILABLE:
+            session.broken = True
         if go_ahead.code == ReplyCode.START_MAIL_INPUT:
             if refusal is None:
                 conn.send(_dot_stuffed(data))
