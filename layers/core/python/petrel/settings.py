@@ -31,6 +31,16 @@ class _Settings(BaseModel):
         return cls.model_validate(dict(os.environ))
 
 
+class _SendQueueUrls(_Settings):
+    """The send queues' URLs, for the functions that put jobs on them."""
+
+    send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
+    send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
+
+    def queue_urls(self) -> dict[str, str]:
+        return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
+
+
 class AuthorizerSettings(_Settings):
     tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
     # The environment's name prefix: the tenant's usage key (petrel.services.auth.usage_key) is made of it.
@@ -56,35 +66,15 @@ class StoreSettings(_Settings):
         return {"transactional": self.send_transactional_queue_arn, "bulk": self.send_bulk_queue_arn}
 
 
-class QueueSettings(StoreSettings):
-    """The send queues' URLs: for functions that put jobs on them (the API; the worker, which releases
-    scheduled emails and hands back the jobs it has no time left for)."""
-
-    send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
-    send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
-
-    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
-    # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
-    api_plans: dict[str, str] = Field(
-        default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
-    )
-    usage_key_prefix: str = Field(default="petrel-local", min_length=1, validation_alias=r.USAGE_KEY_PREFIX_ENV)
-
-    @field_validator("api_plans", mode="before")
-    @classmethod
-    def _plans_from_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
-    def queue_urls(self) -> dict[str, str]:
-        return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
+class QueueSettings(StoreSettings, _SendQueueUrls):
+    """The stores and the send queues' URLs: for functions that put jobs on them (the API; the worker,
+    which releases scheduled emails and hands back the jobs it has no time left for)."""
 
 
-class SweeperSettings(_Settings):
-    """The sweeper: the messages table (its due index), the send queues, and its own two knobs."""
+class SweeperSettings(_SendQueueUrls):
+    """The sweeper: the messages table (its due index), the send queues, and its own knobs."""
 
     messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
-    send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
-    send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
     # How long past its due time a message's way forward is given before the sweeper repairs it:
     # longer than a queue's normal backlog and a worker's recording time, or it adds needless jobs.
     grace_seconds: int = Field(default=900, ge=0, validation_alias=r.SWEEP_GRACE_ENV)
@@ -94,21 +84,6 @@ class SweeperSettings(_Settings):
     # reports the backlog). Repairing them would add a job per waiting message every grace period and
     # feed the backlog it is waiting behind.
     backlog_limit: int = Field(default=1_000, ge=0, validation_alias=r.SWEEP_BACKLOG_LIMIT_ENV)
-
-    # The tenants' API plans: name -> its API Gateway usage plan's name ("" where there is no API Gateway, as in
-    # the local stack, whose front throttles by the plan itself). A tenant's plan must be one of these.
-    api_plans: dict[str, str] = Field(
-        default_factory=lambda: {DEFAULT_API_PLAN: ""}, min_length=1, validation_alias=r.API_PLANS_ENV
-    )
-    usage_key_prefix: str = Field(default="petrel-local", min_length=1, validation_alias=r.USAGE_KEY_PREFIX_ENV)
-
-    @field_validator("api_plans", mode="before")
-    @classmethod
-    def _plans_from_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
-    def queue_urls(self) -> dict[str, str]:
-        return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
 
 
 class ApiSettings(QueueSettings):
@@ -209,15 +184,13 @@ class DomainCheckerSettings(_Settings):
     dns_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
 
 
-class AdminApiSettings(_Settings):
+class AdminApiSettings(_SendQueueUrls):
     """The admin API (IAM-authorized): tenants, keys, servers, mailboxes and domains (the tenants table
     and the tenants' secrets). Resuming a suspended tenant reads its held messages (the messages table)
     and puts their jobs back on the send queues; it touches no body, suppression or schedule."""
 
     tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
     messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
-    send_transactional_queue_url: str = Field(validation_alias=r.SEND_TRANSACTIONAL.env_var)
-    send_bulk_queue_url: str = Field(validation_alias=r.SEND_BULK.env_var)
     secrets_prefix: str = Field(validation_alias=r.SECRETS_PREFIX_ENV)
     dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
     dns_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
@@ -237,6 +210,3 @@ class AdminApiSettings(_Settings):
     @classmethod
     def _plans_from_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
-
-    def queue_urls(self) -> dict[str, str]:
-        return {"transactional": self.send_transactional_queue_url, "bulk": self.send_bulk_queue_url}
