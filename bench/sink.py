@@ -3,6 +3,8 @@
 Optionally it offers PIPELINING (as Postfix does) and delays each reply by a stated round trip, as a
 network would: a reply leaves `delay_ms` after the command it answers was read, and replies in flight
 do not hold up reading the next command, so pipelined commands share one round trip, as on the wire.
+`data_delay_ms` delays only each message's final reply (the server's queue write and a round trip),
+as bench.worker's model of a transaction states it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def _free_port() -> int:
 
 
 class _Discard:
-    def __init__(self, *, pipelining: bool = False) -> None:
+    def __init__(self, *, pipelining: bool = False, data_delay: float = 0.0) -> None:
         self.count = 0
         self.pipelining = pipelining
+        self.data_delay = data_delay
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -48,6 +51,8 @@ class _Discard:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.count += 1
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         return "250 2.0.0 Ok: queued"
 
 
@@ -95,13 +100,13 @@ class _Controller(Controller):
 
 
 class _InProcessSink:
-    def __init__(self, *, delay: float, pipelining: bool) -> None:
+    def __init__(self, *, delay: float, pipelining: bool, data_delay: float) -> None:
         tls = make_tls_files(Path(tempfile.mkdtemp(prefix="petrel-bench-")))
         self.ca_pem = tls.ca_pem
         context = tls.server_context()
         self.port = _free_port()
         self._controller = _Controller(
-            _Discard(pipelining=pipelining),
+            _Discard(pipelining=pipelining, data_delay=data_delay),
             delay=delay,
             hostname="127.0.0.1",
             port=self.port,
@@ -121,18 +126,22 @@ class _InProcessSink:
 
 class Sink:
     """The sink in its own process, so the client's CPU time and GIL are its own. `delay_ms`: the round
-    trip added to every reply; `pipelining`: offer ESMTP PIPELINING."""
+    trip added to every reply; `data_delay_ms`: the time added to each message's final reply alone;
+    `pipelining`: offer ESMTP PIPELINING."""
 
-    def __init__(self, *, delay_ms: float = 0.0, pipelining: bool = False) -> None:
+    def __init__(self, *, delay_ms: float = 0.0, pipelining: bool = False, data_delay_ms: float = 0.0) -> None:
         self.delay_ms = delay_ms
         self.pipelining = pipelining
+        self.data_delay_ms = data_delay_ms
 
     def describe(self) -> str:
         offers = "PIPELINING offered" if self.pipelining else "no PIPELINING"
-        return f"{self.delay_ms:g} ms injected per reply, {offers}"
+        data = f", {self.data_delay_ms:g} ms more per message's final reply" if self.data_delay_ms else ""
+        return f"{self.delay_ms:g} ms injected per reply{data}, {offers}"
 
     def __enter__(self) -> Sink:
         command = [sys.executable, "-m", "bench.sink", "--delay-ms", str(self.delay_ms)]
+        command += ["--data-delay-ms", str(self.data_delay_ms)]
         if self.pipelining:
             command.append("--pipelining")
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -161,5 +170,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--delay-ms", type=float, default=0.0, help="the round trip added to every reply")
     parser.add_argument("--pipelining", action="store_true", help="offer ESMTP PIPELINING")
+    parser.add_argument("--data-delay-ms", type=float, default=0.0, help="the time added to each final reply")
     args = parser.parse_args()
-    _InProcessSink(delay=args.delay_ms / 1000, pipelining=args.pipelining).serve_until_stdin_closes()
+    _InProcessSink(
+        delay=args.delay_ms / 1000, pipelining=args.pipelining, data_delay=args.data_delay_ms / 1000
+    ).serve_until_stdin_closes()

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import resource
 import smtplib
@@ -31,11 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.sink import PASSWORD, USER
+from bench.sink import PASSWORD, USER, Sink
 
 if TYPE_CHECKING:
-    import ssl
-
     from petrel.ports import MessageKey
     from tests.fakes import FakeJobQueue, FakeWorld
     from tests.fakes.messages import FakeMessageStore
@@ -91,96 +88,6 @@ def choose_memory(
         if memory >= 2 * peak_rss_mb and lambda_wall_ms(io_ms, cpu_ms, memory) <= best * (1 + slack):
             return memory
     return max(options)
-
-
-# --- the sink ------------------------------------------------------------------------------------------
-
-
-class _DelayedDiscard:
-    """aiosmtpd handler: accepts every message after `delay` seconds; offers PIPELINING when told
-    (aiosmtpd handles pipelined commands in order but does not advertise the extension itself)."""
-
-    def __init__(self, delay: float, pipelining: bool) -> None:
-        self.delay = delay
-        self.pipelining = pipelining
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        if self.pipelining:
-            return [*responses[:-1], "250-PIPELINING", responses[-1]]
-        return responses
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return "250 2.0.0 Ok: queued"
-
-
-def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-
-    ok = isinstance(data, LoginPassword) and data.login.decode() == USER and data.password.decode() == PASSWORD
-    return AuthResult(success=ok)
-
-
-def serve_sink(delay_ms: float, pipelining: bool) -> None:
-    """The child process: a STARTTLS+AUTH sink on a free port until its stdin closes."""
-    import socket
-
-    from aiosmtpd.controller import Controller
-
-    from local.tls import make_tls_files
-
-    tls = make_tls_files(Path(tempfile.mkdtemp(prefix="petrel-bench-")))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    controller = Controller(
-        _DelayedDiscard(delay_ms / 1000, pipelining),
-        hostname="127.0.0.1",
-        port=port,
-        tls_context=tls.server_context(),
-        require_starttls=True,
-        authenticator=_authenticate,
-        auth_require_tls=True,
-        data_size_limit=None,
-    )
-    controller.start()
-    print(json.dumps({"port": port, "ca_pem": tls.ca_pem}), flush=True)
-    sys.stdin.read()
-    controller.stop()
-
-
-class DelayedSink:
-    """The sink in its own process (its CPU and GIL its own), each message's 250 delayed `delay_ms`."""
-
-    def __init__(self, delay_ms: float = 0.0, *, pipelining: bool = True) -> None:
-        self.delay_ms, self.pipelining = delay_ms, pipelining
-
-    def __enter__(self) -> DelayedSink:
-        args = ["sink", str(self.delay_ms), "1" if self.pipelining else "0"]
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self._process.stdout is not None
-        info = json.loads(self._process.stdout.readline())
-        self.port: int = info["port"]
-        self.ca_pem: str = info["ca_pem"]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        self._process.wait(timeout=10)
-
-    def client_context(self) -> ssl.SSLContext:
-        import ssl
-
-        context = ssl.create_default_context(cadata=self.ca_pem)
-        context.check_hostname = False
-        return context
 
 
 # --- the worker on the fakes ----------------------------------------------------------------------------
@@ -258,7 +165,7 @@ def _message_body() -> bytes:
 
 
 def build_fleet(
-    sink: DelayedSink | None, *, tenants: int, relay_concurrency: int, latency_ms: float = 0.0, real_relay: bool = True
+    sink: Sink | None, *, tenants: int, relay_concurrency: int, latency_ms: float = 0.0, real_relay: bool = True
 ) -> Fleet:
     """The real handler on the fakes; `sink` None: FakeSmtpRelay (the worker's own logic only)."""
     import io
@@ -356,7 +263,7 @@ def close_relay(fleet: Fleet) -> None:
         relay.close()
 
 
-def bare_smtplib_cpu(sink: DelayedSink, count: int) -> float:
+def bare_smtplib_cpu(sink: Sink, count: int) -> float:
     """CPU seconds per message of bare smtplib.sendmail on one STARTTLS+AUTH session."""
     data = _message_body()
     cpu = time.process_time()
@@ -395,7 +302,7 @@ class CpuFigures:
 
 
 def cpu_part() -> CpuFigures:
-    with DelayedSink(0.0) as sink:
+    with Sink(pipelining=True) as sink:
         bare_smtplib_cpu(sink, 100)  # warm up
         bare = bare_smtplib_cpu(sink, CPU_MESSAGES)
         fleet = build_fleet(sink, tenants=1, relay_concurrency=8)
@@ -440,7 +347,7 @@ class ScaleFigures:
 
 def measure_invocations(*, pipelining: bool, relay_concurrency: int, batch_size: int) -> Invocation:
     """One worker invocation of `batch_size` messages across TENANTS tenants, cold then warm."""
-    with DelayedSink(SINK_DELAY_MS, pipelining=pipelining) as sink:
+    with Sink(data_delay_ms=SINK_DELAY_MS, pipelining=pipelining) as sink:
         fleet = build_fleet(sink, tenants=TENANTS, relay_concurrency=relay_concurrency, latency_ms=AWS_LATENCY_MS)
         cold_wall, _ = run_batches(fleet, 1, 0, batch_size)
         run_batches(fleet, WARM_BATCHES - 1, batch_size, batch_size)
@@ -500,7 +407,7 @@ def memory_child(batch_size: int, relay_concurrency: int) -> None:
     """The memory part's own process (what it loads is the worker's: no CDK, no moto): warm prod-size
     batches on the relay threads, then its peak RSS and that before the first batch."""
     tracemalloc.start()
-    with DelayedSink(0.0) as sink:
+    with Sink(pipelining=True) as sink:
         fleet = build_fleet(sink, tenants=TENANTS, relay_concurrency=relay_concurrency)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         run_batches(fleet, 60, 0, batch_size)
@@ -607,9 +514,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["sink"]:
-        serve_sink(float(sys.argv[2]), sys.argv[3] == "1")
-    elif sys.argv[1:2] == ["memory"]:
+    if sys.argv[1:2] == ["memory"]:
         memory_child(int(sys.argv[2]), int(sys.argv[3]))
     else:
         sys.exit(main())

@@ -159,13 +159,22 @@ def _listing(api: Api, status: str, recipients: set[str]) -> dict[str, dict[str,
 
 
 def _any_waiting(api: Api) -> list[str]:
-    """The statuses that still hold a message of the tenant (one small page each: cheap to ask often)."""
+    """The statuses that still hold a message of the tenant. A status without an index of its own
+    (queued, sending) is listed by walking the tenant's messages, a bounded stretch per call: a page
+    may come back empty with a cursor to go on, so each is followed to the first message or the end."""
     found = []
     for status in WAITING:
-        code, page = api.call("GET", f"/v1/emails?status={status}&limit=1")
-        assert code == 200, page
-        if page["data"]:
-            found.append(status)
+        cursor = None
+        while True:
+            query = f"/v1/emails?status={status}&limit=100" + (f"&cursor={cursor}" if cursor else "")
+            code, page = api.call("GET", query)
+            assert code == 200, page
+            if page["data"]:
+                found.append(status)
+                break
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
     return found
 
 

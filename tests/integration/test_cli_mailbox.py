@@ -8,12 +8,9 @@ from __future__ import annotations
 import imaplib
 import io
 import json
-import os
 import re
-import shutil
 import socket
 import sys
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -26,10 +23,11 @@ import boto3
 import pytest
 
 from cli.main import main
-from local.mailu import MailuStandIn, ensure_installed, install_packages
+from local.mailu import MailuStandIn
 from local.provision import provision
 from tests.integration.aws_env import REGION, clean_aws_environment
 from tests.integration.cli_stack import admin_front
+from tests.integration.standin import running_standin
 
 pytestmark = pytest.mark.integration
 
@@ -50,24 +48,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def mailu() -> Iterator[MailuStandIn]:
     """The stand-in with two accounts: INBOX (two messages) and REPORTS (INBOX and an empty `Reports`)."""
-    if ensure_installed():
-        install_packages()
-    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-clibox-"))
-    os.chmod(workdir, 0o755)
-    standin = MailuStandIn(workdir)
-    standin.add_users({INBOX: INBOX_PASSWORD, REPORTS: REPORTS_PASSWORD})
-    try:
-        standin.start()
+    with running_standin("petrel-clibox-", {INBOX: INBOX_PASSWORD, REPORTS: REPORTS_PASSWORD}) as standin:
         with _imap(standin, INBOX, INBOX_PASSWORD) as imap:
             for n in range(2):
                 imap.append("INBOX", "", None, _message(f"hello {n}"))
         with _imap(standin, REPORTS, REPORTS_PASSWORD) as imap:
             imap.create("Reports")
         yield standin
-    finally:
-        standin.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _imap(mailu: MailuStandIn, user: str, password: str) -> imaplib.IMAP4_SSL:

@@ -12,20 +12,16 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dkim
 import pytest
 
-from local.mailu import MailuStandIn, ensure_installed, install_packages
+from local.mailu import MailuStandIn
 from petrel.adapters.smtp import SmtplibRelay
 from petrel.models.jobs import SendJob
 from petrel.models.records import DomainKey, DomainStatus, MessageStatus, SendingDomain
@@ -33,6 +29,7 @@ from petrel.ports import MessageKey
 from petrel.services.deliver import DeliverDeps, deliver_message
 from tests.fakes import FakeWorld, records
 from tests.fakes.clock import DEFAULT_START
+from tests.integration.standin import running_standin
 from tests.support_dkim import new_key, txt_value, verify_all
 from tests.support_dns import dkim_dnsfunc, unique_zone
 
@@ -51,19 +48,10 @@ BOUNCES_PASSWORD = "bounces-secret-dkim"
 
 @pytest.fixture(scope="module")
 def mailu() -> Iterator[MailuStandIn]:
-    if ensure_installed():
-        install_packages()
-    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-dkim-test-"))
-    os.chmod(workdir, 0o755)
-    standin = MailuStandIn(workdir)
-    standin.add_users({INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD, BOUNCES: BOUNCES_PASSWORD})
-    try:
-        standin.start()
+    with running_standin(
+        "petrel-dkim-test-", {INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD, BOUNCES: BOUNCES_PASSWORD}
+    ) as standin:
         yield standin
-    finally:
-        standin.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclasses.dataclass

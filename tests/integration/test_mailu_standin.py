@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import smtplib
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from local.mailu import MailuStandIn, ensure_installed, find_processes, install_packages
+from local.mailu import MailuStandIn, find_processes
 from local.nexthop import RefusingNextHop
 from petrel.mail.reports import Action, DeliveryReport, DeliveryReports, ReportFormat, classify_bytes
+from tests.integration.standin import mail_workdir, running_standin
 
 pytestmark = pytest.mark.integration
 
@@ -37,26 +37,12 @@ REFUSING_DOMAIN = "refuse.test"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def _make_workdir(prefix: str) -> Path:
-    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(workdir, 0o755)
-    return workdir
-
-
 @pytest.fixture(scope="module")
 def mailu() -> Iterator[MailuStandIn]:
-    if ensure_installed():
-        install_packages()
-    workdir = _make_workdir("petrel-mailu-test-")
-    standin = MailuStandIn(workdir)
-    standin.add_users({INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD, BOUNCES: BOUNCES_PASSWORD})
-    try:
-        standin.start()
+    with running_standin(
+        "petrel-mailu-test-", {INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD, BOUNCES: BOUNCES_PASSWORD}
+    ) as standin:
         yield standin
-    finally:
-        standin.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +307,7 @@ def test_plain_imap_login_on_loopback(mailu: MailuStandIn) -> None:
 
 
 def test_second_instance_runs_alongside_and_stop_leaves_nothing(mailu: MailuStandIn) -> None:
-    workdir = _make_workdir("petrel-mailu-test2-")
+    workdir = mail_workdir("petrel-mailu-test2-")
     other = MailuStandIn(workdir, domain="other.test")
     try:
         other.add_user("x@other.test", "pw")

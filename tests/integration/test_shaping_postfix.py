@@ -12,10 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from local.mailu import MailuStandIn, ensure_installed, install_packages
+from local.mailu import MailuStandIn
 from petrel.adapters.clock import SystemClock
 from petrel.adapters.smtp import SmtplibRelay
 from petrel.models.jobs import SendJob
 from petrel.models.records import MessageStatus, ServerShaping, SmtpSecurity, SmtpServer
 from petrel.ports import MessageKey
 from tests.fakes import FakeWorld, records
+from tests.integration.standin import running_standin
 from tests.unit.test_send_worker_handler import Worker, make_worker, sqs_record
 
 pytestmark = pytest.mark.integration
@@ -48,19 +46,10 @@ ACCEPTED = re.compile(r"^(\w{3} +\d+ \d\d:\d\d:\d\d) .*: [0-9A-F]+: client=.*sas
 
 @pytest.fixture(scope="module")
 def mailu() -> Iterator[MailuStandIn]:
-    if ensure_installed():
-        install_packages()
-    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-shaping-test-"))
-    os.chmod(workdir, 0o755)
-    standin = MailuStandIn(workdir)
-    standin.add_users({INBOX: INBOX_PASSWORD, RELAY_A: PASSWORD_A, RELAY_B: PASSWORD_B})
-    try:
-        standin.start()
+    with running_standin(
+        "petrel-shaping-test-", {INBOX: INBOX_PASSWORD, RELAY_A: PASSWORD_A, RELAY_B: PASSWORD_B}
+    ) as standin:
         yield standin
-    finally:
-        standin.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _accepted(mailu: MailuStandIn, since: int) -> list[tuple[datetime, str]]:

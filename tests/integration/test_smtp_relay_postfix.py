@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from local.mailu import MailuStandIn, ensure_installed, install_packages
+from local.mailu import MailuStandIn
 from petrel.adapters.smtp import SmtplibRelay
 from petrel.mail.smtp_reply import Stage
 from petrel.models.records import ServerShaping, SmtpSecurity, SmtpServer
 from petrel.ports import Envelope
+from tests.integration.standin import running_standin
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +40,8 @@ CONCURRENCY = 3
 
 @pytest.fixture(scope="module")
 def mailu() -> Iterator[MailuStandIn]:
-    if ensure_installed():
-        install_packages()
-    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-pool-test-"))
-    os.chmod(workdir, 0o755)
-    standin = MailuStandIn(workdir)
-    standin.add_users({INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD})
-    try:
-        standin.start()
+    with running_standin("petrel-pool-test-", {INBOX: INBOX_PASSWORD, RELAY: RELAY_PASSWORD}) as standin:
         yield standin
-    finally:
-        standin.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -106,6 +106,58 @@ def test_a_load_that_raises_caches_nothing() -> None:
     assert memo.get("k", lambda: 7) == 7
 
 
+def test_threads_that_miss_the_same_key_at_once_wait_for_one_load() -> None:
+    memo: TtlMemo[str, int] = TtlMemo(ttl=60, timer=Ticker())
+    release = threading.Event()
+    loads: list[str] = []
+    results: list[int] = []
+
+    def slow() -> int:
+        loads.append("k")
+        assert release.wait(5)
+        return 42
+
+    threads = [threading.Thread(target=lambda: results.append(memo.get("k", slow))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    other = memo.get("other", lambda: 1)  # another key is not held up by the load in flight
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert (loads, results, other) == (["k"], [42] * 4, 1)
+
+
+def test_threads_waiting_on_a_load_that_raises_load_again() -> None:
+    memo: TtlMemo[str, int] = TtlMemo(ttl=60, timer=Ticker())
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def first() -> int:
+        calls.append(1)
+        started.set()
+        assert release.wait(5)
+        raise RecordNotFound("gone")
+
+    failures: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            memo.get("k", first)
+        except RecordNotFound as exc:
+            failures.append(exc)
+
+    loser = threading.Thread(target=run_first)
+    loser.start()
+    assert started.wait(5)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(memo.get("k", lambda: calls.append(2) or 7)))
+    waiter.start()
+    release.set()
+    loser.join(5)
+    waiter.join(5)
+    assert (len(failures), got, calls) == (1, [7], [1, 2])
+
+
 def test_tenant_reads_are_cached_and_writes_through_the_cache_forget_them() -> None:
     tick = Ticker()
     inner = CountingTenantStore()

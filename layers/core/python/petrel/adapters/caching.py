@@ -8,8 +8,9 @@ stored), so the services stay pure steps over ports and the cache is a matter of
 
 Every cache is a `cachetools.TTLCache`: bounded (`maxsize` entries, or bytes for bodies), least
 recently used evicted first, and expired entries dropped from the oldest end without scanning the
-rest. Access is under a lock (the local stack runs several invocations of one function on threads);
-a load runs outside it, so a slow read never blocks the other threads' hits. Only the wrapped methods
+rest. Access is under a lock (the worker relays on several threads, and the local stack runs several
+invocations of one function on threads); a load runs outside it, so a slow read never blocks the other
+threads' hits, and threads that miss the same key at once wait for one load. Only the wrapped methods
 are cached; every other method of the port goes straight to the wrapped adapter, and writes through
 the wrapper forget what they change.
 """
@@ -62,19 +63,33 @@ class TtlMemo(Generic[K, V]):
         self._ttl = ttl
         self._cache: TTLCache[K, V] = TTLCache(maxsize=maxsize, ttl=ttl or 1, timer=timer, getsizeof=getsizeof)
         self._lock = threading.Lock()
+        # One gate per key being loaded: the worker's threads that miss the same key at once (a cold
+        # container's first batch) wait for one load instead of each making the same AWS call.
+        self._gates: dict[K, threading.Lock] = {}
 
     def get(self, key: K, load: Callable[[], V]) -> V:
-        if self._ttl > 0:
+        if self._ttl <= 0:
+            return load()
+        with self._lock:
+            try:
+                return self._cache[key]
+            except KeyError:
+                gate = self._gates.setdefault(key, threading.Lock())
+        with gate:
             with self._lock:
                 try:
-                    return self._cache[key]
+                    return self._cache[key]  # loaded by the thread this one waited for
                 except KeyError:
                     pass
-        value = load()
-        if self._ttl > 0:
+            try:
+                value = load()
+            finally:
+                with self._lock:
+                    if self._gates.get(key) is gate:
+                        del self._gates[key]
             with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
                 self._cache[key] = value
-        return value
+            return value
 
     def forget(self, key: K) -> None:
         with self._lock:
