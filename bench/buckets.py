@@ -24,10 +24,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from bench.moto_session import moto_session
 from petrel.ports import BucketSpec, TokenBuckets
+from tests.support_moto import AtomicRequests
 
 THREADS = 8
 RATE = 200.0
@@ -37,28 +37,6 @@ WANT = 25  # each take asks for more than the bucket holds between two takes
 SUSTAIN = 0.95
 BATCH = 10
 BATCHES = 200
-
-
-class SerializedClient:
-    """A boto3 client whose requests are applied one at a time (DynamoDB's per-item atomicity), each
-    counted by operation."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-        if not callable(method):
-            return method
-
-        def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                self.calls[name] += 1
-                return method(*args, **kwargs)
-
-        return one_at_a_time
 
 
 @dataclass(frozen=True)
@@ -116,7 +94,7 @@ def _max_window(grants: list[tuple[float, int]]) -> int:
     return best
 
 
-def cost(buckets: TokenBuckets, client: SerializedClient | None, warming: bool) -> tuple[float, float]:
+def cost(buckets: TokenBuckets, client: AtomicRequests | None, warming: bool) -> tuple[float, float]:
     """(write units, read units) per message of the bulk take for BATCHES batches of BATCH messages,
     one batch every 0.1 s: within every limit (so nothing is refused and given back)."""
     from petrel.models.records import ServerShaping, SmtpServer, Tenant
@@ -179,7 +157,7 @@ def main() -> int:
             iam=session.client("iam"),
         )
         table = made.tables[resources.BUCKETS.name]
-        client = SerializedClient(db)
+        client = AtomicRequests(db)
         fake = FakeTokenBuckets()
         for name, make in (
             ("moto (serialized)", lambda: DynamoTokenBuckets(client, table)),  # type: ignore[arg-type]

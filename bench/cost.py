@@ -240,7 +240,7 @@ def run_scenario(
         from local.lambda_runtime import LocalContext, QueuePump
         from local.provision import provision
         from local.seed import RelayAccount, seed_tenant
-        from petrel.container.admin import AdminContainer, AdminSettings
+        from petrel.container.admin import AdminContainer
         from petrel.container.base import AwsClients
 
         operator = AwsClients(operator_session)
@@ -256,16 +256,7 @@ def run_scenario(
         )
         harness.meter.bind_tables({res.tables[spec.name]: spec for spec in r.TABLES})
         env = res.environment()
-        admin = AdminContainer(
-            AdminSettings(
-                name_prefix=res.prefix,
-                tenants_table=res.tables[r.TENANTS.name],
-                messages_table=res.tables[r.MESSAGES.name],
-                secrets_prefix=res.secrets_prefix,
-                region=REGION,
-            ),
-            clients=operator,
-        )
+        admin = AdminContainer(res.admin_settings(region=REGION), clients=operator)
         relay = RelayAccount(host="127.0.0.1", port=sink.port, username=USER, password=PASSWORD, ca_bundle=sink.ca_pem)
         seeded = seed_tenant(admin.admin, "cost", domain="petrel.test", relay=relay)
         _verify_with_dkim(admin, seeded.tenant_id, "petrel.test")

@@ -209,7 +209,7 @@ def worker_path_cpu(sink: Sink, count: int = 300, *, signed: bool = False) -> fl
         from local.provision import provision
         from local.seed import RelayAccount, seed_tenant
         from petrel.api.deps import ApiServices
-        from petrel.container.admin import AdminContainer, AdminSettings
+        from petrel.container.admin import AdminContainer
         from petrel.container.api import ApiContainer
         from petrel.container.base import AwsClients
         from petrel.models.api import SendEmailRequest
@@ -228,16 +228,7 @@ def worker_path_cpu(sink: Sink, count: int = 300, *, signed: bool = False) -> fl
             iam=aws.client("iam"),
         )
         env = res.environment()  # what infra gives each function
-        operator = AdminContainer(
-            AdminSettings(
-                name_prefix=res.prefix,
-                tenants_table=res.tables[r.TENANTS.name],
-                messages_table=res.tables[r.MESSAGES.name],
-                secrets_prefix=res.secrets_prefix,
-                region=REGION,
-            ),
-            clients=aws,
-        )
+        operator = AdminContainer(res.admin_settings(region=REGION), clients=aws)
         relay = RelayAccount(host="127.0.0.1", port=sink.port, username=USER, password=PASSWORD, ca_bundle=sink.ca_pem)
         seeded = seed_tenant(operator.admin, "bench", domain="petrel.test", relay=relay)
         tenant = operator.tenants.get_tenant(seeded.tenant_id)

@@ -478,13 +478,9 @@ class LocalPlatform:
         )
 
     def _admin(self, aws: LocalAws, resources: LocalResources) -> AdminContainer:
-        from petrel.container.admin import AdminContainer, AdminSettings
+        from petrel.container.admin import AdminContainer
 
-        settings = AdminSettings(
-            name_prefix=resources.prefix,
-            tenants_table=resources.tables[r.TENANTS.name],
-            messages_table=resources.tables[r.MESSAGES.name],
-            secrets_prefix=resources.secrets_prefix,
+        settings = resources.admin_settings(
             max_age_hours_limit=self.config.max_message_age_hours,
             region=aws.region,
             endpoint_url=aws.endpoint_url,

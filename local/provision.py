@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
 
 from petrel import resources as r
+
+if TYPE_CHECKING:
+    from petrel.container.admin import AdminSettings
 
 # Who may assume the schedules' role (infra/constructs/schedules.py trusts the same service).
 SCHEDULER_SERVICE = "scheduler.amazonaws.com"
@@ -51,6 +54,19 @@ class LocalResources:
         if self.dns_resolvers:
             env[r.DNS_RESOLVERS_ENV] = self.dns_resolvers
         return env
+
+    def admin_settings(self, **fields: Any) -> AdminSettings:
+        """The operator's settings (the CLI's, petrel.container.admin) for these resources; `fields`: the
+        rest (region, endpoints, the max_age_hours limit)."""
+        from petrel.container.admin import AdminSettings
+
+        return AdminSettings(
+            name_prefix=self.prefix,
+            tenants_table=self.tables[r.TENANTS.name],
+            messages_table=self.tables[r.MESSAGES.name],
+            secrets_prefix=self.secrets_prefix,
+            **fields,
+        )
 
 
 def _table_args(spec: r.TableSpec, name: str) -> dict[str, Any]:

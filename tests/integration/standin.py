@@ -20,13 +20,13 @@ def mail_workdir(prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def running_standin(prefix: str, users: Mapping[str, str]) -> Iterator[MailuStandIn]:
-    """The stand-in with `users` (address -> password), installed if need be and started in a work
-    directory of its own; stopped and the directory removed on the way out."""
+def running_standin(prefix: str, users: Mapping[str, str], domain: str = "petrel.test") -> Iterator[MailuStandIn]:
+    """The stand-in for `domain` with `users` (address -> password), installed if need be and started
+    in a work directory of its own; stopped and the directory removed on the way out."""
     if ensure_installed():
         install_packages()
     workdir = mail_workdir(prefix)
-    standin = MailuStandIn(workdir)
+    standin = MailuStandIn(workdir, domain)
     standin.add_users(dict(users))
     try:
         standin.start()

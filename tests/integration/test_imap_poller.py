@@ -10,15 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,7 +24,7 @@ from imapclient import IMAPClient
 from moto import mock_aws
 
 from local.lambda_runtime import LocalContext
-from local.mailu import MailuStandIn, ensure_installed, install_packages
+from local.mailu import MailuStandIn
 from local.mailu.config import MailIds
 from local.provision import provision
 from petrel import resources
@@ -46,6 +43,7 @@ from tests.fakes.inbound import FakeIngestQueue
 from tests.fakes.infra import FakeBlobStore, FakeSecretStore
 from tests.fakes.mailboxes import FakeMailboxStore
 from tests.integration.aws_env import REGION, clean_aws_environment
+from tests.integration.standin import running_standin
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +59,8 @@ def password_of(address: str) -> str:
 
 @pytest.fixture(scope="module")
 def mailu() -> Iterator[MailuStandIn]:
-    if ensure_installed():
-        install_packages()
-    # Not pytest's tmp_path: it sits under a 0700 directory the mail daemons' users cannot cross.
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-imap-poller-"))
-    os.chmod(workdir, 0o755)
-    standin = MailuStandIn(workdir, DOMAIN)
-    standin.add_users({user: password_of(user) for user in USERS})
-    try:
-        standin.start()
+    with running_standin("petrel-imap-poller-", {user: password_of(user) for user in USERS}, DOMAIN) as standin:
         yield standin
-    finally:
-        standin.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def raw_message(subject: str) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from petrel import resources
 from petrel.adapters.dynamodb import DynamoTenantStore
 from petrel.ports import TenantStore
 from tests.integration.contracts.backends import Backend
+from tests.support_moto import AtomicRequests
 
 EXPIRES = 2_000_000_000
 
@@ -68,26 +68,6 @@ def test_released_units_can_be_taken_again_but_a_counter_never_goes_below_zero(b
     store.release_quota("tn_a", "day#2026-01-20", 1)  # no counter: nothing to give back, no error
     assert not _consume(store, "day#2026-01-15", 1, 5)
     assert _consume(store, "day#2026-01-20", 5, 5)  # the release did not make a negative counter
-
-
-class AtomicRequests:
-    """A DynamoDB client whose requests are applied one at a time, as DynamoDB applies each (see the
-    module docstring)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-        if not callable(method):
-            return method
-
-        def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return one_at_a_time
 
 
 def _racing_store(backend: Backend, request: pytest.FixtureRequest) -> TenantStore:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
@@ -30,28 +29,10 @@ from petrel.adapters.buckets import DynamoTokenBuckets
 from petrel.ports import MAX_SLOW_DOWN_HALVINGS, BucketSpec, Grant, ServerStats, TokenBuckets
 from tests.fakes.buckets import FakeTokenBuckets
 from tests.integration.contracts.backends import Backend
+from tests.support_moto import AtomicRequests
 
 T0 = 1_764_460_800.0  # 2025-11-30T00:00:00Z: explicit times, no sleeping
 BUCKET = BucketSpec("srv#tn_a#srv_1", rate=4.0, burst=10)
-
-
-class AtomicRequests:
-    """A DynamoDB client whose requests are applied one at a time, as DynamoDB applies each."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-        if not callable(method):
-            return method
-
-        def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return one_at_a_time
 
 
 @pytest.fixture
