@@ -245,9 +245,10 @@ class DuePage:
 
 class MessageStore(Protocol):
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        """Store an email, then its messages; AlreadyExists (nothing written) when the tenant has an
-        email by that id. Not all or nothing: an email stored without all its messages (a crash in
-        between) is not shown by `get_email` (a 404; nobody was answered 202 for it) and expires.
+        """Store an email and its messages; AlreadyExists (nothing written) when the tenant has an email
+        by that id. Several messages are stored all or nothing; one may be stored after its email, and
+        an email stored without its message (a crash in between) is not shown by `get_email` (a 404;
+        nobody was answered 202 for it), is never due and expires.
 
         Every write that sets a waiting status (not the lease, not a final status) also sets the
         message's due time (see `DueMessage`).

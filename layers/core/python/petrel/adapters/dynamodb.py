@@ -596,24 +596,42 @@ class DynamoMessageStore:
         self._table = table
 
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        try:
-            self._db.put_item(
-                TableName=self._table,
-                Item=_encode(items.email_item(email, expires_at)),
-                ConditionExpression="attribute_not_exists(pk)",
+        """One message: two PutItems, the email's first (a crash between them leaves an email without
+        messages, which nothing shows or sends). Several: one transaction, since a crash between two of
+        their writes would leave some recipients stored and due, sent though nobody was answered 202."""
+        email_item = _encode(items.email_item(email, expires_at))
+        message_items = [
+            _encode(
+                items.message_item(
+                    message,
+                    expires_at,
+                    due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at),
+                )
             )
+            for message in messages
+        ]
+        new = "attribute_not_exists(pk)"
+        if len(message_items) > 1:
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[
+                        {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": new}}
+                        for item in (email_item, *message_items)
+                    ]
+                )
+            except ClientError as exc:
+                if _first_condition_failed(exc):
+                    raise AlreadyExists(f"email {email.email_id} exists") from exc
+                raise
+            return
+        try:
+            self._db.put_item(TableName=self._table, Item=email_item, ConditionExpression=new)
         except ClientError as exc:
             if _conditional_failed(exc):
                 raise AlreadyExists(f"email {email.email_id} exists") from exc
             raise
-        for message in messages:
-            # One PutItem each (the API's grant has no BatchWriteItem, which could delete too).
-            due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
-            self._db.put_item(
-                TableName=self._table,
-                Item=_encode(items.message_item(message, expires_at, due)),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+        for item in message_items:
+            self._db.put_item(TableName=self._table, Item=item, ConditionExpression=new)
 
     def _items(self, key: EmailKey) -> list[dict[str, Any]]:
         kwargs: QueryInputTypeDef = {
