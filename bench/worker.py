@@ -464,15 +464,19 @@ def print_scale(scale: ScaleFigures) -> bool:
         f"              today (relay_concurrency 1, no PIPELINING, same shaping and latencies) {today.warm_rate:.0f}"
         f" msg/s warm x {scale.prod.concurrency} = {modelled_rate(today.warm_rate, scale.prod.concurrency):,.0f} msg/s"
     )
-    print(
-        f"              AWS calls per warm invocation: {new.calls_on('invocation'):g} one after the other on the"
-        f" invocation's thread ({new.serial_detail()}), {new.calls_on('relay'):g} on the relay threads"
+    serial = (
+        f"{new.calls_on('invocation'):g} one after the other on the invocation's thread ({new.serial_detail()})"
+        if new.calls_on("invocation")
+        else "none on the invocation's thread"
     )
+    print(f"              AWS calls per warm invocation: {serial}, {new.calls_on('relay'):g} on the relay threads")
     serial_ms = new.calls_on("invocation") * AWS_LATENCY_MS
-    print(
-        f"              the serial calls are {serial_ms:.0f} ms of the invocation's {new.wall_ms:.0f} ms: taken at once"
-        f" (one round per stage) the invocation would be about {new.wall_ms - serial_ms + 4 * AWS_LATENCY_MS:.0f} ms"
-    )
+    if serial_ms:
+        print(
+            f"              the serial calls are {serial_ms:.0f} ms of the invocation's {new.wall_ms:.0f} ms: taken at"
+            f" once (one round per stage) the invocation would be about"
+            f" {new.wall_ms - serial_ms + 4 * AWS_LATENCY_MS:.0f} ms"
+        )
     if not ok:
         extra = concurrency_needed(TARGET_RATE, new.warm_rate) - scale.prod.concurrency
         queues = scale.prod.max_concurrency
