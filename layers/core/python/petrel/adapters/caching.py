@@ -83,12 +83,12 @@ class TtlMemo(Generic[K, V]):
                     pass
             try:
                 value = load()
-            finally:
+                with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
+                    self._cache[key] = value
+            finally:  # the gate goes once the value is in: a thread arriving now finds one or the other
                 with self._lock:
                     if self._gates.get(key) is gate:
                         del self._gates[key]
-            with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
-                self._cache[key] = value
             return value
 
     def forget(self, key: K) -> None:

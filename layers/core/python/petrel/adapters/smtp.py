@@ -594,8 +594,6 @@ def _pipelined(
                 raise
             session.broken = True  # the refusal is the answer; the session is not reused
             return refusal
-        if go_ahead.code == ReplyCode.SERVICE_NOT_AVAILABLE:
-            session.broken = True
         if go_ahead.code == ReplyCode.START_MAIL_INPUT:
             if refusal is None:
                 conn.send(_dot_stuffed(data))
