@@ -142,40 +142,29 @@ def _post(api: Api, emails: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
-def _listing(api: Api, status: str, recipients: set[str]) -> dict[str, dict[str, Any]]:
-    """Every message of the tenant in `status` whose recipient is one of this run's, by message id."""
-    found: dict[str, dict[str, Any]] = {}
+def _pages(api: Api, status: str) -> Iterator[list[dict[str, Any]]]:
+    """The tenant's messages in `status`, page by page (`next_cursor` followed to the listing's end). A
+    status without an index of its own (queued, sending) is listed by walking the tenant's messages, a
+    bounded stretch per call: a page may hold fewer than asked for, even none, with a cursor to go on."""
     cursor = None
     while True:
         query = f"/v1/emails?status={status}&limit=100" + (f"&cursor={cursor}" if cursor else "")
         code, page = api.call("GET", query)
         assert code == 200, page
-        for item in page["data"]:
-            if item["email"] in recipients:
-                found[item["id"]] = item
+        yield page["data"]
         cursor = page.get("next_cursor")
         if not cursor:
-            return found
+            return
+
+
+def _listing(api: Api, status: str, recipients: set[str]) -> dict[str, dict[str, Any]]:
+    """Every message of the tenant in `status` whose recipient is one of this run's, by message id."""
+    return {item["id"]: item for data in _pages(api, status) for item in data if item["email"] in recipients}
 
 
 def _any_waiting(api: Api) -> list[str]:
-    """The statuses that still hold a message of the tenant. A status without an index of its own
-    (queued, sending) is listed by walking the tenant's messages, a bounded stretch per call: a page
-    may come back empty with a cursor to go on, so each is followed to the first message or the end."""
-    found = []
-    for status in WAITING:
-        cursor = None
-        while True:
-            query = f"/v1/emails?status={status}&limit=100" + (f"&cursor={cursor}" if cursor else "")
-            code, page = api.call("GET", query)
-            assert code == 200, page
-            if page["data"]:
-                found.append(status)
-                break
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-    return found
+    """The statuses that still hold a message of the tenant (each listed to its first message)."""
+    return [status for status in WAITING if any(data for data in _pages(api, status))]
 
 
 def _wait_until_settled(api: Api) -> float:
