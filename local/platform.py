@@ -154,8 +154,9 @@ class LocalConfig:
     api_plans: Mapping[str, ApiPlan] = field(default_factory=lambda: dict(DEFAULT_API_PLANS))
     # How often the schedule firer looks for due schedules (moto stores them, never fires them).
     schedule_poll_seconds: float = 0.25
-    # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s): short,
-    # so a change made with the CLI shows within seconds; a refused password is re-read at once anyway.
+    # How long a worker keeps tenant configuration (servers, passwords, domains; deployed 60 s), and the
+    # API's send routes what lets an email through (deployed 5 s): short, so a change made with the CLI
+    # shows within seconds; a refused password is re-read at once anyway.
     config_cache_seconds: float = 2.0
     # The IMAP poller (deployed: an EventBridge rule every minute): how often its timer runs it, its
     # invocation's time (Lambda's timeout), the time it keeps at the end of one (no new batch starts
@@ -248,7 +249,7 @@ class LocalConfig:
         and the function's own knobs. A new dict each: no function sees another's."""
         names = resources.environment()
         return {
-            "api": dict(names),
+            "api": names | {r.SENDER_CACHE_ENV: str(self.config_cache_seconds)},
             "authorizer": names | {r.USAGE_KEY_PREFIX_ENV: self.prefix},
             "send-worker": names | self.worker_environment(),
             "sweeper": names | self.sweeper_environment(),

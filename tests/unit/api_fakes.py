@@ -41,6 +41,10 @@ class FakeApiContainer:
         return self.world.tenants
 
     @property
+    def sender_config(self) -> FakeTenantStore:
+        return self.world.tenants
+
+    @property
     def messages(self) -> FakeMessageStore:
         return self.world.messages
 

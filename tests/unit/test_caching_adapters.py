@@ -17,7 +17,7 @@ from petrel.adapters.caching import (
     TtlMemo,
     cache_ports,
 )
-from petrel.models.records import MessageStatus, SmtpServer, Tenant
+from petrel.models.records import DomainStatus, MessageStatus, SmtpServer, Tenant
 from petrel.ports import AlreadyExists, EmailKey, MessageKey, RecordNotFound
 from tests.fakes import records
 from tests.fakes.infra import FakeBlobStore, FakeSecretStore
@@ -180,6 +180,61 @@ def test_tenant_reads_are_cached_and_writes_through_the_cache_forget_them() -> N
     tenants.delete_server(tenant.tenant_id, backup.server_id)
     assert tenants.list_servers(tenant.tenant_id) == [server]
     assert tenants.list_tenants() == [tenant]  # not cached: straight to the store
+
+
+def test_a_memo_returns_but_does_not_keep_what_keep_refuses() -> None:
+    memo: TtlMemo[str, int] = TtlMemo(ttl=30, timer=Ticker())
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    def odd(value: int) -> bool:
+        return value % 2 == 1
+
+    assert [memo.get("k", load, odd) for _ in range(3)] == [1, 1, 1]  # 1 is kept
+    memo.forget("k")
+    assert memo.get("k", load, odd) == 2  # refused: returned, not kept
+    assert memo.get("k", load, odd) == 3  # so the next get loads again, and keeps it
+    assert memo.get("k", load, odd) == 3 and len(loads) == 3
+
+
+def test_the_send_routes_cache_keeps_only_what_lets_an_email_through() -> None:
+    """`usable_only` (the API's send routes): a sendable domain and a server list with an enabled server
+    are read once per ttl; a missing or unverified domain and a list without an enabled server are read
+    on every call, so a fix shows at once; the tenant is read every time (a suspension refuses at once)."""
+    tick = Ticker()
+    inner = CountingTenantStore()
+    tenants = CachingTenantStore(inner, ttl=5, timer=tick, usable_only=True)
+    tenant = records.tenant()
+    tid = tenant.tenant_id
+    inner.put_tenant(tenant)
+    assert tenants.get_tenant(tid) == tenants.get_tenant(tid) == tenant
+    suspended = tenant.model_copy(update={"suspended_at": records.DEFAULT_START, "suspended_reason": "abuse"})
+    inner.put_tenant(suspended)
+    assert tenants.get_tenant(tid) == suspended and inner.tenant_reads == 3
+
+    assert tenants.get_domain(tid, "example.com") is None
+    inner.put_domain(records.domain(tid, status=DomainStatus.PENDING))
+    pending = tenants.get_domain(tid, "example.com")
+    assert pending is not None and not pending.sendable  # the missing domain was not kept
+    verified = records.domain(tid)
+    inner.put_domain(verified)
+    assert tenants.get_domain(tid, "example.com") == verified  # nor the unverified one
+    inner.put_domain(records.domain(tid, status=DomainStatus.FAILED))  # behind the cache
+    assert tenants.get_domain(tid, "example.com") == verified  # the verified one is kept...
+    tick.now = 6
+    failed = tenants.get_domain(tid, "example.com")
+    assert failed is not None and failed.status is DomainStatus.FAILED  # ...for the ttl
+
+    disabled = records.server(tid, enabled=False)
+    inner.put_server(disabled)
+    assert tenants.list_servers(tid) == tenants.list_servers(tid) == [disabled]
+    assert inner.server_reads == 2  # no enabled server: read each time
+    inner.put_server(disabled.model_copy(update={"enabled": True}))
+    assert tenants.list_servers(tid)[0].enabled and tenants.list_servers(tid)[0].enabled
+    assert inner.server_reads == 3  # an enabled one: kept
 
 
 def test_a_change_made_behind_the_cache_shows_after_the_ttl() -> None:

@@ -67,7 +67,9 @@ class TtlMemo(Generic[K, V]):
         # container's first batch) wait for one load instead of each making the same AWS call.
         self._gates: dict[K, threading.Lock] = {}
 
-    def get(self, key: K, load: Callable[[], V]) -> V:
+    def get(self, key: K, load: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
+        """The cached value of `key`, or `load()`'s, kept unless `keep` says no (then the next get
+        loads again)."""
         if self._ttl <= 0:
             return load()
         with self._lock:
@@ -83,8 +85,9 @@ class TtlMemo(Generic[K, V]):
                     pass
             try:
                 value = load()
-                with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
-                    self._cache[key] = value
+                if keep is None or keep(value):
+                    with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
+                        self._cache[key] = value
             finally:  # the gate goes once the value is in: a thread arriving now finds one or the other
                 with self._lock:
                     if self._gates.get(key) is gate:
@@ -111,27 +114,54 @@ class _Delegating:
         return getattr(self._inner, name)
 
 
+def _never(_: object) -> bool:
+    return False
+
+
+def _usable_domain(domain: SendingDomain | None) -> bool:
+    return domain is not None and domain.sendable
+
+
+def _usable_servers(servers: list[SmtpServer]) -> bool:
+    return any(server.enabled for server in servers)
+
+
 class CachingTenantStore(_Delegating):
     """A TenantStore whose tenant, server list and sending domain reads are cached for `ttl` seconds
-    (how long a worker may use a configuration the operator has just changed)."""
+    (how long a worker may use a configuration the operator has just changed).
+
+    With `usable_only` (the API's send routes) only what lets an email through is kept: a sendable
+    domain, a server list with an enabled server. Whatever would refuse an email is read afresh each time,
+    so a fix (a domain verified, a server added) is seen at once and only a change for the worse waits out
+    the ttl. The tenant is read every time: a suspension refuses its sends at once."""
 
     def __init__(
-        self, inner: TenantStore, *, ttl: float, maxsize: int = DEFAULT_MAXSIZE, timer: Timer = time.monotonic
+        self,
+        inner: TenantStore,
+        *,
+        ttl: float,
+        maxsize: int = DEFAULT_MAXSIZE,
+        timer: Timer = time.monotonic,
+        usable_only: bool = False,
     ) -> None:
         super().__init__(inner)
         self.inner = inner
+        self._keep_tenant = _never if usable_only else None
+        self._keep_domain = _usable_domain if usable_only else None
+        self._keep_servers = _usable_servers if usable_only else None
         self._tenants: TtlMemo[str, Tenant | None] = TtlMemo(ttl=ttl, maxsize=maxsize, timer=timer)
         self._servers: TtlMemo[str, list[SmtpServer]] = TtlMemo(ttl=ttl, maxsize=maxsize, timer=timer)
         self._domains: TtlMemo[tuple[str, str], SendingDomain | None] = TtlMemo(ttl=ttl, maxsize=maxsize, timer=timer)
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
-        return self._tenants.get(tenant_id, lambda: self.inner.get_tenant(tenant_id))
+        return self._tenants.get(tenant_id, lambda: self.inner.get_tenant(tenant_id), self._keep_tenant)
 
     def list_servers(self, tenant_id: str) -> list[SmtpServer]:
-        return list(self._servers.get(tenant_id, lambda: self.inner.list_servers(tenant_id)))
+        return list(self._servers.get(tenant_id, lambda: self.inner.list_servers(tenant_id), self._keep_servers))
 
     def get_domain(self, tenant_id: str, domain: str) -> SendingDomain | None:
-        return self._domains.get((tenant_id, domain), lambda: self.inner.get_domain(tenant_id, domain))
+        key = (tenant_id, domain)
+        return self._domains.get(key, lambda: self.inner.get_domain(*key), self._keep_domain)
 
     def put_tenant(self, tenant: Tenant) -> None:
         self.inner.put_tenant(tenant)

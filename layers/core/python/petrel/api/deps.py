@@ -39,6 +39,9 @@ class ApiPorts(Protocol):
 
     @property
     def tenants(self) -> TenantStore: ...
+    # The same store as the send routes read it: a few seconds' cache deployed (ApiSettings).
+    @property
+    def sender_config(self) -> TenantStore: ...
     @property
     def messages(self) -> MessageStore: ...
     @property
@@ -89,7 +92,7 @@ class ApiServices:
 
         p = self.ports
         return SubmitDeps(
-            tenants=p.tenants,
+            tenants=p.sender_config,
             messages=p.messages,
             blobs=p.blobs,
             queue=p.queue,

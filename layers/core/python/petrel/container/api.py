@@ -19,6 +19,7 @@ from petrel.settings import ApiSettings
 
 if TYPE_CHECKING:
     from petrel.adapters.blobs import S3BlobStore
+    from petrel.adapters.caching import CachingTenantStore
     from petrel.adapters.dns import DnsPythonResolver
     from petrel.adapters.dynamodb import DynamoIdempotencyStore, DynamoMessageStore, DynamoSuppressionStore
     from petrel.adapters.queues import SqsJobQueue
@@ -48,6 +49,15 @@ class ApiContainer(TenantStoresContainer[ApiSettings]):
     @property
     def link_seconds(self) -> int:
         return self.settings.link_seconds
+
+    @cached_property
+    def sender_config(self) -> CachingTenantStore:
+        """The tenant store of the send routes: a sending domain and server list that let an email
+        through kept for `sender_cache_seconds` (ApiSettings); the tenant, and what refuses one, read
+        afresh."""
+        from petrel.adapters.caching import CachingTenantStore
+
+        return CachingTenantStore(self.tenants, ttl=self.settings.sender_cache_seconds, usable_only=True)
 
     @cached_property
     def messages(self) -> DynamoMessageStore:
