@@ -1,5 +1,6 @@
 """What the end-to-end tests read or change in the platform's embedded AWS directly: dead-letter queue
-depths, a message's age, a redrive as `petrel dlq redrive` does it."""
+depths, how many of a tenant's messages are in given statuses, a message's age, a redrive as
+`petrel dlq redrive` does it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,31 @@ def dead_letters(platform: LocalPlatform) -> dict[str, int]:
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
     return depth
+
+
+def count_messages(platform: LocalPlatform, tenant_id: str, statuses: tuple[str, ...]) -> int:
+    """How many of the tenant's messages are in one of `statuses`, counted by the embedded DynamoDB
+    (a Scan with Select=COUNT: no item leaves it). A test's wait uses it to learn when to look; what it
+    then asserts it reads through the API. Walking the API's listing of `queued` or `sending` to its end
+    (those statuses have no index: each call examines up to a thousand messages) every few seconds
+    would cost the embedded AWS more than the traffic under test."""
+    db = aws_client(platform, "dynamodb")
+    names = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
+    kwargs: dict[str, Any] = {
+        "TableName": platform.info["aws"]["tables"]["messages"],
+        "Select": "COUNT",
+        "FilterExpression": f"tenant_id = :tenant AND #status IN ({', '.join(names)})",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {":tenant": {"S": tenant_id}, **names},
+        "ConsistentRead": True,
+    }
+    count = 0
+    while True:
+        page = db.scan(**kwargs)
+        count += int(page["Count"])
+        if "LastEvaluatedKey" not in page:
+            return count
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def backdate_message(platform: LocalPlatform, tenant_id: str, email_id: str, message_id: str, hours: float) -> None:
