@@ -350,3 +350,41 @@ def test_listing_a_status_without_an_index_examines_a_bounded_number_per_page(ta
     assert first.messages == [] and first.cursor is not None  # 20 examined, none relayed: go on
     second = table.store.list_messages(TENANT, status=MessageStatus.RELAYED, limit=2, cursor=first.cursor)
     assert [m.message_id for m in second.messages] == [newest_first[-1].message_id] and second.cursor is None
+
+
+class _LaggingReads:
+    """The store's DynamoDB client, whose eventually consistent GetItems miss an item as a read just
+    after its write may (the replica it reads has not seen the write yet); every GetItem is recorded."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lagging = True
+        self.reads: list[bool] = []  # ConsistentRead of each GetItem
+
+    def get_item(self, **kwargs: Any) -> Any:
+        consistent = bool(kwargs.get("ConsistentRead"))
+        self.reads.append(consistent)
+        if self.lagging and not consistent:
+            return {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return self._client.get_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_an_email_record_is_read_eventually_consistent_and_again_consistently_when_that_missed_it(
+    table: Table,
+) -> None:
+    email, messages = records.email("tn_a", ["to@example.org"])
+    table.store.create_email(email, messages, EXPIRES)
+    client = _LaggingReads(table.client)
+    store = DynamoMessageStore(client, table.name)  # type: ignore[arg-type]
+
+    assert store.get_email_record(EmailKey.of(email)) == email  # missed, then read consistently
+    assert client.reads == [False, True]
+    client.lagging, client.reads = False, []
+    assert store.get_email_record(EmailKey.of(email)) == email  # half the read units: one read
+    assert client.reads == [False]
+    client.reads = []
+    assert store.get_email_record(EmailKey("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
+    assert client.reads == [False, True]  # not there: a consistent read says so

@@ -663,7 +663,12 @@ class DynamoMessageStore:
         return _raw(found["Item"]) if "Item" in found else None
 
     def get_email_record(self, key: EmailKey) -> EmailRecord | None:
-        item = self._get(_email_key(key))
+        """The email item is written once and never changed (only TTL removes it), so an eventually
+        consistent read, half the read units of a consistent one, returns it as stored; just after the
+        email's creation it may not see it yet, and then a consistent read settles whether it is there."""
+        email_key = _email_key(key)
+        found = self._db.get_item(TableName=self._table, Key=email_key)
+        item = _raw(found["Item"]) if "Item" in found else self._get(email_key)
         return items.email_record(item) if item else None
 
     def get_message(self, key: MessageKey) -> MessageRecord | None:
