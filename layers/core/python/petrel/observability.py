@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled, resolve_cold_start_function_name
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
@@ -180,23 +179,32 @@ class Telemetry:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def handler(self, handler: Handler) -> Handler:
-        """Wrap a Lambda handler: the invocation's context keys (`function_name`, `function_request_id`,
-        ..., `cold_start`) on this thread's lines only, per-record keys cleared at its start and end, and
-        its metrics flushed at its end. Cold start is this function's first invocation in the process."""
+        """Wrap a Lambda handler: its invocation's keys on its lines (`with_context`), and its metrics
+        flushed at its end."""
+        wrapped: Handler = self.metrics.log_metrics(self.with_context(handler))
+        return wrapped
+
+    def with_context(self, handler: Handler) -> Handler:
+        """Wrap a Lambda handler: the invocation's keys (`function_name`, `function_request_id`,
+        `cold_start`) on this thread's lines only, per-record keys cleared at its start and end. Cold
+        start is this function's first invocation in the process. Not the function's ARN or memory size,
+        which Powertools' `inject_lambda_context` adds: every line of a function's log group would repeat
+        them (a third of the API's access line, billed as log ingestion per request)."""
 
         @functools.wraps(handler)
         def invoke(event: Any, context: Any) -> Any:
             with self._lock:
                 cold, self._cold[0] = self._cold[0], False
             self.logger.thread_safe_clear_keys()
-            self.logger.thread_safe_append_keys(cold_start=cold, **build_lambda_context_model(context).__dict__)
+            self.logger.thread_safe_append_keys(
+                cold_start=cold, function_name=context.function_name, function_request_id=context.aws_request_id
+            )
             try:
                 return handler(event, context)
             finally:
                 self.logger.thread_safe_clear_keys()
 
-        wrapped: Handler = self.metrics.log_metrics(invoke)
-        return wrapped
+        return invoke
 
     @contextmanager
     def record(self, **keys: object) -> Iterator[None]:
@@ -221,7 +229,9 @@ def telemetry(function: str, *, metrics_file: str | os.PathLike[str] | None = No
     provider = ThreadLocalEmfProvider(
         namespace=resources.METRICS_NAMESPACE, service=service, lines=_EmfLines(_metrics_path(metrics_file))
     )
-    return Telemetry(function=function, logger=Logger(service=service), metrics=Metrics(provider=provider))
+    # No `location` key (the module and line of the call): an error's line carries its traceback.
+    logger = Logger(service=service, location=None)
+    return Telemetry(function=function, logger=logger, metrics=Metrics(provider=provider))
 
 
 def redact_address(address: str) -> str:

@@ -19,7 +19,7 @@ def create_admin_api(container: AdminApiPorts) -> Handler:
     ports (the unit tests pass the in-memory fakes)."""
     application = AdminApiApplication(container)
 
-    @container.telemetry.logger.inject_lambda_context(clear_state=True)
+    @container.telemetry.with_context
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return application(event, context)
 
