@@ -8,16 +8,13 @@ puts back when it stops, and the fixture checks that it did: no later test direc
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from local.mailu import ensure_installed, install_packages
-from local.platform import LocalConfig, LocalPlatform
+from local.platform import LocalPlatform
 from tests.e2e.support.api import Api
+from tests.e2e.support.platform import running_platform
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -33,20 +30,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="package")
 def platform() -> Iterator[LocalPlatform]:
     """One local stack for the end-to-end tests, stopped when they are done (package scope)."""
-    if ensure_installed():
-        install_packages()  # never skip: CI installs the real servers
     before = _environment()
-    # Postfix and Dovecot drop privileges: the work dir must be reachable by their users.
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-e2e-"))
-    workdir.chmod(0o755)
     # The poller every second: a delivery report or a reply is ingested within a couple of seconds.
-    local = LocalPlatform(LocalConfig(workdir=workdir, api_port=0, poll_seconds=1.0))
-    try:
-        local.start()
+    with running_platform("petrel-e2e-", poll_seconds=1.0) as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
     assert _environment() == before, "the local platform left changes in the process environment"
 
 

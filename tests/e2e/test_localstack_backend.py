@@ -8,18 +8,15 @@ message `delivered`."""
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local.mailu import ensure_installed, install_packages
-from local.platform import LocalConfig, LocalPlatform
+from local.platform import LocalPlatform
 from tests.e2e.support.api import Api, mailbox_of, read_mailbox
+from tests.e2e.support.platform import running_platform
 from tests.e2e.support.tracking import SENT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localstack]
@@ -29,17 +26,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.localstack]
 def stack() -> Iterator[LocalPlatform]:
     """The platform as `python -m local --backend localstack` runs it (in this process, to set the
     stand-in's reply rules)."""
-    if ensure_installed():
-        install_packages()
-    workdir = Path(tempfile.mkdtemp(prefix="petrel-localstack-"))
-    workdir.chmod(0o755)  # Postfix and Dovecot drop privileges
-    platform = LocalPlatform(LocalConfig(workdir=workdir, api_port=0, backend="localstack"))
-    try:
-        platform.start()
+    with running_platform("petrel-localstack-", backend="localstack") as platform:
         yield platform
-    finally:
-        platform.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _status(view: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ import pytest
 from local.mailu import MailuStandIn, find_processes
 from local.nexthop import RefusingNextHop
 from petrel.mail.reports import Action, DeliveryReport, DeliveryReports, ReportFormat, classify_bytes
-from tests.integration.standin import mail_workdir, running_standin
+from tests.integration.standin import running_standin
+from tests.support_mail import mail_workdir
 
 pytestmark = pytest.mark.integration
 
