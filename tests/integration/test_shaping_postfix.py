@@ -52,18 +52,23 @@ def mailu() -> Iterator[MailuStandIn]:
         yield standin
 
 
-def _accepted(mailu: MailuStandIn, since: int) -> list[tuple[datetime, str]]:
+def _accepted(mailu: MailuStandIn, since: int, expected: int, timeout: float = 10.0) -> list[tuple[datetime, str]]:
     """(time, SASL user) of each message Postfix accepted from an authenticated client, after byte
-    offset `since` of its log."""
-    found: list[tuple[datetime, str]] = []
-    with mailu.postfix_log.open("rb") as log:
-        log.seek(since)
-        for raw in log.read().decode(errors="replace").splitlines():
-            match = ACCEPTED.match(raw)
-            if match:
-                stamp = datetime.strptime(f"{datetime.now().year} {match.group(1)}", "%Y %b %d %H:%M:%S")
-                found.append((stamp, match.group(2).rstrip(",")))
-    return found
+    offset `since` of its log. Postfix's smtpd hands its lines to its log daemon, which writes them a
+    moment later: the log is read again until it holds `expected` of them, or `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found: list[tuple[datetime, str]] = []
+        with mailu.postfix_log.open("rb") as log:
+            log.seek(since)
+            for raw in log.read().decode(errors="replace").splitlines():
+                match = ACCEPTED.match(raw)
+                if match:
+                    stamp = datetime.strptime(f"{datetime.now().year} {match.group(1)}", "%Y %b %d %H:%M:%S")
+                    found.append((stamp, match.group(2).rstrip(",")))
+        if len(found) >= expected or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
 
 
 def _server(
@@ -149,7 +154,7 @@ def test_a_server_limited_to_n_a_second_receives_at_most_n_a_second(mailu: Mailu
     _drive(worker, jobs, within=60)
 
     assert _statuses(worker, jobs) == {MessageStatus.RELAYED: 15}
-    accepted = [at for at, user in _accepted(mailu, since) if user == RELAY_A]
+    accepted = [at for at, user in _accepted(mailu, since, 15) if user == RELAY_A]
     assert len(accepted) == 15  # each once
     per_second = Counter(accepted)
     assert max(per_second.values()) <= rate + burst, per_second
@@ -173,7 +178,7 @@ def test_a_paused_server_receives_nothing_while_its_pool_mate_carries_the_traffi
     _drive(worker, jobs, within=60)
 
     assert _statuses(worker, jobs) == {MessageStatus.RELAYED: 12}
-    assert Counter(user for _, user in _accepted(mailu, since)) == {RELAY_B: 12}
+    assert Counter(user for _, user in _accepted(mailu, since, 12)) == {RELAY_B: 12}
 
 
 def test_hard_bounces_over_the_threshold_pause_the_server_and_its_mate_takes_the_rest(
@@ -204,6 +209,6 @@ def test_hard_bounces_over_the_threshold_pause_the_server_and_its_mate_takes_the
         _drive(worker, jobs, within=60)
 
         assert _statuses(worker, jobs) == {MessageStatus.RELAYED: 6}
-        assert Counter(user for _, user in _accepted(mailu, since)) == {RELAY_B: 6}
+        assert Counter(user for _, user in _accepted(mailu, since, 6)) == {RELAY_B: 6}
     finally:
         mailu.clear_recipient_rules(bouncing)
