@@ -100,7 +100,7 @@ class ApiSettings(QueueSettings):
     dns_resolvers: str = Field(default="", validation_alias=r.DNS_RESOLVERS_ENV)
     dns_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias=r.DNS_TIMEOUT_ENV)
     # How long a warm API container keeps the sending domain and server list an email is checked against
-    # (a read and a query per request: two thirds of POST /v1/emails' DynamoDB reads), and only while
+    # (a read and a query per request: three quarters of POST /v1/emails' DynamoDB read units), and only while
     # they let mail through (adapters.caching.CachingTenantStore, usable_only). A change for the worse
     # made elsewhere (a domain's failed check, a server disabled) reaches the send routes that late; the
     # worker checks again before relaying. The tenant (its suspension) and every other route read afresh.

@@ -114,10 +114,6 @@ class _Delegating:
         return getattr(self._inner, name)
 
 
-def _never(_: object) -> bool:
-    return False
-
-
 def _usable_domain(domain: SendingDomain | None) -> bool:
     return domain is not None and domain.sendable
 
@@ -146,7 +142,7 @@ class CachingTenantStore(_Delegating):
     ) -> None:
         super().__init__(inner)
         self.inner = inner
-        self._keep_tenant = _never if usable_only else None
+        self._tenant_cached = not usable_only
         self._keep_domain = _usable_domain if usable_only else None
         self._keep_servers = _usable_servers if usable_only else None
         self._tenants: TtlMemo[str, Tenant | None] = TtlMemo(ttl=ttl, maxsize=maxsize, timer=timer)
@@ -154,7 +150,9 @@ class CachingTenantStore(_Delegating):
         self._domains: TtlMemo[tuple[str, str], SendingDomain | None] = TtlMemo(ttl=ttl, maxsize=maxsize, timer=timer)
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
-        return self._tenants.get(tenant_id, lambda: self.inner.get_tenant(tenant_id), self._keep_tenant)
+        if not self._tenant_cached:
+            return self.inner.get_tenant(tenant_id)
+        return self._tenants.get(tenant_id, lambda: self.inner.get_tenant(tenant_id))
 
     def list_servers(self, tenant_id: str) -> list[SmtpServer]:
         return list(self._servers.get(tenant_id, lambda: self.inner.list_servers(tenant_id), self._keep_servers))
