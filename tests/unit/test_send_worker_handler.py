@@ -312,6 +312,7 @@ class SweeperParts:
 def test_the_sweeper_logs_one_line_per_run(world: FakeWorld, tmp_path: Path) -> None:
     captured = Captured("sweeper", tmp_path)
     handler = create_sweeper(SweeperParts(captured.telemetry, world.sweep_deps(grace_seconds=60)))
+    world.tenants.put_tenant(records.tenant(tenant_id="tn_1"))
     email, (message,) = records.email("tn_1", ["bob@example.org"])
     world.messages.create_email(email, [message], 0)  # stored, never enqueued
     world.clock.advance(3600)

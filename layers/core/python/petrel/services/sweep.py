@@ -1,12 +1,15 @@
 """The sweeper: finds non-final messages whose way forward is gone, and puts each back on its queue.
 
 At every moment each non-final message has exactly one way forward: a job on a queue, a schedule, a
-live lease, or a dead letter that an alarm reports. Each message carries a due time (the "due" index,
-petrel.resources.DUE_INDEX): when that way forward should have acted. It is written when a message is
-created or waits again (deferred, reopened) and by the sweeper, and by nothing else: the lease does
-not move it and a final status does not remove it (two index writes saved per message). So each
-shard's entries are read in order from a watermark (`due_watermark`) up to `now - grace_seconds`,
-each with its message's current state, and:
+live lease, or a dead letter that an alarm reports. A message that waits carries a due time (the "due"
+index, petrel.resources.DUE_INDEX): when that way forward should have acted. It is written when a
+message waits (scheduled, deferred, reopened) and by the sweeper, and by nothing else: the lease does
+not move it and a final status does not remove it (two index writes saved per message). A message
+queued at its creation has none (a third write saved): the sweeper finds it in its tenant's creation
+shard (petrel.resources.creation_shard), the tenant's messages in creation order, where a message
+that has a due time is passed (the due shards look at it). So each shard's entries are read in order
+from a watermark (`due_watermark`) up to `now - grace_seconds`, each with its message's current
+state, and:
 
 - a final message's entry is passed (`passed`);
 - a `sending` message whose lease is still live (not over by a grace) has its entry moved to the
@@ -14,14 +17,15 @@ each with its message's current state, and:
 - a waiting message behind a backlog (below) has its entry moved to now: looked at one grace later;
 - any other has lost its way forward (a crash between storing and enqueuing, a worker that died
   twice, a lost schedule) and is repaired:
-  1. claim: a conditional write that moves its due time to now, only if status, attempt and due time
-     are still those seen, so a concurrent or repeated sweep does not repair it twice (and a message
-     that moved on meanwhile is left alone);
+  1. claim: a conditional write that moves its due time to now (or gives it one, found in its
+     creation shard), only if status, attempt and due time are still those seen, so a concurrent or
+     repeated sweep does not repair it twice (and a message that moved on meanwhile is left alone);
   2. a job on its pool's send queue: SendJob(attempt) for queued, scheduled and deferred; for
      `sending` with a lease long expired, SendJob(attempt - 1), the job of the attempt in flight,
      which the worker's takeover path leases again.
 
-Every move is a key change ahead of the watermark, so the entry is seen again. The watermark then
+Every move is a key change ahead of the watermark (from a creation shard, into the due index), so the
+entry is seen again. The watermark then
 moves past every entry looked at, up to the first whose conditional write lost to a change this
 sweep did not see (say a lease that landed between the read and the claim: a lease moves no entry,
 so a watermark past it would never see that message again); the next run looks at it again. The
@@ -43,9 +47,10 @@ lease) are repaired whatever the backlog: their job, redelivered, would only be 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from petrel import resources
 from petrel.models.jobs import SendJob
 from petrel.models.records import FINAL_STATUSES, MessageStatus, Pool
 from petrel.ports import Clock, DueMessage, JobQueue, MessageStore, RecordNotFound, WriteConflict
@@ -58,7 +63,8 @@ class SweepDeps:
     messages: MessageStore
     queue: JobQueue
     clock: Clock
-    shards: Sequence[str]
+    shards: Sequence[str]  # the due index's shards (petrel.resources.due_shards)
+    tenant_ids: Callable[[], Sequence[str]]  # every tenant, read once per run: their creation shards
     grace_seconds: int
     max_messages: int  # repairs per run at most; the rest wait for the next run
     backlog_limit: int = 1_000  # jobs on a pool's queue above which its waiting messages are left alone
@@ -74,7 +80,7 @@ class SweepReport:
     backlogged: int = 0  # waiting messages left alone: their pool's queue is over the backlog limit
     backlogs: dict[Pool, int] = field(default_factory=dict)  # each pool's queue, read once per run
     leased: int = 0  # `sending` messages whose lease is live: due again at the lease's end
-    passed: int = 0  # entries of final messages: passed by the watermark, nothing to do
+    passed: int = 0  # entries of final messages, or in a creation shard of messages with a due time
 
     @property
     def total(self) -> int:
@@ -180,6 +186,7 @@ def look_at(deps: SweepDeps, message: DueMessage, *, now: int, report: SweepRepo
 def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -> None:
     """Look at the shard's entries from its watermark up to `now - grace`, and move the watermark past
     every entry looked at (up to the first one that must be looked at again)."""
+    creation = resources.creation_shard_tenant(shard) is not None
     mark = deps.messages.due_watermark(shard)
     cursor = mark
     held = False  # an entry was not passed: the watermark stays before it for this run
@@ -194,7 +201,11 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
         claimed: list[DueMessage] = []
         start = mark
         for message in page.messages:
-            passed = look_at(deps, message, now=now, report=report, claimed=claimed)
+            if creation and message.due_at is not None:  # waiting, or looked at before: the due shards'
+                report.passed += 1
+                passed = True
+            else:
+                passed = look_at(deps, message, now=now, report=report, claimed=claimed)
             held = held or not passed
             if not held:
                 mark = message.position
@@ -207,10 +218,11 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
 
 
 def sweep(deps: SweepDeps) -> SweepReport:
-    """One run over every shard of the due index."""
+    """One run over every shard of the due index, and every tenant's creation shard."""
     now = int(deps.clock.now().timestamp())
     report = SweepReport()
-    start = now % len(deps.shards) if deps.shards else 0  # no shard is always last when a run is cut short
-    for shard in [*deps.shards[start:], *deps.shards[:start]]:
+    shards = [*deps.shards, *(resources.creation_shard(t) for t in deps.tenant_ids())]
+    start = now % len(shards) if shards else 0  # no shard is always last when a run is cut short
+    for shard in [*shards[start:], *shards[:start]]:
         sweep_shard(deps, shard, now=now, report=report)
     return report
