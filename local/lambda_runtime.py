@@ -39,6 +39,8 @@ class LocalContext:
 Handler = Callable[[dict[str, Any], Any], Any]
 # What stops the pump itself (Ctrl-C, interpreter exit) rather than crashing one invocation.
 _NOT_A_CRASH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+# The most messages one ReceiveMessage returns (an event source gathers a larger batch from several).
+SQS_RECEIVE_MAX = 10
 
 
 def message_group(message: dict[str, Any]) -> str:
@@ -157,7 +159,7 @@ class FairBuffer:
         while len(self._held) < self._max_held and time.monotonic() < until:
             out = self._sqs.receive_message(
                 QueueUrl=self._url,
-                MaxNumberOfMessages=min(10, self._max_held - len(self._held)),
+                MaxNumberOfMessages=min(SQS_RECEIVE_MAX, self._max_held - len(self._held)),
                 WaitTimeSeconds=wait_seconds if not self._held else 0,
                 VisibilityTimeout=visibility,
                 MessageSystemAttributeNames=["All"],
@@ -259,14 +261,24 @@ class QueuePump(threading.Thread):
             self._buffer.done(messages)
 
     def _receive(self, wait_seconds: int) -> list[dict[str, Any]]:
-        out = self._sqs.receive_message(
-            QueueUrl=self._url,
-            MaxNumberOfMessages=self._batch,
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        return list(out.get("Messages", []))
+        """A batch as the event source gathers one: receives of at most 10 (SQS's limit) until the batch
+        is full or the queue has no more to give (a receive that returns fewer than it asked for: with
+        a batching window, Lambda would wait the window out instead)."""
+        batch: list[dict[str, Any]] = []
+        while len(batch) < self._batch:
+            asked = min(SQS_RECEIVE_MAX, self._batch - len(batch))
+            out = self._sqs.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=asked,
+                WaitTimeSeconds=wait_seconds if not batch else 0,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            received = list(out.get("Messages", []))
+            batch += received
+            if len(received) < asked:
+                break
+        return batch
 
     def _invoke(self, messages: list[dict[str, Any]]) -> int:
         if not messages:

@@ -134,6 +134,23 @@ def test_without_a_buffer_the_flood_holds_the_quiet_tenant_back(sqs: Any) -> Non
     assert first_b >= 5
 
 
+def test_a_batch_larger_than_one_receive_is_gathered_from_several(sqs: Any) -> None:
+    """A batch size above SQS's 10 per receive (prod's 50, with a batching window) is gathered as the
+    event source gathers it; a short receive ends the batch; every job is handed over once."""
+    url = _queue(sqs)
+    queue = SqsJobQueue(sqs, {"transactional": url})
+    assert queue.send_jobs("transactional", _jobs("tn_a", 57)) == []
+    recorder = Recorder()
+    pump = QueuePump(sqs, url, "arn", recorder, function_name="send-worker", batch_size=25)
+
+    while pump.poll_once():
+        pass
+
+    assert [len(batch) for batch in recorder.batches] == [25, 25, 7]
+    assert sorted(m for batch in recorder.batches for m in batch) == sorted(j.message_id for j in _jobs("tn_a", 57))
+    assert _drain(sqs, url) == []  # each acknowledged
+
+
 def test_pumps_sharing_a_buffer_deliver_each_job_once_and_a_failed_one_again(sqs: Any) -> None:
     url = _queue(sqs, visibility=2)
     queue = SqsJobQueue(sqs, {"transactional": url})
