@@ -95,14 +95,12 @@ diff: venv
 deploy: venv
 	npx --yes $(CDK_CLI) deploy --no-notices -c env=$(ENV) --app "$(PY) app.py"
 
+# Every part runs and prints its figures; `make bench` fails at the end if any part missed a target.
+BENCH_PARTS = relay coldstart ingest dkim buckets worker cost
 bench: venv mail dns
-	$(PY) -m bench.relay
-	$(PY) -m bench.coldstart
-	$(PY) -m bench.ingest
-	$(PY) -m bench.dkim
-	$(PY) -m bench.buckets
-	$(PY) -m bench.worker
-	$(PY) -m bench.cost
+	@missed=""; for part in $(BENCH_PARTS); do echo "$(PY) -m bench.$$part"; \
+	  $(PY) -m bench.$$part || missed="$$missed $$part"; done; \
+	  if [ -n "$$missed" ]; then echo "bench: targets missed in:$$missed" >&2; exit 1; fi
 
 clean:
 	rm -rf cdk.out .build .petrel

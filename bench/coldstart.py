@@ -76,8 +76,10 @@ FUNCTIONS = (
 RUNS = 5
 REGION = "us-east-1"
 PREFIX = "bench"
-# The send worker's cold import target (CPU, with .pyc), kept from the relay bench.
-WORKER_IMPORT_TARGET_MS = 600.0
+# The send worker's cold import target (CPU, with .pyc), as a ratio to the baseline measured in the same
+# run (`import boto3` and one client), so that it means the same on a slower or faster machine: the
+# relay bench's 600 ms was set on machines where that baseline took about 300 to 400 ms.
+WORKER_IMPORT_TARGET_RATIO = 1.6
 # The mailbox the poller reads: on the seeded tenant's domain, at a port that refuses connections.
 MAILBOX_ADDRESS = "bounces@petrel.test"
 MAILBOX_PASSWORD = "bench-imap-password"  # in moto's Secrets Manager, for a mailbox no server has
@@ -636,10 +638,11 @@ def report(samples: Samples) -> bool:
     )
     extra = samples["email_validator"] - samples["interpreter"]
     print(f"  import email_validator: +{extra * ms:.0f} ms over python -c pass (mail.addresses imports it on use)")
-    worker = samples["import send_worker"] * ms
-    ok = worker <= WORKER_IMPORT_TARGET_MS
+    worker = samples["import send_worker"]
+    ok = worker <= WORKER_IMPORT_TARGET_RATIO * client
     print(
-        f"  send_worker cold import {worker:.0f} ms (<= {WORKER_IMPORT_TARGET_MS:.0f} ms): {'met' if ok else 'MISSED'}"
+        f"  send_worker cold import {worker * ms:.0f} ms = {worker / client:.2f}x boto3 + one client"
+        f" (<= {WORKER_IMPORT_TARGET_RATIO:g}x): {'met' if ok else 'MISSED'}"
     )
     return ok
 

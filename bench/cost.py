@@ -9,7 +9,8 @@ as Lambda's event source runs it) against a local SMTP sink:
 Every AWS request of each function is counted by botocore hooks (bench.meter), DynamoDB's units by
 AWS's rules; dollars come from bench.prices alone. Lambda duration is modelled as each function's
 measured CPU time (moto's own work and the meter's excluded) at its prod memory (infra/config.py,
-cdk.json): a lower bound, since deployed a function also waits on the network. COST_EMAILS sets N
+cdk.json): a lower bound, since deployed a function also waits on the network. Logs count what each
+function writes, Lambda's own lines and API Gateway's access log line per call. COST_EMAILS sets N
 (default 100; the batch path needs 100 for a full batch). It exits 1 while a target is missed.
 """
 
@@ -48,6 +49,8 @@ ENVIRONMENT = "prod"
 # What Lambda itself writes to a function's log group per invocation (START, END and REPORT lines,
 # about 70 + 50 + 140 bytes): modelled, not captured (Lambda's runtime writes them, not Petrel).
 LAMBDA_PLATFORM_LOG_BYTES = 260
+# API Gateway's access log (one line per API call, infra/access_log.py), by this name among the logs.
+GATEWAY_ACCESS_LOG = "api-gateway-access"
 # The targets of issue 11, and the figures this bench measured before it (main at 7a11b50, with the
 # DynamoDB adapter's float fix, 100 emails, on 2026-11-30): the baseline each target is printed beside.
 # The counts are deterministic; the dollars move by a few cents with the measured CPU time.
@@ -271,10 +274,13 @@ def run_scenario(
         assert policy["policyDocument"]["Statement"][0]["Effect"] == "Allow", policy
         answer = {**policy.get("context", {}), "principalId": policy.get("principalId")}
 
+        access_bytes: list[int] = []
+
         def call_api(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
             event = _api_event(path, body, seeded.api_key, answer)
             result: dict[str, Any] = harness.wrap(functions["api"], api.handler)(event, LocalContext("api"))
             assert int(result["statusCode"]) in (200, 201, 202, 207), result
+            access_bytes.append(_gateway_access_bytes(path, result, answer))
             return result
 
         api_calls = submit(call_api, seeded.api_key, EMAILS)
@@ -292,7 +298,32 @@ def run_scenario(
         worker.container.deliver.relay.close()  # the sessions it keeps for a next invocation
         sent = _count_relayed_first_try(admin, seeded.tenant_id)
         assert sent == EMAILS, f"{sent} of {EMAILS} emails were relayed first try"
-    return Scenario(name, EMAILS, api_calls, functions, event_source, dict(harness.logs.written))
+    logs = dict(harness.logs.written)
+    logs[GATEWAY_ACCESS_LOG] = sum(access_bytes)
+    return Scenario(name, EMAILS, api_calls, functions, event_source, logs)
+
+
+def _gateway_access_bytes(path: str, result: Mapping[str, Any], answer: Mapping[str, Any]) -> int:
+    """The bytes of the line API Gateway's access log (infra/access_log.py) gets for this call: modelled
+    (API Gateway writes it, not Petrel) from the call's own path, status, response length, tenant and
+    key, with typical values for the request id, address, time and latencies."""
+    from infra.access_log import access_log_line
+
+    values = {
+        "$context.requestId": "6f1c2a9e-3b7d-4c1e-9a2f-0d4e5b6c7a8b",
+        "$context.identity.sourceIp": "203.0.113.10",
+        "$context.requestTime": "01/Dec/2026:11:45:23 +0000",
+        "$context.httpMethod": "POST",
+        "$context.resourcePath": path,
+        "$context.path": path,
+        "$context.status": str(result["statusCode"]),
+        "$context.responseLength": str(len(str(result.get("body") or ""))),
+        "$context.responseLatency": "48",
+        "$context.integrationLatency": "45",
+        "$context.authorizer.tenant_id": str(answer.get("tenant_id", "-")),
+        "$context.authorizer.principalId": str(answer.get("principalId", "-")),
+    }
+    return len(access_log_line(values).encode()) + 1  # and its newline
 
 
 def _count_relayed_first_try(admin: Any, tenant_id: str) -> int:
@@ -420,6 +451,8 @@ def costs(scenario: Scenario, architecture: str, *, sides: tuple[str, ...]) -> C
     s3_puts = tally.count("s3", "PutObject", "CopyObject", "ListObjectsV2", "CreateMultipartUpload", "UploadPart")
     s3_gets = tally.count("s3") - s3_puts
     log_bytes = sum(scenario.log_bytes.get(run.name, 0) + LAMBDA_PLATFORM_LOG_BYTES * run.invocations for run in runs)
+    if "api" in sides:
+        log_bytes += scenario.log_bytes.get(GATEWAY_ACCESS_LOG, 0)
     lines = {
         "API Gateway": (scenario.api_calls if "api" in sides else 0) * prices.API_GATEWAY_REST.per_unit,
         "Lambda requests": sum(run.invocations for run in runs) * prices.LAMBDA_REQUESTS.per_unit,
@@ -466,6 +499,8 @@ def print_scenario(scenario: Scenario, architecture: str) -> Costs:
     print_side("authorizer (once per run)", scenario.side("authorizer"), n)
     print_side("worker side (send worker)", scenario.side("send-worker"), n)
     print_side("event source (Lambda's SQS polling of the send queue)", scenario.side("event-source"), n)
+    gateway = scenario.log_bytes.get(GATEWAY_ACCESS_LOG, 0)
+    print(f"  API Gateway access log: {gateway / max(scenario.api_calls, 1):.0f} B per API call (modelled)")
     for run in scenario.functions.values():
         cpu = sum(run.warm_cpu())
         print(
@@ -525,7 +560,8 @@ def main() -> int:
     )
     print(
         "The authorizer runs once per run: API Gateway caches its answer 60 s per key. Logs include"
-        f" {LAMBDA_PLATFORM_LOG_BYTES} B of Lambda's START/END/REPORT lines per invocation (modelled)."
+        f" {LAMBDA_PLATFORM_LOG_BYTES} B of Lambda's START/END/REPORT lines per invocation and API Gateway's"
+        " access log line per API call (modelled)."
     )
     single, batch = (print_scenario(s, architecture) for s in scenarios)
     wru = scenarios[0].side("api", "send-worker", "event-source").total_wru / scenarios[0].emails

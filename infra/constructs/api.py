@@ -37,6 +37,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra.access_log import access_log_format
 from infra.config import EnvironmentConfig
 from infra.constructs.common import acknowledge, log_group, logical_ref
 from infra.constructs.functions import ADMIN_API, API, AUTHORIZER, FunctionDependencies, PetrelFunction
@@ -79,27 +80,6 @@ _GATEWAY_PROBLEMS: tuple[tuple[apigw.ResponseType, str | None, str, str], ...] =
     (apigw.ResponseType.DEFAULT_4_XX, None, "Request rejected", "about:blank"),
     (apigw.ResponseType.DEFAULT_5_XX, None, "Gateway error", "about:blank"),
 )
-
-_ACCESS_LOG_FIELDS = {
-    "requestId": "$context.requestId",
-    "extendedRequestId": "$context.extendedRequestId",
-    "ip": "$context.identity.sourceIp",
-    "requestTime": "$context.requestTime",
-    "httpMethod": "$context.httpMethod",
-    "resourcePath": "$context.resourcePath",
-    "path": "$context.path",
-    "status": "$context.status",
-    "protocol": "$context.protocol",
-    "responseLength": "$context.responseLength",
-    "responseLatency": "$context.responseLatency",
-    "integrationLatency": "$context.integrationLatency",
-    "tenantId": "$context.authorizer.tenant_id",
-    "keyId": "$context.authorizer.principalId",
-    "caller": "$context.identity.userArn",  # the IAM principal of an admin request
-    "authorizerError": "$context.authorizer.error",
-    "errorType": "$context.error.responseType",
-    "errorMessage": "$context.error.message",
-}
 
 
 def problem_template(title: str, status: str | None, problem_type: str = "about:blank") -> str:
@@ -144,7 +124,7 @@ class PetrelApi(Construct):
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE_NAME,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=apigw.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FIELDS)),
+                access_log_format=apigw.AccessLogFormat.custom(access_log_format()),
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,  # never log request or response bodies
                 metrics_enabled=True,

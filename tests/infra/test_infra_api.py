@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from infra.access_log import ACCESS_LOG_FIELDS, access_log_format, access_log_line
 from petrel.api.openapi import PUBLIC_PATHS
 
 pytestmark = pytest.mark.infra
@@ -395,6 +396,25 @@ def test_api_gateway_may_invoke_the_admin_function_from_this_api_only(resources_
     for permission in permissions:
         assert permission["Principal"] == "apigateway.amazonaws.com"
         assert {"Ref": rest_api_id} in permission["SourceArn"]["Fn::Join"][1]
+
+
+def test_the_access_log_is_one_json_line_with_no_field_repeated(resources_of: Any) -> None:
+    """The cost model sizes this line (bench.cost): what the stage writes is what it sizes."""
+    [stage] = resources_of("AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["AccessLogSetting"]["Format"] == access_log_format()
+    assert len(set(ACCESS_LOG_FIELDS.values())) == len(ACCESS_LOG_FIELDS)
+    line = access_log_line(
+        {"$context.status": "202", "$context.authorizer.tenant_id": "tn_1", "$context.path": "/v1/emails"}
+    )
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert set(parsed) == set(ACCESS_LOG_FIELDS)
+    assert (parsed["status"], parsed["tenantId"], parsed["path"], parsed["requestId"]) == (
+        "202",
+        "tn_1",
+        "/v1/emails",
+        "-",
+    )
 
 
 def test_the_access_log_names_the_admin_caller(resources_of: Any) -> None:

@@ -1,0 +1,45 @@
+"""The API stage's access log: the one line API Gateway writes per request, the requests its edge
+refuses (throttled, unauthorized, blocked) included.
+
+Kept apart from infra/constructs/api.py, which uses it, so that the cost model (bench.cost) can size
+the line without loading CDK. Each field is one `$context` variable; API Gateway writes `-` for one
+that has no value. No field repeats another: `requestId` alone identifies the request (the extended
+id and the protocol were dropped as duplicates that only added bytes to every line).
+"""
+
+from __future__ import annotations
+
+import json
+
+ACCESS_LOG_FIELDS: dict[str, str] = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integrationLatency",
+    "tenantId": "$context.authorizer.tenant_id",
+    "keyId": "$context.authorizer.principalId",
+    "caller": "$context.identity.userArn",  # the IAM principal of an admin request
+    "authorizerError": "$context.authorizer.error",
+    "errorType": "$context.error.responseType",
+    "errorMessage": "$context.error.message",
+}
+
+
+def access_log_format() -> str:
+    """The stage's access log format: a JSON object of the fields above."""
+    return json.dumps(ACCESS_LOG_FIELDS)
+
+
+def access_log_line(values: dict[str, str]) -> str:
+    """The line API Gateway writes for a request whose `$context` variables have `values` (by variable
+    name; `-` for the others), as its format renders it."""
+    line = access_log_format()
+    for variable in sorted(ACCESS_LOG_FIELDS.values(), key=len, reverse=True):  # longest first: no prefix clash
+        line = line.replace(f'"{variable}"', json.dumps(values.get(variable, "-")))
+    return line
