@@ -76,6 +76,9 @@ class FakeMessageStore:
     def get_email_record(self, key: EmailKey) -> EmailRecord | None:
         return self.emails.get(key)
 
+    def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
+        return {key: self.emails[key] for key in keys if key in self.emails}
+
     def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
         found = [k for k in self.messages if (k.tenant_id, k.message_id) == (tenant_id, message_id)]
         return found[0] if found else None
@@ -246,6 +249,13 @@ class FakeMessageStore:
             or current.attempt != message.attempt
         ):
             raise WriteConflict(f"message {key.message_id} moved on since it was seen")
+        self.due[key] = to
+
+    def adopt_due(self, message: DueMessage, *, to: int) -> None:
+        key = message.key
+        self._current(key)
+        if key in self.due:
+            raise WriteConflict(f"message {key.message_id} has a due time")
         self.due[key] = to
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 
 import pytest
 
@@ -17,7 +18,7 @@ from petrel.adapters.caching import (
     TtlMemo,
     cache_ports,
 )
-from petrel.models.records import DomainStatus, MessageStatus, SmtpServer, Tenant
+from petrel.models.records import DomainStatus, EmailRecord, MessageStatus, SmtpServer, Tenant
 from petrel.ports import AlreadyExists, EmailKey, MessageKey, RecordNotFound
 from tests.fakes import records
 from tests.fakes.infra import FakeBlobStore, FakeSecretStore
@@ -301,6 +302,43 @@ def test_bodies_are_bounded_by_their_total_size() -> None:
     assert bodies.get("big") == b"big" * 2000  # larger than the whole cache: served, not kept
     bodies.get("big")
     assert inner.gets == 5
+
+
+class CountingMessageStore(FakeMessageStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.single: list[EmailKey] = []
+        self.together: list[list[EmailKey]] = []
+
+    def get_email_record(self, key: EmailKey) -> EmailRecord | None:
+        self.single.append(key)
+        return super().get_email_record(key)
+
+    def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
+        self.together.append(list(keys))
+        return super().get_email_records(keys)
+
+
+def test_email_records_read_together_are_kept_for_each_jobs_own_read() -> None:
+    inner = CountingMessageStore()
+    stored = [records.email("tn_1", ["bob@example.org"]) for _ in range(3)]
+    for email, messages in stored:
+        inner.create_email(email, messages, 0)
+    store = CachingMessageStore(inner, ttl=60, timer=Ticker())
+    keys = [EmailKey.of(email) for email, _ in stored]
+    assert store.get_email_record(keys[0]) == stored[0][0]  # cached already: not read again
+    missing = EmailKey("tn_1", "em_01KAAAAAAAAAAAAAAAAAAAAAAA")
+
+    found = store.get_email_records([*keys, missing, keys[1]])
+
+    assert found == {key: email for key, (email, _) in zip(keys, stored, strict=True)}
+    assert inner.together == [[keys[1], keys[2], missing]]
+    assert [store.get_email_record(key) for key in keys] == [email for email, _ in stored]
+    assert inner.single == [keys[0]]  # each job's own read found its record kept
+    assert store.get_email_record(missing) is None
+    assert inner.single == [keys[0], missing]  # a record the read missed is not kept as missing: read alone
+    store.get_email_records(keys)
+    assert len(inner.together) == 1  # all kept: no read at all
 
 
 def test_email_records_are_cached_but_messages_never() -> None:

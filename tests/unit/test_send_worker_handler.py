@@ -21,7 +21,7 @@ from petrel.mail.smtp_reply import SmtpReply, Stage
 from petrel.models.jobs import ReleaseJob, SendJob
 from petrel.models.records import MessageRecord, MessageStatus, Suppression
 from petrel.observability import Telemetry, telemetry
-from petrel.ports import MessageKey
+from petrel.ports import EmailKey, MessageKey
 from petrel.services.deliver import DeliverDeps
 from petrel.services.dispatch import DispatchDeps
 from petrel.services.release import ReleaseDeps
@@ -184,6 +184,33 @@ def test_one_readable_line_per_delivery_attempt(worker: Worker) -> None:
     log = worker.captured.stream.getvalue()
     assert "bob@example.org" not in log and "pw-1" not in log
     assert worker.emitted == ["DeliveryRelayed"]
+
+
+def test_a_batch_reads_its_email_records_together_and_a_failed_read_fails_no_job(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = [*worker.store("bob@example.org", "ann@example.org"), *worker.store("eve@example.org")]
+    reads: list[set[EmailKey]] = []
+    real = worker.world.messages.get_email_records
+
+    def together(keys: Any) -> Any:
+        reads.append(set(keys))
+        return real(keys)
+
+    monkeypatch.setattr(worker.world.messages, "get_email_records", together)
+    assert worker.run(*(sqs_record(job.model_dump_json()) for _, job in stored)) == {"batchItemFailures": []}
+    assert reads == [{EmailKey.of(job) for _, job in stored}]  # one read for the batch, each email once
+    assert all(worker.status(message) is MessageStatus.RELAYED for message, _ in stored)
+
+    def down(keys: Any) -> Any:
+        raise ConnectionError("the store is unreachable")
+
+    monkeypatch.setattr(worker.world.messages, "get_email_records", down)
+    again = [*worker.store("zoe@example.org"), *worker.store("max@example.org")]
+    assert worker.run(*(sqs_record(job.model_dump_json()) for _, job in again)) == {"batchItemFailures": []}
+    assert all(worker.status(message) is MessageStatus.RELAYED for message, _ in again)  # each read its own
+    [warning] = worker.captured.messages("email records not read together; each job reads its own")
+    assert warning["level"] == "WARNING"
 
 
 def test_a_failure_is_a_warning_with_the_servers_reply(worker: Worker) -> None:

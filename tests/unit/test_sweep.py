@@ -372,14 +372,9 @@ def test_relayed_messages_are_passed_once_and_the_watermark_moves_past_them(worl
     assert world.queue.sent["transactional"] == []
 
 
-def test_a_message_leased_after_it_was_read_holds_the_watermark_and_is_looked_at_again(
-    world: FakeWorld, seeded: Seeded
-) -> None:
-    """The race the watermark must survive: the sweep reads a queued message, its job's lease lands
-    before the claim (which then loses), and the worker dies. The lease moves no entry, so a watermark
-    that passed it would never see the message again."""
-    message = _stored_without_job(world, seeded)
-    world.clock.advance(GRACE + 1)
+def _lease_before_the_claim(world: FakeWorld, message: MessageRecord) -> Any:
+    """The race: the sweep reads a waiting message, its job's lease lands before the claim (which then
+    loses), and the worker dies. Returns the sweep's report."""
     real_claim = world.messages.claim_repair
 
     def lease_first(seen: Any, *, now: int) -> None:
@@ -387,20 +382,55 @@ def test_a_message_leased_after_it_was_read_holds_the_watermark_and_is_looked_at
         real_claim(seen, now=now)
 
     setattr(world.messages, "claim_repair", lease_first)  # noqa: B010
-    report = sweep(world.sweep_deps(grace_seconds=GRACE))
-    setattr(world.messages, "claim_repair", real_claim)  # noqa: B010
+    try:
+        return sweep(world.sweep_deps(grace_seconds=GRACE))
+    finally:
+        setattr(world.messages, "claim_repair", real_claim)  # noqa: B010
 
-    assert report.claim_lost == 1 and report.total == 0
-    assert _key(message) not in world.messages.due  # given no due time, and not passed:
-    again = sweep(world.sweep_deps(grace_seconds=GRACE))
-    assert again.leased == 1  # seen again: a live lease, due at its end
+
+def _the_dead_workers_lease_is_taken_over(world: FakeWorld, message: MessageRecord) -> None:
     world.clock.advance(120 + GRACE + 1)  # the worker died
-
     last = sweep(world.sweep_deps(grace_seconds=GRACE))
-
     assert last.repaired == {MessageStatus.SENDING: 1}
     _deliver_all(world)
     assert _current(world, message).status is MessageStatus.RELAYED and len(world.relay.calls) == 1
+
+
+def test_a_message_leased_after_it_was_read_holds_a_due_shards_watermark_and_is_looked_at_again(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """A lease moves no entry, so a watermark that passed the message would never see it again."""
+    when = world.clock.now() + timedelta(minutes=1)
+    message = _stored_without_job(world, seeded, send_at=when.isoformat())  # its release schedule was lost
+    world.clock.set(when + timedelta(seconds=GRACE + 1))
+
+    report = _lease_before_the_claim(world, message)
+
+    assert report.claim_lost == 1 and report.total == 0 and report.adopted == 0
+    assert world.messages.due[_key(message)] == int(when.timestamp())  # unmoved, and not passed:
+    again = sweep(world.sweep_deps(grace_seconds=GRACE))
+    assert again.leased == 1  # seen again: a live lease, due at its end
+    _the_dead_workers_lease_is_taken_over(world, message)
+
+
+def test_a_message_leased_after_it_was_read_in_its_creation_shard_is_given_a_due_time(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """A creation shard's entries never move: rather than hold its watermark (and re-read every entry
+    after it on every run), the message gets a due time, and the due shards look at it a grace later."""
+    message = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    now = world.clock.timestamp()
+
+    report = _lease_before_the_claim(world, message)
+
+    assert report.claim_lost == 1 and report.total == 0 and report.adopted == 1
+    assert world.messages.due[_key(message)] == now
+    again = sweep(world.sweep_deps(grace_seconds=GRACE))
+    assert (again.examined, again.passed) == (0, 0)  # the creation shard's watermark passed it
+    world.clock.advance(GRACE + 1)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).leased == 1  # the due shard: a live lease
+    _the_dead_workers_lease_is_taken_over(world, message)
 
 
 class Crash(Exception):

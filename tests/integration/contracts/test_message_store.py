@@ -82,6 +82,24 @@ def test_missing_email_and_message(backend: Backend) -> None:
     assert backend.messages.get_message(MessageKey("tn_a", email_id, "msg_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
 
 
+def test_email_records_are_read_together_and_only_those_found_come_back(backend: Backend) -> None:
+    first, second = records.email("tn_a"), records.email("tn_a", body_key="bodies/tn_a/x.eml")
+    for email, messages in (first, second):
+        backend.messages.create_email(email, messages, EXPIRES)
+    keys = [
+        EmailKey("tn_a", first[0].email_id),
+        EmailKey("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA"),  # none by that id
+        EmailKey("tn_b", first[0].email_id),  # another tenant's key for it
+        EmailKey("tn_a", second[0].email_id),
+        EmailKey("tn_a", first[0].email_id),  # asked twice: read once, answered once
+    ]
+
+    found = backend.messages.get_email_records(keys)
+
+    assert found == {keys[0]: first[0], keys[3]: second[0]}
+    assert backend.messages.get_email_records([]) == {}
+
+
 def test_creating_the_same_email_twice_fails(backend: Backend) -> None:
     email, messages = records.email("tn_a")
     backend.messages.create_email(email, messages, EXPIRES)
@@ -685,6 +703,21 @@ def test_claim_repair_wins_once_and_gives_a_due_time(backend: Backend) -> None:
     assert [m.due_at for m in _due(backend, message, T0 + 10**9)] == [T0 + 2000]
     current = backend.messages.get_message(MessageKey.of(message))
     assert current == message  # nothing else changed
+
+
+def test_adopt_due_gives_a_due_time_only_to_a_message_that_has_none(backend: Backend) -> None:
+    _, (message,) = _stored(backend)
+    [seen] = _created(backend, message, T0 + 1000)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
+
+    backend.messages.adopt_due(seen, to=T0 + 1000)  # whatever its state since it was seen
+    with pytest.raises(WriteConflict):
+        backend.messages.adopt_due(seen, to=T0 + 2000)
+    [entry] = _due(backend, message, T0 + 10**9)
+    assert (entry.status, entry.due_at) == (MessageStatus.SENDING, T0 + 1000)
+    gone = replace(seen, email_id="em_01KAAAAAAAAAAAAAAAAAAAAAAA")
+    with pytest.raises(RecordNotFound):
+        backend.messages.adopt_due(gone, to=T0)
 
 
 def test_claim_repair_loses_to_a_message_that_moved_on(backend: Backend) -> None:

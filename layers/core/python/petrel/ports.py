@@ -259,6 +259,13 @@ class MessageStore(Protocol):
 
     def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None: ...
     def get_email_record(self, key: EmailKey) -> EmailRecord | None: ...
+
+    def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
+        """The email records of `keys` read together (the send worker's batch: one request, not one per
+        message): those found, by key. Eventually consistent: one just created may be missing from the
+        answer, where `get_email_record` then finds it."""
+        ...
+
     def get_message(self, key: MessageKey) -> MessageRecord | None: ...
 
     def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
@@ -332,6 +339,13 @@ class MessageStore(Protocol):
         """Move the message's due time to `to` if it is still as seen (status, attempt and due time),
         as `claim_repair` does: the sweeper's later look at a message whose way forward is still live
         (a `sending` message's lease). WriteConflict / RecordNotFound as `claim_repair`."""
+        ...
+
+    def adopt_due(self, message: DueMessage, *, to: int) -> None:
+        """Give a message found in its creation shard the due time `to` if it has none yet, whatever
+        its state: the sweeper's way out when its conditional write lost to a change it did not see
+        (the due shards look at the message again from `to`), so a creation shard's watermark never
+        waits on a message. WriteConflict: it has a due time already; RecordNotFound: it is gone."""
         ...
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -97,6 +97,17 @@ class TtlMemo(Generic[K, V]):
     def forget(self, key: K) -> None:
         with self._lock:
             self._cache.pop(key, None)
+
+    def put(self, key: K, value: V) -> None:
+        """Keep `value` for `key`, as a load would have (nothing with a ttl of 0)."""
+        if self._ttl <= 0:
+            return
+        with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
+            self._cache[key] = value
+
+    def cached(self, key: K) -> bool:
+        with self._lock:
+            return key in self._cache
 
     def __len__(self) -> int:
         with self._lock:
@@ -280,6 +291,20 @@ class CachingMessageStore(_Delegating):
 
     def get_email_record(self, key: EmailKey) -> EmailRecord | None:
         return self._emails.get(key, lambda: self.inner.get_email_record(key))
+
+    def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
+        """Those not cached read together, and kept: the batch's jobs then find theirs here. One the
+        read missed is not kept as missing (`get_email_record` reads it alone)."""
+        missing = [key for key in dict.fromkeys(keys) if not self._emails.cached(key)]
+        found = self.inner.get_email_records(missing) if missing else {}
+        for key, record in found.items():
+            self._emails.put(key, record)
+        out: dict[EmailKey, EmailRecord] = {}
+        for key in keys:
+            cached = found.get(key) or self._emails.get(key, lambda: None, keep=lambda value: value is not None)
+            if cached is not None:
+                out[key] = cached
+        return out
 
 
 class CachingMailboxStore(_Delegating):

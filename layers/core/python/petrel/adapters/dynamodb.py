@@ -673,6 +673,17 @@ class DynamoMessageStore:
         item = _raw(found["Item"]) if "Item" in found else self._get(email_key)
         return items.email_record(item) if item else None
 
+    def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
+        """BatchGetItem, eventually consistent (the items never change once stored)."""
+        wanted = list(dict.fromkeys(keys))
+        fetched = self._batch_get([_email_key(key) for key in wanted], consistent=False)
+        out: dict[EmailKey, EmailRecord] = {}
+        for key in wanted:
+            item = fetched.get((resources.email_pk(key.tenant_id, key.email_id), resources.EMAIL_SK))
+            if item is not None:
+                out[key] = items.email_record(item)
+        return out
+
     def get_message(self, key: MessageKey) -> MessageRecord | None:
         item = self._get(_message_key(key))
         return items.message_record(item) if item else None
@@ -942,6 +953,20 @@ class DynamoMessageStore:
                 ConditionExpression=f"#s = :status AND attempt = :attempt AND {seen}",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=_encode(values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise _lost(exc, f"message {message.message_id}") from exc
+
+    def adopt_due(self, message: DueMessage, *, to: int) -> None:
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_message_key(message.key),
+                UpdateExpression="SET #due = :to, #shard = :shard",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#due)",
+                ExpressionAttributeNames={"#due": _DUE_AT, "#shard": _DUE_SHARD},
+                ExpressionAttributeValues=_encode({":to": to, ":shard": resources.due_shard(message.message_id)}),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:

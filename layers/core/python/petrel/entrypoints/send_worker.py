@@ -44,7 +44,15 @@ from petrel import resources
 from petrel.mail.smtp_reply import HardFail, PermanentFail, SoftFail
 from petrel.models.jobs import JobBody, ReleaseJob, SendJob
 from petrel.observability import redact_address
-from petrel.services.deliver import Batch, Delivery, InvocationBudget, JobResult, deliver_message, hand_back
+from petrel.services.deliver import (
+    Batch,
+    Delivery,
+    InvocationBudget,
+    JobResult,
+    deliver_message,
+    hand_back,
+    prefetch_emails,
+)
 from petrel.services.dispatch import Route, dispatch
 from petrel.services.release import release_email
 from petrel.services.server_health import Observed, observe
@@ -226,6 +234,7 @@ class SendWorker:
             if not self.hand_back_job(job, delay, counts, note="waiting for tokens"):
                 failures.append(by_job[id(job)].message_id)
         runs = [(by_job[id(r.job)], r) for r in plan.now]
+        self.prefetch([routed.job for _, routed in runs])
         results = self.run_concurrently(runs, budget, batch)
         observed: list[Observed] = []
         crash: BaseException | None = None
@@ -251,6 +260,14 @@ class SendWorker:
             raise crash
         self.observe(observed)
         return failures
+
+    def prefetch(self, jobs: list[SendJob]) -> None:
+        """The jobs' email records in one read; if it fails, each job reads its own (and meets the
+        failure there, where its own error handling applies)."""
+        try:
+            prefetch_emails(self.container.deliver, jobs)
+        except Exception:
+            self.logger.warning("email records not read together; each job reads its own", exc_info=True)
 
     def run_concurrently(
         self, runs: list[tuple[Item, Route]], budget: InvocationBudget, batch: Batch

@@ -26,7 +26,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -633,6 +633,14 @@ def give_up(
         now=now,
         lease_until=lease_until,
     )
+
+
+def prefetch_emails(deps: DeliverDeps, jobs: Sequence[SendJob]) -> None:
+    """Read the email records of a batch's jobs together, before they run: the worker's message store
+    keeps them (petrel.adapters.caching.CachingMessageStore), so each job's own read finds its record
+    there; one request instead of one per message. A record the read missed is read by its job."""
+    if len(jobs) > 1:
+        deps.messages.get_email_records([EmailKey.of(job) for job in jobs])
 
 
 def deliver_message(

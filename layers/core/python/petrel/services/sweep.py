@@ -25,12 +25,14 @@ state, and:
      which the worker's takeover path leases again.
 
 Every move is a key change ahead of the watermark (from a creation shard, into the due index), so the
-entry is seen again. The watermark then
-moves past every entry looked at, up to the first whose conditional write lost to a change this
-sweep did not see (say a lease that landed between the read and the claim: a lease moves no entry,
-so a watermark past it would never see that message again); the next run looks at it again. The
-watermark is written after the page's jobs: a crash before it only makes the next run look again,
-and an entry already moved is no longer where it was.
+entry is seen again. A due shard's watermark then moves past every entry looked at, up to the first
+whose conditional write lost to a change this sweep did not see (say a lease that landed between the
+read and the claim: a lease moves no entry, so a watermark past it would never see that message
+again); the next run looks at it again. A creation shard's entries never move, so a watermark held
+there would re-read every entry after it on every run: there a write that lost to a change gives the
+message a due time now instead, whatever its state (`adopt`), and the due shards look at it again a
+grace later. The watermark is written after the page's jobs: a crash before it only makes the next
+run look again, and an entry already moved is no longer where it was.
 
 A job for an attempt already done does nothing (the lease rules), so a repair is always safe. A job
 the queue refused is repaired again one grace later.
@@ -81,6 +83,7 @@ class SweepReport:
     backlogs: dict[Pool, int] = field(default_factory=dict)  # each pool's queue, read once per run
     leased: int = 0  # `sending` messages whose lease is live: due again at the lease's end
     passed: int = 0  # entries of final messages, or in a creation shard of messages with a due time
+    adopted: int = 0  # creation shard: a write lost to a change, so the due shards look at it again
 
     @property
     def total(self) -> int:
@@ -138,6 +141,21 @@ def move_ahead(deps: SweepDeps, message: DueMessage, *, to: int, report: SweepRe
     return True
 
 
+def adopt(deps: SweepDeps, message: DueMessage, *, now: int, report: SweepReport) -> bool:
+    """A message of a creation shard whose write lost to a change: given a due time now, whatever its
+    state, the due shards look at it again a grace later; so the creation shard's watermark passes it
+    (its entries never move, and a watermark held there would re-read every entry after it on every
+    run). Whether the watermark may pass it: always, unless the store failed (then the run fails)."""
+    try:
+        deps.messages.adopt_due(message, to=now)
+    except WriteConflict:
+        return True  # it has a due time already: the due shards'
+    except RecordNotFound:
+        return True  # gone
+    report.adopted += 1
+    return True
+
+
 def claim(deps: SweepDeps, message: DueMessage, *, now: int) -> bool:
     """Whether this sweep won the message's repair (False: another sweep, or the message's own way
     forward, moved it on; or it is gone)."""
@@ -187,6 +205,8 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
     """Look at the shard's entries from its watermark up to `now - grace`, and move the watermark past
     every entry looked at (up to the first one that must be looked at again)."""
     creation = resources.creation_shard_tenant(shard) is not None
+    # At least a second back: an entry this run gave a due time (now) is a later run's, even with no grace.
+    before = now - max(deps.grace_seconds, 1)
     mark = deps.messages.due_watermark(shard)
     cursor = mark
     held = False  # an entry was not passed: the watermark stays before it for this run
@@ -195,9 +215,7 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
         if budget <= 0:
             report.truncated = True
             return
-        page = deps.messages.find_due(
-            shard, due_before=now - deps.grace_seconds, limit=min(PAGE_SIZE, budget), cursor=cursor
-        )
+        page = deps.messages.find_due(shard, due_before=before, limit=min(PAGE_SIZE, budget), cursor=cursor)
         claimed: list[DueMessage] = []
         start = mark
         for message in page.messages:
@@ -206,6 +224,8 @@ def sweep_shard(deps: SweepDeps, shard: str, *, now: int, report: SweepReport) -
                 passed = True
             else:
                 passed = look_at(deps, message, now=now, report=report, claimed=claimed)
+                if not passed and creation:
+                    passed = adopt(deps, message, now=now, report=report)
             held = held or not passed
             if not held:
                 mark = message.position
