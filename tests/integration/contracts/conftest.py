@@ -7,12 +7,14 @@ ones in `petrel.resources` (the same specs the CDK constructs deploy).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
 from tests.integration.aws_env import clean_aws_environment
 from tests.integration.contracts.backends import Backend, fake_backend, moto_backend
@@ -42,6 +44,23 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         yield localstack_backend(request)
         return
     clients = request.getfixturevalue("aws_clients")
-    clean_aws_environment(request.getfixturevalue("monkeypatch"))  # moto reads the profile too
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    clean_aws_environment(monkeypatch)  # moto reads the profile too
+    atomic_requests(monkeypatch)
     with mock_aws():
         yield moto_backend(clients)
+
+
+def atomic_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request at a time through moto's in-process mock, as AWS applies each request atomically:
+    moto checks a condition and writes without a lock, so two threads' conditional writes on one item
+    could both pass, and a test of "of two concurrent writers, one wins" would fail for moto's sake
+    (seen in CI: both concurrent domain updates on one revision written)."""
+    lock = threading.RLock()
+    process = BotocoreStubber.process_request
+
+    def locked(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
