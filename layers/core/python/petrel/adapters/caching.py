@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -105,9 +105,10 @@ class TtlMemo(Generic[K, V]):
         with self._lock, contextlib.suppress(ValueError):  # larger than the whole cache: not kept
             self._cache[key] = value
 
-    def cached(self, key: K) -> bool:
+    def known(self, keys: Iterable[K]) -> dict[K, V]:
+        """The values cached for those of `keys` that are (no load)."""
         with self._lock:
-            return key in self._cache
+            return {key: self._cache[key] for key in keys if key in self._cache}
 
     def __len__(self) -> int:
         with self._lock:
@@ -295,16 +296,14 @@ class CachingMessageStore(_Delegating):
     def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
         """Those not cached read together, and kept: the batch's jobs then find theirs here. One the
         read missed is not kept as missing (`get_email_record` reads it alone)."""
-        missing = [key for key in dict.fromkeys(keys) if not self._emails.cached(key)]
+        wanted = list(dict.fromkeys(keys))
+        known = self._emails.known(wanted)
+        missing = [key for key in wanted if key not in known]
         found = self.inner.get_email_records(missing) if missing else {}
-        for key, record in found.items():
-            self._emails.put(key, record)
-        out: dict[EmailKey, EmailRecord] = {}
-        for key in keys:
-            cached = found.get(key) or self._emails.get(key, lambda: None, keep=lambda value: value is not None)
-            if cached is not None:
-                out[key] = cached
-        return out
+        for key, read in found.items():
+            self._emails.put(key, read)
+        both = {**known, **found}
+        return {key: record for key in wanted if (record := both.get(key)) is not None}
 
 
 class CachingMailboxStore(_Delegating):
