@@ -149,6 +149,10 @@ class LocalConfig:
     # Jobs on a send queue above which the sweeper leaves that pool's waiting messages alone (deployed
     # 1,000): about what the local workers drain within the grace.
     sweep_backlog_limit: int = 100
+    # Entries of waiting messages one run looks at (PETREL_SWEEP_MAX_MESSAGES; deployed 5,000). Behind a
+    # backlog each run reads its waiting entries again up to this many: the embedded moto answers each
+    # page of the due index by reading the whole table, so here it is kept to a few pages.
+    sweep_max_messages: int = 500
     # The tenants' API plans, as cdk.json's `api_plans` (infra.config; the same defaults): the front
     # throttles each tenant by its plan's rate and burst, as API Gateway's usage plans do deployed.
     api_plans: Mapping[str, ApiPlan] = field(default_factory=lambda: dict(DEFAULT_API_PLANS))
@@ -232,6 +236,7 @@ class LocalConfig:
         return {
             r.SWEEP_GRACE_ENV: str(self.sweep_grace_seconds),
             r.SWEEP_BACKLOG_LIMIT_ENV: str(self.sweep_backlog_limit),
+            r.SWEEP_MAX_MESSAGES_ENV: str(self.sweep_max_messages),
         }
 
     def admin_api_environment(self) -> dict[str, str]:

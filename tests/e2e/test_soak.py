@@ -35,7 +35,7 @@ import pytest
 
 from local.platform import LocalPlatform
 from tests.e2e.support.api import Api
-from tests.e2e.support.aws_state import count_messages
+from tests.e2e.support.aws_state import count_messages, queue_depths, waiting_sample
 from tests.e2e.support.injection import api_sends, worker_deps
 from tests.e2e.support.tenants import make_tenant
 
@@ -54,8 +54,10 @@ WAITING = ("scheduled", "queued", "sending", "deferred")
 FINISH_TIMEOUT = float(os.environ.get("PETREL_SOAK_TIMEOUT", "2400"))
 CHAOS = float(os.environ.get("PETREL_SOAK_CHAOS", "0.01"))  # the chance of each injected crash
 # Between two counts of the waiting messages: the embedded moto scans the whole table for each (about a
-# millisecond per item), time it does not spend on the traffic under test.
+# millisecond per item), time it does not spend on the traffic under test; while the send queues still
+# hold jobs (read every QUEUE_POLL_SECONDS, cheaply) there is no count at all.
 SETTLE_POLL_SECONDS = 15
+QUEUE_POLL_SECONDS = 5
 FINAL = frozenset({"relayed", "delivered", "bounced", "failed", "suppressed", "cancelled"})
 
 
@@ -174,18 +176,40 @@ def _any_waiting(api: Api) -> list[str]:
     return [status for status in WAITING if any(data for data in _pages(api, status))]
 
 
+def _send_jobs(platform: LocalPlatform) -> int:
+    """Jobs on the send queues (visible, in flight, delayed): a few cheap queue reads."""
+    return sum(sum(depth.values()) for name, depth in queue_depths(platform).items() if name.startswith("send"))
+
+
 def _wait_until_settled(platform: LocalPlatform, api: Api, tenant_id: str) -> float:
-    """Wait until no message of the tenant waits: counted in the embedded DynamoDB while many still do
-    (aws_state.count_messages), then confirmed through the API's listings."""
+    """Wait until no message of the tenant waits: while the send queues hold jobs, some still do; once
+    they are empty, counted in the embedded DynamoDB (aws_state.count_messages: a whole-table scan, so at
+    most every SETTLE_POLL_SECONDS), then confirmed through the API's listings."""
     started = time.monotonic()
     waiting: list[str] = list(WAITING)
-    while time.monotonic() - started < FINISH_TIMEOUT:
-        if count_messages(platform, tenant_id, WAITING) == 0:
-            waiting = _any_waiting(api)
-            if not waiting:
-                return time.monotonic() - started
-        time.sleep(SETTLE_POLL_SECONDS)
-    raise AssertionError(f"messages still {waiting} after {FINISH_TIMEOUT:.0f} s")
+    seen: list[str] = []  # what each look found, by time: slow or stuck, the failure tells
+    counted_at = -SETTLE_POLL_SECONDS
+    while (elapsed := time.monotonic() - started) < FINISH_TIMEOUT:
+        jobs = _send_jobs(platform)
+        if jobs:
+            seen.append(f"{elapsed:.0f} s: {jobs} jobs queued")
+        elif elapsed - counted_at >= SETTLE_POLL_SECONDS:
+            counted_at = elapsed
+            left = count_messages(platform, tenant_id, WAITING)
+            seen.append(f"{elapsed:.0f} s: {left} waiting")
+            if left == 0:
+                waiting = _any_waiting(api)
+                if not waiting:
+                    return time.monotonic() - started
+        if os.environ.get("PETREL_SOAK_PROGRESS") and seen:
+            print(f"soak: {seen[-1]}", flush=True)
+        time.sleep(QUEUE_POLL_SECONDS)
+    sweeper = next((timer for timer in platform._timers if getattr(timer, "name", "") == "every-sweeper"), None)
+    raise AssertionError(
+        f"messages still {waiting} after {FINISH_TIMEOUT:.0f} s; by time: {seen[-40:]}; "
+        f"queues: {queue_depths(platform)}; the sweeper's last run: {getattr(sweeper, 'last', None)}; "
+        f"some of them: {waiting_sample(platform, tenant_id, WAITING)}"
+    )
 
 
 # The queue id Postfix's smtpd gives a message it takes, in the Received header it adds.

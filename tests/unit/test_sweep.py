@@ -297,22 +297,44 @@ def _unrelated_jobs(world: FakeWorld, count: int) -> None:
 def test_waiting_messages_behind_a_backlog_are_left_alone_until_it_drains(world: FakeWorld, seeded: Seeded) -> None:
     """A backlog is not a lost job: repairing every waiting message each grace would feed the backlog."""
     message = _stored_without_job(world, seeded)
+    due = world.messages.due[_key(message)]
     _unrelated_jobs(world, 5)
     world.clock.advance(GRACE + 1)
 
-    report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
-
-    assert report.total == 0 and report.backlogged == 1 and report.backlogs == {"transactional": 5}
-    assert len(world.queue.sent["transactional"]) == 5  # no job added
-    assert world.messages.due[_key(message)] == world.clock.timestamp()  # looked at again a grace later
+    for _ in range(3):  # each run reads it again, and writes nothing
+        report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
+        assert report.total == 0 and report.backlogged == 1 and report.backlogs == {"transactional": 5}
+        assert len(world.queue.sent["transactional"]) == 5  # no job added
+        assert world.messages.due[_key(message)] == due  # not moved: it holds the watermark
+        world.clock.advance(GRACE)
     world.queue.drain("transactional")  # the workers caught up: the message's job was not among them
-    world.clock.advance(GRACE)
 
     report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
 
     assert report.repaired == {MessageStatus.QUEUED: 1} and report.backlogged == 0
     _deliver_all(world)
     assert _current(world, message).status is MessageStatus.RELAYED
+
+
+def test_a_backlog_holds_the_watermark_without_hiding_a_dead_lease_behind_it(world: FakeWorld, seeded: Seeded) -> None:
+    """A waiting message held behind a backlog does not stop the run: a dead worker's lease due after it
+    is still repaired, and once the queue drains the held message is repaired too."""
+    waiting = _stored_without_job(world, seeded)
+    world.clock.advance(1)
+    leased = _stored_without_job(world, seeded)
+    now = world.clock.timestamp()
+    world.messages.lease(MessageKey.of(leased), after_attempt=0, now=now, lease_until=now + 1)
+    _unrelated_jobs(world, 5)
+    world.clock.advance(GRACE + 2)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
+
+    assert report.repaired == {MessageStatus.SENDING: 1} and report.backlogged == 1
+    world.queue.drain("transactional")
+    report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
+    assert report.repaired == {MessageStatus.QUEUED: 1} and report.backlogged == 0
+    _deliver_all(world)
+    assert _current(world, waiting).status is MessageStatus.RELAYED
 
 
 def test_a_dead_workers_lease_is_repaired_whatever_the_backlog(world: FakeWorld, seeded: Seeded) -> None:

@@ -55,6 +55,46 @@ def count_messages(platform: LocalPlatform, tenant_id: str, statuses: tuple[str,
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def queue_depths(platform: LocalPlatform) -> dict[str, dict[str, int]]:
+    """Jobs on each queue: visible, in flight and delayed (what a stuck wait is asked about)."""
+    sqs = aws_client(platform, "sqs")
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    depths: dict[str, dict[str, int]] = {}
+    for name, url in platform.info["aws"]["queues"].items():
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        depths[name] = {
+            key.removeprefix("ApproximateNumberOfMessages") or "Visible": int(attributes[key]) for key in names
+        }
+    return depths
+
+
+def waiting_sample(
+    platform: LocalPlatform, tenant_id: str, statuses: tuple[str, ...], limit: int = 5
+) -> list[dict[str, Any]]:
+    """Up to `limit` of the tenant's stored message items in one of `statuses`, as stored (a stuck wait's
+    failure shows them)."""
+    db = aws_client(platform, "dynamodb")
+    names = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
+    kwargs: dict[str, Any] = {
+        "TableName": platform.info["aws"]["tables"]["messages"],
+        "FilterExpression": f"tenant_id = :tenant AND #status IN ({', '.join(names)})",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {":tenant": {"S": tenant_id}, **names},
+    }
+    sample: list[dict[str, Any]] = []
+    while len(sample) < limit:
+        page = db.scan(**kwargs)
+        sample += [{name: next(iter(value.values())) for name, value in item.items()} for item in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return sample[:limit]
+
+
 def backdate_message(platform: LocalPlatform, tenant_id: str, email_id: str, message_id: str, hours: float) -> None:
     """Move one message's creation time back, straight in the (moto) messages table.
 

@@ -11,7 +11,8 @@ each with its message's current state, and:
 - a final message's entry is passed (`passed`);
 - a `sending` message whose lease is still live (not over by a grace) has its entry moved to the
   lease's end (`move_due`), to be looked at again then;
-- a waiting message behind a backlog (below) has its entry moved to now: looked at one grace later;
+- a waiting message behind a backlog (below) is left where it is, and holds the watermark: the next
+  run looks at it again (a read, no write);
 - any other has lost its way forward (a crash between storing and enqueuing, a worker that died
   twice, a lost schedule) and is repaired:
   1. claim: a conditional write that moves its due time to now, only if status, attempt and due time
@@ -35,9 +36,15 @@ A backlog is not a lost job. A queued, scheduled (released) or deferred (its ret
 job waits behind a backlog longer than the grace looks exactly like one whose job is gone; repairing it
 would add a job per waiting message every grace period and feed the very backlog it waits behind. So
 while a pool's queue holds more than `backlog_limit` jobs, the sweeper leaves that pool's waiting
-messages alone (counted as `backlogged`, looked at again a grace later); it repairs them once the queue
-is under the limit, when a job still missing really is missing. `sending` messages (a dead worker's
-lease) are repaired whatever the backlog: their job, redelivered, would only be taken over.
+messages alone (counted as `backlogged`); it repairs them once the queue is under the limit, when a job
+still missing really is missing. A backlogged entry is not moved: it holds the watermark, and each run
+reads it again until its pool's queue is under the limit. Moving it ahead instead cost a write per
+waiting message every grace period (a campaign's whole backlog rewritten every run: in the local stack
+that work took most of the embedded DynamoDB while the backlog drained); reading it again costs a
+fraction of a read unit. It counts towards `max_messages`, so a run behind a long backlog stops after
+that many entries (`truncated`). `sending` messages (a dead worker's lease) within those are repaired
+whatever the backlog: their job, redelivered, would only be taken over; one beyond them waits for the
+backlog to fall below the limit, or for its own job to come back after the visibility timeout.
 """
 
 from __future__ import annotations
@@ -157,8 +164,9 @@ def _requeue(deps: SweepDeps, claimed: list[DueMessage], report: SweepReport) ->
 
 def look_at(deps: SweepDeps, message: DueMessage, *, now: int, report: SweepReport, claimed: list[DueMessage]) -> bool:
     """Act on one due entry; whether the watermark may pass it: yes when its message is final, or its
-    entry was moved ahead (repaired, a live lease, a backlog), where a later run sees it again; no when
-    a conditional write lost to a change this sweep did not see (the next run looks at it again)."""
+    entry was moved ahead (repaired, a live lease), where a later run sees it again; no when it waits
+    behind a backlog, or a conditional write lost to a change this sweep did not see (the next run looks
+    at it again)."""
     if message.status in FINAL_STATUSES:
         report.passed += 1
         return True
@@ -169,7 +177,7 @@ def look_at(deps: SweepDeps, message: DueMessage, *, now: int, report: SweepRepo
         return postpone(deps, message, report)
     if behind_backlog(deps, message, report):
         report.backlogged += 1
-        return move_ahead(deps, message, to=now, report=report)
+        return False  # left where it is: the next run reads it again (see the module docstring)
     if claim(deps, message, now=now):
         claimed.append(message)
         return True
