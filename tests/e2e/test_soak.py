@@ -53,6 +53,7 @@ WAITING = ("scheduled", "queued", "sending", "deferred")
 # 5,000 messages settled in 855 to 1,228 s; on a faster one in 280 to 344 s).
 FINISH_TIMEOUT = float(os.environ.get("PETREL_SOAK_TIMEOUT", "2400"))
 CHAOS = float(os.environ.get("PETREL_SOAK_CHAOS", "0.01"))  # the chance of each injected crash
+PROGRESS = bool(os.environ.get("PETREL_SOAK_PROGRESS"))  # print each look of the wait as it happens
 # Between two counts of the waiting messages: the embedded moto scans the whole table for each (about a
 # millisecond per item), time it does not spend on the traffic under test; while the send queues still
 # hold jobs (read every QUEUE_POLL_SECONDS, cheaply) there is no count at all.
@@ -202,7 +203,7 @@ def _wait_until_settled(platform: LocalPlatform, api: Api, tenant_id: str) -> fl
                 waiting = _any_waiting(api)
                 if not waiting:
                     return time.monotonic() - started
-        if os.environ.get("PETREL_SOAK_PROGRESS") and seen:
+        if PROGRESS and seen:
             print(f"soak: {seen[-1]}", flush=True)
         time.sleep(QUEUE_POLL_SECONDS)
     sweeper = next((timer for timer in platform._timers if getattr(timer, "name", "") == "every-sweeper"), None)

@@ -4,6 +4,7 @@ depths, how many of a tenant's messages are in given statuses, a message's age, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,16 +19,8 @@ def aws_client(platform: LocalPlatform, service: str) -> Any:
 
 def dead_letters(platform: LocalPlatform) -> dict[str, int]:
     """Jobs in each dead-letter queue (visible + in flight)."""
-    sqs = aws_client(platform, "sqs")
-    depth: dict[str, int] = {}
-    for name, url in platform.info["aws"]["dlqs"].items():
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        )["Attributes"]
-        depth[name] = int(attributes["ApproximateNumberOfMessages"]) + int(
-            attributes["ApproximateNumberOfMessagesNotVisible"]
-        )
-    return depth
+    depths = _depths(platform, platform.info["aws"]["dlqs"])
+    return {name: depth["Visible"] + depth["NotVisible"] for name, depth in depths.items()}
 
 
 def count_messages(platform: LocalPlatform, tenant_id: str, statuses: tuple[str, ...]) -> int:
@@ -36,38 +29,47 @@ def count_messages(platform: LocalPlatform, tenant_id: str, statuses: tuple[str,
     then asserts it reads through the API. Walking the API's listing of `queued` or `sending` to its end
     (those statuses have no index: each call examines up to a thousand messages) every few seconds
     would cost the embedded AWS more than the traffic under test."""
+    return sum(int(page["Count"]) for page in _scan_in_statuses(platform, tenant_id, statuses, Select="COUNT"))
+
+
+def _scan_in_statuses(
+    platform: LocalPlatform, tenant_id: str, statuses: tuple[str, ...], **extra: Any
+) -> Iterator[Any]:
+    """The pages of a consistent Scan of the messages table for the tenant's messages in `statuses`."""
     db = aws_client(platform, "dynamodb")
     names = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
     kwargs: dict[str, Any] = {
         "TableName": platform.info["aws"]["tables"]["messages"],
-        "Select": "COUNT",
         "FilterExpression": f"tenant_id = :tenant AND #status IN ({', '.join(names)})",
         "ExpressionAttributeNames": {"#status": "status"},
         "ExpressionAttributeValues": {":tenant": {"S": tenant_id}, **names},
         "ConsistentRead": True,
+        **extra,
     }
-    count = 0
     while True:
         page = db.scan(**kwargs)
-        count += int(page["Count"])
+        yield page
         if "LastEvaluatedKey" not in page:
-            return count
+            return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def queue_depths(platform: LocalPlatform) -> dict[str, dict[str, int]]:
     """Jobs on each queue: visible, in flight and delayed (what a stuck wait is asked about)."""
+    return _depths(platform, platform.info["aws"]["queues"])
+
+
+_DEPTHS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
+
+
+def _depths(platform: LocalPlatform, urls: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Each queue's jobs by state (`Visible`, `NotVisible`, `Delayed`), by the queue's name."""
     sqs = aws_client(platform, "sqs")
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
     depths: dict[str, dict[str, int]] = {}
-    for name, url in platform.info["aws"]["queues"].items():
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    for name, url in urls.items():
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(_DEPTHS))["Attributes"]
         depths[name] = {
-            key.removeprefix("ApproximateNumberOfMessages") or "Visible": int(attributes[key]) for key in names
+            key.removeprefix("ApproximateNumberOfMessages") or "Visible": int(attributes[key]) for key in _DEPTHS
         }
     return depths
 
@@ -77,21 +79,11 @@ def waiting_sample(
 ) -> list[dict[str, Any]]:
     """Up to `limit` of the tenant's stored message items in one of `statuses`, as stored (a stuck wait's
     failure shows them)."""
-    db = aws_client(platform, "dynamodb")
-    names = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
-    kwargs: dict[str, Any] = {
-        "TableName": platform.info["aws"]["tables"]["messages"],
-        "FilterExpression": f"tenant_id = :tenant AND #status IN ({', '.join(names)})",
-        "ExpressionAttributeNames": {"#status": "status"},
-        "ExpressionAttributeValues": {":tenant": {"S": tenant_id}, **names},
-    }
     sample: list[dict[str, Any]] = []
-    while len(sample) < limit:
-        page = db.scan(**kwargs)
+    for page in _scan_in_statuses(platform, tenant_id, statuses):
         sample += [{name: next(iter(value.values())) for name, value in item.items()} for item in page["Items"]]
-        if "LastEvaluatedKey" not in page:
+        if len(sample) >= limit:
             break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     return sample[:limit]
 
 
