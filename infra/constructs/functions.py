@@ -219,8 +219,10 @@ SWEEPER = FunctionDefinition(
     settings=settings.SweeperSettings,
     memory_mb=lambda _config: 256,
     timeout_seconds=lambda _config: 300,  # a run repairs at most PETREL_SWEEP_MAX_MESSAGES messages
-    # No table grant here: it may only query the messages table's due index and update items, which
-    # is narrower than "read" and is granted by infra/constructs/sweeper.py with the table's name.
+    # No table grant here: it may only query the messages table's due and tenant listing indexes, read
+    # and update its items, and scan the tenants table, which is narrower than "read" and is granted
+    # by infra/constructs/sweeper.py with the tables' names.
+    scans=(resources.TENANTS.name,),  # every tenant, once per run: their creation shards
     sends_to=resources.SEND_QUEUES,  # puts the repaired messages' jobs back
     extra_environment=_sweeper_environment,
 )

@@ -1,9 +1,9 @@
 """The sweeper: a function on an EventBridge schedule that puts back on its queue every non-final
 message whose way forward was lost (petrel.services.sweep), and an alarm whenever it repairs one.
 
-Its role may query the messages table's due index and update items of that table (the claim of a
-repair), read the send queues' depth and send to them: no read of the table itself, no delete, no other
-index.
+Its role may query the messages table's due index and its tenant listing index (`by_tenant`: the
+creation shards), read and update items of that table (the claim of a repair), scan the tenants table
+(which tenants there are), read the send queues' depth and send to them: no delete, no other index.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from petrel import resources
 
 QUERY_ACTIONS = ("dynamodb:Query",)
 UPDATE_ACTIONS = ("dynamodb:UpdateItem",)
-# The due index projects only what never changes: the sweeper reads each entry's message (its status,
+# The indexes project only what never changes: the sweeper reads each entry's message (its status,
 # attempt and lease) with BatchGetItem, and its watermark per shard with GetItem (UpdateItem writes it).
 READ_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:GetItem")
 QUEUE_DEPTH_ACTIONS = ("sqs:GetQueueAttributes",)
@@ -35,10 +35,14 @@ class Sweeper(Construct):
         function = self.sweeper.function
         table = deps.tables.table(resources.MESSAGES)
         function.add_environment(resources.MESSAGES.env_var, table.table_name)
+        # Scan only (granted by its definition's `scans`): which tenants there are.
+        function.add_environment(resources.TENANTS.env_var, deps.tables.table(resources.TENANTS).table_name)
         iam.Grant.add_to_principal(
             grantee=function,
             actions=list(QUERY_ACTIONS),
-            resource_arns=[f"{table.table_arn}/index/{resources.DUE_INDEX.name}"],
+            resource_arns=[
+                f"{table.table_arn}/index/{index.name}" for index in (resources.DUE_INDEX, resources.BY_TENANT)
+            ],
         )
         iam.Grant.add_to_principal(grantee=function, actions=list(UPDATE_ACTIONS), resource_arns=[table.table_arn])
         iam.Grant.add_to_principal(grantee=function, actions=list(READ_ACTIONS), resource_arns=[table.table_arn])

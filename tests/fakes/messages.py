@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from petrel import resources
-from petrel.models.due import due_time
+from petrel.models.due import creation_due_time, due_time
 from petrel.models.records import (
     LEASABLE_STATUSES,
     EmailRecord,
@@ -42,8 +42,8 @@ class FakeMessageStore:
         self.emails: dict[EmailKey, EmailRecord] = {}
         self.messages: dict[MessageKey, MessageRecord] = {}
         self.expires_at: dict[EmailKey, int] = {}
-        # The "due" index: message key -> due time. Written at creation and when a message waits again;
-        # a lease does not move it, a final status leaves it (the sweeper passes it).
+        # The "due" index: message key -> due time. Written when a message waits (not at creation as
+        # `queued`); a lease does not move it, a final status leaves it (the sweeper passes it).
         self.watermarks: dict[str, str] = {}
         self.due: dict[MessageKey, int] = {}
 
@@ -61,7 +61,9 @@ class FakeMessageStore:
         self.expires_at[key] = expires_at
         for message in messages:
             self.messages[MessageKey.of(message)] = message
-            due = due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at)
+            due = creation_due_time(
+                message.status, created_at=message.created_at, next_attempt_at=message.next_attempt_at
+            )
             self._set_due(MessageKey.of(message), due)
 
     def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None:
@@ -164,7 +166,37 @@ class FakeMessageStore:
         more = len(candidates) > limit
         return Page(messages=page, cursor=encode_cursor(listing, created_key(page[-1])) if more else None)
 
+    def _find_created(self, tenant_id: str, *, created_before: int, limit: int, cursor: str | None) -> DuePage:
+        listing = f"created:{tenant_id}"
+        bound = resources.created_key(datetime.fromtimestamp(created_before, UTC), "")
+        candidates = sorted(
+            (created_key(m), k) for k, m in self.messages.items() if k.tenant_id == tenant_id and created_key(m) < bound
+        )
+        if cursor:
+            after = decode_cursor(cursor, listing)
+            candidates = [c for c in candidates if c[0] > after]
+        page = candidates[:limit]
+        found = [
+            DueMessage(
+                tenant_id=key.tenant_id,
+                email_id=key.email_id,
+                message_id=key.message_id,
+                status=self.messages[key].status,
+                attempt=self.messages[key].attempt,
+                pool=self.messages[key].pool,
+                due_at=self.due.get(key),
+                lease_until=self.messages[key].lease_until,
+                position=encode_cursor(listing, row),
+            )
+            for row, key in page
+        ]
+        more = len(candidates) > limit
+        return DuePage(messages=found, cursor=encode_cursor(listing, page[-1][0]) if more else None)
+
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
+        tenant_id = resources.creation_shard_tenant(shard)
+        if tenant_id is not None:
+            return self._find_created(tenant_id, created_before=due_before, limit=limit, cursor=cursor)
         listing = f"due:{shard}"
         candidates = sorted(
             (due, key.message_id, key)
@@ -200,7 +232,9 @@ class FakeMessageStore:
         return self.watermarks.get(shard)
 
     def set_due_watermark(self, shard: str, position: str) -> None:
-        decode_cursor(position, f"due:{shard}")  # a position of this shard, or InvalidCursor
+        tenant_id = resources.creation_shard_tenant(shard)
+        listing = f"due:{shard}" if tenant_id is None else f"created:{tenant_id}"
+        decode_cursor(position, listing)  # a position of this shard, or InvalidCursor
         self.watermarks[shard] = position
 
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
@@ -215,6 +249,13 @@ class FakeMessageStore:
             or current.attempt != message.attempt
         ):
             raise WriteConflict(f"message {key.message_id} moved on since it was seen")
+        self.due[key] = to
+
+    def adopt_due(self, message: DueMessage, *, to: int) -> None:
+        key = message.key
+        self._current(key)
+        if key in self.due:
+            raise WriteConflict(f"message {key.message_id} has a due time")
         self.due[key] = to
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:

@@ -148,6 +148,7 @@ class FakeWorld:
             queue=self.queue,
             clock=self.clock,
             shards=resources.due_shards(),
+            tenant_ids=lambda: [t.tenant_id for t in self.tenants.list_tenants()],
             grace_seconds=grace_seconds,
             max_messages=max_messages,
             backlog_limit=backlog_limit,

@@ -148,9 +148,10 @@ def test_the_poller_reads_mailboxes_writes_its_cursors_and_queues_raw_mail_only(
 
 
 def test_only_the_functions_that_list_every_tenants_items_may_scan(resources_of: Any) -> None:
-    """The poller (mailboxes), the admin API (tenants) and the domain checker (domains)."""
+    """The poller (mailboxes), the admin API (tenants), the domain checker (domains) and the sweeper
+    (tenants: their creation shards)."""
     text = json.dumps([p["Properties"]["PolicyDocument"] for p in resources_of("AWS::IAM::Policy").values()])
-    assert text.count('"dynamodb:Scan"') == 3
+    assert text.count('"dynamodb:Scan"') == 4
 
 
 def test_the_ingest_worker_may_do_its_job_only(resources_of: Any, config: EnvironmentConfig) -> None:

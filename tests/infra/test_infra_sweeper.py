@@ -34,11 +34,11 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _table_id(resources_of: Any, config: EnvironmentConfig) -> str:
+def _table_id(resources_of: Any, config: EnvironmentConfig, spec: resources.TableSpec = resources.MESSAGES) -> str:
     [lid] = [
         lid
         for lid, t in resources_of("AWS::DynamoDB::Table").items()
-        if t["Properties"]["TableName"] == config.physical_name(resources.MESSAGES.name)
+        if t["Properties"]["TableName"] == config.physical_name(spec.name)
     ]
     return lid
 
@@ -72,24 +72,35 @@ def test_the_sweeper_reads_its_settings(resources_of: Any, config: EnvironmentCo
     assert env[resources.SWEEP_BACKLOG_LIMIT_ENV] == str(config.sweep_backlog_limit)
     for queue in resources.SEND_QUEUES:
         assert queue.env_var in env
-    assert resources.TENANTS.env_var not in env and resources.BODIES_BUCKET_ENV not in env
+    assert env[resources.TENANTS.env_var] == {"Ref": _table_id(resources_of, config, resources.TENANTS)}
+    assert resources.BODIES_BUCKET_ENV not in env
 
 
-def test_the_sweeper_may_query_the_due_index_read_and_update_messages_and_send_jobs_only(
+def test_the_sweeper_may_query_its_two_indexes_read_and_update_messages_scan_tenants_and_send_jobs_only(
     resources_of: Any, config: EnvironmentConfig
 ) -> None:
     _, function = _sweeper(resources_of, config)
     role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
     table_arn = {"Fn::GetAtt": [_table_id(resources_of, config), "Arn"]}
-    due_index_arn = {"Fn::Join": ["", [table_arn, f"/index/{resources.DUE_INDEX.name}"]]}
+    tenants_arn = {"Fn::GetAtt": [_table_id(resources_of, config, resources.TENANTS), "Arn"]}
+    index_arns = [
+        {"Fn::Join": ["", [table_arn, f"/index/{index.name}"]]} for index in (resources.DUE_INDEX, resources.BY_TENANT)
+    ]
     granted: dict[str, list[Any]] = {}
     for statement in _statements(resources_of, role_id):
         assert statement["Effect"] == "Allow"
         for action in _as_list(statement["Action"]):
             granted.setdefault(action, []).extend(_as_list(statement["Resource"]))
     dynamodb = {a for a in granted if a.startswith("dynamodb:")}
-    assert dynamodb == {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:GetItem"}
-    assert granted["dynamodb:Query"] == [due_index_arn]
+    assert dynamodb == {
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:Scan",
+    }
+    assert granted["dynamodb:Query"] == index_arns
+    assert granted["dynamodb:Scan"] == [tenants_arn]
     assert granted["dynamodb:UpdateItem"] == [table_arn]
     assert granted["dynamodb:BatchGetItem"] == [table_arn]
     assert granted["dynamodb:GetItem"] == [table_arn]
@@ -101,6 +112,7 @@ def test_the_sweeper_may_query_the_due_index_read_and_update_messages_and_send_j
         "dynamodb:UpdateItem",
         "dynamodb:BatchGetItem",
         "dynamodb:GetItem",
+        "dynamodb:Scan",
         "sqs:SendMessage",
         "sqs:GetQueueAttributes",
         *_log_actions(),

@@ -199,13 +199,11 @@ def test_an_enqueue_that_crashes_after_storing_still_accepts_and_leaves_the_swee
     assert found is not None
     assert {m.status for m in found[1]} == {MessageStatus.QUEUED}
     assert world.queue.sent["transactional"] == []
-    now = int(world.clock.timestamp())
-    due = [
-        m
-        for shard in resources.due_shards()
-        for m in world.messages.find_due(shard, due_before=now, limit=100, cursor=None).messages
-    ]
-    assert {m.message_id for m in due} == {r.id for r in response.recipients}
+    after = int(world.clock.timestamp()) + 1
+    shard = resources.creation_shard(seeded.tenant.tenant_id)  # where the sweeper finds it
+    found_by_sweeper = world.messages.find_due(shard, due_before=after, limit=100, cursor=None).messages
+    assert {m.message_id for m in found_by_sweeper} == {r.id for r in response.recipients}
+    assert all(m.due_at is None and m.status is MessageStatus.QUEUED for m in found_by_sweeper)
 
 
 def test_retention_counts_from_the_last_possible_try(world: FakeWorld, seeded: Seeded) -> None:

@@ -75,12 +75,11 @@ def _deliver_all(world: FakeWorld) -> None:
 def test_due_times_follow_the_waiting_statuses_and_stay_for_the_final_ones(world: FakeWorld, seeded: Seeded) -> None:
     world.relay.default = reply(451, "4.7.1 try later")
     message = _stored_without_job(world, seeded)
-    created = world.clock.timestamp()
-    assert world.messages.due[_key(message)] == created  # queued: its creation
+    assert _key(message) not in world.messages.due  # queued at its creation: its tenant's creation shard
 
     now = world.clock.timestamp()
     world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
-    assert world.messages.due[_key(message)] == created  # sending: unmoved (the lease writes no index)
+    assert _key(message) not in world.messages.due  # sending: none still (the lease writes no index)
     world.messages.transition(
         MessageKey.of(message),
         expected=[MessageStatus.SENDING],
@@ -132,6 +131,28 @@ def test_a_queued_message_without_a_job_is_requeued_and_sent(world: FakeWorld, s
     assert sweep(world.sweep_deps(grace_seconds=GRACE)).passed == 0  # behind the watermark now
 
 
+def test_each_tenant_is_swept_through_its_own_creation_shard_even_one_added_since_the_last_run(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    first = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).repaired == {MessageStatus.QUEUED: 1}
+    _deliver_all(world)
+    newcomer = world.seed(domain="example.net")  # a tenant that did not exist at that run
+    second = _stored_without_job(world, newcomer, **{"from": "jane@example.net"})
+    late = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+
+    report = sweep(world.sweep_deps(grace_seconds=GRACE))
+
+    assert report.repaired == {MessageStatus.QUEUED: 2}
+    jobs = world.queue.drain("transactional")
+    assert sorted(j.message_id for j in jobs) == sorted(m.message_id for m in (second, late))
+    assert _current(world, first).status is MessageStatus.RELAYED
+    for tenant in (seeded.tenant.tenant_id, newcomer.tenant.tenant_id):
+        assert world.messages.due_watermark(resources.creation_shard(tenant)) is not None
+
+
 def test_nothing_within_its_grace_is_repaired(world: FakeWorld, seeded: Seeded) -> None:
     _stored_without_job(world, seeded)
     world.clock.advance(GRACE - 1)
@@ -158,8 +179,9 @@ def test_a_repair_is_made_once_then_again_only_a_grace_later(world: FakeWorld, s
 def test_two_sweepers_seeing_the_same_message_repair_it_once(world: FakeWorld, seeded: Seeded) -> None:
     message = _stored_without_job(world, seeded)
     world.clock.advance(GRACE + 1)
-    shard = resources.due_shard(message.message_id)
+    shard = resources.creation_shard(message.tenant_id)
     [seen] = world.messages.find_due(shard, due_before=world.clock.timestamp(), limit=10, cursor=None).messages
+    assert seen.due_at is None
 
     world.messages.claim_repair(seen, now=world.clock.timestamp())
     with pytest.raises(WriteConflict):
@@ -169,7 +191,7 @@ def test_two_sweepers_seeing_the_same_message_repair_it_once(world: FakeWorld, s
 def test_a_message_that_moved_on_after_it_was_seen_is_left_alone(world: FakeWorld, seeded: Seeded) -> None:
     message = _stored_without_job(world, seeded)
     world.clock.advance(GRACE + 1)
-    shard = resources.due_shard(message.message_id)
+    shard = resources.creation_shard(message.tenant_id)
     [seen] = world.messages.find_due(shard, due_before=world.clock.timestamp(), limit=10, cursor=None).messages
     now = world.clock.timestamp()
     world.messages.lease(MessageKey.of(message), after_attempt=0, now=now, lease_until=now + 120)
@@ -297,13 +319,18 @@ def _unrelated_jobs(world: FakeWorld, count: int) -> None:
 def test_waiting_messages_behind_a_backlog_are_left_alone_until_it_drains(world: FakeWorld, seeded: Seeded) -> None:
     """A backlog is not a lost job: repairing every waiting message each grace would feed the backlog."""
     message = _stored_without_job(world, seeded)
-    due = world.messages.due[_key(message)]
+    assert _key(message) not in world.messages.due  # queued at its creation: its creation shard's
     _unrelated_jobs(world, 5)
     world.clock.advance(GRACE + 1)
 
-    for _ in range(3):  # each run reads it again, and writes nothing
+    first = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))  # found in its creation shard
+    assert first.total == 0 and first.backlogged == 1 and first.adopted == 1
+    due = world.messages.due[_key(message)]  # given a due time, once: the due shards' from now on
+    world.clock.advance(GRACE + 1)
+    for _ in range(3):  # each run reads it again in its due shard, and writes nothing
         report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
         assert report.total == 0 and report.backlogged == 1 and report.backlogs == {"transactional": 5}
+        assert report.adopted == 0  # its creation shard's watermark is past it
         assert len(world.queue.sent["transactional"]) == 5  # no job added
         assert world.messages.due[_key(message)] == due  # not moved: it holds the watermark
         world.clock.advance(GRACE)
@@ -329,12 +356,15 @@ def test_a_backlog_holds_the_watermark_without_hiding_a_dead_lease_behind_it(wor
 
     report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
 
-    assert report.repaired == {MessageStatus.SENDING: 1} and report.backlogged == 1
+    assert report.repaired == {MessageStatus.SENDING: 1} and report.backlogged == 1 and report.adopted == 1
     world.queue.drain("transactional")
+    world.clock.advance(GRACE + 1)  # the held message was given a due time (now): looked at a grace later
     report = sweep(world.sweep_deps(grace_seconds=GRACE, backlog_limit=4))
-    assert report.repaired == {MessageStatus.QUEUED: 1} and report.backlogged == 0
+    # the drain took the lease's repair job too (no worker ran it): that one is repaired again
+    assert report.repaired == {MessageStatus.QUEUED: 1, MessageStatus.SENDING: 1} and report.backlogged == 0
     _deliver_all(world)
     assert _current(world, waiting).status is MessageStatus.RELAYED
+    assert _current(world, leased).status is MessageStatus.RELAYED
 
 
 def test_a_dead_workers_lease_is_repaired_whatever_the_backlog(world: FakeWorld, seeded: Seeded) -> None:
@@ -352,6 +382,7 @@ def test_a_dead_workers_lease_is_repaired_whatever_the_backlog(world: FakeWorld,
 
 # -- the watermark: entries stay (a lease and a final status write no index); each is looked at once,
 # and the watermark never passes an entry that was not looked at or that must be looked at again.
+# A creation shard's entries are a tenant's messages, queued or not: each is looked at once too.
 
 
 def test_relayed_messages_are_passed_once_and_the_watermark_moves_past_them(world: FakeWorld, seeded: Seeded) -> None:
@@ -360,7 +391,7 @@ def test_relayed_messages_are_passed_once_and_the_watermark_moves_past_them(worl
         world.queue.send_jobs("transactional", [send_job(message)])
     _deliver_all(world)
     assert all(_current(world, m).status is MessageStatus.RELAYED for m in messages)
-    assert all(world.messages.due[_key(m)] for m in messages)  # their entries stay
+    assert not any(_key(m) in world.messages.due for m in messages)  # in their tenant's creation shard only
     world.clock.advance(GRACE + 1)
 
     first = sweep(world.sweep_deps(grace_seconds=GRACE))
@@ -371,15 +402,9 @@ def test_relayed_messages_are_passed_once_and_the_watermark_moves_past_them(worl
     assert world.queue.sent["transactional"] == []
 
 
-def test_a_message_leased_after_it_was_read_holds_the_watermark_and_is_looked_at_again(
-    world: FakeWorld, seeded: Seeded
-) -> None:
-    """The race the watermark must survive: the sweep reads a queued message, its job's lease lands
-    before the claim (which then loses), and the worker dies. The lease moves no entry, so a watermark
-    that passed it would never see the message again."""
-    message = _stored_without_job(world, seeded)
-    world.clock.advance(GRACE + 1)
-    now = world.clock.timestamp()
+def _lease_before_the_claim(world: FakeWorld, message: MessageRecord) -> Any:
+    """The race: the sweep reads a waiting message, its job's lease lands before the claim (which then
+    loses), and the worker dies. Returns the sweep's report."""
     real_claim = world.messages.claim_repair
 
     def lease_first(seen: Any, *, now: int) -> None:
@@ -387,20 +412,55 @@ def test_a_message_leased_after_it_was_read_holds_the_watermark_and_is_looked_at
         real_claim(seen, now=now)
 
     setattr(world.messages, "claim_repair", lease_first)  # noqa: B010
-    report = sweep(world.sweep_deps(grace_seconds=GRACE))
-    setattr(world.messages, "claim_repair", real_claim)  # noqa: B010
+    try:
+        return sweep(world.sweep_deps(grace_seconds=GRACE))
+    finally:
+        setattr(world.messages, "claim_repair", real_claim)  # noqa: B010
 
-    assert report.claim_lost == 1 and report.total == 0
-    assert world.messages.due[_key(message)] == now - GRACE - 1  # unmoved, and not passed:
-    again = sweep(world.sweep_deps(grace_seconds=GRACE))
-    assert again.leased == 1  # seen again: a live lease, due at its end
+
+def _the_dead_workers_lease_is_taken_over(world: FakeWorld, message: MessageRecord) -> None:
     world.clock.advance(120 + GRACE + 1)  # the worker died
-
     last = sweep(world.sweep_deps(grace_seconds=GRACE))
-
     assert last.repaired == {MessageStatus.SENDING: 1}
     _deliver_all(world)
     assert _current(world, message).status is MessageStatus.RELAYED and len(world.relay.calls) == 1
+
+
+def test_a_message_leased_after_it_was_read_holds_a_due_shards_watermark_and_is_looked_at_again(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """A lease moves no entry, so a watermark that passed the message would never see it again."""
+    when = world.clock.now() + timedelta(minutes=1)
+    message = _stored_without_job(world, seeded, send_at=when.isoformat())  # its release schedule was lost
+    world.clock.set(when + timedelta(seconds=GRACE + 1))
+
+    report = _lease_before_the_claim(world, message)
+
+    assert report.claim_lost == 1 and report.total == 0 and report.adopted == 0
+    assert world.messages.due[_key(message)] == int(when.timestamp())  # unmoved, and not passed:
+    again = sweep(world.sweep_deps(grace_seconds=GRACE))
+    assert again.leased == 1  # seen again: a live lease, due at its end
+    _the_dead_workers_lease_is_taken_over(world, message)
+
+
+def test_a_message_leased_after_it_was_read_in_its_creation_shard_is_given_a_due_time(
+    world: FakeWorld, seeded: Seeded
+) -> None:
+    """A creation shard's entries never move: rather than hold its watermark (and re-read every entry
+    after it on every run), the message gets a due time, and the due shards look at it a grace later."""
+    message = _stored_without_job(world, seeded)
+    world.clock.advance(GRACE + 1)
+    now = world.clock.timestamp()
+
+    report = _lease_before_the_claim(world, message)
+
+    assert report.claim_lost == 1 and report.total == 0 and report.adopted == 1
+    assert world.messages.due[_key(message)] == now
+    again = sweep(world.sweep_deps(grace_seconds=GRACE))
+    assert (again.examined, again.passed) == (0, 0)  # the creation shard's watermark passed it
+    world.clock.advance(GRACE + 1)
+    assert sweep(world.sweep_deps(grace_seconds=GRACE)).leased == 1  # the due shard: a live lease
+    _the_dead_workers_lease_is_taken_over(world, message)
 
 
 class Crash(Exception):

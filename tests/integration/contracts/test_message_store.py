@@ -541,7 +541,8 @@ def test_a_scheduled_message_is_leasable_by_its_release_job(backend: Backend) ->
     assert leased.attempt == 1
 
 
-# -- the sweeper's "due" index (petrel.resources.DUE_INDEX) ------------------------------------------
+# -- the sweeper's shards: the "due" index (petrel.resources.DUE_INDEX) for messages that wait, and
+# each tenant's creation shard (its messages in creation order) for those queued at their creation.
 
 
 def _due(backend: Backend, message: MessageRecord, before: int) -> list[DueMessage]:
@@ -549,15 +550,24 @@ def _due(backend: Backend, message: MessageRecord, before: int) -> list[DueMessa
     return [m for m in page.messages if m.message_id == message.message_id]
 
 
-def test_a_queued_message_is_due_from_its_creation(backend: Backend) -> None:
+def _created(backend: Backend, message: MessageRecord, before: int) -> list[DueMessage]:
+    shard = resources.creation_shard(message.tenant_id)
+    page = backend.messages.find_due(shard, due_before=before, limit=100, cursor=None)
+    return [m for m in page.messages if m.message_id == message.message_id]
+
+
+def test_a_queued_message_has_no_due_entry_and_is_in_its_tenants_creation_shard(backend: Backend) -> None:
     email_id, (message,) = _stored(backend)
 
-    assert _due(backend, message, T0 - 1) == []
-    [found] = _due(backend, message, T0)
+    assert _due(backend, message, T0 + 10**9) == []  # no index write for the sweeper at creation
+    assert _created(backend, message, T0) == []  # created at T0: not before it
+    [found] = _created(backend, message, T0 + 1)
     assert found.position  # where it is in its shard: what the sweeper's watermark records
     assert replace(found, position="") == DueMessage(
-        "tn_a", email_id, message.message_id, MessageStatus.QUEUED, 0, "transactional", T0
+        "tn_a", email_id, message.message_id, MessageStatus.QUEUED, 0, "transactional", None
     )
+    other = backend.messages.find_due(resources.creation_shard("tn_b"), due_before=T0 + 1, limit=100, cursor=None)
+    assert other.messages == []  # another tenant's shard
 
 
 def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
@@ -570,25 +580,32 @@ def test_a_scheduled_message_is_due_at_its_send_time(backend: Backend) -> None:
     assert _due(backend, scheduled[0], due - 1) == []
     [found] = _due(backend, scheduled[0], due)
     assert (found.status, found.due_at, found.pool) == (MessageStatus.SCHEDULED, due, "bulk")
+    [created] = _created(backend, scheduled[0], T0 + 1)  # its creation shard shows its due time
+    assert (created.status, created.due_at) == (MessageStatus.SCHEDULED, due)
 
 
-def test_a_lease_leaves_the_due_time_and_move_due_moves_it_to_the_lease_end(backend: Backend) -> None:
+def test_a_lease_writes_no_due_entry_and_move_due_gives_one_at_the_lease_end(backend: Backend) -> None:
     _, (message,) = _stored(backend)
     backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
-    [sending] = _due(backend, message, T0)  # still due from its creation: the lease writes no index
+    [sending] = _created(backend, message, T0 + 1)  # the lease writes no index
+    assert _due(backend, message, T0 + 10**9) == []
     assert (sending.status, sending.attempt, sending.due_at, sending.lease_until) == (
         MessageStatus.SENDING,
         1,
-        T0,
+        None,
         T0 + 120,
     )
     backend.messages.move_due(sending, to=T0 + 120)
-    with pytest.raises(WriteConflict):  # the same sighting again: it moved
+    with pytest.raises(WriteConflict):  # the same sighting again: it has a due time now
         backend.messages.move_due(sending, to=T0 + 120)
     assert _due(backend, message, T0 + 119) == []
     [later] = _due(backend, message, T0 + 120)
     assert later.due_at == T0 + 120 and later.lease_until == T0 + 120
+    [created] = _created(backend, message, T0 + 1)
+    assert created.due_at == T0 + 120  # the creation shard's sweeper passes it from now on
+    backend.messages.move_due(later, to=T0 + 240)  # a later look moves it again
+    assert [m.due_at for m in _due(backend, message, T0 + 10**9)] == [T0 + 240]
 
     retry = DEFAULT_START + timedelta(minutes=5)
     backend.messages.transition(
@@ -605,7 +622,8 @@ def test_a_lease_leaves_the_due_time_and_move_due_moves_it_to_the_lease_end(back
 @pytest.mark.parametrize("final", [MessageStatus.RELAYED, MessageStatus.FAILED, MessageStatus.CANCELLED])
 def test_a_final_status_leaves_the_due_entry_for_the_sweeper_to_pass(backend: Backend, final: MessageStatus) -> None:
     _, (message,) = _stored(backend)
-    assert _due(backend, message, T0 + 10**9) != []
+    [seen] = _created(backend, message, T0 + 1000)
+    backend.messages.claim_repair(seen, now=T0 + 1000)  # a repair gave it a due entry
 
     backend.messages.transition(
         MessageKey.of(message),
@@ -616,18 +634,35 @@ def test_a_final_status_leaves_the_due_entry_for_the_sweeper_to_pass(backend: Ba
     )
 
     [entry] = _due(backend, message, T0 + 10**9)  # no index write: the entry stays where it was
-    assert (entry.status, entry.due_at) == (final, T0)
+    assert (entry.status, entry.due_at) == (final, T0 + 1000)
+    [created] = _created(backend, message, T0 + 10**9)
+    assert (created.status, created.due_at) == (final, T0 + 1000)
 
 
-def test_the_watermark_of_a_shard_is_a_position_that_find_due_goes_on_after(backend: Backend) -> None:
+def _filled(backend: Backend, kind: str) -> tuple[str, str, list[MessageRecord]]:
+    """40 messages of tn_a, a second apart: queued (found in the creation shard) or scheduled (in the due
+    index); a shard that holds at least two of them, another shard of the same kind, and what the
+    shard holds, in its order."""
     every: list[MessageRecord] = []
     for i in range(40):
-        email, messages = records.email("tn_a", at=DEFAULT_START + timedelta(seconds=i))
+        at = DEFAULT_START + timedelta(seconds=i)
+        if kind == "creation":
+            email, messages = records.email("tn_a", at=at)
+        else:
+            email, messages = records.email("tn_a", at=at, status=MessageStatus.SCHEDULED)
+            messages = [m.model_copy(update={"send_at": at, "next_attempt_at": at}) for m in messages]
         backend.messages.create_email(email, messages, EXPIRES)
         every += messages
+    if kind == "creation":
+        return resources.creation_shard("tn_a"), resources.creation_shard("tn_b"), every
     shard = max(resources.due_shards(), key=lambda s: sum(resources.due_shard(m.message_id) == s for m in every))
-    stored = [m for m in every if resources.due_shard(m.message_id) == shard]
     other = next(s for s in resources.due_shards() if s != shard)
+    return shard, other, [m for m in every if resources.due_shard(m.message_id) == shard]
+
+
+@pytest.mark.parametrize("kind", ["due", "creation"])
+def test_the_watermark_of_a_shard_is_a_position_that_find_due_goes_on_after(backend: Backend, kind: str) -> None:
+    shard, other, stored = _filled(backend, kind)
     assert len(stored) >= 2 and backend.messages.due_watermark(shard) is None
     first = backend.messages.find_due(shard, due_before=T0 + 10**9, limit=1, cursor=None).messages[0]
 
@@ -639,17 +674,22 @@ def test_the_watermark_of_a_shard_is_a_position_that_find_due_goes_on_after(back
     assert backend.messages.due_watermark(other) is None
     with pytest.raises(InvalidCursor):  # a position of another shard
         backend.messages.set_due_watermark(other, first.position)
+    mixed = resources.due_shards()[0] if kind == "creation" else resources.creation_shard("tn_a")
+    with pytest.raises(InvalidCursor):  # nor one of the other kind
+        backend.messages.set_due_watermark(mixed, first.position)
 
 
 def test_a_message_created_final_is_never_due(backend: Backend) -> None:
     _, (message,) = _stored(backend, status=MessageStatus.SUPPRESSED)
 
     assert _due(backend, message, T0 + 10**9) == []
+    [created] = _created(backend, message, T0 + 10**9)  # its creation shard's sweeper passes it
+    assert (created.status, created.due_at) == (MessageStatus.SUPPRESSED, None)
 
 
-def test_claim_repair_wins_once_and_moves_the_due_time(backend: Backend) -> None:
+def test_claim_repair_wins_once_and_gives_a_due_time(backend: Backend) -> None:
     _, (message,) = _stored(backend)
-    [seen] = _due(backend, message, T0 + 1000)
+    [seen] = _created(backend, message, T0 + 1000)
 
     backend.messages.claim_repair(seen, now=T0 + 1000)
     with pytest.raises(WriteConflict):  # a second sweeper, same sighting
@@ -657,27 +697,42 @@ def test_claim_repair_wins_once_and_moves_the_due_time(backend: Backend) -> None
     assert _due(backend, message, T0 + 999) == []
     [moved] = _due(backend, message, T0 + 1000)
     assert moved.due_at == T0 + 1000 and moved.status is MessageStatus.QUEUED
+    backend.messages.claim_repair(moved, now=T0 + 2000)  # repaired again, a grace later
+    with pytest.raises(WriteConflict):
+        backend.messages.claim_repair(moved, now=T0 + 2001)
+    assert [m.due_at for m in _due(backend, message, T0 + 10**9)] == [T0 + 2000]
     current = backend.messages.get_message(MessageKey.of(message))
     assert current == message  # nothing else changed
 
 
+def test_adopt_due_gives_a_due_time_only_to_a_message_that_has_none(backend: Backend) -> None:
+    _, (message,) = _stored(backend)
+    [seen] = _created(backend, message, T0 + 1000)
+    backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
+
+    backend.messages.adopt_due(seen, to=T0 + 1000)  # whatever its state since it was seen
+    with pytest.raises(WriteConflict):
+        backend.messages.adopt_due(seen, to=T0 + 2000)
+    [entry] = _due(backend, message, T0 + 10**9)
+    assert (entry.status, entry.due_at) == (MessageStatus.SENDING, T0 + 1000)
+    gone = replace(seen, email_id="em_01KAAAAAAAAAAAAAAAAAAAAAAA")
+    with pytest.raises(RecordNotFound):
+        backend.messages.adopt_due(gone, to=T0)
+
+
 def test_claim_repair_loses_to_a_message_that_moved_on(backend: Backend) -> None:
     _, (message,) = _stored(backend)
-    [seen] = _due(backend, message, T0 + 1000)
+    [seen] = _created(backend, message, T0 + 1000)
     backend.messages.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 120)
 
     with pytest.raises(WriteConflict):
         backend.messages.claim_repair(seen, now=T0 + 1000)
+    assert _due(backend, message, T0 + 10**9) == []  # and it wrote nothing
 
 
-def test_find_due_pages_through_a_shard_earliest_first(backend: Backend) -> None:
-    shard = resources.due_shards()[0]
-    stored: list[MessageRecord] = []
-    for i in range(40):
-        email, messages = records.email("tn_a", at=DEFAULT_START + timedelta(seconds=i))
-        backend.messages.create_email(email, messages, EXPIRES)
-        stored += [m for m in messages if resources.due_shard(m.message_id) == shard]
-    assert stored  # 40 messages over 8 shards
+@pytest.mark.parametrize("kind", ["due", "creation"])
+def test_find_due_pages_through_a_shard_earliest_first(backend: Backend, kind: str) -> None:
+    shard, _, stored = _filled(backend, kind)
 
     seen: list[DueMessage] = []
     cursor: str | None = None
@@ -688,13 +743,18 @@ def test_find_due_pages_through_a_shard_earliest_first(backend: Backend) -> None
         if cursor is None:
             break
     assert [m.message_id for m in seen] == [m.message_id for m in stored]
-    assert [m.due_at for m in seen] == sorted(m.due_at for m in seen)
+    if kind == "due":
+        assert [m.due_at for m in seen] == sorted(m.due_at or 0 for m in seen)
+    before = backend.messages.find_due(shard, due_before=T0 + 10, limit=100, cursor=None).messages
+    cut = DEFAULT_START + timedelta(seconds=10)  # created (creation shard) or due (scheduled at creation)
+    assert {m.message_id for m in before} == {
+        m.message_id for m in stored if (m.created_at < cut if kind == "creation" else m.created_at <= cut)
+    }
 
 
-def test_a_due_cursor_of_another_shard_is_refused(backend: Backend) -> None:
-    first, second = resources.due_shards()[:2]
-    for i in range(40):
-        _stored(backend, at=DEFAULT_START + timedelta(seconds=i))
+@pytest.mark.parametrize("kind", ["due", "creation"])
+def test_a_due_cursor_of_another_shard_is_refused(backend: Backend, kind: str) -> None:
+    first, second, _ = _filled(backend, kind)
     cursor = backend.messages.find_due(first, due_before=T0 + 10**9, limit=1, cursor=None).cursor
     assert cursor is not None
 
@@ -765,12 +825,13 @@ def test_recording_events_keeps_a_waiting_message_on_its_way(backend: Backend) -
     """A reply to a message that is still queued: its lease, attempt and due time are untouched."""
     _, (message,) = _stored(backend)
     key = MessageKey.of(message)
-    [before] = _due(backend, message, T0 + 1000)
+    [before] = _created(backend, message, T0 + 1000)
     event = _report_event(message, EventName.AUTO_REPLIED, 30, "out of office")
 
     backend.messages.record_events(key, [event], now=DEFAULT_START + timedelta(seconds=31))
 
-    assert _due(backend, message, T0 + 1000) == [before]
+    assert _created(backend, message, T0 + 1000) == [before]
+    assert _due(backend, message, T0 + 10**9) == []
     leased = backend.messages.lease(key, after_attempt=0, now=T0, lease_until=T0 + 60)
     assert leased.status == MessageStatus.SENDING and leased.attempt == 1
     assert leased.events == (*message.events, event)

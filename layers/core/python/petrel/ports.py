@@ -211,15 +211,17 @@ class Transition:
 
 @dataclass(frozen=True)
 class DueMessage:
-    """An entry of the "due" index as the sweeper sees it: the message's state read from its item.
+    """An entry of a sweeper's shard as the sweeper sees it: the message's state read from its item.
 
-    `due_at` (epoch seconds) is when its way forward should have acted: queued, its creation;
-    scheduled, its `send_at`; deferred, its `next_attempt_at`; or the sweeper's last look at it. It is
-    written when the message is created or waits again, and nothing else: the lease does not move it
-    and a final status does not remove it (one index write each saved per message). So an entry may
-    be a final message's (the sweeper passes it), or a `sending` one's whose `lease_until` is still
-    live (moved to its lease's end, `move_due`). `position` is where this entry is in its shard: the
-    cursor that goes on after it (the sweeper's watermark).
+    `due_at` (epoch seconds) is when its way forward should have acted: scheduled, its `send_at`;
+    deferred, its `next_attempt_at`; or the sweeper's last look at it. It is written when the message
+    waits, and nothing else: the lease does not move it and a final status does not remove it (one
+    index write each saved per message). So an entry may be a final message's (the sweeper passes it),
+    or a `sending` one's whose `lease_until` is still live (moved to its lease's end, `move_due`).
+    A message queued at its creation has no due time (`due_at` None) until the sweeper gives it one:
+    it is found through its tenant's creation shard (petrel.resources.creation_shard), where a message
+    that has a due time is the due shards' to look at. `position` is where this entry is in its shard:
+    the cursor that goes on after it (the sweeper's watermark).
     """
 
     tenant_id: str
@@ -228,7 +230,7 @@ class DueMessage:
     status: MessageStatus
     attempt: int
     pool: Pool
-    due_at: int
+    due_at: int | None  # None: none yet (a message found in its creation shard)
     lease_until: int | None = None  # a `sending` message's lease (the lease does not move `due_at`)
     position: str = ""
 
@@ -251,8 +253,8 @@ class MessageStore(Protocol):
         nobody was answered 202 for it), is never due and expires.
 
         Every write that sets a waiting status (not the lease, not a final status) also sets the
-        message's due time (see `DueMessage`).
-        """
+        message's due time (see `DueMessage`), except a message's creation as `queued`
+        (petrel.models.due.creation_due_time)."""
         ...
 
     def get_email(self, key: EmailKey) -> tuple[EmailRecord, list[MessageRecord]] | None: ...
@@ -312,7 +314,10 @@ class MessageStore(Protocol):
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
         """The entries of one due shard whose due time is at or before `due_before`, earliest first,
         after `cursor` (a page's cursor or an entry's `position`), final messages' included; an entry
-        whose message is gone is left out. InvalidCursor for a cursor of another shard."""
+        whose message is gone is left out. InvalidCursor for a cursor of another shard.
+
+        A creation shard (petrel.resources.creation_shard) holds all of its tenant's messages created
+        before `due_before`, in creation order, each with its due time if it has one."""
         ...
 
     def due_watermark(self, shard: str) -> str | None:
@@ -324,7 +329,8 @@ class MessageStore(Protocol):
         ...
 
     def claim_repair(self, message: DueMessage, *, now: int) -> None:
-        """Move the message's due time to `now` if it is still as seen (status, attempt and due time):
+        """Move the message's due time to `now` if it is still as seen (status, attempt and due time, or
+        none when it had none: it then gets its entry in the due index):
         succeeds once, for one sweeper, however many look at the same message; the others get
         WriteConflict (RecordNotFound when the message is gone)."""
         ...
@@ -333,6 +339,13 @@ class MessageStore(Protocol):
         """Move the message's due time to `to` if it is still as seen (status, attempt and due time),
         as `claim_repair` does: the sweeper's later look at a message whose way forward is still live
         (a `sending` message's lease). WriteConflict / RecordNotFound as `claim_repair`."""
+        ...
+
+    def adopt_due(self, message: DueMessage, *, to: int) -> None:
+        """Give a message found in its creation shard the due time `to` if it has none yet, whatever
+        its state: the sweeper's way out when its conditional write lost to a change it did not see
+        (the due shards look at the message again from `to`), so a creation shard's watermark never
+        waits on a message. WriteConflict: it has a due time already; RecordNotFound: it is gone."""
         ...
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:

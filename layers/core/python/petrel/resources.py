@@ -126,11 +126,16 @@ def mailbox_address_sk(address: str) -> str:
 
 
 # The sparse "due" index of the sweeper (petrel.services.sweep). A message that waits carries `due_shard`
-# and `due_at`: the epoch second by which its way forward should have acted (queued: its creation;
-# scheduled: send_at; deferred: next_attempt_at; or the sweeper's last look at it). Written when the
-# message is created or waits again, and by the sweeper; nothing else moves it: not the lease, not a
-# final status (the sweeper reads each entry's message, passes final ones, and keeps a watermark per
-# shard, so each entry is read about once). Only `pool`, which never changes, is projected.
+# and `due_at`: the epoch second by which its way forward should have acted (scheduled: send_at;
+# deferred: next_attempt_at; or the sweeper's last look at it). Written when a message waits, and by the
+# sweeper; nothing else moves it: not the lease, not a final status (the sweeper reads each entry's
+# message, passes final ones, and keeps a watermark per shard, so each entry is read about once). Only
+# `pool`, which never changes, is projected.
+# A message queued at its creation carries no due entry (one index write saved per message): its way
+# forward is its job, and the sweeper finds it through its tenant's listing index (`by_tenant`, written
+# at creation anyway), walked in creation order from a watermark per tenant: the "creation shard" of
+# each tenant (`creation_shard`). Whatever the sweeper finds there that needs a later look (a live
+# lease, a backlog, a repair) it gives a due entry, and the due shards take it from there.
 # The shard spreads the index's partition key (`due#0` .. `due#<DUE_SHARDS - 1>`) over messages.
 DUE_SHARDS = 8
 DUE_SHARD = "due_shard"
@@ -145,6 +150,19 @@ def due_shard(message_id: str) -> str:
 
 def due_shards() -> tuple[str, ...]:
     return tuple(f"due#{n}" for n in range(DUE_SHARDS))
+
+
+CREATION_SHARD_PREFIX = "new#"
+
+
+def creation_shard(tenant_id: str) -> str:
+    """The sweeper's walk of one tenant's messages in creation order (its `by_tenant` partition)."""
+    return f"{CREATION_SHARD_PREFIX}{tenant_id}"
+
+
+def creation_shard_tenant(shard: str) -> str | None:
+    """The tenant whose creation shard `shard` is; None for a shard of the due index."""
+    return shard.removeprefix(CREATION_SHARD_PREFIX) if shard.startswith(CREATION_SHARD_PREFIX) else None
 
 
 # -- messages: one partition per email (pk = `<tenant>#<email>`): the email item, then its messages --

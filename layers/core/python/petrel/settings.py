@@ -72,9 +72,11 @@ class QueueSettings(StoreSettings, _SendQueueUrls):
 
 
 class SweeperSettings(_SendQueueUrls):
-    """The sweeper: the messages table (its due index), the send queues, and its own knobs."""
+    """The sweeper: the messages table (its due index and its tenants' listing), the tenants (whose
+    listings it walks), the send queues, and its own knobs."""
 
     messages_table: str = Field(validation_alias=r.MESSAGES.env_var)
+    tenants_table: str = Field(validation_alias=r.TENANTS.env_var)
     # How long past its due time a message's way forward is given before the sweeper repairs it:
     # longer than a queue's normal backlog and a worker's recording time, or it adds needless jobs.
     grace_seconds: int = Field(default=900, ge=0, validation_alias=r.SWEEP_GRACE_ENV)

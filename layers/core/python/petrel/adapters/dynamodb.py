@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from petrel import resources
 from petrel.adapters import message_items as items
 from petrel.ids import email_id_of
-from petrel.models.due import due_time
+from petrel.models.due import creation_due_time, due_time
 from petrel.models.records import (
     LEASABLE_STATUSES,
     ApiKey,
@@ -605,7 +605,9 @@ class DynamoMessageStore:
                 items.message_item(
                     message,
                     expires_at,
-                    due_time(message.status, at=message.created_at, next_attempt_at=message.next_attempt_at),
+                    creation_due_time(
+                        message.status, created_at=message.created_at, next_attempt_at=message.next_attempt_at
+                    ),
                 )
             )
             for message in messages
@@ -847,7 +849,10 @@ class DynamoMessageStore:
     def find_due(self, shard: str, *, due_before: int, limit: int, cursor: str | None) -> DuePage:
         """The shard's entries due at or before `due_before`, each read from its item (consistent):
         the index holds only what never changes, so a lease, a retry's wait or a final status
-        writes no index."""
+        writes no index. A creation shard walks its tenant's `by_tenant` partition instead."""
+        tenant_id = resources.creation_shard_tenant(shard)
+        if tenant_id is not None:
+            return self._find_created(tenant_id, created_before=due_before, limit=limit, cursor=cursor)
         kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": resources.DUE_INDEX.name,
@@ -858,38 +863,68 @@ class DynamoMessageStore:
         }
         if cursor:
             kwargs["ExclusiveStartKey"] = _decode_due_cursor(cursor, shard)
+        # The entry's due time and pool: the item may have moved on since (the claim checks it).
+        return self._sweeper_page(kwargs, consistent=True, from_entry=True, position=("pk", "sk", _DUE_SHARD, _DUE_AT))
+
+    def _sweeper_page(
+        self, kwargs: QueryInputTypeDef, *, consistent: bool, from_entry: bool, position: tuple[str, ...]
+    ) -> DuePage:
+        """One page of a sweeper's shard: the index entries `kwargs` queries, each with its item's state
+        (an entry whose item is gone, its email expired, is left out); the due time and pool from the
+        entry (`from_entry`) or from the item."""
         page = self._db.query(**kwargs)
         entries = page.get("Items", [])
-        fetched = self._batch_get([{"pk": e["pk"], "sk": e["sk"]} for e in entries], consistent=True)
+        fetched = self._batch_get([{"pk": e["pk"], "sk": e["sk"]} for e in entries], consistent=consistent)
         found: list[DueMessage] = []
         for raw_entry in entries:
             entry = _raw(raw_entry)
             item = fetched.get((str(entry["pk"]), str(entry["sk"])))
-            if item is None:  # gone (its email expired)
+            if item is None:
                 continue
-            tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
+            source = entry if from_entry else item
+            due = source.get(_DUE_AT)
             found.append(
-                DueMessage(
-                    tenant_id=tenant_id,
-                    email_id=email_id,
-                    message_id=str(item["sk"]).removeprefix(resources.MESSAGE_SK_PREFIX),
-                    status=MessageStatus(item[_STATUS]),
-                    attempt=int(item.get("attempt", 0)),
-                    pool=entry["pool"],
-                    due_at=int(entry[_DUE_AT]),  # the entry's (the item may have moved on since)
-                    lease_until=int(item["lease_until"]) if item.get("lease_until") is not None else None,
-                    position=_encode_cursor({k: raw_entry[k] for k in ("pk", "sk", _DUE_SHARD, _DUE_AT)}),
+                _due_message(
+                    item,
+                    pool=source["pool"],
+                    due_at=int(due) if due is not None else None,
+                    position=_encode_cursor({k: raw_entry[k] for k in position}),
                 )
             )
         last = page.get("LastEvaluatedKey")
         return DuePage(messages=found, cursor=_encode_cursor(last) if last else None)
+
+    def _find_created(self, tenant_id: str, *, created_before: int, limit: int, cursor: str | None) -> DuePage:
+        """The tenant's messages created before `created_before`, oldest first, from its `by_tenant`
+        partition (keys only), each read from its item. Eventually consistent reads suffice: a stale
+        item shows an earlier state of the message, and every write the sweeper makes from it is
+        conditional on that state (a message that moved on meanwhile only loses the claim)."""
+        index = resources.BY_TENANT
+        bound = resources.created_key(datetime.fromtimestamp(created_before, UTC), "")
+        kwargs: QueryInputTypeDef = {
+            "TableName": self._table,
+            "IndexName": index.name,
+            "KeyConditionExpression": "#t = :t AND #c < :before",
+            "ExpressionAttributeNames": {"#t": index.partition_key.name, "#c": _CREATED_KEY},
+            "ExpressionAttributeValues": _encode({":t": tenant_id, ":before": bound}),
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _decode_created_cursor(cursor, tenant_id)
+        return self._sweeper_page(
+            kwargs, consistent=False, from_entry=False, position=("pk", "sk", index.partition_key.name, _CREATED_KEY)
+        )
 
     def due_watermark(self, shard: str) -> str | None:
         item = self._get(_encode({"pk": _WATERMARK_PK, "sk": shard}))
         return str(item["position"]) if item else None
 
     def set_due_watermark(self, shard: str, position: str) -> None:
-        _decode_due_cursor(position, shard)  # a position of this shard, or InvalidCursor
+        tenant_id = resources.creation_shard_tenant(shard)
+        if tenant_id is not None:
+            _decode_created_cursor(position, tenant_id)  # a position of this shard, or InvalidCursor
+        else:
+            _decode_due_cursor(position, shard)
         self._db.update_item(  # UpdateItem: the sweeper's grant has no PutItem
             TableName=self._table,
             Key=_encode({"pk": _WATERMARK_PK, "sk": shard}),
@@ -902,16 +937,36 @@ class DynamoMessageStore:
         self.move_due(message, to=now)
 
     def move_due(self, message: DueMessage, *, to: int) -> None:
+        values: dict[str, Any] = {":to": to, ":status": message.status.value, ":attempt": message.attempt}
+        if message.due_at is None:  # its first entry in the due index (found in its creation shard)
+            update, seen = "SET #due = :to, #shard = :shard", "attribute_not_exists(#due)"
+            values[":shard"] = resources.due_shard(message.message_id)
+        else:
+            update, seen = "SET #due = :to", "#due = :seen"
+            values[":seen"] = message.due_at
+        names = {"#s": _STATUS, "#due": _DUE_AT} | ({"#shard": _DUE_SHARD} if message.due_at is None else {})
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=_message_key(message.key),
-                UpdateExpression="SET #due = :to",
-                ConditionExpression="#s = :status AND attempt = :attempt AND #due = :seen",
-                ExpressionAttributeNames={"#s": _STATUS, "#due": _DUE_AT},
-                ExpressionAttributeValues=_encode(
-                    {":to": to, ":status": message.status.value, ":attempt": message.attempt, ":seen": message.due_at}
-                ),
+                UpdateExpression=update,
+                ConditionExpression=f"#s = :status AND attempt = :attempt AND {seen}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_encode(values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise _lost(exc, f"message {message.message_id}") from exc
+
+    def adopt_due(self, message: DueMessage, *, to: int) -> None:
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_message_key(message.key),
+                UpdateExpression="SET #due = :to, #shard = :shard",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#due)",
+                ExpressionAttributeNames={"#due": _DUE_AT, "#shard": _DUE_SHARD},
+                ExpressionAttributeValues=_encode({":to": to, ":shard": resources.due_shard(message.message_id)}),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -988,6 +1043,29 @@ _EVENT_WRITE_TRIES = 5
 def _event_identity(event: Event) -> tuple[str, datetime, str | None]:
     """What makes two events the same one (MessageStore.record_events): type, time and detail."""
     return event.type.value, event.at, event.detail
+
+
+def _due_message(item: dict[str, Any], *, pool: Any, due_at: int | None, position: str) -> DueMessage:
+    tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
+    return DueMessage(
+        tenant_id=tenant_id,
+        email_id=email_id,
+        message_id=str(item["sk"]).removeprefix(resources.MESSAGE_SK_PREFIX),
+        status=MessageStatus(item[_STATUS]),
+        attempt=int(item.get("attempt", 0)),
+        pool=pool,
+        due_at=due_at,
+        lease_until=int(item["lease_until"]) if item.get("lease_until") is not None else None,
+        position=position,
+    )
+
+
+def _decode_created_cursor(cursor: str, tenant_id: str) -> Item:
+    raw = _cursor_json(cursor)
+    key_name = resources.BY_TENANT.partition_key.name
+    if not isinstance(raw, dict) or raw.get(key_name) != tenant_id or set(raw) != {"pk", "sk", key_name, _CREATED_KEY}:
+        raise InvalidCursor("cursor does not belong to this shard")
+    return _encode(raw)
 
 
 def _decode_due_cursor(cursor: str, shard: str) -> Item:

@@ -1,6 +1,6 @@
 """When a message's way forward should have acted: the "due" time the sweeper's index is sorted by.
 
-The message store writes it with every status change (petrel.resources.DUE_INDEX); this is the one rule.
+The message store writes it when a message waits (petrel.resources.DUE_INDEX); these are the rules.
 """
 
 from __future__ import annotations
@@ -21,3 +21,13 @@ def due_time(status: MessageStatus, *, at: datetime, next_attempt_at: datetime |
     if status in FINAL_STATUSES:
         return None
     return math.ceil((next_attempt_at or at).timestamp())
+
+
+def creation_due_time(status: MessageStatus, *, created_at: datetime, next_attempt_at: datetime | None) -> int | None:
+    """The due time a new message is stored with, or None for none: a message queued at its creation
+    waits for nothing but its job, and the sweeper finds it through its tenant's creation shard
+    (petrel.resources.creation_shard) instead, which costs no index write; a scheduled one is due at
+    its `send_at` (`next_attempt_at`)."""
+    if status is MessageStatus.QUEUED:
+        return None
+    return due_time(status, at=created_at, next_attempt_at=next_attempt_at)
