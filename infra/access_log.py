@@ -31,6 +31,11 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 }
 
 
+# Whether the API function writes an access line of its own (PETREL_API_ACCESS_LOG) where this log is
+# written: no, the stage's line is the access log, and the function's lines name its `requestId`.
+FUNCTION_ACCESS_LINE = False
+
+
 def access_log_format() -> str:
     """The stage's access log format: a JSON object of the fields above."""
     return json.dumps(ACCESS_LOG_FIELDS)

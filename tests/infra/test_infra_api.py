@@ -239,6 +239,15 @@ def test_the_authorizer_knows_the_usage_key_prefix(resources_of: Any) -> None:
     assert authorizer["Properties"]["Environment"]["Variables"]["PETREL_USAGE_KEY_PREFIX"] == "petrel-dev"
 
 
+def test_the_api_function_leaves_the_access_log_to_the_stage(resources_of: Any) -> None:
+    """The stage writes one access line per request; the function, deployed, writes no second one."""
+    api_id = _function_id(resources_of, "petrel-dev-api")
+    [api] = [f for i, f in resources_of("AWS::Lambda::Function").items() if i == api_id]
+    assert api["Properties"]["Environment"]["Variables"]["PETREL_API_ACCESS_LOG"] == "false"
+    [stage] = resources_of("AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["AccessLogSetting"]["Format"] == access_log_format()
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 

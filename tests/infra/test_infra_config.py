@@ -214,4 +214,7 @@ def test_each_functions_settings_model_reads_back_what_infra_sets(
             if isinstance(read, dict):  # a JSON object (PETREL_API_PLANS)
                 assert read == json.loads(value), variable
                 continue
+            if isinstance(read, bool):  # a switch (PETREL_API_ACCESS_LOG): set as `true` or `false`
+                assert value == str(read).lower(), variable
+                continue
             assert (",".join(map(str, read)) if isinstance(read, tuple) else str(read).removesuffix(".0")) == value

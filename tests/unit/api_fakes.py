@@ -32,6 +32,7 @@ class FakeApiContainer:
     telemetry: Telemetry = field(default_factory=lambda: telemetry("api"))
     retention_days: int = 30
     inline_body_limit: int = 96 * 1024
+    access_log: bool = True
     link_seconds: int = 900
     resolver: FakeResolver = field(default_factory=FakeResolver)  # sending domains' DNS
     secrets_prefix: str = "petrel-test/tenants/"

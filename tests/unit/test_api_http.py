@@ -4,16 +4,21 @@ body parsing, RFC 9457 problems, the access log."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
+import uuid
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Logger
 
 from petrel.api.http import PROBLEM_JSON, body_bytes, problem_body, request_problem
+from petrel.entrypoints.api import create_api
 from petrel.errors import MalformedBody, PetrelError
+from petrel.observability import Telemetry, telemetry
 from tests.fakes import FakeWorld, Seeded
-from tests.unit.api_fakes import Api, event
+from tests.unit.api_fakes import Api, FakeApiContainer, LambdaContext, event
 
 
 @pytest.fixture
@@ -205,3 +210,30 @@ def test_body_bytes_round_trip() -> None:
     assert body_bytes({"body": base64.b64encode(raw).decode(), "isBase64Encoded": True}) == raw
     assert body_bytes({"body": '{"a": 1}'}) == b'{"a": 1}'
     assert body_bytes({"body": None}) == b""
+
+
+def test_deployed_the_function_writes_no_access_line_and_its_lines_name_the_request(
+    world: FakeWorld, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployed, the stage's access log is the access log (infra/access_log.py): the function writes no
+    line of its own for a request, and an error's line names API Gateway's request id to find it by."""
+    stream = io.StringIO()
+    logger = Logger(service=f"petrel-api-{uuid.uuid4().hex[:8]}", stream=stream)
+    quiet = Telemetry(function="api", logger=logger, metrics=telemetry("api").metrics)
+    handler = create_api(FakeApiContainer(world, telemetry=quiet, access_log=False))
+    tenant_id = seeded.tenant.tenant_id
+
+    assert handler(event("GET", "/v1/emails", tenant_id=tenant_id), LambdaContext())["statusCode"] == 200
+    assert stream.getvalue() == ""  # nothing for a request that went well
+
+    def broken(tenant_id: str) -> None:
+        raise RuntimeError("the store is down")
+
+    monkeypatch.setattr(world.tenants, "get_tenant", broken)
+    email = {"from": "a@example.com", "to": "b@example.org", "subject": "Hi", "text": "Hello"}
+    failed = handler(event("POST", "/v1/emails", email, tenant_id=tenant_id), LambdaContext())
+
+    assert failed["statusCode"] == 500
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["unhandled error"]
+    assert lines[0]["request_id"] == "req-1" and lines[0]["level"] == "ERROR"

@@ -381,6 +381,7 @@ LEASE_SECONDS_ENV = "PETREL_LEASE_SECONDS"  # worker: how long it holds a messag
 SMTP_TIMEOUT_ENV = "PETREL_SMTP_TIMEOUT_SECONDS"  # worker: each socket operation of a transaction
 SMTP_TRANSACTION_ENV = "PETREL_SMTP_TRANSACTION_SECONDS"  # worker: a whole transaction, connect to DATA
 CONFIG_CACHE_ENV = "PETREL_CONFIG_CACHE_SECONDS"  # worker: how long tenant configuration is cached
+API_ACCESS_LOG_ENV = "PETREL_API_ACCESS_LOG"  # API: whether the function writes its own access line
 SENDER_CACHE_ENV = "PETREL_SENDER_CACHE_SECONDS"  # API: how long the send path keeps a tenant's configuration
 MAX_RECEIVE_COUNT_ENV = "PETREL_MAX_RECEIVE_COUNT"  # worker: the send queues' maxReceiveCount
 INVOCATION_MARGIN_ENV = "PETREL_INVOCATION_MARGIN_SECONDS"  # worker: time kept at an invocation's end

@@ -107,6 +107,10 @@ class ApiSettings(QueueSettings):
     # made elsewhere (a domain's failed check, a server disabled) reaches the send routes that late; the
     # worker checks again before relaying. The tenant (its suspension) and every other route read afresh.
     sender_cache_seconds: float = Field(default=5.0, ge=0, validation_alias=r.SENDER_CACHE_ENV)
+    # Whether the function writes an access line per request (petrel.api.app). Deployed it does not: the
+    # API stage's access log (infra/access_log.py) is the access log there, and a second line repeating it
+    # was a third of the single send's log ingestion. Locally (no API Gateway) it does.
+    access_log: bool = Field(default=True, validation_alias=r.API_ACCESS_LOG_ENV)
 
 
 class SendWorkerSettings(QueueSettings):

@@ -11,7 +11,9 @@ A request goes through, in order:
 5. the resolver: routing (404, 405), validation (400 for JSON that does not parse, 422), the route.
 
 Every error is an RFC 9457 problem, mapped here and nowhere else (Powertools' exception handlers for
-what happens inside the resolver). Each request leaves one access-log line on the container's logger.
+what happens inside the resolver). Each request leaves one access-log line on the container's logger
+where no API Gateway writes one (ApiSettings.access_log: locally); every line the function logs for a
+request names API Gateway's request id (`request_id`), so a deployed error line finds its access line.
 """
 
 from __future__ import annotations
@@ -88,11 +90,13 @@ class ApiApplication:
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
+        self.logger.thread_safe_append_keys(request_id=(event.get("requestContext") or {}).get("requestId"))
         result = self.handle(event, context)
-        authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-        self.logger.info(
-            "request", extra={**access_fields(event, result, started), "tenant_id": authorizer.get("tenant_id")}
-        )
+        if self.ports.access_log:
+            authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+            self.logger.info(
+                "request", extra={**access_fields(event, result, started), "tenant_id": authorizer.get("tenant_id")}
+            )
         return result
 
     def handle(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:

@@ -50,6 +50,10 @@ class ApiContainer(TenantStoresContainer[ApiSettings]):
     def link_seconds(self) -> int:
         return self.settings.link_seconds
 
+    @property
+    def access_log(self) -> bool:
+        return self.settings.access_log
+
     @cached_property
     def sender_config(self) -> CachingTenantStore:
         """The tenant store of the send routes: a sending domain and server list that let an email
