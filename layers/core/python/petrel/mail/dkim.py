@@ -71,8 +71,12 @@ _HEADER_NAME = "DKIM-Signature"
 _FIRST_LINE = 72 - len(_HEADER_NAME)  # dkimpy counts the field name on the first line
 _NEXT_LINES = 71
 _LINE = re.compile(rb"\r?\n")
+# The first empty line: at the very start, or right after a line's end (the header's end, in `parse`).
+_HEADER_END = re.compile(rb"(?:\A|\n)\r?\n")
 _NAME = re.compile(rb"([\x21-\x7e]+?):")
-_WSP = re.compile(rb"[\t ]+")
+# The runs of WSP that relaxed canonicalization changes (to one space): any holding a tab, any of two or
+# more. A lone space is its own canonical form, and leaving it alone makes the pass a third as long.
+_WSP = re.compile(rb"\t[\t ]*| [\t ]+")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _CRLF = b"\r\n"
 
@@ -211,12 +215,16 @@ def parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
     LF and CRLF line ends are both accepted (as dkimpy does); an mbox `From ` line is skipped.
     """
-    lines = _LINE.split(message)
+    end = _HEADER_END.search(message)
+    if end is None:  # no empty line: all header
+        head, body = message, b""
+    else:
+        head, body = message[: end.start()], message[end.end() :]
+        if head.endswith(b"\r"):  # the last field's CRLF
+            head = head[:-1]
     fields: list[tuple[bytes, bytes]] = []
-    body_start = len(lines)  # a message without an empty line is all header
-    for index, line in enumerate(lines):
+    for line in _LINE.split(head):
         if not line:
-            body_start = index + 1
             break
         if line[0] in (0x09, 0x20):
             if not fields:
@@ -229,7 +237,8 @@ def parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
             fields.append((match.group(1), line[match.end() :] + _CRLF))
         elif not line.startswith(b"From "):
             raise DkimError(f"not a header field: {line[:40]!r}")
-    return fields, _CRLF.join(lines[body_start:])
+    # Every line end of the body as CRLF (what splitting it into lines and joining them with CRLF gives).
+    return fields, body.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
 
 
 def signed_header_list(
@@ -254,7 +263,9 @@ def signed_header_list(
 def canonical_body(body: bytes) -> bytes:
     """Relaxed body canonicalization (RFC 6376 3.4.4): no trailing WSP, runs of WSP as one space, no
     empty lines at the end, one final CRLF, and an empty body as nothing at all."""
-    body = _WSP.sub(b" ", _TRAILING_WSP.sub(_CRLF, body))
+    if b" \r\n" in body or b"\t\r\n" in body:  # most bodies have no WSP at a line's end
+        body = _TRAILING_WSP.sub(_CRLF, body)
+    body = _WSP.sub(b" ", body)
     end = len(body)
     while end >= 2 and body[end - 2 : end] == _CRLF:
         end -= 2
