@@ -306,10 +306,9 @@ def run_scenario(
 def _deployed_api_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The API's environment as deployed where it differs from the local stack's in what it logs: no
     access line of its own (infra/access_log.py; infra/constructs/functions.py sets the same)."""
-    from infra.access_log import FUNCTION_ACCESS_LINE
-    from petrel import resources as r
+    from infra.access_log import api_function_environment
 
-    return {**env, r.API_ACCESS_LOG_ENV: str(FUNCTION_ACCESS_LINE).lower()}
+    return {**env, **api_function_environment()}
 
 
 def _gateway_access_bytes(path: str, result: Mapping[str, Any], answer: Mapping[str, Any]) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from petrel import resources
+
 ACCESS_LOG_FIELDS: dict[str, str] = {
     "requestId": "$context.requestId",
     "ip": "$context.identity.sourceIp",
@@ -34,6 +36,12 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 # Whether the API function writes an access line of its own (PETREL_API_ACCESS_LOG) where this log is
 # written: no, the stage's line is the access log, and the function's lines name its `requestId`.
 FUNCTION_ACCESS_LINE = False
+
+
+def api_function_environment() -> dict[str, str]:
+    """What the API function is told about its access line where the stage writes this log (deployed;
+    infra/constructs/functions.py, and bench.cost's model of it)."""
+    return {resources.API_ACCESS_LOG_ENV: str(FUNCTION_ACCESS_LINE).lower()}
 
 
 def access_log_format() -> str:

@@ -21,7 +21,7 @@ from constructs import Construct
 from pydantic import BaseModel
 
 from infra import REPO_ROOT
-from infra.access_log import FUNCTION_ACCESS_LINE
+from infra.access_log import api_function_environment
 from infra.config import EnvironmentConfig
 from infra.constructs.bodies_bucket import BodiesBucket, BodyAccess
 from infra.constructs.common import acknowledge, log_group, logical_ref
@@ -109,7 +109,7 @@ def _api_environment(config: EnvironmentConfig) -> dict[str, str]:
         resources.LINK_SECONDS_ENV: str(config.inbound_link_seconds),
         **_dns_environment(config),  # POST /v1/domains and /verify look the records up
         # The stage's access log is the API's (infra/access_log.py): no second line from the function.
-        resources.API_ACCESS_LOG_ENV: str(FUNCTION_ACCESS_LINE).lower(),
+        **api_function_environment(),
     }
 
 

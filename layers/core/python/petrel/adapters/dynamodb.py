@@ -938,13 +938,14 @@ class DynamoMessageStore:
 
     def move_due(self, message: DueMessage, *, to: int) -> None:
         values: dict[str, Any] = {":to": to, ":status": message.status.value, ":attempt": message.attempt}
+        names = {"#s": _STATUS, "#due": _DUE_AT}
         if message.due_at is None:  # its first entry in the due index (found in its creation shard)
             update, seen = "SET #due = :to, #shard = :shard", "attribute_not_exists(#due)"
             values[":shard"] = resources.due_shard(message.message_id)
+            names["#shard"] = _DUE_SHARD
         else:
             update, seen = "SET #due = :to", "#due = :seen"
             values[":seen"] = message.due_at
-        names = {"#s": _STATUS, "#due": _DUE_AT} | ({"#shard": _DUE_SHARD} if message.due_at is None else {})
         try:
             self._db.update_item(
                 TableName=self._table,

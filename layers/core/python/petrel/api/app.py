@@ -90,10 +90,11 @@ class ApiApplication:
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        self.logger.thread_safe_append_keys(request_id=(event.get("requestContext") or {}).get("requestId"))
+        request = event.get("requestContext") or {}
+        self.logger.thread_safe_append_keys(request_id=request.get("requestId"))
         result = self.handle(event, context)
         if self.ports.access_log:
-            authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+            authorizer = request.get("authorizer") or {}
             self.logger.info(
                 "request", extra={**access_fields(event, result, started), "tenant_id": authorizer.get("tenant_id")}
             )
