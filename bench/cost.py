@@ -342,7 +342,8 @@ def _count_relayed_first_try(admin: Any, tenant_id: str) -> int:
     from petrel.models.records import MessageStatus
 
     table = admin.clients.session.resource("dynamodb").Table(admin.settings.messages_table)
-    wanted = Attr("status").eq(MessageStatus.RELAYED.value) & Attr("tenant_id").eq(tenant_id) & Attr("attempt").eq(1)
+    mine = Attr("pk").begins_with(f"{tenant_id}#")
+    wanted = Attr("status").eq(MessageStatus.RELAYED.value) & mine & Attr("attempt").eq(1)
     kwargs: dict[str, Any] = {"FilterExpression": wanted}
     relayed = 0
     while True:

@@ -85,6 +85,10 @@ class AdminServices(Protocol):
     @property
     def dead_letters(self) -> SqsDeadLetters: ...
 
+    def backfill_listing(self) -> int:
+        """`petrel migrate listing` (petrel.adapters.dynamodb.DynamoMessageStore.backfill_listing)."""
+        ...
+
 
 class Context:
     """What a handler runs against. The target, the admin API's client and the container are built on

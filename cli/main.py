@@ -12,18 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from cli import dlq, dns
+from cli import dlq, dns, migrate
 from cli.admin import domain, key, mailbox, server, tenant
 from cli.command import Context, HelpFormatter, Parser, add_groups, handler_of
 from cli.errors import CliError
 from cli.output import Output
 from cli.target import LOCAL, LOCAL_DOWN
 
-COMMANDS: tuple[ModuleType, ...] = (tenant, key, domain, server, mailbox, dlq, dns)
+COMMANDS: tuple[ModuleType, ...] = (tenant, key, domain, server, mailbox, dlq, dns, migrate)
 
 DESCRIPTION = """\
 Administer Petrel: tenants, API keys, sending domains, SMTP servers, the mailboxes Petrel reads;
-check a server or a mailbox; list and redrive dead letters.
+check a server or a mailbox; list and redrive dead letters; migrate stored data between releases.
 
 Works against the local stack (--env local, the default: reads <workdir>/local.json, written by
 `make run`) or a deployed environment of cdk.json (--env dev|staging|prod, with the usual AWS
@@ -32,7 +32,8 @@ credentials). Add --help after any command for its options.
 tenant, key, domain, server and mailbox are clients of the admin API (/v1/admin/..., IAM-authorized:
 each request is signed with SigV4, locally with the local stack's credentials, deployed with yours,
 at the URL of the stack's ApiUrl output). dlq works on the queues directly (an operation on AWS, not
-the admin API), and so do dns (the local stack's DNS server) and the local stack's seed (`make run`).
+the admin API), migrate on the tables, and so do dns (the local stack's DNS server) and the local
+stack's seed (`make run`).
 """
 EXAMPLES = """\
 a first tenant on the local stack:

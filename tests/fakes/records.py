@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from petrel.ids import message_id, new_email_id, new_id
+from petrel.mail import verp
 from petrel.models.records import (
     DomainStatus,
     EmailRecord,
@@ -63,9 +64,11 @@ def email(
     body_key: str | None = None,
     from_address: str = "sender@example.com",
     legacy_ids: bool = False,
+    return_path: bool = True,
 ) -> tuple[EmailRecord, list[MessageRecord]]:
-    """An email and its messages, as submit would store them (queued, with an `email.queued` event).
-    `legacy_ids`: random message ids, as made before they derived from the email's (petrel.ids)."""
+    """An email and its messages, as submit would store them (queued, with an `email.queued` event, a
+    VERP return path on the From domain). `legacy_ids`: random message ids, as made before they derived
+    from the email's (petrel.ids); `return_path=False`: none, as on records made before it was stored."""
     email_id = new_email_id(int(at.timestamp() * 1000))
     people = [(r, "to") if isinstance(r, str) else r for r in recipients]
     recips = tuple(
@@ -95,6 +98,11 @@ def email(
             pool=pool,
             status=status,
             events=(Event(type=EventName.QUEUED, at=at, message_id=r.message_id, recipient=r.email),),
+            return_path=(
+                verp.return_path(r.message_id, from_address=from_address, return_path_domain=None)
+                if return_path
+                else None
+            ),
             created_at=at,
             updated_at=at,
         )

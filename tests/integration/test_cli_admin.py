@@ -342,3 +342,44 @@ def test_a_domain_update_stops_mail_until_its_new_records_are_verified(
     view = json.loads(out)
     assert (view["status"], view["return_path_domain"]) == ("verified", f"bounces.{domain}")
     assert [e["type"] for e in view["events"]] == ["domain.verified", "domain.dns_error", "domain.verified"]
+
+
+def test_migrate_listing_lists_the_messages_stored_before_by_tenant_v3_once(stack: Stack, moto: Moto) -> None:
+    """A message item as the release before stored it (listing keys `tenant_id`, `created_key`): not
+    in GET /v1/emails' index until `petrel migrate listing` gives it its keys; a second run lists none."""
+    from petrel import resources
+
+    tenant_id = f"tn_{uuid.uuid4().hex[:26].upper()}"
+    db = moto.session.client("dynamodb", endpoint_url=moto.endpoint)
+    table = moto.aws["tables"][resources.MESSAGES.name]
+    email_id, message_id = "em_01KB00000000000000000M0000", "msg_01KB00000000000000000M0001"
+    pk = resources.email_pk(tenant_id, email_id)
+    db.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": "EMAIL"}, "expires_at": {"N": "1900000000"}})
+    db.put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": pk},
+            "sk": {"S": resources.message_sk(message_id)},
+            "tenant_id": {"S": tenant_id},
+            "created_key": {"S": f"2026-11-30T10:00:00.250000+00:00#{message_id}"},
+            "status": {"S": "relayed"},
+        },
+    )
+
+    def listed() -> list[dict[str, Any]]:
+        index = resources.BY_TENANT
+        page = db.query(
+            TableName=table,
+            IndexName=index.name,
+            KeyConditionExpression="#t = :t",
+            ExpressionAttributeNames={"#t": index.partition_key.name},
+            ExpressionAttributeValues={":t": {"S": tenant_id}},
+        )
+        return list(page["Items"])
+
+    assert listed() == []
+    assert stack("migrate", "listing") == (0, "listed 1 message(s)\n", "")
+    [entry] = listed()
+    assert entry["sk"]["S"] == resources.message_sk(message_id)
+    assert entry[resources.LISTED_AT]["N"] == "1796032800.250000"
+    assert stack.json("migrate", "listing") == {"listed": 0}

@@ -63,7 +63,7 @@ def test_relayed(world: FakeWorld, seeded: Seeded) -> None:
 
 
 def test_envelope_uses_a_verp_return_path_and_the_message_id_as_envid(world: FakeWorld, seeded: Seeded) -> None:
-    _, message, job = _store(world, seeded)
+    _, message, job = _store(world, seeded, return_path=False)  # made from the sending domain's settings
 
     deliver_message(_deps(world), job)
 

@@ -29,7 +29,7 @@ def seeded(world: FakeWorld) -> Seeded:
 
 def _relayed(world: FakeWorld, seeded: Seeded, recipient: str = "bob@example.org") -> MessageRecord:
     """A message sent through the fake relay: `relayed`, its VERP return path on bounce.example.com."""
-    email, (message,) = records.email(seeded.tenant.tenant_id, [recipient], body=BODY)
+    email, (message,) = records.email(seeded.tenant.tenant_id, [recipient], body=BODY, return_path=False)
     world.messages.create_email(email, [message], 0)
     job = SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id)
     deliver_message(world.deliver_deps(), job)
@@ -401,7 +401,7 @@ def _mailbox(seeded: Seeded, address: str) -> Mailbox:
 
 
 def _send(world: FakeWorld, seeded: Seeded, recipient: str) -> tuple[MessageRecord, Callable[[], Any]]:
-    email, (message,) = records.email(seeded.tenant.tenant_id, [recipient], body=BODY)
+    email, (message,) = records.email(seeded.tenant.tenant_id, [recipient], body=BODY, return_path=False)
     world.messages.create_email(email, [message], 0)
     job = SendJob(tenant_id=message.tenant_id, email_id=message.email_id, message_id=message.message_id)
     return message, lambda: deliver_message(world.deliver_deps(), job)

@@ -25,7 +25,7 @@ from petrel.adapters.dynamodb import DynamoMessageStore
 from petrel.adapters.message_items import BODY_Z, BODY_ZD1
 from petrel.ids import message_id
 from petrel.models.records import Attempt, EmailRecord, Event, EventName, MessageRecord, MessageStatus, Reply
-from petrel.ports import EmailKey, MessageKey, Transition
+from petrel.ports import EmailKey, InvalidCursor, MessageKey, Transition, WriteConflict
 from tests.fakes import records
 from tests.fakes.clock import DEFAULT_START
 from tests.integration.aws_env import clean_aws_environment
@@ -140,6 +140,9 @@ def test_legacy_items_are_read_found_listed_leased_relayed_and_reported(table: T
     assert sorted(found[1], key=lambda m: m.message_id) == sorted(messages, key=lambda m: m.message_id)
     assert table.store.find_message_key(TENANT, first.message_id) == MessageKey.of(first)  # via the index
     assert table.store.find_message_key("tn_other", first.message_id) is None
+    assert table.store.list_messages(TENANT, status=None, limit=10, cursor=None).messages == []
+    assert table.store.backfill_listing() == 2  # the migration from by_tenant_v2 (petrel.resources)
+    assert table.store.backfill_listing() == 0
     listed = table.store.list_messages(TENANT, status=None, limit=10, cursor=None).messages
     assert sorted(listed, key=lambda m: m.message_id) == sorted(messages, key=lambda m: m.message_id)
 
@@ -318,12 +321,13 @@ def test_a_create_that_dies_at_any_write_leaves_nothing_shown_or_due(table: Tabl
             continue
         found = table.store.get_email(EmailKey.of(email))  # the first create not killed: complete
         assert found is not None and len(found[1]) == recipients
-        assert n == (2 + 1 if recipients == 1 else 1 + 1), f"{n - 1} writes for {recipients} recipient(s)"
+        # One recipient: one PutItem (its pending email item); several: one transaction.
+        assert n == 1 + 1, f"{n - 1} writes for {recipients} recipient(s)"
         return
     pytest.fail("every create died")
 
 
-@pytest.mark.parametrize(("recipients", "most_per_message"), [(1, 6), (10, 7)])
+@pytest.mark.parametrize(("recipients", "most_per_message"), [(1, 4), (10, 7)])
 def test_write_units_of_a_first_try_relay(table: Table, recipients: int, most_per_message: int) -> None:
     email, messages = records.email(TENANT, [f"r{i}@example.org" for i in range(recipients)], body=b"x" * 3000)
     table.meter.reset()
@@ -388,3 +392,200 @@ def test_an_email_record_is_read_eventually_consistent_and_again_consistently_wh
     client.reads = []
     assert store.get_email_record(EmailKey("tn_a", "em_01KAAAAAAAAAAAAAAAAAAAAAAA")) is None
     assert client.reads == [False, True]  # not there: a consistent read says so
+
+
+# -- an email of one queued message: one item until the message's first write ----------------------
+
+
+def _partition(table: Table, email: EmailRecord) -> dict[str, dict[str, Any]]:
+    """The items of the email's partition as stored, by sort key."""
+    out = table.client.query(
+        TableName=table.name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": resources.email_pk(email.tenant_id, email.email_id)}},
+        ConsistentRead=True,
+    )
+    return {item["sk"]["S"]: item for item in out["Items"]}
+
+
+def _listed(table: Table, email: EmailRecord) -> list[MessageRecord]:
+    listed = table.store.list_messages(email.tenant_id, status=None, limit=100, cursor=None).messages
+    return [m for m in listed if m.email_id == email.email_id]
+
+
+def _cancel(store: DynamoMessageStore, message: MessageRecord, at: int) -> None:
+    when_ = DEFAULT_START + timedelta(seconds=at)
+    event = Event(type="email.cancelled", at=when_, message_id=message.message_id, recipient=message.recipient)
+    store.transition(
+        MessageKey.of(message),
+        expected=[MessageStatus.QUEUED, MessageStatus.SCHEDULED, MessageStatus.DEFERRED],
+        attempt=None,
+        change=Transition(MessageStatus.CANCELLED, events=(event,)),
+        now=when_,
+    )
+
+
+def test_an_email_of_one_queued_message_is_one_item_until_its_first_lease(table: Table) -> None:
+    email, [message] = records.email(TENANT)
+    key = MessageKey.of(message)
+    table.meter.reset()
+    table.store.create_email(email, [message], EXPIRES)
+
+    assert list(_partition(table, email)) == ["EMAIL"] and table.meter.calls["PutItem"] == 1
+    assert table.store.get_email(EmailKey.of(email)) == (email, [message])
+    assert table.store.get_message(key) == message
+    assert table.store.find_message_key(TENANT, message.message_id) == key
+    assert _listed(table, email) == [message]
+
+    leased = table.store.lease(key, after_attempt=0, now=T0, lease_until=T0 + 120)
+
+    stored = _partition(table, email)
+    assert sorted(stored) == ["EMAIL", resources.message_sk(message.message_id)]
+    own = stored[resources.message_sk(message.message_id)]
+    assert resources.LISTED_TENANT not in own and resources.LISTED_AT not in own  # the email item is the entry
+    assert table.meter.calls["PutItem"] == 2 and table.meter.calls["UpdateItem"] == 0
+    assert leased == message.model_copy(update={"status": MessageStatus.SENDING, "attempt": 1, "lease_until": T0 + 120})
+    assert table.store.get_message(key) == leased and _listed(table, email) == [leased]
+    relayed = _relay_leased(table, leased)
+    assert _listed(table, email) == [relayed] and table.store.get_email(EmailKey.of(email)) == (email, [relayed])
+
+
+def _relay_leased(table: Table, leased: MessageRecord) -> MessageRecord:
+    at = DEFAULT_START + timedelta(seconds=1)
+    table.store.transition(
+        MessageKey.of(leased),
+        expected=[MessageStatus.SENDING],
+        attempt=leased.attempt,
+        lease_until=leased.lease_until,
+        now=at,
+        change=Transition(MessageStatus.RELAYED, reply=SENT),
+    )
+    relayed = table.store.get_message(MessageKey.of(leased))
+    assert relayed is not None and relayed.status is MessageStatus.RELAYED
+    return relayed
+
+
+def test_a_pending_message_leased_by_crashing_workers_is_taken_over_and_relayed_once(table: Table) -> None:
+    """The same job received again and again, each worker dying after its lease: each takes the attempt
+    over once the lease before it expired; a copy received while a lease is live loses."""
+    email, [message] = records.email(TENANT)
+    key = MessageKey.of(message)
+    table.store.create_email(email, [message], EXPIRES)
+
+    first = DynamoMessageStore(table.client, table.name).lease(key, after_attempt=0, now=T0, lease_until=T0 + 60)
+    with pytest.raises(WriteConflict):  # a duplicate of the job while the first lease is live
+        DynamoMessageStore(table.client, table.name).lease(key, after_attempt=0, now=T0 + 1, lease_until=T0 + 61)
+    second = DynamoMessageStore(table.client, table.name).lease(key, after_attempt=0, now=T0 + 61, lease_until=T0 + 121)
+    third = DynamoMessageStore(table.client, table.name).lease(key, after_attempt=0, now=T0 + 122, lease_until=T0 + 182)
+
+    assert (first.attempt, second.attempt, third.attempt) == (1, 1, 1)
+    assert (first.takeovers, second.takeovers, third.takeovers) == (0, 1, 2)
+    with pytest.raises(WriteConflict):  # the dead worker's late record loses to the lease that took over
+        _relay_leased(table, second)
+    relayed = _relay_leased(table, third)
+    assert relayed.attempt == 1 and _listed(table, email) == [relayed]
+    assert len(_partition(table, email)) == 2  # the email item and one message item, whatever happened
+
+
+@pytest.mark.parametrize("first", ["lease", "cancel", "claim", "events"])
+def test_first_writes_of_a_pending_message_create_its_item_once_whoever_comes_first(table: Table, first: str) -> None:
+    """Each first write (a lease, a cancel, the sweeper's claim, a report's events) made from the pending
+    state, in turn first, then every other one: the message has one item, and each later write sees
+    the state the earlier ones left (a lease after a cancel loses, a cancel after a lease loses)."""
+    email, [message] = records.email(TENANT)
+    key = MessageKey.of(message)
+    table.store.create_email(email, [message], EXPIRES)
+    [seen] = [
+        m
+        for m in table.store.find_due(
+            resources.creation_shard(TENANT), due_before=T0 + 1, limit=100, cursor=None
+        ).messages
+        if m.message_id == message.message_id
+    ]
+    report = Event(type="email.delivered", at=DEFAULT_START, message_id=message.message_id, recipient=message.recipient)
+
+    def lease() -> None:
+        DynamoMessageStore(table.client, table.name).lease(key, after_attempt=0, now=T0, lease_until=T0 + 60)
+
+    writes = {
+        "lease": lease,
+        "cancel": lambda: _cancel(DynamoMessageStore(table.client, table.name), message, 2),
+        "claim": lambda: DynamoMessageStore(table.client, table.name).claim_repair(seen, now=T0 + 5),
+        "events": lambda: DynamoMessageStore(table.client, table.name).record_events(key, [report], now=DEFAULT_START),
+    }
+    outcomes: dict[str, str] = {}
+    for name in [first, *(n for n in writes if n != first)]:
+        try:
+            writes[name]()
+            outcomes[name] = "ok"
+        except WriteConflict:
+            outcomes[name] = "conflict"
+
+    assert len(_partition(table, email)) == 2
+    assert outcomes[first] == "ok" and outcomes["events"] == "ok"
+    assert {outcomes["lease"], outcomes["cancel"]} == {"ok", "conflict"}  # one of them, never both
+    current = table.store.get_message(key)
+    assert current is not None and _listed(table, email) == [current]
+    assert current.status is (MessageStatus.SENDING if outcomes["lease"] == "ok" else MessageStatus.CANCELLED)
+    assert report in current.events
+
+
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_a_cancel_of_a_pending_message_dying_at_any_write_and_retried_ends_cancelled_once(
+    table: Table, repeat: int
+) -> None:
+    """A cancel killed at each of its writes in turn (`repeat` times in a row at the same write), then
+    retried as the API's caller would: the message ends cancelled, with one item and one event."""
+    for n in range(1, 10):
+        email, [message] = records.email(TENANT)
+        table.store.create_email(email, [message], EXPIRES)
+        died = 0
+        for _ in range(repeat):
+            try:
+                _cancel(DynamoMessageStore(_DiesAtAnyWrite(table.client, n), table.name), message, 3)
+            except Crash:
+                died += 1
+                continue
+            break
+        if died == 0:
+            break
+        current = table.store.get_message(MessageKey.of(message))
+        if current is None or current.status is not MessageStatus.CANCELLED:
+            _cancel(DynamoMessageStore(table.client, table.name), message, 3)
+        current = table.store.get_message(MessageKey.of(message))
+        assert current is not None and current.status is MessageStatus.CANCELLED, n
+        assert [e.type for e in current.events] == [EventName.QUEUED, "email.cancelled"], n
+        assert len(_partition(table, email)) == 2 and _listed(table, email) == [current], n
+        with pytest.raises(WriteConflict):
+            table.store.lease(MessageKey.of(message), after_attempt=0, now=T0, lease_until=T0 + 60)
+    else:
+        pytest.fail("every cancel died")
+    assert n == 4, "a cancel of a pending message: its update (refused), the message item, the update again"
+
+
+class _DiesAtAnyWrite(DiesAtWrite):
+    WRITES = frozenset({"put_item", "update_item", "transact_write_items"})
+
+
+def test_a_listing_of_pending_and_other_emails_pages_through_each_message_once(table: Table) -> None:
+    made: list[MessageRecord] = []
+    for i in range(7):
+        people = [f"r{i}@example.org"] if i % 3 else [f"r{i}@example.org", f"s{i}@example.org"]
+        email, messages = records.email(TENANT, people, at=DEFAULT_START + timedelta(seconds=i))
+        table.store.create_email(email, messages, EXPIRES)
+        made += messages
+    table.store.lease(MessageKey.of(made[1]), after_attempt=0, now=T0, lease_until=T0 + 60)
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = table.store.list_messages(TENANT, status=None, limit=2, cursor=cursor)
+        seen += [m.message_id for m in page.messages]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    assert sorted(seen) == sorted(m.message_id for m in made) and len(seen) == len(made)
+    queued = table.store.list_messages(TENANT, status=MessageStatus.QUEUED, limit=100, cursor=None).messages
+    assert {m.message_id for m in queued} == {m.message_id for m in made} - {made[1].message_id}
+    with pytest.raises(InvalidCursor):
+        table.store.list_messages(TENANT, status=MessageStatus.QUEUED, limit=2, cursor=cursor or "e30")

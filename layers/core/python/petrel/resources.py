@@ -166,12 +166,19 @@ def creation_shard_tenant(shard: str) -> str | None:
 
 
 # -- messages: one partition per email (pk = `<tenant>#<email>`): the email item, then its messages --
-# GET /v1/emails lists a tenant's messages newest first (`created_key` = `<created_at>#<message id>`)
-# from `by_tenant` (keys only, written once, at creation; the page's items are read with BatchGetItem).
-# `by_tenant_status` (`tenant_status` = `<tenant>#<status>`) is sparse: only the statuses off the happy
-# path (INDEXED_STATUSES) carry it, so a message relayed first try never writes it; listing one of the
-# other statuses walks `by_tenant` and filters.
-BY_TENANT = IndexSpec("by_tenant_v2", Key("tenant_id"), Key("created_key"), projection=())
+# GET /v1/emails lists a tenant's messages newest first from `by_tenant` (keys only, written once, at
+# creation; the page's items are read with BatchGetItem): `listed_tenant` is the tenant, `listed_at` the
+# creation time (epoch seconds). What carries them is the listing's entry for a message:
+# - an email of one message created `queued` is ONE item until its message's first write (the lease,
+#   a cancel, the sweeper): the email item, listed, stands for its message as created (petrel.adapters.
+#   message_items.pending_message); that first write creates the message item, not listed;
+# - any other email's message items are listed (its email item is not).
+# `by_tenant_status` (`tenant_status` = `<tenant>#<status>`, `created_key` = `<created_at>#<message
+# id>`) is sparse: only the statuses off the happy path (INDEXED_STATUSES) carry it, so a message relayed
+# first try never writes it; listing one of the other statuses walks `by_tenant` and filters.
+LISTED_TENANT = "lt"
+LISTED_AT = "lc"
+BY_TENANT = IndexSpec("by_tenant_v3", Key(LISTED_TENANT), Key(LISTED_AT, "N"), projection=())
 BY_TENANT_STATUS = IndexSpec("by_tenant_status_v2", Key("tenant_status"), Key("created_key"), projection=())
 INDEXED_STATUSES = frozenset({"scheduled", "deferred", "bounced", "failed", "suppressed", "cancelled"})
 # A message id to its email, for messages stored before message ids derived from their email's id
@@ -179,6 +186,11 @@ INDEXED_STATUSES = frozenset({"scheduled", "deferred", "bounced", "failed", "sup
 # projected but the keys and `tenant_id` (checked against the caller's), which never change.
 BY_MESSAGE_ID = IndexSpec("by_message_id", Key("message_id"), projection=("tenant_id",))
 
+# Migration from by_tenant_v2 (`tenant_id`, `created_key`) to by_tenant_v3: add by_tenant_v3 to the
+# previous release's spec and deploy (one GSI added); deploy this release (by_tenant_v2 dropped: one
+# GSI deleted); at once run `petrel migrate listing` (DynamoMessageStore.backfill_listing), which gives
+# every message item that has `created_key` but no `listed_tenant` its listing keys, conditionally
+# (idempotent; a pending email's message item, not listed, is passed).
 # Migration from the indexes before issue 11 (by_tenant, by_tenant_status: ALL; by_due: six attributes
 # projected): a projection cannot change in place, so the new ones have new names, and CloudFormation
 # creates or deletes one GSI per stack update. An existing deployment goes in steps: add by_tenant_v2,
@@ -213,7 +225,7 @@ def message_sk(message_id: str) -> str:
 
 
 def created_key(created_at: datetime, message_id: str) -> str:
-    """The listing indexes' sort key: creation time, then the id, so equal times still order."""
+    """`by_tenant_status`'s sort key: creation time, then the id, so equal times still order."""
     return f"{created_at.isoformat()}#{message_id}"
 
 

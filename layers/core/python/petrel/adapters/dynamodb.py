@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from petrel import resources
 from petrel.adapters import message_items as items
 from petrel.ids import email_id_of
+from petrel.ids import message_id as positional_message_id
 from petrel.models.due import creation_due_time, due_time
 from petrel.models.records import (
     LEASABLE_STATUSES,
@@ -50,6 +52,7 @@ from petrel.ports import (
     Transition,
     WriteConflict,
 )
+from petrel.resources import IndexSpec, Key
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -71,7 +74,8 @@ _DESER = TypeDeserializer()
 
 _STATUS = "status"  # a reserved word in expressions: always written as `#s`
 _TENANT_STATUS = resources.BY_TENANT_STATUS.partition_key.name
-_CREATED_KEY = resources.BY_TENANT.sort_key.name if resources.BY_TENANT.sort_key else "created_key"
+_LISTED_TENANT = resources.LISTED_TENANT
+_LISTED_AT = resources.LISTED_AT
 _DUE_SHARD = resources.DUE_SHARD
 _DUE_AT = resources.DUE_AT
 
@@ -137,6 +141,16 @@ def _scan_all(db: DynamoDBClient, kwargs: ScanInputTypeDef) -> list[dict[str, An
         if "LastEvaluatedKey" not in page:
             return items
         kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
+def _scan_all_raw(db: DynamoDBClient, kwargs: ScanInputTypeDef) -> Iterator[dict[str, Any]]:
+    """Every item a Scan returns, page after page, its numbers kept as Decimals."""
+    while True:
+        page = db.scan(**kwargs)
+        yield from (_raw(i) for i in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _scan_sk_prefix(db: DynamoDBClient, table: str, prefix: str) -> list[dict[str, Any]]:
@@ -508,6 +522,10 @@ def _email_key(key: EmailKey) -> Item:
     return _encode({"pk": resources.email_pk(key.tenant_id, key.email_id), "sk": resources.EMAIL_SK})
 
 
+def _item_key(pk: str, sk: str) -> Item:
+    return _encode({"pk": pk, "sk": sk})
+
+
 def _message_key(key: MessageKey) -> Item:
     return _encode({"pk": resources.email_pk(key.tenant_id, key.email_id), "sk": resources.message_sk(key.message_id)})
 
@@ -583,22 +601,62 @@ _BATCH_GET = 100
 _WALK_FACTOR = 10
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """What a pending email item stands for: its message as created, and the email's expiry (TTL)."""
+
+    message: MessageRecord
+    expires_at: int
+
+
 class DynamoMessageStore:
     """Emails and their messages in one partition per email (petrel.resources MESSAGES).
 
-    Creation is no transaction: the email item first (conditional: AlreadyExists), then each message
-    item. A crash in between leaves an email without messages: `get_email` does not show it, nothing
-    was answered 202 for it, no job names it, and TTL removes it.
+    An email of one message created `queued` is one item, its email item, until that message's first
+    write: the email item stands for the message as created (message_items.pending_message), and the
+    first write (a lease, a cancel, the sweeper's) creates the message item with a conditional PutItem
+    (`attribute_not_exists`): one write unit where a message item written at creation and updated by
+    its lease cost two. Every read of a message looks for its item first, then for its pending email.
+
+    Creation is otherwise no transaction: the email item first (conditional: AlreadyExists), then each
+    message item. A crash in between leaves an email without messages: `get_email` does not show it,
+    nothing was answered 202 for it, no job names it, and TTL removes it.
     """
+
+    # Email items never change once stored: what a pending one stands for (a small record, not the
+    # item and its body) is kept for each read, bounded, so the worker's first lease of a message
+    # whose email it read for its batch reads nothing more.
+    _KEPT_EMAILS = 2_000
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
+        self._pending_of: dict[str, _Pending | None] = {}
+
+    def _keep_email(self, item: dict[str, Any]) -> _Pending | None:
+        """Note what the email item `item` stands for (None: it is not pending), and return it."""
+        pending = items.pending_message(item)
+        kept = _Pending(pending, int(item[resources.MESSAGES.ttl_attribute])) if pending else None
+        if len(self._pending_of) >= self._KEPT_EMAILS:
+            del self._pending_of[next(iter(self._pending_of))]
+        self._pending_of[str(item["pk"])] = kept
+        return kept
 
     def create_email(self, email: EmailRecord, messages: Sequence[MessageRecord], expires_at: int) -> None:
-        """One message: two PutItems, the email's first (a crash between them leaves an email without
-        messages, which nothing shows or sends). Several: one transaction, since a crash between two of
-        their writes would leave some recipients stored and due, sent though nobody was answered 202."""
+        """One message created `queued`: one PutItem, of its pending email item. Another one message:
+        two PutItems, the email's first (a crash between them leaves an email without messages, which
+        nothing shows or sends). Several: one transaction, since a crash between two of their writes
+        would leave some recipients stored and due, sent though nobody was answered 202."""
+        new = "attribute_not_exists(pk)"
+        pending = items.pending_email_item(email, messages[0], expires_at) if len(messages) == 1 else None
+        if pending is not None:
+            try:
+                self._db.put_item(TableName=self._table, Item=_encode(pending), ConditionExpression=new)
+            except ClientError as exc:
+                if _conditional_failed(exc):
+                    raise AlreadyExists(f"email {email.email_id} exists") from exc
+                raise
+            return
         email_item = _encode(items.email_item(email, expires_at))
         message_items = [
             _encode(
@@ -608,11 +666,11 @@ class DynamoMessageStore:
                     creation_due_time(
                         message.status, created_at=message.created_at, next_attempt_at=message.next_attempt_at
                     ),
+                    listed=True,
                 )
             )
             for message in messages
         ]
-        new = "attribute_not_exists(pk)"
         if len(message_items) > 1:
             try:
                 self._db.transact_write_items(
@@ -654,11 +712,16 @@ class DynamoMessageStore:
         """The email and its messages; None also for an email stored without its messages (a crash
         during `create_email`), which nobody was told about."""
         found = self._items(key)
-        emails = [items.email_record(i) for i in found if i["sk"] == resources.EMAIL_SK]
+        email_items = [i for i in found if i["sk"] == resources.EMAIL_SK]
         messages = [items.message_record(i) for i in found if str(i["sk"]).startswith(resources.MESSAGE_SK_PREFIX)]
-        if not emails or not messages:
+        if not email_items:
             return None
-        return emails[0], messages
+        pending = items.pending_message(email_items[0])
+        if not messages and pending is not None:
+            messages = [pending]
+        if not messages:
+            return None
+        return items.email_record(email_items[0]), messages
 
     def _get(self, key: Item) -> dict[str, Any] | None:
         found = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True)
@@ -671,7 +734,10 @@ class DynamoMessageStore:
         email_key = _email_key(key)
         found = self._db.get_item(TableName=self._table, Key=email_key)
         item = _raw(found["Item"]) if "Item" in found else self._get(email_key)
-        return items.email_record(item) if item else None
+        if item is None:
+            return None
+        self._keep_email(item)
+        return items.email_record(item)
 
     def get_email_records(self, keys: Sequence[EmailKey]) -> dict[EmailKey, EmailRecord]:
         """BatchGetItem, eventually consistent (the items never change once stored)."""
@@ -681,12 +747,51 @@ class DynamoMessageStore:
         for key in wanted:
             item = fetched.get((resources.email_pk(key.tenant_id, key.email_id), resources.EMAIL_SK))
             if item is not None:
+                self._keep_email(item)
                 out[key] = items.email_record(item)
         return out
 
     def get_message(self, key: MessageKey) -> MessageRecord | None:
         item = self._get(_message_key(key))
-        return items.message_record(item) if item else None
+        if item is not None:
+            return items.message_record(item)
+        return self._pending(key)
+
+    def _pending(self, key: MessageKey) -> MessageRecord | None:
+        """The message as its pending email item stands for it (None: it has none, or is not this one)."""
+        kept = self._pending_email(key)
+        return kept.message if kept else None
+
+    def _pending_email(self, key: MessageKey, *, kept: bool = False) -> _Pending | None:
+        """What the message's email item stands for, if it is pending and for this message: read
+        consistently (an email item is written before anything reads it), or, with `kept`, what a read
+        of it noted (the item never changes)."""
+        pk = resources.email_pk(key.tenant_id, key.email_id)
+        if kept and pk in self._pending_of:
+            found = self._pending_of[pk]
+        else:
+            email = self._get(_email_key(key.email))
+            found = self._keep_email(email) if email else None
+        return found if found is not None and found.message.message_id == key.message_id else None
+
+    def _materialize(self, key: MessageKey) -> None:
+        """Create the message item of a pending email as the email item stands for it (a first write
+        other than a lease, which writes its own): conditional, so only the first of any number of
+        writers creates it. RecordNotFound when there is neither a message item nor a pending email."""
+        pending = self._pending_email(key)
+        if pending is None:
+            raise RecordNotFound(f"no message {key.message_id}")
+        self._create_message_item(items.message_item(pending.message, pending.expires_at, None, listed=False))
+
+    def _create_message_item(self, item: dict[str, Any]) -> bool:
+        """PutItem of a pending email's message item unless it has one already (then False)."""
+        try:
+            self._db.put_item(TableName=self._table, Item=_encode(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def find_message_key(self, tenant_id: str, message_id: str) -> MessageKey | None:
         """The message's key from its id (petrel.ids.email_id_of) and one read; ids made before that
@@ -696,7 +801,7 @@ class DynamoMessageStore:
             return None
         derived = MessageKey(tenant_id, email_id, message_id)
         found = self._db.get_item(TableName=self._table, Key=_message_key(derived), ProjectionExpression="pk")
-        if "Item" in found:
+        if "Item" in found or self._pending(derived) is not None:
             return derived
         index = resources.BY_MESSAGE_ID
         page = self._db.query(
@@ -714,7 +819,13 @@ class DynamoMessageStore:
 
     def lease(self, key: MessageKey, *, after_attempt: int, now: int, lease_until: int) -> MessageRecord:
         """One write to the item and none to an index on the happy path: `sending` is in no listing
-        index, and the due entry stays (the sweeper reads the lease from the item)."""
+        index, and the due entry stays (the sweeper reads the lease from the item). A pending email's
+        first lease creates its message item, leased (one PutItem); when the item exists already (a
+        cancel, the sweeper or another lease created it) the lease is the update below."""
+        if after_attempt == 0:
+            leased = self._lease_pending(key, lease_until)
+            if leased is not None:
+                return leased
         item_key = _message_key(key)
         leasable = {f":l{i}": s.value for i, s in enumerate(LEASABLE_STATUSES)}
         # The common case, one write: a waiting message becomes this job's next attempt.
@@ -737,6 +848,18 @@ class DynamoMessageStore:
             condition="#s = :sending AND lease_until < :now AND attempt = :next",
             values={":until": lease_until, ":now": now, ":zero": 0, ":one": 1, ":next": after_attempt + 1},
         )
+
+    def _lease_pending(self, key: MessageKey, lease_until: int) -> MessageRecord | None:
+        """The first lease of a pending email's message, written as its message item; None when the email
+        is not pending or the message has its item already."""
+        pending = self._pending_email(key, kept=True)
+        if pending is None:
+            return None
+        leased = pending.message.model_copy(
+            update={"status": MessageStatus.SENDING, "attempt": 1, "lease_until": lease_until}
+        )
+        created = self._create_message_item(items.message_item(leased, pending.expires_at, None, listed=False))
+        return leased if created else None
 
     def _lease_write(self, key: Item, *, update: str, condition: str, values: dict[str, Any]) -> MessageRecord:
         try:
@@ -774,18 +897,31 @@ class DynamoMessageStore:
         if lease_until is not None:  # still the lease this worker took (a takeover replaces it)
             condition += " AND lease_until = :held"
             values[":held"] = lease_until
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_message_key(key),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": _STATUS},
-                ExpressionAttributeValues=_encode(values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            raise _lost(exc, f"message {key.message_id}") from exc
+        self._update_message(
+            key,
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": _STATUS},
+            ExpressionAttributeValues=_encode(values),
+        )
+
+    def _update_message(self, key: MessageKey, **update: Any) -> None:
+        """A conditional UpdateItem of the message item (WriteConflict / RecordNotFound). A pending
+        email's message gets its item first, then the update is tried again."""
+        for materialized in (False, True):
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_message_key(key),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    **update,
+                )
+                return
+            except ClientError as exc:
+                lost = _lost(exc, f"message {key.message_id}")
+                if materialized or not isinstance(lost, RecordNotFound):
+                    raise lost from exc
+            self._materialize(key)
 
     def _batch_get(self, keys: Sequence[Item], *, consistent: bool) -> dict[tuple[str, str], dict[str, Any]]:
         """The items at `keys` (those that exist), by (pk, sk); unprocessed keys are asked again."""
@@ -803,6 +939,44 @@ class DynamoMessageStore:
                 pending = list(unprocessed["Keys"]) if unprocessed else []
         return found
 
+    def _entries(
+        self, keys: Sequence[Mapping[str, AttributeValueTypeDef]], *, consistent: bool
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The message item of each listing entry in `keys`, by the entry's (pk, sk): the entry's own item,
+        or for a pending email's entry its message's item if it has one, else the item it would be
+        (message_items.pending_message). An entry whose item is gone is left out. One BatchGetItem for
+        the entries and the message items of their pending emails (their positional ids: a pending
+        email's recipient has one), a second only for what that missed."""
+        wanted = [(str(_raw(k)["pk"]), str(_raw(k)["sk"])) for k in keys]
+        guesses = [
+            (pk, resources.message_sk(positional_message_id(resources.split_email_pk(pk)[1], 1)))
+            for pk, sk in wanted
+            if sk == resources.EMAIL_SK
+        ]
+        asked = list(dict.fromkeys([*wanted, *guesses]))
+        fetched = self._batch_get([_item_key(pk, sk) for pk, sk in asked], consistent=consistent)
+        more = [
+            (pk, resources.message_sk(items.pending_message_id(item)))
+            for (pk, _), item in fetched.items()
+            if items.is_pending_email(item)
+        ]
+        more = [key for key in more if key not in set(asked)]
+        if more:
+            fetched |= self._batch_get([_item_key(pk, sk) for pk, sk in more], consistent=consistent)
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for pk, sk in wanted:
+            item = fetched.get((pk, sk))
+            if item is not None and sk == resources.EMAIL_SK:
+                pending = items.pending_message(item)
+                own = fetched.get((pk, resources.message_sk(pending.message_id))) if pending else None
+                if pending is not None and own is None:
+                    expires = int(item[resources.MESSAGES.ttl_attribute])
+                    own = _present(items.message_item(pending, expires, None, listed=False))
+                item = own
+            if item is not None:
+                out[(pk, sk)] = item
+        return out
+
     def list_messages(self, tenant_id: str, *, status: MessageStatus | None, limit: int, cursor: str | None) -> Page:
         """Newest first, from a keys-only index and one BatchGetItem per page. A status with an index of
         its own (resources.INDEXED_STATUSES) is read from it; another is found by walking all of the
@@ -815,7 +989,7 @@ class DynamoMessageStore:
             index, key_value = resources.BY_TENANT, tenant_id
             listing = tenant_id if status is None else resources.tenant_status(tenant_id, status.value)
         key_name = index.partition_key.name
-        start = _decode_listing_cursor(cursor, listing, key_name, key_value) if cursor else None
+        start = _decode_listing_cursor(cursor, listing, index, key_value) if cursor else None
         budget = limit if status is None or indexed is not None else limit * _WALK_FACTOR
         found: list[MessageRecord] = []
         while True:
@@ -832,7 +1006,7 @@ class DynamoMessageStore:
                 kwargs["ExclusiveStartKey"] = start
             page = self._db.query(**kwargs)
             keys = page.get("Items", [])
-            fetched = self._batch_get([{"pk": k["pk"], "sk": k["sk"]} for k in keys], consistent=False)
+            fetched = self._entries(keys, consistent=False)
             for raw_key in keys:
                 start = dict(raw_key)
                 budget -= 1
@@ -864,56 +1038,93 @@ class DynamoMessageStore:
         if cursor:
             kwargs["ExclusiveStartKey"] = _decode_due_cursor(cursor, shard)
         # The entry's due time and pool: the item may have moved on since (the claim checks it).
-        return self._sweeper_page(kwargs, consistent=True, from_entry=True, position=("pk", "sk", _DUE_SHARD, _DUE_AT))
-
-    def _sweeper_page(
-        self, kwargs: QueryInputTypeDef, *, consistent: bool, from_entry: bool, position: tuple[str, ...]
-    ) -> DuePage:
-        """One page of a sweeper's shard: the index entries `kwargs` queries, each with its item's state
-        (an entry whose item is gone, its email expired, is left out); the due time and pool from the
-        entry (`from_entry`) or from the item."""
         page = self._db.query(**kwargs)
         entries = page.get("Items", [])
-        fetched = self._batch_get([{"pk": e["pk"], "sk": e["sk"]} for e in entries], consistent=consistent)
+        fetched = self._batch_get([{"pk": e["pk"], "sk": e["sk"]} for e in entries], consistent=True)
         found: list[DueMessage] = []
         for raw_entry in entries:
             entry = _raw(raw_entry)
             item = fetched.get((str(entry["pk"]), str(entry["sk"])))
-            if item is None:
-                continue
-            source = entry if from_entry else item
-            due = source.get(_DUE_AT)
-            found.append(
-                _due_message(
-                    item,
-                    pool=source["pool"],
-                    due_at=int(due) if due is not None else None,
-                    position=_encode_cursor({k: raw_entry[k] for k in position}),
-                )
-            )
+            if item is not None:
+                position = _encode_cursor({k: raw_entry[k] for k in ("pk", "sk", _DUE_SHARD, _DUE_AT)})
+                found.append(_due_message(item, pool=entry["pool"], due_at=int(entry[_DUE_AT]), position=position))
         last = page.get("LastEvaluatedKey")
         return DuePage(messages=found, cursor=_encode_cursor(last) if last else None)
 
     def _find_created(self, tenant_id: str, *, created_before: int, limit: int, cursor: str | None) -> DuePage:
         """The tenant's messages created before `created_before`, oldest first, from its `by_tenant`
-        partition (keys only), each read from its item. Eventually consistent reads suffice: a stale
-        item shows an earlier state of the message, and every write the sweeper makes from it is
-        conditional on that state (a message that moved on meanwhile only loses the claim)."""
+        partition (keys only), each read from its item (a pending email's entry: see `_entries`).
+        Eventually consistent reads suffice: a stale item shows an earlier state of the message, and
+        every write the sweeper makes from it is conditional on that state (a message that moved on
+        meanwhile only loses the claim)."""
         index = resources.BY_TENANT
-        bound = resources.created_key(datetime.fromtimestamp(created_before, UTC), "")
         kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": index.name,
             "KeyConditionExpression": "#t = :t AND #c < :before",
-            "ExpressionAttributeNames": {"#t": index.partition_key.name, "#c": _CREATED_KEY},
-            "ExpressionAttributeValues": _encode({":t": tenant_id, ":before": bound}),
+            "ExpressionAttributeNames": {"#t": _LISTED_TENANT, "#c": _LISTED_AT},
+            "ExpressionAttributeValues": _encode({":t": tenant_id, ":before": created_before}),
             "Limit": limit,
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_created_cursor(cursor, tenant_id)
-        return self._sweeper_page(
-            kwargs, consistent=False, from_entry=False, position=("pk", "sk", index.partition_key.name, _CREATED_KEY)
-        )
+            kwargs["ExclusiveStartKey"] = _decode_start_key(_cursor_json(cursor), index, tenant_id)
+        page = self._db.query(**kwargs)
+        entries = page.get("Items", [])
+        fetched = self._entries(entries, consistent=False)
+        found: list[DueMessage] = []
+        for raw_entry in entries:
+            item = fetched.get((str(_raw(raw_entry)["pk"]), str(_raw(raw_entry)["sk"])))
+            if item is not None:
+                due = item.get(_DUE_AT)
+                position = _json_cursor(_start_key_json(raw_entry))
+                found.append(
+                    _due_message(
+                        item, pool=item["pool"], due_at=int(due) if due is not None else None, position=position
+                    )
+                )
+        last = page.get("LastEvaluatedKey")
+        return DuePage(messages=found, cursor=_json_cursor(_start_key_json(last)) if last else None)
+
+    def backfill_listing(self) -> int:
+        """Give every message item stored before `by_tenant` was keyed on `listed_tenant`/`listed_at` its
+        listing keys (petrel.resources: the migration from by_tenant_v2), and return how many it gave
+        them. Idempotent: each write is conditional on the item still lacking them. The message item of a
+        pending email is not listed (its email item is) and is passed."""
+        kwargs: ScanInputTypeDef = {
+            "TableName": self._table,
+            "FilterExpression": "begins_with(sk, :msg) AND attribute_exists(created_key) AND attribute_not_exists(#lt)",
+            "ProjectionExpression": "pk, sk, created_key, created_at",
+            "ExpressionAttributeNames": {"#lt": _LISTED_TENANT},
+            "ExpressionAttributeValues": _encode({":msg": resources.MESSAGE_SK_PREFIX}),
+            "ConsistentRead": True,
+        }
+        listed = 0
+        pending: dict[str, bool] = {}
+        for item in _scan_all_raw(self._db, kwargs):
+            pk = str(item["pk"])
+            if pk not in pending:
+                email = self._get(_item_key(pk, resources.EMAIL_SK))
+                pending[pk] = email is not None and items.is_pending_email(email)
+            if pending[pk]:
+                continue
+            created = items.when(item["created_at"]) if "created_at" in item else None
+            created = created or items.when_of_created_key(str(item["created_key"]))
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_item_key(pk, str(item["sk"])),
+                    UpdateExpression="SET #lt = :lt, #lc = :lc",
+                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#lt)",
+                    ExpressionAttributeNames={"#lt": _LISTED_TENANT, "#lc": _LISTED_AT},
+                    ExpressionAttributeValues=_encode(
+                        {":lt": resources.split_email_pk(pk)[0], ":lc": items.epoch(created)}
+                    ),
+                )
+                listed += 1
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+        return listed
 
     def due_watermark(self, shard: str) -> str | None:
         item = self._get(_encode({"pk": _WATERMARK_PK, "sk": shard}))
@@ -922,7 +1133,7 @@ class DynamoMessageStore:
     def set_due_watermark(self, shard: str, position: str) -> None:
         tenant_id = resources.creation_shard_tenant(shard)
         if tenant_id is not None:
-            _decode_created_cursor(position, tenant_id)  # a position of this shard, or InvalidCursor
+            _decode_start_key(_cursor_json(position), resources.BY_TENANT, tenant_id)  # this shard's, or InvalidCursor
         else:
             _decode_due_cursor(position, shard)
         self._db.update_item(  # UpdateItem: the sweeper's grant has no PutItem
@@ -946,32 +1157,22 @@ class DynamoMessageStore:
         else:
             update, seen = "SET #due = :to", "#due = :seen"
             values[":seen"] = message.due_at
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_message_key(message.key),
-                UpdateExpression=update,
-                ConditionExpression=f"#s = :status AND attempt = :attempt AND {seen}",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_encode(values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            raise _lost(exc, f"message {message.message_id}") from exc
+        self._update_message(
+            message.key,
+            UpdateExpression=update,
+            ConditionExpression=f"#s = :status AND attempt = :attempt AND {seen}",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_encode(values),
+        )
 
     def adopt_due(self, message: DueMessage, *, to: int) -> None:
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_message_key(message.key),
-                UpdateExpression="SET #due = :to, #shard = :shard",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#due)",
-                ExpressionAttributeNames={"#due": _DUE_AT, "#shard": _DUE_SHARD},
-                ExpressionAttributeValues=_encode({":to": to, ":shard": resources.due_shard(message.message_id)}),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            raise _lost(exc, f"message {message.message_id}") from exc
+        self._update_message(
+            message.key,
+            UpdateExpression="SET #due = :to, #shard = :shard",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#due)",
+            ExpressionAttributeNames={"#due": _DUE_AT, "#shard": _DUE_SHARD},
+            ExpressionAttributeValues=_encode({":to": to, ":shard": resources.due_shard(message.message_id)}),
+        )
 
     def record_events(self, key: MessageKey, events: Sequence[Event], *, now: datetime) -> None:
         """Read the timeline, then append what it lacks on condition that the timeline is still as long
@@ -979,6 +1180,9 @@ class DynamoMessageStore:
         twice, or by two workers at once, is on the timeline once. Nothing new: nothing is written."""
         for _ in range(_EVENT_WRITE_TRIES):
             item = self._get(_message_key(key))
+            if item is None:
+                self._materialize(key)  # RecordNotFound when there is no such message
+                item = self._get(_message_key(key))
             if item is None:
                 raise RecordNotFound(f"no message {key.message_id}")
             record = items.message_record(item)
@@ -1019,22 +1223,45 @@ class DynamoMessageStore:
 
 def _listing_cursor(listing: str, start: Mapping[str, AttributeValueTypeDef]) -> str:
     """A listing's cursor: which listing it belongs to, and the index key to go on after."""
-    return _json_cursor({"l": listing, "k": _raw(start)})
+    return _json_cursor({"l": listing, "k": _start_key_json(start)})
 
 
-def _decode_listing_cursor(cursor: str, listing: str, key_name: str, key_value: str) -> Item:
+def _decode_listing_cursor(cursor: str, listing: str, index: IndexSpec, key_value: str) -> Item:
     raw = _cursor_json(cursor)
-    key = raw.get("k") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or raw.get("l") != listing:
+        raise InvalidCursor("cursor does not belong to this listing")
+    return _decode_start_key(raw.get("k"), index, key_value)
+
+
+def _start_key_json(start: Mapping[str, AttributeValueTypeDef]) -> dict[str, str]:
+    """An index query's start key as JSON: each value as its string (a number's exact digits)."""
+    return {name: str(next(iter(value.values()))) for name, value in start.items()}
+
+
+def _decode_start_key(raw: Any, index: IndexSpec, partition: str) -> Item:
+    """What `_start_key_json` made of a start key in `index`'s partition `partition`, or InvalidCursor:
+    exactly the table's and the index's keys, each of its type, nothing missing."""
+    keys = [Key("pk"), Key("sk"), index.partition_key, *([index.sort_key] if index.sort_key else [])]
     if (
         not isinstance(raw, dict)
-        or raw.get("l") != listing
-        or not isinstance(key, dict)
-        or set(key) != {"pk", "sk", _CREATED_KEY, key_name}  # exactly the index's start key, nothing missing
-        or key.get(key_name) != key_value
-        or not all(isinstance(v, str) for v in key.values())
+        or set(raw) != {k.name for k in keys}
+        or raw.get(index.partition_key.name) != partition
+        or not all(isinstance(v, str) for v in raw.values())
     ):
         raise InvalidCursor("cursor does not belong to this listing")
-    return _encode(key)
+    for key in keys:
+        if key.type == "N":
+            try:
+                if not Decimal(raw[key.name]).is_finite():
+                    raise InvalidCursor("cursor does not belong to this listing")
+            except ArithmeticError as exc:
+                raise InvalidCursor("cursor does not belong to this listing") from exc
+    return {key.name: {key.type: raw[key.name]} for key in keys}  # type: ignore[misc]
+
+
+def _present(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A new item's values as a read returns them (what is None is not stored)."""
+    return {k: v for k, v in item.items() if v is not None}
 
 
 # How often record_events re-reads a timeline that another writer appended to meanwhile.
@@ -1061,14 +1288,6 @@ def _due_message(item: dict[str, Any], *, pool: Any, due_at: int | None, positio
     )
 
 
-def _decode_created_cursor(cursor: str, tenant_id: str) -> Item:
-    raw = _cursor_json(cursor)
-    key_name = resources.BY_TENANT.partition_key.name
-    if not isinstance(raw, dict) or raw.get(key_name) != tenant_id or set(raw) != {"pk", "sk", key_name, _CREATED_KEY}:
-        raise InvalidCursor("cursor does not belong to this shard")
-    return _encode(raw)
-
-
 def _decode_due_cursor(cursor: str, shard: str) -> Item:
     raw = _cursor_json(cursor)
     if not isinstance(raw, dict) or raw.get(_DUE_SHARD) != shard:
@@ -1091,18 +1310,6 @@ def _cursor_json(cursor: str) -> Any:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
         raise InvalidCursor("cursor is not valid") from exc
-
-
-def _decode_cursor(cursor: str, key_name: str, key_value: str) -> Item:
-    raw = _cursor_json(cursor)
-    if (
-        not isinstance(raw, dict)
-        or set(raw) != {"pk", "sk", _CREATED_KEY, key_name}  # exactly the index's start key, nothing missing
-        or raw.get(key_name) != key_value
-        or not all(isinstance(v, str) for v in raw.values())
-    ):
-        raise InvalidCursor("cursor does not belong to this listing")
-    return _encode(raw)
 
 
 class DynamoSuppressionStore:

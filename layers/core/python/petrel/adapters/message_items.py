@@ -21,7 +21,17 @@ from petrel.ids import message_id
 from petrel.mail import body_dictionary
 from petrel.mail.addresses import parse_mailbox
 from petrel.mail.mime import header_message_id
-from petrel.models.records import Attempt, EmailRecord, Event, MessageRecord, Recipient, Reply
+from petrel.mail.verp import VERP_LOCAL_PREFIX
+from petrel.models.records import (
+    Attempt,
+    EmailRecord,
+    Event,
+    EventName,
+    MessageRecord,
+    MessageStatus,
+    Recipient,
+    Reply,
+)
 
 DEFAULT_POOL = "transactional"
 
@@ -128,15 +138,17 @@ def event_in(value: dict[str, Any], *, message_id: str, recipient: str, attempts
     )
 
 
-def message_item(message: MessageRecord, expires_at: int | None, due: int | None) -> dict[str, Any]:
-    """A new message item (None values are left out by the caller's encoding)."""
+def message_item(message: MessageRecord, expires_at: int | None, due: int | None, *, listed: bool) -> dict[str, Any]:
+    """A new message item (None values are left out by the caller's encoding); `listed`: the message's
+    entry in `by_tenant` (False: its email item is the entry, see `pending_message`)."""
     attempts = {a.number: a for a in message.attempts}
     last = message.attempts[-1] if message.attempts else None
     status = message.status.value
     return {
         "pk": resources.email_pk(message.tenant_id, message.email_id),
         "sk": resources.message_sk(message.message_id),
-        "tenant_id": message.tenant_id,  # the key of `by_tenant`
+        resources.LISTED_TENANT: message.tenant_id if listed else None,
+        resources.LISTED_AT: epoch(message.created_at) if listed else None,
         "created_key": resources.created_key(message.created_at, message.message_id),
         "tenant_status": (
             resources.tenant_status(message.tenant_id, status) if status in resources.INDEXED_STATUSES else None
@@ -285,12 +297,12 @@ def _recipient_in(email_id: str, position: int, value: Any) -> Recipient:
 def email_record(item: dict[str, Any]) -> EmailRecord:
     """The EmailRecord of a stored email item, of this form or an older one."""
     tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
-    skip = ("pk", "sk", BODY_Z, BODY_ZD1, resources.MESSAGES.ttl_attribute, "recipients", "created_at")
+    skip = ("pk", "sk", BODY_Z, BODY_ZD1, resources.MESSAGES.ttl_attribute, "recipients", "created_at", *_PENDING)
     fields = {k: v for k, v in item.items() if k not in skip}
     fields.setdefault("tenant_id", tenant_id)
     fields.setdefault("email_id", email_id)
     fields.setdefault("pool", DEFAULT_POOL)
-    fields["created_at"] = when(item["created_at"])
+    fields["created_at"] = when(item["created_at"] if "created_at" in item else item[resources.LISTED_AT])
     fields["recipients"] = [_recipient_in(email_id, n, r) for n, r in enumerate(item.get("recipients", []), 1)]
     if BODY_ZD1 in item:
         fields["body_inline"] = unpack_body(bytes(item[BODY_ZD1]))
@@ -300,3 +312,72 @@ def email_record(item: dict[str, Any]) -> EmailRecord:
         partial = EmailRecord.model_validate({**fields, "header_message_id": ""})
         fields["header_message_id"] = derived_header_message_id(partial) or ""
     return EmailRecord.model_validate(fields)
+
+
+# -- an email of one message, stored as one item until that message's first write -------------------
+# The email item then carries the message's listing keys (`by_tenant`: its creation time replaces
+# `created_at`) and, when the return path's domain is not the From address's, `RETURN_PATH_DOMAIN`:
+# everything else of the message as created is the email's (its first recipient, pool, creation time).
+RETURN_PATH_DOMAIN = "rpd"
+_PENDING = (resources.LISTED_TENANT, resources.LISTED_AT, RETURN_PATH_DOMAIN)
+
+
+def pending_email_item(email: EmailRecord, message: MessageRecord, expires_at: int) -> dict[str, Any] | None:
+    """The email item that stands for `message` too, or None when `message` is not what that item gives
+    back (`pending_message`): several recipients, a status other than queued, a return path of another
+    form. Checked by reading the item back, so what is stored is what is read."""
+    if message.status is not MessageStatus.QUEUED or len(email.recipients) != 1 or message.return_path is None:
+        return None
+    item = email_item(email, expires_at)
+    del item["created_at"]
+    item[resources.LISTED_TENANT] = email.tenant_id
+    item[resources.LISTED_AT] = epoch(email.created_at)
+    domain = message.return_path.rpartition("@")[2]
+    if _from_domain(email.from_address) != domain:
+        item[RETURN_PATH_DOMAIN] = domain
+    return item if pending_message(item) == message else None
+
+
+def _from_domain(from_address: str) -> str | None:
+    try:
+        return parse_mailbox(from_address).domain
+    except ValueError:
+        return None
+
+
+def is_pending_email(item: dict[str, Any]) -> bool:
+    """An email item that stands for its one message while that has no item of its own."""
+    return item.get("sk") == resources.EMAIL_SK and resources.LISTED_TENANT in item
+
+
+def pending_message_id(item: dict[str, Any]) -> str:
+    """The id of the one message of a pending email item (`is_pending_email`)."""
+    _, email_id = resources.split_email_pk(str(item["pk"]))
+    return _recipient_in(email_id, 1, item["recipients"][0]).message_id
+
+
+def pending_message(item: dict[str, Any]) -> MessageRecord | None:
+    """The message a pending email item stands for, as it was created (`queued`, nothing tried), read
+    without its body; None for any other item."""
+    if not is_pending_email(item):
+        return None
+    tenant_id, email_id = resources.split_email_pk(str(item["pk"]))
+    recipient = _recipient_in(email_id, 1, item["recipients"][0])
+    created_at = when(item[resources.LISTED_AT])
+    from_address = str(item["from_address"])
+    domain = item.get(RETURN_PATH_DOMAIN) or _from_domain(from_address)
+    return MessageRecord(
+        tenant_id=tenant_id,
+        email_id=email_id,
+        message_id=recipient.message_id,
+        recipient=recipient.email,
+        kind=recipient.kind,
+        pool=item.get("pool", DEFAULT_POOL),
+        status=MessageStatus.QUEUED,
+        events=(
+            Event(type=EventName.QUEUED, at=created_at, message_id=recipient.message_id, recipient=recipient.email),
+        ),
+        return_path=f"{VERP_LOCAL_PREFIX}{recipient.message_id}@{domain}" if domain else None,
+        created_at=created_at,
+        updated_at=created_at,
+    )

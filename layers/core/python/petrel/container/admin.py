@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from petrel import resources
-from petrel.container.base import AwsClients, TenantAdminContainer
+from petrel.container.base import AwsClients, TenantAdminContainer, message_store
 
 # The AWS services the admin commands reach.
 ADMIN_SERVICES = ("dynamodb", "secretsmanager", "sqs")
@@ -76,6 +76,10 @@ class AdminContainer(TenantAdminContainer[AdminSettings]):
         from petrel.adapters.dead_letters import SqsDeadLetters
 
         return SqsDeadLetters(self.clients.sqs(), self.settings.name_prefix)
+
+    def backfill_listing(self) -> int:
+        """Give message items stored before `by_tenant_v3` its keys (`petrel migrate listing`)."""
+        return message_store(self.clients, self.settings.messages_table).backfill_listing()
 
     @cached_property
     def redrive(self) -> RedriveDeps:
