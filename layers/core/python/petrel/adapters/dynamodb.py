@@ -762,16 +762,13 @@ class DynamoMessageStore:
         kept = self._pending_email(key)
         return kept.message if kept else None
 
-    def _pending_email(self, key: MessageKey, *, kept: bool = False) -> _Pending | None:
-        """What the message's email item stands for, if it is pending and for this message: read
-        consistently (an email item is written before anything reads it), or, with `kept`, what a read
-        of it noted (the item never changes)."""
+    def _pending_email(self, key: MessageKey) -> _Pending | None:
+        """What the message's email item stands for, if it is pending and for this message: as a read of
+        the item noted it (the item never changes), else read as `get_email_record` reads it."""
         pk = resources.email_pk(key.tenant_id, key.email_id)
-        if kept and pk in self._pending_of:
-            found = self._pending_of[pk]
-        else:
-            email = self._get(_email_key(key.email))
-            found = self._keep_email(email) if email else None
+        if pk not in self._pending_of:
+            self.get_email_record(key.email)  # notes it, when there is one
+        found = self._pending_of.get(pk)
         return found if found is not None and found.message.message_id == key.message_id else None
 
     def _materialize(self, key: MessageKey) -> None:
@@ -852,7 +849,7 @@ class DynamoMessageStore:
     def _lease_pending(self, key: MessageKey, lease_until: int) -> MessageRecord | None:
         """The first lease of a pending email's message, written as its message item; None when the email
         is not pending or the message has its item already."""
-        pending = self._pending_email(key, kept=True)
+        pending = self._pending_email(key)
         if pending is None:
             return None
         leased = pending.message.model_copy(
