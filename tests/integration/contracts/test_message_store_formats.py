@@ -21,6 +21,7 @@ from moto import mock_aws
 
 from local.provision import provision
 from petrel import resources
+from petrel.adapters import message_items as items
 from petrel.adapters.dynamodb import DynamoMessageStore
 from petrel.adapters.message_items import BODY_Z, BODY_ZD1
 from petrel.ids import message_id
@@ -589,3 +590,22 @@ def test_a_listing_of_pending_and_other_emails_pages_through_each_message_once(t
     assert {m.message_id for m in queued} == {m.message_id for m in made} - {made[1].message_id}
     with pytest.raises(InvalidCursor):
         table.store.list_messages(TENANT, status=MessageStatus.QUEUED, limit=2, cursor=cursor or "e30")
+
+
+def test_a_return_path_on_another_domain_is_kept_and_any_other_one_stores_the_message_item(table: Table) -> None:
+    """The pending email item keeps a return-path domain that is not the From address's; a return path
+    that is not VERP on the message's own id (or none) is stored as before, in a message item."""
+    email, [message] = records.email(TENANT)
+    bounces = message.model_copy(update={"return_path": f"bounces+{message.message_id}@bounces.example.com"})
+    table.store.create_email(email, [bounces], EXPIRES)
+    [only] = _partition(table, email).values()
+    assert only[items.RETURN_PATH_DOMAIN] == {"S": "bounces.example.com"}
+    assert table.store.get_message(MessageKey.of(bounces)) == bounces
+
+    for odd in (f"other@{email.from_address.partition('@')[2]}", None):
+        other, [other_message] = records.email(TENANT)
+        other_message = other_message.model_copy(update={"return_path": odd})
+        table.store.create_email(other, [other_message], EXPIRES)
+        assert sorted(_partition(table, other)) == ["EMAIL", resources.message_sk(other_message.message_id)]
+        assert table.store.get_email(EmailKey.of(other)) == (other, [other_message])
+        assert _listed(table, other) == [other_message]
