@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -132,25 +132,20 @@ def _query_all(db: DynamoDBClient, kwargs: QueryInputTypeDef) -> list[dict[str, 
         kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
-def _scan_all(db: DynamoDBClient, kwargs: ScanInputTypeDef) -> list[dict[str, Any]]:
-    """Every item of a Scan, following LastEvaluatedKey."""
+def _scan_all(
+    db: DynamoDBClient,
+    kwargs: ScanInputTypeDef,
+    read: Callable[[Mapping[str, AttributeValueTypeDef]], dict[str, Any]] = _decode,
+) -> list[dict[str, Any]]:
+    """Every item of a Scan, following LastEvaluatedKey, each as `read` gives it (`_raw`: numbers kept
+    as Decimals)."""
     items: list[dict[str, Any]] = []
     while True:
         page = db.scan(**kwargs)
-        items.extend(_decode(i) for i in page.get("Items", []))
+        items.extend(read(i) for i in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             return items
         kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
-
-
-def _scan_all_raw(db: DynamoDBClient, kwargs: ScanInputTypeDef) -> Iterator[dict[str, Any]]:
-    """Every item a Scan returns, page after page, its numbers kept as Decimals."""
-    while True:
-        page = db.scan(**kwargs)
-        yield from (_raw(i) for i in page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _scan_sk_prefix(db: DynamoDBClient, table: str, prefix: str) -> list[dict[str, Any]]:
@@ -957,7 +952,8 @@ class DynamoMessageStore:
             for (pk, _), item in fetched.items()
             if items.is_pending_email(item)
         ]
-        more = [key for key in more if key not in set(asked)]
+        asked_set = set(asked)
+        more = [key for key in more if key not in asked_set]
         if more:
             fetched |= self._batch_get([_item_key(pk, sk) for pk, sk in more], consistent=consistent)
         out: dict[tuple[str, str], dict[str, Any]] = {}
@@ -1097,15 +1093,17 @@ class DynamoMessageStore:
         }
         listed = 0
         pending: dict[str, bool] = {}
-        for item in _scan_all_raw(self._db, kwargs):
+        for item in _scan_all(self._db, kwargs, _raw):
             pk = str(item["pk"])
             if pk not in pending:
                 email = self._get(_item_key(pk, resources.EMAIL_SK))
                 pending[pk] = email is not None and items.is_pending_email(email)
             if pending[pk]:
                 continue
-            created = items.when(item["created_at"]) if "created_at" in item else None
-            created = created or items.when_of_created_key(str(item["created_key"]))
+            if "created_at" in item:  # older items
+                created = items.when(item["created_at"])
+            else:
+                created = items.when_of_created_key(str(item["created_key"]))
             try:
                 self._db.update_item(
                     TableName=self._table,
