@@ -20,6 +20,9 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.canonicalization import Relaxed
+from hypothesis import given
+from hypothesis import strategies as st
 
 from petrel.mail import dkim as petrel_dkim
 from petrel.mail.dkim import DkimError, DkimKey, sign
@@ -56,6 +59,22 @@ MESSAGES: dict[str, bytes] = {
 }
 # Names up to the length where a d=/i=/s= value still fits a folded line: dkimpy's bytes exactly.
 NAMES = [("s2026", "example.com"), ("s-" + "x" * 60, "mail." + "d" * 40 + ".example.com")]
+
+
+# Text made of what canonicalization acts on: spaces, tabs, line ends whole and broken, other whitespace.
+_PIECES = st.sampled_from([b" ", b"  ", b"\t", b"\r\n", b"\r", b"\n", b"a", b"b.", b"\x0b", b"\x0c"])
+CANONICALIZABLE = st.lists(_PIECES, max_size=40).map(b"".join)
+
+
+@given(CANONICALIZABLE)
+def test_relaxed_body_is_dkimpys_for_any_body(body: bytes) -> None:
+    assert petrel_dkim.canonical_body(body) == Relaxed.canonicalize_body(body)
+
+
+@given(CANONICALIZABLE)
+def test_relaxed_header_value_is_dkimpys_for_any_value(value: bytes) -> None:
+    [(_, expected)] = Relaxed.canonicalize_headers([(b"Subject", value)])
+    assert petrel_dkim._relaxed_value(value) == expected
 
 
 @pytest.fixture(scope="module")
