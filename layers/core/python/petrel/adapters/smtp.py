@@ -620,10 +620,22 @@ def _first_refusal(mail: SmtpReply, rcpt: SmtpReply) -> SmtpReply | None:
 def _command(verb: str, address: str, options: list[str]) -> str:
     """One command line; an address or option that would carry a line break is refused (ValueError),
     as smtplib's putcmd does: it would inject a command."""
-    line = verb + smtplib.quoteaddr(address) + "".join(f" {option}" for option in options)
+    line = verb + quoted_path(address) + "".join(f" {option}" for option in options)
     if "\r" in line or "\n" in line:
         raise ValueError(f"the {verb.split(maxsplit=1)[0]} command contains a line break")
     return line + "\r\n"
+
+
+# A plain dot-atom address (what Petrel's envelopes are: VERP return paths and validated recipients).
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9+=_-]+(?:\.[A-Za-z0-9+=_-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def quoted_path(address: str) -> str:
+    """`<address>`, as smtplib's quoteaddr writes it. A plain address is its own path; quoteaddr parses
+    it as RFC 5322 text first, which costs 20 to 90 microseconds (a VERP return path is the slow case)."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _read(conn: smtplib.SMTP, stage: Stage) -> SmtpReply:
