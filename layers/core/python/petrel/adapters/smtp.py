@@ -519,11 +519,13 @@ class SmtplibRelay:
 def _one_by_one(
     session: _Session, envelope: Envelope, data: bytes, mail_options: list[str], rcpt_options: list[str]
 ) -> SmtpReply | None:
-    """MAIL FROM, RCPT TO and DATA, each after the reply to the one before."""
+    """MAIL FROM, RCPT TO and DATA, each after the reply to the one before (the commands written as
+    `_pipelined` writes them, which is what smtplib's mail and rcpt write, without their address parse)."""
     conn = session.conn
     stage = Stage.MAIL
     try:
-        code, message = conn.mail(envelope.sender, mail_options)
+        conn.send(_command("MAIL FROM:", envelope.sender, mail_options))
+        code, message = conn.getreply()
     except smtplib.SMTPServerDisconnected:
         return None if session.used else SmtpReply.network(Stage.MAIL, "the server closed the connection")
     except _FAILURES as exc:
@@ -537,7 +539,8 @@ def _one_by_one(
             _reset(session, code)
             return SmtpReply.parse(code, message, Stage.MAIL)
         stage = Stage.RCPT
-        code, message = conn.rcpt(envelope.recipient, rcpt_options)
+        conn.send(_command("RCPT TO:", envelope.recipient, rcpt_options))
+        code, message = conn.getreply()
         if code not in (ReplyCode.OK, 251):
             _reset(session, code)
             return SmtpReply.parse(code, message, Stage.RCPT)
